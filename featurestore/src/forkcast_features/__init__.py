@@ -1,0 +1,1 @@
+"""forkcast online feature store on Redis: versioned keys, loader, warm cutover, live updates."""

@@ -1,0 +1,1 @@
+"""forkcast retraining pipeline: prep, train, evaluate (and, later, gate, publish, promote)."""

@@ -1,0 +1,1 @@
+"""forkcast API gateway: the public edge of SPEC §6."""
