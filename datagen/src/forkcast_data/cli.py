@@ -27,7 +27,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     gen.add_argument("--preset", default="tiny", help=f"size preset: {', '.join(PRESETS)} (default: tiny)")
     gen.add_argument("--out", type=Path, required=True, help="output directory (created if missing)")
-    gen.add_argument("--seed", type=int, default=7, help="seed of the whole process (default: 7, the original)")
+    gen.add_argument(
+        "--seed", type=int, default=7, help="seed of the whole process (default: 7, the original)"
+    )
     gen.add_argument(
         "--drift",
         type=float,

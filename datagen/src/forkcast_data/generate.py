@@ -67,7 +67,9 @@ def restaurants_frame(entities: Entities) -> pl.DataFrame:
         "latitude": entities.latitude,
         "longitude": entities.longitude,
     }
-    columns |= {name: entities.restaurants[:, i].astype(np.float64) for i, name in enumerate(RESTAURANT_FEATURES)}
+    columns |= {
+        name: entities.restaurants[:, i].astype(np.float64) for i, name in enumerate(RESTAURANT_FEATURES)
+    }
     return pl.DataFrame(columns)
 
 

@@ -124,7 +124,9 @@ def atomic_path(path: Path) -> Iterator[Path]:
     except OSError as exc:
         tmp.unlink(missing_ok=True)
         if exc.errno == errno.ENOSPC:
-            raise GenerateError(f"disk full while writing {path}; free some space and rerun to resume") from exc
+            raise GenerateError(
+                f"disk full while writing {path}; free some space and rerun to resume"
+            ) from exc
         raise GenerateError(f"cannot write {path}: {exc.strerror or exc}") from exc
     except BaseException:
         tmp.unlink(missing_ok=True)

@@ -83,7 +83,8 @@ def click_logit(users: F32, restaurants: F32, user_ids: I64, restaurant_ids: I64
     """The noise-free click logit: dot product of the signal dimensions of user and restaurant."""
     u = users[user_ids, :SIGNAL_DIMS].astype(np.float64)
     r = restaurants[restaurant_ids, :SIGNAL_DIMS].astype(np.float64)
-    return np.einsum("ij,ij->i", u, r)
+    logit: F64 = np.einsum("ij,ij->i", u, r)
+    return logit
 
 
 def sigmoid(x: F64) -> F64:

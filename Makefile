@@ -1,0 +1,53 @@
+# forkcast: the front door. Logic lives in the Python CLIs; each target is one line of intent.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+.SHELLFLAGS := -eu -o pipefail -c
+
+UV_VERSION := 0.13.9
+UV := .tools/bin/uv
+VENV := .venv
+BIN := $(VENV)/bin
+# Never let uv fetch its own Python (no internet here): use the system's 3.11.
+export UV_PYTHON := python3.11
+export UV_PYTHON_DOWNLOADS := never
+export OPENBLAS_NUM_THREADS ?= 1
+DATA ?= data
+PACKAGES = $(wildcard */src */*/src)
+
+.PHONY: help setup system-packages demo test lint format typecheck pytest bench-data clean-venv
+
+help: ## list the targets
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+$(UV):
+	@scripts/bootstrap-uv.sh $(UV_VERSION)
+
+setup: $(UV) ## create .venv/ with every workspace member installed from uv.lock
+	@$(UV) sync --all-packages --locked --quiet
+	@echo "venv ready: $(VENV) ($$($(BIN)/python --version))"
+
+system-packages: ## apt-get install the Debian packages the tests and the local platform need
+	@scripts/install-system-packages.sh
+
+demo: setup ## the main job: generate the demo dataset and show what it holds
+	$(BIN)/forkcast-data generate --preset small --out $(DATA)/small
+	$(BIN)/forkcast-data describe $(DATA)/small
+
+test: setup system-packages lint typecheck pytest ## everything CI runs: lint, format check, type check, tests
+
+lint: setup ## ruff lint and format check
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: setup ## apply ruff's fixes and formatting
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+typecheck: setup ## mypy --strict on every package
+	$(BIN)/mypy $(PACKAGES)
+
+pytest: setup ## the test suite (fails when no test ran: pytest exits 5)
+	$(BIN)/pytest
+
+bench-data: setup ## generator benchmark: full preset, against the original row-at-a-time process
+	$(BIN)/python -m forkcast_data.bench --out $(DATA)/bench-full
