@@ -12,7 +12,14 @@ ROOT = Path(__file__).resolve().parents[2]
 def test_gitlab_ci_yaml_is_valid() -> None:
     checker = Path(sys.executable).with_name("check-jsonschema")
     result = subprocess.run(
-        [str(checker), "--builtin-schema", "vendor.gitlab-ci", "--data-transform", "gitlab-ci", ".gitlab-ci.yml"],
+        [
+            str(checker),
+            "--builtin-schema",
+            "vendor.gitlab-ci",
+            "--data-transform",
+            "gitlab-ci",
+            ".gitlab-ci.yml",
+        ],
         cwd=ROOT,
         capture_output=True,
         text=True,
