@@ -1,0 +1,213 @@
+"""Redis layout of the online feature store (SPEC §5), shared by the loader and the inference service.
+
+Pure layout and packing (numpy only, no Redis client), so that every reader and writer agrees on key names and
+bytes. One compact binary value per entity:
+
+* user ``<prefix>:<version>:u:<id>``: 30 little-endian float32 (120 bytes);
+* restaurant ``<prefix>:<version>:r:{<version>:r}<id>``: latitude and longitude as little-endian int32 in units
+  of 1e-7 degree (≈ 1.1 cm, so displacement stays far within 0.5 m; float32 would lose up to 0.4 m of
+  longitude near 100° E), followed by 10 little-endian float32 (48 bytes).
+
+Hash tags (Redis Cluster): every restaurant key of a version, and that version's restaurant revision counter,
+share the tag ``{<version>:r}``, so they live in one slot: a request's candidates are one MGET on one node and a
+restaurant update plus its revision bump is one MULTI. User keys carry no tag and spread over all slots. The
+choice and its measurements are in featurestore/README.md.
+
+Control keys: ``<prefix>:live`` holds the live version name (the pointer; one atomic SET switches it),
+``<prefix>:meta:<version>`` a small hash per version (:class:`VersionMeta`), ``<prefix>:versions`` the set of
+known versions. A reader reads the pointer, then only keys of that version: no request mixes versions.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import asdict, dataclass, fields
+from typing import Final
+
+import numpy as np
+import numpy.typing as npt
+
+from forkcast_contract.features import RESTAURANT_FEATURE_COUNT, USER_FEATURE_COUNT
+
+LAYOUT_VERSION: Final = 1
+DEFAULT_PREFIX: Final = "fc"
+
+FEATURE_WIRE_DTYPE: Final = np.dtype("<f4")
+COORD_WIRE_DTYPE: Final = np.dtype("<i4")
+# Coordinates are stored as integers in units of 1e-7 degree (|lng| ≤ 180° fits in int32).
+COORD_SCALE: Final = 10_000_000
+
+USER_VALUE_BYTES: Final = USER_FEATURE_COUNT * 4
+RESTAURANT_VALUE_BYTES: Final = 2 * 4 + RESTAURANT_FEATURE_COUNT * 4
+
+# Version states, in the order a version goes through them.
+STATE_LOADING: Final = "loading"
+STATE_LOADED: Final = "loaded"
+STATE_VERIFIED: Final = "verified"
+
+
+def version_name(source_fingerprint: str, schema_hash: str) -> str:
+    """The feature-version name for a source dataset: deterministic, so a rerun resumes the same version.
+
+    Eight hex digits keep every key short (key bytes are most of the per-entity overhead in Redis).
+    """
+    digest = hashlib.sha256(f"{LAYOUT_VERSION}:{schema_hash}:{source_fingerprint}".encode()).hexdigest()
+    return digest[:8]
+
+
+@dataclass(frozen=True)
+class FeatureKeys:
+    """Key names of one feature version."""
+
+    prefix: str
+    version: str
+
+    @property
+    def user_base(self) -> str:
+        """User key without the id: ``user_base + str(id)`` is the key."""
+        return f"{self.prefix}:{self.version}:u:"
+
+    @property
+    def restaurant_tag(self) -> str:
+        """The Redis Cluster hash tag shared by all restaurant keys of this version."""
+        return f"{{{self.version}:r}}"
+
+    @property
+    def restaurant_base(self) -> str:
+        """Restaurant key without the id."""
+        return f"{self.prefix}:{self.version}:r:{self.restaurant_tag}"
+
+    @property
+    def restaurant_revision(self) -> str:
+        """Counter bumped with every restaurant change in this version (same slot as the restaurants)."""
+        return f"{self.prefix}:{self.version}:rrev:{self.restaurant_tag}"
+
+    @property
+    def pattern(self) -> str:
+        """SCAN pattern matching every data key of this version (not its metadata)."""
+        return f"{self.prefix}:{self.version}:*"
+
+    def user(self, user_id: int) -> str:
+        return f"{self.user_base}{user_id}"
+
+    def restaurant(self, restaurant_id: int) -> str:
+        return f"{self.restaurant_base}{restaurant_id}"
+
+
+def pointer_key(prefix: str) -> str:
+    """The key whose value names the live feature version."""
+    return f"{prefix}:live"
+
+
+def meta_key(prefix: str, version: str) -> str:
+    return f"{prefix}:meta:{version}"
+
+
+def versions_key(prefix: str) -> str:
+    return f"{prefix}:versions"
+
+
+@dataclass(frozen=True)
+class VersionMeta:
+    """The metadata record of one feature version (a Redis hash of strings; empty string = not yet)."""
+
+    version: str
+    layout_version: int
+    feature_schema_hash: str
+    source_fingerprint: str
+    users: int
+    restaurants: int
+    state: str
+    created_at: str
+    users_loaded: int = 0
+    restaurants_loaded: int = 0
+    loaded_at: str = ""
+    verified_at: str = ""
+    activated_at: str = ""
+    deactivated_at: str = ""
+    previous: str = ""
+    updates: int = 0
+
+    def to_redis(self) -> dict[str, str]:
+        return {k: str(v) for k, v in asdict(self).items()}
+
+    @classmethod
+    def from_redis(cls, raw: dict[bytes, bytes] | dict[str, str]) -> VersionMeta:
+        text = {
+            (k.decode() if isinstance(k, bytes) else k): (v.decode() if isinstance(v, bytes) else v)
+            for k, v in raw.items()
+        }
+        values: dict[str, object] = {}
+        for f in fields(cls):
+            if f.name in text:
+                values[f.name] = int(text[f.name]) if f.type in ("int", int) else text[f.name]
+        return cls(**values)  # type: ignore[arg-type]
+
+
+F32 = npt.NDArray[np.float32]
+F64 = npt.NDArray[np.float64]
+
+
+def pack_users(features: npt.NDArray[np.floating]) -> bytes:
+    """Pack an (n, 30) array into n consecutive user values (slice every USER_VALUE_BYTES)."""
+    if features.ndim != 2 or features.shape[1] != USER_FEATURE_COUNT:
+        raise ValueError(f"user features must have shape (n, {USER_FEATURE_COUNT}), got {features.shape}")
+    return np.ascontiguousarray(features, dtype=FEATURE_WIRE_DTYPE).tobytes()
+
+
+def unpack_users(values: list[bytes]) -> F32:
+    """Unpack user values into an (n, 30) float32 array; a value of the wrong length raises ValueError."""
+    for v in values:
+        if len(v) != USER_VALUE_BYTES:
+            raise ValueError(f"user value has {len(v)} bytes, expected {USER_VALUE_BYTES}")
+    out = np.frombuffer(b"".join(values), dtype=FEATURE_WIRE_DTYPE).reshape(len(values), USER_FEATURE_COUNT)
+    return out.astype(np.float32)
+
+
+def quantize_coords(latitude: F64, longitude: F64) -> npt.NDArray[np.int32]:
+    """Coordinates in 1e-7 degree units, as stored (an (n, 2) int32 array)."""
+    coords = np.stack([latitude, longitude], axis=1) * COORD_SCALE
+    return np.rint(coords).astype(np.int32)
+
+
+def pack_restaurants(latitude: F64, longitude: F64, features: npt.NDArray[np.floating]) -> bytes:
+    """Pack n restaurants into n consecutive values (slice every RESTAURANT_VALUE_BYTES)."""
+    n = len(latitude)
+    if features.shape != (n, RESTAURANT_FEATURE_COUNT) or len(longitude) != n:
+        raise ValueError(
+            f"restaurant arrays disagree: {n} lat, {len(longitude)} lng, features {features.shape}"
+        )
+    record = np.dtype(
+        [("coord", COORD_WIRE_DTYPE, (2,)), ("f", FEATURE_WIRE_DTYPE, (RESTAURANT_FEATURE_COUNT,))]
+    )
+    packed = np.empty(n, dtype=record)
+    packed["coord"] = quantize_coords(latitude, longitude)
+    packed["f"] = features
+    return packed.tobytes()
+
+
+@dataclass(frozen=True)
+class Restaurants:
+    """Unpacked restaurant values: coordinates in degrees (float64) and float32 features."""
+
+    latitude: F64
+    longitude: F64
+    features: F32
+
+
+def unpack_restaurants(values: list[bytes]) -> Restaurants:
+    """Unpack restaurant values; a value of the wrong length raises ValueError."""
+    for v in values:
+        if len(v) != RESTAURANT_VALUE_BYTES:
+            raise ValueError(f"restaurant value has {len(v)} bytes, expected {RESTAURANT_VALUE_BYTES}")
+    raw = np.frombuffer(b"".join(values), dtype=np.uint8).reshape(len(values), RESTAURANT_VALUE_BYTES)
+    coords = raw[:, :8].copy().view(COORD_WIRE_DTYPE).astype(np.float64) / COORD_SCALE
+    feats = raw[:, 8:].copy().view(FEATURE_WIRE_DTYPE).astype(np.float32)
+    return Restaurants(latitude=coords[:, 0], longitude=coords[:, 1], features=feats)
+
+
+def split_values(buffer: bytes, width: int) -> list[bytes]:
+    """Cut a packed buffer into per-entity values."""
+    if len(buffer) % width:
+        raise ValueError(f"buffer of {len(buffer)} bytes is not a multiple of {width}")
+    return [buffer[i : i + width] for i in range(0, len(buffer), width)]

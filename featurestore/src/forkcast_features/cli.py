@@ -1,0 +1,149 @@
+"""`forkcast-features`: load, inspect, switch and check the online feature store (SPEC §8).
+
+Connection and naming come from the environment (REDIS_URL, FORKCAST_REDIS_CLUSTER, FORKCAST_FEATURE_PREFIX,
+FORKCAST_FEATURE_BATCH_ROWS, FORKCAST_FEATURE_GRACE_SECONDS, FORKCAST_FEATURE_VERIFY_SAMPLE); see README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+import redis
+
+from forkcast_features.check import check_consistency
+from forkcast_features.client import connect
+from forkcast_features.cutover import CutoverError, activate, drop_version, gc, rollback
+from forkcast_features.loader import LoadError, load_version
+from forkcast_features.settings import FeatureStoreSettings
+from forkcast_features.source import BadInputError, read_source
+from forkcast_features.status import describe_status
+from forkcast_features.updates import UpdateError, update_restaurant, update_user
+from forkcast_features.verify import VerifyError, verify_version
+
+log = logging.getLogger("forkcast_features")
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="forkcast-features", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+
+    load = sub.add_parser(
+        "load", help="load a dataset into a new feature version, verify it, optionally activate"
+    )
+    load.add_argument("--data", type=Path, required=True, help="dataset directory (with dataset.json)")
+    load.add_argument("--activate", action="store_true", help="switch the live pointer to it once verified")
+    load.add_argument("--no-progress", action="store_true", help="hide the progress bar (rows/s)")
+
+    sub.add_parser("status", help="list versions, their state and counts, and which one is live")
+
+    act = sub.add_parser("activate", help="make a verified version live (atomic pointer switch)")
+    act.add_argument("version", help="version name as shown by `status`")
+
+    sub.add_parser("rollback", help="switch back to the version that was live before the current one")
+
+    g = sub.add_parser("gc", help="delete retired versions past their grace period (SCAN + UNLINK)")
+    g.add_argument(
+        "--grace-seconds",
+        type=float,
+        default=None,
+        help="override FORKCAST_FEATURE_GRACE_SECONDS (how long a retired version stays readable)",
+    )
+    g.add_argument(
+        "--drop",
+        metavar="VERSION",
+        default=None,
+        help="delete this non-live version now, e.g. a partial load you do not want to resume",
+    )
+
+    chk = sub.add_parser("check", help="compare sampled online values with the offline parquet")
+    chk.add_argument("--data", type=Path, required=True, help="dataset directory the version was loaded from")
+    chk.add_argument("--sample", type=int, default=1000, help="ids sampled from each table")
+    chk.add_argument("--version", default=None, help="version to check (default: the live one)")
+
+    uu = sub.add_parser("update-user", help="replace one user's 30 features in the live version")
+    uu.add_argument("user_id", type=int, help="existing user id")
+    uu.add_argument("features", type=float, nargs=30, help="the 30 feature values f00..f29")
+
+    ur = sub.add_parser("update-restaurant", help="replace one restaurant's coordinates and 10 features")
+    ur.add_argument("restaurant_id", type=int, help="existing restaurant id")
+    ur.add_argument("--lat", type=float, required=True, help="latitude in degrees")
+    ur.add_argument("--lng", type=float, required=True, help="longitude in degrees")
+    ur.add_argument("features", type=float, nargs=10, help="the 10 feature values f00..f09")
+    return p
+
+
+def _load(args: argparse.Namespace, settings: FeatureStoreSettings) -> int:
+    source = read_source(args.data)
+    client = connect(settings)
+    prefix = settings.feature_prefix
+    result = load_version(
+        client, source, prefix=prefix, batch_rows=settings.feature_batch_rows, progress=not args.no_progress
+    )
+    rows = result.users_written + result.restaurants_written
+    rate = rows / result.seconds if result.seconds else 0.0
+    print(
+        f"version {result.version}: wrote {rows:,} rows in {result.seconds:.1f} s ({rate:,.0f} rows/s)"
+        + (" (resumed)" if result.resumed else "")
+    )
+    report = verify_version(
+        client, source, prefix=prefix, version=result.version, sample=settings.feature_verify_sample
+    )
+    print(f"verified: {report.describe()}")
+    if args.activate:
+        previous = activate(client, prefix, result.version)
+        print(f"live: {result.version} (was {previous or 'none'})")
+    return 0
+
+
+def _run(args: argparse.Namespace, settings: FeatureStoreSettings) -> int:
+    prefix = settings.feature_prefix
+    if args.command == "load":
+        return _load(args, settings)
+    client = connect(settings)
+    if args.command == "status":
+        print(describe_status(client, prefix))
+    elif args.command == "activate":
+        previous = activate(client, prefix, args.version)
+        print(f"live: {args.version} (was {previous or 'none'})")
+    elif args.command == "rollback":
+        print(f"live: {rollback(client, prefix)}")
+    elif args.command == "gc":
+        if args.drop:
+            print(f"dropped {args.drop}: {drop_version(client, prefix, args.drop):,} keys")
+        else:
+            grace = settings.feature_grace_seconds if args.grace_seconds is None else args.grace_seconds
+            collected = gc(client, prefix, grace)
+            for c in collected:
+                print(f"collected {c.version}: {c.keys:,} keys")
+            if not collected:
+                print("nothing to collect")
+    elif args.command == "check":
+        report = check_consistency(client, prefix, args.data, sample=args.sample, version=args.version)
+        print(report.describe())
+        return 1 if report.differences else 0
+    elif args.command == "update-user":
+        print(f"updated user {args.user_id} in {update_user(client, prefix, args.user_id, args.features)}")
+    elif args.command == "update-restaurant":
+        version = update_restaurant(client, prefix, args.restaurant_id, args.lat, args.lng, args.features)
+        print(f"updated restaurant {args.restaurant_id} in {version}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        # Built here, not through the cached getter: one CLI run, one fresh read of the environment.
+        return _run(args, FeatureStoreSettings())
+    except (BadInputError, FileNotFoundError) as exc:
+        print(f"rejected: {exc}", file=sys.stderr)
+        return 2
+    except (LoadError, VerifyError, CutoverError, UpdateError, LookupError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except redis.RedisError as exc:
+        print(f"error: Redis: {exc}", file=sys.stderr)
+        return 1
