@@ -39,8 +39,10 @@ def mset(
 ) -> None:
     """Write many keys in few round trips, then optionally HSET one field (a progress watermark).
 
-    One node: one pipeline of MSET commands of ``chunk`` pairs followed by the HSET; Redis applies a
-    connection's commands in order, so the watermark never runs ahead of the data. MSET of 5,000 pairs measured
+    One node: one MULTI/EXEC pipeline of MSET commands of ``chunk`` pairs followed by the HSET. A plain
+    pipeline is not enough: when an MSET fails (OOM) Redis still runs the HSET after it, and the watermark would
+    claim rows that were never written (the OOM test caught exactly that). Inside MULTI an OOM at queueing aborts
+    the whole batch (EXECABORT), so the watermark never runs ahead of the data. MSET of 5,000 pairs measured
     ≈ 3x the rows/s of pipelined SETs (`python -m forkcast_features.bench load`, BENCHMARKS.md).
     Cluster: redis-py groups the pairs by slot and pipelines per node; the HSET follows once all are acknowledged.
     """
@@ -51,7 +53,7 @@ def mset(
         if then_hset is not None:
             client.hset(then_hset[0], then_hset[1], then_hset[2])
         return
-    pipe = client.pipeline(transaction=False)
+    pipe = client.pipeline(transaction=then_hset is not None)
     for start in range(0, len(keys), chunk):
         flat: list[str | bytes] = []
         for pair in zip(keys[start : start + chunk], values[start : start + chunk], strict=True):
