@@ -5,13 +5,7 @@ Proves the hash tags: restaurant MGETs stay in one slot, users spread over all t
 
 from __future__ import annotations
 
-import os
-import random
 import shutil
-import signal
-import socket
-import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -23,6 +17,7 @@ from forkcast_contract.feature_store import FeatureKeys, unpack_restaurants
 from forkcast_features.client import connect
 from forkcast_features.cutover import activate, gc
 from forkcast_features.loader import load_version
+from forkcast_features.localredis import LocalCluster
 from forkcast_features.reader import read_request
 from forkcast_features.settings import FeatureStoreSettings
 from forkcast_features.source import read_source
@@ -38,88 +33,10 @@ pytestmark = [
 ]
 
 
-def _port_pair_free(port: int) -> bool:
-    for p in (port, port + 10000):  # the cluster bus listens on port + 10000
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", p))
-            except OSError:
-                return False
-    return True
-
-
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[int]]:
-    rng = random.Random()
-    ports: list[int] = []
-    while len(ports) < 3:
-        p = rng.randrange(20000, 40000)
-        if p not in ports and _port_pair_free(p):
-            ports.append(p)
-    procs = []
-    try:
-        for p in ports:
-            d = tmp_path_factory.mktemp(f"cluster{p}")
-            procs.append(
-                subprocess.Popen(
-                    [
-                        "redis-server",
-                        "--bind",
-                        "127.0.0.1",
-                        "--port",
-                        str(p),
-                        "--dir",
-                        str(d),
-                        "--save",
-                        "",
-                        "--appendonly",
-                        "no",
-                        "--cluster-enabled",
-                        "yes",
-                        "--cluster-config-file",
-                        str(d / "nodes.conf"),
-                    ],
-                    stdout=subprocess.DEVNULL,
-                    stderr=subprocess.DEVNULL,
-                )
-            )
-        for p in ports:
-            _wait(lambda p=p: redis.Redis(port=p).ping())
-        subprocess.run(
-            [
-                "redis-cli",
-                "--cluster",
-                "create",
-                *[f"127.0.0.1:{p}" for p in ports],
-                "--cluster-replicas",
-                "0",
-                "--cluster-yes",
-            ],
-            check=True,
-            capture_output=True,
-            timeout=60,
-        )
-        for p in ports:
-            _wait(lambda p=p: redis.Redis(port=p).cluster("info")["cluster_state"] == "ok")
-        yield ports
-    finally:
-        for proc in procs:
-            if proc.poll() is None:
-                os.kill(proc.pid, signal.SIGTERM)
-                proc.wait(timeout=10)
-
-
-def _wait(check: object, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            if check():  # type: ignore[operator]
-                return
-        except redis.RedisError:
-            pass
-        if time.monotonic() > deadline:
-            raise TimeoutError("cluster did not come up")
-        time.sleep(0.1)
+def cluster() -> Iterator[list[int]]:
+    with LocalCluster(3) as c:
+        yield c.ports
 
 
 def test_load_activate_read_update_gc_on_a_three_master_cluster(

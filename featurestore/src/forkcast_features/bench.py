@@ -24,6 +24,7 @@ from forkcast_contract.feature_store import (
     pack_users,
     split_values,
 )
+from forkcast_features import bench_cluster
 from forkcast_features import bench_fetch as bf
 from forkcast_features.geo import h3_cells, h3_resolution, within_bbox, within_h3, within_haversine
 from forkcast_features.loader import load_version
@@ -101,13 +102,7 @@ def _normalise(f: bf.Fetched) -> tuple[bytes | None, list[tuple[int, bytes | Non
 
 def _fetch(args: argparse.Namespace) -> None:
     src = read_source(args.data)
-    frame = pl.read_parquet(args.data / REQUESTS_FILE).head(args.requests)
-    reqs = [
-        bf.Request(int(u), float(a), float(b), np.asarray(c, dtype=np.int64), float(d))
-        for u, a, b, c, d in frame.select(
-            "user_id", "latitude", "longitude", "candidate_restaurant_ids", "max_dist"
-        ).iter_rows()
-    ]
+    reqs = _requests(args.data, args.requests)
     r = src.restaurants
     order = np.argsort(r.ids)
     with LocalRedis() as server:
@@ -175,6 +170,21 @@ def _fetch(args: argparse.Namespace) -> None:
         print(f"  {name:<45} {us:6.1f} µs/request ({base_us / us:4.2f}x the baseline's speed)")
 
 
+def _requests(data: Path, n: int) -> list[bf.Request]:
+    frame = pl.read_parquet(data / REQUESTS_FILE).head(n)
+    cols = ("user_id", "latitude", "longitude", "candidate_restaurant_ids", "max_dist")
+    return [
+        bf.Request(int(u), float(a), float(b), np.asarray(c, dtype=np.int64), float(d))
+        for u, a, b, c, d in frame.select(cols).iter_rows()
+    ]
+
+
+def _cluster(args: argparse.Namespace) -> None:
+    reqs = _requests(args.data, args.requests)
+    print(f"cluster hash tags: {len(reqs):,} requests, user GET + MGET of the in-range candidates, 3 masters")
+    bench_cluster.run(read_source(args.data), reqs)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(
         prog="python -m forkcast_features.bench",
@@ -194,8 +204,13 @@ def main(argv: list[str] | None = None) -> int:
         "--data", type=Path, default=Path("data/full"), help="dataset directory (default data/full)"
     )
     fetch.add_argument("--requests", type=int, default=2000, help="requests timed per design")
+    clu = sub.add_parser("cluster", help="restaurant hash-tag layouts on a local 3-master Redis Cluster")
+    clu.add_argument(
+        "--data", type=Path, default=Path("data/full"), help="dataset directory (default data/full)"
+    )
+    clu.add_argument("--requests", type=int, default=2000, help="requests timed per layout")
     args = p.parse_args(argv)
-    (_load if args.command == "load" else _fetch)(args)
+    {"load": _load, "fetch": _fetch, "cluster": _cluster}[args.command](args)
     return 0
 
 
