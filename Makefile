@@ -14,7 +14,7 @@ export OPENBLAS_NUM_THREADS ?= 1
 DATA ?= data
 PACKAGES = $(wildcard */src */*/src)
 
-.PHONY: help setup system-packages demo test lint format typecheck pytest bench-data clean-venv
+.PHONY: help setup system-packages demo test lint format typecheck pytest full-data bench-data bench-features
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -51,3 +51,11 @@ pytest: setup ## the test suite (fails when no test ran: pytest exits 5)
 
 bench-data: setup ## generator benchmark: full preset, against the original row-at-a-time process
 	$(BIN)/python -m forkcast_data.bench --out $(DATA)/bench-full
+
+full-data: setup ## the full-size dataset in $(DATA)/full (idempotent: nothing to do when complete)
+	$(BIN)/forkcast-data generate --preset full --out $(DATA)/full --no-progress
+
+bench-features: full-data system-packages ## feature store: load 1M+100k, fetch designs, distance filters, Cluster tags
+	$(BIN)/python -m forkcast_features.bench load --data $(DATA)/full --no-progress
+	$(BIN)/python -m forkcast_features.bench fetch --data $(DATA)/full
+	$(BIN)/python -m forkcast_features.bench cluster --data $(DATA)/full

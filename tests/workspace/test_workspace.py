@@ -1,4 +1,4 @@
-"""Each deployable carries only what it needs: checked on the lock file that pins every version.
+"""Workspace rules checked on the lock file and the pytest config: dependency sets per deployable, test discovery.
 
 The serving images must stay small and start fast, so e.g. the inference service may not pull torch, mlflow or
 polars, not even transitively.
@@ -64,3 +64,13 @@ def test_every_member_is_in_the_workspace_and_the_lock() -> None:
     for member in root["tool"]["uv"]["workspace"]["members"]:
         name = tomllib.loads((ROOT / member / "pyproject.toml").read_text())["project"]["name"]
         assert name in _lock(), f"{member} ({name}) is missing from uv.lock: run `uv lock`"
+
+
+def test_every_test_folder_is_collected() -> None:
+    """A member's tests must not silently drop out of `make test` (a missing testpaths entry would do that)."""
+    root = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    testpaths = set(root["tool"]["pytest"]["ini_options"]["testpaths"])
+    for member in root["tool"]["uv"]["workspace"]["members"]:
+        if (ROOT / member / "tests").is_dir():
+            assert f"{member}/tests" in testpaths, f"{member}/tests is not in [tool.pytest.ini_options] testpaths"
+    assert all((ROOT / p).is_dir() for p in testpaths)
