@@ -1,0 +1,115 @@
+"""The release subcommands of ``forkcast-retrain``: gate, publish, promote (SPEC §4, §8).
+
+Settings: S3 via S3_ENDPOINT_URL, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION, FORKCAST_BUCKET,
+FORKCAST_MODEL_NAME, FORKCAST_MODEL_CACHE; MLflow via MLFLOW_TRACKING_URI (unset: a local ./mlruns file store).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from forkcast_registry.errors import RegistryError
+from forkcast_registry.registry import ModelRegistry
+from forkcast_registry.settings import RegistrySettings
+from forkcast_retrain.errors import DataError
+from forkcast_retrain.gate import GateThresholds, gate_values, run_gate
+from forkcast_retrain.promote import promote, rollback
+
+RELEASE_COMMANDS = ("gate", "publish", "promote")
+
+
+def add_release_commands(sub: Any) -> None:
+    t = GateThresholds()
+    p = sub.add_parser("gate", help="challenger vs champion on the same held-out rows; exit 1 when it fails")
+    p.add_argument("--out", type=Path, required=True, help="the evaluated run directory (the challenger)")
+    p.add_argument(
+        "--champion",
+        default="auto",
+        help="registry version of the champion; 'auto' = MLflow alias champion (none if unset); 'none' = no champion",
+    )
+    p.add_argument(
+        "--auc-floor", type=float, default=t.auc_floor, help=f"minimum ROC-AUC (default {t.auc_floor})"
+    )
+    p.add_argument(
+        "--auc-epsilon", type=float, default=t.auc_epsilon, help="allowed ROC-AUC loss vs champion"
+    )
+    p.add_argument(
+        "--logloss-margin", type=float, default=t.logloss_margin, help="allowed logloss gain vs champion"
+    )
+    p.add_argument(
+        "--psi-max", type=float, default=t.psi_max, help=f"max PSI of any feature (default {t.psi_max})"
+    )
+    p.add_argument("--allow-drift", action="store_true", help="report drift but do not fail on it")
+    p = sub.add_parser("publish", help="upload the run as an immutable registry version; MLflow challenger")
+    p.add_argument("--out", type=Path, required=True, help="the evaluated (and gated) run directory")
+    p.add_argument("--create-bucket", action="store_true", help="create FORKCAST_BUCKET if it does not exist")
+    p = sub.add_parser("promote", help="write a version into an overlay's release file and commit it to Git")
+    p.add_argument("--version", help="registry version to release (required unless --rollback)")
+    p.add_argument("--overlay", required=True, help="kustomize overlay under manifests/overlays/ (dev, prod)")
+    p.add_argument(
+        "--repo", type=Path, default=Path.cwd(), help="the Git checkout holding manifests/ (default .)"
+    )
+    p.add_argument(
+        "--branch", help="commit on this new branch (for a merge request) instead of the current one"
+    )
+    p.add_argument("--rollback", action="store_true", help="git revert the overlay's last release commit")
+
+
+def _champion(arg: str, registry: ModelRegistry, tracker: Any, alias: str) -> tuple[Path | None, str | None]:
+    version = tracker.alias_version(alias) if arg == "auto" else None if arg == "none" else arg
+    return (registry.download(version).path, version) if version else (None, None)
+
+
+def run_release_command(args: argparse.Namespace) -> int:
+    # MLflow is imported here, not at module level: it adds about a second to every other subcommand's start.
+    from forkcast_retrain.publish import run_publish
+    from forkcast_retrain.tracking import CHAMPION, Tracker
+
+    try:
+        registry = ModelRegistry.from_settings(RegistrySettings())
+        if args.command == "publish":
+            published = run_publish(args.out, registry, Tracker.from_env(), create_bucket=args.create_bucket)
+            print(json.dumps(published.__dict__, indent=2))
+        elif args.command == "gate":
+            tracker = Tracker.from_env()
+            champion_dir, champion_version = _champion(args.champion, registry, tracker, CHAMPION)
+            t = GateThresholds(
+                args.auc_floor,
+                args.auc_epsilon,
+                args.logloss_margin,
+                psi_max=args.psi_max,
+                allow_drift=args.allow_drift,
+            )
+            report = run_gate(args.out, champion_dir, champion_version, t)
+            run_id = tracker.ensure_run(args.out)
+            tracker.log_gate(
+                run_id,
+                report.passed,
+                gate_values(report),
+                [args.out / "gate_report.json", args.out / "gate_report.md"],
+            )
+            print((args.out / "gate_report.md").read_text())
+            return 0 if report.passed else 1
+        elif args.command == "promote":
+            result = (
+                rollback(registry, args.repo, args.overlay)
+                if args.rollback
+                else promote(registry, args.repo, args.overlay, _required(args.version), args.branch)
+            )
+            if result.changed and Tracker.from_env().set_alias(CHAMPION, result.version):
+                print(f"MLflow alias {CHAMPION} -> {result.version}")
+            print(result.message)
+    except (DataError, RegistryError, FileNotFoundError) as exc:
+        print(f"forkcast-retrain {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _required(version: str | None) -> str:
+    if not version:
+        raise DataError("--version is required (or pass --rollback)")
+    return version

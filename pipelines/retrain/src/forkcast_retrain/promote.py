@@ -1,0 +1,138 @@
+"""promote: point an overlay's release file at a verified version and commit it; ``--rollback`` reverts that.
+
+The release file (``manifests/overlays/<env>/model-release.yaml``, a ConfigMap of the inference service's
+environment) is the only file this step ever writes, so each promotion is one small reviewable commit that Argo
+CD deploys. A rollback is a ``git revert`` of the last release commit, so Git, Argo CD and the Rollout agree again
+after an aborted canary. The version is downloaded and verified before anything in Git changes.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from forkcast_contract.model_format import MODEL_FILE
+from forkcast_contract.registry_format import (
+    GATE_REPORT_FILE,
+    RELEASE_CONFIGMAP_NAME,
+    RELEASE_FILE_NAME,
+    ModelRelease,
+)
+from forkcast_registry.registry import ModelRegistry
+from forkcast_retrain.errors import DataError
+
+TRAILER = "Forkcast-Release"  # commit trailer naming overlay and version, found again by --rollback
+
+
+def release_path(repo: Path, overlay: str) -> Path:
+    return repo / "manifests" / "overlays" / overlay / RELEASE_FILE_NAME
+
+
+def render_release(overlay: str, release: ModelRelease) -> str:
+    """The release file; values are JSON strings, which YAML reads back unchanged."""
+    data = "\n".join(f"  {k}: {json.dumps(v)}" for k, v in release.as_env().items())
+    return (
+        f"# Model release of the {overlay} overlay: the registry version the inference service loads (SPEC §4).\n"
+        "# Written only by `forkcast-retrain promote`; every change is one Git commit that Argo CD deploys.\n"
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n"
+        f"  name: {RELEASE_CONFIGMAP_NAME}\n  labels:\n    app.kubernetes.io/part-of: forkcast\n"
+        f"data:\n{data}\n"
+    )
+
+
+def read_release(path: Path) -> ModelRelease:
+    """Parse and check a release file (also the project-side check CI runs on every overlay)."""
+    doc = yaml.safe_load(path.read_text())
+    if not isinstance(doc, dict) or doc.get("kind") != "ConfigMap":
+        raise DataError(f"{path} is not a ConfigMap")
+    if doc.get("metadata", {}).get("name") != RELEASE_CONFIGMAP_NAME:
+        raise DataError(f"{path}: the ConfigMap must be named {RELEASE_CONFIGMAP_NAME}")
+    try:
+        return ModelRelease.from_env({str(k): str(v) for k, v in (doc.get("data") or {}).items()})
+    except ValueError as exc:
+        raise DataError(f"{path}: {exc}") from exc
+
+
+def _git(repo: Path, *args: str) -> str:
+    out = subprocess.run(["git", *args], cwd=repo, capture_output=True, text=True)
+    if out.returncode != 0:
+        raise DataError(f"git {' '.join(args)} failed: {out.stderr.strip() or out.stdout.strip()}")
+    return out.stdout.strip()
+
+
+@dataclass(frozen=True)
+class PromoteResult:
+    changed: bool
+    version: str
+    commit: str | None
+    message: str
+
+
+def promote(
+    registry: ModelRegistry, repo: Path, overlay: str, version: str, branch: str | None = None
+) -> PromoteResult:
+    """Verify ``version``, rewrite the overlay's release file and commit it (on ``branch`` when given)."""
+    path = release_path(repo, overlay)
+    if not path.is_file():
+        raise DataError(f"no overlay {overlay!r}: {path} does not exist")
+    local = registry.download(version)  # refuses unknown, incomplete or tampered versions
+    manifest = local.manifest
+    if manifest.gate_passed is False:
+        raise DataError(f"version {version} failed its gate; refusing to promote it")
+    release = ModelRelease(
+        uri=registry.uri(version),
+        version=version,
+        model_sha256=manifest.files[MODEL_FILE].sha256,
+        manifest_sha256=local.manifest_sha256,
+    )
+    if read_release(path) == release:
+        return PromoteResult(False, version, None, f"{overlay} already releases {version}; nothing to do")
+    gate = (
+        f"{registry.uri(version)}{GATE_REPORT_FILE}"
+        if GATE_REPORT_FILE in manifest.files
+        else "no gate report"
+    )
+    message = (
+        f"Release model {version} to {overlay}\n\n"
+        f"roc_auc={manifest.metrics['roc_auc']:.4f} logloss={manifest.metrics['logloss']:.4f}\n"
+        f"gate: {'passed' if manifest.gate_passed else 'not run'} ({gate})\n"
+        f"uri: {release.uri}\n\n{TRAILER}: {overlay} {version}\n"
+    )
+    if branch:
+        _git(repo, "checkout", "-b", branch)
+    path.write_text(render_release(overlay, release))
+    try:
+        _git(repo, "add", "--", str(path))
+        _git(repo, "commit", "-q", "-m", message, "--", str(path))
+    except DataError:
+        _git(repo, "checkout", "HEAD", "--", str(path))  # no half-promotion: the file goes back as it was
+        raise
+    return PromoteResult(True, version, _git(repo, "rev-parse", "HEAD"), message)
+
+
+def rollback(registry: ModelRegistry, repo: Path, overlay: str) -> PromoteResult:
+    """Revert the last release commit of ``overlay``, after verifying the version it returns to."""
+    path = release_path(repo, overlay)
+    rel = str(path.relative_to(repo))
+    commits = _git(repo, "log", f"--grep=^{TRAILER}: {overlay} ", "--format=%H", "--", rel).splitlines()
+    if not commits:
+        raise DataError(f"no release commit of {overlay} to roll back")
+    last = commits[0]
+    previous_text = _git(repo, "show", f"{last}^:{rel}")
+    tmp = path.with_suffix(".previous")
+    tmp.write_text(previous_text)
+    try:
+        previous = read_release(tmp)
+    finally:
+        tmp.unlink()
+    if not previous.version:
+        raise DataError(
+            f"the release before {last[:10]} had no model; refusing to roll {overlay} back to none"
+        )
+    registry.download(previous.version, previous.manifest_sha256)
+    _git(repo, "revert", "--no-edit", last)
+    return PromoteResult(True, previous.version, _git(repo, "rev-parse", "HEAD"), f"reverted {last[:10]}")

@@ -1,0 +1,137 @@
+"""MLflow tracking and model registry for the release steps (SPEC §4).
+
+One MLflow run per run directory (its id kept in ``RUN/mlflow_run.json``): params, per-epoch metrics and the
+artifacts of training, then the gate's decision. Publish registers an MLflow model version pointing at the S3
+version (tags: S3 URI, sha256 of model.pt, data fingerprint, code revision) and moves the ``challenger`` alias;
+promote moves ``champion``. The S3 registry stays the source of truth for the bytes; MLflow is the index people
+browse. With no ``MLFLOW_TRACKING_URI`` a local file store is used, and the log says so.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from mlflow.entities import Metric, Param
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+
+from forkcast_contract.model_format import METRICS_FILE, MODEL_FILE, SCALER_FILE, TRAIN_LOG_FILE
+
+EXPERIMENT = "forkcast-retrain"
+REGISTERED_MODEL = "forkcast-ranknet"
+RUN_FILE = "mlflow_run.json"
+CHALLENGER, CHAMPION = "challenger", "champion"
+VERSION_TAG = "forkcast.version"  # the S3 registry version id an MLflow model version stands for
+
+
+def tracking_uri() -> str:
+    uri = os.environ.get("MLFLOW_TRACKING_URI", "")
+    if uri:
+        return uri
+    local = Path.cwd() / "mlruns"
+    # A plain directory needs no database driver (mlflow-skinny has none); MLflow 3 asks for this opt-in.
+    os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
+    print(f"MLFLOW_TRACKING_URI is not set: tracking into the local file store {local}", file=sys.stderr)
+    return local.as_uri()
+
+
+@dataclass
+class Tracker:
+    client: MlflowClient
+    uri: str
+
+    @classmethod
+    def from_env(cls) -> Tracker:
+        uri = tracking_uri()
+        return cls(MlflowClient(tracking_uri=uri, registry_uri=uri), uri)
+
+    def _experiment_id(self) -> str:
+        exp = self.client.get_experiment_by_name(EXPERIMENT)
+        return str(exp.experiment_id) if exp is not None else str(self.client.create_experiment(EXPERIMENT))
+
+    def ensure_run(self, run_dir: Path) -> str:
+        """The MLflow run of ``run_dir``, created (and filled from metrics.json) on first use."""
+        marker = run_dir / RUN_FILE
+        if marker.is_file():
+            saved = json.loads(marker.read_text())
+            if saved.get("tracking_uri") == self.uri:
+                return str(saved["run_id"])
+        metrics = json.loads((run_dir / METRICS_FILE).read_text())
+        run = self.client.create_run(self._experiment_id(), run_name=run_dir.resolve().name)
+        run_id = str(run.info.run_id)
+        now = int(time.time() * 1000)
+        params = [Param(k, str(v)) for k, v in sorted(metrics.get("hyperparameters", {}).items())]
+        params += [
+            Param("data_fingerprint", str(metrics.get("data_fingerprint"))),
+            Param("code_revision", str(metrics.get("code_revision"))),
+        ]
+        series = [
+            Metric(key, float(value), now, int(entry.get("epoch", step + 1)))
+            for step, entry in enumerate(metrics.get("epochs", []))
+            for key, value in entry.items()
+            if key != "epoch" and isinstance(value, int | float)
+        ]
+        final = [
+            Metric(k, float(metrics[k]), now, 0) for k in ("roc_auc", "accuracy", "logloss") if k in metrics
+        ]
+        self.client.log_batch(run_id, metrics=series + final, params=params)
+        for name in (METRICS_FILE, TRAIN_LOG_FILE, SCALER_FILE, MODEL_FILE):
+            if (run_dir / name).is_file():
+                self.client.log_artifact(run_id, str(run_dir / name), "model" if name == MODEL_FILE else None)
+        self.client.set_terminated(run_id)
+        marker.write_text(json.dumps({"tracking_uri": self.uri, "run_id": run_id}))
+        return run_id
+
+    def log_gate(self, run_id: str, passed: bool, values: dict[str, float], reports: list[Path]) -> None:
+        now = int(time.time() * 1000)
+        self.client.log_batch(
+            run_id, metrics=[Metric(f"gate.{k}", v, now, 0) for k, v in sorted(values.items())]
+        )
+        self.client.set_tag(run_id, "gate", "passed" if passed else "failed")
+        for path in reports:
+            self.client.log_artifact(run_id, str(path), "gate")
+
+    def register(self, run_id: str, version: str, s3_uri: str, tags: dict[str, str]) -> str:
+        """Register the S3 version as an MLflow model version with ``tags`` and point ``challenger`` at it."""
+        try:
+            self.client.create_registered_model(REGISTERED_MODEL)
+        except MlflowException as exc:
+            if exc.error_code != "RESOURCE_ALREADY_EXISTS":
+                raise
+        mv = self.client.create_model_version(
+            REGISTERED_MODEL, source=s3_uri, run_id=run_id, tags={VERSION_TAG: version, **tags}
+        )
+        self.client.set_registered_model_alias(REGISTERED_MODEL, CHALLENGER, mv.version)
+        return str(mv.version)
+
+    def model_version_of(self, version: str) -> str | None:
+        """The MLflow model version number registered for an S3 version id, if any."""
+        try:
+            found = self.client.search_model_versions(f"name='{REGISTERED_MODEL}'")
+        except MlflowException:
+            return None
+        for mv in found:
+            if mv.tags.get(VERSION_TAG) == version:
+                return str(mv.version)
+        return None
+
+    def alias_version(self, alias: str) -> str | None:
+        """The S3 version id the alias points at, or None (no registered model or no such alias)."""
+        try:
+            mv = self.client.get_model_version_by_alias(REGISTERED_MODEL, alias)
+        except MlflowException:
+            return None
+        return mv.tags.get(VERSION_TAG)
+
+    def set_alias(self, alias: str, version: str) -> bool:
+        """Point ``alias`` at the MLflow model version of ``version``; False when it was never registered."""
+        number = self.model_version_of(version)
+        if number is None:
+            return False
+        self.client.set_registered_model_alias(REGISTERED_MODEL, alias, number)
+        return True
