@@ -10,6 +10,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from forkcast_retrain.cli_release import RELEASE_COMMANDS, add_release_commands, run_release_command
 from forkcast_retrain.errors import DataError
 from forkcast_retrain.evaluate import run_evaluate
 from forkcast_retrain.prep import run_prep
@@ -90,6 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data(p)
     _add_out(p)
     _add_train(p)
+    add_release_commands(sub)  # gate, publish, promote (issue 5)
     return parser
 
 
@@ -115,6 +117,8 @@ def _options(args: argparse.Namespace) -> TrainOptions:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command in RELEASE_COMMANDS:
+        return run_release_command(args)
     try:
         if args.command in ("prep", "all"):
             run_prep(args.data, args.out)
