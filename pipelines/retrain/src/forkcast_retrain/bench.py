@@ -1,0 +1,127 @@
+"""``python -m forkcast_retrain.bench``: the training benchmark behind ``make bench-train``.
+
+In one run, on the same data and the same threads: rows/s of the fast path and of the plain autograd loop
+(train steps including Adam, on one gathered click file), then full ``forkcast-retrain all`` runs of both recipes
+in child processes (per-epoch time, peak RSS of the whole process, test accuracy / ROC-AUC). The machine is
+shared, so the comparison is a ratio measured back to back, never an absolute figure against another day.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from forkcast_contract.model_format import METRICS_FILE, TRAIN_LOG_FILE
+from forkcast_retrain.fastpath import autograd_loss_and_grads, fast_loss_and_grads
+from forkcast_retrain.model import build_model, build_optimizer
+from forkcast_retrain.prep import load_prepared, run_prep
+from forkcast_retrain.recipes import RECIPES
+from forkcast_retrain.stream import FeatureGatherer
+
+
+def step_throughput(run: Path, batch_size: int, threads: int, max_rows: int) -> dict[str, float]:
+    """Rows/s of train steps (loss, gradients, Adam) for both code paths on the same gathered rows."""
+    torch.set_num_threads(threads)
+    prepared = load_prepared(run)
+    gatherer = FeatureGatherer(prepared, prepared.mean, prepared.std)
+    x, y = gatherer.load(prepared.click_files("train")[0], np.random.default_rng(0))
+    x, y = x[:max_rows], y[:max_rows]
+    out: dict[str, float] = {}
+    for name, step in (("fast", fast_loss_and_grads), ("autograd", autograd_loss_and_grads)):
+        model = build_model(0)
+        opt = build_optimizer(model, 1e-3)
+        for start in range(0, 4 * batch_size, batch_size):  # warm-up (allocator, kernels)
+            step(model, x[start : start + batch_size], y[start : start + batch_size])
+            opt.step()
+        started = time.perf_counter()
+        for start in range(0, len(y), batch_size):
+            loss, _ = step(model, x[start : start + batch_size], y[start : start + batch_size])
+            float(loss)
+            opt.step()
+        out[name] = len(y) / (time.perf_counter() - started)
+    out["ratio"] = out["fast"] / out["autograd"]
+    return out
+
+
+def full_run(data: Path, run: Path, recipe: str, extra: list[str]) -> dict[str, Any]:
+    """``forkcast-retrain all`` in a child process; its own peak RSS comes from getrusage of that child."""
+    cmd = [sys.executable, "-m", "forkcast_retrain.cli", "all", "--data", str(data), "--out", str(run)]
+    cmd += ["--recipe", recipe, "--restart", "--no-progress", *extra]
+    child = subprocess.Popen(cmd)
+    _, status, usage = os.wait4(child.pid, 0)  # this child's own rusage (ru_maxrss in KiB on Linux)
+    child.returncode = os.waitstatus_to_exitcode(status)
+    if child.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed with status {child.returncode}")
+    metrics = json.loads((run / METRICS_FILE).read_text())
+    log = [json.loads(line) for line in (run / TRAIN_LOG_FILE).read_text().splitlines()]
+    return {
+        "recipe": recipe,
+        "epoch_time_s": [e["time_s"] for e in log],
+        "rows_per_epoch": log[0]["rows"],
+        "peak_rss_mib": round(usage.ru_maxrss / 1024),
+        "test_accuracy": metrics["accuracy"],
+        "test_roc_auc": metrics["roc_auc"],
+        "test_logloss": metrics["logloss"],
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m forkcast_retrain.bench", description=__doc__)
+    parser.add_argument(
+        "--data", type=Path, default=Path("data/full"), help="dataset directory (default data/full)"
+    )
+    parser.add_argument(
+        "--out", type=Path, default=Path("runs/bench"), help="folder for the benchmark's runs"
+    )
+    parser.add_argument(
+        "--threads", type=int, default=2, help="torch threads for every measurement (default 2)"
+    )
+    parser.add_argument(
+        "--step-rows", type=int, default=262_144, help="rows per code path in the step comparison"
+    )
+    parser.add_argument("--epochs", type=int, default=5, help="epochs of each full run (default 5)")
+    parser.add_argument("--skip-full", action="store_true", help="only the fast-vs-autograd step comparison")
+    parser.add_argument("--json", type=Path, help="also write the results as JSON here")
+    args = parser.parse_args(argv)
+
+    prep_run = args.out / "prep-only"
+    if not (prep_run / "prep" / "prep.json").is_file():
+        run_prep(args.data, prep_run)
+    results: dict[str, Any] = {"machine": platform.machine(), "threads": args.threads, "steps": {}}
+    for recipe in ("default", "original"):
+        batch = RECIPES[recipe].batch_size
+        r = step_throughput(prep_run, batch, args.threads, args.step_rows)
+        results["steps"][f"batch_{batch}"] = r
+        print(
+            f"batch {batch}: fast {r['fast']:,.0f} rows/s, autograd {r['autograd']:,.0f} rows/s, "
+            f"ratio {r['ratio']:.2f}x ({args.threads} threads, same rows)",
+            flush=True,
+        )
+    if not args.skip_full:
+        extra = ["--epochs", str(args.epochs), "--threads", str(args.threads)]
+        results["full"] = [full_run(args.data, args.out / recipe, recipe, extra) for recipe in RECIPES]
+        for f in results["full"]:
+            times = ", ".join(f"{t:.1f}" for t in f["epoch_time_s"])
+            print(
+                f"{f['recipe']}: {f['rows_per_epoch']:,} rows/epoch, epoch times [{times}] s, "
+                f"peak RSS {f['peak_rss_mib']} MiB, test accuracy {f['test_accuracy']:.4f}, "
+                f"ROC-AUC {f['test_roc_auc']:.4f}",
+                flush=True,
+            )
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
