@@ -12,29 +12,20 @@ import h3
 import numpy as np
 import numpy.typing as npt
 
-EARTH_RADIUS_M = 6_371_008.8
-F64 = npt.NDArray[np.float64]
+# Pure distance code lives in the contract so that the inference service shares it without this package.
+from forkcast_contract.geo import EARTH_RADIUS_M, F64, haversine_m, within_bbox, within_haversine
+
+__all__ = [
+    "EARTH_RADIUS_M",
+    "h3_cells",
+    "h3_resolution",
+    "haversine_m",
+    "within_bbox",
+    "within_h3",
+    "within_haversine",
+]
+
 I64 = npt.NDArray[np.int64]
-
-
-def haversine_m(lat: float, lng: float, lats: F64, lngs: F64) -> F64:
-    p1, p2 = math.radians(lat), np.radians(lats)
-    dlat, dlng = p2 - p1, np.radians(lngs - lng)
-    a = np.sin(dlat / 2) ** 2 + math.cos(p1) * np.cos(p2) * np.sin(dlng / 2) ** 2
-    out: F64 = 2 * EARTH_RADIUS_M * np.arcsin(np.sqrt(a))
-    return out
-
-
-def within_haversine(lat: float, lng: float, lats: F64, lngs: F64, max_dist: float) -> I64:
-    return np.flatnonzero(haversine_m(lat, lng, lats, lngs) <= max_dist)
-
-
-def within_bbox(lat: float, lng: float, lats: F64, lngs: F64, max_dist: float) -> I64:
-    """A cheap lat/lng box (slightly larger than the circle) first, exact haversine only on its survivors."""
-    dlat = math.degrees(max_dist / EARTH_RADIUS_M) * 1.001
-    dlng = dlat / max(math.cos(math.radians(abs(lat) + dlat)), 1e-9)
-    box = np.flatnonzero((np.abs(lats - lat) <= dlat) & (np.abs(lngs - lng) <= dlng))
-    return box[haversine_m(lat, lng, lats[box], lngs[box]) <= max_dist]
 
 
 def h3_resolution(max_dist: float) -> int:

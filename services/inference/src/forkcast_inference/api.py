@@ -1,0 +1,56 @@
+"""The request schema of POST /recommend/{user_id} (SPEC §6), decoded and validated in one msgspec pass.
+
+msgspec instead of pydantic: the issue's prototype measured FastAPI + pydantic at +110-170 µs of CPU per request
+in front of the same core, and msgspec parsing recovers about half of it.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Final
+
+import msgspec
+
+INT64_MAX: Final = 2**63 - 1
+_USER_RE: Final = re.compile(r"u?([0-9]{1,18})")
+
+CandidateId = Annotated[int, msgspec.Meta(ge=0, le=INT64_MAX)]
+
+
+class RecommendRequest(msgspec.Struct, frozen=True):
+    candidate_restaurant_ids: Annotated[list[CandidateId], msgspec.Meta(min_length=1)]
+    latitude: Annotated[float, msgspec.Meta(ge=-90.0, le=90.0)]
+    longitude: Annotated[float, msgspec.Meta(ge=-180.0, le=180.0)]
+    size: Annotated[int, msgspec.Meta(ge=1, le=INT64_MAX)] = 20
+    max_dist: Annotated[float, msgspec.Meta(ge=0.0)] = 5000.0
+    sort_dist: bool = False
+
+
+class BadRequestError(ValueError):
+    """The caller's mistake: answered 422 with this message."""
+
+
+_decoder: Final = msgspec.json.Decoder(RecommendRequest)
+
+
+def parse_user_id(text: str) -> int:
+    """``u123`` or ``123`` → 123; anything else (or more than 18 digits, which could overflow int64) is refused."""
+    m = _USER_RE.fullmatch(text)
+    if m is None:
+        raise BadRequestError(f"user_id {text[:40]!r} is not 'u' followed by digits (at most 18)")
+    return int(m.group(1))
+
+
+def parse_request(body: bytes, max_candidates: int) -> RecommendRequest:
+    try:
+        req = _decoder.decode(body)
+    except msgspec.DecodeError as exc:  # ValidationError is a subclass; both are the caller's mistake
+        raise BadRequestError(str(exc)) from exc
+    if len(req.candidate_restaurant_ids) > max_candidates:
+        raise BadRequestError(
+            f"candidate_restaurant_ids has {len(req.candidate_restaurant_ids)} items, at most {max_candidates}"
+        )
+    # JSON has no NaN/Infinity literals, but a float beyond the double range decodes to inf.
+    if max(abs(req.latitude), abs(req.longitude)) == float("inf") or req.max_dist == float("inf"):
+        raise BadRequestError("latitude, longitude and max_dist must be finite")
+    return req

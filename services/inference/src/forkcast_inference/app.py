@@ -1,0 +1,302 @@
+"""The inference service as a lean ASGI app on uvicorn: ``create_app(settings)``.
+
+Why not FastAPI (the named stack): on this hot path FastAPI + pydantic cost +110-170 µs of CPU per request in the
+issue's prototype, and `bench-serve` measures this app against a FastAPI baseline in the same run (BENCHMARKS.md).
+The routes are few and fixed, so a plain ASGI callable is short and easy to read.
+
+Redis is called synchronously from the event loop: one round trip per request takes ≈ 50-100 µs on loopback, less
+than an asyncio client's own overhead, and concurrency comes from one worker process per core. Every call is
+bounded by FORKCAST_REDIS_TIMEOUT_S, so a stalled Redis costs at most that before the 503.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from collections.abc import Awaitable, Callable, MutableMapping
+from dataclasses import asdict
+from typing import Any
+
+import msgspec
+import numpy as np
+import redis
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from forkcast_inference.api import BadRequestError, parse_request, parse_user_id
+from forkcast_inference.events import Event, EventSink
+from forkcast_inference.features import (
+    CorruptUserError,
+    FeatureReader,
+    NoLiveVersionError,
+    VersionState,
+    connect,
+)
+from forkcast_inference.metrics import Metrics
+from forkcast_inference.model import LoadedModel, ModelLoadError, load_model
+from forkcast_inference.ranking import Selection, rank, select_in_range
+from forkcast_inference.settings import InferenceSettings
+
+log = logging.getLogger("forkcast_inference")
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+Headers = list[tuple[bytes, bytes]]
+
+_JSON = (b"content-type", b"application/json")
+_RETRY = (b"retry-after", b"1")
+_encode = msgspec.json.encode
+
+
+class UnavailableError(Exception):
+    """Answered 503 with Retry-After; ``cause`` is the errors metric label."""
+
+    def __init__(self, cause: str, detail: str) -> None:
+        super().__init__(detail)
+        self.cause = cause
+
+
+class InferenceApp:
+    """ASGI callable; ``startup`` loads the model and the live feature version (also called by lifespan)."""
+
+    def __init__(self, settings: InferenceSettings) -> None:
+        self.settings = settings
+        self.metrics = Metrics()
+        self.redis = connect(settings.redis_url, settings.redis_timeout_s)
+        self.reader = FeatureReader(self.redis, settings.feature_prefix)
+        self.events = EventSink(
+            self.redis, settings.events_stream, settings.events_maxlen, settings.events_buffer, self.metrics
+        )
+        self.model: LoadedModel | None = None
+        self.model_error = "not started"
+        self.started_at = time.monotonic()
+        self.ready_after_s: float | None = None
+        self._rid_prefix = f"{os.getpid():x}-{os.urandom(3).hex()}-"
+        self._rid_counter = 0
+
+    # -- life cycle ------------------------------------------------------------------------------------------
+    def startup(self) -> None:
+        try:
+            self.model = load_model(self.settings)
+            self.model_error = ""
+            log.info(
+                "model %s ready (probe max |Δlogit| %.2e)",
+                self.model.provenance.model_version,
+                self.model.probe_max_abs_diff,
+            )
+        except ModelLoadError as exc:
+            self.model_error = str(exc)
+            log.error("not serving: %s", exc)
+        ok, reason = self.readiness()
+        if ok:
+            self.ready_after_s = time.monotonic() - self.started_at
+        log.info("ready=%s %s", ok, reason)
+
+    def readiness(self) -> tuple[bool, str]:
+        """Ready: model verified, feature pointer resolves, schema hashes agree."""
+        ok, reason = False, ""
+        if self.model is None:
+            reason = f"model: {self.model_error}"
+        else:
+            try:
+                state = self.reader.current()
+                want = self.model.provenance.feature_schema_hash
+                if state.meta.feature_schema_hash != want:
+                    reason = (
+                        f"feature version {state.keys.version} has schema {state.meta.feature_schema_hash},"
+                        f" the model needs {want}"
+                    )
+                else:
+                    ok, reason = True, f"feature version {state.keys.version}"
+                    self._publish_info(state)
+            except NoLiveVersionError as exc:
+                reason = f"features: {exc}"
+            except redis.RedisError as exc:
+                reason = f"redis: {exc}"
+        self.metrics.ready.set(1 if ok else 0)
+        return ok, reason
+
+    def _publish_info(self, state: VersionState) -> None:
+        assert self.model is not None
+        info = {k: str(v) for k, v in asdict(self.model.provenance).items()}
+        info["feature_version"] = state.keys.version
+        self.metrics.served.info(info)
+
+    def version_info(self) -> dict[str, Any]:
+        state = self.reader.state
+        info: dict[str, Any] = (
+            asdict(self.model.provenance) if self.model else {"model_error": self.model_error}
+        )
+        info["feature_version"] = state.keys.version if state else None
+        info["startup_to_ready_s"] = self.ready_after_s
+        return info
+
+    # -- the hot path ----------------------------------------------------------------------------------------
+    def recommend(self, user_text: str, body: bytes, rid: str) -> tuple[int, bytes, Headers]:
+        m = self.metrics
+        t0 = time.perf_counter()
+        model = self.model
+        if model is None:
+            raise UnavailableError("not_ready", f"model not loaded: {self.model_error}")
+        user_id = parse_user_id(user_text)
+        req = parse_request(body, self.settings.max_candidates)
+        candidates = np.array(req.candidate_restaurant_ids, dtype=np.int64)
+        lat, lng, max_dist = req.latitude, req.longitude, req.max_dist
+        chosen: list[Selection] = []
+        geo_s = 0.0
+
+        def select(state: VersionState) -> Any:
+            nonlocal geo_s
+            g = time.perf_counter()
+            sel = select_in_range(state, candidates, lat, lng, max_dist)
+            chosen.append(sel)
+            geo_s += time.perf_counter() - g
+            return sel.ids
+
+        try:
+            fetched = self.reader.fetch(user_id, select)
+        except redis.RedisError as exc:
+            raise UnavailableError(
+                "redis_unavailable", f"feature store unavailable: {type(exc).__name__}"
+            ) from exc
+        except NoLiveVersionError as exc:
+            raise UnavailableError("no_feature_version", str(exc)) from exc
+        t1 = time.perf_counter()
+        headers: Headers = [
+            _JSON,
+            (b"x-model-version", model.provenance.model_version.encode()),
+            (b"x-feature-version", fetched.version.encode()),
+        ]
+        if fetched.schema_hash != model.provenance.feature_schema_hash:
+            raise UnavailableError(
+                "schema_mismatch", f"feature version {fetched.version} has another feature schema"
+            )
+        if fetched.user is None:
+            m.errors["unknown_user"].inc()
+            return 404, _encode({"detail": f"unknown user {user_text}"}), headers
+        sel = chosen[-1]
+        ranked = rank(model.folded, fetched.user, sel, fetched.values, req.size, req.sort_dist)
+        t2 = time.perf_counter()
+        ids, scores, disp = ranked.ids.tolist(), ranked.scores.tolist(), ranked.displacement.tolist()
+        out = _encode(
+            {
+                "restaurants": [
+                    {"id": i, "score": s, "displacement": d}
+                    for i, s, d in zip(ids, scores, disp, strict=True)
+                ]
+            }
+        )
+        t3 = time.perf_counter()
+        self.events.add(
+            Event(rid, time.time(), user_id, model.provenance.model_version, fetched.version, ids, scores)
+        )
+        c = m.candidates
+        in_range = len(sel.ids) - ranked.skipped
+        c["in_range"].inc(in_range)
+        c["unknown"].inc(sel.unknown + ranked.skipped)
+        c["out_of_range"].inc(max(sel.asked - sel.unknown - len(sel.ids), 0))
+        m.stage["fetch"].observe(t1 - t0 - geo_s)
+        m.stage["geo"].observe(geo_s)
+        m.stage["score"].observe(t2 - t1)
+        m.stage["serialize"].observe(t3 - t2)
+        return 200, out, headers
+
+    # -- ASGI ------------------------------------------------------------------------------------------------
+    def _request_id(self, scope: Scope) -> str:
+        for name, value in scope["headers"]:
+            if (
+                name == b"x-request-id"
+                and 0 < len(value) <= 64
+                and value.isascii()
+                and value.decode().isprintable()
+            ):
+                return str(value.decode())
+        self._rid_counter += 1
+        return f"{self._rid_prefix}{self._rid_counter}"
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind == "http":
+            await self._http(scope, receive, send)
+        elif kind == "lifespan":
+            await self._lifespan(receive, send)
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                self.startup()
+                self.events.start(self.settings.events_flush_s)
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await self.events.stop()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    async def _body(self, receive: Receive) -> bytes | None:
+        """The request body, or None when it exceeds max_body_bytes."""
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.settings.max_body_bytes:
+                return None
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                return b"".join(chunks)
+
+    async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path: str = scope["path"]
+        method: str = scope["method"]
+        rid = self._request_id(scope)
+        if path.startswith("/recommend/") and method == "POST":
+            status, body, headers = await self._recommend(path[len("/recommend/") :], receive, rid)
+        elif method == "GET" and path == "/healthz":
+            status, body, headers = 200, b'{"status":"ok"}', [_JSON]
+        elif method == "GET" and path == "/readyz":
+            ok, reason = self.readiness()
+            status, body, headers = (200 if ok else 503), _encode({"ready": ok, "reason": reason}), [_JSON]
+        elif method == "GET" and path == "/version":
+            status, body, headers = 200, json.dumps(self.version_info()).encode(), [_JSON]
+        elif method == "GET" and path == "/metrics":
+            body = generate_latest(self.metrics.registry)
+            status, headers = 200, [(b"content-type", CONTENT_TYPE_LATEST.encode())]
+        else:
+            status, body, headers = 404, b'{"detail":"not found"}', [_JSON]
+        headers.append((b"x-request-id", rid.encode()))
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+    async def _recommend(self, user_text: str, receive: Receive, rid: str) -> tuple[int, bytes, Headers]:
+        m = self.metrics
+        t0 = time.perf_counter()
+        body = await self._body(receive)
+        try:
+            if body is None:
+                raise BadRequestError(f"request body exceeds {self.settings.max_body_bytes} bytes")
+            status, out, headers = self.recommend(user_text, body, rid)
+        except BadRequestError as exc:
+            m.errors["bad_request"].inc()
+            status, out, headers = 422, _encode({"detail": str(exc)}), [_JSON]
+        except UnavailableError as exc:
+            m.errors[exc.cause].inc()
+            status, out, headers = 503, _encode({"detail": str(exc)}), [_JSON, _RETRY]
+        except CorruptUserError as exc:
+            m.errors["corrupt_user"].inc()
+            status, out, headers = 500, _encode({"detail": str(exc)}), [_JSON]
+        except Exception:
+            log.exception("request %s failed", rid)
+            m.errors["internal"].inc()
+            status, out, headers = 500, b'{"detail":"internal error"}', [_JSON]
+        hist = m.ok if status < 400 else m.client_error if status < 500 else m.server_error
+        hist.observe(time.perf_counter() - t0)
+        return status, out, headers
+
+
+def create_app(settings: InferenceSettings) -> InferenceApp:
+    return InferenceApp(settings)

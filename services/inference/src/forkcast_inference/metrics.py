@@ -1,0 +1,65 @@
+"""Prometheus metrics of the inference service: names defined once here, low-cardinality labels only."""
+
+from __future__ import annotations
+
+from typing import Final
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
+
+REQUEST_SECONDS: Final = "forkcast_inference_request_seconds"
+STAGE_SECONDS: Final = "forkcast_inference_stage_seconds"
+CANDIDATES: Final = "forkcast_inference_candidates"
+ERRORS: Final = "forkcast_inference_errors"
+EVENTS_DROPPED: Final = "forkcast_inference_events_dropped"
+EVENTS_WRITTEN: Final = "forkcast_inference_events_written"
+READY: Final = "forkcast_inference_ready"
+SERVED: Final = "forkcast_inference_served"
+
+STAGES: Final = ("fetch", "geo", "score", "serialize")
+CANDIDATE_KINDS: Final = ("in_range", "out_of_range", "unknown", "duplicate")
+ERROR_CAUSES: Final = (
+    "bad_request",
+    "unknown_user",
+    "redis_unavailable",
+    "no_feature_version",
+    "schema_mismatch",
+    "corrupt_user",
+    "not_ready",
+    "internal",
+)
+# Latency buckets for a 1-100 ms service (finer at the low end, where the targets are).
+_BUCKETS = (0.0005, 0.001, 0.002, 0.003, 0.004, 0.005, 0.0075, 0.01, 0.015, 0.025, 0.05, 0.1, 0.25, 1.0)
+_STAGE_BUCKETS = (0.00002, 0.00005, 0.0001, 0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.05)
+
+
+class Metrics:
+    """One registry per app (tests build several apps in one process)."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.request_seconds = Histogram(
+            REQUEST_SECONDS,
+            "Time to answer POST /recommend, by status class",
+            ["status"],
+            buckets=_BUCKETS,
+            registry=r,
+        )
+        stage = Histogram(
+            STAGE_SECONDS, "Time per stage of a recommendation", ["stage"], buckets=_STAGE_BUCKETS, registry=r
+        )
+        self.stage = {s: stage.labels(s) for s in STAGES}
+        candidates = Counter(CANDIDATES, "Candidates seen, by outcome", ["kind"], registry=r)
+        self.candidates = {k: candidates.labels(k) for k in CANDIDATE_KINDS}
+        errors = Counter(ERRORS, "Failed requests by cause", ["cause"], registry=r)
+        self.errors = {c: errors.labels(c) for c in ERROR_CAUSES}
+        self.events_dropped = Counter(
+            EVENTS_DROPPED, "Prediction events not written to the stream", registry=r
+        )
+        self.events_written = Counter(EVENTS_WRITTEN, "Prediction events written to the stream", registry=r)
+        self.ready = Gauge(READY, "1 when /readyz is green", registry=r)
+        self.served = Info(SERVED, "Model and feature versions served, with provenance", registry=r)
+        # Bound children: looking a label up per request costs more than the observation itself.
+        self.ok = self.request_seconds.labels("2xx")
+        self.client_error = self.request_seconds.labels("4xx")
+        self.server_error = self.request_seconds.labels("5xx")

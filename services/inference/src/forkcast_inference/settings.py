@@ -1,0 +1,55 @@
+"""Settings of the inference service, from the environment only (SPEC §8); see the README for each variable."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field
+
+from forkcast_contract.feature_store import DEFAULT_PREFIX
+from forkcast_contract.registry_format import (
+    ENV_MODEL_MANIFEST_SHA256,
+    ENV_MODEL_SHA256,
+    ENV_MODEL_URI,
+    ENV_MODEL_VERSION,
+)
+from forkcast_contract.settings import ForkcastSettings
+
+
+class InferenceSettings(ForkcastSettings):
+    """Where the model and the features come from, and how long a request may wait for Redis."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8001, ge=1, le=65535)
+    redis_url: str = Field(default="redis://127.0.0.1:6379/0", validation_alias="REDIS_URL")
+    feature_prefix: str = Field(default=DEFAULT_PREFIX, min_length=1)
+    # The release written by promotion (contract registry_format): the s3://…/<version>/ directory and pins.
+    model_uri: str = Field(default="", validation_alias=ENV_MODEL_URI)
+    model_version: str = Field(default="", validation_alias=ENV_MODEL_VERSION)
+    model_sha256: str = Field(default="", validation_alias=ENV_MODEL_SHA256)
+    model_manifest_sha256: str = Field(default="", validation_alias=ENV_MODEL_MANIFEST_SHA256)
+    # Development alternative to model_uri: a local directory holding the version's files.
+    model_dir: Path | None = None
+    # Every Redis call (connect and read) is bounded by this: Redis down or stalled answers 503 in about this
+    # long, never a hang.
+    redis_timeout_s: float = Field(default=0.25, gt=0, le=30)
+    max_candidates: int = Field(default=2000, ge=1)
+    max_body_bytes: int = Field(default=1 << 20, ge=1024)
+    events_stream: str = "fc:events:predictions"
+    events_maxlen: int = Field(default=100_000, ge=1)
+    events_flush_s: float = Field(default=0.05, gt=0)
+    events_buffer: int = Field(default=10_000, ge=1)
+
+    def unsafe_defaults(self) -> list[str]:
+        unsafe = []
+        if self.model_dir is not None:
+            unsafe.append("FORKCAST_MODEL_DIR")
+        if self.redis_url.startswith("redis://127.0.0.1"):
+            unsafe.append("REDIS_URL")
+        return unsafe
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> InferenceSettings:
+    return InferenceSettings()
