@@ -1,0 +1,117 @@
+"""Test helpers: settings, an ASGI driver and an independent reference for the service's answers.
+
+The reference is float64, plain loops, the unfolded RankNet.
+
+Reads the dataset's parquet files (not Redis) and the serving form; shares no code with the service but the
+coordinate quantisation the feature store applies (1e-7 degree), so that both see the same restaurant positions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from forkcast_inference.app import InferenceApp
+from forkcast_inference.settings import InferenceSettings
+
+PREFIX = "fct"
+
+
+def make_settings(redis_url: str, model_dir: Path | None, **extra: Any) -> InferenceSettings:
+    return InferenceSettings(
+        REDIS_URL=redis_url, feature_prefix=PREFIX, model_dir=model_dir, redis_timeout_s=0.3, **extra
+    )
+
+
+R = 6_371_008.8
+
+
+class Reference:
+    def __init__(self, data: Path, model: Path) -> None:
+        users = pl.read_parquet(data / "user_features.parquet").sort("user_id")
+        rests = pl.read_parquet(data / "restaurant_features.parquet").sort("restaurant_id")
+        self.users = {int(r[0]): [float(x) for x in r[1:]] for r in users.iter_rows()}
+        self.rests = {
+            int(r[0]): (round(r[1] * 1e7) / 1e7, round(r[2] * 1e7) / 1e7, [float(x) for x in r[3:]])
+            for r in rests.iter_rows()
+        }
+        with np.load(model / "serving_weights.npz") as z:
+            self.w = {k: z[k].astype(np.float64).tolist() for k in z.files}
+        with np.load(model / "scaler.npz") as z:
+            self.mean, self.std = z["mean"].astype(np.float64).tolist(), z["std"].astype(np.float64).tolist()
+
+    def logit(self, x: list[float]) -> float:
+        xs = [(v - m) / s for v, m, s in zip(x, self.mean, self.std, strict=True)]
+        h1 = [
+            sum(w * v for w, v in zip(row, xs, strict=True)) + b
+            for row, b in zip(self.w["w1"], self.w["b1"], strict=True)
+        ]
+        h2 = [
+            max(sum(w * v for w, v in zip(row, h1, strict=True)) + b, 0.0)
+            for row, b in zip(self.w["w2"], self.w["b2"], strict=True)
+        ]
+        return sum(w * v for w, v in zip(self.w["w3"][0], h2, strict=True)) + self.w["b3"][0]
+
+    @staticmethod
+    def distance(lat1: float, lng1: float, lat2: float, lng2: float) -> float:
+        p1, p2 = math.radians(lat1), math.radians(lat2)
+        a = (
+            math.sin((p2 - p1) / 2) ** 2
+            + math.cos(p1) * math.cos(p2) * math.sin(math.radians(lng2 - lng1) / 2) ** 2
+        )
+        return 2 * R * math.asin(math.sqrt(a))
+
+    def answer(self, user: int, body: dict) -> list[tuple[int, float, float]] | None:
+        """[(id, score, displacement)] sorted and truncated, or None for an unknown user."""
+        if user not in self.users:
+            return None
+        rows = []
+        for rid in sorted(set(body["candidate_restaurant_ids"])):
+            if rid not in self.rests:
+                continue
+            lat, lng, feats = self.rests[rid]
+            d = self.distance(body["latitude"], body["longitude"], lat, lng)
+            if d <= body.get("max_dist", 5000):
+                z = self.logit(self.users[user] + feats)
+                rows.append((rid, 1.0 / (1.0 + math.exp(-z)), d))
+        if body.get("sort_dist", False):
+            rows.sort(key=lambda r: (r[2], r[0]))
+        else:
+            rows.sort(key=lambda r: (-r[1], r[0]))
+        return rows[: body.get("size", 20)]
+
+
+@dataclass
+class Response:
+    status: int
+    headers: dict[str, str]
+    body: bytes
+
+
+def call(
+    app: InferenceApp, method: str, path: str, body: bytes = b"", headers: dict[str, str] | None = None
+) -> Response:
+    """Drive the ASGI app with one request, exactly as uvicorn would (no network)."""
+    sent: list[dict[str, Any]] = []
+    scope = {
+        "type": "http",
+        "method": method,
+        "path": path,
+        "headers": [(k.lower().encode(), v.encode()) for k, v in (headers or {}).items()],
+    }
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    asyncio.run(app(scope, receive, send))
+    start, payload = sent
+    return Response(start["status"], {k.decode(): v.decode() for k, v in start["headers"]}, payload["body"])

@@ -1,0 +1,184 @@
+"""Behaviour of the service around the ranking: bad input, unknown user, headers, Redis faults, events, startup."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from inference_support import PREFIX, call, make_settings
+
+from forkcast_contract.feature_store import FeatureKeys, pointer_key
+from forkcast_features.localredis import LocalRedis
+from forkcast_inference.app import InferenceApp, create_app
+
+GOOD = {"candidate_restaurant_ids": [1, 2, 3], "latitude": 13.7, "longitude": 100.5}
+
+
+def _post(app: InferenceApp, user: str, body: object) -> tuple[int, dict[str, object], dict[str, str]]:
+    raw = body if isinstance(body, bytes) else json.dumps(body).encode()
+    r = call(app, "POST", f"/recommend/{user}", raw)
+    return r.status, json.loads(r.body), r.headers
+
+
+@pytest.mark.parametrize(
+    ("user", "body", "needle"),
+    [
+        ("u1", {**GOOD, "latitude": 91}, "latitude"),
+        ("u1", b'{"candidate_restaurant_ids":[1],"latitude":1e999,"longitude":0}', "latitude"),
+        ("u1", {**GOOD, "candidate_restaurant_ids": []}, "candidate_restaurant_ids"),
+        ("u1", {**GOOD, "candidate_restaurant_ids": list(range(100_000))}, "at most 2000"),
+        ("u1", {**GOOD, "size": -1}, "size"),
+        ("u1", {**GOOD, "candidate_restaurant_ids": [2**63]}, "candidate_restaurant_ids"),
+        ("u1", {**GOOD, "candidate_restaurant_ids": [10**30]}, ""),
+        ("u1", {**GOOD, "candidate_restaurant_ids": [-1]}, "candidate_restaurant_ids"),
+        ("u1", {**GOOD, "max_dist": -5}, "max_dist"),
+        ("u1", b"not json", ""),
+        ("x1", GOOD, "user_id"),
+        ("u" + "9" * 30, GOOD, "user_id"),
+    ],
+)
+def test_bad_input_is_422_with_a_message(app: InferenceApp, user: str, body: object, needle: str) -> None:
+    status, out, _ = _post(app, user, body)
+    assert status == 422
+    assert needle in str(out["detail"])
+
+
+def test_unknown_user_is_404_and_headers_are_set(app: InferenceApp) -> None:
+    status, _, headers = _post(app, "u999999999", GOOD)
+    assert status == 404
+    status, out, headers = _post(app, "u00001", GOOD)
+    assert status == 200 and "restaurants" in out
+    assert headers["x-model-version"] == app.model.provenance.model_version  # type: ignore[union-attr]
+    assert headers["x-feature-version"] == app.reader.state.keys.version  # type: ignore[union-attr]
+    assert headers["x-request-id"]
+    r = call(app, "POST", "/recommend/1", json.dumps(GOOD).encode(), {"X-Request-Id": "abc-123"})
+    assert r.headers["x-request-id"] == "abc-123"
+
+
+def test_corrupt_restaurant_is_skipped_and_unknown_counted(
+    app: InferenceApp, redis_server: LocalRedis
+) -> None:
+    client = redis_server.client()
+    keys = FeatureKeys(PREFIX, client.get(pointer_key(PREFIX)).decode())  # type: ignore[union-attr]
+    lat, lng = app.reader.state.lat[0], app.reader.state.lng[0]  # type: ignore[union-attr]
+    body = {"candidate_restaurant_ids": [0], "latitude": lat, "longitude": lng}
+    assert [r["id"] for r in _post(app, "1", body)[1]["restaurants"]] == [0]  # type: ignore[index]
+    good = client.get(keys.restaurant(0))
+    try:
+        client.set(keys.restaurant(0), b"short")
+        status, out, _ = _post(app, "1", body)
+        assert status == 200 and out["restaurants"] == []
+    finally:
+        client.set(keys.restaurant(0), good)  # type: ignore[arg-type]
+    metrics = call(app, "GET", "/metrics").body.decode()
+    assert 'forkcast_inference_candidates_total{kind="unknown"}' in metrics
+
+
+def test_restaurant_move_is_seen_by_the_next_request(app: InferenceApp, redis_server: LocalRedis) -> None:
+    from forkcast_features.updates import update_restaurant
+
+    client = redis_server.client()
+    state = app.reader.state
+    assert state is not None
+    lat, lng = float(state.lat[5]), float(state.lng[5])
+    feats = np.frombuffer(client.get(state.keys.restaurant(5))[8:], "<f4").tolist()  # type: ignore[index]
+    body = {"candidate_restaurant_ids": [5], "latitude": lat + 1.0, "longitude": lng, "max_dist": 1000}
+    assert _post(app, "1", body)[1]["restaurants"] == []
+    update_restaurant(client, PREFIX, 5, lat + 1.0, lng, feats)
+    try:
+        assert [r["id"] for r in _post(app, "1", body)[1]["restaurants"]] == [5]  # type: ignore[index]
+    finally:
+        update_restaurant(client, PREFIX, 5, lat, lng, feats)
+
+
+def test_stalled_redis_gives_503_within_the_deadline_and_recovers(
+    app: InferenceApp, redis_server: LocalRedis
+) -> None:
+    assert redis_server.proc is not None
+    os.kill(redis_server.proc.pid, signal.SIGSTOP)
+    try:
+        t0 = time.monotonic()
+        status, out, _ = _post(app, "1", GOOD)
+        elapsed = time.monotonic() - t0
+        r = call(app, "GET", "/readyz")
+    finally:
+        os.kill(redis_server.proc.pid, signal.SIGCONT)
+    assert status == 503 and "unavailable" in str(out["detail"])
+    assert elapsed < 1.0  # redis_timeout_s = 0.3
+    assert r.status == 503
+    assert _post(app, "1", GOOD)[0] == 200
+    assert call(app, "GET", "/readyz").status == 200
+
+
+def test_events_reach_the_bounded_stream_and_failures_are_counted(
+    app: InferenceApp, redis_server: LocalRedis
+) -> None:
+    client = redis_server.client()
+    client.delete(app.settings.events_stream)
+    for _ in range(3):
+        assert _post(app, "1", GOOD)[0] == 200
+    assert app.events.flush() == 3
+    entries = client.xrange(app.settings.events_stream)
+    assert len(entries) == 3 and entries[0][1][b"user"] == b"1"
+    broken = create_app(make_settings("redis://127.0.0.1:1/0", app.settings.model_dir))  # type: ignore[arg-type]
+    broken.events.add(broken.events.pending[0] if broken.events.pending else _event())
+    assert broken.events.flush() == 0
+    assert broken.metrics.events_dropped._value.get() == 1
+
+
+def _event() -> object:
+    from forkcast_inference.events import Event
+
+    return Event("r", 0.0, 1, "m", "f", [1], [0.5])
+
+
+def test_readiness_and_version(app: InferenceApp) -> None:
+    assert call(app, "GET", "/healthz").status == 200
+    assert call(app, "GET", "/readyz").status == 200
+    info = json.loads(call(app, "GET", "/version").body)
+    assert info["model_sha256"] and info["data_fingerprint"] and info["feature_version"]
+    assert "forkcast_inference_served_info" in call(app, "GET", "/metrics").body.decode()
+
+
+def test_model_failing_the_probe_is_not_served(
+    redis_server: LocalRedis, model_dir: Path, tmp_path: Path
+) -> None:
+    bad = tmp_path / "bad"
+    shutil.copytree(model_dir, bad)
+    with np.load(bad / "serving_weights.npz") as z:
+        weights = {k: z[k] for k in z.files}
+    weights["b3"] = weights["b3"] + 1e-3
+    np.savez(bad / "serving_weights.npz", **weights)
+    application = create_app(make_settings(redis_server.url, bad))
+    application.startup()
+    r = call(application, "GET", "/readyz")
+    assert r.status == 503 and "probe" in json.loads(r.body)["reason"]
+    assert _post(application, "1", GOOD)[0] == 503
+
+
+def test_schema_mismatch_is_not_ready(redis_server: LocalRedis, model_dir: Path, tmp_path: Path) -> None:
+    other = tmp_path / "other"
+    shutil.copytree(model_dir, other)
+    metrics = json.loads((other / "metrics.json").read_text())
+    metrics["feature_schema_hash"] = "0" * 16
+    (other / "metrics.json").write_text(json.dumps(metrics))
+    application = create_app(make_settings(redis_server.url, other))
+    application.startup()
+    r = call(application, "GET", "/readyz")
+    assert r.status == 503 and "schema" in json.loads(r.body)["reason"]
+    assert _post(application, "1", GOOD)[0] == 503
+
+
+def test_no_live_version_is_503(model_dir: Path) -> None:
+    with LocalRedis() as empty:
+        application = create_app(make_settings(empty.url, model_dir))
+        application.startup()
+        assert call(application, "GET", "/readyz").status == 503
+        status, _, headers = _post(application, "1", GOOD)
+        assert status == 503 and headers["retry-after"] == "1"
