@@ -269,6 +269,7 @@ class InferenceApp:
         else:
             status, body, headers = 404, b'{"detail":"not found"}', [_JSON]
         headers.append((b"x-request-id", rid.encode()))
+        headers.append((b"content-length", str(len(body)).encode()))
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
 
