@@ -236,21 +236,23 @@ def measure(
     uvloop.install()
     out: dict[str, object] = {"startup_to_ready_s": servers.startup_s}
     asyncio.run(closed_loop(servers.ports, reqs, 8, 2.0))  # warm-up
-    c0, r0 = servers.cpu(), server_redis.cpu_seconds()
+    c0, r0, g0 = servers.cpu(), server_redis.cpu_seconds(), time.process_time()
     res = asyncio.run(open_loop(servers.ports, reqs, args.rate, args.open_seconds))
     n = res["requests"] or 1
     res["server_cpu_us_per_req"] = (servers.cpu() - c0) / n * 1e6
     res["redis_cpu_us_per_req"] = (server_redis.cpu_seconds() - r0) / n * 1e6
+    res["loadgen_cpu_us_per_req"] = (time.process_time() - g0) / n * 1e6
     out["open_loop"] = res
     print(name, "open", res, flush=True)
     closed = []
     for conc in args.concurrency:
-        c0, r0 = servers.cpu(), server_redis.cpu_seconds()
+        c0, r0, g0 = servers.cpu(), server_redis.cpu_seconds(), time.process_time()
         res = asyncio.run(closed_loop(servers.ports, reqs, conc, args.closed_seconds))
         n = res["requests"] or 1
         res["concurrency"] = conc
         res["server_cpu_us_per_req"] = (servers.cpu() - c0) / n * 1e6
         res["redis_cpu_us_per_req"] = (server_redis.cpu_seconds() - r0) / n * 1e6
+        res["loadgen_cpu_us_per_req"] = (time.process_time() - g0) / n * 1e6
         closed.append(res)
         print(name, "closed", res, flush=True)
     out["closed_loop"] = closed

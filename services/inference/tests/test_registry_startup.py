@@ -55,10 +55,16 @@ def published(
     return registry.uri(version), digest.sha256, registry
 
 
-def test_starts_from_the_registry_and_serves(published: tuple[str, str, ModelRegistry], redis_server: LocalRedis) -> None:
+def test_starts_from_the_registry_and_serves(
+    published: tuple[str, str, ModelRegistry], redis_server: LocalRedis
+) -> None:
     uri, manifest_sha, _ = published
     t0 = time.monotonic()
-    app = create_app(make_settings(redis_server.url, None, FORKCAST_MODEL_URI=uri, FORKCAST_MODEL_MANIFEST_SHA256=manifest_sha))
+    app = create_app(
+        make_settings(
+            redis_server.url, None, FORKCAST_MODEL_URI=uri, FORKCAST_MODEL_MANIFEST_SHA256=manifest_sha
+        )
+    )
     app.startup()
     assert call(app, "GET", "/readyz").status == 200
     assert time.monotonic() - t0 < 10
@@ -78,7 +84,9 @@ def test_wrong_pin_is_not_ready(published: tuple[str, str, ModelRegistry], redis
         assert r.status == 503 and "sha256" in json.loads(r.body)["reason"]
 
 
-def test_tampered_object_is_refused(published: tuple[str, str, ModelRegistry], redis_server: LocalRedis) -> None:
+def test_tampered_object_is_refused(
+    published: tuple[str, str, ModelRegistry], redis_server: LocalRedis
+) -> None:
     uri, _, registry = published
     version = uri.rstrip("/").rsplit("/", 1)[1]
     key = registry.key(version, SERVING_WEIGHTS_FILE)

@@ -121,11 +121,23 @@ def test_events_reach_the_bounded_stream_and_failures_are_counted(
 ) -> None:
     client = redis_server.client()
     client.delete(app.settings.events_stream)
+    state = app.reader.state
+    assert state is not None
+    near = {**GOOD, "latitude": float(state.lat[3]), "longitude": float(state.lng[3]), "max_dist": 1e6}
+    answers = []
     for _ in range(3):
-        assert _post(app, "1", GOOD)[0] == 200
+        status, out, headers = _post(app, "1", near)
+        assert status == 200
+        answers.append(out["restaurants"])
     assert app.events.flush() == 3
     entries = client.xrange(app.settings.events_stream)
     assert len(entries) == 3 and entries[0][1][b"user"] == b"1"
+    last = entries[-1][1]
+    assert json.loads(last[b"ids"]) == [r["id"] for r in answers[-1]]  # type: ignore[index]
+    assert json.loads(last[b"scores"]) == [r["score"] for r in answers[-1]]  # type: ignore[index]
+    assert last[b"rid"] == headers["x-request-id"].encode()
+    assert last[b"model"].decode() == headers["x-model-version"]
+    assert len(json.loads(last[b"ids"])) == 3
     broken = create_app(make_settings("redis://127.0.0.1:1/0", app.settings.model_dir))  # type: ignore[arg-type]
     broken.events.add(broken.events.pending[0] if broken.events.pending else _event())
     assert broken.events.flush() == 0
