@@ -214,9 +214,8 @@ async def open_loop(ports: list[int], reqs: list[bytes], rate: float, seconds: f
         while time.perf_counter() < scheduled:
             pass
         lag.append(time.perf_counter() - scheduled)
-        conn = (
-            free.pop() if free else Conn(*await asyncio.open_connection("127.0.0.1", ports[i % len(ports)]))
-        )
+        port = ports[i % len(ports)]
+        conn = free.pop() if free else Conn(*await asyncio.open_connection("127.0.0.1", port), port)
         if await conn.call(reqs[i % len(reqs)]) != 200:
             errors += 1
         lat.append(time.perf_counter() - scheduled)

@@ -10,6 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import math
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,6 +29,83 @@ from forkcast_inference.app import InferenceApp
 from forkcast_inference.settings import InferenceSettings
 
 PREFIX = "fct"
+BIN = Path(sys.executable).parent
+
+
+# -- real dependencies, shared with the gateway's tests (which import this module by path) ----------------------
+def generate_tiny(out: Path) -> Path:
+    """The tiny preset's SPEC §2 files in ``out``."""
+    from forkcast_data.generate import GenerateRequest, generate
+    from forkcast_data.presets import preset_sizes
+
+    generate(
+        GenerateRequest(out=out, preset="tiny", sizes=preset_sizes("tiny"), progress=False),
+        log=lambda _m: None,
+    )
+    return out
+
+
+def train_tiny_model(data: Path, run: Path, out: Path) -> Path:
+    """A trained tiny RankNet (one epoch) and its serving form, as the files of one version in ``out``."""
+    from forkcast_retrain.cli import main as retrain
+    from forkcast_retrain.publish import release_files
+
+    assert retrain(["all", "--data", str(data), "--out", str(run), "--epochs", "1"]) == 0
+    for name, path in release_files(run).items():
+        shutil.copy(path, out / name)
+    return out
+
+
+def load_features(redis_url: str, data: Path) -> None:
+    """Load ``data`` into the feature store at ``redis_url`` (prefix PREFIX) and activate it, by the real CLI."""
+    env = {**os.environ, "REDIS_URL": redis_url, "FORKCAST_FEATURE_PREFIX": PREFIX}
+    subprocess.run(
+        [str(BIN / "forkcast-features"), "load", "--data", str(data), "--activate", "--no-progress"],
+        env=env,
+        check=True,
+        capture_output=True,
+    )
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def start_inference(
+    redis_url: str, model_dir: Path, port: int, timeout_s: float = 30.0
+) -> subprocess.Popen[bytes]:
+    """A real `forkcast-inference` process on 127.0.0.1:``port``, returned once /readyz answers 200.
+
+    The caller stops it by its PID (``proc.terminate()``)."""
+    env = {
+        **os.environ,
+        "REDIS_URL": redis_url,
+        "FORKCAST_FEATURE_PREFIX": PREFIX,
+        "FORKCAST_MODEL_DIR": str(model_dir),
+        "FORKCAST_HOST": "127.0.0.1",
+        "FORKCAST_PORT": str(port),
+        "FORKCAST_LOG_LEVEL": "WARNING",
+    }
+    proc = subprocess.Popen(
+        [str(BIN / "forkcast-inference")], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(
+                f"forkcast-inference exited: {proc.stderr.read().decode() if proc.stderr else ''}"
+            )
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=1) as r:
+                if r.status == 200:
+                    return proc
+        except (urllib.error.URLError, OSError):
+            pass
+        time.sleep(0.1)
+    proc.terminate()
+    raise RuntimeError("forkcast-inference not ready in time")
 
 
 def make_settings(redis_url: str, model_dir: Path | None, **extra: Any) -> InferenceSettings:

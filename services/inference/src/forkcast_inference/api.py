@@ -11,18 +11,22 @@ from typing import Annotated, Final
 
 import msgspec
 
-INT64_MAX: Final = 2**63 - 1
-_USER_RE: Final = re.compile(r"u?([0-9]{1,18})")
+from forkcast_contract import api as limits
 
-CandidateId = Annotated[int, msgspec.Meta(ge=0, le=INT64_MAX)]
+INT64_MAX: Final = limits.INT64_MAX
+_USER_RE: Final = re.compile(rf"u?([0-9]{{1,{limits.USER_ID_DIGITS_MAX}}})")
+
+CandidateId = Annotated[int, msgspec.Meta(ge=limits.CANDIDATE_ID_MIN, le=limits.CANDIDATE_ID_MAX)]
 
 
 class RecommendRequest(msgspec.Struct, frozen=True):
+    """SPEC §6; the limits come from forkcast_contract.api, which the gateway's pydantic schema also uses."""
+
     candidate_restaurant_ids: Annotated[list[CandidateId], msgspec.Meta(min_length=1)]
-    latitude: Annotated[float, msgspec.Meta(ge=-90.0, le=90.0)]
-    longitude: Annotated[float, msgspec.Meta(ge=-180.0, le=180.0)]
-    size: Annotated[int, msgspec.Meta(ge=1, le=INT64_MAX)] = 20
-    max_dist: Annotated[float, msgspec.Meta(ge=0.0)] = 5000.0
+    latitude: Annotated[float, msgspec.Meta(ge=limits.LATITUDE_MIN, le=limits.LATITUDE_MAX)]
+    longitude: Annotated[float, msgspec.Meta(ge=limits.LONGITUDE_MIN, le=limits.LONGITUDE_MAX)]
+    size: Annotated[int, msgspec.Meta(ge=limits.SIZE_MIN, le=limits.SIZE_MAX)] = limits.SIZE_DEFAULT
+    max_dist: Annotated[float, msgspec.Meta(ge=limits.MAX_DIST_MIN_M)] = limits.MAX_DIST_DEFAULT_M
     sort_dist: bool = False
 
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from pydantic import Field
 
+from forkcast_contract.api import MAX_BODY_BYTES_DEFAULT, MAX_CANDIDATES_DEFAULT
 from forkcast_contract.feature_store import DEFAULT_PREFIX
 from forkcast_contract.registry_format import (
     ENV_MODEL_MANIFEST_SHA256,
@@ -15,6 +16,7 @@ from forkcast_contract.registry_format import (
     ENV_MODEL_VERSION,
 )
 from forkcast_contract.settings import ForkcastSettings
+from forkcast_contract.streams import PREDICTIONS_MAXLEN, PREDICTIONS_STREAM
 
 
 class InferenceSettings(ForkcastSettings):
@@ -34,10 +36,10 @@ class InferenceSettings(ForkcastSettings):
     # Every Redis call (connect and read) is bounded by this: Redis down or stalled answers 503 in about this
     # long, never a hang.
     redis_timeout_s: float = Field(default=0.25, gt=0, le=30)
-    max_candidates: int = Field(default=2000, ge=1)
-    max_body_bytes: int = Field(default=1 << 20, ge=1024)
-    events_stream: str = "fc:events:predictions"
-    events_maxlen: int = Field(default=100_000, ge=1)
+    max_candidates: int = Field(default=MAX_CANDIDATES_DEFAULT, ge=1)
+    max_body_bytes: int = Field(default=MAX_BODY_BYTES_DEFAULT, ge=1024)
+    events_stream: str = PREDICTIONS_STREAM
+    events_maxlen: int = Field(default=PREDICTIONS_MAXLEN, ge=1)
     events_flush_s: float = Field(default=0.05, gt=0)
     events_buffer: int = Field(default=10_000, ge=1)
 
