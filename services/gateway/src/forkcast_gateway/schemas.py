@@ -1,0 +1,133 @@
+"""The public contract (SPEC §6) as pydantic models: what /openapi.json and /docs show, and what is validated.
+
+Limits come from forkcast_contract.api, shared with the inference service's msgspec schema. Models are strict
+(no "12" for 12, no 1 for true) and forbid unknown fields, so a typo such as ``szie`` is a 422, not a silent
+default. ``max_candidates`` is configurable, so the list length is checked by the app against the settings; the
+default is what the schema documents.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field, create_model
+
+from forkcast_contract import api as limits
+
+_STRICT = ConfigDict(strict=True, extra="forbid", frozen=True)
+
+CandidateId = Annotated[int, Field(ge=limits.CANDIDATE_ID_MIN, le=limits.CANDIDATE_ID_MAX)]
+RequestId = Annotated[
+    str, Field(min_length=1, max_length=limits.REQUEST_ID_MAX_LEN, pattern=r"^[\x21-\x7e]+$")
+]
+
+
+class RecommendRequest(BaseModel):
+    """Candidates to rank for one user at one place."""
+
+    model_config = ConfigDict(
+        strict=True,
+        extra="forbid",
+        frozen=True,
+        json_schema_extra={
+            "examples": [{"candidate_restaurant_ids": [12, 345, 6789], "latitude": 13.75, "longitude": 100.5}]
+        },
+    )
+
+    candidate_restaurant_ids: list[CandidateId] = Field(
+        min_length=1,
+        max_length=limits.MAX_CANDIDATES_DEFAULT,
+        description="Restaurant ids to rank (≥ 0). Unknown ids are skipped; duplicates count once. "
+        f"At most {limits.MAX_CANDIDATES_DEFAULT} by default (FORKCAST_MAX_CANDIDATES).",
+        examples=[[12, 345, 6789]],
+    )
+    latitude: float = Field(
+        ge=limits.LATITUDE_MIN, le=limits.LATITUDE_MAX, allow_inf_nan=False,
+        description="The user's WGS84 latitude in degrees.", examples=[13.75],
+    )  # fmt: skip
+    longitude: float = Field(
+        ge=limits.LONGITUDE_MIN, le=limits.LONGITUDE_MAX, allow_inf_nan=False,
+        description="The user's WGS84 longitude in degrees.", examples=[100.5],
+    )  # fmt: skip
+    size: int = Field(
+        default=limits.SIZE_DEFAULT, ge=limits.SIZE_MIN, le=limits.SIZE_MAX,
+        description="How many restaurants to return at most.", examples=[20],
+    )  # fmt: skip
+    max_dist: float = Field(
+        default=limits.MAX_DIST_DEFAULT_M, ge=limits.MAX_DIST_MIN_M, allow_inf_nan=False,
+        description="Keep candidates within this great-circle distance in metres (R = 6,371,008.8 m).",
+        examples=[5000.0],
+    )  # fmt: skip
+    sort_dist: bool = Field(
+        default=False, description="true: nearest first; false: highest score first (ties by id)."
+    )
+
+
+class Restaurant(BaseModel):
+    id: int = Field(description="Restaurant id.", examples=[345])
+    score: float = Field(ge=0.0, le=1.0, description="sigmoid(logit) of the deployed model.", examples=[0.83])
+    displacement: float = Field(ge=0.0, description="Great-circle distance in metres.", examples=[812.4])
+
+
+class RecommendResponse(BaseModel):
+    """Candidates within max_dist, sorted, truncated to size. Headers: x-model-version, x-feature-version,
+    x-request-id."""
+
+    restaurants: list[Restaurant]
+
+
+class FieldError(BaseModel):
+    field: str = Field(description="Where: the field's path, e.g. candidate_restaurant_ids.3.")
+    rule: str = Field(description="Which rule failed, e.g. greater_than_equal, missing, json_invalid.")
+    message: str
+
+
+class ErrorResponse(BaseModel):
+    detail: str = Field(description="What went wrong, for a person.")
+    errors: list[FieldError] = Field(default_factory=list, description="Per-field failures (422 only).")
+
+
+class FeedbackEvent(BaseModel):
+    """Whether the user clicked a restaurant of a served recommendation."""
+
+    model_config = _STRICT
+
+    request_id: RequestId = Field(description="The x-request-id of the recommendation response.")
+    restaurant_id: CandidateId = Field(description="A restaurant of that response.", examples=[345])
+    clicked: bool = Field(description="true: clicked; false: shown and not clicked.")
+    time: float = Field(
+        default_factory=time.time, gt=0, lt=1e11, allow_inf_nan=False,
+        description="When, in Unix seconds (default: arrival at the gateway).", examples=[1795000000.0],
+    )  # fmt: skip
+
+
+class FeedbackAccepted(BaseModel):
+    duplicate: bool = Field(
+        description="true: this (request_id, restaurant_id) was already recorded; ignored."
+    )
+    entry_id: str | None = Field(description="The stream entry id, when written.")
+
+
+class Health(BaseModel):
+    status: str
+
+
+class Readiness(BaseModel):
+    ready: bool
+    upstreams: dict[str, bool] = Field(description="Per upstream endpoint: did its /readyz answer 200.")
+
+
+def request_model(max_candidates: int) -> type[RecommendRequest]:
+    """RecommendRequest with the configured candidate limit (the documented default is the contract's)."""
+    if max_candidates == limits.MAX_CANDIDATES_DEFAULT:
+        return RecommendRequest
+    field = RecommendRequest.model_fields["candidate_restaurant_ids"]
+    return create_model(
+        "RecommendRequest",
+        __base__=RecommendRequest,
+        candidate_restaurant_ids=(
+            list[CandidateId],
+            Field(min_length=1, max_length=max_candidates, description=field.description),
+        ),
+    )

@@ -1,0 +1,62 @@
+"""Settings of the gateway, from the environment only (SPEC §8); the README documents each variable."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field
+
+from forkcast_contract.api import MAX_BODY_BYTES_DEFAULT, MAX_CANDIDATES_DEFAULT
+from forkcast_contract.settings import ForkcastSettings
+from forkcast_contract.streams import FEEDBACK_DEDUP_TTL_S, FEEDBACK_MAXLEN, FEEDBACK_STREAM
+
+DEV_UPSTREAMS = "http://127.0.0.1:8001"
+DEV_REDIS_URL = "redis://127.0.0.1:6379/0"
+
+
+class GatewaySettings(ForkcastSettings):
+    """Where to forward, who may call, how much, and how long anything may take."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=1, le=65535)
+    # `URL[,URL…]` (one group "stable") or `NAME*WEIGHT=URL[,URL…];NAME*WEIGHT=URL…` (see upstreams.py).
+    upstreams: str = DEV_UPSTREAMS
+    redis_url: str = Field(default=DEV_REDIS_URL, validation_alias="REDIS_URL")
+    redis_timeout_s: float = Field(default=0.1, gt=0, le=30)
+    api_keys_file: Path | None = None
+    # Authentication can only be switched off in a local environment (unsafe_defaults refuses it elsewhere).
+    auth_disabled: bool = False
+    keys_reload_s: float = Field(default=1.0, gt=0)
+    rate_per_s: float = Field(default=2000.0, gt=0)
+    rate_burst: int = Field(default=4000, ge=1)
+    max_candidates: int = Field(default=MAX_CANDIDATES_DEFAULT, ge=1)
+    max_body_bytes: int = Field(default=MAX_BODY_BYTES_DEFAULT, ge=1024)
+    body_timeout_s: float = Field(default=5.0, gt=0)
+    connect_timeout_s: float = Field(default=0.05, gt=0)
+    upstream_timeout_s: float = Field(default=1.0, gt=0)
+    max_in_flight: int = Field(default=256, ge=1)
+    pool_size: int = Field(default=64, ge=1)
+    breaker_failures: int = Field(default=5, ge=1)
+    breaker_open_s: float = Field(default=2.0, gt=0)
+    feedback_stream: str = FEEDBACK_STREAM
+    feedback_maxlen: int = Field(default=FEEDBACK_MAXLEN, ge=1)
+    feedback_dedup_ttl_s: int = Field(default=FEEDBACK_DEDUP_TTL_S, ge=1)
+    access_log: bool = True
+
+    def unsafe_defaults(self) -> list[str]:
+        unsafe = []
+        if self.auth_disabled:
+            unsafe.append("FORKCAST_AUTH_DISABLED")
+        if self.api_keys_file is None:
+            unsafe.append("FORKCAST_API_KEYS_FILE")
+        if self.redis_url == DEV_REDIS_URL:
+            unsafe.append("REDIS_URL")
+        if self.upstreams == DEV_UPSTREAMS:
+            unsafe.append("FORKCAST_UPSTREAMS")
+        return unsafe
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> GatewaySettings:
+    return GatewaySettings()

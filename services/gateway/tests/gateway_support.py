@@ -1,0 +1,93 @@
+"""Test helpers: run an ASGI app on a real loopback port in a thread, API key files, a stand-in upstream.
+
+The stand-in upstream is only for faults the real inference service cannot be made to show on demand (a slow
+answer, a 500, counting what reached it); everything else runs against the real service.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import uvicorn
+
+from forkcast_gateway.auth import hash_key
+
+KEY, ADMIN_KEY = "k-user-secret-0001", "k-admin-secret-0002"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextlib.contextmanager
+def serve(app: Any, port: int | None = None) -> Iterator[str]:
+    """Serve ``app`` on 127.0.0.1 in a background thread (uvicorn, lifespan on); yields the base URL."""
+    port = port or free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=port, lifespan="on", log_level="warning", access_log=False)
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            raise RuntimeError("test server did not start")
+        time.sleep(0.01)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(10)
+
+
+def write_keys(path: Path, keys: dict[str, tuple[str, str]]) -> Path:
+    """keys: key id → (secret key, scopes like "" or "admin")."""
+    lines = [
+        f"{kid}:{hash_key(secret)}" + (f":{scopes}" if scopes else "")
+        for kid, (secret, scopes) in keys.items()
+    ]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+class StandIn:
+    """A scriptable upstream: answers ``status`` after ``delay_s``, records the request ids and paths it got."""
+
+    def __init__(self, name: str = "standin", status: int = 200, delay_s: float = 0.0) -> None:
+        self.name, self.status, self.delay_s = name, status, delay_s
+        self.hits: list[tuple[str, str]] = []
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            while True:
+                msg = await receive()
+                if msg["type"] == "lifespan.startup":
+                    await send({"type": "lifespan.startup.complete"})
+                else:
+                    await send({"type": "lifespan.shutdown.complete"})
+                    return
+        more = True
+        while more:
+            more = (await receive()).get("more_body", False)
+        rid = dict(scope["headers"]).get(b"x-request-id", b"").decode()
+        if scope["path"] != "/readyz":
+            self.hits.append((scope["path"], rid))
+        if self.delay_s:
+            await asyncio.sleep(self.delay_s)
+        body = b'{"restaurants":[]}' if self.status == 200 else b'{"detail":"stand-in failure"}'
+        headers = [
+            (b"content-type", b"application/json"),
+            (b"x-model-version", self.name.encode()),
+            (b"x-feature-version", b"fv-standin"),
+        ]
+        await send({"type": "http.response.start", "status": self.status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
