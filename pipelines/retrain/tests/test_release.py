@@ -145,9 +145,10 @@ def registry(stack: dict[str, str]) -> ModelRegistry:
 
 @pytest.fixture(scope="module")
 def git_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A throwaway Git repo holding a copy of the real overlays."""
+    """A throwaway Git repo holding a copy of the real manifests (the overlays render the base and rollouts/)."""
     repo = tmp_path_factory.mktemp("gitops")
-    shutil.copytree(REPO / "manifests" / "overlays", repo / "manifests" / "overlays")
+    for tree in ("manifests", "rollouts"):
+        shutil.copytree(REPO / tree, repo / tree)
     for args in (
         ["init", "-q", "-b", "main"],
         ["config", "user.email", "ci@forkcast.test"],
