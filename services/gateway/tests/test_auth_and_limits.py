@@ -1,0 +1,116 @@
+"""API keys (missing, wrong, admin scope, rotation without restart) and the Redis token bucket across replicas."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import requests
+from gateway_support import ADMIN_KEY, KEY, StandIn, serve, write_keys
+
+from forkcast_gateway.auth import KeyFileError, KeyStore, hash_key, parse_key_file
+from forkcast_gateway.edge import Edge
+
+BODY = b'{"candidate_restaurant_ids":[1],"latitude":1.0,"longitude":1.0}'
+
+
+def test_key_file_parsing() -> None:
+    keys = parse_key_file(f"# c\n\na:{hash_key('x')}\nb:{hash_key('y')}:admin\n")
+    assert [(k.key_id, k.scopes) for k in keys] == [("a", frozenset()), ("b", frozenset({"admin"}))]
+    for bad in ["a:1234", f"a:{hash_key('x')}:root", f"a:{hash_key('x')}\na:{hash_key('y')}", "no colon"]:
+        with pytest.raises(KeyFileError):
+            parse_key_file(bad)
+
+
+def test_missing_wrong_right_key_and_exempt_routes(make_gateway: Callable[..., Edge]) -> None:
+    upstream = StandIn()
+    with serve(upstream) as up, serve(make_gateway(upstreams=up)) as gw:
+        url = f"{gw}/recommend/u1"
+        assert requests.post(url, data=BODY, timeout=5).status_code == 401
+        wrong = requests.post(url, data=BODY, headers={"x-api-key": KEY + "x"}, timeout=5)
+        assert wrong.status_code == 401
+        assert KEY not in wrong.text
+        assert requests.post(url, data=BODY, headers={"x-api-key": KEY}, timeout=5).status_code == 200
+        assert len(upstream.hits) == 1  # refused requests never reached the upstream
+        for path in ["/healthz", "/readyz", "/metrics", "/openapi.json"]:
+            assert requests.get(gw + path, timeout=5).status_code == 200, path
+        reload = f"{gw}/admin/keys/reload"
+        assert requests.post(reload, headers={"x-api-key": KEY}, timeout=5).status_code == 403
+        r = requests.post(reload, headers={"x-api-key": ADMIN_KEY}, timeout=5)
+        assert r.status_code == 200
+        assert r.json() == {"keys": 2}
+
+
+def test_keys_rotate_without_restart(make_gateway: Callable[..., Edge], tmp_path: Path) -> None:
+    path = write_keys(tmp_path / "keys", {"old": ("old-secret-1", "")})
+    with (
+        serve(StandIn()) as up,
+        serve(make_gateway(upstreams=up, api_keys_file=path, keys_reload_s=0.05)) as gw,
+    ):
+        url = f"{gw}/recommend/u1"
+        assert (
+            requests.post(url, data=BODY, headers={"x-api-key": "old-secret-1"}, timeout=5).status_code == 200
+        )
+        write_keys(tmp_path / "keys.new", {"new": ("new-secret-2", "")}).replace(path)  # atomic, as a mount
+        time.sleep(0.1)
+        assert (
+            requests.post(url, data=BODY, headers={"x-api-key": "old-secret-1"}, timeout=5).status_code == 401
+        )
+        assert (
+            requests.post(url, data=BODY, headers={"x-api-key": "new-secret-2"}, timeout=5).status_code == 200
+        )
+        path.write_text("garbage\n")  # a broken file keeps the last good keys
+        time.sleep(0.1)
+        assert (
+            requests.post(url, data=BODY, headers={"x-api-key": "new-secret-2"}, timeout=5).status_code == 200
+        )
+
+
+def test_keystore_refuses_a_broken_file_at_start(tmp_path: Path) -> None:
+    (tmp_path / "k").write_text("nope\n")
+    with pytest.raises(KeyFileError):
+        KeyStore(tmp_path / "k", 1.0)
+
+
+def test_token_bucket_holds_across_replicas(make_gateway: Callable[..., Edge], redis_server: object) -> None:
+    """Two gateway apps on one Redis share the key's bucket: burst 5 in all, then 429 with Retry-After."""
+    upstream = StandIn()
+    settings = {"rate_per_s": 0.5, "rate_burst": 5}
+    with (
+        serve(upstream) as up,
+        serve(make_gateway(upstreams=up, **settings)) as a,
+        serve(make_gateway(upstreams=up, **settings)) as b,
+    ):
+        # A fresh bucket per test run: the key id is shared, so take what is left first from a clean state.
+        import redis
+
+        redis.Redis.from_url(redis_server.url).delete("fc:gateway:ratelimit:user")  # type: ignore[attr-defined]
+        codes = [
+            requests.post(f"{gw}/recommend/u1", data=BODY, headers={"x-api-key": KEY}, timeout=5)
+            for gw in [a, b, a, b, a, b, a]
+        ]
+        assert [r.status_code for r in codes] == [200] * 5 + [429] * 2
+        assert int(codes[-1].headers["retry-after"]) >= 1
+        assert len(upstream.hits) == 5
+        # Another key has its own bucket; probes are never limited.
+        assert (
+            requests.post(
+                f"{a}/recommend/u1", data=BODY, headers={"x-api-key": ADMIN_KEY}, timeout=5
+            ).status_code
+            == 200
+        )
+        assert requests.get(f"{a}/healthz", timeout=5).status_code == 200
+        metrics = requests.get(f"{a}/metrics", timeout=5).text
+        assert "forkcast_gateway_rate_limited_total 1.0" in metrics
+
+
+def test_rate_limit_fails_open_when_redis_is_down(make_gateway: Callable[..., Edge]) -> None:
+    from gateway_support import free_port
+
+    dead_redis = f"redis://127.0.0.1:{free_port()}/0"
+    with serve(StandIn()) as up, serve(make_gateway(upstreams=up, REDIS_URL=dead_redis)) as gw:
+        r = requests.post(f"{gw}/recommend/u1", data=BODY, headers={"x-api-key": KEY}, timeout=5)
+        assert r.status_code == 200
+        assert "forkcast_gateway_rate_limit_errors_total 1.0" in requests.get(f"{gw}/metrics", timeout=5).text

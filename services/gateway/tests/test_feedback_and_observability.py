@@ -1,0 +1,79 @@
+"""POST /feedback into the bounded Redis stream (idempotent), metrics and the JSON access log."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+
+import pytest
+import redis
+import requests
+from gateway_support import KEY, StandIn, serve
+
+from forkcast_gateway.edge import Edge
+
+H = {"x-api-key": KEY}
+
+
+def test_feedback_is_written_once_per_request_and_restaurant(
+    make_gateway: Callable[..., Edge], redis_server: object
+) -> None:
+    client = redis.Redis.from_url(redis_server.url)  # type: ignore[attr-defined]
+    stream = "fc:test:feedback:once"
+    with serve(make_gateway(feedback_stream=stream)) as gw:
+        event = {"request_id": "rid-1", "restaurant_id": 7, "clicked": True, "time": 1795000000.5}
+        first = requests.post(f"{gw}/feedback", json=event, headers=H, timeout=5)
+        again = requests.post(f"{gw}/feedback", json={**event, "clicked": False}, headers=H, timeout=5)
+        other = requests.post(f"{gw}/feedback", json={**event, "restaurant_id": 8}, headers=H, timeout=5)
+        assert first.status_code == again.status_code == other.status_code == 202
+        assert first.json()["duplicate"] is False and first.json()["entry_id"]
+        assert again.json() == {"duplicate": True, "entry_id": None}
+        entries = client.xrange(stream)
+        assert len(entries) == 2
+        assert entries[0][1] == {
+            b"rid": b"rid-1",
+            b"restaurant": b"7",
+            b"clicked": b"1",
+            b"ts": b"1795000000.500000",
+        }
+        bad = requests.post(f"{gw}/feedback", json={**event, "clicked": "yes"}, headers=H, timeout=5)
+        assert bad.status_code == 422
+        assert bad.json()["errors"][0]["field"] == "clicked"
+        assert requests.post(f"{gw}/feedback", json=event, timeout=5).status_code == 401
+
+
+def test_feedback_stream_is_bounded(make_gateway: Callable[..., Edge], redis_server: object) -> None:
+    client = redis.Redis.from_url(redis_server.url)  # type: ignore[attr-defined]
+    stream = "fc:test:feedback:bounded"
+    with serve(make_gateway(feedback_stream=stream, feedback_maxlen=10)) as gw, requests.Session() as s:
+        for i in range(400):
+            assert s.post(f"{gw}/feedback", json={"request_id": f"r{i}", "restaurant_id": 1, "clicked": False},
+                          headers=H, timeout=5).status_code == 202  # fmt: skip
+    # MAXLEN ~ trims whole macro nodes (100 entries by default): bounded well below what was written.
+    assert client.xlen(stream) <= 110
+
+
+def test_metrics_and_access_log(make_gateway: Callable[..., Edge], caplog: pytest.LogCaptureFixture) -> None:
+    body = b'{"candidate_restaurant_ids":[1],"latitude":1.0,"longitude":1.0}'
+    with serve(StandIn()) as up, serve(make_gateway(upstreams=up, access_log=True)) as gw:
+        with caplog.at_level(logging.INFO, logger="forkcast_gateway.access"):
+            requests.post(
+                f"{gw}/recommend/u123", data=body, headers={**H, "x-request-id": "log-me"}, timeout=5
+            )
+            requests.post(f"{gw}/recommend/u123", data=b"{", headers=H, timeout=5)
+        metrics = requests.get(f"{gw}/metrics", timeout=5).text
+    assert (
+        'forkcast_gateway_requests_total{method="POST",route="/recommend/{user_id}",status_class="2xx"} 1.0'
+        in metrics
+    )
+    assert (
+        'forkcast_gateway_requests_total{method="POST",route="/recommend/{user_id}",status_class="4xx"} 1.0'
+        in metrics
+    )
+    assert 'forkcast_gateway_upstream_duration_seconds_count{outcome="ok",upstream="stable"} 1.0' in metrics
+    assert "forkcast_gateway_in_flight_requests 0.0" in metrics
+    lines = [json.loads(r.getMessage()) for r in caplog.records if r.name == "forkcast_gateway.access"]
+    first = next(x for x in lines if x["request_id"] == "log-me")
+    assert first["status"] == 200 and first["key_id"] == "user" and first["route"] == "/recommend/{user_id}"
+    assert all(KEY not in r.getMessage() for r in caplog.records)
