@@ -14,7 +14,7 @@ export OPENBLAS_NUM_THREADS ?= 1
 DATA ?= data
 PACKAGES = $(wildcard */src */*/src)
 
-.PHONY: help setup system-packages demo test lint format typecheck pytest full-data bench-data bench-features
+.PHONY: help setup system-packages demo test lint format typecheck pytest full-data bench-data bench-features manifests-check
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -59,3 +59,9 @@ bench-features: full-data system-packages ## feature store: load 1M+100k, fetch 
 	$(BIN)/python -m forkcast_features.bench load --data $(DATA)/full --no-progress
 	$(BIN)/python -m forkcast_features.bench fetch --data $(DATA)/full
 	$(BIN)/python -m forkcast_features.bench cluster --data $(DATA)/full
+
+manifests-check: setup ## render every overlay and validate it (core kinds strict, Argo kinds against the CRD schemas)
+	for overlay in manifests/overlays/*/; do \
+	  kubectl kustomize "$$overlay" | $(BIN)/python ../shared/tools/validate-manifests - ; \
+	done
+	$(BIN)/pytest tests/delivery -q
