@@ -235,6 +235,11 @@ def measure(
     uvloop.install()
     out: dict[str, object] = {"startup_to_ready_s": servers.startup_s}
     asyncio.run(closed_loop(servers.ports, reqs, 8, 2.0))  # warm-up
+    if args.open_seconds <= 0:
+        return out | {
+            "closed_loop": closed_levels(name, servers, server_redis, reqs, args),
+            "rss_mb": servers.rss(),
+        }
     c0, r0, g0 = servers.cpu(), server_redis.cpu_seconds(), time.process_time()
     res = asyncio.run(open_loop(servers.ports, reqs, args.rate, args.open_seconds))
     n = res["requests"] or 1
@@ -243,6 +248,14 @@ def measure(
     res["loadgen_cpu_us_per_req"] = (time.process_time() - g0) / n * 1e6
     out["open_loop"] = res
     print(name, "open", res, flush=True)
+    out["closed_loop"] = closed_levels(name, servers, server_redis, reqs, args)
+    out["rss_mb"] = servers.rss()
+    return out
+
+
+def closed_levels(
+    name: str, servers: Servers, server_redis: LocalRedis, reqs: list[bytes], args: argparse.Namespace
+) -> list[dict[str, float]]:
     closed = []
     for conc in args.concurrency:
         c0, r0, g0 = servers.cpu(), server_redis.cpu_seconds(), time.process_time()
@@ -254,9 +267,7 @@ def measure(
         res["loadgen_cpu_us_per_req"] = (time.process_time() - g0) / n * 1e6
         closed.append(res)
         print(name, "closed", res, flush=True)
-    out["closed_loop"] = closed
-    out["rss_mb"] = servers.rss()
-    return out
+    return closed
 
 
 def main() -> None:
@@ -275,6 +286,11 @@ def main() -> None:
     p.add_argument(
         "--baseline-concurrency", type=int, nargs="+", default=[1, 4, 16], help="levels for the baseline"
     )
+    p.add_argument("--fastapi-core", action="store_true", help="also measure the same core behind FastAPI")
+    p.add_argument(
+        "--fastapi-concurrency", type=int, nargs="+", default=[4, 8], help="levels for --fastapi-core"
+    )
+    p.add_argument("--skip-baseline", action="store_true", help="leave out the naive baseline")
     p.add_argument("--requests", type=int, default=10_000, help="requests taken from requests.parquet")
     p.add_argument("--out", type=Path, default=None, help="write the JSON results here")
     args = p.parse_args()
@@ -314,34 +330,52 @@ def main() -> None:
             results["service"] = measure("service", servers, rs, reqs, args)
         finally:
             servers.stop()
-        load_naive_layout(rs.client(), args.data, set().union(*(u for _, u in reqs_users)))
-        ports = [free_port() for _ in range(args.workers)]
-        cmds = [
-            (
-                [
-                    sys.executable,
-                    str(HERE / "naive_app.py"),
-                    "--port",
-                    str(pt),
-                    "--redis-url",
-                    rs.url,
-                    "--model-dir",
-                    str(args.model_dir),
-                ],
-                env,
-            )
-            for pt in ports
-        ]
-        servers = Servers(cmds, ports)
-        try:
-            args.concurrency = args.baseline_concurrency
-            args_open = args.open_seconds
-            results["baseline"] = measure("baseline", servers, rs, reqs, args)
-            args.open_seconds = args_open
-        finally:
-            servers.stop()
+        if args.fastapi_core:
+            ports = [free_port() for _ in range(args.workers)]
+            cmds = [
+                (
+                    [sys.executable, str(HERE / "fastapi_core.py"), "--port", str(pt)],
+                    {**cmds[0][1], "FORKCAST_PORT": str(pt)},
+                )
+                for pt in ports
+            ]
+            servers = Servers(cmds, ports)
+            try:
+                variant = argparse.Namespace(
+                    **{**vars(args), "open_seconds": 0, "concurrency": args.fastapi_concurrency}
+                )
+                results["fastapi_core"] = measure("fastapi_core", servers, rs, reqs, variant)
+            finally:
+                servers.stop()
+        if not args.skip_baseline:
+            load_naive_layout(rs.client(), args.data, set().union(*(u for _, u in reqs_users)))
+            ports = [free_port() for _ in range(args.workers)]
+            cmds = [
+                (
+                    [
+                        sys.executable,
+                        str(HERE / "naive_app.py"),
+                        "--port",
+                        str(pt),
+                        "--redis-url",
+                        rs.url,
+                        "--model-dir",
+                        str(args.model_dir),
+                    ],
+                    env,
+                )
+                for pt in ports
+            ]
+            servers = Servers(cmds, ports)
+            try:
+                variant = argparse.Namespace(**{**vars(args), "concurrency": args.baseline_concurrency})
+                results["baseline"] = measure("baseline", servers, rs, reqs, variant)
+            finally:
+                servers.stop()
     best = lambda r: max(c["req_per_s"] for c in r["closed_loop"])  # noqa: E731
-    results["max_ratio"] = best(results["service"]) / best(results["baseline"])  # type: ignore[arg-type]
+    for other in ("baseline", "fastapi_core"):
+        if other in results:
+            results[f"max_ratio_vs_{other}"] = best(results["service"]) / best(results[other])  # type: ignore[arg-type]
     print(json.dumps(results, indent=1))
     if args.out:
         args.out.write_text(json.dumps(results, indent=1))

@@ -1,4 +1,4 @@
-"""Prometheus metrics of the inference service: names defined once here, low-cardinality labels only."""
+"""Prometheus metrics of the inference service: names from the contract's one module, low-cardinality labels only."""
 
 from __future__ import annotations
 
@@ -6,14 +6,16 @@ from typing import Final
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 
-REQUEST_SECONDS: Final = "forkcast_inference_request_seconds"
-STAGE_SECONDS: Final = "forkcast_inference_stage_seconds"
-CANDIDATES: Final = "forkcast_inference_candidates"
-ERRORS: Final = "forkcast_inference_errors"
-EVENTS_DROPPED: Final = "forkcast_inference_events_dropped"
-EVENTS_WRITTEN: Final = "forkcast_inference_events_written"
-READY: Final = "forkcast_inference_ready"
-SERVED: Final = "forkcast_inference_served"
+from forkcast_contract import metric_names as n
+
+REQUEST_SECONDS: Final = n.INFERENCE_REQUEST_SECONDS
+STAGE_SECONDS: Final = n.INFERENCE_STAGE_SECONDS
+CANDIDATES: Final = n.INFERENCE_CANDIDATES
+ERRORS: Final = n.INFERENCE_ERRORS
+EVENTS_DROPPED: Final = n.INFERENCE_EVENTS_DROPPED
+EVENTS_WRITTEN: Final = n.INFERENCE_EVENTS_WRITTEN
+READY: Final = n.INFERENCE_READY
+SERVED: Final = n.INFERENCE_SERVED
 
 STAGES: Final = ("fetch", "geo", "score", "serialize")
 CANDIDATE_KINDS: Final = ("in_range", "out_of_range", "unknown", "duplicate")
