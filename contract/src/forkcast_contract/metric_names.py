@@ -1,6 +1,7 @@
 """Prometheus metric names, defined once: services register them, rules and dashboards are checked against them.
 
-Only the gateway's names live here so far (issue 8); the inference service's follow with the monitoring issue.
+Every service registers its metrics under these names; monitoring's rules and the Argo AnalysisTemplates query
+them, and monitoring/tests check that every name a rule uses is defined here, so the three cannot drift apart.
 """
 
 from __future__ import annotations
@@ -23,9 +24,31 @@ GATEWAY_CIRCUIT_STATE: Final = "forkcast_gateway_circuit_state"
 GATEWAY_AUTH_FAILURES_TOTAL: Final = "forkcast_gateway_auth_failures_total"
 GATEWAY_FEEDBACK_TOTAL: Final = "forkcast_gateway_feedback_total"
 
+# Inference service: histograms in seconds; labels status (2xx/4xx/5xx), stage, kind, cause. SERVED is an Info
+# (exposed as ``forkcast_inference_served_info``) with labels model_version, feature_version and provenance.
+INFERENCE_REQUEST_SECONDS: Final = "forkcast_inference_request_seconds"
+INFERENCE_STAGE_SECONDS: Final = "forkcast_inference_stage_seconds"
+INFERENCE_CANDIDATES: Final = "forkcast_inference_candidates"
+INFERENCE_ERRORS: Final = "forkcast_inference_errors"
+INFERENCE_EVENTS_DROPPED: Final = "forkcast_inference_events_dropped"
+INFERENCE_EVENTS_WRITTEN: Final = "forkcast_inference_events_written"
+INFERENCE_READY: Final = "forkcast_inference_ready"
+INFERENCE_SERVED: Final = "forkcast_inference_served"
+
 # Online AUC (issue 10 defines the names the canary analysis reads; the monitoring issue's online-AUC job exports
 # them): gauges over the job's sliding window, label model_version (predictions joined with click feedback).
 # The Rollout's AnalysisTemplate compares canary and stable by joining them with the inference service's
 # forkcast_inference_served_info{model_version} per pod, and needs ONLINE_AUC_SAMPLES labelled predictions first.
 ONLINE_AUC: Final = "forkcast_online_auc"
 ONLINE_AUC_SAMPLES: Final = "forkcast_online_auc_samples"
+# The interval is Hanley-McNeil's normal approximation (95 %); absent, like ONLINE_AUC, below the minimum count.
+ONLINE_AUC_LOWER: Final = "forkcast_online_auc_lower"
+ONLINE_AUC_UPPER: Final = "forkcast_online_auc_upper"
+ONLINE_AUC_POSITIVES: Final = "forkcast_online_auc_positives"
+# Events the job read, label stream (predictions/feedback) and outcome (joined, late, unjoined, malformed, …).
+ONLINE_AUC_EVENTS_TOTAL: Final = "forkcast_online_auc_events_total"
+# Unix time of the newest event the job has read: the "no predictions" alert watches its age.
+ONLINE_AUC_LAST_EVENT_TIME: Final = "forkcast_online_auc_last_event_timestamp_seconds"
+
+# Alert receiver (monitoring): retraining triggers sent to GitLab, label outcome (sent, cooldown, failed, …).
+RETRAIN_TRIGGERS_TOTAL: Final = "forkcast_retrain_triggers_total"
