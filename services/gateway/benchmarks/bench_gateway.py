@@ -1,0 +1,169 @@
+"""Gateway end to end (issue 8): gateway + inference + Redis on the real workload, against inference direct.
+
+Starts its own redis-server (loaded by `forkcast-features load`), one `forkcast-inference` and one
+`forkcast-gateway` (auth, rate limit, metrics and access log on), then for each target (inference direct =
+baseline, gateway) runs a closed loop at --concurrency for --seconds with the dataset's real requests
+(1,000 candidates each) and prints throughput, p50/p95, the gateway's added p50 and its CPU µs per request; last,
+the time to a 503 with a dead upstream. Everything runs on the same cores: read the ratios, not the absolutes.
+
+    python services/gateway/benchmarks/bench_gateway.py --data data/small --model-dir DIR
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import aiohttp
+import numpy as np
+import polars as pl
+
+from forkcast_features.localredis import LocalRedis
+from forkcast_gateway.auth import hash_key
+
+BIN = Path(sys.executable).parent
+KEY = "bench-key"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def start(cmd: str, env: dict[str, str], port: int) -> subprocess.Popen[bytes]:
+    proc = subprocess.Popen([str(BIN / cmd)], env={**os.environ, **env}, stdout=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1):
+                return proc
+        except OSError:
+            time.sleep(0.2)
+    proc.terminate()
+    raise RuntimeError(f"{cmd} did not start")
+
+
+async def closed_loop(url: str, reqs: list[tuple[str, bytes]], conc: int, seconds: float) -> dict[str, float]:
+    lat: list[float] = []
+    errors = 0
+    headers = {"content-type": "application/json", "x-api-key": KEY}
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=conc)) as s:
+        stop = time.perf_counter() + seconds
+
+        async def worker(k: int) -> None:
+            nonlocal errors
+            i = k
+            while time.perf_counter() < stop:
+                user, body = reqs[i % len(reqs)]
+                t0 = time.perf_counter()
+                async with s.post(f"{url}/recommend/{user}", data=body, headers=headers) as r:
+                    await r.read()
+                    errors += r.status not in (200, 404)
+                lat.append(time.perf_counter() - t0)
+                i += conc
+
+        t0 = time.perf_counter()
+        await asyncio.gather(*(worker(k) for k in range(conc)))
+        wall = time.perf_counter() - t0
+    a = np.array(lat) * 1000
+    return {
+        "req_s": len(lat) / wall,
+        "p50_ms": float(np.percentile(a, 50)),
+        "p95_ms": float(np.percentile(a, 95)),
+        "errors": errors,
+        "n": len(lat),
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", type=Path, required=True, help="dataset dir (requests.parquet, features)")
+    ap.add_argument("--model-dir", type=Path, required=True, help="a model version's files (serving form)")
+    ap.add_argument("--concurrency", type=int, default=8, help="closed-loop connections")
+    ap.add_argument("--seconds", type=float, default=10.0, help="duration of each closed loop")
+    args = ap.parse_args()
+    df = pl.read_parquet(args.data / "requests.parquet").head(2000)
+    reqs = []
+    for row in df.iter_rows(named=True):
+        uid = row.pop("user_id")
+        reqs.append((f"u{uid}", json.dumps(row).encode()))
+    with LocalRedis() as redis_server, tempfile.TemporaryDirectory() as tmp:
+        env = {"REDIS_URL": redis_server.url}
+        subprocess.run(
+            [str(BIN / "forkcast-features"), "load", "--data", str(args.data), "--activate", "--no-progress"],
+            env={**os.environ, **env}, check=True, capture_output=True,
+        )  # fmt: skip
+        keys = Path(tmp) / "keys"
+        keys.write_text(f"bench:{hash_key(KEY)}\n")
+        ip, gp = free_port(), free_port()
+        inf = start("forkcast-inference", {**env, "FORKCAST_PORT": str(ip), "FORKCAST_MODEL_DIR": str(args.model_dir),
+                                           "FORKCAST_LOG_LEVEL": "WARNING"}, ip)  # fmt: skip
+        gw_env = {**env, "FORKCAST_PORT": str(gp), "FORKCAST_UPSTREAMS": f"http://127.0.0.1:{ip}",
+                  "FORKCAST_API_KEYS_FILE": str(keys), "FORKCAST_RATE_PER_S": "100000",
+                  "FORKCAST_RATE_BURST": "100000", "FORKCAST_LOG_LEVEL": "WARNING"}  # fmt: skip
+        gw = start("forkcast-gateway", gw_env, gp)
+        try:
+            out: dict[str, object] = {"date": time.strftime("%Y-%m-%d"), "requests": len(reqs)}
+            asyncio.run(closed_loop(f"http://127.0.0.1:{ip}", reqs, args.concurrency, 2))  # warm up
+            asyncio.run(closed_loop(f"http://127.0.0.1:{gp}", reqs, args.concurrency, 2))
+            direct = asyncio.run(closed_loop(f"http://127.0.0.1:{ip}", reqs, args.concurrency, args.seconds))
+            c0 = cpu_seconds(gw.pid)
+            via = asyncio.run(closed_loop(f"http://127.0.0.1:{gp}", reqs, args.concurrency, args.seconds))
+            gw_cpu = cpu_seconds(gw.pid) - c0
+            single_direct = asyncio.run(closed_loop(f"http://127.0.0.1:{ip}", reqs, 1, args.seconds / 2))
+            single_via = asyncio.run(closed_loop(f"http://127.0.0.1:{gp}", reqs, 1, args.seconds / 2))
+            out |= {
+                "inference_direct": direct,
+                "through_gateway": via,
+                "throughput_ratio": via["req_s"] / direct["req_s"],
+                "gateway_cpu_us_per_request": gw_cpu / via["n"] * 1e6,
+                "added_p50_ms_concurrency_1": single_via["p50_ms"] - single_direct["p50_ms"],
+                "concurrency_1": {"direct": single_direct, "gateway": single_via},
+            }
+        finally:
+            gw.terminate()
+            gw.wait(10)
+        # Dead upstream: the inference process is stopped; each request must be a 503 fast.
+        inf.terminate()
+        inf.wait(10)
+        gw = start("forkcast-gateway", gw_env, gp)
+        try:
+            times = []
+            for user, body in reqs[:50]:
+                hdrs = {"x-api-key": KEY, "content-type": "application/json"}
+                req = urllib.request.Request(
+                    f"http://127.0.0.1:{gp}/recommend/{user}", data=body, headers=hdrs
+                )
+                t0 = time.perf_counter()
+                try:
+                    urllib.request.urlopen(req, timeout=5)
+                    status = 200
+                except urllib.error.HTTPError as exc:
+                    status = exc.code
+                times.append(time.perf_counter() - t0)
+                assert status == 503, status
+            out["dead_upstream_503_ms"] = {"max": max(times) * 1000, "p50": float(np.median(times)) * 1000}
+        finally:
+            gw.terminate()
+            gw.wait(10)
+    print(json.dumps(out, indent=2))
+
+
+if __name__ == "__main__":
+    main()
