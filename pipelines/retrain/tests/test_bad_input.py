@@ -59,7 +59,9 @@ def test_empty_click_file_stops_training(micro_data: Path, tmp_path: Path) -> No
     pl.read_parquet(path).head(0).write_parquet(path)
     recipe = RECIPES["default"].with_overrides(epochs=1)
     with pytest.raises(DataError, match="has no rows"):
-        run_train(tmp_path / "run", TrainOptions(recipe=recipe, progress=False), log=lambda _: None)
+        run_train(
+            tmp_path / "run", TrainOptions(recipe=recipe, progress=False, threads=1), log=lambda _: None
+        )
 
 
 def test_unknown_ids_stop_training(micro_data: Path, tmp_path: Path) -> None:
@@ -71,7 +73,9 @@ def test_unknown_ids_stop_training(micro_data: Path, tmp_path: Path) -> None:
     frame.with_columns(pl.Series("user_id", ids)).write_parquet(path)
     recipe = RECIPES["default"].with_overrides(epochs=1)
     with pytest.raises(DataError, match="user_id ids are not in the feature table"):
-        run_train(tmp_path / "run", TrainOptions(recipe=recipe, progress=False), log=lambda _: None)
+        run_train(
+            tmp_path / "run", TrainOptions(recipe=recipe, progress=False, threads=1), log=lambda _: None
+        )
 
 
 @pytest.mark.parametrize("ids", [[0, 1, 2, 3], [7, 3, 11, 5], [2**40, 5, 2**50 + 1, 99]])

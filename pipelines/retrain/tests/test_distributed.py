@@ -22,7 +22,7 @@ def test_two_process_torchrun_matches_single_process(tiny_data: Path, tmp_path: 
     for run in (single, parallel):
         run_prep(tiny_data, run)
     recipe = RECIPES["default"].with_overrides(epochs=2)
-    run_train(single, TrainOptions(recipe=recipe, progress=False), log=lambda _: None)
+    run_train(single, TrainOptions(recipe=recipe, progress=False, threads=1), log=lambda _: None)
     reference = run_evaluate(single, log=lambda _: None)
 
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]

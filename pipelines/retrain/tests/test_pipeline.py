@@ -29,7 +29,23 @@ def test_all_leaves_a_complete_run(
     tiny_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     run = tmp_path / "run"
-    assert main(["all", "--data", str(tiny_data), "--out", str(run), "--epochs", "3", "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "all",
+                "--data",
+                str(tiny_data),
+                "--out",
+                str(run),
+                "--epochs",
+                "3",
+                "--no-progress",
+                "--threads",
+                "1",
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "epoch 3/3 loss=" in out and "rows=200,000 time=" in out
 
@@ -63,13 +79,21 @@ def test_interrupted_run_resumes_to_the_same_model(tiny_data: Path, tmp_path: Pa
     for run in (straight, resumed):
         run_prep(tiny_data, run)
     run_train(
-        straight, TrainOptions(recipe=recipe.with_overrides(epochs=3), progress=False), log=lambda _: None
+        straight,
+        TrainOptions(recipe=recipe.with_overrides(epochs=3), progress=False, threads=1),
+        log=lambda _: None,
     )
     run_train(
-        resumed, TrainOptions(recipe=recipe.with_overrides(epochs=2), progress=False), log=lambda _: None
+        resumed,
+        TrainOptions(recipe=recipe.with_overrides(epochs=2), progress=False, threads=1),
+        log=lambda _: None,
     )
     lines: list[str] = []
-    run_train(resumed, TrainOptions(recipe=recipe.with_overrides(epochs=3), progress=False), log=lines.append)
+    run_train(
+        resumed,
+        TrainOptions(recipe=recipe.with_overrides(epochs=3), progress=False, threads=1),
+        log=lines.append,
+    )
     assert any(line.startswith("resuming after epoch 2") for line in lines)
     a = load_checkpoint(list_checkpoints(straight)[-1])["model"]
     b = load_checkpoint(list_checkpoints(resumed)[-1])["model"]
@@ -82,10 +106,27 @@ def test_checkpoints_of_another_recipe_are_refused(tiny_data: Path, tmp_path: Pa
     run = tmp_path / "run"
     run_prep(tiny_data, run)
     recipe = RECIPES["default"].with_overrides(epochs=1, batch_size=16384)
-    run_train(run, TrainOptions(recipe=recipe, progress=False), log=lambda _: None)
+    run_train(run, TrainOptions(recipe=recipe, progress=False, threads=1), log=lambda _: None)
     other = recipe.with_overrides(lr=1e-4, epochs=2)
-    assert main(["train", "--out", str(run), "--lr", "1e-4", "--epochs", "2", "--batch-size", "16384"]) == 2
-    run_train(run, TrainOptions(recipe=other, progress=False, restart=True), log=lambda _: None)
+    assert (
+        main(
+            [
+                "train",
+                "--out",
+                str(run),
+                "--lr",
+                "1e-4",
+                "--epochs",
+                "2",
+                "--batch-size",
+                "16384",
+                "--threads",
+                "1",
+            ]
+        )
+        == 2
+    )
+    run_train(run, TrainOptions(recipe=other, progress=False, threads=1, restart=True), log=lambda _: None)
     assert load_checkpoint(list_checkpoints(run)[-1])["recipe"]["lr"] == 1e-4
 
 
@@ -95,7 +136,7 @@ def test_non_finite_loss_aborts_with_the_batch(micro_data: Path, tmp_path: Path)
     # lr 1e30 throws the weights to ~1e30 after one step, so the next batch's logits overflow to inf/NaN.
     recipe = RECIPES["default"].with_overrides(epochs=1, batch_size=256, lr=1e30)
     with pytest.raises(TrainingAbortedError, match="non-finite"):
-        run_train(run, TrainOptions(recipe=recipe, progress=False), log=lambda _: None)
+        run_train(run, TrainOptions(recipe=recipe, progress=False, threads=1), log=lambda _: None)
     saved = torch.load(run / NAN_BATCH_FILE)
     assert saved["x"].shape[1] == 40 and len(saved["y"]) == len(saved["x"])
     assert not list_checkpoints(run)  # no epoch completed, nothing to resume from or publish
