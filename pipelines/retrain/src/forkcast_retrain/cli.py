@@ -40,7 +40,12 @@ def _add_train(p: argparse.ArgumentParser) -> None:
         "accuracy); original = raw inputs, batch 1024, lr 1e-8, 5 epochs (the original assignment)",
     )
     g.add_argument("--epochs", type=int, help="override the recipe's number of epochs (every row each epoch)")
-    g.add_argument("--batch-size", type=int, help="override the recipe's batch size (rows per Adam step)")
+    g.add_argument(
+        "--batch-size",
+        type=int,
+        help="override the recipe's batch size (rows per Adam step and process; under torchrun the global batch is "
+        "processes x this)",
+    )
     g.add_argument("--lr", type=float, help="override the recipe's Adam learning rate")
     g.add_argument(
         "--seed", type=int, help="override the seed of the initial weights and the shuffling (default 0)"
