@@ -45,6 +45,7 @@ def _closure(name: str) -> set[str]:
         ("forkcast-gateway", {"torch", "mlflow", "polars"}),
         ("forkcast-features", {"torch", "mlflow"}),
         ("forkcast-registry", {"torch", "mlflow", "polars"}),
+        ("forkcast-monitoring", {"torch", "mlflow", "polars", "fastapi"}),
         ("forkcast-contract", {"torch", "mlflow", "polars", "redis", "boto3"}),
     ],
 )

@@ -1,0 +1,1 @@
+"""forkcast monitoring: online AUC from real feedback, the retraining alert receiver and the feedback simulator."""

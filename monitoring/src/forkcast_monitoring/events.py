@@ -1,0 +1,69 @@
+"""Decoding of the two stream records the online-AUC job joins: prediction events and click feedback.
+
+The encodings are the producers' (inference ``events.Event.fields``: rid, ts, user, model, fv, ids, scores as
+JSON arrays; gateway ``feedback``: rid, restaurant, clicked, ts). A record that does not decode is ``None`` and is
+counted as malformed by the caller, never an exception: one bad producer must not crash-loop the job.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class Prediction:
+    request_id: str
+    time: float
+    model_version: str
+    scores: dict[int, float]  # restaurant id -> score, as served
+
+
+@dataclass(frozen=True, slots=True)
+class Feedback:
+    request_id: str
+    restaurant_id: int
+    clicked: bool
+    time: float
+
+
+def _text(fields: dict[bytes, bytes], key: bytes) -> str:
+    return fields[key].decode()
+
+
+def _time(raw: str) -> float:
+    value = float(raw)
+    if not math.isfinite(value) or value <= 0:
+        raise ValueError(f"bad time {raw!r}")
+    return value
+
+
+def parse_prediction(fields: dict[bytes, bytes]) -> Prediction | None:
+    try:
+        ids = json.loads(fields[b"ids"])
+        scores = json.loads(fields[b"scores"])
+        if not isinstance(ids, list) or not isinstance(scores, list) or len(ids) != len(scores) or not ids:
+            return None
+        table = {int(i): float(s) for i, s in zip(ids, scores, strict=True)}
+        if len(table) != len(ids) or not all(math.isfinite(s) for s in table.values()):
+            return None
+        rid, model = _text(fields, b"rid"), _text(fields, b"model")
+        if not rid or not model:
+            return None
+        return Prediction(rid, _time(_text(fields, b"ts")), model, table)
+    except (KeyError, ValueError, TypeError, UnicodeDecodeError):
+        return None
+
+
+def parse_feedback(fields: dict[bytes, bytes]) -> Feedback | None:
+    try:
+        clicked = _text(fields, b"clicked")
+        if clicked not in ("0", "1"):
+            return None
+        rid = _text(fields, b"rid")
+        if not rid:
+            return None
+        return Feedback(rid, int(fields[b"restaurant"]), clicked == "1", _time(_text(fields, b"ts")))
+    except (KeyError, ValueError, TypeError, UnicodeDecodeError):
+        return None

@@ -1,0 +1,152 @@
+"""Joining prediction events with click feedback by (request id, restaurant id) within an attribution window.
+
+Feedback may arrive before its prediction (the inference service flushes events in batches, the gateway writes at
+once), so unmatched feedback waits too. Both buffers are bounded twice, by the attribution window and by a count;
+whatever leaves them is counted by outcome, and its stream entry id is handed back to be acknowledged: a
+prediction stays unacknowledged while it can still be joined, so a restarted job re-reads it from its consumer
+group's pending list and late clicks still find it.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, OrderedDict
+from dataclasses import dataclass, field
+
+from forkcast_monitoring.events import Feedback, Prediction
+
+
+@dataclass(frozen=True, slots=True)
+class Pair:
+    """One labelled prediction: what the window of its model version needs."""
+
+    model_version: str
+    time: float
+    score: float
+    clicked: bool
+
+
+@dataclass(slots=True)
+class _Pending:
+    prediction: Prediction
+    entry_id: bytes
+    joined: set[int] = field(default_factory=set)
+
+
+@dataclass(frozen=True)
+class JoinConfig:
+    attribution_s: float = 600.0
+    max_skew_s: float = 30.0  # events stamped further in the future than this are refused (clock skew)
+    max_pending: int = 500_000
+    max_orphans: int = 100_000
+
+
+class Joiner:
+    """Not thread-safe: one consumer loop owns it."""
+
+    def __init__(self, config: JoinConfig) -> None:
+        self.config = config
+        self.pending: OrderedDict[str, _Pending] = OrderedDict()
+        self.orphans: OrderedDict[str, list[tuple[Feedback, bytes]]] = OrderedDict()
+        self.orphan_count = 0
+        self.counts: Counter[tuple[str, str]] = Counter()  # (stream, outcome) -> events
+        self.to_ack: dict[str, list[bytes]] = {"predictions": [], "feedback": []}
+
+    def _count(self, stream: str, outcome: str, n: int = 1) -> None:
+        self.counts[(stream, outcome)] += n
+
+    def _refused(self, stream: str, event_time: float, now: float) -> bool:
+        if event_time > now + self.config.max_skew_s:
+            self._count(stream, "future")
+            return True
+        return False
+
+    def add_prediction(self, prediction: Prediction | None, entry_id: bytes, now: float) -> list[Pair]:
+        if prediction is None:
+            self._count("predictions", "malformed")
+            self.to_ack["predictions"].append(entry_id)
+            return []
+        if self._refused("predictions", prediction.time, now):
+            self.to_ack["predictions"].append(entry_id)
+            return []
+        if prediction.request_id in self.pending:
+            self._count("predictions", "duplicate")
+            self.to_ack["predictions"].append(entry_id)
+            return []
+        if len(self.pending) >= self.config.max_pending:
+            _, evicted = self.pending.popitem(last=False)
+            self._count("predictions", "evicted")
+            self.to_ack["predictions"].append(evicted.entry_id)
+        self.pending[prediction.request_id] = _Pending(prediction, entry_id)
+        self._count("predictions", "accepted")
+        waiting = self.orphans.pop(prediction.request_id, [])
+        self.orphan_count -= len(waiting)
+        pairs = []
+        for feedback, feedback_id in waiting:
+            pair = self._match(feedback, now)
+            self.to_ack["feedback"].append(feedback_id)
+            if pair is not None:
+                pairs.append(pair)
+        return pairs
+
+    def add_feedback(self, feedback: Feedback | None, entry_id: bytes, now: float) -> Pair | None:
+        if feedback is None:
+            self._count("feedback", "malformed")
+        elif not self._refused("feedback", feedback.time, now):
+            if feedback.request_id in self.pending:
+                self.to_ack["feedback"].append(entry_id)
+                return self._match(feedback, now)
+            self._park(feedback, entry_id)
+            return None
+        self.to_ack["feedback"].append(entry_id)
+        return None
+
+    def _park(self, feedback: Feedback, entry_id: bytes) -> None:
+        if self.orphan_count >= self.config.max_orphans:
+            _, dropped = self.orphans.popitem(last=False)
+            self.orphan_count -= len(dropped)
+            self._count("feedback", "unjoined", len(dropped))
+            self.to_ack["feedback"].extend(i for _, i in dropped)
+        self.orphans.setdefault(feedback.request_id, []).append((feedback, entry_id))
+        self.orphan_count += 1
+
+    def _match(self, feedback: Feedback, now: float) -> Pair | None:
+        pending = self.pending[feedback.request_id]
+        prediction = pending.prediction
+        score = prediction.scores.get(feedback.restaurant_id)
+        if score is None:
+            self._count("feedback", "unjoined")  # a restaurant that response did not contain
+            return None
+        if feedback.restaurant_id in pending.joined:
+            self._count("feedback", "duplicate")
+            return None
+        if feedback.time > prediction.time + self.config.attribution_s:
+            self._count("feedback", "late")
+            return None
+        pending.joined.add(feedback.restaurant_id)
+        self._count("feedback", "joined")
+        if feedback.clicked:
+            self._count("feedback", "positive")
+        return Pair(prediction.model_version, prediction.time, score, feedback.clicked)
+
+    def expire(self, now: float) -> None:
+        """Let go of predictions and orphan feedback older than the attribution window (plus the allowed skew)."""
+        horizon = now - self.config.attribution_s - self.config.max_skew_s
+        while self.pending:
+            rid, oldest = next(iter(self.pending.items()))
+            if oldest.prediction.time >= horizon:
+                break
+            del self.pending[rid]
+            self.to_ack["predictions"].append(oldest.entry_id)
+            self._count("predictions", "expired")
+        while self.orphans:
+            rid, waiting = next(iter(self.orphans.items()))
+            if max(f.time for f, _ in waiting) >= horizon:
+                break
+            del self.orphans[rid]
+            self.orphan_count -= len(waiting)
+            self._count("feedback", "unjoined", len(waiting))
+            self.to_ack["feedback"].extend(i for _, i in waiting)
+
+    def take_acks(self) -> dict[str, list[bytes]]:
+        acks, self.to_ack = self.to_ack, {"predictions": [], "feedback": []}
+        return acks

@@ -1,0 +1,224 @@
+"""The online-AUC job: prediction events joined with click feedback, ROC-AUC per model version, on /metrics.
+
+Reads both Redis streams through one consumer group each (XREADGROUP), joins them (``join``), keeps a sliding
+event-time window per model version (``window``) and exports the estimates at every scrape. A restart first
+re-reads its own pending entries (id ``0``), so predictions still inside the attribution window are joined again;
+feedback is acknowledged once joined or given up, so nothing is counted twice. A Redis outage or restart (an empty
+server, a lost group) is waited out and the group re-created; it never ends the process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import time
+from collections.abc import Callable, Iterable, Iterator
+from typing import cast
+
+import redis
+from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from forkcast_contract import metric_names as n
+from forkcast_contract.streams import FEEDBACK_STREAM, PREDICTIONS_STREAM
+from forkcast_monitoring.events import parse_feedback, parse_prediction
+from forkcast_monitoring.join import JoinConfig, Joiner, Pair
+from forkcast_monitoring.settings import MonitoringSettings, get_settings
+from forkcast_monitoring.window import Estimate, Window
+
+log = logging.getLogger("forkcast_monitoring.online_auc")
+Entries = list[tuple[bytes, dict[bytes, bytes]]]
+
+
+class OnlineAuc:
+    """State and one step of the job; ``step`` is what the loop, the tests and the benchmark drive."""
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        settings: MonitoringSettings,
+        clock: Callable[[], float] = time.time,
+        streams: tuple[str, str] = (PREDICTIONS_STREAM, FEEDBACK_STREAM),
+    ) -> None:
+        self.client, self.s, self.clock = client, settings, clock
+        self.streams = {"predictions": streams[0], "feedback": streams[1]}
+        self.joiner = Joiner(JoinConfig(settings.auc_attribution_s, settings.auc_max_skew_s))
+        self.windows: dict[str, Window] = {}
+        self.estimates: dict[str, Estimate] = {}
+        self.backlog = True  # read our own pending entries (after a restart) before new ones
+        self.last_event_time = 0.0
+        self._next_compute = 0.0
+
+    # -- Redis -----------------------------------------------------------------------------------------------
+    def ensure_groups(self) -> None:
+        for key in self.streams.values():
+            try:
+                self.client.xgroup_create(key, self.s.auc_group, id="0", mkstream=True)
+            except redis.ResponseError as exc:
+                if "BUSYGROUP" not in str(exc):
+                    raise
+
+    def _read(self, block_ms: int | None, count: int) -> dict[str, Entries]:
+        start = "0" if self.backlog else ">"
+        reply = self.client.xreadgroup(
+            self.s.auc_group,
+            self.s.auc_consumer,
+            {key: start for key in self.streams.values()},
+            count=count,
+            block=None if self.backlog else block_ms,
+        )
+        names = {v: k for k, v in self.streams.items()}
+        out: dict[str, Entries] = {"predictions": [], "feedback": []}
+        for key, entries in cast(list[tuple[bytes, Entries]], reply or []):
+            out[names[key.decode()]] = entries
+        if self.backlog and not any(out.values()):
+            self.backlog = False  # our pending entries are all re-read: on to new ones
+            return self._read(block_ms, count)
+        return out
+
+    def _ack(self) -> None:
+        acks = self.joiner.take_acks()
+        pipe = self.client.pipeline(transaction=False)
+        for stream, ids in acks.items():
+            if ids:
+                pipe.xack(self.streams[stream], self.s.auc_group, *ids)
+        pipe.execute()
+
+    # -- one step ----------------------------------------------------------------------------------------------
+    def step(self, block_ms: int | None = 1000, count: int = 2000) -> int:
+        """Read, join and acknowledge one batch from each stream; returns how many entries were read."""
+        batches = self._read(block_ms, count)
+        now = self.clock()
+        for entry_id, fields in batches["predictions"]:
+            if not fields:  # trimmed from the stream (MAXLEN) while pending: nothing left to join
+                self.joiner.counts[("predictions", "trimmed")] += 1
+                self.joiner.to_ack["predictions"].append(entry_id)
+                continue
+            prediction = parse_prediction(fields)
+            self._add(self.joiner.add_prediction(prediction, entry_id, now))
+            if prediction is not None:
+                self.last_event_time = max(self.last_event_time, min(prediction.time, now))
+        for entry_id, fields in batches["feedback"]:
+            pair = self.joiner.add_feedback(parse_feedback(fields) if fields else None, entry_id, now)
+            if pair is not None:
+                self._add((pair,))
+        self.joiner.expire(now)
+        self._ack()
+        if now >= self._next_compute:
+            self.compute(now)
+        return sum(len(b) for b in batches.values())
+
+    def _add(self, pairs: Iterable[Pair]) -> None:
+        for pair in pairs:
+            window = self.windows.get(pair.model_version)
+            if window is None:
+                window = self.windows[pair.model_version] = Window(
+                    self.s.auc_window_s, self.s.auc_max_samples
+                )
+            window.add(pair.time, pair.score, pair.clicked)
+
+    def compute(self, now: float) -> None:
+        """Refresh the exported estimates; versions whose window emptied are dropped (bounded label set)."""
+        estimates = {}
+        for version, window in list(self.windows.items()):
+            window.evict(now)
+            if window.size == 0:
+                del self.windows[version]
+                continue
+            estimates[version] = window.estimate(self.s.auc_min_samples, self.s.auc_min_per_class)
+        self.estimates = estimates
+        self._next_compute = now + self.s.auc_compute_every_s
+
+    def run(self, stop: Callable[[], bool] = lambda: False) -> None:
+        """Step until ``stop()``; Redis errors are logged and waited out, never raised."""
+        backoff = 0.5
+        while not stop():
+            try:
+                self.ensure_groups()
+                while not stop():
+                    self.step(block_ms=200)
+                    backoff = 0.5
+            except redis.ResponseError as exc:
+                # NOGROUP / UNBLOCKED: the stream or group vanished (Redis restarted empty, or flushed).
+                log.warning("stream read refused (%s): re-creating the consumer groups", exc)
+                time.sleep(backoff)
+                backoff = min(backoff * 2, 10.0)
+                self.backlog = True
+            except redis.ConnectionError as exc:
+                log.warning("Redis unavailable (%s); retrying in %.1f s", exc, backoff)
+                time.sleep(backoff)
+                backoff = min(backoff * 2, 10.0)
+                self.backlog = True
+
+
+class AucCollector(Collector):
+    """Builds the metrics at scrape time from the job's last estimates: a version without enough data has no AUC."""
+
+    def __init__(self, job: OnlineAuc) -> None:
+        self.job = job
+
+    def collect(self) -> Iterator[Metric]:
+        auc = GaugeMetricFamily(
+            n.ONLINE_AUC, "ROC-AUC of joined predictions in the window", labels=["model_version"]
+        )
+        lower = GaugeMetricFamily(n.ONLINE_AUC_LOWER, "95 % interval, lower end", labels=["model_version"])
+        upper = GaugeMetricFamily(n.ONLINE_AUC_UPPER, "95 % interval, upper end", labels=["model_version"])
+        samples = GaugeMetricFamily(
+            n.ONLINE_AUC_SAMPLES, "Joined pairs in the window", labels=["model_version"]
+        )
+        positives = GaugeMetricFamily(
+            n.ONLINE_AUC_POSITIVES, "Clicked pairs in the window", labels=["model_version"]
+        )
+        for version, e in self.job.estimates.items():
+            samples.add_metric([version], e.samples)
+            positives.add_metric([version], e.positives)
+            if e.auc is not None and e.lower is not None and e.upper is not None:
+                auc.add_metric([version], e.auc)
+                lower.add_metric([version], e.lower)
+                upper.add_metric([version], e.upper)
+        events = CounterMetricFamily(
+            n.ONLINE_AUC_EVENTS_TOTAL.removesuffix("_total"),
+            "Stream entries by outcome",
+            labels=["stream", "outcome"],
+        )
+        for (stream, outcome), count in sorted(self.job.joiner.counts.items()):
+            events.add_metric([stream, outcome], count)
+        last = GaugeMetricFamily(n.ONLINE_AUC_LAST_EVENT_TIME, "Unix time of the newest prediction read")
+        last.add_metric([], self.job.last_event_time)
+        yield from (auc, lower, upper, samples, positives, events, last)
+
+
+def main(argv: list[str] | None = None) -> int:
+    s = get_settings()
+    parser = argparse.ArgumentParser(prog="forkcast-online-auc", description=__doc__.splitlines()[0])
+    parser.add_argument("--redis-url", default=s.redis_url, help="the Redis holding both streams")
+    parser.add_argument("--port", type=int, default=s.metrics_port, help="port of /metrics")
+    parser.add_argument("--host", default=s.metrics_host, help="address /metrics binds to")
+    parser.add_argument("--window-s", type=float, default=s.auc_window_s, help="event-time window of the AUC")
+    parser.add_argument(
+        "--attribution-s", type=float, default=s.auc_attribution_s, help="latest click joined"
+    )
+    parser.add_argument(
+        "--min-samples", type=int, default=s.auc_min_samples, help="no AUC below this many pairs"
+    )
+    parser.add_argument(
+        "--compute-every-s", type=float, default=s.auc_compute_every_s, help="AUC refresh period"
+    )
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=s.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    settings = s.model_copy(
+        update={
+            "auc_window_s": args.window_s,
+            "auc_attribution_s": args.attribution_s,
+            "auc_min_samples": args.min_samples,
+            "auc_compute_every_s": args.compute_every_s,
+        }
+    )
+    job = OnlineAuc(redis.Redis.from_url(args.redis_url), settings)
+    registry = CollectorRegistry()
+    registry.register(AucCollector(job))
+    start_http_server(args.port, addr=args.host, registry=registry)
+    log.info("online AUC on %s, /metrics on %s:%d", args.redis_url, args.host, args.port)
+    job.run()
+    return 0

@@ -1,0 +1,102 @@
+"""Sliding event-time windows of labelled predictions per model version, and their ROC-AUC with an interval.
+
+A window keeps at most ``max_samples`` pairs (a ring buffer of preallocated arrays, so memory is fixed whatever the
+rate) and forgets pairs whose prediction is older than ``window_s``. Below ``min_samples`` pairs, or without both
+classes, a window has no AUC at all: an exported 0.5 would let a canary analysis pass or fail by chance, where no
+value makes it Inconclusive.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+F64 = npt.NDArray[np.float64]
+
+
+def roc_auc(scores: F64, labels: npt.NDArray[np.bool_]) -> float:
+    """Mann-Whitney U over average ranks (ties count one half), O(n log n)."""
+    n_pos = int(labels.sum())
+    n_neg = len(labels) - n_pos
+    if n_pos == 0 or n_neg == 0:
+        raise ValueError("AUC needs both classes")
+    order = np.argsort(scores, kind="stable")
+    ranked = scores[order]
+    # Average rank of each run of tied scores: 1-based ranks from first+1 to last+1.
+    starts = np.flatnonzero(np.r_[True, ranked[1:] != ranked[:-1]])
+    ends = np.r_[starts[1:], len(ranked)]
+    run_rank = (starts + ends + 1) / 2.0
+    ranks = np.empty(len(scores), dtype=np.float64)
+    ranks[order] = np.repeat(run_rank, ends - starts)
+    u = float(ranks[labels].sum()) - n_pos * (n_pos + 1) / 2.0
+    return u / (n_pos * n_neg)
+
+
+def hanley_mcneil(auc: float, n_pos: int, n_neg: int, z: float = 1.959964) -> tuple[float, float]:
+    """Normal-approximation interval of an AUC (Hanley & McNeil 1982): analytic, so free at every export."""
+    q1 = auc / (2.0 - auc)
+    q2 = 2.0 * auc * auc / (1.0 + auc)
+    var = (auc * (1 - auc) + (n_pos - 1) * (q1 - auc * auc) + (n_neg - 1) * (q2 - auc * auc)) / (
+        n_pos * n_neg
+    )
+    half = z * math.sqrt(max(var, 0.0))
+    return max(0.0, auc - half), min(1.0, auc + half)
+
+
+@dataclass(frozen=True)
+class Estimate:
+    samples: int
+    positives: int
+    auc: float | None  # None: not enough data
+    lower: float | None
+    upper: float | None
+
+
+class Window:
+    """Pairs of one model version, oldest first, in a fixed-size ring."""
+
+    def __init__(self, window_s: float, max_samples: int) -> None:
+        self.window_s = window_s
+        self.times = np.zeros(max_samples, dtype=np.float64)
+        self.scores = np.zeros(max_samples, dtype=np.float64)
+        self.labels = np.zeros(max_samples, dtype=np.bool_)
+        self.start = 0  # index of the oldest pair
+        self.size = 0
+        self.newest = 0.0
+
+    @property
+    def capacity(self) -> int:
+        return len(self.times)
+
+    def add(self, time: float, score: float, clicked: bool) -> None:
+        if self.size == self.capacity:  # full: the oldest pair makes room
+            self.start = (self.start + 1) % self.capacity
+            self.size -= 1
+        i = (self.start + self.size) % self.capacity
+        self.times[i], self.scores[i], self.labels[i] = time, score, clicked
+        self.size += 1
+        self.newest = max(self.newest, time)
+
+    def evict(self, now: float) -> None:
+        """Forget pairs whose prediction is older than the window (event time against ``now``)."""
+        horizon = now - self.window_s
+        while self.size and self.times[self.start] < horizon:
+            self.start = (self.start + 1) % self.capacity
+            self.size -= 1
+
+    def _view(self) -> tuple[F64, npt.NDArray[np.bool_]]:
+        idx = (self.start + np.arange(self.size)) % self.capacity
+        return self.scores[idx], self.labels[idx]
+
+    def estimate(self, min_samples: int, min_per_class: int) -> Estimate:
+        scores, labels = self._view()
+        positives = int(labels.sum())
+        negatives = self.size - positives
+        if self.size < min_samples or positives < min_per_class or negatives < min_per_class:
+            return Estimate(self.size, positives, None, None, None)
+        auc = roc_auc(scores, labels)
+        lower, upper = hanley_mcneil(auc, positives, negatives)
+        return Estimate(self.size, positives, auc, lower, upper)
