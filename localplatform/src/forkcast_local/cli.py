@@ -1,0 +1,88 @@
+"""``forkcast-local``: the local platform (``up``, ``down``, ``status``, ``logs``) and the end-to-end ``demo``."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from forkcast_local.components import COMPONENTS
+from forkcast_local.config import DEFAULT_CONFIG, load_config
+from forkcast_local.supervisor import down, status, up
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="forkcast-local",
+        description="Every real forkcast component on 127.0.0.1: Redis, SeaweedFS (S3), MLflow, inference, "
+        "gateway. Ports come from platform.toml; state, data and logs live under .local/.",
+    )
+    parser.add_argument(
+        "--config", type=Path, default=DEFAULT_CONFIG, help="ports file (default %(default)s)"
+    )
+    parser.add_argument(
+        "--root",
+        type=Path,
+        default=None,
+        help="state directory (default $FORKCAST_LOCAL_ROOT or <repo>/.local)",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    names = [c.name for c in COMPONENTS]
+    p = sub.add_parser("up", help="start what is not running (in dependency order), wait until healthy")
+    p.add_argument("components", nargs="*", choices=[[], *names], help="only these (default: all)")
+    p = sub.add_parser("down", help="stop exactly the processes `up` started, in reverse order")
+    p.add_argument("components", nargs="*", choices=[[], *names], help="only these (default: all)")
+    sub.add_parser("status", help="each component: URL, PID, liveness and readiness")
+    p = sub.add_parser("logs", help="the last lines of one component's log, or of all")
+    p.add_argument("component", nargs="?", choices=names)
+    p.add_argument("-n", "--lines", type=int, default=20, help="lines per log (default %(default)s)")
+    p.add_argument("-f", "--follow", action="store_true", help="keep following (tail -F)")
+    p = sub.add_parser(
+        "demo", help="data → train → platform → gate/publish/promote → features → real requests"
+    )
+    p.add_argument("--data", type=Path, default=Path("data/small"), help="dataset dir (default %(default)s)")
+    p.add_argument("--preset", default="small", choices=["tiny", "small"], help="dataset preset to generate")
+    p.add_argument("--epochs", type=int, default=3, help="training epochs (default %(default)s)")
+    p.add_argument("--requests", type=int, default=300, help="requests sent through the gateway")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    config = load_config(args.config, args.root)
+    try:
+        if args.command == "up":
+            ctx = up(config, only=set(args.components) or None)
+            print(f"API key in {config.api_key_file}; gateway docs {ctx.url('gateway')}/docs")
+        elif args.command == "down":
+            down(config, only=set(args.components) or None)
+        elif args.command == "status":
+            ok = True
+            print(f"{'component':<10} {'url':<24} {'pid':>8}  health   ready")
+            for row in status(config):
+                health = "healthy" if row.healthy else ("unhealthy" if row.running else "stopped")
+                ready = "-" if row.ready is None else ("yes" if row.ready else "no")
+                print(f"{row.name:<10} {row.url:<24} {row.pid or '-':>8}  {health:<8} {ready}")
+                ok = ok and row.healthy
+            return 0 if ok else 1
+        elif args.command == "logs":
+            names = [args.component] if args.component else [c.name for c in COMPONENTS]
+            paths = [str(config.log_file(n)) for n in names if config.log_file(n).is_file()]
+            if not paths:
+                print("no logs yet: run `forkcast-local up`", file=sys.stderr)
+                return 1
+            tail = ["tail", "-n", str(args.lines), *(["-F"] if args.follow else []), *paths]
+            os.execvp("tail", tail)
+        elif args.command == "demo":
+            from forkcast_local.demo import DemoOptions, run_demo
+
+            return int(run_demo(config, DemoOptions(args.data, args.preset, args.epochs, args.requests)))
+    except RuntimeError as exc:
+        print(f"forkcast-local {args.command}: error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
