@@ -114,3 +114,25 @@ def test_rate_limit_fails_open_when_redis_is_down(make_gateway: Callable[..., Ed
         r = requests.post(f"{gw}/recommend/u1", data=BODY, headers={"x-api-key": KEY}, timeout=5)
         assert r.status_code == 200
         assert "forkcast_gateway_rate_limit_errors_total 1.0" in requests.get(f"{gw}/metrics", timeout=5).text
+
+
+def test_leased_tokens_never_exceed_the_global_bucket(redis_server: object) -> None:
+    """Two limiters (replicas) with leases of 5 tokens on one bucket of 100: exactly 100 admitted in all."""
+    import asyncio
+
+    import redis.asyncio as aioredis
+
+    from forkcast_gateway.ratelimit import RateLimiter
+
+    async def run() -> int:
+        client = aioredis.Redis.from_url(redis_server.url)  # type: ignore[attr-defined]
+        await client.delete("fc:gateway:ratelimit:lease-test")
+        a, b = RateLimiter(client, 0.001, 100), RateLimiter(client, 0.001, 100)
+        assert a.lease == 5
+        admitted = 0
+        for i in range(300):
+            admitted += (await (a if i % 3 else b).take("lease-test")).allowed
+        await client.aclose()
+        return admitted
+
+    assert asyncio.run(run()) == 100

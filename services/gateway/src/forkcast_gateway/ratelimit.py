@@ -2,13 +2,20 @@
 
 The script reads the bucket (tokens, last refill in ms), refills at ``rate`` tokens/s up to ``burst``, takes one
 token if there is one, writes back and sets an expiry; it uses Redis's own clock (TIME) so replicas with skewed
-clocks agree. One EVALSHA round trip per request. If Redis fails, the request is let through and counted:
-a rate-limit outage should not become a recommendation outage.
+clocks agree. If Redis fails, the request is let through and counted: a rate-limit outage should not become a
+recommendation outage.
+
+Leases: each replica takes up to ``lease`` tokens per round trip (``burst // 20``, at least 1) and spends them
+locally for at most ``lease_s``. Why: the Redis round trip was the largest single cost of the gateway in a cProfile
+of bench_gateway's load (the socket write alone ≈ 140 µs of a ≈ 770 µs request on the 2-core VM); with leases it
+happens once per ``lease`` requests. The global limit still holds: a replica can hold at most ``lease`` unspent
+tokens, and with a small burst (``lease`` = 1) every request goes to Redis exactly as before.
 """
 
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass
 
 import redis.asyncio as aioredis
@@ -17,6 +24,7 @@ from redis.exceptions import RedisError
 _SCRIPT = """
 local rate = tonumber(ARGV[1])
 local burst = tonumber(ARGV[2])
+local want = tonumber(ARGV[3])
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local state = redis.call('HMGET', KEYS[1], 'tokens', 'ts')
@@ -30,8 +38,8 @@ tokens = math.min(burst, tokens + math.max(0, now - ts) * rate / 1000)
 local allowed = 0
 local wait_ms = 0
 if tokens >= 1 then
-  tokens = tokens - 1
-  allowed = 1
+  allowed = math.min(want, math.floor(tokens))
+  tokens = tokens - allowed
 else
   wait_ms = math.ceil((1 - tokens) * 1000 / rate)
 end
@@ -51,16 +59,27 @@ class Decision:
 
 
 class RateLimiter:
-    def __init__(self, client: aioredis.Redis, rate_per_s: float, burst: int) -> None:
-        self.client, self.rate, self.burst = client, rate_per_s, burst
+    def __init__(self, client: aioredis.Redis, rate_per_s: float, burst: int, lease_s: float = 0.25) -> None:
+        self.client, self.rate, self.burst, self.lease_s = client, rate_per_s, burst, lease_s
+        self.lease = max(1, burst // 20)
         self.script = client.register_script(_SCRIPT)
+        # key id → (tokens leased and not yet spent, monotonic time after which they are dropped)
+        self.leased: dict[str, tuple[int, float]] = {}
 
     async def take(self, key_id: str) -> Decision:
+        now = time.monotonic()
+        left, until = self.leased.get(key_id, (0, 0.0))
+        if left > 0 and now < until:
+            self.leased[key_id] = (left - 1, until)
+            return Decision(True, 0)
         try:
-            allowed, wait_ms = await self.script(keys=[KEY_PREFIX + key_id], args=[self.rate, self.burst])
+            allowed, wait_ms = await self.script(
+                keys=[KEY_PREFIX + key_id], args=[self.rate, self.burst, self.lease]
+            )
         except (RedisError, OSError, TimeoutError):
             return Decision(True, 0, error=True)
         if allowed:
+            self.leased[key_id] = (int(allowed) - 1, now + self.lease_s)
             return Decision(True, 0)
         # Retry-After is whole seconds (RFC 9110); round up so a client that obeys it finds a token.
         return Decision(False, max(1, math.ceil(int(wait_ms) / 1000)))
