@@ -194,3 +194,61 @@ def test_no_live_version_is_503(model_dir: Path) -> None:
         assert call(application, "GET", "/readyz").status == 503
         status, _, headers = _post(application, "1", GOOD)
         assert status == 503 and headers["retry-after"] == "1"
+
+
+def test_corrupt_user_is_500_and_the_worker_goes_on(app: InferenceApp, redis_server: LocalRedis) -> None:
+    client = redis_server.client()
+    keys = FeatureKeys(PREFIX, client.get(pointer_key(PREFIX)).decode())  # type: ignore[union-attr]
+    good = client.get(keys.user(2))
+    try:
+        client.set(keys.user(2), b"\x00" * 7)
+        status, out, _ = _post(app, "2", GOOD)
+        assert status == 500 and "user 2" in str(out["detail"])
+    finally:
+        client.set(keys.user(2), good)  # type: ignore[arg-type]
+    assert _post(app, "2", GOOD)[0] == 200
+
+
+def test_console_script_serves_over_http(redis_server: LocalRedis, model_dir: Path) -> None:
+    """`forkcast-inference` on uvicorn (uvloop, httptools) from environment variables only."""
+    import socket
+    import subprocess
+    import sys
+    import urllib.error
+    import urllib.request
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {
+        **os.environ,
+        "REDIS_URL": redis_server.url,
+        "FORKCAST_FEATURE_PREFIX": PREFIX,
+        "FORKCAST_MODEL_DIR": str(model_dir),
+        "FORKCAST_PORT": str(port),
+    }
+    exe = str(Path(sys.executable).parent / "forkcast-inference")
+    proc = subprocess.Popen([exe], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        t0 = time.monotonic()
+        while True:
+            assert proc.poll() is None, proc.stderr.read().decode()[-2000:]  # type: ignore[union-attr]
+            try:
+                with urllib.request.urlopen(f"{base}/readyz", timeout=1) as r:
+                    if r.status == 200:
+                        break
+            except (urllib.error.URLError, ConnectionError):
+                time.sleep(0.05)
+            assert time.monotonic() - t0 < 10, "not ready within 10 s"
+        req = urllib.request.Request(
+            f"{base}/recommend/u00003", data=json.dumps(GOOD).encode(), headers={"X-Request-Id": "e2e-1"}
+        )
+        with urllib.request.urlopen(req, timeout=5) as r:
+            assert r.status == 200 and "restaurants" in json.loads(r.read())
+            assert r.headers["x-request-id"] == "e2e-1" and r.headers["x-model-version"]
+        with urllib.request.urlopen(f"{base}/metrics", timeout=5) as r:
+            assert b"forkcast_inference_request_seconds_bucket" in r.read()
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)

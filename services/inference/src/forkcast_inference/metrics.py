@@ -18,7 +18,8 @@ READY: Final = n.INFERENCE_READY
 SERVED: Final = n.INFERENCE_SERVED
 
 STAGES: Final = ("fetch", "geo", "score", "serialize")
-CANDIDATE_KINDS: Final = ("in_range", "out_of_range", "unknown", "duplicate")
+# out_of_range also counts repeats of an id already in the request (duplicates are served once).
+CANDIDATE_KINDS: Final = ("in_range", "out_of_range", "unknown")
 ERROR_CAUSES: Final = (
     "bad_request",
     "unknown_user",
