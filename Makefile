@@ -14,7 +14,7 @@ export OPENBLAS_NUM_THREADS ?= 1
 DATA ?= data
 PACKAGES = $(wildcard */src */*/src)
 
-.PHONY: help setup system-packages demo test lint format typecheck pytest full-data bench-data bench-features manifests-check
+.PHONY: help setup system-packages demo test lint format typecheck pytest full-data bench-data bench-features bench-train manifests-check
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -65,3 +65,6 @@ manifests-check: setup ## render every overlay and validate it (core kinds stric
 	  kubectl kustomize "$$overlay" | $(BIN)/python ../shared/tools/validate-manifests - ; \
 	done
 	$(BIN)/pytest tests/delivery -q
+
+bench-train: full-data ## trainer: fast path vs plain autograd, 5-epoch runs of both recipes on full data (~12 min)
+	$(BIN)/python -m forkcast_retrain.bench --data $(DATA)/full --out runs/bench --json runs/bench.json
