@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import shutil
+import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
+
+# Helpers shared by the test modules (importlib mode puts no test folder on sys.path by itself).
+sys.path.insert(0, str(Path(__file__).parent))
 
 from forkcast_features.localredis import LocalRedis
 from forkcast_monitoring.settings import MonitoringSettings

@@ -12,8 +12,8 @@ import time
 import urllib.request
 
 import numpy as np
-import redis
 import redis.asyncio as aioredis
+from monitoring_support import NOW, drain, write_predictions
 from prometheus_client import CollectorRegistry, generate_latest, start_http_server
 
 from forkcast_contract import metric_names as n
@@ -25,15 +25,6 @@ from forkcast_inference.events import Event
 from forkcast_inference.settings import InferenceSettings  # noqa: F401  (the producer package must import)
 from forkcast_monitoring.online_auc import AucCollector, OnlineAuc
 from forkcast_monitoring.settings import MonitoringSettings
-
-NOW = 1_800_000_000.0
-
-
-def write_predictions(client: redis.Redis, events: list[Event]) -> None:
-    pipe = client.pipeline(transaction=False)
-    for e in events:
-        pipe.xadd(PREDICTIONS_STREAM, e.fields())  # type: ignore[arg-type]
-    pipe.execute()
 
 
 def write_feedback(url: str, items: list[tuple[str, int, bool, float]]) -> None:
@@ -67,12 +58,6 @@ def traffic(
     sc, lb = np.array(scores), np.array(labels)
     diff = sc[lb][:, None] - sc[~lb][None, :]
     return events, feedback, float((diff > 0).mean())
-
-
-def drain(job: OnlineAuc) -> None:
-    while job.step(block_ms=50):
-        pass
-    job.compute(job.clock())
 
 
 def scrape(job: OnlineAuc) -> str:

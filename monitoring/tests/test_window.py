@@ -3,14 +3,9 @@
 from __future__ import annotations
 
 import numpy as np
+from monitoring_support import brute_auc
 
 from forkcast_monitoring.window import Window, hanley_mcneil, roc_auc
-
-
-def brute_auc(scores: np.ndarray, labels: np.ndarray) -> float:
-    pos, neg = scores[labels], scores[~labels]
-    diff = pos[:, None] - neg[None, :]
-    return float(((diff > 0).sum() + 0.5 * (diff == 0).sum()) / diff.size)
 
 
 def test_auc_matches_pair_count_with_ties() -> None:

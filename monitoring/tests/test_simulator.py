@@ -1,0 +1,76 @@
+"""Model-level: online AUC through streams, join and window equals the offline AUC of the same traffic, and drops
+when the simulator drifts the true features (the served scores stay those of the undrifted features).
+
+The predictions are written in the inference service's event encoding by a stand-in scorer: the true logit of the
+features the service holds plus noise (an imperfect model), so that this test does not need a trained model.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from monitoring_support import NOW, brute_auc, drain, write_predictions
+
+from forkcast_data.generate import GenerateRequest, generate
+from forkcast_data.presets import preset_sizes
+from forkcast_data.process import click_logit, draw_entities
+from forkcast_features.localredis import LocalRedis
+from forkcast_inference.events import Event
+from forkcast_monitoring.online_auc import OnlineAuc
+from forkcast_monitoring.settings import MonitoringSettings
+from forkcast_monitoring.simulator import Simulator
+
+REQUESTS, CANDIDATES = 800, 10  # 8,000 joined pairs
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("tiny")
+    generate(
+        GenerateRequest(out=out, preset="tiny", sizes=preset_sizes("tiny"), progress=False),
+        log=lambda _m: None,
+    )
+    return out
+
+
+def serve(client: object, seed: int) -> None:
+    served = draw_entities(10_000, 2_000, seed=7)  # the features the service was loaded with (drift 0)
+    rng = np.random.default_rng(seed)
+    events = []
+    for i in range(REQUESTS):
+        user = int(rng.integers(10_000))
+        ids = rng.choice(2_000, size=CANDIDATES, replace=False).astype(np.int64)
+        logit = click_logit(served.users, served.restaurants, np.full_like(ids, user), ids)
+        scores = logit + rng.normal(0.0, 0.5, size=CANDIDATES)
+        events.append(Event(f"q{i}", NOW - 60 + i * 0.01, user, "v1", "fv1", ids.tolist(), scores.tolist()))
+    write_predictions(client, events)  # type: ignore[arg-type]
+
+
+def online_and_offline(tiny: Path, settings: MonitoringSettings, drift: float) -> tuple[float, float, int]:
+    with LocalRedis() as server:
+        client = server.client()
+        job = OnlineAuc(client, settings, clock=lambda: NOW)
+        job.ensure_groups()
+        sim = Simulator(client, tiny, drift=drift, seed=1)
+        serve(client, seed=2)
+        records = []
+        while batch := sim.step(block_ms=50):
+            records += batch
+        drain(job)
+        estimate = job.estimates["v1"]
+        scores = np.array([r.score for r in records])
+        labels = np.array([r.clicked for r in records])
+        assert estimate.auc is not None
+        return estimate.auc, brute_auc(scores, labels), estimate.samples
+
+
+def test_online_auc_matches_offline_and_drops_with_drift(tiny: Path, settings: MonitoringSettings) -> None:
+    online, offline, samples = online_and_offline(tiny, settings, drift=0.0)
+    assert samples == REQUESTS * CANDIDATES >= 5_000
+    assert abs(online - offline) <= 0.01
+    assert online > 0.7
+    drifted, drifted_offline, _ = online_and_offline(tiny, settings, drift=1.0)
+    assert abs(drifted - drifted_offline) <= 0.01
+    assert online - drifted >= 0.05
