@@ -47,7 +47,7 @@ def ensure_api_key(config: PlatformConfig) -> str:
 
 
 def _alive(record: dict[str, Any] | None) -> bool:
-    return record is not None and is_ours(int(record["pid"]), int(record["start_time"]))
+    return bool(record) and is_ours(int(record.get("pid", 0)), int(record.get("start_time", 0)))  # type: ignore[union-attr]
 
 
 def _pick_port(wanted: int, record: dict[str, Any] | None, taken: set[int]) -> int:
