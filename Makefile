@@ -14,7 +14,7 @@ export OPENBLAS_NUM_THREADS ?= 1
 DATA ?= data
 PACKAGES = $(wildcard */src */*/src)
 
-.PHONY: help setup system-packages demo test lint format typecheck pytest full-data bench-data bench-features bench-train manifests-check
+.PHONY: help setup system-packages demo test lint format typecheck pytest full-data bench-data bench-features bench-train bench-serve bench-gateway manifests-check
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -23,7 +23,7 @@ $(UV):
 	@scripts/bootstrap-uv.sh $(UV_VERSION)
 
 setup: $(UV) ## create .venv/ with every workspace member installed from uv.lock
-	@$(UV) sync --all-packages --locked --quiet
+	@$(UV) sync --all-packages --all-extras --locked --quiet
 	@echo "venv ready: $(VENV) ($$($(BIN)/python --version))"
 
 system-packages: ## apt-get install the Debian packages the tests and the local platform need
@@ -68,3 +68,17 @@ manifests-check: setup ## render every overlay and validate it (core kinds stric
 
 bench-train: full-data ## trainer: fast path vs plain autograd, 5-epoch runs of both recipes on full data (~12 min)
 	$(BIN)/python -m forkcast_retrain.bench --data $(DATA)/full --out runs/bench --json runs/bench.json
+
+# A model version's files for the serving benchmarks (a RankNet trained one epoch on the small preset; its size
+# and cost are those of any RankNet).
+BENCH_MODEL := runs/bench-model
+$(BENCH_MODEL)/probe.npz:
+	$(BIN)/forkcast-data generate --preset small --out $(DATA)/small --no-progress
+	$(BIN)/forkcast-retrain all --data $(DATA)/small --out runs/bench-model-run --epochs 1 --no-progress
+	$(BIN)/forkcast-retrain export --out runs/bench-model-run --to $(BENCH_MODEL)
+
+bench-serve: full-data system-packages $(BENCH_MODEL)/probe.npz ## inference: open loop 30 req/s, closed loop to saturation, vs a naive FastAPI+torch baseline (~7 min)
+	$(BIN)/python services/inference/benchmarks/bench_serve.py --data $(DATA)/full --model-dir $(BENCH_MODEL)
+
+bench-gateway: full-data system-packages $(BENCH_MODEL)/probe.npz ## gateway + inference end to end vs inference called directly
+	$(BIN)/python services/gateway/benchmarks/bench_gateway.py --data $(DATA)/full --model-dir $(BENCH_MODEL)

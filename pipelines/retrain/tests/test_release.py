@@ -328,3 +328,12 @@ def test_without_a_tracking_server_a_local_store_is_used_and_said(
     run = tracker.client.create_run(experiment)
     tracker.client.log_metric(run.info.run_id, "roc_auc", 0.9)
     assert (tmp_path / "mlruns" / experiment / run.info.run_id / "metrics" / "roc_auc").is_file()
+
+
+def test_export_writes_the_version_files_without_s3(runs: dict[str, Path], tmp_path: Path) -> None:
+    target = tmp_path / "model"
+    assert main(["export", "--out", str(runs["champion"]), "--to", str(target)]) == 0
+    for name in (MODEL_FILE, SCALER_FILE, METRICS_FILE, SERVING_WEIGHTS_FILE, PROBE_FILE):
+        assert (target / name).is_file(), name
+    assert (target / MODEL_FILE).read_bytes() == (runs["champion"] / MODEL_FILE).read_bytes()
+    assert main(["export", "--out", str(tmp_path / "no-run"), "--to", str(tmp_path / "x")]) == 2

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,7 @@ from forkcast_retrain.errors import DataError
 from forkcast_retrain.gate import GateThresholds, gate_values, run_gate
 from forkcast_retrain.promote import promote, rollback
 
-RELEASE_COMMANDS = ("gate", "publish", "promote")
+RELEASE_COMMANDS = ("gate", "publish", "promote", "export")
 
 
 def add_release_commands(sub: Any) -> None:
@@ -57,6 +58,14 @@ def add_release_commands(sub: Any) -> None:
         "--branch", help="commit on this new branch (for a merge request) instead of the current one"
     )
     p.add_argument("--rollback", action="store_true", help="git revert the overlay's last release commit")
+    p = sub.add_parser(
+        "export",
+        help="write a run's version files (serving form included) into a directory, without S3",
+        description="For local serving (FORKCAST_MODEL_DIR, local environment only) and the serving "
+        "benchmarks: the same files publish would upload, checked the same way.",
+    )
+    p.add_argument("--out", type=Path, required=True, help="the evaluated run directory")
+    p.add_argument("--to", type=Path, required=True, help="directory to write the version's files into")
 
 
 def _champion(arg: str, registry: ModelRegistry, tracker: Any, alias: str) -> tuple[Path | None, str | None]:
@@ -70,6 +79,10 @@ def run_release_command(args: argparse.Namespace) -> int:
     from forkcast_retrain.tracking import CHAMPION, Tracker
 
     try:
+        if args.command == "export":
+            export_release(args.out, args.to)
+            print(f"version files of {args.out} written to {args.to}")
+            return 0
         registry = ModelRegistry.from_settings(RegistrySettings())
         if args.command == "publish":
             published = run_publish(args.out, registry, Tracker.from_env(), create_bucket=args.create_bucket)
@@ -107,6 +120,15 @@ def run_release_command(args: argparse.Namespace) -> int:
         print(f"forkcast-retrain {args.command}: error: {exc}", file=sys.stderr)
         return 2
     return 0
+
+
+def export_release(run_dir: Path, target: Path) -> None:
+    """Copy the files a published version would hold into ``target`` (created if missing)."""
+    from forkcast_retrain.publish import release_files
+
+    target.mkdir(parents=True, exist_ok=True)
+    for name, path in release_files(run_dir).items():
+        shutil.copyfile(path, target / name)
 
 
 def _required(version: str | None) -> str:

@@ -90,7 +90,9 @@ def run_evaluate(run_dir: Path, log: Any = print) -> dict[str, Any]:
             logits[i].append(_scores(model, x))
     y_all = np.concatenate(labels)
     if len(y_all) != prepared.info["rows"]["test"]:
-        raise DataError(f"read {len(y_all):,} test rows but dataset.json lists {prepared.info['rows']['test']:,}")
+        raise DataError(
+            f"read {len(y_all):,} test rows but dataset.json lists {prepared.info['rows']['test']:,}"
+        )
     per_epoch = [
         {**train_entry, **{f"test_{k}": v for k, v in score_metrics(np.concatenate(parts), y_all).items()}}
         for train_entry, parts in zip(summary["epochs"], logits, strict=True)
