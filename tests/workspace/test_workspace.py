@@ -73,5 +73,7 @@ def test_every_test_folder_is_collected() -> None:
     testpaths = set(root["tool"]["pytest"]["ini_options"]["testpaths"])
     for member in root["tool"]["uv"]["workspace"]["members"]:
         if (ROOT / member / "tests").is_dir():
-            assert f"{member}/tests" in testpaths, f"{member}/tests is not in [tool.pytest.ini_options] testpaths"
+            assert f"{member}/tests" in testpaths, (
+                f"{member}/tests is not in [tool.pytest.ini_options] testpaths"
+            )
     assert all((ROOT / p).is_dir() for p in testpaths)
