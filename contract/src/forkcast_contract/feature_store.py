@@ -21,6 +21,7 @@ known versions. A reader reads the pointer, then only keys of that version: no r
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields
 from typing import Final
 
@@ -204,6 +205,35 @@ def unpack_restaurants(values: list[bytes]) -> Restaurants:
     coords = raw[:, :8].copy().view(COORD_WIRE_DTYPE).astype(np.float64) / COORD_SCALE
     feats = raw[:, 8:].copy().view(FEATURE_WIRE_DTYPE).astype(np.float32)
     return Restaurants(latitude=coords[:, 0], longitude=coords[:, 1], features=feats)
+
+
+FLOAT32_MAX: Final = float(np.finfo(np.float32).max)
+
+
+def _checked_features(values: Sequence[float], count: int) -> npt.NDArray[np.float64]:
+    arr = np.asarray(values, dtype=np.float64).reshape(1, -1)
+    if arr.shape[1] != count:
+        raise ValueError(f"{arr.shape[1]} values, expected {count}")
+    if not np.isfinite(arr).all() or (np.abs(arr) > FLOAT32_MAX).any():
+        raise ValueError("values must be finite float32")
+    return arr
+
+
+def user_value(features: Sequence[float]) -> bytes:
+    """One user's stored value for a live update, checked (30 finite float32 numbers; ValueError otherwise).
+
+    The checks live here, not in a writer, so that every writer of single entities (the feature-store CLI, the
+    gateway's admin endpoint) refuses exactly the same inputs.
+    """
+    return pack_users(_checked_features(features, USER_FEATURE_COUNT))
+
+
+def restaurant_value(latitude: float, longitude: float, features: Sequence[float]) -> bytes:
+    """One restaurant's stored value for a live update, checked (WGS84 range, 10 finite float32 numbers)."""
+    arr = _checked_features(features, RESTAURANT_FEATURE_COUNT)
+    if not (-90 <= latitude <= 90 and -180 <= longitude <= 180):
+        raise ValueError(f"coordinates {latitude}, {longitude} out of range")
+    return pack_restaurants(np.array([latitude]), np.array([longitude]), arr)
 
 
 def split_values(buffer: bytes, width: int) -> list[bytes]:

@@ -1,6 +1,10 @@
 """Live single-entity updates in the live version, visible to the next request.
 
-Used by `forkcast-features update-user|update-restaurant` and, later, by an authenticated admin endpoint.
+Used by `forkcast-features update-user|update-restaurant`. The gateway's admin endpoint applies the same update
+with its own async Redis client (services/gateway/src/forkcast_gateway/feature_updates.py): both take the value
+and its checks from ``forkcast_contract.feature_store`` (``user_value``, ``restaurant_value``), so they refuse the
+same inputs and write the same bytes; only the few Redis calls are written twice (sync here, asyncio there), because
+the contract may not depend on redis and the gateway may not depend on this package (it pulls polars).
 A restaurant update also bumps the version's restaurant revision in the same MULTI (both keys share one hash
 slot), so a server holding coordinates in memory sees the change on its next request.
 """
@@ -9,26 +13,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import numpy as np
-import numpy.typing as npt
-
-from forkcast_contract.feature_store import FeatureKeys, meta_key, pack_restaurants, pack_users
-from forkcast_contract.features import RESTAURANT_FEATURE_COUNT, USER_FEATURE_COUNT
+from forkcast_contract.feature_store import FeatureKeys, meta_key, restaurant_value, user_value
 from forkcast_features.client import Client
 from forkcast_features.versions import live_version
 
 
 class UpdateError(ValueError):
     """The update was refused (bad values, unknown entity, or no live version); nothing was written."""
-
-
-def _checked(values: Sequence[float], count: int, what: str) -> npt.NDArray[np.float64]:
-    arr = np.asarray(values, dtype=np.float64).reshape(1, -1)
-    if arr.shape[1] != count:
-        raise UpdateError(f"{what}: {arr.shape[1]} values, expected {count}")
-    if not np.isfinite(arr).all() or (np.abs(arr) > np.finfo(np.float32).max).any():
-        raise UpdateError(f"{what}: values must be finite float32")
-    return arr
 
 
 def _live(client: Client, prefix: str) -> FeatureKeys:
@@ -50,10 +41,13 @@ def _confirm(client: Client, prefix: str, keys: FeatureKeys) -> str:
 
 def update_user(client: Client, prefix: str, user_id: int, features: Sequence[float]) -> str:
     """Replace one user's features in the live version; returns that version."""
-    arr = _checked(features, USER_FEATURE_COUNT, f"user {user_id}")
+    try:
+        value = user_value(features)
+    except ValueError as exc:
+        raise UpdateError(f"user {user_id}: {exc}") from None
     keys = _live(client, prefix)
     # XX: only an existing user; a new id would break the version's counts.
-    if not client.set(keys.user(user_id), pack_users(arr), xx=True):
+    if not client.set(keys.user(user_id), value, xx=True):
         raise UpdateError(f"user {user_id} does not exist in version {keys.version}")
     return _confirm(client, prefix, keys)
 
@@ -67,11 +61,11 @@ def update_restaurant(
     features: Sequence[float],
 ) -> str:
     """Replace one restaurant's coordinates and features in the live version; returns that version."""
-    arr = _checked(features, RESTAURANT_FEATURE_COUNT, f"restaurant {restaurant_id}")
-    if not (-90 <= latitude <= 90 and -180 <= longitude <= 180):
-        raise UpdateError(f"restaurant {restaurant_id}: coordinates {latitude}, {longitude} out of range")
+    try:
+        value = restaurant_value(latitude, longitude, features)
+    except ValueError as exc:
+        raise UpdateError(f"restaurant {restaurant_id}: {exc}") from None
     keys = _live(client, prefix)
-    value = pack_restaurants(np.array([latitude]), np.array([longitude]), arr)
     pipe = client.pipeline(transaction=True)
     pipe.set(keys.restaurant(restaurant_id), value, xx=True)
     pipe.incr(keys.restaurant_revision)

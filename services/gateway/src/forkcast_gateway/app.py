@@ -22,20 +22,31 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import ValidationError
 
+from forkcast_contract import api as limits
 from forkcast_contract.api import USER_ID_PATTERN
+from forkcast_contract.feature_store import FeatureKeys, restaurant_value, user_value
 from forkcast_gateway.auth import KeyStore
 from forkcast_gateway.edge import Edge
+from forkcast_gateway.feature_updates import (
+    NoLiveVersionError,
+    UnknownEntityError,
+    UpdateConflictError,
+    apply_update,
+)
 from forkcast_gateway.feedback import FeedbackWriter
 from forkcast_gateway.forwarding import Forwarder, Unavailable
 from forkcast_gateway.metrics import Metrics
 from forkcast_gateway.ratelimit import RateLimiter
 from forkcast_gateway.schemas import (
     ErrorResponse,
+    FeaturesUpdated,
     FeedbackAccepted,
     FeedbackEvent,
     Health,
     Readiness,
     RecommendResponse,
+    RestaurantFeaturesUpdate,
+    UserFeaturesUpdate,
     request_model,
 )
 from forkcast_gateway.settings import GatewaySettings
@@ -48,7 +59,10 @@ _RETRY = {"retry-after": "1"}
 def _errors(errs: list[Any]) -> list[dict[str, str]]:
     return [
         {
-            "field": ".".join(str(p) for p in e["loc"] if p not in ("body", "path")) or "body",
+            # FastAPI locates a JSON syntax error at ("body", <char offset>): the offset is not a field name.
+            "field": "body"
+            if e["type"] == "json_invalid"
+            else ".".join(str(p) for p in e["loc"] if p not in ("body", "path")) or "body",
             "rule": e["type"],
             "message": e["msg"],
         }
@@ -123,6 +137,16 @@ def build_api(settings: GatewaySettings, metrics: Metrics, keys: KeyStore | None
         redis, settings.feedback_stream, settings.feedback_maxlen, settings.feedback_dedup_ttl_s
     )
     model = request_model(settings.max_candidates)
+    features_url = settings.features_redis_url
+    feature_store = (
+        redis
+        if features_url is None or features_url == settings.redis_url
+        else aioredis.Redis.from_url(
+            features_url,
+            socket_timeout=settings.redis_timeout_s,
+            socket_connect_timeout=settings.redis_timeout_s,
+        )
+    )
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -130,6 +154,8 @@ def build_api(settings: GatewaySettings, metrics: Metrics, keys: KeyStore | None
         yield
         await forwarder.stop()
         await redis.aclose()
+        if feature_store is not redis:
+            await feature_store.aclose()
 
     api = FastAPI(
         title="forkcast",
@@ -229,7 +255,73 @@ def build_api(settings: GatewaySettings, metrics: Metrics, keys: KeyStore | None
             keys.reload(force=True)
         return {"keys": len(keys.keys) if keys is not None else 0}
 
+    _admin_feature_routes(api, feature_store, settings.feature_prefix)
     return api
+
+
+_ADMIN_ERRORS: dict[int | str, dict[str, Any]] = {
+    **{code: _ERRORS[code] for code in (401, 413, 422, 429)},
+    403: {"model": ErrorResponse, "description": "The key lacks the admin scope."},
+    404: {"model": ErrorResponse, "description": "The id does not exist in the live feature version."},
+    409: {"model": ErrorResponse, "description": "No feature version is live."},
+    503: {"model": ErrorResponse, "description": "Feature store unavailable or busy; see Retry-After."},
+}
+
+
+def _admin_feature_routes(api: FastAPI, store: aioredis.Redis, prefix: str) -> None:
+    """``PUT /admin/features/{users,restaurants}/{id}``: replace one entity's values in the live version.
+
+    The Edge refuses keys without the admin scope (403) before routing; the next /recommend sees the update
+    (users are read per request; a restaurant update bumps the revision that makes inference reload positions).
+    """
+
+    async def write(
+        entity: str, entity_id: int, key_of: Any, value: bytes, bump: bool
+    ) -> FeaturesUpdated | JSONResponse:
+        try:
+            version = await apply_update(store, prefix, key_of, value, bump_restaurant_revision=bump)
+        except UnknownEntityError as exc:
+            return _error(404, f"{entity} {entity_id} {exc}")
+        except NoLiveVersionError as exc:
+            return _error(409, str(exc))
+        except UpdateConflictError as exc:
+            return _error(503, str(exc), _RETRY)
+        except (aioredis.RedisError, OSError, TimeoutError) as exc:
+            return _error(503, f"feature store unavailable: {type(exc).__name__}", _RETRY)
+        log.info("admin update of %s %d in feature version %s", entity, entity_id, version)
+        return FeaturesUpdated(entity=entity, id=entity_id, feature_version=version)  # type: ignore[arg-type]
+
+    @api.put(
+        "/admin/features/users/{user_id}", response_model=FeaturesUpdated, responses=_ADMIN_ERRORS,
+        summary="Replace one user's features in the live feature version (admin)",
+    )  # fmt: skip
+    async def update_user(
+        user_id: Annotated[
+            str,
+            Path(pattern=USER_ID_PATTERN, description="`u` + digits or bare digits.", examples=["u00042"]),
+        ],
+        body: UserFeaturesUpdate,
+    ) -> FeaturesUpdated | JSONResponse:
+        uid = int(user_id.removeprefix("u"))
+        value = user_value(body.features)  # the schema already enforced the contract's checks
+        return await write("user", uid, lambda k: FeatureKeys.user(k, uid), value, False)
+
+    @api.put(
+        "/admin/features/restaurants/{restaurant_id}", response_model=FeaturesUpdated,
+        responses=_ADMIN_ERRORS,
+        summary="Move one restaurant and replace its features in the live feature version (admin)",
+    )  # fmt: skip
+    async def update_restaurant(
+        restaurant_id: Annotated[
+            int,
+            Path(ge=limits.CANDIDATE_ID_MIN, le=limits.CANDIDATE_ID_MAX, description="Restaurant id."),
+        ],
+        body: RestaurantFeaturesUpdate,
+    ) -> FeaturesUpdated | JSONResponse:
+        value = restaurant_value(body.latitude, body.longitude, body.features)
+        return await write(
+            "restaurant", restaurant_id, lambda k: FeatureKeys.restaurant(k, restaurant_id), value, True
+        )
 
 
 def create_app(settings: GatewaySettings) -> Edge:

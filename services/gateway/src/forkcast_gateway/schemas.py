@@ -9,11 +9,13 @@ default is what the schema documents.
 from __future__ import annotations
 
 import time
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
 from forkcast_contract import api as limits
+from forkcast_contract.feature_store import FLOAT32_MAX
+from forkcast_contract.features import RESTAURANT_FEATURE_COUNT, USER_FEATURE_COUNT
 
 _STRICT = ConfigDict(strict=True, extra="forbid", frozen=True)
 
@@ -107,6 +109,48 @@ class FeedbackAccepted(BaseModel):
         description="true: this (request_id, restaurant_id) was already recorded; ignored."
     )
     entry_id: str | None = Field(description="The stream entry id, when written.")
+
+
+# Stored as float32: a finite float64 beyond its range would become inf in the store, so it is refused here.
+FeatureValue = Annotated[float, Field(ge=-FLOAT32_MAX, le=FLOAT32_MAX, allow_inf_nan=False)]
+
+
+class UserFeaturesUpdate(BaseModel):
+    """A user's full feature vector (the model's user inputs, in the dataset's column order)."""
+
+    model_config = _STRICT
+
+    features: list[FeatureValue] = Field(
+        min_length=USER_FEATURE_COUNT, max_length=USER_FEATURE_COUNT,
+        description=f"Exactly {USER_FEATURE_COUNT} finite numbers (stored as float32).",
+        examples=[[0.5] * USER_FEATURE_COUNT],
+    )  # fmt: skip
+
+
+class RestaurantFeaturesUpdate(BaseModel):
+    """A restaurant's position and full feature vector."""
+
+    model_config = _STRICT
+
+    latitude: float = Field(
+        ge=limits.LATITUDE_MIN, le=limits.LATITUDE_MAX, allow_inf_nan=False,
+        description="WGS84 latitude in degrees (stored to 1e-7°).", examples=[13.75],
+    )  # fmt: skip
+    longitude: float = Field(
+        ge=limits.LONGITUDE_MIN, le=limits.LONGITUDE_MAX, allow_inf_nan=False,
+        description="WGS84 longitude in degrees (stored to 1e-7°).", examples=[100.5],
+    )  # fmt: skip
+    features: list[FeatureValue] = Field(
+        min_length=RESTAURANT_FEATURE_COUNT, max_length=RESTAURANT_FEATURE_COUNT,
+        description=f"Exactly {RESTAURANT_FEATURE_COUNT} finite numbers (stored as float32).",
+        examples=[[0.5] * RESTAURANT_FEATURE_COUNT],
+    )  # fmt: skip
+
+
+class FeaturesUpdated(BaseModel):
+    entity: Literal["user", "restaurant"]
+    id: int = Field(ge=0)
+    feature_version: str = Field(description="The live feature version the update was written to.")
 
 
 class Health(BaseModel):

@@ -8,6 +8,7 @@ from pathlib import Path
 from pydantic import Field
 
 from forkcast_contract.api import MAX_BODY_BYTES_DEFAULT, MAX_CANDIDATES_DEFAULT
+from forkcast_contract.feature_store import DEFAULT_PREFIX
 from forkcast_contract.settings import ForkcastSettings
 from forkcast_contract.streams import FEEDBACK_DEDUP_TTL_S, FEEDBACK_MAXLEN, FEEDBACK_STREAM
 
@@ -43,6 +44,10 @@ class GatewaySettings(ForkcastSettings):
     feedback_maxlen: int = Field(default=FEEDBACK_MAXLEN, ge=1)
     feedback_dedup_ttl_s: int = Field(default=FEEDBACK_DEDUP_TTL_S, ge=1)
     access_log: bool = True
+    # The admin feature live-update endpoint writes into the feature store: its Redis (default: REDIS_URL) and
+    # key prefix (the inference service's FORKCAST_FEATURE_PREFIX).
+    features_redis_url: str | None = None
+    feature_prefix: str = Field(default=DEFAULT_PREFIX, min_length=1)
 
     def unsafe_defaults(self) -> list[str]:
         unsafe = []

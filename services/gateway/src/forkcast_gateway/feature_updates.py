@@ -1,0 +1,70 @@
+"""Live feature updates from the admin endpoint: one user's or one restaurant's values in the LIVE version.
+
+The value and its checks come from ``forkcast_contract.feature_store`` (the same ones the feature-store CLI uses,
+forkcast_features/updates.py); only the Redis calls are here, because the contract may not depend on redis and the
+gateway may not depend on forkcast-features (it pulls polars: tests/workspace).
+
+One optimistic transaction per update: WATCH the live pointer, read it, WATCH the entity's key, check the entity
+exists, then MULTI: SET the value, (restaurant) INCR the version's restaurant revision — the inference service
+reloads its in-memory coordinates when that changes — and HINCRBY the version's ``updates`` count. A cutover or a
+delete between the read and EXEC aborts the EXEC (WatchError) and the update is retried on the new live version,
+so an acknowledged update is never left in a retired version. Standalone Redis only (the key set of the MULTI
+spans slots), like the inference service's read path.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import redis.asyncio as aioredis
+from redis.exceptions import WatchError
+
+from forkcast_contract.feature_store import FeatureKeys, meta_key, pointer_key
+
+ATTEMPTS = 3
+
+
+class NoLiveVersionError(Exception):
+    """No feature version is live: there is nothing to update."""
+
+
+class UnknownEntityError(Exception):
+    """The id does not exist in the live version (an update never creates an entity: counts would drift)."""
+
+
+class UpdateConflictError(Exception):
+    """The live pointer kept changing under the update; nothing was written."""
+
+
+async def apply_update(
+    client: aioredis.Redis,
+    prefix: str,
+    key_of: Callable[[FeatureKeys], str],
+    value: bytes,
+    *,
+    bump_restaurant_revision: bool,
+) -> str:
+    """Write ``value`` at ``key_of(live keys)``; returns the live version written to."""
+    pointer = pointer_key(prefix)
+    for _ in range(ATTEMPTS):
+        async with client.pipeline(transaction=True) as pipe:
+            try:
+                await pipe.watch(pointer)
+                raw = await pipe.get(pointer)
+                if raw is None:
+                    raise NoLiveVersionError("no live feature version to update")
+                keys = FeatureKeys(prefix, raw.decode() if isinstance(raw, bytes) else str(raw))
+                key = key_of(keys)
+                await pipe.watch(key)
+                if not await pipe.exists(key):
+                    raise UnknownEntityError(f"not in the live feature version {keys.version}")
+                pipe.multi()  # type: ignore[no-untyped-call]
+                pipe.set(key, value)
+                if bump_restaurant_revision:
+                    pipe.incr(keys.restaurant_revision)
+                pipe.hincrby(meta_key(prefix, keys.version), "updates", 1)
+                await pipe.execute()
+                return keys.version
+            except WatchError:
+                continue
+    raise UpdateConflictError(f"the live feature version changed {ATTEMPTS} times during the update")
