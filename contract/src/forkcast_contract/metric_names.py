@@ -34,6 +34,8 @@ INFERENCE_EVENTS_DROPPED: Final = "forkcast_inference_events_dropped"
 INFERENCE_EVENTS_WRITTEN: Final = "forkcast_inference_events_written"
 INFERENCE_READY: Final = "forkcast_inference_ready"
 INFERENCE_SERVED: Final = "forkcast_inference_served"
+# Unix time the served model version was published (its id starts with that UTC time): the max-age alert's input.
+INFERENCE_MODEL_PUBLISHED_TIME: Final = "forkcast_inference_model_published_timestamp_seconds"
 
 # Online AUC (issue 10 defines the names the canary analysis reads; the monitoring issue's online-AUC job exports
 # them): gauges over the job's sliding window, label model_version (predictions joined with click feedback).
@@ -49,6 +51,14 @@ ONLINE_AUC_POSITIVES: Final = "forkcast_online_auc_positives"
 ONLINE_AUC_EVENTS_TOTAL: Final = "forkcast_online_auc_events_total"
 # Unix time of the newest event the job has read: the "no predictions" alert watches its age.
 ONLINE_AUC_LAST_EVENT_TIME: Final = "forkcast_online_auc_last_event_timestamp_seconds"
+
+# Drift job (monitoring): served features and scores against the training profile of the version in service,
+# label model_version (and feature, a model input name such as ``user.f03``, for the feature PSI).
+DRIFT_FEATURE_PSI: Final = "forkcast_drift_feature_psi"
+DRIFT_SCORE_PSI: Final = "forkcast_drift_score_psi"
+# Prediction events in the last sample, per model version; and Unix time of the last completed measurement.
+DRIFT_SAMPLE_EVENTS: Final = "forkcast_drift_sample_events"
+DRIFT_LAST_RUN_TIME: Final = "forkcast_drift_last_run_timestamp_seconds"
 
 # Alert receiver (monitoring): retraining triggers sent to GitLab, label outcome (sent, cooldown, failed, …).
 RETRAIN_TRIGGERS_TOTAL: Final = "forkcast_retrain_triggers_total"

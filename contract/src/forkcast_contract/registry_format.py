@@ -8,6 +8,7 @@ step. The file names of the trained artifacts themselves are in ``model_format``
 from __future__ import annotations
 
 import re
+from datetime import UTC, datetime
 from typing import Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -50,6 +51,17 @@ _VERSION_RE: Final = re.compile(VERSION_PATTERN)
 def is_version(text: str) -> bool:
     """Whether ``text`` is a well-formed version id (protects S3 keys and Git messages from odd input)."""
     return bool(_VERSION_RE.match(text))
+
+
+def version_time(version: str) -> float | None:
+    """Unix time a version was created, read from its id (``YYYYmmddTHHMMSSZ-…``); None if not a version id."""
+    if not is_version(version):
+        return None
+    try:
+        stamp = datetime.strptime(version[:16], "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC)
+    except ValueError:
+        return None
+    return stamp.timestamp()
 
 
 def version_prefix(model_name: str, version: str) -> str:

@@ -14,6 +14,7 @@ import pytest
 from inference_support import PREFIX, call, make_settings
 
 from forkcast_contract.feature_store import FeatureKeys, pointer_key
+from forkcast_contract.registry_format import version_time
 from forkcast_features.localredis import LocalRedis
 from forkcast_inference.app import InferenceApp, create_app
 
@@ -155,7 +156,11 @@ def test_readiness_and_version(app: InferenceApp) -> None:
     assert call(app, "GET", "/readyz").status == 200
     info = json.loads(call(app, "GET", "/version").body)
     assert info["model_sha256"] and info["data_fingerprint"] and info["feature_version"]
-    assert "forkcast_inference_served_info" in call(app, "GET", "/metrics").body.decode()
+    metrics = call(app, "GET", "/metrics").body.decode()
+    assert "forkcast_inference_served_info" in metrics
+    # 0 for a model directory without a registry version id (no publish time); the max-age alert skips 0.
+    line = next(x for x in metrics.splitlines() if x.startswith("forkcast_inference_model_published"))
+    assert float(line.split()[1]) == (version_time(info["model_version"]) or 0.0)
 
 
 def test_model_failing_the_probe_is_not_served(

@@ -24,6 +24,7 @@ import numpy as np
 import redis
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from forkcast_contract.registry_format import version_time
 from forkcast_inference.api import BadRequestError, parse_request, parse_user_id
 from forkcast_inference.events import Event, EventSink
 from forkcast_inference.features import (
@@ -124,6 +125,9 @@ class InferenceApp:
         info = {k: str(v) for k, v in asdict(self.model.provenance).items()}
         info["feature_version"] = state.keys.version
         self.metrics.served.info(info)
+        published = version_time(self.model.provenance.model_version)
+        if published is not None:
+            self.metrics.model_published.set(published)
 
     def version_info(self) -> dict[str, Any]:
         state = self.reader.state

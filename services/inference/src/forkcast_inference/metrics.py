@@ -16,6 +16,7 @@ EVENTS_DROPPED: Final = n.INFERENCE_EVENTS_DROPPED
 EVENTS_WRITTEN: Final = n.INFERENCE_EVENTS_WRITTEN
 READY: Final = n.INFERENCE_READY
 SERVED: Final = n.INFERENCE_SERVED
+MODEL_PUBLISHED_TIME: Final = n.INFERENCE_MODEL_PUBLISHED_TIME
 
 STAGES: Final = ("fetch", "geo", "score", "serialize")
 # out_of_range also counts repeats of an id already in the request (duplicates are served once).
@@ -62,6 +63,10 @@ class Metrics:
         self.events_written = Counter(EVENTS_WRITTEN, "Prediction events written to the stream", registry=r)
         self.ready = Gauge(READY, "1 when /readyz is green", registry=r)
         self.served = Info(SERVED, "Model and feature versions served, with provenance", registry=r)
+        # Set once the model is loaded; stays 0 for a version id without a timestamp (the max-age alert skips 0).
+        self.model_published = Gauge(
+            MODEL_PUBLISHED_TIME, "Unix time the served model version was published", registry=r
+        )
         # Bound children: looking a label up per request costs more than the observation itself.
         self.ok = self.request_seconds.labels("2xx")
         self.client_error = self.request_seconds.labels("4xx")

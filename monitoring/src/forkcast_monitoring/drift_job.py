@@ -1,0 +1,251 @@
+"""The drift job: served features and scores against the training profile of the model version that served them.
+
+Every ``--every-s`` it samples the newest prediction events (XREVRANGE: stateless, nothing to acknowledge, so a
+restart or a Redis outage loses nothing but one measurement), takes the users and restaurants they name, fetches
+their features from the feature store (the same keys and bytes the inference service read, via
+``forkcast_contract.feature_store``), and computes per model version the PSI of each model input against that
+version's ``data_profile.json`` and the PSI of the served scores against the version's own scores on its probe set
+(``probe.npz``: training pairs scored at publish). Features are counted once per entity, as the profile is.
+
+References are read from ``--reference-root``: one directory per model version id, holding the files
+``forkcast-retrain export`` writes (mounted from the registry in the cluster). A version without a reference is
+skipped and logged, never guessed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, cast
+
+import numpy as np
+import numpy.typing as npt
+import redis
+from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from forkcast_contract import drift
+from forkcast_contract import metric_names as n
+from forkcast_contract.feature_store import (
+    DEFAULT_PREFIX,
+    FeatureKeys,
+    unpack_restaurants,
+    unpack_users,
+)
+from forkcast_contract.features import MODEL_INPUTS, USER_FEATURE_COUNT
+from forkcast_contract.registry_format import DATA_PROFILE_FILE, PROBE_FILE
+from forkcast_contract.streams import PREDICTIONS_STREAM
+
+log = logging.getLogger("forkcast_monitoring.drift_job")
+_MGET_CHUNK = 500
+
+
+@dataclass(frozen=True)
+class Reference:
+    """The training reference of one model version: its feature profile and its probe-score histogram."""
+
+    profile: dict[str, Any]
+    scores: dict[str, list[float]] | None
+
+    @classmethod
+    def load(cls, directory: Path) -> Reference:
+        profile = json.loads((directory / DATA_PROFILE_FILE).read_text())
+        scores = None
+        if (directory / PROBE_FILE).is_file():
+            with np.load(directory / PROBE_FILE) as probe:
+                scores = drift.histogram(np.asarray(probe["scores"], dtype=np.float64))
+        return cls(profile, scores)
+
+
+@dataclass
+class Sample:
+    """What the newest events of one model version served: entity ids per feature version, and the scores."""
+
+    events: int
+    users: dict[str, set[int]]
+    restaurants: dict[str, set[int]]
+    scores: list[float]
+
+
+@dataclass(frozen=True)
+class Measurement:
+    events: int
+    feature_psi: dict[str, float]
+    score_psi: float | None
+
+
+def sample_events(client: redis.Redis, stream: str, count: int) -> dict[str, Sample]:
+    """The newest ``count`` prediction events, grouped by model version; malformed entries are skipped."""
+    entries = cast(list[tuple[bytes, dict[bytes, bytes]]], client.xrevrange(stream, count=count))
+    out: dict[str, Sample] = {}
+    for _id, fields in entries:
+        try:
+            model, fv = fields[b"model"].decode(), fields[b"fv"].decode()
+            user = int(fields[b"user"])
+            ids = [int(i) for i in json.loads(fields[b"ids"])]
+            scores = [float(s) for s in json.loads(fields[b"scores"])]
+        except (KeyError, ValueError, TypeError, UnicodeDecodeError):
+            continue
+        if not model or not fv or len(ids) != len(scores):
+            continue
+        s = out.setdefault(model, Sample(0, {}, {}, []))
+        s.events += 1
+        s.users.setdefault(fv, set()).add(user)
+        s.restaurants.setdefault(fv, set()).update(ids)
+        s.scores.extend(x for x in scores if np.isfinite(x))
+    return out
+
+
+def _mget(client: redis.Redis, keys: list[str]) -> list[bytes]:
+    values: list[bytes] = []
+    for i in range(0, len(keys), _MGET_CHUNK):
+        got = cast(list[bytes | None], client.mget(keys[i : i + _MGET_CHUNK]))
+        values += [v for v in got if v is not None]  # evicted or unknown entities: nothing to measure
+    return values
+
+
+def served_features(client: redis.Redis, prefix: str, sample: Sample) -> dict[str, npt.NDArray[np.float32]]:
+    """Columns by model-input name: the features of the sample's users and restaurants, once per entity."""
+    users, rests = [], []
+    for fv, ids in sample.users.items():
+        keys = FeatureKeys(prefix, fv)
+        users += _mget(client, [keys.user(i) for i in sorted(ids)])
+    for fv, ids in sample.restaurants.items():
+        keys = FeatureKeys(prefix, fv)
+        rests += _mget(client, [keys.restaurant(i) for i in sorted(ids)])
+    columns: dict[str, npt.NDArray[np.float32]] = {}
+    try:
+        u, r = unpack_users(users), unpack_restaurants(rests).features
+    except ValueError as exc:  # a corrupt value: measure nothing rather than something wrong
+        log.warning("feature values do not unpack: %s", exc)
+        return columns
+    for i, name in enumerate(MODEL_INPUTS):
+        column = u[:, i] if i < USER_FEATURE_COUNT else r[:, i - USER_FEATURE_COUNT]
+        if len(column):
+            columns[name] = column
+    return columns
+
+
+class DriftJob:
+    """One measurement per ``measure`` call; the loop, the tests and the collector share its last result."""
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        reference_root: Path,
+        *,
+        sample_events: int = 5000,
+        min_events: int = 200,
+        prefix: str = DEFAULT_PREFIX,
+        stream: str = PREDICTIONS_STREAM,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.client, self.root, self.sample_size, self.min_events = (
+            client,
+            reference_root,
+            sample_events,
+            min_events,
+        )
+        self.prefix, self.stream, self.clock = prefix, stream, clock
+        self.references: dict[str, Reference | None] = {}
+        self.results: dict[str, Measurement] = {}
+        self.last_run = 0.0
+
+    def reference(self, version: str) -> Reference | None:
+        if version not in self.references:
+            directory = self.root / version
+            ok = (
+                directory.resolve().parent == self.root.resolve()
+                and (directory / DATA_PROFILE_FILE).is_file()
+            )
+            self.references[version] = Reference.load(directory) if ok else None
+            if not ok:
+                log.warning(
+                    "no training reference for model version %r under %s: skipped", version, self.root
+                )
+        return self.references[version]
+
+    def measure(self) -> dict[str, Measurement]:
+        """Sample, fetch and compare; versions without a reference or with too few events get no result."""
+        results = {}
+        for version, sample in sample_events(self.client, self.stream, self.sample_size).items():
+            ref = self.reference(version)
+            if ref is None or sample.events < self.min_events:
+                continue
+            columns = served_features(self.client, self.prefix, sample)
+            feature_psi = drift.psi_per_feature(ref.profile, columns)
+            score_psi = None
+            if ref.scores is not None and sample.scores:
+                score_psi = drift.psi_against(ref.scores, np.asarray(sample.scores, dtype=np.float64))
+            results[version] = Measurement(sample.events, feature_psi, score_psi)
+        self.results, self.last_run = results, self.clock()
+        return results
+
+    def run(self, every_s: float, stop: Callable[[], bool] = lambda: False) -> None:
+        """Measure every ``every_s`` until ``stop()``; Redis errors are logged and waited out."""
+        while not stop():
+            try:
+                self.measure()
+            except redis.RedisError as exc:
+                log.warning("drift measurement failed (%s); next try in %.0f s", exc, every_s)
+            time.sleep(every_s)
+
+
+class DriftCollector(Collector):
+    def __init__(self, job: DriftJob) -> None:
+        self.job = job
+
+    def collect(self) -> Iterator[Metric]:
+        feature = GaugeMetricFamily(
+            n.DRIFT_FEATURE_PSI, "PSI of served features vs training", labels=["model_version", "feature"]
+        )
+        score = GaugeMetricFamily(
+            n.DRIFT_SCORE_PSI, "PSI of served scores vs the probe scores", labels=["model_version"]
+        )
+        events = GaugeMetricFamily(
+            n.DRIFT_SAMPLE_EVENTS, "Prediction events in the last sample", labels=["model_version"]
+        )
+        for version, m in sorted(self.job.results.items()):
+            events.add_metric([version], m.events)
+            for name, value in m.feature_psi.items():
+                feature.add_metric([version, name], value)
+            if m.score_psi is not None:
+                score.add_metric([version], m.score_psi)
+        last = GaugeMetricFamily(n.DRIFT_LAST_RUN_TIME, "Unix time of the last drift measurement")
+        last.add_metric([], self.job.last_run)
+        yield from (feature, score, events, last)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="forkcast-drift", description=__doc__.splitlines()[0])
+    parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/0", help="streams and feature store")
+    parser.add_argument("--reference-root", type=Path, required=True, help="one directory per model version")
+    parser.add_argument("--prefix", default=DEFAULT_PREFIX, help="feature-store key prefix")
+    parser.add_argument("--sample", type=int, default=5000, help="newest prediction events per measurement")
+    parser.add_argument("--min-events", type=int, default=200, help="no result for fewer events")
+    parser.add_argument("--every-s", type=float, default=60.0, help="measurement period")
+    parser.add_argument("--host", default="127.0.0.1", help="address /metrics binds to")
+    parser.add_argument("--port", type=int, default=9110, help="port of /metrics")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level="INFO", format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    job = DriftJob(
+        redis.Redis.from_url(args.redis_url),
+        args.reference_root,
+        sample_events=args.sample,
+        min_events=args.min_events,
+        prefix=args.prefix,
+    )
+    registry = CollectorRegistry()
+    registry.register(DriftCollector(job))
+    start_http_server(args.port, addr=args.host, registry=registry)
+    log.info(
+        "drift on %s against %s, /metrics on %s:%d", args.redis_url, args.reference_root, args.host, args.port
+    )
+    job.run(args.every_s)
+    return 0
