@@ -72,7 +72,10 @@ def load_config(path: Path = DEFAULT_CONFIG, root: Path | None = None) -> Platfo
 
 
 def port_free(port: int) -> bool:
+    """True when a server could listen on ``port``: SO_REUSEADDR as uvicorn, Redis and weed set it, so a port
+    whose last connections linger in TIME_WAIT (a component just killed) still counts as free."""
     with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind(("127.0.0.1", port))
         except OSError:

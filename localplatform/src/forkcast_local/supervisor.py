@@ -51,7 +51,12 @@ def _alive(record: dict[str, Any] | None) -> bool:
 
 
 def _pick_port(wanted: int, record: dict[str, Any] | None, taken: set[int]) -> int:
-    for port in (wanted, (record or {}).get("port")):
+    """The port a (re)started component gets: where it ran last time if platform.toml still asks for the same
+    port (so a fallback port survives a crash and its dependents need no restart), else the configured one, else
+    any free port."""
+    record = record or {}
+    order = (record.get("port"), wanted) if record.get("wanted") == wanted else (wanted, record.get("port"))
+    for port in order:
         if port and port not in taken and port_free(int(port)):
             return int(port)
     port = free_port()
@@ -100,6 +105,7 @@ def _start(
     log = config.log_file(component.name)
     pid, started = spawn(argv, {**os.environ, **env}, config.component_dir(component.name), log)
     record: dict[str, Any] = {"pid": pid, "start_time": started, "port": ctx.ports[component.name]}
+    record["wanted"] = config.ports[component.name]
     record["fingerprint"] = _fingerprint(argv, env)
     if component.name == "seaweed":
         record["seaweed_ports"] = ctx.seaweed_ports
@@ -122,6 +128,9 @@ def up(config: PlatformConfig, log: Log = print, only: set[str] | None = None) -
     """Start (or keep) every component in order; returns the context with the ports in use."""
     state = read_state(config)
     ensure_api_key(config)
+    for old in state["components"].values():
+        if not _alive(old):  # crashed: first clear what its process group left (children holding its port)
+            stop(int(old.get("pid", 0)), int(old.get("start_time", 0)), timeout_s=5)
     ctx = context(config, state)
     for component in COMPONENTS:
         if only is not None and component.name not in only:
@@ -139,8 +148,6 @@ def up(config: PlatformConfig, log: Log = print, only: set[str] | None = None) -
             _start(component, ctx, state, argv, env)
             log(f"{component.name:<10} restarted  {ctx.url(component.name)}  ({why})")
         else:
-            if record:  # crashed: clear leftovers of its process group (children of a dead parent)
-                stop(int(record["pid"]), int(record["start_time"]), timeout_s=5)
             _start(component, ctx, state, argv, env)
             pid = state["components"][component.name]["pid"]
             log(f"{component.name:<10} started    {ctx.url(component.name)}  pid {pid}")
@@ -160,7 +167,7 @@ def down(config: PlatformConfig, log: Log = print, only: set[str] | None = None)
         was_running = stop(int(record["pid"]), int(record["start_time"]))
         log(f"{name:<10} {'stopped' if was_running else 'was not running'} (pid {record['pid']})")
         # The port and seaweed's internal ports stay on record, so the next `up` reuses them.
-        records[name] = {k: v for k, v in record.items() if k in ("port", "seaweed_ports")} | {
+        records[name] = {k: v for k, v in record.items() if k in ("port", "wanted", "seaweed_ports")} | {
             "pid": 0,
             "start_time": 0,
             "fingerprint": "",
