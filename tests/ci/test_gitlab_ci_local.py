@@ -1,0 +1,278 @@
+"""The retraining path of `.gitlab-ci.yml` run for real by gitlab-ci-local 4.73.0 (issue 10 §6).
+
+Shell executor (`--force-shell-executor --shell-isolation`): the jobs run on this machine with the workspace's
+virtual environment first on PATH instead of in the retrain image. Tiny data, a real SeaweedFS (the registry) and a
+real MLflow server (sqlite, artifacts on the same S3), both on loopback ports and stopped by PID.
+
+What never runs here, and how it is kept out without editing the pipeline file: the push pipeline is only listed
+(`--list`, rules evaluated) because its build job needs kaniko and its lint/test jobs the python image; the retrain
+pipelines contain no image-only job (their rules select prep > ... > promote). Promote writes to a scratch bare
+repository through the pipeline's own `GITOPS_REPO_URL` variable, never to this repository.
+
+The pipeline runs in a scratch Git project holding only `.gitlab-ci.yml` (gitlab-ci-local writes its state next to
+the file it reads), with `--home` pointing at a scratch directory so no user-level variables leak in.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import boto3
+import pytest
+import yaml
+
+from forkcast_registry.testing import free_port, start_seaweed
+
+ROOT = Path(__file__).resolve().parents[2]
+VENV_BIN = Path(sys.executable).parent
+GCL = ["npx", "--yes", "gitlab-ci-local@4.73.0"]
+RETRAIN_JOBS = {"prep", "train", "evaluate", "gate", "publish", "promote-dev", "promote-prod"}
+RELEASE = "manifests/overlays/dev/model-release.yaml"
+
+
+def _git(repo: Path, *args: str) -> str:
+    out = subprocess.run(["git", *args], cwd=repo, capture_output=True, text=True, check=True)
+    return out.stdout.strip()
+
+
+@pytest.fixture(scope="module")
+def gcl() -> list[str]:
+    """The gitlab-ci-local command, fetched once through npx; skip when npm cannot deliver it."""
+    if shutil.which("npx") is None:
+        pytest.skip("npx not installed (node 20 is needed to run gitlab-ci-local)")
+    try:
+        probe = subprocess.run([*GCL, "--version"], capture_output=True, text=True, timeout=240)
+    except subprocess.TimeoutExpired:
+        pytest.skip("npx could not fetch gitlab-ci-local@4.73.0 within 240 s")
+    if probe.returncode != 0 or "4.73.0" not in probe.stdout:
+        pytest.skip(f"npx could not fetch gitlab-ci-local@4.73.0: {probe.stderr.strip()[-300:]}")
+    return GCL
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+    """SeaweedFS + MLflow on free loopback ports; returns the CI/CD variables the retrain jobs need."""
+    root = tmp_path_factory.mktemp("ci-stack")
+    seaweed = start_seaweed(root / "seaweed")
+    env = {**seaweed.env("forkcast-models"), "FORKCAST_MODEL_CACHE": str(root / "cache")}
+    server: subprocess.Popen[bytes] | None = None
+    log = (root / "mlflow.log").open("wb")
+    try:
+        s3 = boto3.client(
+            "s3",
+            endpoint_url=seaweed.endpoint_url,
+            aws_access_key_id=seaweed.access_key,
+            aws_secret_access_key=seaweed.secret_key,
+            region_name="us-east-1",
+        )
+        # Both buckets are infrastructure (created once by the platform), not something a pipeline creates.
+        for bucket in ("mlflow-artifacts", "forkcast-models"):
+            s3.create_bucket(Bucket=bucket)
+        port = free_port()
+        server = subprocess.Popen(
+            [
+                *(
+                    str(VENV_BIN / "mlflow"),
+                    "server",
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    str(port),
+                    "--workers",
+                    "1",
+                ),
+                *("--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}"),
+                *("--artifacts-destination", "s3://mlflow-artifacts/"),
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={
+                **os.environ,
+                **env,
+                "MLFLOW_S3_ENDPOINT_URL": seaweed.endpoint_url,
+                "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
+            },
+            cwd=root,
+        )
+        uri = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                with urllib.request.urlopen(f"{uri}/health", timeout=1):
+                    break
+            except OSError:
+                if server.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"mlflow server did not start; see {root / 'mlflow.log'}") from None
+                time.sleep(0.3)
+        yield {**env, "MLFLOW_TRACKING_URI": uri, "MLFLOW_S3_ENDPOINT_URL": seaweed.endpoint_url}
+    finally:
+        if server is not None:
+            server.terminate()
+            server.wait(timeout=30)
+        log.close()
+        seaweed.stop()
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A very small dataset (12 k training rows): the pipeline's speed, not the model's quality, is tested."""
+    out = tmp_path_factory.mktemp("ci-data") / "data"
+    subprocess.run(
+        [
+            *(str(VENV_BIN / "forkcast-data"), "generate", "--out", str(out), "--no-progress"),
+            *("--users", "500", "--restaurants", "1200", "--train-files", "3", "--test-files", "1"),
+            *("--rows-per-file", "4000", "--requests", "5"),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    return out
+
+
+@pytest.fixture(scope="module")
+def gitops(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A scratch bare repository holding a copy of this repository's manifests on `main` (promote's target)."""
+    root = tmp_path_factory.mktemp("gitops")
+    bare = root / "gitops.git"
+    _git(root, "init", "--quiet", "--bare", "--initial-branch=main", str(bare))
+    # promote-prod pushes with `-o merge_request.create`; a plain Git server must accept push options.
+    _git(bare, "config", "receive.advertisePushOptions", "true")
+    work = root / "seed"
+    _git(root, "init", "--quiet", "--initial-branch=main", str(work))
+    for tree in ("manifests", "rollouts"):
+        shutil.copytree(ROOT / tree, work / tree)
+    _git(work, "add", ".")
+    _git(work, "-c", "user.name=t", "-c", "user.email=t@t.invalid", "commit", "--quiet", "-m", "seed")
+    _git(work, "push", "--quiet", str(bare), "main")
+    return bare
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A scratch Git project holding this repository's `.gitlab-ci.yml`, so gitlab-ci-local writes nothing here."""
+    project = tmp_path_factory.mktemp("project")
+    shutil.copy(ROOT / ".gitlab-ci.yml", project / ".gitlab-ci.yml")
+    _git(project, "init", "--quiet", "--initial-branch=main")
+    _git(project, "remote", "add", "origin", "https://gitlab.example.invalid/forkcast/forkcast.git")
+    _git(project, "add", ".gitlab-ci.yml")
+    _git(project, "-c", "user.name=t", "-c", "user.email=t@t.invalid", "commit", "--quiet", "-m", "ci")
+    return project
+
+
+def _run(
+    gcl: list[str], project: Path, variables: dict[str, str], *extra: str
+) -> subprocess.CompletedProcess[str]:
+    home = project.parent / f"{project.name}-home"
+    home.mkdir(exist_ok=True)
+    # CI_PIPELINE_SOURCE and CI_DEFAULT_BRANCH are predefined: setting them is what this test means to do.
+    cmd = [
+        *gcl,
+        "--home",
+        str(home),
+        "--no-color",
+        "--ignore-predefined-vars",
+        "CI_PIPELINE_SOURCE,CI_DEFAULT_BRANCH",
+    ]
+    cmd += ["--force-shell-executor", "--shell-isolation"]
+    for key, value in variables.items():
+        cmd += ["--variable", f"{key}={value}"]
+    env = {**os.environ, "PATH": f"{VENV_BIN}{os.pathsep}{os.environ['PATH']}"}
+    # gitlab-ci-local takes only a relative --cwd: run it in the project instead.
+    return subprocess.run(
+        [*cmd, *extra], cwd=project, capture_output=True, text=True, env=env, timeout=240, check=False
+    )
+
+
+def _listed(result: subprocess.CompletedProcess[str]) -> set[str]:
+    """Job names in `--list-json` output whose rules select them for this pipeline (not `when: never`)."""
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    lines = result.stdout.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("["))
+    listing = json.loads("\n".join(lines[start:]))
+    return {job["name"] for job in listing if job["when"] != "never"}
+
+
+def test_push_runs_lint_test_build_and_no_retraining(gcl: list[str], project: Path) -> None:
+    jobs = _listed(_run(gcl, project, {"CI_PIPELINE_SOURCE": "push"}, "--list-json"))
+    assert {"lint", "test"} <= jobs and any(j.startswith("build") for j in jobs), jobs
+    assert not jobs & RETRAIN_JOBS, jobs
+
+
+def _pipeline(
+    gcl: list[str], project: Path, stack: dict[str, str], data: Path, gitops: Path, extra: dict[str, str]
+) -> tuple[subprocess.CompletedProcess[str], Path]:
+    variables = {
+        **stack,
+        **extra,
+        "FORKCAST_DATA_DIR": str(data),
+        "GITOPS_TOKEN": "unused-by-a-file-remote",
+        "GITOPS_REPO_URL": f"file://{gitops}",
+        "CI_DEFAULT_BRANCH": "main",
+    }
+    shutil.rmtree(project / ".gitlab-ci-local", ignore_errors=True)
+    result = _run(gcl, project, variables)
+    return result, project / ".gitlab-ci-local"
+
+
+def _ran(state: Path) -> set[str]:
+    """Jobs that gitlab-ci-local executed, from its per-job output logs."""
+    return {p.stem for p in (state / "output").glob("*.log")}
+
+
+def _release_changes(gitops: Path) -> list[str]:
+    return _git(gitops, "log", "--format=%s", "main", "--", RELEASE).splitlines()
+
+
+@pytest.mark.parametrize(
+    ("source", "alert"),
+    [
+        ("schedule", {}),
+        (
+            "trigger",
+            {"ALERT_NAME": "ForkcastOnlineAucLow", "ALERT_REASON": "online AUC 0.61 below 0.70 for 30m"},
+        ),
+    ],
+)
+def test_retraining_pipeline_promotes_into_the_gitops_repo(
+    gcl: list[str],
+    project: Path,
+    stack: dict[str, str],
+    data: Path,
+    gitops: Path,
+    source: str,
+    alert: dict[str, str],
+) -> None:
+    before = _release_changes(gitops)
+    result, state = _pipeline(gcl, project, stack, data, gitops, {"CI_PIPELINE_SOURCE": source, **alert})
+    assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-2000:]
+    assert _ran(state) == RETRAIN_JOBS, result.stdout[-3000:]
+    trigger = json.loads(next(state.glob("artifacts/prep/**/trigger.json")).read_text())
+    assert trigger["CI_PIPELINE_SOURCE"] == source
+    assert trigger["ALERT_NAME"] == alert.get("ALERT_NAME", "")
+    assert trigger["ALERT_REASON"] == alert.get("ALERT_REASON", "")
+    # promote-dev committed to main: one more commit on the dev release file, now naming the published version.
+    assert len(_release_changes(gitops)) == len(before) + 1
+    published = json.loads(next(state.glob("artifacts/publish/**/published.json")).read_text())
+    release = yaml.safe_load(_git(gitops, "show", f"main:{RELEASE}"))
+    assert published["version"] in json.dumps(release["data"])
+    # promote-prod pushed a branch for the merge request instead of touching main's prod overlay.
+    assert f"release/prod-{published['version']}" in _git(gitops, "branch", "--list", "release/*")
+
+
+def test_a_trigger_without_its_alert_variables_stops_at_prep(
+    gcl: list[str], project: Path, stack: dict[str, str], data: Path, gitops: Path
+) -> None:
+    before = _release_changes(gitops)
+    result, state = _pipeline(gcl, project, stack, data, gitops, {"CI_PIPELINE_SOURCE": "trigger"})
+    assert result.returncode != 0
+    assert "a triggered retraining needs ALERT_NAME" in result.stdout + result.stderr
+    assert _ran(state) == {"prep"}
+    assert _release_changes(gitops) == before
