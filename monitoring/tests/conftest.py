@@ -1,11 +1,16 @@
-"""Fixtures: a real redis-server (the feature store's test launcher) and fast settings for the online-AUC job."""
+"""Fixtures: a real redis-server (the feature store's test launcher), fast settings for the online-AUC job, and a
+local HTTP recorder standing in for GitLab's trigger API (there is no GitLab server here)."""
 
 from __future__ import annotations
 
 import shutil
 import sys
+import threading
+import urllib.parse
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -34,3 +39,23 @@ def settings(redis_server: LocalRedis) -> MonitoringSettings:
         auc_min_per_class=5,
         auc_compute_every_s=0.0,
     )
+
+
+@pytest.fixture
+def recorder() -> Iterator[tuple[str, list[tuple[str, dict[str, list[str]]]]]]:
+    calls: list[tuple[str, dict[str, list[str]]]] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers["Content-Length"])).decode()
+            calls.append((self.path, urllib.parse.parse_qs(body)))
+            self.send_response(201)
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}", calls
+    server.shutdown()

@@ -1,7 +1,7 @@
 """The alert receiver against a local HTTP recorder standing in for GitLab (there is no GitLab server here):
 Alertmanager-shaped webhooks in, exactly one trigger per incident out, with the variables the CI requires.
-Also checks the Alertmanager config with the real amtool. (Not yet: the run through real Prometheus and
-Alertmanager processes.)"""
+Also checks the Alertmanager config with the real amtool; the run through real Prometheus and Alertmanager
+processes is test_alert_path.py."""
 
 from __future__ import annotations
 
@@ -11,34 +11,12 @@ import subprocess
 import threading
 import urllib.parse
 import urllib.request
-from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from forkcast_monitoring.receiver import TriggerTarget, make_server
-
-
-@pytest.fixture
-def recorder() -> Iterator[tuple[str, list[tuple[str, dict[str, list[str]]]]]]:
-    calls: list[tuple[str, dict[str, list[str]]]] = []
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            body = self.rfile.read(int(self.headers["Content-Length"])).decode()
-            calls.append((self.path, urllib.parse.parse_qs(body)))
-            self.send_response(201)
-            self.end_headers()
-
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}", calls
-    server.shutdown()
 
 
 def post(url: str, alerts: list[dict[str, Any]]) -> None:

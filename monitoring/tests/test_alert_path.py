@@ -1,0 +1,115 @@
+"""End to end: a low online AUC scraped by a real Prometheus fires OnlineAucLow (the shipped rule, sped up),
+a real Alertmanager routes it (the shipped route, sped up) to the real alert receiver process, which triggers
+"GitLab" (a local HTTP recorder) exactly once, although Alertmanager re-sends the alert several times."""
+
+from __future__ import annotations
+
+import shutil
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import pytest
+from alert_stack import (
+    ALERTMANAGER_BIN,
+    PROMETHEUS_BIN,
+    free_port,
+    http_ok,
+    render_alertmanager,
+    render_prometheus,
+    start,
+    stop,
+    wait_for,
+)
+from prometheus_client import CollectorRegistry, Gauge, start_http_server
+
+from forkcast_contract import metric_names as n
+
+pytestmark = pytest.mark.skipif(
+    shutil.which(PROMETHEUS_BIN) is None or shutil.which(ALERTMANAGER_BIN) is None,
+    reason="needs the Debian packages prometheus and prometheus-alertmanager",
+)
+
+
+def receiver_metrics(port: int) -> str:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as resp:
+        return str(resp.read().decode())
+
+
+def test_low_auc_triggers_exactly_one_retrain(tmp_path: Path, recorder: tuple[str, list[Any]]) -> None:
+    gitlab, calls = recorder
+    registry = CollectorRegistry()
+    auc = Gauge(n.ONLINE_AUC, "test exporter", ["model_version"], registry=registry)
+    auc.labels("20261123T101500Z-0123abcd").set(0.61)
+    auc.labels("20261101T000000Z-89abcdef").set(0.80)  # a healthy version: must not be part of the trigger
+    exporter_port = free_port()
+    exporter, _thread = start_http_server(exporter_port, addr="127.0.0.1", registry=registry)
+    ports = {name: free_port() for name in ("prometheus", "alertmanager", "receiver")}
+    token = tmp_path / "token"
+    token.write_text("s3cret\n")
+    receiver_bin = str(Path(sys.executable).parent / "forkcast-alert-receiver")
+    prom_cfg = render_prometheus(
+        tmp_path,
+        {"online-auc": f"127.0.0.1:{exporter_port}"},
+        f"127.0.0.1:{ports['alertmanager']}",
+        for_s=2,
+    )
+    am_cfg = render_alertmanager(tmp_path, f"http://127.0.0.1:{ports['receiver']}/alerts")
+    procs = []
+    try:
+        procs.append(
+            start(
+                [
+                    receiver_bin,
+                    *(
+                        "--port",
+                        str(ports["receiver"]),
+                        "--gitlab-url",
+                        gitlab,
+                        "--project-id",
+                        "group/forkcast",
+                    ),
+                    *("--ref", "main", "--token-file", str(token)),
+                ],
+                tmp_path / "receiver.log",
+            )
+        )
+        procs.append(
+            start(
+                [
+                    ALERTMANAGER_BIN,
+                    *(f"--config.file={am_cfg}", f"--storage.path={tmp_path / 'am'}"),
+                    *(f"--web.listen-address=127.0.0.1:{ports['alertmanager']}", "--cluster.listen-address="),
+                ],
+                tmp_path / "alertmanager.log",
+            )
+        )
+        procs.append(
+            start(
+                [
+                    PROMETHEUS_BIN,
+                    *(f"--config.file={prom_cfg}", f"--storage.tsdb.path={tmp_path / 'tsdb'}"),
+                    f"--web.listen-address=127.0.0.1:{ports['prometheus']}",
+                ],
+                tmp_path / "prometheus.log",
+            )
+        )
+        wait_for(lambda: http_ok(f"http://127.0.0.1:{ports['receiver']}/metrics"), 20, "the receiver")
+        wait_for(lambda: len(calls) >= 1, 60, "the GitLab trigger")
+        # Alertmanager re-sends the firing group every repeat interval (2 s here): wait for two repeats.
+        wait_for(lambda: "duplicate" in receiver_metrics(ports["receiver"]), 30, "a repeated notification")
+        time.sleep(5)
+        metrics = receiver_metrics(ports["receiver"])
+    finally:
+        for proc in reversed(procs):
+            stop(proc)
+        exporter.shutdown()
+    assert len(calls) == 1, calls
+    path, form = calls[0]
+    assert path == "/api/v4/projects/group%2Fforkcast/trigger/pipeline"
+    assert form["token"] == ["s3cret"] and form["ref"] == ["main"]
+    assert form["variables[ALERT_NAME]"] == ["OnlineAucLow"]
+    assert "20261123T101500Z-0123abcd" in form["variables[ALERT_REASON]"][0]
+    assert 'forkcast_retrain_triggers_total{outcome="sent"} 1.0' in metrics
