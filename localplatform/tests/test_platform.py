@@ -15,13 +15,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import yaml
 
 from forkcast_local.config import PlatformConfig, free_port, load_config, read_state
 from forkcast_local.demo import DemoOptions, run_demo
 from forkcast_local.procs import group_members, is_ours, start_time, stop
 from forkcast_local.supervisor import context, down, status, up
 
-NAMES = ["redis", "seaweed", "mlflow", "inference", "gateway"]
+NAMES = ["redis", "seaweed", "mlflow", "inference", "gateway", "online_auc", "alertmanager", "prometheus"]
 
 
 def _config(tmp: Path, ports: dict[str, int]) -> PlatformConfig:
@@ -75,6 +76,16 @@ def test_up_is_healthy_and_serves_the_promoted_model_through_the_gateway(platfor
     assert headers["x-model-version"] in release
     assert isinstance(json.loads(body)["restaurants"], list)
     assert _recommend(platform, None)[0] == 401
+    # Prometheus scrapes the components running here (loopback targets), with the repository's rules.
+    prom = yaml.safe_load((platform.root / "prometheus" / "prometheus.yml").read_text())
+    targets = {c["job_name"]: c["static_configs"][0]["targets"] for c in prom["scrape_configs"]}
+    ports = {n: r["port"] for n, r in read_state(platform)["components"].items()}
+    assert targets == {
+        "gateway": [f"127.0.0.1:{ports['gateway']}"],
+        "inference": [f"127.0.0.1:{ports['inference']}"],
+        "online-auc": [f"127.0.0.1:{ports['online_auc']}"],
+    }
+    assert all(Path(f).is_file() or Path(f).parent.is_dir() for f in prom["rule_files"])
     # The user's repository got no commit: promotion went to the scratch repo only.
     log = subprocess.run(["git", "log", "--format=%s"], cwd=platform.gitops, capture_output=True, text=True)
     assert log.stdout.splitlines()[0].startswith("Release model ")

@@ -7,16 +7,17 @@ import os
 import sys
 from pathlib import Path
 
-from forkcast_local.components import COMPONENTS
 from forkcast_local.config import DEFAULT_CONFIG, load_config
 from forkcast_local.supervisor import down, status, up
+from forkcast_local.table import COMPONENTS
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="forkcast-local",
         description="Every real forkcast component on 127.0.0.1: Redis, SeaweedFS (S3), MLflow, inference, "
-        "gateway. Ports come from platform.toml; state, data and logs live under .local/.",
+        "gateway, online-AUC job, Alertmanager, Prometheus. Ports come from platform.toml; state, data and "
+        "logs live under .local/.",
     )
     parser.add_argument(
         "--config", type=Path, default=DEFAULT_CONFIG, help="ports file (default %(default)s)"
@@ -59,11 +60,11 @@ def main(argv: list[str] | None = None) -> int:
             down(config, only=set(args.components) or None)
         elif args.command == "status":
             ok = True
-            print(f"{'component':<10} {'url':<24} {'pid':>8}  health   ready")
+            print(f"{'component':<12} {'url':<24} {'pid':>8}  health   ready")
             for row in status(config):
                 health = "healthy" if row.healthy else ("unhealthy" if row.running else "stopped")
                 ready = "-" if row.ready is None else ("yes" if row.ready else "no")
-                print(f"{row.name:<10} {row.url:<24} {row.pid or '-':>8}  {health:<8} {ready}")
+                print(f"{row.name:<12} {row.url:<24} {row.pid or '-':>8}  {health:<8} {ready}")
                 ok = ok and row.healthy
             return 0 if ok else 1
         elif args.command == "logs":

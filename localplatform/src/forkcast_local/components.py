@@ -1,8 +1,8 @@
 """The component table of the local platform: how each real server is started, reached and probed.
 
 Each entry is one real component (no stand-ins) in dependency order; ``up`` starts them top to bottom and ``down``
-stops them bottom to top. A monitoring component (Prometheus, Alertmanager, the retrain-trigger receiver, the
-online-AUC and drift jobs) is one more entry here with its argv, environment and probe.
+stops them bottom to top. The monitoring components are entries of the same shape in ``observability.py``; the
+whole table, in order, is ``table.COMPONENTS``.
 """
 
 from __future__ import annotations
@@ -196,7 +196,7 @@ def _gateway_env(ctx: Context) -> dict[str, str]:
     }
 
 
-COMPONENTS: tuple[Component, ...] = (
+CORE_COMPONENTS: tuple[Component, ...] = (
     Component(
         "redis", _redis_argv, lambda ctx: {}, lambda ctx: redis_ok(ctx.ports["redis"]), startup_timeout_s=15
     ),
@@ -231,10 +231,3 @@ COMPONENTS: tuple[Component, ...] = (
 )
 
 SEAWEED_INTERNAL_FLAGS = tuple(flag for flag in SEAWEED_PORT_FLAGS if flag != "s3.port")
-
-
-def by_name(name: str) -> Component:
-    for component in COMPONENTS:
-        if component.name == name:
-            return component
-    raise KeyError(f"no component {name!r}; known: {', '.join(c.name for c in COMPONENTS)}")

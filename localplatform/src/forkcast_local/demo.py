@@ -128,7 +128,7 @@ def run_demo(config: PlatformConfig, opts: DemoOptions) -> int:
         run = _train(config, opts)
         metrics = json.loads((run / "metrics.json").read_text())
         print(f"    test ROC-AUC {metrics['roc_auc']:.4f}, accuracy {metrics['accuracy']:.4f}")
-    with stage("platform up (Redis, SeaweedFS S3, MLflow, inference, gateway)"):
+    with stage("platform up (Redis, S3, MLflow, inference, gateway, online AUC, Alertmanager, Prometheus)"):
         ctx = up(config, log=lambda line: print(f"    {line}"))
     with stage("gate + publish to S3 and MLflow"):
         published = _publish(config, ctx, run)
@@ -171,6 +171,9 @@ def _summary(
     print("\nWhere to look")
     print(f"  API docs          {ctx.url('gateway')}/docs   (key in {ctx.config.api_key_file})")
     print(f"  MLflow UI         {ctx.url('mlflow')}")
+    print(f"  Prometheus        {ctx.url('prometheus')}/alerts   (targets: {ctx.url('prometheus')}/targets)")
+    print(f"  Alertmanager      {ctx.url('alertmanager')}")
+    print(f"  online AUC        {ctx.url('online_auc')}/metrics")
     print(f"  inference         {ctx.url('inference')}/version, /metrics")
     print(f"  release commit    git -C {ctx.config.gitops} log -1")
     print("  platform          forkcast-local status | logs [component] | down")

@@ -17,10 +17,11 @@ from functools import partial
 from typing import Any
 
 from forkcast_gateway.auth import hash_key
-from forkcast_local.components import COMPONENTS, SEAWEED_INTERNAL_FLAGS, Component, Context
+from forkcast_local.components import SEAWEED_INTERNAL_FLAGS, Component, Context
 from forkcast_local.config import PlatformConfig, free_port, local_secret, port_free, read_state, write_state
 from forkcast_local.health import wait_until
 from forkcast_local.procs import is_ours, spawn, stop
+from forkcast_local.table import COMPONENTS
 
 DEMO_KEY_ID = "local-demo"
 Log = Callable[[str], None]
@@ -141,16 +142,16 @@ def up(config: PlatformConfig, log: Log = print, only: set[str] | None = None) -
             same = record["fingerprint"] == _fingerprint(argv, env)
             pid, started = int(record["pid"]), int(record["start_time"])
             if same and wait_until(partial(component.health, ctx), 10, partial(is_ours, pid, started)):
-                log(f"{component.name:<10} running    {ctx.url(component.name)}  pid {record['pid']}")
+                log(f"{component.name:<12} running    {ctx.url(component.name)}  pid {record['pid']}")
                 continue
             why = "changed" if not same else "unhealthy"
             stop(int(record["pid"]), int(record["start_time"]))
             _start(component, ctx, state, argv, env)
-            log(f"{component.name:<10} restarted  {ctx.url(component.name)}  ({why})")
+            log(f"{component.name:<12} restarted  {ctx.url(component.name)}  ({why})")
         else:
             _start(component, ctx, state, argv, env)
             pid = state["components"][component.name]["pid"]
-            log(f"{component.name:<10} started    {ctx.url(component.name)}  pid {pid}")
+            log(f"{component.name:<12} started    {ctx.url(component.name)}  pid {pid}")
     return ctx
 
 
@@ -165,7 +166,7 @@ def down(config: PlatformConfig, log: Log = print, only: set[str] | None = None)
             continue
         record = records[name]
         was_running = stop(int(record["pid"]), int(record["start_time"]))
-        log(f"{name:<10} {'stopped' if was_running else 'was not running'} (pid {record['pid']})")
+        log(f"{name:<12} {'stopped' if was_running else 'was not running'} (pid {record['pid']})")
         # The port and seaweed's internal ports stay on record, so the next `up` reuses them.
         records[name] = {k: v for k, v in record.items() if k in ("port", "wanted", "seaweed_ports")} | {
             "pid": 0,
