@@ -5,19 +5,29 @@ retries on errors only, resource requests, GPU optional).
 
 from __future__ import annotations
 
+import http.server
 import itertools
 import json
 import shlex
 import subprocess
 import sys
+import threading
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 import yaml
 
 from forkcast_retrain.steps import DATA, RECIPE, RUN, STEPS, step
-from forkcast_retrain.workflow import TEMPLATE_NAME, cron_workflow, main, rendered_files, workflow_template
+from forkcast_retrain.workflow import (
+    TEMPLATE_NAME,
+    cron_workflow,
+    main,
+    rendered_files,
+    submit,
+    workflow,
+    workflow_template,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 SHARED_VALIDATOR = ROOT.parent / "shared" / "tools" / "validate-manifests"
@@ -116,3 +126,52 @@ def test_a_step_without_a_value_for_its_placeholder_is_refused() -> None:
         step("train").argv({RUN: "/run"})
     with pytest.raises(KeyError, match="steps: prep"):
         step("deploy")
+
+
+class _Recorder(http.server.BaseHTTPRequestHandler):
+    """A stand-in for the Kubernetes API server: records the request, answers what the API answers on create."""
+
+    calls: ClassVar[list[tuple[str, str, dict[str, Any]]]] = []
+
+    def do_POST(self) -> None:
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        type(self).calls.append((self.command, self.path, body))
+        answer = json.dumps(
+            {**body, "metadata": {**body["metadata"], "name": "forkcast-retrain-x7k2p"}}
+        ).encode()
+        self.send_response(201)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(answer)))
+        self.end_headers()
+        self.wfile.write(answer)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+def test_submit_creates_a_workflow_from_the_template_through_the_kubernetes_api() -> None:
+    kubernetes = pytest.importorskip("kubernetes", reason="the `workflows` extra of forkcast-retrain")
+    server = http.server.HTTPServer(("127.0.0.1", 0), _Recorder)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        conf = kubernetes.client.Configuration()
+        conf.host = f"http://127.0.0.1:{server.server_address[1]}"
+        name = submit(kubernetes.client.ApiClient(conf), "ml", {"gpus": "1", "recipe": "default"})
+    finally:
+        server.shutdown()
+        thread.join(timeout=5)
+    assert name == "forkcast-retrain-x7k2p"
+    ((method, path, body),) = _Recorder.calls
+    assert (method, path) == ("POST", "/apis/argoproj.io/v1alpha1/namespaces/ml/workflows")
+    assert body["kind"] == "Workflow" and body["metadata"]["generateName"] == f"{TEMPLATE_NAME}-"
+    assert body["spec"]["workflowTemplateRef"] == {"name": TEMPLATE_NAME}
+    assert body["spec"]["arguments"]["parameters"] == [
+        {"name": "gpus", "value": "1"},
+        {"name": "recipe", "value": "default"},
+    ]
+
+
+def test_submit_refuses_a_parameter_the_template_does_not_have() -> None:
+    with pytest.raises(ValueError, match="unknown workflow parameter"):
+        workflow({"gpu": "1"})

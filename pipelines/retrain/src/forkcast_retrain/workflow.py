@@ -9,13 +9,15 @@ as a pod with its own requests (training optionally on a GPU), retries infrastru
 directory between steps as an S3 artifact (the artifact repository configured in the cluster, see
 `ARTIFACT_REPOSITORY`), so steps may land on different nodes.
 
-Run ``python -m forkcast_retrain.workflow render workflows`` to regenerate the files.
+Run ``python -m forkcast_retrain.workflow render workflows`` to regenerate the files, and
+``python -m forkcast_retrain.workflow submit --param gpus=1`` to start a run on the cluster.
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -175,12 +177,80 @@ def rendered_files() -> dict[str, str]:
     return {f"{str(d['kind']).lower()}.yaml": render(d) for d in (workflow_template(), cron_workflow())}
 
 
+def workflow(parameters: dict[str, str]) -> dict[str, Any]:
+    """A Workflow that runs the WorkflowTemplate with ``parameters`` overriding its defaults."""
+    known = {p["name"] for p in workflow_template()["spec"]["arguments"]["parameters"]}
+    unknown = sorted(set(parameters) - known)
+    if unknown:
+        raise ValueError(
+            f"unknown workflow parameter(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}"
+        )
+    return {
+        "apiVersion": "argoproj.io/v1alpha1",
+        "kind": "Workflow",
+        "metadata": {
+            "generateName": f"{TEMPLATE_NAME}-",
+            "labels": {"app.kubernetes.io/part-of": "forkcast"},
+        },
+        "spec": {
+            "workflowTemplateRef": {"name": TEMPLATE_NAME},
+            "arguments": {"parameters": [{"name": k, "value": v} for k, v in sorted(parameters.items())]},
+        },
+    }
+
+
+def submit(api_client: Any, namespace: str, parameters: dict[str, str]) -> str:
+    """Create the Workflow through the Kubernetes API (Argo's controller picks it up); returns its name."""
+    from kubernetes import client  # optional extra `workflows`: only submitting needs it
+
+    api = client.CustomObjectsApi(api_client)
+    created = api.create_namespaced_custom_object(
+        "argoproj.io", "v1alpha1", namespace, "workflows", workflow(parameters)
+    )
+    if not isinstance(created, dict):
+        raise RuntimeError(f"the API answered {type(created).__name__}, not the created object")
+    return str(created["metadata"]["name"])
+
+
+def _api_client(kubeconfig: Path | None) -> Any:
+    """The API client of the kubeconfig (or in-cluster service account when running in a pod)."""
+    from kubernetes import client, config
+
+    if kubeconfig is None and config.incluster_config.SERVICE_HOST_ENV_NAME in os.environ:
+        config.load_incluster_config()  # type: ignore[no-untyped-call]  # kubernetes ships these untyped
+    else:
+        config.load_kube_config(config_file=str(kubeconfig) if kubeconfig else None)  # type: ignore[no-untyped-call]
+    return client.ApiClient()
+
+
+def _param(text: str) -> tuple[str, str]:
+    name, sep, value = text.partition("=")
+    if not sep or not name:
+        raise argparse.ArgumentTypeError(f"expected NAME=VALUE, got {text!r}")
+    return name, value
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m forkcast_retrain.workflow", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("render", help="write the WorkflowTemplate and CronWorkflow YAML into a directory")
     p.add_argument("out", type=Path, help="directory (workflows/ in this repository)")
+    p = sub.add_parser(
+        "submit", help="run the WorkflowTemplate on the cluster (a Workflow via the Kubernetes API)"
+    )
+    p.add_argument("--namespace", default="forkcast", help="namespace holding the WorkflowTemplate")
+    p.add_argument(
+        "--param", type=_param, action="append", default=[], help="NAME=VALUE (image, recipe, gpus...)"
+    )
+    p.add_argument("--kubeconfig", type=Path, help="kubeconfig file (default: ~/.kube/config or in-cluster)")
     args = parser.parse_args(argv)
+    if args.command == "submit":
+        try:
+            name = submit(_api_client(args.kubeconfig), args.namespace, dict(args.param))
+        except ValueError as exc:
+            parser.error(str(exc))
+        print(f"submitted workflow {args.namespace}/{name}")
+        return 0
     args.out.mkdir(parents=True, exist_ok=True)
     for name, text in rendered_files().items():
         (args.out / name).write_text(text)
