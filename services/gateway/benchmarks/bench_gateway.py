@@ -3,8 +3,10 @@
 Starts its own redis-server (loaded by `forkcast-features load`), one `forkcast-inference` and one
 `forkcast-gateway` (auth, rate limit, metrics and access log on), then for each target (inference direct =
 baseline, gateway) runs a closed loop at --concurrency for --seconds with the dataset's real requests
-(1,000 candidates each) and prints throughput, p50/p95, the gateway's added p50 and its CPU µs per request; last,
-the time to a 503 with a dead upstream. Everything runs on the same cores: read the ratios, not the absolutes.
+(1,000 candidates each) and prints throughput, p50/p95, the gateway's added p50 and its CPU µs per request; then
+an open loop through the gateway at --rate req/s for --open-seconds (latency from the *scheduled* send time, the
+inference benchmark's own generator, imported from services/inference/benchmarks/bench_serve.py); last, the time
+to a 503 with a dead upstream. Everything runs on the same cores: read the ratios, not the absolutes.
 
     python services/gateway/benchmarks/bench_gateway.py --data data/small --model-dir DIR
 """
@@ -31,6 +33,10 @@ import polars as pl
 from forkcast_features.localredis import LocalRedis
 from forkcast_gateway.auth import hash_key
 
+# The open-loop generator is the inference benchmark's (same schedule, same latency definition), not a copy.
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "inference" / "benchmarks"))
+from bench_serve import open_loop
+
 BIN = Path(sys.executable).parent
 KEY = "bench-key"
 
@@ -46,12 +52,12 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def start(cmd: str, env: dict[str, str], port: int) -> subprocess.Popen[bytes]:
+def start(cmd: str, env: dict[str, str], port: int, probe: str = "/readyz") -> subprocess.Popen[bytes]:
     proc = subprocess.Popen([str(BIN / cmd)], env={**os.environ, **env}, stdout=subprocess.DEVNULL)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1):
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}{probe}", timeout=1):
                 return proc
         except OSError:
             time.sleep(0.2)
@@ -91,12 +97,28 @@ async def closed_loop(url: str, reqs: list[tuple[str, bytes]], conc: int, second
     }
 
 
+def raw_requests(reqs: list[tuple[str, bytes]]) -> list[bytes]:
+    """Whole HTTP/1.1 requests with the API key, as bench_serve's open loop sends them."""
+    return [
+        (
+            f"POST /recommend/{user} HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\n"
+            f"X-API-Key: {KEY}\r\nContent-Length: {len(body)}\r\n\r\n"
+        ).encode()
+        + body
+        for user, body in reqs
+    ]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", type=Path, required=True, help="dataset dir (requests.parquet, features)")
     ap.add_argument("--model-dir", type=Path, required=True, help="a model version's files (serving form)")
     ap.add_argument("--concurrency", type=int, default=8, help="closed-loop connections")
     ap.add_argument("--seconds", type=float, default=10.0, help="duration of each closed loop")
+    ap.add_argument("--rate", type=float, default=30.0, help="open-loop rate through the gateway, req/s")
+    ap.add_argument(
+        "--open-seconds", type=float, default=60.0, help="open-loop duration (0: leave the open loop out)"
+    )
     args = ap.parse_args()
     df = pl.read_parquet(args.data / "requests.parquet").head(2000)
     reqs = []
@@ -112,11 +134,12 @@ def main() -> None:
         keys = Path(tmp) / "keys"
         keys.write_text(f"bench:{hash_key(KEY)}\n")
         ip, gp = free_port(), free_port()
-        inf = start("forkcast-inference", {**env, "FORKCAST_PORT": str(ip), "FORKCAST_MODEL_DIR": str(args.model_dir),
+        model_dir = str(args.model_dir.resolve())  # the service resolves it as a file URI: must be absolute
+        inf = start("forkcast-inference", {**env, "FORKCAST_PORT": str(ip), "FORKCAST_MODEL_DIR": model_dir,
                                            "FORKCAST_LOG_LEVEL": "WARNING"}, ip)  # fmt: skip
         gw_env = {**env, "FORKCAST_PORT": str(gp), "FORKCAST_UPSTREAMS": f"http://127.0.0.1:{ip}",
                   "FORKCAST_API_KEYS_FILE": str(keys), "FORKCAST_RATE_PER_S": "100000",
-                  "FORKCAST_RATE_BURST": "100000", "FORKCAST_LOG_LEVEL": "WARNING"}  # fmt: skip
+                  "FORKCAST_RATE_BURST": "100000", "FORKCAST_LOG_LEVEL": "INFO"}  # fmt: skip
         gw = start("forkcast-gateway", gw_env, gp)
         try:
             out: dict[str, object] = {"date": time.strftime("%Y-%m-%d"), "requests": len(reqs)}
@@ -136,13 +159,20 @@ def main() -> None:
                 "added_p50_ms_concurrency_1": single_via["p50_ms"] - single_direct["p50_ms"],
                 "concurrency_1": {"direct": single_direct, "gateway": single_via},
             }
+            if args.open_seconds > 0:
+                c0 = cpu_seconds(gw.pid)
+                opened = asyncio.run(open_loop([gp], raw_requests(reqs), args.rate, args.open_seconds))
+                opened["gateway_cpu_us_per_request"] = (
+                    (cpu_seconds(gw.pid) - c0) / (opened["requests"] or 1) * 1e6
+                )
+                out["open_loop_through_gateway"] = opened
         finally:
             gw.terminate()
             gw.wait(10)
         # Dead upstream: the inference process is stopped; each request must be a 503 fast.
         inf.terminate()
         inf.wait(10)
-        gw = start("forkcast-gateway", gw_env, gp)
+        gw = start("forkcast-gateway", gw_env, gp, probe="/healthz")  # not ready: its upstream is dead
         try:
             times = []
             for user, body in reqs[:50]:

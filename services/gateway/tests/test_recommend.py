@@ -140,3 +140,27 @@ def test_unknown_route_and_docs(gateway: str) -> None:
     assert body["properties"]["candidate_restaurant_ids"]["maxItems"] == 2000
     assert body["properties"]["latitude"]["maximum"] == 90
     assert requests.get(f"{gateway}/docs", timeout=5).status_code == 200
+
+
+def test_fast_path_and_fastapi_route_answer_alike(
+    make_gateway: Callable[..., Edge], inference_url: str
+) -> None:
+    """The Edge serves POST /recommend/<id> itself; the documented FastAPI route (used without it) must agree."""
+    plain = make_gateway(upstreams=inference_url)
+    plain.recommend = None  # every request goes through FastAPI's router
+    cases: list[tuple[str, Any]] = [
+        ("u00001", GOOD),
+        ("x12", GOOD),
+        ("u1", {**GOOD, "size": 0}),
+        ("u1", b'{"candidate_restaurant_ids": [1,'),
+        ("999999999", GOOD),
+    ]
+    with serve(make_gateway(upstreams=inference_url)) as fast, serve(plain) as slow:
+        for user, body in cases:
+            a, b = post(fast, user, body), post(slow, user, body)
+            assert (a.status_code, a.json()) == (b.status_code, b.json()), (user, a.text, b.text)
+            assert a.headers["content-type"] == b.headers["content-type"] == "application/json"
+            assert a.headers["x-request-id"] and b.headers["x-request-id"]
+        assert requests.get(f"{fast}/recommend/u1", headers={"x-api-key": KEY}, timeout=5).status_code == 405
+        assert post(fast, "u1/extra", GOOD).status_code == 404
+        assert post(fast, "", GOOD).status_code == 404

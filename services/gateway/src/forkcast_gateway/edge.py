@@ -19,6 +19,7 @@ from forkcast_contract.api import REQUEST_ID_MAX_LEN
 from forkcast_gateway.auth import KeyStore
 from forkcast_gateway.metrics import Metrics
 from forkcast_gateway.ratelimit import RateLimiter
+from forkcast_gateway.recommend import RecommendRoute
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -67,9 +68,13 @@ class Edge:
         limiter: RateLimiter,
         max_body_bytes: int,
         log_requests: bool,
+        recommend: RecommendRoute | None = None,
     ) -> None:
         self.app, self.metrics, self.keys, self.limiter = app, metrics, keys, limiter
-        self.max_body_bytes, self.log_requests = max_body_bytes, log_requests
+        self.max_body_bytes, self.log_requests, self.recommend = max_body_bytes, log_requests, recommend
+        # (route, method, status class) → its labelled counter and histogram children. `labels()` costs a lock,
+        # a tuple and two dict lookups per call; the key set is bounded (route templates × methods × 5).
+        self._red: dict[tuple[str, str, int], tuple[Any, Any]] = {}
         self._rid_prefix = f"gw-{os.getpid():x}-{os.urandom(3).hex()}-"
         self._rid_counter = 0
 
@@ -107,20 +112,31 @@ class Edge:
                 await _respond(send, status, detail, [*extra, rid_header])
             else:
                 key_id = refusal
-                await self.app(scope, receive, send_with_id)
+                user = None if self.recommend is None else self.recommend.user_of(scope)
+                if user is not None:
+                    await self.recommend.asgi(scope, receive, send_with_id, user)  # type: ignore[union-attr]
+                else:
+                    await self.app(scope, receive, send_with_id)
         finally:
             elapsed = time.perf_counter() - t0
-            cls = f"{status // 100}xx"
-            m = self.metrics
-            m.requests.labels(route, scope["method"], cls).inc()
-            m.duration.labels(route, cls).observe(elapsed)
-            if self.log_requests:
+            method = scope["method"]
+            red = self._red.get((route, method, status // 100))
+            if red is None:
+                cls = f"{status // 100}xx"
+                red = self._red[(route, method, status // 100)] = (
+                    self.metrics.requests.labels(route, method, cls),
+                    self.metrics.duration.labels(route, cls),
+                )
+            red[0].inc()
+            red[1].observe(elapsed)
+            # The level check first: json.dumps ran for every request even when the logger dropped the line.
+            if self.log_requests and access_log.isEnabledFor(logging.INFO):
                 access_log.info(
                     json.dumps(
                         {
                             "ts": round(time.time(), 3),
                             "request_id": rid,
-                            "method": scope["method"],
+                            "method": method,
                             "route": route,
                             "status": status,
                             "ms": round(elapsed * 1000, 3),

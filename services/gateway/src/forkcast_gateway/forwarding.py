@@ -21,15 +21,16 @@ from forkcast_gateway.breaker import CircuitBreaker
 from forkcast_gateway.metrics import Metrics
 from forkcast_gateway.upstreams import Endpoint, Upstreams
 
-PASSED_HEADERS = (HEADER_MODEL_VERSION, HEADER_FEATURE_VERSION, "retry-after")
+PASSED_HEADERS = tuple((h, h.encode()) for h in (HEADER_MODEL_VERSION, HEADER_FEATURE_VERSION, "retry-after"))
 _JSON_TYPE = {"content-type": "application/json"}
+_JSON_HEADER = (b"content-type", b"application/json")
 
 
 @dataclass(frozen=True)
 class Reply:
     status: int
     body: bytes
-    headers: dict[str, str]
+    headers: list[tuple[bytes, bytes]]  # as ASGI sends them: no re-encoding per request on the way out
 
 
 class Unavailable(Exception):  # noqa: N818 — names the 503 it becomes
@@ -76,7 +77,7 @@ class Forwarder:
             await self.session.close()
 
     def _track(self, breaker: CircuitBreaker, endpoint: Endpoint) -> None:
-        self.metrics.circuit_state.labels(endpoint.base).set(int(breaker.state))
+        self.metrics.labelled(self.metrics.circuit_state, endpoint.base).set(int(breaker.state))
 
     async def recommend(self, user_text: str, body: bytes, request_id: str) -> Reply:
         if self.in_flight >= self.max_in_flight:
@@ -111,7 +112,11 @@ class Forwarder:
                 ) as resp:
                     payload = await resp.read()
                     status = resp.status
-                    passed = {k: v for k in PASSED_HEADERS if (v := resp.headers.get(k)) is not None}
+                    passed = [
+                        (raw, v.encode())
+                        for k, raw in PASSED_HEADERS
+                        if (v := resp.headers.get(k)) is not None
+                    ]
             except _CONNECT_ERRORS as exc:
                 self._failed(endpoint, "connect_error", t0)
                 last = f"upstream {endpoint.group} unreachable: {type(exc).__name__}"
@@ -123,7 +128,9 @@ class Forwarder:
                 self._failed(endpoint, "protocol_error", t0)
                 raise Unavailable(f"upstream {endpoint.group} failed: {type(exc).__name__}") from None
             outcome = "ok" if status < 500 else "error"
-            self.metrics.upstream.labels(endpoint.group, outcome).observe(time.perf_counter() - t0)
+            self.metrics.labelled(self.metrics.upstream, endpoint.group, outcome).observe(
+                time.perf_counter() - t0
+            )
             if status >= 500:
                 # The upstream answered but cannot serve (Redis down, not ready): its failure, breaker counts it.
                 breaker.failure()
@@ -131,7 +138,7 @@ class Forwarder:
             else:
                 breaker.success()
             self._track(breaker, endpoint)
-            passed["content-type"] = "application/json"
+            passed.append(_JSON_HEADER)
             return Reply(status, payload, passed)
         if tries == 0:
             self.metrics.circuit_open.inc()

@@ -5,6 +5,8 @@ Labels are bounded: the route template (never the raw path), the status class, t
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from forkcast_contract import metric_names as n
@@ -15,6 +17,7 @@ _BUCKETS = (0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015, 0.025, 0.05, 0.1, 0
 
 class Metrics:
     def __init__(self) -> None:
+        self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
         r = self.registry = CollectorRegistry()
         self.requests = Counter(
             n.GATEWAY_REQUESTS_TOTAL, "Requests by route, method and status class.",
@@ -65,3 +68,12 @@ class Metrics:
             ["outcome"],
             registry=r,
         )
+
+    def labelled(self, metric: Any, *values: str) -> Any:
+        """``metric.labels(*values)``, cached: ``labels()`` takes a lock and builds a tuple on every call, and the
+        forwarding path labels two metrics per request (label sets are bounded, see the module docstring)."""
+        key = (id(metric), values)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*values)
+        return child
