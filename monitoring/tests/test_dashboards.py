@@ -18,6 +18,8 @@ from forkcast_contract import metric_names
 from forkcast_monitoring import dashboards
 
 COMMITTED = Path(__file__).parents[1] / "dashboards"
+# The copy kustomize turns into the Grafana sidecar's ConfigMap (it reads files only under its own folder).
+PROVISIONED = Path(__file__).parents[2] / "manifests" / "base" / "dashboards"
 
 
 def load(name: str) -> dict[str, Any]:
@@ -34,15 +36,25 @@ def exprs(board: dict[str, Any]) -> list[str]:
     return [t["expr"] for p in panels(board) for t in p.get("targets", [])]
 
 
+@pytest.mark.parametrize("folder", [COMMITTED, PROVISIONED], ids=["monitoring", "manifests"])
 @pytest.mark.parametrize("name", sorted(dashboards.DASHBOARDS))
-def test_committed_json_is_what_the_generator_writes(name: str) -> None:
-    assert (COMMITTED / name).read_text() == dashboards.render(name), (
+def test_committed_json_is_what_the_generator_writes(name: str, folder: Path) -> None:
+    assert (folder / name).read_bytes() == dashboards.render(name).encode(), (
         "regenerate: python -m forkcast_monitoring.dashboards --out monitoring/dashboards/"
+        " --out manifests/base/dashboards/"
     )
 
 
-def test_every_committed_dashboard_is_generated() -> None:
-    assert {p.name for p in COMMITTED.glob("*.json")} == set(dashboards.DASHBOARDS)
+@pytest.mark.parametrize("folder", [COMMITTED, PROVISIONED], ids=["monitoring", "manifests"])
+def test_every_committed_dashboard_is_generated(folder: Path) -> None:
+    assert {p.name for p in folder.glob("*.json")} == set(dashboards.DASHBOARDS)
+
+
+def test_the_configmap_carries_every_dashboard_for_the_grafana_sidecar() -> None:
+    doc = yaml.safe_load((PROVISIONED / "kustomization.yaml").read_text())
+    assert doc["generatorOptions"]["labels"] == {"grafana_dashboard": "1"}
+    (generator,) = doc["configMapGenerator"]
+    assert sorted(generator["files"]) == sorted(dashboards.DASHBOARDS)
 
 
 @pytest.mark.parametrize("name", sorted(dashboards.DASHBOARDS))

@@ -264,12 +264,20 @@ def render(name: str) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Write the forkcast Grafana dashboards as JSON.")
-    parser.add_argument("--out", type=Path, required=True, help="directory for the <uid>.json files")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        action="append",
+        required=True,
+        help="directory for the <uid>.json files; repeat it to write several (the repository keeps them in "
+        "monitoring/dashboards/ and, for the kustomize ConfigMap, manifests/base/dashboards/)",
+    )
     args = parser.parse_args(argv)
-    args.out.mkdir(parents=True, exist_ok=True)
-    for name in DASHBOARDS:
-        (args.out / name).write_text(render(name))
-        print(args.out / name)
+    for out in args.out:
+        out.mkdir(parents=True, exist_ok=True)
+        for name in DASHBOARDS:
+            (out / name).write_text(render(name))
+            print(out / name)
 
 
 if __name__ == "__main__":
