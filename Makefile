@@ -14,7 +14,7 @@ export OPENBLAS_NUM_THREADS ?= 1
 DATA ?= data
 PACKAGES = $(wildcard */src */*/src)
 
-.PHONY: help setup system-packages demo test lint format typecheck pytest full-data bench-data bench-features bench-train bench-serve bench-gateway bench-monitoring manifests-check
+.PHONY: help setup system-packages demo test lint format typecheck pytest full-data bench-data bench-features bench-train bench-serve bench-gateway bench-monitoring manifests-check workflows
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -85,3 +85,6 @@ bench-gateway: full-data system-packages $(BENCH_MODEL)/probe.npz ## gateway + i
 
 bench-monitoring: setup system-packages ## online-AUC job: CPU per prediction and memory at 2,000 predictions/s vs a naive join
 	$(BIN)/python -m forkcast_monitoring.bench --predictions 20000
+
+workflows: setup ## regenerate the Argo WorkflowTemplate + CronWorkflow from the retrain step definitions
+	$(BIN)/python -m forkcast_retrain.workflow render workflows
