@@ -194,7 +194,7 @@ OVERVIEW: tuple[RowSpec, ...] = (
                 "short",
                 (
                     Query(
-                        f"sum by (outcome) (increase({m.RETRAIN_TRIGGERS_TOTAL}_total[1h]))",
+                        f"sum by (outcome) (increase({m.RETRAIN_TRIGGERS_TOTAL}[1h]))",
                         "{{outcome}}",
                     ),
                 ),

@@ -1,0 +1,189 @@
+"""PNG previews of the dashboards from a real Prometheus: ``python -m forkcast_monitoring.render_png --out DIR``.
+
+Why a real Prometheus: the previews then run exactly the PromQL the committed dashboard JSON holds (query_range,
+the same evaluation Grafana asks for), so a panel whose query is wrong shows up empty here too. The series come from
+prometheus-client registries carrying the contract's metric names and the services' label names, driven through two
+hours of simulated traffic (a stable and, after the first hour, a canary inference version; feature drift injected
+late), exposed as OpenMetrics with timestamps and backfilled with ``promtool tsdb create-blocks-from openmetrics``
+into a temporary data directory before Prometheus starts on a free 127.0.0.1 port. It is stopped by its PID.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+import urllib.parse
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only, no display
+import matplotlib.pyplot as plt
+from matplotlib.axes import Axes
+
+from forkcast_monitoring.dashboard_data import STEP_S, simulate
+from forkcast_monitoring.dashboards import DASHBOARDS, render
+
+HOURS = 2.0
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def backfill(openmetrics: str, data_dir: Path, work: Path) -> None:
+    """Write the OpenMetrics text into TSDB blocks under ``data_dir`` (what Prometheus then serves)."""
+    source = work / "series.om.txt"
+    source.write_text(openmetrics)
+    subprocess.run(
+        ["promtool", "tsdb", "create-blocks-from", "openmetrics", str(source), str(data_dir)],
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
+
+
+@contextmanager
+def prometheus(data_dir: Path, work: Path) -> Iterator[str]:
+    """A Prometheus serving ``data_dir`` on a free loopback port; yields its URL, stops it by PID."""
+    config = work / "prometheus.yml"
+    config.write_text("global:\n  scrape_interval: 1m\n")
+    port = free_port()
+    with (work / "prometheus.log").open("wb") as log:
+        proc = subprocess.Popen(
+            [
+                "prometheus",
+                f"--config.file={config}",
+                f"--storage.tsdb.path={data_dir}",
+                "--storage.tsdb.retention.time=30d",
+                f"--web.listen-address=127.0.0.1:{port}",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while not ready(url):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(
+                    f"prometheus did not start: {(work / 'prometheus.log').read_text()[-2000:]}"
+                )
+            time.sleep(0.3)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+
+
+def ready(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(f"{url}/-/ready", timeout=2) as resp:
+            return bool(resp.status == 200)
+    except OSError:
+        return False
+
+
+def query_range(url: str, expr: str, start: float, end: float, step_s: float) -> list[dict[str, Any]]:
+    params = urllib.parse.urlencode({"query": expr, "start": start, "end": end, "step": step_s})
+    with urllib.request.urlopen(f"{url}/api/v1/query_range?{params}", timeout=30) as resp:
+        body = json.loads(resp.read())
+    if body["status"] != "success":
+        raise RuntimeError(f"{expr}: {body}")
+    return list(body["data"]["result"])
+
+
+def legend(template: str, labels: dict[str, str]) -> str:
+    """Grafana's legendFormat: ``{{label}}`` replaced by the series' label value."""
+    return re.sub(r"\{\{\s*(\w+)\s*\}\}", lambda m: labels.get(m.group(1), ""), template) or str(labels)
+
+
+def draw(ax: Axes, panel: dict[str, Any], url: str, start: float, end: float) -> int:
+    """Plot every target of one panel on ``ax``; returns the number of series drawn."""
+    drawn = 0
+    for target in panel["targets"]:
+        for series in query_range(url, target["expr"], start, end, STEP_S):
+            xs = [(float(t) - end) / 60 for t, _ in series["values"]]
+            ys = [float(v) for _, v in series["values"]]
+            ax.plot(xs, ys, label=legend(target["legendFormat"], series["metric"]), linewidth=1.4)
+            drawn += 1
+    unit = panel["fieldConfig"]["defaults"].get("unit", "")
+    ax.set_title(panel["title"], fontsize=10)
+    ax.set_xlabel("minutes before now")
+    ax.set_ylabel({"s": "seconds", "reqps": "requests/s", "percentunit": "ratio"}.get(unit, ""))
+    ax.grid(alpha=0.3)
+    if drawn:
+        ax.legend(fontsize=7, loc="best")
+    else:
+        ax.text(0.5, 0.5, "no data", ha="center", va="center", transform=ax.transAxes)
+    return drawn
+
+
+def slug(title: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", title.lower()).strip("-")
+
+
+def render_dashboard(name: str, url: str, start: float, end: float, out: Path) -> list[Path]:
+    """One PNG per panel, named ``<dashboard>--<panel title>.png``; raises if a panel shows no data."""
+    board = json.loads(render(name))
+    written, empty = [], []
+    for panel in board["panels"]:
+        if panel["type"] == "row":
+            continue
+        fig, ax = plt.subplots(figsize=(8, 3.6), dpi=110)
+        if not draw(ax, panel, url, start, end):
+            empty.append(panel["title"])
+        fig.tight_layout()
+        path = out / f"{Path(name).stem}--{slug(panel['title'])}.png"
+        fig.savefig(path)
+        plt.close(fig)
+        written.append(path)
+    if empty:
+        raise RuntimeError(f"panels without data (query or simulated series wrong): {empty}")
+    return written
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        description="Render every dashboard panel to PNG from a real, backfilled Prometheus "
+        "(needs prometheus and promtool on PATH)."
+    )
+    parser.add_argument("--out", type=Path, required=True, help="directory for the PNG files")
+    parser.add_argument("--seed", type=int, default=7, help="seed of the simulated traffic")
+    args = parser.parse_args(argv)
+    for tool in ("prometheus", "promtool"):
+        if shutil.which(tool) is None:
+            parser.error(f"{tool} not found on PATH (Debian package prometheus)")
+    args.out.mkdir(parents=True, exist_ok=True)
+    end = float(int(time.time() // 60 * 60))
+    start = end - HOURS * 3600
+    with tempfile.TemporaryDirectory(prefix="forkcast-dash-") as tmp:
+        work = Path(tmp)
+        data_dir = work / "data"
+        data_dir.mkdir()
+        backfill(simulate(start, end, args.seed), data_dir, work)
+        with prometheus(data_dir, work) as url:
+            # Queries start 10 minutes in: rate() over 5m windows needs history before the first point.
+            for name in DASHBOARDS:
+                for path in render_dashboard(name, url, start + 600, end, args.out):
+                    print(path)
+
+
+if __name__ == "__main__":
+    main()
