@@ -14,7 +14,7 @@ export OPENBLAS_NUM_THREADS ?= 1
 DATA ?= data
 PACKAGES = $(wildcard */src */*/src)
 
-.PHONY: help setup system-packages demo test lint format typecheck pytest full-data bench-data bench-features bench-train bench-serve bench-gateway bench-monitoring manifests-check workflows
+.PHONY: help setup system-packages demo test lint format typecheck pytest full-data bench-data bench-features bench-train bench-serve bench-gateway bench-monitoring manifests-check workflows dashboards dashboards-png
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -88,3 +88,9 @@ bench-monitoring: setup system-packages ## online-AUC job: CPU per prediction an
 
 workflows: setup ## regenerate the Argo WorkflowTemplate + CronWorkflow from the retrain step definitions
 	$(BIN)/python -m forkcast_retrain.workflow render workflows
+
+dashboards: setup ## regenerate the Grafana dashboard JSON (and its kustomize copy) from the metric-name contract
+	$(BIN)/python -m forkcast_monitoring.dashboards --out monitoring/dashboards/ --out manifests/base/dashboards/
+
+dashboards-png: setup system-packages ## render every dashboard panel from a real Prometheus into docs/dashboards/
+	$(BIN)/python -m forkcast_monitoring.render_png --out docs/dashboards/
