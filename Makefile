@@ -14,7 +14,7 @@ export OPENBLAS_NUM_THREADS ?= 1
 DATA ?= data
 PACKAGES = $(wildcard */src */*/src)
 
-.PHONY: help setup system-packages demo test lint format typecheck pytest full-data bench-data bench-features bench-train bench-serve bench-gateway bench-monitoring manifests-check workflows dashboards dashboards-png
+.PHONY: help setup system-packages demo up down status logs test lint format typecheck pytest full-data bench-data bench-features bench-train bench-serve bench-gateway bench-monitoring manifests-check workflows dashboards dashboards-png
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -29,9 +29,20 @@ setup: $(UV) ## create .venv/ with every workspace member installed from uv.lock
 system-packages: ## apt-get install the Debian packages the tests and the local platform need
 	@scripts/install-system-packages.sh
 
-demo: setup ## the main job: generate the demo dataset and show what it holds
-	$(BIN)/forkcast-data generate --preset small --out $(DATA)/small
-	$(BIN)/forkcast-data describe $(DATA)/small
+demo: setup system-packages ## the main job: data, train, publish, promote, features, platform up, real requests
+	$(BIN)/forkcast-local demo --data $(DATA)/small --preset small
+
+up: setup system-packages ## start the local platform (every real component on 127.0.0.1, state under .local/)
+	$(BIN)/forkcast-local up
+
+down: setup ## stop exactly what `make up` started
+	$(BIN)/forkcast-local down
+
+status: setup ## each local component: URL, PID, liveness, readiness
+	$(BIN)/forkcast-local status
+
+logs: setup ## the last lines of every local component's log
+	$(BIN)/forkcast-local logs
 
 test: setup system-packages lint typecheck pytest ## everything CI runs: lint, format check, type check, tests
 
