@@ -91,7 +91,7 @@ def _redis_up(port: str) -> bool:
 def start_redis(stack: Stack, data: Path) -> str:
     port = free_port()
     argv = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
-    stack.start("redis", argv + ["--dir", str(stack.work)], {}, f"redis:{port}")
+    stack.start("redis", [*argv, "--dir", str(stack.work)], {}, f"redis:{port}")
     url = f"redis://127.0.0.1:{port}/0"
     subprocess.run(
         [str(BIN / "forkcast-features"), "load", "--data", str(data), "--activate", "--no-progress"],

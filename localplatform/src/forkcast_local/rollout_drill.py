@@ -95,6 +95,8 @@ class Drill:
         self.args = dict(a.split("=", 1) for a in opts.arg)
         self.verdict: str | None = None  # set by a background analysis that ends the rollout
         self.lock = threading.Lock()
+        self.gateway_pid = 0
+        self.failed_at = 0.0
 
     # -- setup -------------------------------------------------------------------------------------------------
     def up(self) -> None:
@@ -109,7 +111,9 @@ class Drill:
         auc_port = ds.free_port()
         auc = [str(ds.BIN / "forkcast-online-auc"), "--redis-url", self.redis, "--host", "127.0.0.1"]
         auc += ["--port", str(auc_port), "--min-samples", self.args.get("min-samples", "2000")]
-        s.start("online-auc", auc, {"FORKCAST_AUC_COMPUTE_EVERY_S": "1"}, f"http://127.0.0.1:{auc_port}/metrics")
+        s.start(
+            "online-auc", auc, {"FORKCAST_AUC_COMPUTE_EVERY_S": "1"}, f"http://127.0.0.1:{auc_port}/metrics"
+        )
         sim = [str(ds.BIN / "forkcast-feedback-sim"), "--redis-url", self.redis, "--data", str(o.data)]
         self._start_sim(sim)
         self.prometheus = self._prometheus(auc_port)
@@ -132,7 +136,10 @@ class Drill:
 
         def job(name: str, url: str, role: str | None) -> dict[str, Any]:
             labels = {"namespace": NAMESPACE} | ({"rollouts_pod_template_hash": role} if role else {})
-            return {"job_name": name, "static_configs": [{"targets": [url.removeprefix("http://")], "labels": labels}]}
+            return {
+                "job_name": name,
+                "static_configs": [{"targets": [url.removeprefix("http://")], "labels": labels}],
+            }
 
         config = {
             "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
@@ -168,7 +175,9 @@ class Drill:
     # -- the rollout ---------------------------------------------------------------------------------------
     def analyses(self, names: tuple[str, ...]) -> list[Analysis]:
         args = {"namespace": NAMESPACE, **HASHES, **self.args}
-        return [Analysis(m, args, self.prometheus, self.o.time_scale) for n in names for m in self.spec.metrics[n]]
+        return [
+            Analysis(m, args, self.prometheus, self.o.time_scale) for n in names for m in self.spec.metrics[n]
+        ]
 
     def background(self, stop: threading.Event) -> None:
         runs = self.analyses(self.spec.background)
@@ -220,7 +229,10 @@ class Drill:
                 say(f"analysis {', '.join(step.templates)}")
                 phase = self.step_analysis(step.templates)
                 if phase in ("Failed", "Inconclusive"):
-                    self.verdict, self.failed_at = f"{phase}: step analysis {', '.join(step.templates)}", time.time()
+                    self.verdict, self.failed_at = (
+                        f"{phase}: step analysis {', '.join(step.templates)}",
+                        time.time(),
+                    )
             report["steps"].append({"step": index, "kind": step.kind, "at": started, "end": time.time()})
         stop.set()
         if self.verdict:
@@ -238,7 +250,7 @@ class Drill:
 
     def first_bad_sample(self) -> float | None:
         """Time of the first Prometheus sample with a canary request slower than the p95 threshold (50 ms)."""
-        sel = f'rollouts_pod_template_hash="canary",status="2xx"'
+        sel = 'rollouts_pod_template_hash="canary",status="2xx"'
         promql = (
             f"sum(forkcast_inference_request_seconds_count{{{sel}}}) - "
             f'sum(forkcast_inference_request_seconds_bucket{{{sel},le="0.05"}})'
@@ -247,7 +259,9 @@ class Drill:
         url = f"{self.prometheus}/api/v1/query_range?{urllib.parse.urlencode(params)}"
         with urllib.request.urlopen(url, timeout=10) as resp:
             series = json.load(resp)["data"]["result"]
-        points = [float(t) for s in series for t, v in s["values"] if float(v) > 0 and not math.isnan(float(v))]
+        points = [
+            float(t) for s in series for t, v in s["values"] if float(v) > 0 and not math.isnan(float(v))
+        ]
         return min(points) if points else None
 
     def down(self) -> None:
@@ -259,16 +273,28 @@ class Drill:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m forkcast_local.rollout_drill", description=__doc__.splitlines()[0])
-    p.add_argument("--data", type=Path, required=True, help="dataset (SPEC §2 files) loaded into Redis and replayed")
-    p.add_argument("--stable-model", type=Path, required=True, help="model dir (forkcast-retrain export) of stable")
+    p = argparse.ArgumentParser(
+        prog="python -m forkcast_local.rollout_drill", description=__doc__.splitlines()[0]
+    )
+    p.add_argument(
+        "--data", type=Path, required=True, help="dataset (SPEC §2 files) loaded into Redis and replayed"
+    )
+    p.add_argument(
+        "--stable-model", type=Path, required=True, help="model dir (forkcast-retrain export) of stable"
+    )
     p.add_argument("--canary-model", type=Path, required=True, help="model dir of the canary")
-    p.add_argument("--latency-ms", type=float, default=0.0, help="delay on each canary Redis command (the fault)")
-    p.add_argument("--time-scale", type=float, default=30.0, help="divide pauses and analysis intervals by this")
+    p.add_argument(
+        "--latency-ms", type=float, default=0.0, help="delay on each canary Redis command (the fault)"
+    )
+    p.add_argument(
+        "--time-scale", type=float, default=30.0, help="divide pauses and analysis intervals by this"
+    )
     p.add_argument(
         "--arg", action="append", default=[], help="AnalysisTemplate arg NAME=VALUE (tiny data: min-requests)"
     )
-    p.add_argument("--rollouts", type=Path, default=ROLLOUTS, help="folder with the Rollout and its templates")
+    p.add_argument(
+        "--rollouts", type=Path, default=ROLLOUTS, help="folder with the Rollout and its templates"
+    )
     p.add_argument("--max-requests", type=int, default=50_000, help="client bound on requests")
     p.add_argument("--max-seconds", type=float, default=300.0, help="client bound on time")
     p.add_argument("--expect", choices=("Promoted", "Aborted"), help="exit 1 unless this is the outcome")
