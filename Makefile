@@ -14,7 +14,7 @@ export OPENBLAS_NUM_THREADS ?= 1
 DATA ?= data
 PACKAGES = $(wildcard */src */*/src)
 
-.PHONY: help setup system-packages demo up down status logs test lint format typecheck pytest full-data bench-data bench-features bench-train bench-serve bench-gateway bench-monitoring manifests-check workflows dashboards dashboards-png
+.PHONY: help setup system-packages demo up down status logs test lint format typecheck pytest full-data bench-data bench-features bench-train bench-serve bench-gateway bench-monitoring manifests-check workflows dashboards dashboards-png rollout-drill
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -105,3 +105,6 @@ dashboards: setup ## regenerate the Grafana dashboard JSON (and its kustomize co
 
 dashboards-png: setup system-packages ## render every dashboard panel from a real Prometheus into docs/dashboards/
 	$(BIN)/python -m forkcast_monitoring.render_png --out docs/dashboards/
+
+rollout-drill: setup system-packages ## local canary rehearsal from rollouts/: a good model promoted, a slow canary aborted, zero failed requests
+	$(BIN)/pytest -q -s -p no:cacheprovider localplatform/tests/test_rollout_drill.py
