@@ -25,6 +25,13 @@ from forkcast_local.supervisor import context, down, status, up
 NAMES = ["redis", "seaweed", "mlflow", "inference", "gateway", "online_auc", "alertmanager", "prometheus"]
 
 
+def _distinct_ports() -> dict[str, int]:
+    ports: dict[str, int] = {}
+    while len(set(ports.values())) < len(NAMES):
+        ports = {name: free_port() for name in NAMES}
+    return ports
+
+
 def _config(tmp: Path, ports: dict[str, int]) -> PlatformConfig:
     toml = tmp / "platform.toml"
     lines = ["[ports]", *(f"{k} = {v}" for k, v in ports.items()), "[settings]"]
@@ -41,7 +48,7 @@ def _config(tmp: Path, ports: dict[str, int]) -> PlatformConfig:
 @pytest.fixture(scope="module")
 def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PlatformConfig]:
     tmp = tmp_path_factory.mktemp("platform")
-    config = _config(tmp, {name: free_port() for name in NAMES})
+    config = _config(tmp, _distinct_ports())
     try:
         assert run_demo(config, DemoOptions(tmp / "tiny", "tiny", 1, 40)) == 0
         yield config
@@ -92,18 +99,21 @@ def test_up_is_healthy_and_serves_the_promoted_model_through_the_gateway(platfor
 
 
 def test_a_killed_component_is_restarted_alone(platform: PlatformConfig) -> None:
-    before = {n: r["pid"] for n, r in read_state(platform)["components"].items()}
-    os.kill(before["inference"], signal.SIGKILL)
+    records = read_state(platform)["components"]
+    before = {n: (r["pid"], r["port"]) for n, r in records.items()}
+    inference = records["inference"]["pid"]
+    os.kill(inference, signal.SIGKILL)
     deadline = time.monotonic() + 5
-    while start_time(before["inference"]) is not None and time.monotonic() < deadline:
+    while start_time(inference) is not None and time.monotonic() < deadline:
         time.sleep(0.05)
     lines: list[str] = []
     up(platform, log=lines.append)
-    after = {n: r["pid"] for n, r in read_state(platform)["components"].items()}
-    assert after["inference"] != before["inference"]
+    after = {n: (r["pid"], r["port"]) for n, r in read_state(platform)["components"].items()}
+    assert after["inference"][0] != inference
+    assert after["inference"][1] == before["inference"][1], (lines, before, after)
     assert {n: p for n, p in after.items() if n != "inference"} == {
         n: p for n, p in before.items() if n != "inference"
-    }, (lines, platform.ports, read_state(platform))
+    }, (lines, before, after)
     assert [line.split()[:2] for line in lines if "started" in line] == [["inference", "started"]]
     deadline = time.monotonic() + 60
     while _recommend(platform, platform.api_key_file.read_text().strip())[0] != 200:
@@ -159,3 +169,8 @@ def test_a_fallback_port_is_kept_across_restarts_until_the_config_changes(tmp_pa
     )  # the configured port is free, but redis ran here
     moved = _config(tmp_path, {**ports, "redis": free_port()})
     assert context(moved, state).ports["redis"] == moved.ports["redis"]  # platform.toml changed: it wins
+
+
+def test_fallback_ports_lie_below_the_ephemeral_range() -> None:
+    low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    assert all(20000 <= free_port() < low for _ in range(20))

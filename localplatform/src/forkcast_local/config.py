@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import secrets
 import socket
 import sys
@@ -84,6 +85,21 @@ def port_free(port: int) -> bool:
 
 
 def free_port() -> int:
+    """A free port below the kernel's ephemeral range, where the fixed ports of platform.toml also are.
+
+    A client that keeps reconnecting to a dead port inside the ephemeral range (the gateway to a crashed inference)
+    can be handed that very port as its own source port and connect to itself (TCP simultaneous open on loopback);
+    the port is then taken and the restarted server would have to move. Below the range that cannot happen.
+    """
+    try:
+        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 32768
+    rng = random.Random()
+    for _ in range(200):
+        port = rng.randrange(20000, max(low, 20001))
+        if port_free(port):
+            return port
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
