@@ -188,7 +188,13 @@ def main() -> None:
                     status = exc.code
                 times.append(time.perf_counter() - t0)
                 assert status == 503, status
-            out["dead_upstream_503_ms"] = {"max": max(times) * 1000, "p50": float(np.median(times)) * 1000}
+            # The first request after start also pays the gateway's lazy set-up (imports, first validation):
+            # reported apart, so a slow one-off is not mistaken for the steady answer time.
+            out["dead_upstream_503_ms"] = {
+                "first": times[0] * 1000,
+                "max_after_first": max(times[1:]) * 1000,
+                "p50": float(np.median(times)) * 1000,
+            }
         finally:
             gw.terminate()
             gw.wait(10)

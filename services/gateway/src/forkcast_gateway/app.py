@@ -125,6 +125,7 @@ def build_api(settings: GatewaySettings, metrics: Metrics, keys: KeyStore | None
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         await forwarder.start()
+        await api.state.limiter.warm()
         yield
         await forwarder.stop()
         await redis.aclose()
