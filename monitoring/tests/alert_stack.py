@@ -1,4 +1,5 @@
-"""Helpers for tests that run real Prometheus and Alertmanager processes on free 127.0.0.1 ports.
+"""Helpers for tests that run real Prometheus and Alertmanager processes on free 127.0.0.1 ports (started and
+stopped by ``forkcast_monitoring.prometheus_process``).
 
 The configs are rendered from the real files in monitoring/ (only addresses and timings change), so that the test
 exercises the rules and routes that ship, sped up: every ``for:`` and every Alertmanager interval in seconds.
@@ -6,10 +7,7 @@ exercises the rules and routes that ship, sped up: every ``for:`` and every Aler
 
 from __future__ import annotations
 
-import socket
-import subprocess
 import time
-import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -17,13 +15,7 @@ from typing import Any
 import yaml
 
 MONITORING = Path(__file__).parents[1]
-PROMETHEUS_BIN, ALERTMANAGER_BIN = "prometheus", "prometheus-alertmanager"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+ALERTMANAGER_BIN = "prometheus-alertmanager"
 
 
 def render_rules(out: Path, for_s: int) -> list[str]:
@@ -78,22 +70,6 @@ def render_alertmanager(out: Path, receiver_url: str) -> Path:
     return path
 
 
-def start(args: list[str], log: Path) -> subprocess.Popen[bytes]:
-    with log.open("wb") as sink:
-        return subprocess.Popen(args, stdout=sink, stderr=subprocess.STDOUT)
-
-
-def stop(proc: subprocess.Popen[bytes]) -> None:
-    """Terminate one process we started, by its PID; kill it if it does not exit."""
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
-
-
 def wait_for(check: Callable[[], bool], timeout_s: float, what: str) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -101,11 +77,3 @@ def wait_for(check: Callable[[], bool], timeout_s: float, what: str) -> None:
             return
         time.sleep(0.2)
     raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what}")
-
-
-def http_ok(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=2) as resp:
-            return bool(resp.status == 200)
-    except OSError:
-        return False

@@ -12,20 +12,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from alert_stack import (
-    ALERTMANAGER_BIN,
-    PROMETHEUS_BIN,
-    free_port,
-    http_ok,
-    render_alertmanager,
-    render_prometheus,
-    start,
-    stop,
-    wait_for,
-)
+from alert_stack import ALERTMANAGER_BIN, render_alertmanager, render_prometheus, wait_for
 from prometheus_client import CollectorRegistry, Gauge, start_http_server
 
 from forkcast_contract import metric_names as n
+from forkcast_monitoring.prometheus_process import PROMETHEUS_BIN, free_port, http_ok, prometheus, start, stop
 
 pytestmark = pytest.mark.skipif(
     shutil.which(PROMETHEUS_BIN) is None or shutil.which(ALERTMANAGER_BIN) is None,
@@ -46,7 +37,7 @@ def test_low_auc_triggers_exactly_one_retrain(tmp_path: Path, recorder: tuple[st
     auc.labels("20261101T000000Z-89abcdef").set(0.80)  # a healthy version: must not be part of the trigger
     exporter_port = free_port()
     exporter, _thread = start_http_server(exporter_port, addr="127.0.0.1", registry=registry)
-    ports = {name: free_port() for name in ("prometheus", "alertmanager", "receiver")}
+    ports = {name: free_port() for name in ("alertmanager", "receiver")}
     token = tmp_path / "token"
     token.write_text("s3cret\n")
     receiver_bin = str(Path(sys.executable).parent / "forkcast-alert-receiver")
@@ -86,22 +77,15 @@ def test_low_auc_triggers_exactly_one_retrain(tmp_path: Path, recorder: tuple[st
                 tmp_path / "alertmanager.log",
             )
         )
-        procs.append(
-            start(
-                [
-                    PROMETHEUS_BIN,
-                    *(f"--config.file={prom_cfg}", f"--storage.tsdb.path={tmp_path / 'tsdb'}"),
-                    f"--web.listen-address=127.0.0.1:{ports['prometheus']}",
-                ],
-                tmp_path / "prometheus.log",
+        with prometheus(prom_cfg, tmp_path / "tsdb", tmp_path / "prometheus.log"):
+            wait_for(lambda: http_ok(f"http://127.0.0.1:{ports['receiver']}/metrics"), 20, "the receiver")
+            wait_for(lambda: len(calls) >= 1, 60, "the GitLab trigger")
+            # Alertmanager re-sends the firing group every repeat interval (2 s here): wait for two repeats.
+            wait_for(
+                lambda: "duplicate" in receiver_metrics(ports["receiver"]), 30, "a repeated notification"
             )
-        )
-        wait_for(lambda: http_ok(f"http://127.0.0.1:{ports['receiver']}/metrics"), 20, "the receiver")
-        wait_for(lambda: len(calls) >= 1, 60, "the GitLab trigger")
-        # Alertmanager re-sends the firing group every repeat interval (2 s here): wait for two repeats.
-        wait_for(lambda: "duplicate" in receiver_metrics(ports["receiver"]), 30, "a repeated notification")
-        time.sleep(5)
-        metrics = receiver_metrics(ports["receiver"])
+            time.sleep(5)
+            metrics = receiver_metrics(ports["receiver"])
     finally:
         for proc in reversed(procs):
             stop(proc)

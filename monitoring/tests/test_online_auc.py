@@ -24,6 +24,7 @@ from forkcast_gateway.schemas import FeedbackEvent
 from forkcast_inference.events import Event
 from forkcast_inference.settings import InferenceSettings  # noqa: F401  (the producer package must import)
 from forkcast_monitoring.online_auc import AucCollector, OnlineAuc
+from forkcast_monitoring.prometheus_process import free_port
 from forkcast_monitoring.settings import MonitoringSettings
 
 
@@ -167,7 +168,7 @@ def test_survives_redis_losing_everything_and_serves_metrics(
         _wait(lambda: job.joiner.counts[("feedback", "joined")] == 100)
         registry = CollectorRegistry()
         registry.register(AucCollector(job))
-        port = _free_port()
+        port = free_port()
         server, _thread = start_http_server(port, addr="127.0.0.1", registry=registry)
         job.compute(NOW)
         body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
@@ -177,14 +178,6 @@ def test_survives_redis_losing_everything_and_serves_metrics(
         stop.set()
         worker.join(timeout=5)
     assert not worker.is_alive()
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _wait(cond: object, timeout_s: float = 10.0) -> None:

@@ -14,14 +14,11 @@ import argparse
 import json
 import re
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
 import urllib.parse
 import urllib.request
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -33,14 +30,9 @@ from matplotlib.axes import Axes
 
 from forkcast_monitoring.dashboard_data import STEP_S, simulate
 from forkcast_monitoring.dashboards import DASHBOARDS, render
+from forkcast_monitoring.prometheus_process import prometheus
 
 HOURS = 2.0
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def backfill(openmetrics: str, data_dir: Path, work: Path) -> None:
@@ -53,51 +45,6 @@ def backfill(openmetrics: str, data_dir: Path, work: Path) -> None:
         capture_output=True,
         timeout=300,
     )
-
-
-@contextmanager
-def prometheus(data_dir: Path, work: Path) -> Iterator[str]:
-    """A Prometheus serving ``data_dir`` on a free loopback port; yields its URL, stops it by PID."""
-    config = work / "prometheus.yml"
-    config.write_text("global:\n  scrape_interval: 1m\n")
-    port = free_port()
-    with (work / "prometheus.log").open("wb") as log:
-        proc = subprocess.Popen(
-            [
-                "prometheus",
-                f"--config.file={config}",
-                f"--storage.tsdb.path={data_dir}",
-                "--storage.tsdb.retention.time=30d",
-                f"--web.listen-address=127.0.0.1:{port}",
-            ],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while not ready(url):
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(
-                    f"prometheus did not start: {(work / 'prometheus.log').read_text()[-2000:]}"
-                )
-            time.sleep(0.3)
-        yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
-
-
-def ready(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(f"{url}/-/ready", timeout=2) as resp:
-            return bool(resp.status == 200)
-    except OSError:
-        return False
 
 
 def query_range(url: str, expr: str, start: float, end: float, step_s: float) -> list[dict[str, Any]]:
@@ -178,7 +125,11 @@ def main(argv: list[str] | None = None) -> None:
         data_dir = work / "data"
         data_dir.mkdir()
         backfill(simulate(start, end, args.seed), data_dir, work)
-        with prometheus(data_dir, work) as url:
+        config = work / "prometheus.yml"
+        config.write_text("global:\n  scrape_interval: 1m\n")
+        with prometheus(
+            config, data_dir, work / "prometheus.log", "--storage.tsdb.retention.time=30d"
+        ) as url:
             # Queries start 10 minutes in: rate() over 5m windows needs history before the first point.
             for name in DASHBOARDS:
                 for path in render_dashboard(name, url, start + 600, end, args.out):
