@@ -14,25 +14,9 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
+from forkcast_contract.metrics_math import roc_auc
+
 F64 = npt.NDArray[np.float64]
-
-
-def roc_auc(scores: F64, labels: npt.NDArray[np.bool_]) -> float:
-    """Mann-Whitney U over average ranks (ties count one half), O(n log n)."""
-    n_pos = int(labels.sum())
-    n_neg = len(labels) - n_pos
-    if n_pos == 0 or n_neg == 0:
-        raise ValueError("AUC needs both classes")
-    order = np.argsort(scores, kind="stable")
-    ranked = scores[order]
-    # Average rank of each run of tied scores: 1-based ranks from first+1 to last+1.
-    starts = np.flatnonzero(np.r_[True, ranked[1:] != ranked[:-1]])
-    ends = np.r_[starts[1:], len(ranked)]
-    run_rank = (starts + ends + 1) / 2.0
-    ranks = np.empty(len(scores), dtype=np.float64)
-    ranks[order] = np.repeat(run_rank, ends - starts)
-    u = float(ranks[labels].sum()) - n_pos * (n_pos + 1) / 2.0
-    return u / (n_pos * n_neg)
 
 
 def hanley_mcneil(auc: float, n_pos: int, n_neg: int, z: float = 1.959964) -> tuple[float, float]:

@@ -9,26 +9,18 @@ from __future__ import annotations
 import numpy as np
 import numpy.typing as npt
 
+from forkcast_contract import metrics_math
+
 F32 = npt.NDArray[np.float32]
 F64 = npt.NDArray[np.float64]
 
 
 def roc_auc(logits: npt.NDArray[np.floating], labels: npt.NDArray[np.floating]) -> float:
-    """Exact ROC-AUC (Mann-Whitney U with ties counted one half). O(n log n): 5 M test rows take ~1 s."""
+    """Exact ROC-AUC (the contract's Mann-Whitney U, ties counted one half); NaN without both classes."""
     pos = labels > 0.5
-    n_pos = int(pos.sum())
-    n_neg = len(labels) - n_pos
-    if n_pos == 0 or n_neg == 0:
+    if pos.all() or not pos.any():
         return float("nan")
-    order = np.argsort(logits, kind="stable")
-    sorted_scores = logits[order]
-    # Average ranks over runs of equal scores (1-based).
-    starts = np.flatnonzero(np.r_[True, sorted_scores[1:] != sorted_scores[:-1]])
-    ends = np.r_[starts[1:], len(sorted_scores)]
-    avg_rank = (starts + ends + 1) / 2.0
-    ranks = np.repeat(avg_rank, ends - starts)
-    rank_sum_pos = float(ranks[pos[order]].sum())
-    return (rank_sum_pos - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg)
+    return metrics_math.roc_auc(logits, pos)
 
 
 def logloss(logits: npt.NDArray[np.floating], labels: npt.NDArray[np.floating]) -> float:
