@@ -17,7 +17,6 @@ import argparse
 import asyncio
 import json
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -33,23 +32,13 @@ import polars as pl
 from forkcast_features.localredis import LocalRedis
 from forkcast_gateway.auth import hash_key
 
-# The open-loop generator is the inference benchmark's (same schedule, same latency definition), not a copy.
+# The open-loop generator (same schedule, same latency definition), the free-port and /proc CPU helpers are the
+# inference benchmark's, not copies.
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "inference" / "benchmarks"))
-from bench_serve import open_loop
+from bench_serve import cpu_seconds, free_port, open_loop
 
 BIN = Path(sys.executable).parent
 KEY = "bench-key"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def start(cmd: str, env: dict[str, str], port: int, probe: str = "/readyz") -> subprocess.Popen[bytes]:
