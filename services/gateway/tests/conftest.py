@@ -1,11 +1,10 @@
 """Fixtures: a real redis-server with the tiny dataset's features, a real `forkcast-inference` process with a tiny
-trained model, and gateway factories. The data/model/feature helpers are the inference tests' own
+trained model, and gateway factories. The data/model/Redis fixtures and helpers are the inference tests' own
 (services/inference/tests/inference_support.py), imported by path, not copied.
 """
 
 from __future__ import annotations
 
-import shutil
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -16,32 +15,17 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 sys.path.insert(0, str(Path(__file__).parents[2] / "inference" / "tests"))
 
+import inference_support as shared
 from gateway_support import ADMIN_KEY, KEY, write_keys
-from inference_support import free_port, generate_tiny, load_features, start_inference, train_tiny_model
+from inference_support import free_port, start_inference
 
 from forkcast_features.localredis import LocalRedis
 from forkcast_gateway.app import create_app
 from forkcast_gateway.edge import Edge
 from forkcast_gateway.settings import GatewaySettings
 
-
-@pytest.fixture(scope="session")
-def tiny_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return generate_tiny(tmp_path_factory.mktemp("tiny") / "data")
-
-
-@pytest.fixture(scope="session")
-def model_dir(tiny_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return train_tiny_model(tiny_data, tmp_path_factory.mktemp("run"), tmp_path_factory.mktemp("model"))
-
-
-@pytest.fixture(scope="session")
-def redis_server(tiny_data: Path) -> Iterator[LocalRedis]:
-    if shutil.which("redis-server") is None:
-        pytest.skip("redis-server not installed (Debian package redis-server)")
-    with LocalRedis() as server:
-        load_features(server.url, tiny_data)
-        yield server
+# The inference tests' session fixtures: tiny data, tiny model, a redis-server loaded with its features.
+tiny_data, model_dir, redis_server = shared.tiny_data, shared.model_dir, shared.redis_server
 
 
 @pytest.fixture(scope="session")

@@ -6,9 +6,7 @@ service itself does not depend on that package.
 
 from __future__ import annotations
 
-import shutil
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -16,30 +14,14 @@ import pytest
 # Helpers shared by the test modules (importlib mode puts no test folder on sys.path by itself).
 sys.path.insert(0, str(Path(__file__).parent))
 
-from inference_support import generate_tiny, load_features, make_settings, train_tiny_model
+import inference_support as shared
+from inference_support import make_settings
 
 from forkcast_features.localredis import LocalRedis
 from forkcast_inference.app import InferenceApp, create_app
 
-
-@pytest.fixture(scope="session")
-def tiny_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return generate_tiny(tmp_path_factory.mktemp("tiny") / "data")
-
-
-@pytest.fixture(scope="session")
-def model_dir(tiny_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A trained tiny RankNet and its serving form, as the files of one version (no manifest)."""
-    return train_tiny_model(tiny_data, tmp_path_factory.mktemp("run"), tmp_path_factory.mktemp("model"))
-
-
-@pytest.fixture(scope="session")
-def redis_server(tiny_data: Path) -> Iterator[LocalRedis]:
-    if shutil.which("redis-server") is None:
-        pytest.skip("redis-server not installed (Debian package redis-server)")
-    with LocalRedis() as server:
-        load_features(server.url, tiny_data)
-        yield server
+# The session fixtures (tiny data, tiny model, loaded redis-server) live with the helpers, shared with the gateway.
+tiny_data, model_dir, redis_server = shared.tiny_data, shared.model_dir, shared.redis_server
 
 
 @pytest.fixture

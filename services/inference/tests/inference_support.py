@@ -18,13 +18,16 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import polars as pl
+import pytest
 
+from forkcast_features.localredis import LocalRedis
 from forkcast_inference.app import InferenceApp
 from forkcast_inference.settings import InferenceSettings
 
@@ -65,6 +68,28 @@ def load_features(redis_url: str, data: Path) -> None:
         check=True,
         capture_output=True,
     )
+
+
+# -- session fixtures over them, imported by both conftests (services/inference/tests and services/gateway/tests) --
+@pytest.fixture(scope="session")
+def tiny_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return generate_tiny(tmp_path_factory.mktemp("tiny") / "data")
+
+
+@pytest.fixture(scope="session")
+def model_dir(tiny_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A trained tiny RankNet and its serving form, as the files of one version (no manifest)."""
+    return train_tiny_model(tiny_data, tmp_path_factory.mktemp("run"), tmp_path_factory.mktemp("model"))
+
+
+@pytest.fixture(scope="session")
+def redis_server(tiny_data: Path) -> Iterator[LocalRedis]:
+    """A real redis-server loaded with the tiny dataset's features by the feature-store CLI."""
+    if shutil.which("redis-server") is None:
+        pytest.skip("redis-server not installed (Debian package redis-server)")
+    with LocalRedis() as server:
+        load_features(server.url, tiny_data)
+        yield server
 
 
 def free_port() -> int:
