@@ -57,6 +57,10 @@ def _pick_port(wanted: int, record: dict[str, Any] | None, taken: set[int]) -> i
     any free port."""
     record = record or {}
     order = (record.get("port"), wanted) if record.get("wanted") == wanted else (wanted, record.get("port"))
+    if record.get("port") and record.get("start_time"):
+        # It just died: a killed multi-threaded server's PID reads as a zombie before its last thread has closed
+        # the listening socket, so give its port a moment to come free.
+        wait_until(partial(port_free, int(record["port"])), 3.0, lambda: True)
     for port in order:
         if port and port not in taken and port_free(int(port)):
             return int(port)
