@@ -78,7 +78,9 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "demo":
             from forkcast_local.demo import DemoOptions, run_demo
 
-            return int(run_demo(config, DemoOptions(args.data, args.preset, args.epochs, args.requests)))
+            return int(
+                run_demo(config, DemoOptions(args.data.resolve(), args.preset, args.epochs, args.requests))
+            )
     except RuntimeError as exc:
         print(f"forkcast-local {args.command}: error: {exc}", file=sys.stderr)
         return 1
