@@ -47,7 +47,17 @@ def sources(job: str) -> set[str]:
     rules = resolved(job)["rules"]
     # `!reference [job, key]` loads as that two-item list: look it up.
     flat = [r for rule in rules for r in (pipeline()[rule[0]][rule[1]] if isinstance(rule, list) else [rule])]
-    return {r["if"].split("==")[1].strip().strip('"') for r in flat if isinstance(r, dict) and "if" in r}
+    return {m for r in flat if isinstance(r, dict) and "if" in r for m in _SOURCE.findall(r["if"])}
+
+
+def conditions(job: str) -> list[str]:
+    """The job's `if:` expressions, `!reference`s resolved."""
+    rules = resolved(job)["rules"]
+    flat = [r for rule in rules for r in (pipeline()[rule[0]][rule[1]] if isinstance(rule, list) else [rule])]
+    return [r["if"] for r in flat if isinstance(r, dict) and "if" in r]
+
+
+_SOURCE = re.compile(r'\$CI_PIPELINE_SOURCE == "(\w+)"')
 
 
 def test_stages_are_in_delivery_order() -> None:
@@ -103,3 +113,47 @@ def test_every_retrain_call_parses_with_the_real_cli() -> None:
 def test_a_renamed_flag_would_fail_the_parse() -> None:
     with pytest.raises(SystemExit):
         build_parser().parse_args(["gate", "--out", "run", "--champion-version", "auto"])
+
+
+def test_a_rollback_trigger_reverts_and_does_not_retrain() -> None:
+    """Argo Rollouts' abort notification triggers with ROLLBACK_NAMESPACE: only `rollback` runs."""
+    assert conditions("rollback") == ['$CI_PIPELINE_SOURCE == "trigger" && $ROLLBACK_NAMESPACE']
+    for job in [*RETRAIN_CHAIN, "promote-prod"]:
+        trigger_rules = [c for c in conditions(job) if '"trigger"' in c]
+        assert trigger_rules == ['$CI_PIPELINE_SOURCE == "trigger" && $ROLLBACK_NAMESPACE == null'], job
+    script = "\n".join(resolved("rollback")["script"])
+    assert "forkcast-retrain promote --rollback" in script and "${GITOPS_TOKEN:?" in script
+
+
+def test_rollback_maps_every_overlay_namespace_to_its_overlay() -> None:
+    script = "\n".join(resolved("rollback")["script"])
+    mapping = dict(re.findall(r"^\s*([\w-]+)\) OVERLAY=(\w+) ;;", script, flags=re.MULTILINE))
+    overlays = {
+        p.parent.name: yaml.safe_load(p.read_text())["namespace"]
+        for p in (ROOT / "manifests/overlays").glob("*/kustomization.yaml")
+    }
+    assert mapping == {namespace: overlay for overlay, namespace in overlays.items()}
+
+
+def test_the_rollout_notifies_the_pipeline_on_abort() -> None:
+    (config,) = yaml.safe_load_all((ROOT / "deploy/argo-rollouts/notification-configmap.yaml").read_text())
+    rollout = next(
+        d
+        for d in yaml.safe_load_all((ROOT / "rollouts/inference-rollout.yaml").read_text())
+        if d["kind"] == "Rollout"
+    )
+    subscriptions = {
+        k.removeprefix("notifications.argoproj.io/subscribe.")
+        for k in rollout["metadata"]["annotations"]
+        if k.startswith("notifications.argoproj.io/")
+    }
+    assert subscriptions == {"on-rollout-aborted.gitlab-trigger"}
+    data = config["data"]
+    assert (
+        "service.webhook.gitlab-trigger" in data
+        and "$gitlab-trigger-token" in data["service.webhook.gitlab-trigger"]
+    )
+    (send,) = yaml.safe_load(data["trigger.on-rollout-aborted"])
+    (template,) = send["send"]
+    body = yaml.safe_load(data[f"template.{template}"])["webhook"]["gitlab-trigger"]["body"]
+    assert "variables[ROLLBACK_NAMESPACE]={{.rollout.metadata.namespace}}" in body

@@ -98,7 +98,8 @@ def test_strict_validation_catches_a_misspelt_field(rendered: dict[str, list[dic
 
 
 @pytest.mark.parametrize(
-    "target", [*(f"--kustomize=manifests/overlays/{o}" for o in OVERLAYS), "deploy/argocd"]
+    "target",
+    [*(f"--kustomize=manifests/overlays/{o}" for o in OVERLAYS), "deploy/argocd", "deploy/argo-rollouts"],
 )
 def test_crd_kinds_pass_upstream_schemas(target: str) -> None:
     if not SHARED_VALIDATOR.exists():
