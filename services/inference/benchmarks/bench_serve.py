@@ -19,6 +19,7 @@ import os
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -70,6 +71,9 @@ def load_naive_layout(client: redis.Redis, data: Path, users: set[int]) -> None:
     pipe.execute()
 
 
+READY_TIMEOUT_S = 60.0
+
+
 class Servers:
     """N server processes we started (stopped by their PIDs)."""
 
@@ -79,7 +83,9 @@ class Servers:
         self.procs = [
             subprocess.Popen(c, env=e, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) for c, e in cmds
         ]
+        deadline = time.monotonic() + READY_TIMEOUT_S
         for port, proc in zip(ports, self.procs, strict=True):
+            reason = "no answer yet"
             while True:
                 if proc.poll() is not None:
                     raise RuntimeError(f"server on {port} exited: {proc.stderr.read().decode()[-2000:]}")  # type: ignore[union-attr]
@@ -87,8 +93,13 @@ class Servers:
                     with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=1) as r:
                         if r.status == 200:
                             break
-                except OSError:
-                    pass
+                except urllib.error.HTTPError as exc:
+                    reason = exc.read().decode()[:500]
+                except OSError as exc:
+                    reason = str(exc)
+                if time.monotonic() > deadline:
+                    self.stop()
+                    raise RuntimeError(f"server on {port} not ready after {READY_TIMEOUT_S:.0f} s: {reason}")
                 time.sleep(0.05)
         self.startup_s = time.perf_counter() - t0
 

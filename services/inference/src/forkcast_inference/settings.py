@@ -5,7 +5,7 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from forkcast_contract.api import MAX_BODY_BYTES_DEFAULT, MAX_CANDIDATES_DEFAULT
 from forkcast_contract.feature_store import DEFAULT_PREFIX
@@ -42,6 +42,13 @@ class InferenceSettings(ForkcastSettings):
     events_maxlen: int = Field(default=PREDICTIONS_MAXLEN, ge=1)
     events_flush_s: float = Field(default=0.05, gt=0)
     events_buffer: int = Field(default=10_000, ge=1)
+
+    @field_validator("model_dir")
+    @classmethod
+    def _absolute_model_dir(cls, value: Path | None) -> Path | None:
+        # The model loader builds file URIs, which must be absolute: a relative FORKCAST_MODEL_DIR means relative
+        # to the working directory at start (it left the service unready forever before).
+        return value.resolve() if value is not None else None
 
     def unsafe_defaults(self) -> list[str]:
         unsafe = []
