@@ -43,3 +43,22 @@ def test_ring_is_bounded_and_forgets_by_event_time() -> None:
     assert w.times[w.start] == 900.0
     w.evict(now=995.0)
     assert w.size == 15  # times 985..999 are within 10 s of 995
+
+
+def test_extend_keeps_what_the_same_adds_keep() -> None:
+    """The job's batched ``extend`` against ``add`` pair by pair: wrap-around, eviction of the oldest, oversize."""
+    rng = np.random.default_rng(3)
+    for batches in ([3, 4], [5, 2, 6], [17], [1] * 9, [0, 7, 0, 3]):
+        one, many = Window(100.0, 7), Window(100.0, 7)
+        t = 0
+        for n in batches:
+            times = [float(t + k) for k in range(n)]
+            scores = rng.random(n).tolist()
+            labels = (rng.random(n) < 0.5).tolist()
+            t += n
+            for pair in zip(times, scores, labels, strict=True):
+                one.add(*pair)
+            many.extend(times, scores, labels)
+            assert (many.start, many.size, many.newest) == (one.start, one.size, one.newest)
+            assert [a.tolist() for a in many._view()] == [a.tolist() for a in one._view()]
+            assert many.times.tolist() == one.times.tolist()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass
+from typing import NamedTuple
 
 
 @dataclass(frozen=True, slots=True)
@@ -20,8 +21,9 @@ class Prediction:
     scores: dict[int, float]  # restaurant id -> score, as served
 
 
-@dataclass(frozen=True, slots=True)
-class Feedback:
+class Feedback(NamedTuple):
+    # A NamedTuple rather than a frozen dataclass: one is built per feedback entry (10 per prediction), and a
+    # frozen dataclass' __init__ (object.__setattr__ per field) cost 0.39 µs against 0.17 µs (timeit, 1e6 builds).
     request_id: str
     restaurant_id: int
     clicked: bool
@@ -57,13 +59,19 @@ def parse_prediction(fields: dict[bytes, bytes]) -> Prediction | None:
 
 
 def parse_feedback(fields: dict[bytes, bytes]) -> Feedback | None:
+    # Hot path (10 calls per prediction): the checks of ``_text``/``_time`` inlined, ``clicked`` compared as bytes
+    # (only the ASCII bytes b"0"/b"1" decode to "0"/"1", so the same records are refused).
     try:
-        clicked = _text(fields, b"clicked")
-        if clicked not in ("0", "1"):
+        clicked = fields[b"clicked"]
+        if clicked != b"1" and clicked != b"0":
             return None
-        rid = _text(fields, b"rid")
+        rid = fields[b"rid"].decode()
         if not rid:
             return None
-        return Feedback(rid, int(fields[b"restaurant"]), clicked == "1", _time(_text(fields, b"ts")))
+        restaurant = int(fields[b"restaurant"])
+        ts = float(fields[b"ts"].decode())
+        if not math.isfinite(ts) or ts <= 0:
+            return None
+        return Feedback(rid, restaurant, clicked == b"1", ts)
     except (KeyError, ValueError, TypeError, UnicodeDecodeError):
         return None

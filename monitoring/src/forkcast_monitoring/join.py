@@ -11,13 +11,17 @@ from __future__ import annotations
 
 from collections import Counter, OrderedDict
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from forkcast_monitoring.events import Feedback, Prediction
 
 
-@dataclass(frozen=True, slots=True)
-class Pair:
-    """One labelled prediction: what the window of its model version needs."""
+class Pair(NamedTuple):
+    """One labelled prediction: what the window of its model version needs.
+
+    A tuple (one per joined feedback entry) so that the job groups and transposes a batch of them in C
+    (``itertools.groupby``, ``zip(*pairs)``) and a build costs 0.17 µs instead of a frozen dataclass' 0.39 µs.
+    """
 
     model_version: str
     time: float
@@ -76,25 +80,29 @@ class Joiner:
             _, evicted = self.pending.popitem(last=False)
             self._count("predictions", "evicted")
             self.to_ack["predictions"].append(evicted.entry_id)
-        self.pending[prediction.request_id] = _Pending(prediction, entry_id)
+        pending = self.pending[prediction.request_id] = _Pending(prediction, entry_id)
         self._count("predictions", "accepted")
         waiting = self.orphans.pop(prediction.request_id, [])
         self.orphan_count -= len(waiting)
         pairs = []
         for feedback, feedback_id in waiting:
-            pair = self._match(feedback, now)
+            pair = self._match(pending, feedback)
             self.to_ack["feedback"].append(feedback_id)
             if pair is not None:
                 pairs.append(pair)
         return pairs
 
     def add_feedback(self, feedback: Feedback | None, entry_id: bytes, now: float) -> Pair | None:
+        # Hot path (10 calls per prediction): ``_refused`` and ``_count`` inlined, one lookup of the pending entry.
         if feedback is None:
-            self._count("feedback", "malformed")
-        elif not self._refused("feedback", feedback.time, now):
-            if feedback.request_id in self.pending:
+            self.counts[("feedback", "malformed")] += 1
+        elif feedback.time > now + self.config.max_skew_s:
+            self.counts[("feedback", "future")] += 1
+        else:
+            pending = self.pending.get(feedback.request_id)
+            if pending is not None:
                 self.to_ack["feedback"].append(entry_id)
-                return self._match(feedback, now)
+                return self._match(pending, feedback)
             self._park(feedback, entry_id)
             return None
         self.to_ack["feedback"].append(entry_id)
@@ -109,23 +117,23 @@ class Joiner:
         self.orphans.setdefault(feedback.request_id, []).append((feedback, entry_id))
         self.orphan_count += 1
 
-    def _match(self, feedback: Feedback, now: float) -> Pair | None:
-        pending = self.pending[feedback.request_id]
+    def _match(self, pending: _Pending, feedback: Feedback) -> Pair | None:
         prediction = pending.prediction
         score = prediction.scores.get(feedback.restaurant_id)
+        counts = self.counts
         if score is None:
-            self._count("feedback", "unjoined")  # a restaurant that response did not contain
+            counts[("feedback", "unjoined")] += 1  # a restaurant that response did not contain
             return None
         if feedback.restaurant_id in pending.joined:
-            self._count("feedback", "duplicate")
+            counts[("feedback", "duplicate")] += 1
             return None
         if feedback.time > prediction.time + self.config.attribution_s:
-            self._count("feedback", "late")
+            counts[("feedback", "late")] += 1
             return None
         pending.joined.add(feedback.restaurant_id)
-        self._count("feedback", "joined")
+        counts[("feedback", "joined")] += 1
         if feedback.clicked:
-            self._count("feedback", "positive")
+            counts[("feedback", "positive")] += 1
         return Pair(prediction.model_version, prediction.time, score, feedback.clicked)
 
     def expire(self, now: float) -> None:

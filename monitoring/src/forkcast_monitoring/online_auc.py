@@ -10,9 +10,12 @@ server, a lost group) is waited out and the group re-created; it never ends the 
 from __future__ import annotations
 
 import argparse
+import gc
 import logging
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
+from itertools import groupby
+from operator import itemgetter
 from typing import cast
 
 import redis
@@ -88,35 +91,56 @@ class OnlineAuc:
     # -- one step ----------------------------------------------------------------------------------------------
     def step(self, block_ms: int | None = 1000, count: int = 2000) -> int:
         """Read, join and acknowledge one batch from each stream; returns how many entries were read."""
+        # The cyclic GC is held off for the step: a batch allocates ~10^5 container objects (reply lists, events,
+        # pairs), all freed by reference counting, and the default gen-0 threshold (700) ran hundreds of
+        # collections per step that each walked the young objects and, every few, the pending predictions:
+        # 40 µs of the 110 µs per prediction (bench, 20,000 predictions; 67-72 µs with the GC off). One
+        # collection at most runs after the step instead, so garbage cycles, if any, still go.
+        enabled = gc.isenabled()
+        gc.disable()
+        try:
+            return self._step(block_ms, count)
+        finally:
+            if enabled:
+                gc.enable()
+
+    def _step(self, block_ms: int | None, count: int) -> int:
         batches = self._read(block_ms, count)
         now = self.clock()
+        joiner = self.joiner
+        pairs: list[Pair] = []
         for entry_id, fields in batches["predictions"]:
             if not fields:  # trimmed from the stream (MAXLEN) while pending: nothing left to join
-                self.joiner.counts[("predictions", "trimmed")] += 1
-                self.joiner.to_ack["predictions"].append(entry_id)
+                joiner.counts[("predictions", "trimmed")] += 1
+                joiner.to_ack["predictions"].append(entry_id)
                 continue
             prediction = parse_prediction(fields)
-            self._add(self.joiner.add_prediction(prediction, entry_id, now))
+            pairs += joiner.add_prediction(prediction, entry_id, now)
             if prediction is not None:
                 self.last_event_time = max(self.last_event_time, min(prediction.time, now))
+        add_feedback = joiner.add_feedback
         for entry_id, fields in batches["feedback"]:
-            pair = self.joiner.add_feedback(parse_feedback(fields) if fields else None, entry_id, now)
+            pair = add_feedback(parse_feedback(fields) if fields else None, entry_id, now)
             if pair is not None:
-                self._add((pair,))
-        self.joiner.expire(now)
+                pairs.append(pair)
+        self._add(pairs)
+        joiner.expire(now)
         self._ack()
         if now >= self._next_compute:
             self.compute(now)
         return sum(len(b) for b in batches.values())
 
-    def _add(self, pairs: Iterable[Pair]) -> None:
-        for pair in pairs:
-            window = self.windows.get(pair.model_version)
+    def _add(self, pairs: list[Pair]) -> None:
+        """Hand the step's pairs to their windows, one batch per model version, in the order they were joined."""
+        by_version: dict[str, list[Pair]] = {}
+        for version, run in groupby(pairs, key=itemgetter(0)):  # runs of one version: grouped in C
+            by_version.setdefault(version, []).extend(run)
+        for version, group in by_version.items():
+            window = self.windows.get(version)
             if window is None:
-                window = self.windows[pair.model_version] = Window(
-                    self.s.auc_window_s, self.s.auc_max_samples
-                )
-            window.add(pair.time, pair.score, pair.clicked)
+                window = self.windows[version] = Window(self.s.auc_window_s, self.s.auc_max_samples)
+            _, times, scores, labels = zip(*group, strict=True)
+            window.extend(times, scores, labels)
 
     def compute(self, now: float) -> None:
         """Refresh the exported estimates; versions whose window emptied are dropped (bounded label set)."""
