@@ -151,3 +151,82 @@ def test_startup_connects_to_redis_and_loads_the_bucket_script(
     assert client.script_exists(sha) == [False]
     with serve(StandIn()) as up, serve(make_gateway(upstreams=up)):
         assert client.script_exists(sha) == [True]  # no request has been sent yet
+
+
+def test_lock_step_clients_below_the_limit_are_never_refused(redis_server: object) -> None:
+    """10 concurrent requests every 0.3 s (33 req/s) on a 100/s bucket: all admitted, and the bucket is charged
+    for what was spent, not for ten leases per burst (before the fix: 10 leases of 10 tokens per burst, 333/s)."""
+    import asyncio
+
+    import redis.asyncio as aioredis
+
+    from forkcast_gateway.ratelimit import RateLimiter
+
+    async def run() -> list[bool]:
+        client = aioredis.Redis.from_url(redis_server.url)  # type: ignore[attr-defined]
+        await client.delete("fc:gateway:ratelimit:lock-step")
+        limiter = RateLimiter(client, 100.0, 200, lease_s=0.25)
+        assert limiter.lease == 10
+        admitted: list[bool] = []
+        for _ in range(12):
+            burst = await asyncio.gather(*(limiter.take("lock-step") for _ in range(10)))
+            admitted += [d.allowed for d in burst]
+            await asyncio.sleep(0.3)
+        await client.aclose()
+        return admitted
+
+    admitted = asyncio.run(run())
+    assert all(admitted), f"{admitted.count(False)} of {len(admitted)} refused below the limit"
+
+
+def test_unspent_lease_tokens_go_back_to_the_bucket(redis_server: object) -> None:
+    """A lease that expires with tokens left returns them with the next round trip (no refill: rate ≈ 0)."""
+    import asyncio
+
+    import redis.asyncio as aioredis
+
+    from forkcast_gateway.ratelimit import RateLimiter
+
+    async def run() -> tuple[float, float]:
+        client = aioredis.Redis.from_url(redis_server.url)  # type: ignore[attr-defined]
+        key = "fc:gateway:ratelimit:refund"
+        await client.delete(key)
+        limiter = RateLimiter(client, 0.001, 100, lease_s=0.05)
+        await limiter.take("refund")  # leases 5, spends 1
+        after_first = float(await client.hget(key, "tokens"))
+        await asyncio.sleep(0.1)  # the lease expires with 4 unspent
+        await limiter.take("refund")  # refunds 4, leases 5 again, spends 1
+        after_second = float(await client.hget(key, "tokens"))
+        await client.aclose()
+        return after_first, after_second
+
+    first, second = asyncio.run(run())
+    assert first == pytest.approx(95, abs=0.01)
+    assert second == pytest.approx(94, abs=0.01)  # 100 − 1 spent − 5 leased, not 90
+
+
+def test_a_hung_redis_does_not_queue_requests_behind_its_timeout() -> None:
+    """Concurrent requests on a key whose bucket round trip hangs: one waits for the timeout, the rest pass at once."""
+    import asyncio
+    import socket
+
+    from forkcast_gateway.app import redis_client
+    from forkcast_gateway.ratelimit import RateLimiter
+
+    async def run() -> tuple[list[bool], float]:
+        # A listener that accepts and never answers: Redis hung (SIGSTOP), not refused.
+        server = socket.socket()
+        server.bind(("127.0.0.1", 0))
+        server.listen(64)
+        port = server.getsockname()[1]
+        client = redis_client(f"redis://127.0.0.1:{port}/0", 0.2)  # the gateway's own client settings
+        limiter = RateLimiter(client, 100.0, 200)
+        started = time.monotonic()
+        decisions = await asyncio.gather(*(limiter.take("hung") for _ in range(20)))
+        elapsed = time.monotonic() - started
+        server.close()
+        return [d.allowed and d.error for d in decisions], elapsed
+
+    passed, elapsed = asyncio.run(run())
+    assert all(passed)
+    assert elapsed < 1.0, f"20 requests took {elapsed:.2f} s: they queued behind the 0.2 s timeout"

@@ -19,6 +19,8 @@ from fastapi import FastAPI, Path, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 
 from forkcast_contract import api as limits
 from forkcast_contract.api import USER_ID_PATTERN
@@ -62,6 +64,18 @@ log = logging.getLogger("forkcast_gateway")
 _RETRY = {"retry-after": "1"}
 
 
+def redis_client(url: str, timeout_s: float) -> aioredis.Redis:
+    """A client whose ``timeout_s`` is the whole cost of a hung Redis.
+
+    Why no retries: redis-py 8's default (3 retries, exponential backoff) made one rate-limit check against a
+    hung Redis take 6.4 s with a 0.2 s timeout (tests/test_auth_and_limits.py); the bucket and the feedback stream
+    fail open or answer 503 instead, and the next request tries again.
+    """
+    return aioredis.Redis.from_url(
+        url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s, retry=Retry(NoBackoff(), 0)
+    )
+
+
 def error_422(errs: list[Any]) -> Response:
     return Response(body_422(field_errors(errs)), status_code=422, media_type="application/json")
 
@@ -100,11 +114,7 @@ def build_api(settings: GatewaySettings, metrics: Metrics, keys: KeyStore | None
         max_in_flight=settings.max_in_flight,
         pool_size=settings.pool_size,
     )
-    redis = aioredis.Redis.from_url(
-        settings.redis_url,
-        socket_timeout=settings.redis_timeout_s,
-        socket_connect_timeout=settings.redis_timeout_s,
-    )
+    redis = redis_client(settings.redis_url, settings.redis_timeout_s)
     feedback = FeedbackWriter(
         redis, settings.feedback_stream, settings.feedback_maxlen, settings.feedback_dedup_ttl_s
     )
@@ -115,11 +125,7 @@ def build_api(settings: GatewaySettings, metrics: Metrics, keys: KeyStore | None
     feature_store = (
         redis
         if features_url is None or features_url == settings.redis_url
-        else aioredis.Redis.from_url(
-            features_url,
-            socket_timeout=settings.redis_timeout_s,
-            socket_connect_timeout=settings.redis_timeout_s,
-        )
+        else redis_client(features_url, settings.redis_timeout_s)
     )
 
     @contextlib.asynccontextmanager
