@@ -179,6 +179,21 @@ def test_model_failing_the_probe_is_not_served(
     assert _post(application, "1", GOOD)[0] == 503
 
 
+@pytest.mark.parametrize("name", ["serving_weights.npz", "scaler.npz", "probe.npz"])
+def test_truncated_serving_file_is_not_ready_and_does_not_crash(
+    redis_server: LocalRedis, model_dir: Path, tmp_path: Path, name: str
+) -> None:
+    bad = tmp_path / "bad"
+    shutil.copytree(model_dir, bad)
+    data = (bad / name).read_bytes()
+    (bad / name).write_bytes(data[: len(data) // 2])  # a cut-short file: np.load raises BadZipFile
+    application = create_app(make_settings(redis_server.url, bad))
+    application.startup()
+    r = call(application, "GET", "/readyz")
+    assert r.status == 503 and "cannot read the serving form" in json.loads(r.body)["reason"]
+    assert _post(application, "1", GOOD)[0] == 503
+
+
 def test_schema_mismatch_is_not_ready(redis_server: LocalRedis, model_dir: Path, tmp_path: Path) -> None:
     other = tmp_path / "other"
     shutil.copytree(model_dir, other)

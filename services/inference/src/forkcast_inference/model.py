@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
@@ -89,9 +90,12 @@ def load_files(directory: Path, provenance: Provenance) -> LoadedModel:
         with np.load(directory / SCALER_FILE) as z:
             mean, std = z["mean"].astype(np.float64), z["std"].astype(np.float64)
         folded = FoldedModel.fold(weights, mean, std)
-    except (OSError, KeyError, ValueError, ModelFormatError) as exc:
+        gap = probe_check(folded, directory / PROBE_FILE)
+    # A truncated .npz is a BadZipFile (not an OSError): uncaught, it crashed the service at startup instead of
+    # leaving it unready with the reason (found by the fault drill localplatform/tests/test_faults.py).
+    except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile, ModelFormatError) as exc:
         raise ModelLoadError(f"cannot read the serving form in {directory}: {exc}") from exc
-    return LoadedModel(folded, provenance, probe_check(folded, directory / PROBE_FILE))
+    return LoadedModel(folded, provenance, gap)
 
 
 def _from_registry(settings: InferenceSettings) -> LoadedModel:
