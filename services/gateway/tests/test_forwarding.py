@@ -54,6 +54,34 @@ def test_retry_once_on_another_endpoint(make_gateway: Callable[..., Edge]) -> No
         assert 'forkcast_gateway_upstream_errors_total{kind="connect_error",upstream="stable"}' in metrics
 
 
+def test_connect_timeout_is_retried_on_another_endpoint(make_gateway: Callable[..., Edge]) -> None:
+    """An endpoint whose accept queue is full drops SYNs: the connect times out, and the request goes elsewhere."""
+    import socket
+
+    blackhole = socket.socket()
+    blackhole.bind(("127.0.0.1", 0))
+    blackhole.listen(0)
+    fillers = []
+    for _ in range(4):  # fill the accept queue; later SYNs are dropped, never refused
+        filler = socket.socket()
+        filler.setblocking(False)
+        filler.connect_ex(blackhole.getsockname())
+        fillers.append(filler)
+    hole = f"http://127.0.0.1:{blackhole.getsockname()[1]}"
+    try:
+        with (
+            serve(StandIn()) as up,
+            serve(make_gateway(upstreams=f"{hole},{up}", breaker_failures=100)) as gw,
+        ):
+            codes = [post(gw, f"u{i}").status_code for i in range(6)]
+            metrics = requests.get(f"{gw}/metrics", timeout=5).text
+    finally:
+        for s in [*fillers, blackhole]:
+            s.close()
+    assert codes == [200] * 6
+    assert 'forkcast_gateway_upstream_errors_total{kind="connect_error",upstream="stable"}' in metrics
+
+
 def test_request_id_reaches_upstream_and_500_becomes_502(make_gateway: Callable[..., Edge]) -> None:
     upstream = StandIn(status=500)
     with serve(upstream) as up, serve(make_gateway(upstreams=up, breaker_failures=100)) as gw:
