@@ -5,19 +5,26 @@ parser, so a renamed subcommand or flag fails here and not in a scheduled pipeli
 
 from __future__ import annotations
 
+import functools
 import itertools
+import os
 import re
 import shlex
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
+from forkcast_retrain import workflow
 from forkcast_retrain.cli import build_parser
 
 ROOT = Path(__file__).resolve().parents[2]
 RETRAIN_CHAIN = ["prep", "train", "evaluate", "gate", "publish", "promote-dev"]
+TRAIN_IN_CI = {"prep", "train", "evaluate"}
+TRAIN_ON_CLUSTER = {"train-on-cluster"}
 STAGES = ["lint", "test", "build", "retrain", "gate", "publish", "promote"]
 
 
@@ -28,6 +35,7 @@ class _GitLabLoader(yaml.SafeLoader):
 _GitLabLoader.add_constructor("!reference", lambda loader, node: loader.construct_sequence(node))
 
 
+@functools.cache  # parsed once: the rules tests below resolve hundreds of jobs
 def pipeline() -> dict[str, Any]:
     doc: dict[str, Any] = yaml.load((ROOT / ".gitlab-ci.yml").read_text(), Loader=_GitLabLoader)
     return doc
@@ -60,6 +68,47 @@ def conditions(job: str) -> list[str]:
 _SOURCE = re.compile(r'\$CI_PIPELINE_SOURCE == "(\w+)"')
 
 
+def needs(job: str) -> dict[str, bool]:
+    """The job's needs: name → optional (GitLab accepts a bare name or `{job: name, optional: true}`)."""
+    return {
+        (n if isinstance(n, str) else n["job"]): (False if isinstance(n, str) else bool(n.get("optional")))
+        for n in resolved(job).get("needs", [])
+    }
+
+
+def _term(term: str, variables: dict[str, str]) -> bool:
+    """One operand of a rules `if:`, in the few forms this pipeline uses."""
+    m = re.fullmatch(r'\$(\w+)(?:\s*(==|!=)\s*(null|"[^"]*"))?', term.strip())
+    assert m, f"rules expression {term!r} is outside what this test evaluates"
+    name, op, value = m.groups()
+    actual = variables.get(name)
+    if op is None:
+        return bool(actual)
+    equal = actual is None if value == "null" else actual == value.strip('"')
+    return equal if op == "==" else not equal
+
+
+def selected(job: str, variables: dict[str, str]) -> bool:
+    """GitLab's rules: the first rule whose `if` holds decides; `when: never` excludes the job."""
+    rules = resolved(job)["rules"]
+    flat = [r for rule in rules for r in (pipeline()[rule[0]][rule[1]] if isinstance(rule, list) else [rule])]
+    for rule in flat:
+        if all(_term(t, variables) for t in rule["if"].split("&&")):
+            return rule.get("when", "on_success") != "never"
+    return False
+
+
+def jobs_for(variables: dict[str, str]) -> set[str]:
+    """The jobs a pipeline with these variables contains (the file's own defaults, then the pipeline's)."""
+    values = {**pipeline()["variables"], **variables}
+    return {
+        name
+        for name, job in pipeline().items()
+        if isinstance(job, dict) and not name.startswith(".") and "rules" in resolved(name)
+        if selected(name, values)
+    }
+
+
 def test_stages_are_in_delivery_order() -> None:
     assert pipeline()["stages"] == STAGES
 
@@ -76,13 +125,14 @@ def test_schedule_and_trigger_run_retraining(job: str) -> None:
 
 def test_the_retraining_chain_needs_each_step_before() -> None:
     for before, job in itertools.pairwise(RETRAIN_CHAIN):
-        assert before in resolved(job)["needs"], f"{job} does not need {before}"
+        assert before in needs(job), f"{job} does not need {before}"
     for job in RETRAIN_CHAIN[:-1]:
         assert resolved(job)["artifacts"]["paths"] == ["$RUN_DIR/"], f"{job} passes no run directory on"
 
 
 def test_a_trigger_records_its_reason_and_refuses_missing_variables() -> None:
-    script = "\n".join(resolved("prep")["script"])
+    job = resolved("prep")
+    script = "\n".join(job["before_script"] + job["script"])
     assert "${ALERT_REASON:?" in script and "${ALERT_NAME:?" in script and "${FORKCAST_DATA_DIR:?" in script
     assert "trigger.json" in script
 
@@ -157,3 +207,97 @@ def test_the_rollout_notifies_the_pipeline_on_abort() -> None:
     (template,) = send["send"]
     body = yaml.safe_load(data[f"template.{template}"])["webhook"]["gitlab-trigger"]["body"]
     assert "variables[ROLLBACK_NAMESPACE]={{.rollout.metadata.namespace}}" in body
+
+
+# TRAIN_EXECUTOR (issue 10): the heavy steps run either in CI jobs or on the cluster, never both, never neither.
+@pytest.mark.parametrize("source", ["schedule", "trigger"])
+@pytest.mark.parametrize("executor", [None, "ci", "argo", "Argo"])
+def test_train_executor_selects_exactly_one_training_path(source: str, executor: str | None) -> None:
+    variables = {"CI_PIPELINE_SOURCE": source, **({"TRAIN_EXECUTOR": executor} if executor else {})}
+    jobs = jobs_for(variables)
+    in_ci = executor in (None, "ci")  # unset: the file's default, ci
+    assert jobs & (TRAIN_IN_CI | TRAIN_ON_CLUSTER) == (TRAIN_IN_CI if in_ci else TRAIN_ON_CLUSTER), jobs
+    assert {"gate", "publish", "promote-dev", "promote-prod"} <= jobs
+    # gate's needs: each one that is not in this pipeline is optional, and one that ran hands it the run directory.
+    present = {n for n in needs("gate") if n in jobs}
+    assert all(optional for n, optional in needs("gate").items() if n not in jobs), needs("gate")
+    assert present == ({"evaluate"} if in_ci else TRAIN_ON_CLUSTER)
+    for job in present:
+        assert resolved(job)["artifacts"]["paths"] == ["$RUN_DIR/"]
+
+
+@pytest.mark.parametrize("source", ["push", "merge_request_event"])
+def test_a_change_pipeline_trains_nowhere_whatever_the_executor(source: str) -> None:
+    for executor in ("ci", "argo"):
+        jobs = jobs_for({"CI_PIPELINE_SOURCE": source, "TRAIN_EXECUTOR": executor})
+        assert not jobs & (TRAIN_IN_CI | TRAIN_ON_CLUSTER | {"gate"}), jobs
+
+
+def test_both_paths_start_by_recording_the_trigger() -> None:
+    assert resolved("prep")["before_script"] == resolved("train-on-cluster")["before_script"]
+
+
+def _cluster_script() -> list[str]:
+    job = resolved("train-on-cluster")
+    return [line for line in job["before_script"] + job["script"]]
+
+
+def test_the_cluster_job_submits_the_candidate_dag_waits_and_fetches_the_run() -> None:
+    (call,) = [c for c in _cluster_script() if "forkcast_retrain.workflow" in c]
+    # ${VAR:+...} expands to nothing when VAR is unset: parse the call both ways.
+    for optional in ("", r"\1"):
+        line = re.sub(r"\$\{\w+:\+(.*?)\}", optional, call.replace("\n", " "))
+        line = re.sub(r"\$\{\w+:-([^}]*)\}", r"\1", line)
+        words = shlex.split(re.sub(r"\$\{?\w+\}?", "x", line))
+        assert words[:3] == ["python", "-m", "forkcast_retrain.workflow"]
+        args = workflow.build_parser().parse_args(words[3:])
+        assert args.command == "submit" and args.entrypoint == workflow.CANDIDATE_ENTRYPOINT
+        assert args.wait and args.fetch_run is not None and args.bucket
+        assert {"image", "recipe", "gpus"} | ({"data-key"} if optional else set()) == dict(args.param).keys()
+    assert '--fetch-run "$RUN_DIR"' in call and '--param image="$RETRAIN_IMAGE"' in call
+    # The image those jobs run has the kubernetes client the submit needs.
+    assert "--extra workflows" in (ROOT / "pipelines/retrain/Dockerfile").read_text()
+
+
+def _run_cluster_job(tmp_path: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """The job's shell lines as the runner runs them (bash, stop at the first failure), on this machine."""
+    path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"
+    base = {"PATH": path, "HOME": str(tmp_path), "RUN_DIR": "run", "CI_PIPELINE_SOURCE": "schedule"}
+    base["RETRAIN_IMAGE"] = "registry.example.invalid/retrain:main"
+    return subprocess.run(
+        ["bash", "-e", "-o", "pipefail", "-c", "\n".join(_cluster_script())],
+        cwd=tmp_path,
+        env={**base, **env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"TRAIN_EXECUTOR": "Argo"}, "TRAIN_EXECUTOR=Argo: expected ci (train in CI jobs) or argo"),
+        ({"TRAIN_EXECUTOR": "argo", "ARGO_ARTIFACT_BUCKET": "b"}, "set ARGO_NAMESPACE"),
+        ({"TRAIN_EXECUTOR": "argo", "ARGO_NAMESPACE": "ml"}, "set ARGO_ARTIFACT_BUCKET"),
+        # Everything set but credentials for the Kubernetes API (no KUBECONFIG file, not in a pod).
+        (
+            {
+                "TRAIN_EXECUTOR": "argo",
+                "ARGO_NAMESPACE": "ml",
+                "ARGO_ARTIFACT_BUCKET": "b",
+                "KUBECONFIG": "absent",
+            },
+            "not submitted: no Kubernetes credentials",
+        ),
+    ],
+    ids=["typo", "namespace", "bucket", "credentials"],
+)
+def test_the_cluster_job_stops_before_submitting_when_something_is_missing(
+    tmp_path: Path, env: dict[str, str], message: str
+) -> None:
+    result = _run_cluster_job(tmp_path, env)
+    assert result.returncode != 0
+    assert message in result.stderr, result.stdout + result.stderr
+    assert "submitted workflow" not in result.stdout

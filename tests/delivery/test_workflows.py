@@ -20,10 +20,14 @@ import yaml
 
 from forkcast_retrain.steps import DATA, RECIPE, RUN, STEPS, step
 from forkcast_retrain.workflow import (
+    CANDIDATE_ENTRYPOINT,
+    CANDIDATE_STEPS,
+    ENTRYPOINT,
     TEMPLATE_NAME,
     cron_workflow,
     main,
     rendered_files,
+    run_key,
     submit,
     workflow,
     workflow_template,
@@ -175,3 +179,20 @@ def test_submit_creates_a_workflow_from_the_template_through_the_kubernetes_api(
 def test_submit_refuses_a_parameter_the_template_does_not_have() -> None:
     with pytest.raises(ValueError, match="unknown workflow parameter"):
         workflow({"gpu": "1"})
+
+
+def test_the_candidate_entrypoint_stops_before_the_gate_and_leaves_its_run_where_ci_fetches_it() -> None:
+    """TRAIN_EXECUTOR=argo: the cluster runs prep > train > evaluate; the CI job reads `run_key(name, last)`."""
+    spec = workflow_template()["spec"]
+    dags = {t["name"]: t["dag"]["tasks"] for t in spec["templates"] if "dag" in t}
+    assert set(dags) == {ENTRYPOINT, CANDIDATE_ENTRYPOINT} and spec["entrypoint"] == ENTRYPOINT
+    names = [s.name for s in STEPS]
+    assert [t["name"] for t in dags[CANDIDATE_ENTRYPOINT]] == names[: names.index("gate")]
+    assert CANDIDATE_STEPS[-1].name == "evaluate"
+    templates = {t["name"]: t for t in spec["templates"]}
+    for s in STEPS:
+        (out,) = templates[s.name]["outputs"]["artifacts"]
+        assert out["s3"]["key"] == run_key("{{workflow.name}}", s.name)
+    assert workflow({}, CANDIDATE_ENTRYPOINT)["spec"]["entrypoint"] == CANDIDATE_ENTRYPOINT
+    with pytest.raises(ValueError, match="unknown entrypoint"):
+        workflow({}, "gate")

@@ -9,24 +9,35 @@ as a pod with its own requests (training optionally on a GPU), retries infrastru
 directory between steps as an S3 artifact (the artifact repository configured in the cluster, see
 `ARTIFACT_REPOSITORY`), so steps may land on different nodes.
 
-Run ``python -m forkcast_retrain.workflow render workflows`` to regenerate the files, and
-``python -m forkcast_retrain.workflow submit --param gpus=1`` to start a run on the cluster.
+Two entrypoints: `retrain` runs every step on the cluster (the CronWorkflow); `train-candidate` runs only the
+heavy steps before the gate (prep > train > evaluate) and leaves the run directory in S3 under `run_key`, for the
+GitLab pipeline with TRAIN_EXECUTOR=argo, which waits for it (`forkcast_retrain.cluster`) and gates, publishes and
+promotes in its own jobs.
+
+Run ``python -m forkcast_retrain.workflow render workflows`` to regenerate the files,
+``python -m forkcast_retrain.workflow submit --param gpus=1`` to start a run on the cluster, and
+``python -m forkcast_retrain.workflow submit --entrypoint train-candidate --wait --fetch-run run --bucket B`` to
+train on the cluster and bring the run directory back (what the CI job `train-on-cluster` does).
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
-import os
 import sys
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from forkcast_retrain.steps import DATA, RECIPE, RUN, STEPS, Step
+from forkcast_retrain.steps import DATA, RECIPE, RUN, STEPS, Step, step
 
 TEMPLATE_NAME = "forkcast-retrain"
+# The DAGs a Workflow may start at: every step, or the steps that make a candidate (everything before the gate,
+# whose decision and what follows it stay with the GitLab pipeline when it hands training to the cluster).
+ENTRYPOINT = "retrain"
+CANDIDATE_ENTRYPOINT = "train-candidate"
+CANDIDATE_STEPS: tuple[Step, ...] = STEPS[: STEPS.index(step("gate"))]
 IMAGE = "registry.gitlab.com/forkcast/forkcast/retrain:main"
 RUN_PATH = "/work/run"
 DATA_PATH = "/work/data"
@@ -68,12 +79,18 @@ def _resources(s: Step) -> dict[str, Any]:
 GPU_PATCH = '{"containers":[{"name":"main","resources":{"limits":{"nvidia.com/gpu":"{{workflow.parameters.gpus}}"}}}]}'
 
 
+# Where each step's run directory lands in the artifact repository's bucket: one scheme for the template (which
+# writes it, with Argo's `{{workflow.name}}`) and for `forkcast_retrain.cluster` (which reads it back after the run).
+RUN_KEY_PREFIX = "forkcast-runs"
+
+
+def run_key(workflow_name: str, step_name: str) -> str:
+    """The S3 key of the run directory (a .tgz holding `run/...`) that step ``step_name`` of a Workflow left."""
+    return f"{RUN_KEY_PREFIX}/{workflow_name}/{step_name}.tgz"
+
+
 def _run_artifact(s: Step) -> dict[str, Any]:
-    return {
-        "name": "run",
-        "path": RUN_PATH,
-        "s3": {"key": f"forkcast-runs/{{{{workflow.name}}}}/{s.name}.tgz"},
-    }
+    return {"name": "run", "path": RUN_PATH, "s3": {"key": run_key("{{workflow.name}}", s.name)}}
 
 
 def _template(s: Step, first: bool) -> dict[str, Any]:
@@ -108,18 +125,18 @@ def _template(s: Step, first: bool) -> dict[str, Any]:
     return template
 
 
-def _dag() -> dict[str, Any]:
+def _dag(name: str, steps: tuple[Step, ...]) -> dict[str, Any]:
     tasks: list[dict[str, Any]] = []
-    for i, s in enumerate(STEPS):
+    for i, s in enumerate(steps):
         task: dict[str, Any] = {"name": s.name, "template": s.name}
         if i:
-            before = STEPS[i - 1].name
+            before = steps[i - 1].name
             task["dependencies"] = [before]
             task["arguments"] = {
                 "artifacts": [{"name": "run", "from": f"{{{{tasks.{before}.outputs.artifacts.run}}}}"}]
             }
         tasks.append(task)
-    return {"name": "retrain", "dag": {"tasks": tasks}}
+    return {"name": name, "dag": {"tasks": tasks}}
 
 
 def workflow_template() -> dict[str, Any]:
@@ -129,7 +146,7 @@ def workflow_template() -> dict[str, Any]:
         "kind": "WorkflowTemplate",
         "metadata": {"name": TEMPLATE_NAME, "labels": {"app.kubernetes.io/part-of": "forkcast"}},
         "spec": {
-            "entrypoint": "retrain",
+            "entrypoint": ENTRYPOINT,
             "serviceAccountName": "forkcast-retrain",
             "artifactRepositoryRef": ARTIFACT_REPOSITORY,
             "activeDeadlineSeconds": 4 * 3600,
@@ -143,7 +160,11 @@ def workflow_template() -> dict[str, Any]:
                     {"name": "gpus", "value": "0"},
                 ]
             },
-            "templates": [_dag(), *(_template(s, i == 0) for i, s in enumerate(STEPS))],
+            "templates": [
+                _dag(ENTRYPOINT, STEPS),
+                _dag(CANDIDATE_ENTRYPOINT, CANDIDATE_STEPS),
+                *(_template(s, i == 0) for i, s in enumerate(STEPS)),
+            ],
         },
     }
 
@@ -177,8 +198,10 @@ def rendered_files() -> dict[str, str]:
     return {f"{str(d['kind']).lower()}.yaml": render(d) for d in (workflow_template(), cron_workflow())}
 
 
-def workflow(parameters: dict[str, str]) -> dict[str, Any]:
-    """A Workflow that runs the WorkflowTemplate with ``parameters`` overriding its defaults."""
+def workflow(parameters: dict[str, str], entrypoint: str = ENTRYPOINT) -> dict[str, Any]:
+    """A Workflow that runs the WorkflowTemplate from ``entrypoint`` with ``parameters`` overriding its defaults."""
+    if entrypoint not in (ENTRYPOINT, CANDIDATE_ENTRYPOINT):
+        raise ValueError(f"unknown entrypoint {entrypoint}; known: {ENTRYPOINT}, {CANDIDATE_ENTRYPOINT}")
     known = {p["name"] for p in workflow_template()["spec"]["arguments"]["parameters"]}
     unknown = sorted(set(parameters) - known)
     if unknown:
@@ -194,33 +217,23 @@ def workflow(parameters: dict[str, str]) -> dict[str, Any]:
         },
         "spec": {
             "workflowTemplateRef": {"name": TEMPLATE_NAME},
+            "entrypoint": entrypoint,
             "arguments": {"parameters": [{"name": k, "value": v} for k, v in sorted(parameters.items())]},
         },
     }
 
 
-def submit(api_client: Any, namespace: str, parameters: dict[str, str]) -> str:
+def submit(api_client: Any, namespace: str, parameters: dict[str, str], entrypoint: str = ENTRYPOINT) -> str:
     """Create the Workflow through the Kubernetes API (Argo's controller picks it up); returns its name."""
     from kubernetes import client  # optional extra `workflows`: only submitting needs it
 
     api = client.CustomObjectsApi(api_client)
     created = api.create_namespaced_custom_object(
-        "argoproj.io", "v1alpha1", namespace, "workflows", workflow(parameters)
+        "argoproj.io", "v1alpha1", namespace, "workflows", workflow(parameters, entrypoint)
     )
     if not isinstance(created, dict):
         raise RuntimeError(f"the API answered {type(created).__name__}, not the created object")
     return str(created["metadata"]["name"])
-
-
-def _api_client(kubeconfig: Path | None) -> Any:
-    """The API client of the kubeconfig (or in-cluster service account when running in a pod)."""
-    from kubernetes import client, config
-
-    if kubeconfig is None and config.incluster_config.SERVICE_HOST_ENV_NAME in os.environ:
-        config.load_incluster_config()  # type: ignore[no-untyped-call]  # kubernetes ships these untyped
-    else:
-        config.load_kube_config(config_file=str(kubeconfig) if kubeconfig else None)  # type: ignore[no-untyped-call]
-    return client.ApiClient()
 
 
 def _param(text: str) -> tuple[str, str]:
@@ -230,7 +243,8 @@ def _param(text: str) -> tuple[str, str]:
     return name, value
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line (also used by tests/delivery to parse the CI job's call)."""
     parser = argparse.ArgumentParser(prog="python -m forkcast_retrain.workflow", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("render", help="write the WorkflowTemplate and CronWorkflow YAML into a directory")
@@ -242,20 +256,71 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--param", type=_param, action="append", default=[], help="NAME=VALUE (image, recipe, gpus...)"
     )
-    p.add_argument("--kubeconfig", type=Path, help="kubeconfig file (default: ~/.kube/config or in-cluster)")
+    p.add_argument(
+        "--entrypoint",
+        choices=[ENTRYPOINT, CANDIDATE_ENTRYPOINT],
+        default=ENTRYPOINT,
+        help=f"{ENTRYPOINT}: every step; {CANDIDATE_ENTRYPOINT}: "
+        f"{' > '.join(s.name for s in CANDIDATE_STEPS)} only (the gate and the rest stay with the caller)",
+    )
+    p.add_argument(
+        "--kubeconfig", type=Path, help="kubeconfig file (default: $KUBECONFIG, ~/.kube/config or in-cluster)"
+    )
+    p.add_argument(
+        "--wait", action="store_true", help="poll the Workflow until it ends; exit 1 unless it succeeded"
+    )
+    p.add_argument(
+        "--timeout", type=float, default=4 * 3600 + 600, help="seconds --wait waits (default 4h10m)"
+    )
+    p.add_argument("--poll", type=float, default=15.0, help="seconds between two status reads (default 15)")
+    p.add_argument(
+        "--fetch-run",
+        type=Path,
+        metavar="DIR",
+        help="after --wait: unpack the run directory the last step left in S3 into DIR (needs --bucket)",
+    )
+    _bucket_arg(p)
+    p = sub.add_parser(
+        "fetch", help="unpack the run directory a finished Workflow left in S3 into a directory"
+    )
+    p.add_argument("workflow", help="the Workflow's name (as `submit` printed it)")
+    p.add_argument("--out", type=Path, required=True, help="directory to unpack into")
+    p.add_argument(
+        "--step", default=CANDIDATE_STEPS[-1].name, help="whose run directory (default: %(default)s)"
+    )
+    _bucket_arg(p)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
     args = parser.parse_args(argv)
-    if args.command == "submit":
-        try:
-            name = submit(_api_client(args.kubeconfig), args.namespace, dict(args.param))
-        except ValueError as exc:
-            parser.error(str(exc))
-        print(f"submitted workflow {args.namespace}/{name}")
+    if args.command == "render":
+        args.out.mkdir(parents=True, exist_ok=True)
+        for name, text in rendered_files().items():
+            (args.out / name).write_text(text)
+            print(f"wrote {args.out / name}")
         return 0
-    args.out.mkdir(parents=True, exist_ok=True)
-    for name, text in rendered_files().items():
-        (args.out / name).write_text(text)
-        print(f"wrote {args.out / name}")
-    return 0
+    from forkcast_retrain import cluster  # imports this module: loaded only when talking to the cluster
+
+    if args.command == "fetch":
+        return cluster.fetch_command(args.bucket, args.workflow, args.out, args.step)
+    if args.fetch_run and not args.wait:
+        parser.error("--fetch-run needs --wait (the run directory exists once the Workflow succeeded)")
+    try:
+        workflow(dict(args.param), args.entrypoint)
+    except ValueError as exc:
+        parser.error(str(exc))
+    return cluster.submit_command(args)
+
+
+def _bucket_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--bucket",
+        default="",
+        help="bucket of the cluster's artifact repository (ConfigMap artifact-repositories, key forkcast-s3);"
+        " endpoint and credentials from S3_ENDPOINT_URL, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY",
+    )
 
 
 if __name__ == "__main__":
