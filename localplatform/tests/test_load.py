@@ -83,7 +83,7 @@ def test_runner_sends_the_workload_and_summarises_each_stage(tmp_path: Path, gat
     data, config, root = _platform(tmp_path, gateway)
     out = tmp_path / "out"
     argv = ["--data", str(data), "--config", str(config), "--root", str(root), "--out", str(out)]
-    argv += ["--rate", "4", "--duration", "3", "--users", "2", "--steps", "1,2", "--step-seconds", "2"]
+    argv += ["--rate", "20", "--duration", "3", "--users", "2", "--steps", "1,2", "--step-seconds", "2"]
     assert main(argv) == 0
     summary = (out / "summary.md").read_text()
     table = [
@@ -96,6 +96,8 @@ def test_runner_sends_the_workload_and_summarises_each_stage(tmp_path: Path, gat
     ]
     assert all(line.split("|")[5].strip() == "0" for line in table)  # zero failures in every stage
     assert all(int(line.split("|")[4]) > 0 for line in table)
+    # Poisson arrivals at 20 req/s for 3 s: 60 expected (σ ≈ 7.7), whatever the users' latency.
+    assert 35 <= int(table[0].split("|")[4]) <= 85, table[0]
     assert "PASS" in summary and "saturation:" in summary
     assert "acceptance statuses: {200: " in summary and "step statuses: {200: " in summary
     assert (out / "latency.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
