@@ -206,6 +206,16 @@ def test_push_runs_lint_test_build_and_no_retraining(gcl: list[str], project: Pa
     assert not jobs & RETRAIN_JOBS, jobs
 
 
+@pytest.mark.parametrize("source", ["schedule", "trigger"])
+def test_train_executor_argo_trains_on_the_cluster_instead(
+    gcl: list[str], project: Path, source: str
+) -> None:
+    """Only listed (the job needs a cluster): GitLab's rules, as gitlab-ci-local evaluates them, pick the path."""
+    variables = {"CI_PIPELINE_SOURCE": source, "TRAIN_EXECUTOR": "argo"}
+    jobs = _listed(_run(gcl, project, variables, "--list-json"))
+    assert jobs == RETRAIN_JOBS - {"prep", "train", "evaluate"} | {"train-on-cluster"}, jobs
+
+
 def _pipeline(
     gcl: list[str], project: Path, stack: dict[str, str], data: Path, gitops: Path, extra: dict[str, str]
 ) -> tuple[subprocess.CompletedProcess[str], Path]:

@@ -239,7 +239,7 @@ def test_both_paths_start_by_recording_the_trigger() -> None:
 
 def _cluster_script() -> list[str]:
     job = resolved("train-on-cluster")
-    return [line for line in job["before_script"] + job["script"]]
+    return [*job["before_script"], *job["script"]]
 
 
 def test_the_cluster_job_submits_the_candidate_dag_waits_and_fetches_the_run() -> None:
