@@ -14,7 +14,7 @@ export OPENBLAS_NUM_THREADS ?= 1
 DATA ?= data
 PACKAGES = $(wildcard */src */*/src)
 
-.PHONY: help setup system-packages demo up down status logs test lint format typecheck pytest full-data bench-data bench-features bench-train bench-serve bench-gateway bench-monitoring manifests-check workflows dashboards dashboards-png rollout-drill load audit
+.PHONY: help setup system-packages demo up down status logs test lint format typecheck pytest full-data bench-data bench-features bench-train bench-serve bench-gateway bench-monitoring manifests-check workflows dashboards dashboards-png rollout-drill faults load audit
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -108,6 +108,9 @@ dashboards-png: setup system-packages ## render every dashboard panel from a rea
 
 rollout-drill: setup system-packages ## local canary rehearsal from rollouts/: a good model promoted, a slow canary aborted, zero failed requests
 	$(BIN)/pytest -q -s -p no:cacheprovider localplatform/tests/test_rollout_drill.py
+
+faults: setup system-packages ## fault drills under load: Redis killed, S3 down, bad versions, feature cutover, worker killed, MLflow down
+	$(BIN)/pytest -q -s -p no:cacheprovider localplatform/tests/test_faults.py
 
 load: demo ## locust through the gateway of the demo platform: 30 req/s for 60 s (p95 ≤ 100 ms), then a step test to saturation; docs/load/
 	$(BIN)/python -m forkcast_local.load --data $(DATA)/small --out docs/load

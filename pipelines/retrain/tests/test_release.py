@@ -330,6 +330,21 @@ def test_without_a_tracking_server_a_local_store_is_used_and_said(
     assert (tmp_path / "mlruns" / experiment / run.info.run_id / "metrics" / "roc_auc").is_file()
 
 
+def test_unreachable_tracking_server_fails_fast_and_is_not_taken_for_no_champion(
+    runs: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An MLflow that cannot be reached is an error within seconds (not minutes of retries), never "no champion"."""
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{free_port()}")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    run = tmp_path / "run"
+    shutil.copytree(runs["champion"], run, ignore=shutil.ignore_patterns("gate_report.*", "mlflow_run.json"))
+    t0 = time.monotonic()
+    assert main(["gate", "--out", str(run), "--champion", "auto"]) == 2
+    assert time.monotonic() - t0 < 15
+    err = capsys.readouterr().err
+    assert "MLflow failed" in err and "Nothing was lost" in err and not (run / "gate_report.json").exists()
+
+
 def test_export_writes_the_version_files_without_s3(runs: dict[str, Path], tmp_path: Path) -> None:
     target = tmp_path / "model"
     assert main(["export", "--out", str(runs["champion"]), "--to", str(target)]) == 0

@@ -75,6 +75,8 @@ def _champion(arg: str, registry: ModelRegistry, tracker: Any, alias: str) -> tu
 
 def run_release_command(args: argparse.Namespace) -> int:
     # MLflow is imported here, not at module level: it adds about a second to every other subcommand's start.
+    from mlflow.exceptions import MlflowException
+
     from forkcast_retrain.publish import run_publish
     from forkcast_retrain.tracking import CHAMPION, Tracker
 
@@ -118,6 +120,16 @@ def run_release_command(args: argparse.Namespace) -> int:
             print(result.message)
     except (DataError, RegistryError, FileNotFoundError) as exc:
         print(f"forkcast-retrain {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except MlflowException as exc:
+        first = str(exc).splitlines()[0][:300]
+        where = f" in {args.out}" if getattr(args, "out", None) else ""
+        print(
+            f"forkcast-retrain {args.command}: error: MLflow failed ({exc.error_code}): {first}\n"
+            f"Nothing was lost: the run directory{where} holds what MLflow is sent. Run `forkcast-retrain "
+            f"{args.command}` again once MLflow answers; it creates the MLflow run from those files.",
+            file=sys.stderr,
+        )
         return 2
     return 0
 
