@@ -361,7 +361,7 @@ class EndToEnd:
         tl.mark("datasets", base=str(o.data), drifted=str(self.drifted), preset=meta["preset"])
         self.start_storage()
         self.gitops = _ensure_gitops(PlatformConfig(root=self.work, ports={}, settings={}))
-        baseline = self.pipeline("baseline", o.data, {"CI_PIPELINE_SOURCE": "schedule"}).execute()
+        baseline = self.pipeline("baseline", o.data, {}).bootstrap(o.baseline_epochs)
         self.v1 = baseline["version"]
         self.stable = self.start_inference("inference-stable")
         self.keys = self.work / "api-keys"
@@ -388,7 +388,7 @@ class EndToEnd:
         time.sleep(3)
         pre = self.auc(self.v1, over_s=3)
         assert pre is not None
-        tl.mark("online AUC steady (pre-drift)", auc=round(pre, 4))
+        tl.mark("online AUC steady (pre-drift)", auc=round(pre, 4), samples=int(self.samples(self.v1)))
         firing_before = query(self.prometheus, f'ALERTS{{alertname="{ALERT}",alertstate="firing"}}')
         if firing_before:
             raise DrillError(
@@ -548,6 +548,9 @@ def _parser() -> argparse.ArgumentParser:
         "--drift", type=float, default=1.0, help="the simulator's --drift S after the steady phase"
     )
     p.add_argument(
+        "--baseline-epochs", type=int, default=1, help="epochs of the release served before the drill (setup)"
+    )
+    p.add_argument(
         "--recipe", default="default", help="training recipe of the pipeline (CI's ${RECIPE:-default})"
     )
     p.add_argument(
@@ -587,7 +590,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         report = e2e.run()
         ok = True
-    except (DrillError, KeyboardInterrupt, subprocess.CalledProcessError, OSError) as exc:
+    except (Exception, KeyboardInterrupt) as exc:  # reported, after every process is stopped
         report = e2e.report | {"error": f"{type(exc).__name__}: {exc}"}
         print(f"drill FAILED: {exc}", file=sys.stderr)
     finally:

@@ -100,6 +100,22 @@ class Pipeline:
             else:
                 self._step(step.name, args)
                 self.on_stage(step.name, {})
+        return self._promote()
+
+    def bootstrap(self, epochs: int) -> dict[str, Any]:
+        """The release already in production before the drill: ``all --epochs N`` (one process), publish, promote.
+
+        Setup, not the loop under test: the champion only has to exist in S3, MLflow and the overlay.
+        """
+        self.run.mkdir(parents=True, exist_ok=True)
+        self._step("all", ["all", "--data", str(self.data), "--out", str(self.run), "--epochs", str(epochs),
+                           "--no-progress"])  # fmt: skip
+        self.on_stage(f"all --epochs {epochs}", {})
+        self._step("publish", ["publish", "--out", str(self.run)])
+        self.on_stage("publish", {})
+        return self._promote()
+
+    def _promote(self) -> dict[str, Any]:
         published = json.loads((self.run / "published.json").read_text())
         self.result["version"], self.result["uri"] = published["version"], published["uri"]
         release = self.gitops / "manifests" / "overlays" / "dev" / "model-release.yaml"
