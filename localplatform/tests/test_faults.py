@@ -264,6 +264,7 @@ def test_replica_started_with_s3_down_serves_its_cache_or_stays_unready(platform
     load = platform.load(workers=1)
     seaweed_dir = platform.seaweed.log_path.parent
     platform.seaweed.stop()
+    restarted = False
     try:
         _, served_by, cache = platform.replicas[0]
         empty = platform.stack.work / "cache-empty"
@@ -281,15 +282,26 @@ def test_replica_started_with_s3_down_serves_its_cache_or_stays_unready(platform
             time.sleep(0.2)
         codes = {s for s, _, _ in _digests(bare, platform, 5).values()}
         assert codes == {503}
+        # S3 comes back where it was: the bare replica's background retry loads and verifies the model.
+        platform.seaweed = start_seaweed(seaweed_dir, ports=platform.seaweed.ports)
+        restarted = True
+        back = time.monotonic()
+        while _http(f"{bare}/readyz")[0] != 200:
+            assert time.monotonic() - back < 15, (
+                "the replica without a cache never became ready after S3 returned"
+            )
+            time.sleep(0.1)
+        recovered_s = time.monotonic() - back
+        assert _digests(bare, platform, 30) == want
         say(
             f"S3 down: replica with a verified cache ready in {ready_s:.2f} s, 30/30 answers identical to the "
             f"running replica; without a cache it answered /healthz after {answered_s:.2f} s and stayed unready "
-            f"(/readyz 503: {body['reason'][:90]}…), /recommend {sorted(codes)}"
+            f"(/readyz 503: {body['reason'][:90]}…), /recommend {sorted(codes)}; S3 back on the same ports: "
+            f"ready {recovered_s:.2f} s later, 30/30 answers identical"
         )
     finally:
-        platform.seaweed = start_seaweed(
-            seaweed_dir
-        )  # new ports, same data: later drills use the new endpoint
+        if not restarted:
+            platform.seaweed = start_seaweed(seaweed_dir, ports=platform.seaweed.ports)
         answers = load.stop()
     assert answers and not _errors(answers), "the serving replicas never needed S3"
 
@@ -302,7 +314,8 @@ def _start_replicas(platform: Platform, specs: list[tuple[str, Path, str, str]])
     def one(spec: tuple[str, Path, str, str]) -> tuple[str, float]:
         name, cache, uri, ready = spec
         t0 = time.monotonic()
-        env = registry_env(platform.s3_env, cache, uri)
+        # Retry the model every second at most (default 15 s), so the S3 outage's end shows within the drill.
+        env = {**registry_env(platform.s3_env, cache, uri), "FORKCAST_MODEL_RETRY_MAX_S": "1"}
         _, base = start_replica(
             platform.stack, f"inference-{name}", platform.redis_url, env, ready_path=ready
         )

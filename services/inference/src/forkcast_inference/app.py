@@ -11,6 +11,7 @@ bounded by FORKCAST_REDIS_TIMEOUT_S, so a stalled Redis costs at most that befor
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
@@ -80,21 +81,43 @@ class InferenceApp:
 
     # -- life cycle ------------------------------------------------------------------------------------------
     def startup(self) -> None:
-        try:
-            self.model = load_model(self.settings)
-            self.model_error = ""
-            log.info(
-                "model %s ready (probe max |Δlogit| %.2e)",
-                self.model.provenance.model_version,
-                self.model.probe_max_abs_diff,
-            )
-        except ModelLoadError as exc:
-            self.model_error = str(exc)
-            log.error("not serving: %s", exc)
+        self._load_model()
         ok, reason = self.readiness()
         if ok:
             self.ready_after_s = time.monotonic() - self.started_at
         log.info("ready=%s %s", ok, reason)
+
+    def _load_model(self) -> bool:
+        try:
+            model = load_model(self.settings)
+        except ModelLoadError as exc:
+            self.model_error = str(exc)
+            log.error("not serving: %s", exc)
+            return False
+        self.model, self.model_error = model, ""
+        log.info(
+            "model %s ready (probe max |Δlogit| %.2e)",
+            model.provenance.model_version,
+            model.probe_max_abs_diff,
+        )
+        return True
+
+    async def retry_model(self) -> None:
+        """Load the model again, backing off, until it loads.
+
+        Why: a replica started while S3 was down stayed unready for ever once S3 was back (the fault drill), and
+        its /healthz answered 200, so no liveness probe restarted it. A bad version keeps failing verification
+        here, as often as the backoff allows, and never serves.
+        """
+        delay = 1.0
+        while self.model is None:
+            await asyncio.sleep(delay)
+            if await asyncio.to_thread(self._load_model):
+                ok, reason = self.readiness()
+                if ok and self.ready_after_s is None:
+                    self.ready_after_s = time.monotonic() - self.started_at
+                log.info("model loaded on retry; ready=%s %s", ok, reason)
+            delay = min(2 * delay, self.settings.model_retry_max_s)
 
     def readiness(self) -> tuple[bool, str]:
         """Ready: model verified, feature pointer resolves, schema hashes agree."""
@@ -229,13 +252,17 @@ class InferenceApp:
             await self._lifespan(receive, send)
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
+        retry: asyncio.Task[None] | None = None
         while True:
             message = await receive()
             if message["type"] == "lifespan.startup":
                 self.startup()
                 self.events.start(self.settings.events_flush_s)
+                retry = asyncio.create_task(self.retry_model()) if self.model is None else None
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
+                if retry is not None:
+                    retry.cancel()
                 await self.events.stop()
                 await send({"type": "lifespan.shutdown.complete"})
                 return

@@ -33,6 +33,9 @@ class InferenceSettings(ForkcastSettings):
     model_manifest_sha256: str = Field(default="", validation_alias=ENV_MODEL_MANIFEST_SHA256)
     # Development alternative to model_uri: a local directory holding the version's files.
     model_dir: Path | None = None
+    # A model that failed to load (S3 unreachable, a bad version) is tried again in the background, backing off from
+    # 1 s to this, so a replica that started during an S3 outage becomes ready when S3 returns.
+    model_retry_max_s: float = Field(default=15.0, gt=0)
     # Every Redis call (connect and read) is bounded by this: Redis down or stalled answers 503 in about this
     # long, never a hang.
     redis_timeout_s: float = Field(default=0.25, gt=0, le=30)
