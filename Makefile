@@ -14,7 +14,7 @@ export OPENBLAS_NUM_THREADS ?= 1
 DATA ?= data
 PACKAGES = $(wildcard */src */*/src)
 
-.PHONY: help setup system-packages demo up down status logs test lint format typecheck pytest full-data bench-data bench-features bench-train bench-serve bench-gateway bench-monitoring manifests-check workflows dashboards dashboards-png rollout-drill faults load audit
+.PHONY: help setup system-packages demo up down status logs test lint format typecheck pytest full-data bench-data bench-features bench-train bench-serve bench-gateway bench-monitoring manifests-check workflows dashboards dashboards-png rollout-drill faults load drill audit
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -114,6 +114,9 @@ faults: setup system-packages ## fault drills under load: Redis killed, S3 down,
 
 load: demo ## locust through the gateway of the demo platform: 30 req/s for 60 s (p95 ≤ 100 ms), then a step test to saturation; docs/load/
 	$(BIN)/python -m forkcast_local.load --data $(DATA)/small --out docs/load
+
+drill: setup system-packages ## end to end on small data: serve, drift, alert, retrain (CI's steps), canary, AUC recovers; report in docs/drill/
+	$(BIN)/forkcast-local drill --data $(DATA)/small --preset small --work runs/drill --report docs/drill/report
 
 audit: setup ## pip-audit the locked dependencies (needs the network; says "audit skipped" with the reason when offline)
 	$(BIN)/python scripts/audit_deps.py --uv $(UV)

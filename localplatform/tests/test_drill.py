@@ -48,8 +48,8 @@ def test_the_whole_loop_on_tiny_data(tmp_path: Path) -> None:
         check=True,
         capture_output=True,
     )
-    work = tmp_path / "drill"
-    code = main(["--data", str(data), "--work", str(work), *TINY])
+    code = main(["--data", str(data), "--work", str(tmp_path / "drill"), *TINY])
+    (work,) = (tmp_path / "drill").iterdir()
     report = json.loads((work / "report.json").read_text())
     assert code == 0 and report["ok"], report.get("error")
     names = [s["stage"] for s in report["stages"]]

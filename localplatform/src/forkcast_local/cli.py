@@ -46,10 +46,20 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--preset", default="small", choices=["tiny", "small"], help="dataset preset to generate")
     p.add_argument("--epochs", type=int, default=3, help="training epochs (default %(default)s)")
     p.add_argument("--requests", type=int, default=300, help="requests sent through the gateway")
+    sub.add_parser(
+        "drill",
+        add_help=False,
+        help="the whole MLOps loop end to end: drift → alert → retrain → canary → AUC recovers (see drill --help)",
+    )
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["drill"]:  # its own parser: `forkcast-local drill --help` explains every option
+        from forkcast_local.drill import main as drill
+
+        return drill(argv[1:])
     args = _parser().parse_args(argv)
     config = load_config(args.config, args.root)
     try:
