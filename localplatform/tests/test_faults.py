@@ -493,7 +493,8 @@ def test_inference_worker_killed_under_load_keeps_the_error_rate_bounded(platfor
     rate = len(errors) / len(after)
     say(
         f"worker kill: {len(after)} requests around the SIGKILL, {len(errors)} errors "
-        f"(statuses {sorted({a.status for a in errors})}), error rate {rate:.4%}; "
+        f"(statuses {sorted({a.status for a in errors})}: {sorted({a.detail for a in errors})}), "
+        f"error rate {rate:.4%}; "
         f"p99 {quantile([a.latency_s for a in after], 0.99) * 1000:.1f} ms, "
         f"max {max(a.latency_s for a in after) * 1000:.1f} ms"
     )

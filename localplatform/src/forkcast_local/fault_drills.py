@@ -108,6 +108,7 @@ class Answer:
     model_version: str
     feature_version: str
     digest: str  # sha256 of the body: equal bodies, equal scores
+    detail: str = ""  # the start of an error answer's body, for the report
 
 
 def fetch(
@@ -189,6 +190,7 @@ class LoadClient:
                 model,
                 features,
                 hashlib.sha256(payload).hexdigest(),
+                "" if status == 200 else payload[:160].decode("utf-8", "replace"),
             )
             with self._lock:
                 self.answers.append(answer)
