@@ -15,7 +15,7 @@ import numpy.typing as npt
 import torch
 
 from forkcast_contract.model_format import RANKNET_INPUT_DIM
-from forkcast_contract.registry_format import PROBE_FILE, PROBE_TOLERANCE, SERVING_WEIGHTS_FILE
+from forkcast_contract.registry_format import PROBE_FILE, PROBE_TOLERANCE, SERVING_WEIGHTS_FILE, probe_gap
 from forkcast_retrain.errors import DataError
 from forkcast_retrain.prep import Prepared
 
@@ -101,7 +101,7 @@ def write_serving_form(
     weights = layer_weights(model)
     raw = probe_inputs(prepared)
     scores = torchscript_scores(model, mean, std, raw)
-    gap = float(np.abs(numpy_forward(weights, (raw - mean) / std) - scores).max())
+    gap = probe_gap(numpy_forward(weights, (raw - mean) / std), scores)
     if not gap <= PROBE_TOLERANCE:
         raise DataError(
             f"numpy forward of the exported weights differs from model.pt by {gap:.3g} (max {PROBE_TOLERANCE})"

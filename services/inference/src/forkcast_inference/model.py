@@ -24,6 +24,7 @@ from forkcast_contract.registry_format import (
     PROBE_TOLERANCE,
     SERVING_WEIGHTS_FILE,
     VersionManifest,
+    probe_gap,
 )
 from forkcast_inference.folded import FoldedModel, ModelFormatError
 from forkcast_inference.settings import InferenceSettings
@@ -66,14 +67,14 @@ def _sha256(path: Path) -> str:
 
 
 def probe_check(folded: FoldedModel, probe_path: Path) -> float:
-    """Max |Δ logit| against the TorchScript scores stored with the version; raises above the tolerance."""
+    """``probe_gap`` against the TorchScript scores stored with the version; raises above the tolerance."""
     with np.load(probe_path) as z:
         inputs, scores = z["inputs"].astype(np.float64), z["scores"].astype(np.float64)
     if inputs.ndim != 2 or len(inputs) == 0 or len(inputs) != len(scores):
         raise ModelLoadError(
             f"{probe_path.name}: inputs {inputs.shape} and scores {scores.shape} do not match"
         )
-    gap = float(np.abs(folded.logits_rows(inputs) - scores).max())
+    gap = probe_gap(folded.logits_rows(inputs), scores)
     if not gap <= PROBE_TOLERANCE:
         raise ModelLoadError(
             f"folded model differs from the TorchScript scores by {gap:.3g} on the probe set "
