@@ -155,6 +155,10 @@ class EndToEnd(Services):
         pre = self.auc(self.v1, over_s=3)
         assert pre is not None
         tl.mark("online AUC steady (pre-drift)", auc=round(pre, 4), samples=int(self.samples(self.v1)))
+        # The report fills in as the figures are measured, so that a failed run shows how far it got.
+        r = self.report
+        r["versions"] = {"before": self.v1}
+        r["auc"] = {"pre_drift": pre, "tolerance": o.tolerance, "min_drop": o.min_drop}
         firing_before = query(self.prometheus, f'ALERTS{{alertname="{ALERT}",alertstate="firing"}}')
         if firing_before:
             raise DrillError(
@@ -183,12 +187,24 @@ class EndToEnd(Services):
         auc_drifted = self.auc(self.v1, over_s=3)
         wait(lambda: self.gitlab.calls, 120, "the GitLab trigger", 0.25)
         trigger_at = self.gitlab.calls[0].at
+        r["auc"] |= {"drifted": auc_drifted, "drop": pre - (auc_drifted or pre)}
+        r["alert"] = {
+            "visible_at": visible_at,
+            "fired_at": fired_at,
+            "trigger_at": trigger_at,
+            "firing_delay_s": trigger_at - visible_at,
+            "drift_to_trigger_s": trigger_at - drift_at,
+            "prometheus_firing_delay_s": fired_at - visible_at,
+        }
 
         # The pipeline runs in its thread (stages marked as they end); then the release reaches the users.
         wait(lambda: self.retrain_done.is_set(), o.timeout_s, "the retraining pipeline", 0.5)
         if self.retrain_error is not None:
             raise DrillError(f"retraining pipeline failed: {self.retrain_error}") from self.retrain_error
         v2 = self.retrain["version"]
+        r["retrain"] = {k: v for k, v in self.retrain.items() if k != "gate_ci"} | {
+            "gate_ci": {k: v for k, v in self.retrain["gate_ci"].items() if k != "checks"}
+        }
         proc = subprocess.run(
             [
                 str(BIN / "forkcast-features"),
@@ -221,6 +237,7 @@ class EndToEnd(Services):
         if rollout["outcome"] != "Promoted":
             raise DrillError(f"canary not promoted: {rollout['verdict']}")
         full_at = tl.mark("canary at 100 % (promoted)", steps=len(rollout["steps"]))
+        r |= {"rollout": rollout, "retrain_to_100_s": full_at - trigger_at}
 
         def recovered() -> float | None:
             a = self.auc(v2, over_s=3)
@@ -230,29 +247,8 @@ class EndToEnd(Services):
 
         auc_after = wait(recovered, o.window_s + 120, f"online AUC of {v2} ≥ {pre - o.tolerance:.3f}")
         tl.mark("online AUC recovered", version=v2, auc=round(auc_after, 4))
-        self.report |= {
-            "versions": {"before": self.v1, "after": v2},
-            "auc": {
-                "pre_drift": pre,
-                "drifted": auc_drifted,
-                "recovered": auc_after,
-                "drop": pre - (auc_drifted or pre),
-                "tolerance": o.tolerance,
-                "min_drop": o.min_drop,
-            },
-            "alert": {
-                "visible_at": visible_at,
-                "fired_at": fired_at,
-                "trigger_at": trigger_at,
-                "firing_delay_s": trigger_at - visible_at,
-                "drift_to_trigger_s": trigger_at - drift_at,
-                "prometheus_firing_delay_s": fired_at - visible_at,
-            },
-            "retrain": {k: v for k, v in self.retrain.items() if k != "gate_ci"}
-            | {"gate_ci": {k: v for k, v in self.retrain["gate_ci"].items() if k != "checks"}},
-            "retrain_to_100_s": full_at - trigger_at,
-            "rollout": rollout,
-        }
+        r["versions"]["after"] = v2
+        r["auc"]["recovered"] = auc_after
         return self.report
 
     def alert_episodes(self, since: float) -> dict[str, int]:
@@ -321,8 +317,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--window-s", type=float, default=30.0, help="online-AUC event-time window (prod: 3600)")
     p.add_argument("--for-s", type=int, default=10, help="every alert rule's for: in seconds (prod: 10m)")
     p.add_argument("--min-samples", type=int, default=1000, help="online-AUC job and template min-samples")
-    p.add_argument("--min-requests", type=int, default=20, help="AnalysisTemplate arg min-requests")
-    p.add_argument("--time-scale", type=float, default=60.0, help="divide the Rollout's pauses and intervals")
+    p.add_argument("--min-requests", type=int, default=10, help="AnalysisTemplate arg min-requests")
+    p.add_argument("--time-scale", type=float, default=30.0, help="divide the Rollout's pauses and intervals")
     p.add_argument(
         "--rollouts", type=Path, default=ROLLOUTS, help="folder with the Rollout and its templates"
     )
@@ -357,7 +353,7 @@ def main(argv: list[str] | None = None) -> int:
         ok = True
     except (Exception, KeyboardInterrupt) as exc:  # reported, after every process is stopped
         report = e2e.report | {"error": f"{type(exc).__name__}: {exc}"}
-        print(f"drill FAILED: {exc}", file=sys.stderr)
+        print(f"drill FAILED: {type(exc).__name__}: {exc}", file=sys.stderr)
     finally:
         episodes = e2e.alert_episodes(e2e.tl.t0) if hasattr(e2e, "prometheus") and ok else {}
         e2e.close()
@@ -373,13 +369,35 @@ def main(argv: list[str] | None = None) -> int:
             "versions": dict(c.versions) if c else {},
             "failed": sum(n for s, n in statuses.items() if s != 200),
         },
-        "ok": ok,
+        "pipelines": {p.run.name: p.result for p in e2e.pipelines},
         "work": str(e2e.work),
     }
+    report["checks"] = checks(report) if ok else {}
+    report["ok"] = ok and all(report["checks"].values())
     base = o.report or e2e.work / "report"
     write_report(report, base)
+    failed = [name for name, passed in report["checks"].items() if not passed]
+    print(f"drill {'PASSED' if report['ok'] else 'FAILED'}{': ' + ', '.join(failed) if failed else ''}")
     print(f"report: {base.with_suffix('.json')} and {base.with_suffix('.md')}")
-    return 0 if ok and report["client"]["failed"] == 0 else 1
+    return 0 if report["ok"] else 1
+
+
+def checks(r: dict[str, Any]) -> dict[str, bool]:
+    """The drill's targets (issues 9 and 11), each passed or not."""
+    auc, alert, retrain = r["auc"], r["alert"], r["retrain"]
+    return {
+        "zero failed client requests": r["client"]["failed"] == 0,
+        "one alert episode, for the served version": r["alert_episodes"] == {r["versions"]["before"]: 1},
+        "exactly one retrain trigger": r["triggers"] == 1,
+        f"AUC drop ≥ {auc['min_drop']}": auc["pre_drift"] - auc["drifted"] >= auc["min_drop"],
+        "alert within 120 s of the drop becoming visible": alert["firing_delay_s"] <= 120,
+        "gate passed": bool(retrain.get("gate_passed")),
+        "overlay changed to the new version": bool(retrain.get("overlay_changed")),
+        "canary promoted to 100 %": r["rollout"]["outcome"] == "Promoted",
+        "retrain-to-100 % ≤ 300 s": r["retrain_to_100_s"] <= 300,
+        f"AUC recovered (≥ pre-drift − {auc['tolerance']})": auc["recovered"]
+        >= auc["pre_drift"] - auc["tolerance"],
+    }
 
 
 if __name__ == "__main__":

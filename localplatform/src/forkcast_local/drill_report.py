@@ -19,11 +19,13 @@ def render_markdown(r: dict[str, Any]) -> str:
     auc, alert, client = r.get("auc", {}), r.get("alert", {}), r.get("client", {})
     retrain, opts = r.get("retrain", {}), r.get("options", {})
     gate_ci = retrain.get("gate_ci", {})
+    stages = r.get("stages") or [{"at": time.strftime("%Y-%m-%dT%H:%M:%S")}]
+    started = stages[0]["at"][:16].replace("T", " ") + " " + time.strftime("%Z")
     ci_gate = "passed" if gate_ci.get("passed") else f"FAILED on {gate_ci.get('failed_checks')}"
     lines = [
-        f"# End-to-end drill: {'PASSED' if r.get('ok') and client.get('failed') == 0 else 'FAILED'}",
+        f"# End-to-end drill: {'PASSED' if r.get('ok') else 'FAILED'}",
         "",
-        f"Run {time.strftime('%Y-%m-%d %H:%M %Z')} on {platform.node()} ({platform.machine()}, "
+        f"Run {started} on {platform.node()} ({platform.machine()}, "
         f"{platform.python_implementation()} {platform.python_version()}); data `{opts.get('data', '?')}`, "
         f"drift {opts.get('drift', '?')}, AUC window {opts.get('window_s', '?')} s, rules' `for:` "
         f"{opts.get('for_s', '?')} s, Rollout time scale ×{opts.get('time_scale', '?')}, "
@@ -32,6 +34,8 @@ def render_markdown(r: dict[str, Any]) -> str:
     ]
     if "error" in r:
         lines += [f"**Error:** {r['error']}", ""]
+    if failed := [name for name, passed in r.get("checks", {}).items() if not passed]:
+        lines += [f"**Targets missed:** {', '.join(failed)}", ""]
     lines += [
         "| figure | value | target |",
         "|---|---|---|",

@@ -177,7 +177,11 @@ class Services:
             "FORKCAST_LOG_LEVEL": "WARNING",
         }
         url = f"http://127.0.0.1:{port}"
-        self.stack.start(name, [str(BIN / "forkcast-inference")], env, f"{url}/readyz", timeout_s=120)
+        try:
+            self.stack.start(name, [str(BIN / "forkcast-inference")], env, f"{url}/readyz", timeout_s=120)
+        except RuntimeError as exc:  # the service says why it is not ready in its log: put that in the report
+            lines = (self.work / f"{name}.log").read_text(errors="replace").strip().splitlines()
+            raise DrillError(f"{exc}; its last log line: {lines[-1] if lines else '(empty)'}") from exc
         return url
 
     def prometheus_targets(self, canary: str | None) -> dict[str, Any]:
