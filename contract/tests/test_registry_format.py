@@ -12,10 +12,10 @@ def test_gap_is_absolute_up_to_one_and_relative_above() -> None:
     reference = np.array([0.5, -0.2, 20.0, -40.0])
     assert probe_gap(reference, reference) == 0.0
     # 1.1e-5 on a logit of 20 is float32 rounding of an exact computation: within tolerance (the drill's case).
-    assert probe_gap(reference + [0, 0, 1.1e-5, 0], reference) == pytest.approx(5.5e-7)
-    assert probe_gap(reference + [0, 0, 1.1e-5, 0], reference) <= PROBE_TOLERANCE
+    assert probe_gap(reference + np.array([0, 0, 1.1e-5, 0]), reference) == pytest.approx(5.5e-7)
+    assert probe_gap(reference + np.array([0, 0, 1.1e-5, 0]), reference) <= PROBE_TOLERANCE
     # The same 1.1e-5 on a logit below 1 is not.
-    assert probe_gap(reference + [1.1e-5, 0, 0, 0], reference) > PROBE_TOLERANCE
+    assert probe_gap(reference + np.array([1.1e-5, 0, 0, 0]), reference) > PROBE_TOLERANCE
     # A wrong model is far outside whatever the magnitude.
     assert probe_gap(reference * 1.001, reference) > PROBE_TOLERANCE
 

@@ -15,28 +15,33 @@ import subprocess
 import sys
 import threading
 import time
-import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
+# Re-exported: the drill modules reach every process helper through this one module.
+from forkcast_local.config import free_port as free_port
+from forkcast_local.health import http_ok as http_ok
 from forkcast_local.loadgen import request_bodies
 
 BIN = Path(sys.executable).parent
 PREFIX = "fcdrill"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def http_ok(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=2) as resp:
-            return bool(resp.status == 200)
-    except OSError:
-        return False
+def redis_argv(port: int, work: Path) -> list[str]:
+    """A throwaway redis-server on ``port``: no snapshots, no AOF (a drill's restart loads an explicit SAVE)."""
+    return [
+        "redis-server",
+        "--port",
+        str(port),
+        "--bind",
+        "127.0.0.1",
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+        "--dir",
+        str(work),
+    ]
 
 
 class Stack:
@@ -90,8 +95,7 @@ def _redis_up(port: str) -> bool:
 
 def start_redis(stack: Stack, data: Path) -> str:
     port = free_port()
-    argv = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
-    stack.start("redis", [*argv, "--dir", str(stack.work)], {}, f"redis:{port}")
+    stack.start("redis", redis_argv(port, stack.work), {}, f"redis:{port}")
     url = f"redis://127.0.0.1:{port}/0"
     subprocess.run(
         [str(BIN / "forkcast-features"), "load", "--data", str(data), "--activate", "--no-progress"],

@@ -68,8 +68,7 @@ def wait_http(url: str, timeout_s: float) -> float:
 
 def restart_redis(stack: ds.Stack, port: int) -> int:
     """redis-server again on ``port`` with the stack's directory: it loads the ``dump.rdb`` a SAVE left there."""
-    argv = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
-    return stack.start("redis", [*argv, "--dir", str(stack.work)], {}, f"redis:{port}")
+    return stack.start("redis", ds.redis_argv(port, stack.work), {}, f"redis:{port}")
 
 
 def start_replica(
