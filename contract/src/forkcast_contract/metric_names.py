@@ -36,6 +36,9 @@ INFERENCE_READY: Final = "forkcast_inference_ready"
 INFERENCE_SERVED: Final = "forkcast_inference_served"
 # Unix time the served model version was published (its id starts with that UTC time): the max-age alert's input.
 INFERENCE_MODEL_PUBLISHED_TIME: Final = "forkcast_inference_model_published_timestamp_seconds"
+# Test-set ROC-AUC of the served version at training (its manifest's metrics.roc_auc), label model_version: the
+# level the online AUC of that version is held to (the AUC-floor alert fires 0.05 below it).
+INFERENCE_MODEL_OFFLINE_AUC: Final = "forkcast_inference_model_offline_auc"
 
 # Online AUC (issue 10 defines the names the canary analysis reads; the monitoring issue's online-AUC job exports
 # them): gauges over the job's sliding window, label model_version (predictions joined with click feedback).

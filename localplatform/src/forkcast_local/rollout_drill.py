@@ -52,13 +52,19 @@ def query(prometheus: str, promql: str, at: float | None = None) -> list[float]:
     return [float(s["value"][1]) for s in data["result"]]
 
 
+# The sped-up Prometheus scrapes every second and rate() needs two samples of a new pod's series: a measurement
+# interval scaled below 2 s spent the whole inconclusive budget (inconclusiveLimit + 1 measurements) before a fresh
+# canary could have a value, and the drill at ×120 aborted a healthy canary as Inconclusive.
+MIN_INTERVAL_S = 2.0
+
+
 class Analysis:
     """One metric's AnalysisRun: measures every interval, Failed / Inconclusive / Successful by its limits."""
 
     def __init__(self, metric: Metric, args: dict[str, str], prometheus: str, scale: float) -> None:
         self.m, self.prometheus = metric, prometheus
         self.query = render(metric.query, {**metric.defaults, **args})
-        self.interval_s = metric.interval_s / scale
+        self.interval_s = max(metric.interval_s / scale, MIN_INTERVAL_S)
         self.failed = self.inconclusive = self.succeeded = 0
         self.first_failure_at: float | None = None
 

@@ -6,6 +6,7 @@ one trained on drifted data, and a degenerate (constant) model made from the cha
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -31,6 +32,7 @@ from forkcast_registry.testing import SeaweedServer, free_port, start_seaweed
 from forkcast_retrain.cli import main
 from forkcast_retrain.errors import DataError
 from forkcast_retrain.evaluate import run_evaluate
+from forkcast_retrain.gate import TRIGGER_FILE
 from forkcast_retrain.model import RankNet
 from forkcast_retrain.prep import run_prep
 from forkcast_retrain.promote import read_release, release_path
@@ -265,6 +267,36 @@ def test_gate_fails_drifted_data_unless_allowed(champion: str, runs: dict[str, P
     assert main(["gate", "--out", str(runs["drift"])]) == 1
     assert "| drift_psi | FAIL" in (runs["drift"] / "gate_report.md").read_text()
     assert main(["gate", "--out", str(runs["drift"]), "--allow-drift"]) == 0
+    assert "| drift_psi | pass | max PSI" in (runs["drift"] / "gate_report.md").read_text()
+
+
+@pytest.mark.parametrize(
+    ("record", "passes"),
+    [
+        ({"CI_PIPELINE_SOURCE": "trigger", "ALERT_NAME": "OnlineAucLow", "ALERT_REASON": "AUC 0.61"}, True),
+        ({"CI_PIPELINE_SOURCE": "schedule", "ALERT_NAME": ""}, False),
+        ({"CI_PIPELINE_SOURCE": "trigger", "ALERT_NAME": "  "}, False),
+        ("not json {", False),
+    ],
+)
+def test_gate_allows_drift_when_an_alert_asked_for_the_run(
+    champion: str, runs: dict[str, Path], record: object, passes: bool
+) -> None:
+    """The retrain an OnlineAucLow/FeatureDriftHigh alert triggered trains on drifted data by definition."""
+    trigger = runs["drift"] / TRIGGER_FILE
+    trigger.write_text(record if isinstance(record, str) else json.dumps(record))
+    try:
+        assert main(["gate", "--out", str(runs["drift"])]) == (0 if passes else 1)
+        report = (runs["drift"] / "gate_report.md").read_text()
+        if passes:
+            assert (
+                "| drift_psi | pass |" in report
+                and "(allowed: retraining triggered by OnlineAucLow)" in report
+            )
+        else:
+            assert "| drift_psi | FAIL |" in report
+    finally:
+        trigger.unlink()
 
 
 def test_promote_refuses_unknown_version_and_rollback_reverts(

@@ -17,7 +17,7 @@ from forkcast_registry.errors import RegistryError
 from forkcast_registry.registry import ModelRegistry
 from forkcast_registry.settings import RegistrySettings
 from forkcast_retrain.errors import DataError
-from forkcast_retrain.gate import GateThresholds, gate_values, run_gate
+from forkcast_retrain.gate import GateThresholds, gate_values, run_gate, triggering_alert
 from forkcast_retrain.promote import promote, rollback
 
 RELEASE_COMMANDS = ("gate", "publish", "promote", "export")
@@ -44,7 +44,11 @@ def add_release_commands(sub: Any) -> None:
     p.add_argument(
         "--psi-max", type=float, default=t.psi_max, help=f"max PSI of any feature (default {t.psi_max})"
     )
-    p.add_argument("--allow-drift", action="store_true", help="report drift but do not fail on it")
+    p.add_argument(
+        "--allow-drift",
+        action="store_true",
+        help="report drift but do not fail on it (implied when trigger.json names the alert that asked for the run)",
+    )
     p = sub.add_parser("publish", help="upload the run as an immutable registry version; MLflow challenger")
     p.add_argument("--out", type=Path, required=True, help="the evaluated (and gated) run directory")
     p.add_argument("--create-bucket", action="store_true", help="create FORKCAST_BUCKET if it does not exist")
@@ -92,12 +96,16 @@ def run_release_command(args: argparse.Namespace) -> int:
         elif args.command == "gate":
             tracker = Tracker.from_env()
             champion_dir, champion_version = _champion(args.champion, registry, tracker, CHAMPION)
+            alert = triggering_alert(args.out)
             t = GateThresholds(
                 args.auc_floor,
                 args.auc_epsilon,
                 args.logloss_margin,
                 psi_max=args.psi_max,
-                allow_drift=args.allow_drift,
+                allow_drift=args.allow_drift or alert is not None,
+                allow_drift_reason="--allow-drift"
+                if args.allow_drift
+                else f"retraining triggered by {alert}",
             )
             report = run_gate(args.out, champion_dir, champion_version, t)
             run_id = tracker.ensure_run(args.out)

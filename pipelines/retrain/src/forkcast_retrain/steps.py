@@ -52,7 +52,8 @@ STEPS: tuple[Step, ...] = (
         Resources("4", "8Gi", gpu=True),
     ),
     Step("evaluate", ("evaluate", "--out", RUN), Resources("2", "4Gi")),
-    # Exit 1 when the challenger loses or the data drifted: a decision, so no runner retries it as a failure.
+    # Exit 1 when the challenger loses or the data drifted (unless the run's trigger.json names the alert that asked
+    # for it): a decision, so no runner retries it as a failure.
     Step("gate", ("gate", "--out", RUN, "--champion", "auto"), Resources("1", "2Gi")),
     Step("publish", ("publish", "--out", RUN), Resources("500m", "1Gi")),
 )

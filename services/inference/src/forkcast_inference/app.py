@@ -37,7 +37,7 @@ from forkcast_inference.features import (
 )
 from forkcast_inference.metrics import Metrics
 from forkcast_inference.model import LoadedModel, ModelLoadError, load_model
-from forkcast_inference.ranking import Selection, rank, select_in_range
+from forkcast_inference.ranking import Selection, rank, select_in_range, warm_up
 from forkcast_inference.settings import InferenceSettings
 
 log = logging.getLogger("forkcast_inference")
@@ -76,6 +76,7 @@ class InferenceApp:
         self.model_error = "not started"
         self.started_at = time.monotonic()
         self.ready_after_s: float | None = None
+        self.warmed_up = False
         self._rid_prefix = f"{os.getpid():x}-{os.urandom(3).hex()}-"
         self._rid_counter = 0
 
@@ -134,6 +135,9 @@ class InferenceApp:
                         f" the model needs {want}"
                     )
                 else:
+                    if not self.warmed_up:
+                        warm_up(self.model.folded, state)
+                        self.warmed_up = True
                     ok, reason = True, f"feature version {state.keys.version}"
                     self._publish_info(state)
             except NoLiveVersionError as exc:
@@ -145,12 +149,17 @@ class InferenceApp:
 
     def _publish_info(self, state: VersionState) -> None:
         assert self.model is not None
-        info = {k: str(v) for k, v in asdict(self.model.provenance).items()}
+        provenance = self.model.provenance
+        # The offline AUC is a value, not an identity: a gauge of its own rather than a label of the info metric.
+        info = {k: str(v) for k, v in asdict(provenance).items() if k != "offline_auc"}
         info["feature_version"] = state.keys.version
         self.metrics.served.info(info)
-        published = version_time(self.model.provenance.model_version)
+        published = version_time(provenance.model_version)
         if published is not None:
             self.metrics.model_published.set(published)
+        self.metrics.model_offline_auc.clear()
+        if provenance.offline_auc is not None:
+            self.metrics.model_offline_auc.labels(provenance.model_version).set(provenance.offline_auc)
 
     def version_info(self) -> dict[str, Any]:
         state = self.reader.state

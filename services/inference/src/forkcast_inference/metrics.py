@@ -17,6 +17,7 @@ EVENTS_WRITTEN: Final = n.INFERENCE_EVENTS_WRITTEN
 READY: Final = n.INFERENCE_READY
 SERVED: Final = n.INFERENCE_SERVED
 MODEL_PUBLISHED_TIME: Final = n.INFERENCE_MODEL_PUBLISHED_TIME
+MODEL_OFFLINE_AUC: Final = n.INFERENCE_MODEL_OFFLINE_AUC
 
 STAGES: Final = ("fetch", "geo", "score", "serialize")
 # out_of_range also counts repeats of an id already in the request (duplicates are served once).
@@ -66,6 +67,13 @@ class Metrics:
         # Set once the model is loaded; stays 0 for a version id without a timestamp (the max-age alert skips 0).
         self.model_published = Gauge(
             MODEL_PUBLISHED_TIME, "Unix time the served model version was published", registry=r
+        )
+        # Absent when the served copy carries no test AUC (a local directory without metrics.json's roc_auc).
+        self.model_offline_auc = Gauge(
+            MODEL_OFFLINE_AUC,
+            "Test-set ROC-AUC of the served model version at training",
+            ["model_version"],
+            registry=r,
         )
         # Bound children: looking a label up per request costs more than the observation itself.
         self.ok = self.request_seconds.labels("2xx")

@@ -12,6 +12,7 @@ import json
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlparse
 
 import numpy as np
@@ -44,6 +45,8 @@ class Provenance:
     data_fingerprint: str
     code_revision: str
     feature_schema_hash: str
+    # Test-set ROC-AUC at training (manifest metrics / metrics.json): what the online AUC is compared to.
+    offline_auc: float | None = None
 
 
 @dataclass(frozen=True)
@@ -133,7 +136,13 @@ def _provenance(manifest: VersionManifest, uri: str, model_sha: str) -> Provenan
         data_fingerprint=manifest.data_fingerprint,
         code_revision=manifest.code_revision,
         feature_schema_hash=manifest.feature_schema_hash,
+        offline_auc=_offline_auc(manifest.metrics),
     )
+
+
+def _offline_auc(metrics: dict[str, Any]) -> float | None:
+    value = metrics.get("roc_auc")
+    return float(value) if isinstance(value, int | float) and 0.0 <= value <= 1.0 else None
 
 
 def _from_dir(directory: Path) -> LoadedModel:
@@ -155,6 +164,7 @@ def _from_dir(directory: Path) -> LoadedModel:
             data_fingerprint=str(metrics["data_fingerprint"]),
             code_revision=str(metrics["code_revision"]),
             feature_schema_hash=str(metrics["feature_schema_hash"]),
+            offline_auc=_offline_auc(metrics),
         )
     except (OSError, KeyError, ValueError) as exc:
         raise ModelLoadError(f"{directory}: no usable {MANIFEST_FILE} or {METRICS_FILE}: {exc}") from exc
