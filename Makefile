@@ -116,7 +116,7 @@ load: demo ## locust through the gateway of the demo platform: 30 req/s for 60 s
 	$(BIN)/python -m forkcast_local.load --data $(DATA)/small --out docs/load
 
 drill: setup system-packages ## end to end on small data: serve, drift, alert, retrain (CI's steps), canary, AUC recovers; report in docs/drill/
-	$(BIN)/forkcast-local drill --data $(DATA)/small --preset small --drift 5 --work runs/drill --report docs/drill/report
+	$(BIN)/forkcast-local drill --data $(DATA)/small --preset small --drift 1 --work runs/drill --report docs/drill/report
 
 audit: setup ## pip-audit the locked dependencies (needs the network; says "audit skipped" with the reason when offline)
 	$(BIN)/python scripts/audit_deps.py --uv $(UV)

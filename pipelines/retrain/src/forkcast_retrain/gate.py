@@ -142,7 +142,7 @@ def _drift_checks(
         Check(
             "drift_psi",
             per_feature[worst] <= t.psi_max or t.allow_drift,
-            f"max PSI {per_feature[worst]:.3f} ({worst}) ≤ {t.psi_max}{suffix}",
+            f"max PSI {per_feature[worst]:.3f} ({worst}), limit {t.psi_max}{suffix}",
         ),
         Check(
             "drift_label_rate",
