@@ -56,10 +56,9 @@ def tiny(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
     return data, stable, canary
 
 
-def test_good_canary_is_promoted(tiny: tuple[Path, Path, Path], tmp_path: Path) -> None:
+def _argv(tiny: tuple[Path, Path, Path], out: Path) -> list[str]:
     data, stable, canary = tiny
-    out = tmp_path / "report.json"
-    argv = [
+    return [
         "--data",
         str(data),
         "--stable-model",
@@ -69,26 +68,19 @@ def test_good_canary_is_promoted(tiny: tuple[Path, Path, Path], tmp_path: Path) 
         "--report",
         str(out),
     ]
-    assert main([*argv, *TINY, "--expect", "Promoted"]) == 0
+
+
+def test_good_canary_is_promoted(tiny: tuple[Path, Path, Path], tmp_path: Path) -> None:
+    out = tmp_path / "report.json"
+    assert main([*_argv(tiny, out), *TINY, "--expect", "Promoted"]) == 0
     report = json.loads(out.read_text())
     assert report["outcome"] == "Promoted" and report["client"]["failed"] == 0
     assert [s["kind"] for s in report["steps"]] == [s.kind for s in load().steps]
 
 
 def test_slow_canary_is_aborted(tiny: tuple[Path, Path, Path], tmp_path: Path) -> None:
-    data, stable, canary = tiny
     out = tmp_path / "report.json"
-    argv = [
-        "--data",
-        str(data),
-        "--stable-model",
-        str(stable),
-        "--canary-model",
-        str(canary),
-        "--report",
-        str(out),
-    ]
-    assert main([*argv, "--latency-ms", "60", *TINY, "--expect", "Aborted"]) == 0
+    assert main([*_argv(tiny, out), "--latency-ms", "60", *TINY, "--expect", "Aborted"]) == 0
     report = json.loads(out.read_text())
     assert report["outcome"] == "Aborted" and "p95-latency" in report["verdict"]
     assert report["client"]["failed"] == 0 and report["client"]["sent"] > 0

@@ -25,6 +25,7 @@ from typing import Any
 import yaml
 
 from forkcast_local.config import REPO_ROOT
+from forkcast_monitoring.prometheus_process import stop as stop_process
 from forkcast_retrain.gate import TRIGGER_FILE
 from forkcast_retrain.steps import DATA, RECIPE, RUN, STEPS
 
@@ -150,12 +151,7 @@ class Pipeline:
 
     def stop(self) -> None:
         for proc in list(self.procs):
-            if proc.poll() is None:
-                proc.terminate()
-                try:
-                    proc.wait(10)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
+            stop_process(proc)
 
 
 @dataclass

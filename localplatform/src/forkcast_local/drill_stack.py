@@ -22,6 +22,7 @@ from pathlib import Path
 from forkcast_local.config import free_port as free_port
 from forkcast_local.health import http_ok as http_ok
 from forkcast_local.loadgen import request_bodies
+from forkcast_monitoring.prometheus_process import stop as stop_process
 
 BIN = Path(sys.executable).parent
 PREFIX = "fcdrill"
@@ -70,13 +71,7 @@ class Stack:
 
     def stop(self, pid: int) -> None:
         for proc in [p for p in self.procs if p.pid == pid]:
-            if proc.poll() is None:
-                proc.terminate()
-                try:
-                    proc.wait(timeout=10)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait(timeout=10)
+            stop_process(proc)
             self.procs.remove(proc)
 
     def close(self) -> None:
