@@ -115,3 +115,11 @@ def test_promtool_rejects_a_broken_expression(tmp_path: Path) -> None:
     path.write_text(yaml.safe_dump({"groups": [{"name": "d", "rules": [rule]}]}))
     result = subprocess.run(["promtool", "check", "rules", str(path)], capture_output=True, timeout=60)
     assert result.returncode != 0
+
+
+def test_auc_floor_line_is_the_alerts_floor() -> None:
+    """The panel's floor and the recording rule OnlineAucLow compares against are one expression."""
+    doc = yaml.safe_load((Path(__file__).parents[1] / "prometheus" / "rules" / "recording.yml").read_text())
+    rules = {r["record"]: r["expr"] for g in doc["groups"] for r in g["rules"] if "record" in r}
+    assert rules["forkcast:online_auc_floor"].strip() == dashboards.AUC_FLOOR
+    assert dashboards.AUC_FLOOR in exprs(load("forkcast-overview.json"))

@@ -93,6 +93,9 @@ class Simulation:
         )
         published = Gauge(m.INFERENCE_MODEL_PUBLISHED_TIME, "", ["model_version"], registry=r)
         published.labels(version).set(self.start - (3 * 86400 if pod_hash == STABLE[0] else 3600))
+        # Test-set AUC at training, a little above the simulated online level: the panel's alert floor sits 0.05 under.
+        offline = Gauge(m.INFERENCE_MODEL_OFFLINE_AUC, "", ["model_version"], registry=r)
+        offline.labels(version).set(0.805 if pod_hash == STABLE[0] else 0.815)
         return target, seconds
 
     def targets(self, minute: float) -> list[Target]:

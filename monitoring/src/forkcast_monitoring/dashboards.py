@@ -29,6 +29,9 @@ OVERVIEW_UID = "forkcast-overview"
 WINDOW = "5m"
 GATEWAY_5XX = '{status_class="5xx"}'
 INFERENCE_5XX = '{status="5xx"}'
+# OnlineAucLow's floor per version, the expression of the recording rule forkcast:online_auc_floor (a test keeps the
+# two equal): the panel shows the line the alert fires under.
+AUC_FLOOR = f"clamp_min(max by (model_version) ({m.INFERENCE_MODEL_OFFLINE_AUC}) - 0.05, 0.70)"
 
 
 @dataclass(frozen=True)
@@ -119,12 +122,14 @@ OVERVIEW: tuple[RowSpec, ...] = (
         (
             PanelSpec(
                 "Online AUC per model version (95 % interval)",
-                "Absent below the job's minimum joined pairs: no value means not enough data, not 0.5.",
+                "Absent below the job's minimum joined pairs: no value means not enough data, not 0.5. The floor is"
+                " the version's offline AUC - 0.05 (at least 0.70): OnlineAucLow fires 10 minutes under it.",
                 "none",
                 (
                     Query(f"max by (model_version) ({m.ONLINE_AUC})", "{{model_version}}"),
                     Query(f"max by (model_version) ({m.ONLINE_AUC_LOWER})", "{{model_version}} lower"),
                     Query(f"max by (model_version) ({m.ONLINE_AUC_UPPER})", "{{model_version}} upper"),
+                    Query(AUC_FLOOR, "{{model_version}} alert floor"),
                 ),
             ),
             PanelSpec(
