@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -28,6 +29,9 @@ class Feedback(NamedTuple):
     restaurant_id: int
     clicked: bool
     time: float
+
+
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 
 
 def _text(fields: dict[bytes, bytes], key: bytes) -> str:
@@ -50,10 +54,13 @@ def parse_prediction(fields: dict[bytes, bytes]) -> Prediction | None:
         table = {int(i): float(s) for i, s in zip(ids, scores, strict=True)}
         if len(table) != len(ids) or not all(math.isfinite(s) for s in table.values()):
             return None
+        if min(table) < _INT64_MIN or max(table) > _INT64_MAX:  # the join keeps ids in an int64 array
+            return None
         rid, model = _text(fields, b"rid"), _text(fields, b"model")
         if not rid or not model:
             return None
-        return Prediction(rid, _time(_text(fields, b"ts")), model, table)
+        # Interned: every pending prediction of a version then shares one string.
+        return Prediction(rid, _time(_text(fields, b"ts")), sys.intern(model), table)
     except (KeyError, ValueError, TypeError, UnicodeDecodeError):
         return None
 

@@ -9,8 +9,9 @@ group's pending list and late clicks still find it.
 
 from __future__ import annotations
 
+from array import array
 from collections import Counter, OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import NamedTuple
 
 from forkcast_monitoring.events import Feedback, Prediction
@@ -29,11 +30,24 @@ class Pair(NamedTuple):
     clicked: bool
 
 
-@dataclass(slots=True)
 class _Pending:
-    prediction: Prediction
-    entry_id: bytes
-    joined: set[int] = field(default_factory=set)
+    """A prediction waiting for clicks, compact: one is held per request for the whole attribution window.
+
+    Why not the parsed ``Prediction`` (a dict of 10 boxed ids and scores) with a set of joined ids: that kept
+    1,417 B per pending request (tracemalloc, test_join.py) and grew the bench's RSS by ≈ 2.4 KiB each, ≈ 1.2 GiB at
+    the 500,000 cap; two typed arrays and a bitmask of joined positions keep 681 B. A response has at most a few
+    hundred candidates, so ``array.index`` on it is cheap.
+    """
+
+    __slots__ = ("entry_id", "ids", "joined", "model_version", "scores", "time")
+
+    def __init__(self, prediction: Prediction, entry_id: bytes) -> None:
+        self.model_version = prediction.model_version
+        self.time = prediction.time
+        self.ids = array("q", prediction.scores.keys())
+        self.scores = array("d", prediction.scores.values())
+        self.entry_id = entry_id
+        self.joined = 0  # bit i set: candidate i has been joined once
 
 
 @dataclass(frozen=True)
@@ -118,30 +132,30 @@ class Joiner:
         self.orphan_count += 1
 
     def _match(self, pending: _Pending, feedback: Feedback) -> Pair | None:
-        prediction = pending.prediction
-        score = prediction.scores.get(feedback.restaurant_id)
         counts = self.counts
-        if score is None:
+        try:
+            i = pending.ids.index(feedback.restaurant_id)
+        except ValueError:
             counts[("feedback", "unjoined")] += 1  # a restaurant that response did not contain
             return None
-        if feedback.restaurant_id in pending.joined:
+        if pending.joined >> i & 1:
             counts[("feedback", "duplicate")] += 1
             return None
-        if feedback.time > prediction.time + self.config.attribution_s:
+        if feedback.time > pending.time + self.config.attribution_s:
             counts[("feedback", "late")] += 1
             return None
-        pending.joined.add(feedback.restaurant_id)
+        pending.joined |= 1 << i
         counts[("feedback", "joined")] += 1
         if feedback.clicked:
             counts[("feedback", "positive")] += 1
-        return Pair(prediction.model_version, prediction.time, score, feedback.clicked)
+        return Pair(pending.model_version, pending.time, pending.scores[i], feedback.clicked)
 
     def expire(self, now: float) -> None:
         """Let go of predictions and orphan feedback older than the attribution window (plus the allowed skew)."""
         horizon = now - self.config.attribution_s - self.config.max_skew_s
         while self.pending:
             rid, oldest = next(iter(self.pending.items()))
-            if oldest.prediction.time >= horizon:
+            if oldest.time >= horizon:
                 break
             del self.pending[rid]
             self.to_ack["predictions"].append(oldest.entry_id)
