@@ -47,6 +47,7 @@ class FakeApi:
 
     statuses: list[dict[str, Any] | int]
     created: list[dict[str, Any]] = field(default_factory=list)
+    patches: list[tuple[str, dict[str, Any]]] = field(default_factory=list)  # (content type, body)
     gets: int = 0
 
     def next_status(self) -> dict[str, Any] | int:
@@ -70,6 +71,13 @@ def _handler(api: FakeApi) -> type[http.server.BaseHTTPRequestHandler]:
                 return self._answer(404, {"kind": "Status", "code": 404, "reason": "NotFound"})
             api.created.append(body)
             self._answer(201, {**body, "metadata": {**body["metadata"], "name": NAME}})
+
+        def do_PATCH(self) -> None:
+            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            if self.path != f"{WORKFLOWS}/{NAME}":
+                return self._answer(404, {"kind": "Status", "code": 404, "reason": "NotFound"})
+            api.patches.append((self.headers["Content-Type"], body))
+            self._answer(200, {**api.created[-1], "metadata": {"name": NAME}, **body})
 
         def do_GET(self) -> None:
             if self.path != f"{WORKFLOWS}/{NAME}":
@@ -237,7 +245,19 @@ def test_a_workflow_still_running_at_the_timeout_fails_the_job(
     api.statuses = [running("1/3", "train")]
     assert submit(kubeconfig, tmp_path / "run", "--timeout", "0.3") == 1
     err = capsys.readouterr().err
-    assert "still Running 1/3 running: train after 0 s (timeout)" in err and f"argo stop -n ml {NAME}" in err
+    assert "still Running 1/3 running: train after 0 s (timeout)" in err
+    # Nobody consumes the run of a job that gave up: the Workflow is stopped as `argo stop` would.
+    assert "stopped it (spec.shutdown=Stop)" in err
+    assert api.patches == [("application/merge-patch+json", {"spec": {"shutdown": "Stop"}})]
+
+
+def test_keep_on_timeout_leaves_the_workflow_running_and_says_how_to_stop_it(
+    kube: tuple[FakeApi, Path], s3: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    api, kubeconfig = kube
+    api.statuses = [running("1/3", "train")]
+    assert submit(kubeconfig, tmp_path / "run", "--timeout", "0.3", "--keep-on-timeout") == 1
+    assert f"argo stop -n ml {NAME}" in capsys.readouterr().err and api.patches == []
 
 
 def test_a_deleted_workflow_ends_the_wait_at_once(

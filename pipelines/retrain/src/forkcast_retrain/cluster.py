@@ -41,6 +41,10 @@ class WorkflowFailedError(RuntimeError):
     """The Workflow ended Failed/Error, or did not finish in time; the message says which and why."""
 
 
+class WorkflowTimeoutError(WorkflowFailedError):
+    """The Workflow was still running when the wait ran out."""
+
+
 def api_client(kubeconfig: Path | None) -> Any:
     """The Kubernetes API client of ``kubeconfig``, $KUBECONFIG / ~/.kube/config, or the pod's service account."""
     from kubernetes import client, config  # optional extra `workflows`
@@ -151,11 +155,34 @@ def wait_for(
             if phase in FAILED_PHASES:
                 raise WorkflowFailedError(f"{where} ended after {elapsed:.0f} s, {failure(wf)}")
         if elapsed >= timeout_s:
-            raise WorkflowFailedError(
-                f"{where} still {last_line or 'unknown'} after {timeout_s:.0f} s (timeout); it keeps running"
-                f" on the cluster: stop it with `argo stop -n {namespace} {name}` if its result is not wanted"
+            raise WorkflowTimeoutError(
+                f"{where} still {last_line or 'unknown'} after {timeout_s:.0f} s (timeout)"
             )
         sleep(min(poll_s, max(timeout_s - elapsed, 0.0)))
+
+
+def stop(api: Any, namespace: str, name: str) -> None:
+    """What `argo stop` does: ``spec.shutdown: Stop`` (running steps terminated, exit handlers still run)."""
+    from kubernetes import client
+
+    body = {"spec": {"shutdown": "Stop"}}
+    client.CustomObjectsApi(api).patch_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name, body)
+
+
+def _give_up(api: Any, namespace: str, name: str, keep: bool) -> str:
+    """After a timed-out wait: stop the Workflow (nobody will read its result) unless told to keep it."""
+    from kubernetes.client.exceptions import ApiException
+    from urllib3.exceptions import HTTPError
+
+    by_hand = f"`argo stop -n {namespace} {name}`"
+    if keep:
+        return f"it keeps running (--keep-on-timeout); stop it with {by_hand} if its result is not wanted"
+    try:
+        stop(api, namespace, name)
+    except (ApiException, HTTPError, OSError) as exc:
+        what = f"{exc.status} {exc.reason}" if isinstance(exc, ApiException) else str(exc)
+        return f"stopping it failed ({what}): it may still be running; stop it with {by_hand}"
+    return "stopped it (spec.shutdown=Stop): its running steps are terminated"
 
 
 def fetch_run(store: S3Store, workflow_name: str, out: Path, step_name: str = "") -> list[Path]:
@@ -223,10 +250,19 @@ def submit_command(args: Any) -> int:
         return 0
     try:
         wait_for(api, args.namespace, name, timeout_s=args.timeout, poll_s=args.poll, log=_log)
+    except WorkflowTimeoutError as exc:
+        # Why stop it: the job that waited fails here, so nothing consumes the run, and a training step left
+        # running would hold its (GPU) node for hours.
+        print(f"{exc}; {_give_up(api, args.namespace, name, args.keep_on_timeout)}", file=sys.stderr)
+        return 1
+    except WorkflowFailedError as exc:
+        print(str(exc), file=sys.stderr)
+        return 1
+    try:
         if store is not None:
             files = fetch_run(store, name, args.fetch_run)
             _log(f"fetched {len(files)} files of {name} into {args.fetch_run}")
-    except (WorkflowFailedError, DataError, RegistryError) as exc:
+    except (DataError, RegistryError) as exc:
         print(str(exc), file=sys.stderr)
         return 1
     return 0

@@ -274,6 +274,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--poll", type=float, default=15.0, help="seconds between two status reads (default 15)")
     p.add_argument(
+        "--keep-on-timeout",
+        action="store_true",
+        help="leave the Workflow running when --timeout passes (default: stop it, as `argo stop` does)",
+    )
+    p.add_argument(
         "--fetch-run",
         type=Path,
         metavar="DIR",
