@@ -53,10 +53,9 @@ from forkcast_local.fault_drills import (
     wait_http,
 )
 from forkcast_registry.cli import main as registry_cli
-from forkcast_registry.publish import build_manifest, new_version_id, publish_version
 from forkcast_registry.registry import ModelRegistry
 from forkcast_registry.settings import RegistrySettings
-from forkcast_registry.testing import SeaweedServer, start_seaweed, weed_binary
+from forkcast_registry.testing import SeaweedServer, publish_files, start_seaweed, weed_binary
 from forkcast_retrain.cli import main as retrain
 from forkcast_retrain.publish import release_files, run_publish
 
@@ -326,20 +325,7 @@ def _start_replicas(platform: Platform, specs: list[tuple[str, Path, str, str]])
 
 # -- 3. corrupt and truncated versions published -------------------------------------------------------------------
 def _publish_files(registry: ModelRegistry, files: dict[str, Path], salt: str) -> str:
-    metrics = json.loads(files[METRICS_FILE].read_text())
-    version = new_version_id(metrics["data_fingerprint"], metrics["code_revision"], salt)
-    manifest = build_manifest(
-        registry,
-        version,
-        files,
-        data_fingerprint=metrics["data_fingerprint"],
-        code_revision=metrics["code_revision"],
-        feature_schema_hash=metrics["feature_schema_hash"],
-        metrics={k: float(metrics[k]) for k in ("roc_auc", "accuracy", "logloss")},
-        gate_passed=True,
-    )
-    publish_version(registry, manifest, files)
-    return version
+    return publish_files(registry, files, salt, gate_passed=True)[0]
 
 
 def test_corrupt_and_truncated_versions_are_refused_and_the_champion_serves_on(

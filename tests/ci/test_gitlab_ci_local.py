@@ -20,8 +20,6 @@ import os
 import shutil
 import subprocess
 import sys
-import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -29,7 +27,7 @@ import boto3
 import pytest
 import yaml
 
-from forkcast_registry.testing import free_port, start_seaweed
+from forkcast_registry.testing import MlflowServer, start_mlflow, start_seaweed
 
 ROOT = Path(__file__).resolve().parents[2]
 VENV_BIN = Path(sys.executable).parent
@@ -63,8 +61,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
     root = tmp_path_factory.mktemp("ci-stack")
     seaweed = start_seaweed(root / "seaweed")
     env = {**seaweed.env("forkcast-models"), "FORKCAST_MODEL_CACHE": str(root / "cache")}
-    server: subprocess.Popen[bytes] | None = None
-    log = (root / "mlflow.log").open("wb")
+    mlflow: MlflowServer | None = None
     try:
         s3 = boto3.client(
             "s3",
@@ -76,48 +73,11 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
         # Both buckets are infrastructure (created once by the platform), not something a pipeline creates.
         for bucket in ("mlflow-artifacts", "forkcast-models"):
             s3.create_bucket(Bucket=bucket)
-        port = free_port()
-        server = subprocess.Popen(
-            [
-                *(
-                    str(VENV_BIN / "mlflow"),
-                    "server",
-                    "--host",
-                    "127.0.0.1",
-                    "--port",
-                    str(port),
-                    "--workers",
-                    "1",
-                ),
-                *("--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}"),
-                *("--artifacts-destination", "s3://mlflow-artifacts/"),
-            ],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env={
-                **os.environ,
-                **env,
-                "MLFLOW_S3_ENDPOINT_URL": seaweed.endpoint_url,
-                "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
-            },
-            cwd=root,
-        )
-        uri = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 90
-        while True:
-            try:
-                with urllib.request.urlopen(f"{uri}/health", timeout=1):
-                    break
-            except OSError:
-                if server.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"mlflow server did not start; see {root / 'mlflow.log'}") from None
-                time.sleep(0.3)
-        yield {**env, "MLFLOW_TRACKING_URI": uri, "MLFLOW_S3_ENDPOINT_URL": seaweed.endpoint_url}
+        mlflow = start_mlflow(root, seaweed)
+        yield {**env, "MLFLOW_TRACKING_URI": mlflow.uri, "MLFLOW_S3_ENDPOINT_URL": seaweed.endpoint_url}
     finally:
-        if server is not None:
-            server.terminate()
-            server.wait(timeout=30)
-        log.close()
+        if mlflow is not None:
+            mlflow.stop()
         seaweed.stop()
 
 

@@ -26,7 +26,7 @@ import yaml
 
 from forkcast_local.config import REPO_ROOT
 from forkcast_monitoring.prometheus_process import stop as stop_process
-from forkcast_retrain.gate import TRIGGER_FILE
+from forkcast_retrain.gate_policy import TRIGGER_FILE
 from forkcast_retrain.steps import DATA, RECIPE, RUN, STEPS
 
 CI_FILE = REPO_ROOT / ".gitlab-ci.yml"

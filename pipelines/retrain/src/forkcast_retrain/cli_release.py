@@ -17,7 +17,7 @@ from forkcast_registry.errors import RegistryError
 from forkcast_registry.registry import ModelRegistry
 from forkcast_registry.settings import RegistrySettings
 from forkcast_retrain.errors import DataError
-from forkcast_retrain.gate import GateThresholds, gate_values, run_gate, triggering_alert
+from forkcast_retrain.gate_policy import GateThresholds, triggering_alert
 from forkcast_retrain.promote import promote, rollback
 
 RELEASE_COMMANDS = ("gate", "publish", "promote", "export")
@@ -94,6 +94,8 @@ def run_release_command(args: argparse.Namespace) -> int:
             published = run_publish(args.out, registry, Tracker.from_env(), create_bucket=args.create_bucket)
             print(json.dumps(published.__dict__, indent=2))
         elif args.command == "gate":
+            from forkcast_retrain.gate import gate_values, run_gate
+
             tracker = Tracker.from_env()
             champion_dir, champion_version = _champion(args.champion, registry, tracker, CHAMPION)
             alert = triggering_alert(args.out)

@@ -25,39 +25,10 @@ from forkcast_contract.model_format import MODEL_FILE, SCALER_FILE
 from forkcast_contract.registry_format import DATA_PROFILE_FILE, GATE_REPORT_FILE, GATE_REPORT_MD_FILE
 from forkcast_retrain.drift import psi
 from forkcast_retrain.evaluate import score_metrics
+from forkcast_retrain.gate_policy import GateThresholds
 from forkcast_retrain.prep import Prepared, load_prepared
 from forkcast_retrain.serving_form import load_scaler, load_torchscript, probe_inputs, torchscript_scores
 from forkcast_retrain.stream import FeatureGatherer
-
-# Written first by every pipeline (CI's .records-trigger, the drill): why this retraining ran.
-TRIGGER_FILE = "trigger.json"
-
-
-def triggering_alert(run_dir: Path) -> str | None:
-    """The alert a triggered pipeline names (CI_PIPELINE_SOURCE=trigger and ALERT_NAME), else None.
-
-    An unreadable or malformed record counts as no alert: drift then fails the gate, the safe side.
-    """
-    try:
-        record = json.loads((run_dir / TRIGGER_FILE).read_text())
-    except (OSError, ValueError):
-        return None
-    if not isinstance(record, dict) or record.get("CI_PIPELINE_SOURCE") != "trigger":
-        return None
-    alert = record.get("ALERT_NAME")
-    return alert if isinstance(alert, str) and alert.strip() else None
-
-
-@dataclass(frozen=True)
-class GateThresholds:
-    auc_floor: float = 0.65
-    auc_epsilon: float = 0.005
-    logloss_margin: float = 0.01
-    probe_min_std: float = 1e-3  # logit spread below this on 512 varied rows means a constant (dead) model
-    psi_max: float = 0.25  # the usual "significant shift" level of the population stability index
-    label_rate_shift_max: float = 0.05
-    allow_drift: bool = False
-    allow_drift_reason: str = "--allow-drift"  # said in the report next to an allowed drift
 
 
 @dataclass

@@ -31,7 +31,7 @@ from forkcast_retrain.distributed import (
     close_world,
     init_world,
 )
-from forkcast_retrain.errors import DataError
+from forkcast_retrain.errors import DataError, TrainingAbortedError
 from forkcast_retrain.fastpath import autograd_loss_and_grads, fast_loss_and_grads
 from forkcast_retrain.metrics import BinnedAuc
 from forkcast_retrain.model import build_model, build_optimizer
@@ -41,10 +41,6 @@ from forkcast_retrain.stream import FeatureGatherer
 
 TRAIN_SUMMARY_FILE = "train.json"
 NAN_BATCH_FILE = "nan_batch.pt"
-
-
-class TrainingAbortedError(RuntimeError):
-    """Training stopped because the loss became NaN or infinite."""
 
 
 @dataclass(frozen=True)
