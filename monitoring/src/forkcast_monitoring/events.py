@@ -66,19 +66,44 @@ def parse_prediction(fields: dict[bytes, bytes]) -> Prediction | None:
 
 
 def parse_feedback(fields: dict[bytes, bytes]) -> Feedback | None:
-    # Hot path (10 calls per prediction): the checks of ``_text``/``_time`` inlined, ``clicked`` compared as bytes
-    # (only the ASCII bytes b"0"/b"1" decode to "0"/"1", so the same records are refused).
     try:
-        clicked = fields[b"clicked"]
+        return _feedback(fields[b"rid"], fields[b"restaurant"], fields[b"clicked"], fields[b"ts"])
+    except KeyError:
+        return None
+
+
+# The field order the gateway's XADD writes (and the simulator's): a record laid out so is decoded by position.
+_FEEDBACK_KEYS = (b"rid", b"restaurant", b"clicked", b"ts")
+
+
+def parse_feedback_flat(values: list[bytes]) -> Feedback | None:
+    """A feedback record as the stream reply holds it, ``[k1, v1, k2, v2, …]``, without building a dict.
+
+    Why: building the dict per entry (redis-py's pairs_to_dict, then four lookups) was the largest single cost
+    of the online-AUC job after parsing itself (profile: 0.39 s of 4.6 s for 20,000 predictions); the gateway
+    always writes the same four fields in the same order, so a record laid out that way is read by position.
+    Any other layout takes the dict path, so an unusual producer is still decoded (or refused) the same way.
+    """
+    if len(values) == 8 and (values[0], values[2], values[4], values[6]) == _FEEDBACK_KEYS:
+        return _feedback(values[1], values[3], values[5], values[7])
+    if len(values) % 2:
+        return None
+    return parse_feedback(dict(zip(values[::2], values[1::2], strict=True)))
+
+
+def _feedback(rid_raw: bytes, restaurant_raw: bytes, clicked: bytes, ts_raw: bytes) -> Feedback | None:
+    # Hot path (10 calls per prediction): ``clicked`` compared as bytes (only the ASCII bytes b"0"/b"1" decode to
+    # "0"/"1", so the same records are refused).
+    try:
         if clicked != b"1" and clicked != b"0":
             return None
-        rid = fields[b"rid"].decode()
+        rid = rid_raw.decode()
         if not rid:
             return None
-        restaurant = int(fields[b"restaurant"])
-        ts = float(fields[b"ts"].decode())
+        restaurant = int(restaurant_raw)
+        ts = float(ts_raw.decode())
         if not math.isfinite(ts) or ts <= 0:
             return None
         return Feedback(rid, restaurant, clicked == b"1", ts)
-    except (KeyError, ValueError, TypeError, UnicodeDecodeError):
+    except (ValueError, TypeError, UnicodeDecodeError, AttributeError):
         return None

@@ -25,13 +25,20 @@ from prometheus_client.registry import Collector
 
 from forkcast_contract import metric_names as n
 from forkcast_contract.streams import FEEDBACK_STREAM, PREDICTIONS_STREAM
-from forkcast_monitoring.events import parse_feedback, parse_prediction
+from forkcast_monitoring.events import parse_feedback_flat, parse_prediction
 from forkcast_monitoring.join import JoinConfig, Joiner, Pair
 from forkcast_monitoring.settings import MonitoringSettings, get_settings
 from forkcast_monitoring.window import Estimate, Window
 
 log = logging.getLogger("forkcast_monitoring.online_auc")
-Entries = list[tuple[bytes, dict[bytes, bytes]]]
+# One stream's entries as XREADGROUP answers them: (entry id, [field, value, …]); None for an entry trimmed while
+# pending.
+Entries = list[tuple[bytes, list[bytes] | None]]
+
+
+def _raw_reply(response: object, **options: object) -> object:
+    """XREADGROUP's reply as the server sent it: the job decodes fields itself (``parse_feedback_flat``)."""
+    return response
 
 
 class OnlineAuc:
@@ -45,6 +52,10 @@ class OnlineAuc:
         streams: tuple[str, str] = (PREDICTIONS_STREAM, FEEDBACK_STREAM),
     ) -> None:
         self.client, self.s, self.clock = client, settings, clock
+        # The same connections, but XREADGROUP's reply left as the server sent it (no dict per entry); a client
+        # of its own so that callers' clients keep redis-py's parsing.
+        self._reader = redis.Redis(connection_pool=client.connection_pool)
+        self._reader.set_response_callback("XREADGROUP", _raw_reply)
         self.streams = {"predictions": streams[0], "feedback": streams[1]}
         self.joiner = Joiner(JoinConfig(settings.auc_attribution_s, settings.auc_max_skew_s))
         self.windows: dict[str, Window] = {}
@@ -64,7 +75,7 @@ class OnlineAuc:
 
     def _read(self, block_ms: int | None, count: int) -> dict[str, Entries]:
         start = "0" if self.backlog else ">"
-        reply = self.client.xreadgroup(
+        reply = self._reader.xreadgroup(
             self.s.auc_group,
             self.s.auc_consumer,
             {key: start for key in self.streams.values()},
@@ -73,7 +84,8 @@ class OnlineAuc:
         )
         names = {v: k for k, v in self.streams.items()}
         out: dict[str, Entries] = {"predictions": [], "feedback": []}
-        for key, entries in cast(list[tuple[bytes, Entries]], reply or []):
+        streams = reply.items() if isinstance(reply, dict) else reply or []  # RESP3 answers a map
+        for key, entries in cast(list[tuple[bytes, Entries]], streams):
             out[names[key.decode()]] = entries
         if self.backlog and not any(out.values()):
             self.backlog = False  # our pending entries are all re-read: on to new ones
@@ -114,13 +126,13 @@ class OnlineAuc:
                 joiner.counts[("predictions", "trimmed")] += 1
                 joiner.to_ack["predictions"].append(entry_id)
                 continue
-            prediction = parse_prediction(fields)
+            prediction = parse_prediction(dict(zip(fields[::2], fields[1::2], strict=False)))
             pairs += joiner.add_prediction(prediction, entry_id, now)
             if prediction is not None:
                 self.last_event_time = max(self.last_event_time, min(prediction.time, now))
         add_feedback = joiner.add_feedback
         for entry_id, fields in batches["feedback"]:
-            pair = add_feedback(parse_feedback(fields) if fields else None, entry_id, now)
+            pair = add_feedback(parse_feedback_flat(fields) if fields else None, entry_id, now)
             if pair is not None:
                 pairs.append(pair)
         self._add(pairs)
