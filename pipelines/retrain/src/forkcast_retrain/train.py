@@ -106,10 +106,13 @@ def _resume_state(run_dir: Path, opts: TrainOptions, fingerprint: str) -> dict[s
 def run_train(run_dir: Path, opts: TrainOptions, log: Callable[[str], None] = print) -> dict[str, Any]:
     """Train into ``run_dir`` (which prep has filled); returns the summary written to ``train.json``."""
     world = init_world()
+    finished = False
     try:
-        return _train(run_dir, opts, world, log)
+        summary = _train(run_dir, opts, world, log)
+        finished = True
+        return summary
     finally:
-        close_world(world)
+        close_world(world, finished)
 
 
 def _train(run_dir: Path, opts: TrainOptions, world: World, log: Callable[[str], None]) -> dict[str, Any]:
