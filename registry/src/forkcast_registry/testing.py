@@ -128,17 +128,10 @@ def start_seaweed(
     server = SeaweedServer(
         process, f"http://127.0.0.1:{ports['s3.port']}", access_key, secret_key, log_path, ports
     )
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"weed mini exited with {process.returncode}; see {log_path}")
-        try:
-            with urllib.request.urlopen(f"{server.endpoint_url}/healthz", timeout=1):
-                return server
-        except OSError:
-            time.sleep(0.2)
-    server.stop()
-    raise RuntimeError(f"weed mini did not answer on {server.endpoint_url} within 60 s; see {log_path}")
+    if not _answers(process, f"{server.endpoint_url}/healthz", 60, "weed mini", log_path):
+        server.stop()
+        raise RuntimeError(f"weed mini did not answer on {server.endpoint_url} within 60 s; see {log_path}")
+    return server
 
 
 @dataclass
@@ -176,19 +169,26 @@ def start_mlflow(root: Path, seaweed: SeaweedServer, timeout_s: float = 90) -> M
     with log_path.open("wb") as log:
         process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=root)
     server = MlflowServer(process, f"http://127.0.0.1:{port}", log_path)
+    if not _answers(process, f"{server.uri}/health", timeout_s, "mlflow server", log_path):
+        server.stop()
+        raise RuntimeError(
+            f"mlflow server did not answer on {server.uri} within {timeout_s:.0f} s; see {log_path}"
+        )
+    return server
+
+
+def _answers(process: subprocess.Popen[bytes], url: str, timeout_s: float, what: str, log_path: Path) -> bool:
+    """Poll ``url`` until it answers (True) or ``timeout_s`` passes (False); raise if the process exits first."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise RuntimeError(f"mlflow server exited with {process.returncode}; see {log_path}")
+            raise RuntimeError(f"{what} exited with {process.returncode}; see {log_path}")
         try:
-            with urllib.request.urlopen(f"{server.uri}/health", timeout=1):
-                return server
+            with urllib.request.urlopen(url, timeout=1):
+                return True
         except OSError:
-            time.sleep(0.3)
-    server.stop()
-    raise RuntimeError(
-        f"mlflow server did not answer on {server.uri} within {timeout_s:.0f} s; see {log_path}"
-    )
+            time.sleep(0.2)
+    return False
 
 
 def publish_files(
