@@ -11,11 +11,9 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import importlib.util
 import json
 import os
 import shutil
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -23,9 +21,9 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from types import ModuleType
 from typing import Any, TypeVar
 
+import inference_support as support
 import pytest
 import redis
 
@@ -59,7 +57,6 @@ from forkcast_registry.testing import SeaweedServer, publish_files, start_seawee
 from forkcast_retrain.cli import main as retrain
 from forkcast_retrain.publish import release_files, run_publish
 
-ROOT = Path(__file__).parents[2]
 pytestmark = [
     pytest.mark.slow,
     pytest.mark.skipif(
@@ -73,20 +70,6 @@ REDIS_DOWN_P99_S = 0.25  # a 503 while Redis is down comes at least this fast (9
 RECOVERY_S = 5.0  # 200s again within this long after Redis is back
 WORKER_KILL_ERROR_RATE = 0.01  # at most 1 % of requests fail when one of two replicas is SIGKILLed
 CLIENT_TIMEOUT_S = 2.0  # a request without an answer by then counts as hung (status 0)
-
-
-def _inference_support() -> ModuleType:
-    """The inference tests' helpers (tiny data, tiny trained model), imported by path as test_rollout_drill does."""
-    if "inference_support" in sys.modules:
-        return sys.modules["inference_support"]
-    spec = importlib.util.spec_from_file_location(
-        "inference_support", ROOT / "services" / "inference" / "tests" / "inference_support.py"
-    )
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["inference_support"] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 def say(text: str) -> None:
@@ -127,7 +110,6 @@ class Platform:
 
 @pytest.fixture(scope="module")
 def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
-    support = _inference_support()
     root = tmp_path_factory.mktemp("faults")
     stack = ds.Stack(root)
     seaweed: SeaweedServer | None = None

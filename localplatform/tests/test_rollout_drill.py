@@ -6,25 +6,15 @@ scale is compressed (x120), so each run takes well under a minute.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import shutil
-import sys
 from pathlib import Path
 
+import inference_support as support
 import pytest
 
 from forkcast_local.rollout_drill import main
 from forkcast_local.rollout_spec import SpecError, evaluate, load
-
-ROOT = Path(__file__).parents[2]
-_spec = importlib.util.spec_from_file_location(
-    "inference_support", ROOT / "services" / "inference" / "tests" / "inference_support.py"
-)
-assert _spec and _spec.loader
-support = importlib.util.module_from_spec(_spec)
-sys.modules["inference_support"] = support
-_spec.loader.exec_module(support)
 
 TINY = ["--time-scale", "120", "--arg", "min-requests=20", "--arg", "min-samples=200", "--max-seconds", "120"]
 
