@@ -17,7 +17,13 @@ import yaml
 
 from forkcast_local.config import PlatformConfig, local_secret
 from forkcast_local.health import http_ok, redis_ok
-from forkcast_registry.testing import SEAWEED_PORT_FLAGS, seaweed_command, weed_binary
+from forkcast_registry.testing import (
+    MLFLOW_SERVER_ENV,
+    SEAWEED_PORT_FLAGS,
+    mlflow_server_argv,
+    seaweed_command,
+    weed_binary,
+)
 
 RELEASE_KEYS = (
     "FORKCAST_MODEL_URI",
@@ -147,28 +153,17 @@ def _create_buckets(ctx: Context) -> None:
 
 
 def _mlflow_argv(ctx: Context) -> list[str]:
-    root = ctx.config.component_dir("mlflow")
-    return [
-        _bin(ctx, "mlflow"),
-        "server",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(ctx.ports["mlflow"]),
-        "--workers",
-        "1",
-        "--backend-store-uri",
-        f"sqlite:///{root / 'mlflow.db'}",
-        "--artifacts-destination",
-        f"s3://{ctx.config.settings['mlflow_artifacts_bucket']}/",
-    ]
+    artifacts = f"s3://{ctx.config.settings['mlflow_artifacts_bucket']}/"
+    return mlflow_server_argv(
+        ctx.ports["mlflow"], ctx.config.component_dir("mlflow"), artifacts, _bin(ctx, "mlflow")
+    )
 
 
 def _mlflow_env(ctx: Context) -> dict[str, str]:
     return {
         **ctx.s3_env(),
         "MLFLOW_S3_ENDPOINT_URL": ctx.url("seaweed"),
-        "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
+        **MLFLOW_SERVER_ENV,
     }
 
 

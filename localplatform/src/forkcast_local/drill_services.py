@@ -14,6 +14,7 @@ import shutil
 import subprocess
 import time
 import urllib.request
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,7 +25,13 @@ import yaml
 from forkcast_local import drill_stack as ds
 from forkcast_local.drill_ci import LocalGitLab
 from forkcast_monitoring.local_alerting import ALERTMANAGER_BIN, render_alertmanager, render_prometheus
-from forkcast_registry.testing import SEAWEED_PORT_FLAGS, seaweed_command, weed_binary
+from forkcast_registry.testing import (
+    MLFLOW_SERVER_ENV,
+    SEAWEED_PORT_FLAGS,
+    mlflow_server_argv,
+    seaweed_command,
+    weed_binary,
+)
 
 BIN = ds.BIN
 ALERT = "OnlineAucLow"
@@ -64,8 +71,11 @@ def wait(check: Any, timeout_s: float, what: str, every_s: float = 0.5) -> Any:
     raise DrillError(f"timed out after {timeout_s:.0f} s waiting for {what}")
 
 
-class Services:
-    """The drill's running processes and how to reach them; ``close`` stops exactly those it started."""
+class Services(ABC):
+    """The drill's running processes and how to reach them; ``close`` stops exactly those it started.
+
+    Abstract: what a GitLab trigger starts (``on_trigger``) is the drill's own (drill.EndToEnd).
+    """
 
     gitops: Path  # the scratch GitOps repository (set once it exists)
     stable: str  # URL of the stable inference service
@@ -124,22 +134,11 @@ class Services:
         self.spawn("seaweed", seaweed_command(weed, self.work / "seaweed", ports), creds)
         self.mlflow_url = f"http://127.0.0.1:{ds.free_port()}"
         if self.o.mlflow == "server":
-            argv = [
-                str(BIN / "mlflow"),
-                "server",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                self.mlflow_url.rsplit(":", 1)[1],
-                "--workers",
-                "1",
-                "--backend-store-uri",
-                f"sqlite:///{self.work / 'mlflow.db'}",
-                "--artifacts-destination",
-                "s3://mlflow-artifacts/",
-            ]
+            argv = mlflow_server_argv(
+                int(self.mlflow_url.rsplit(":", 1)[1]), self.work, "s3://mlflow-artifacts/"
+            )
             env = {**self.s3_env(), "MLFLOW_S3_ENDPOINT_URL": self.s3_env()["S3_ENDPOINT_URL"]}
-            self.spawn("mlflow", argv, {**env, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"})
+            self.spawn("mlflow", argv, {**env, **MLFLOW_SERVER_ENV})
         self.redis = ds.start_redis(self.stack, self.o.data)  # loads and activates the served features
         wait(lambda: ds.http_ok(f"{self.s3_env()['S3_ENDPOINT_URL']}/healthz"), 60, "S3 (weed mini)")
         s3 = boto3.client(
@@ -279,9 +278,9 @@ class Services:
             if resp.status != 200:
                 raise DrillError(f"Prometheus refused the reload: {resp.status}")
 
+    @abstractmethod
     def on_trigger(self, variables: dict[str, str]) -> None:
         """What an accepted GitLab trigger starts (the drill's retraining pipeline)."""
-        raise NotImplementedError
 
     def close(self) -> None:
         if hasattr(self, "gitlab"):

@@ -22,6 +22,7 @@ from pathlib import Path
 from forkcast_contract.api import HEADER_FEATURE_VERSION, HEADER_MODEL_VERSION
 from forkcast_local import drill_stack as ds
 from forkcast_local.loadgen import request_bodies
+from forkcast_registry.testing import MLFLOW_SERVER_ENV, mlflow_server_argv
 
 
 def kill(stack: ds.Stack, pid: int) -> None:
@@ -44,10 +45,8 @@ def start_mlflow(stack: ds.Stack, port: int, root: Path) -> int:
     It takes 20-35 s to answer on a shared 2-core machine, so the caller starts it early and waits with
     ``wait_http`` when it needs it.
     """
-    argv = [str(ds.BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
-    argv += ["--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}"]
-    argv += ["--artifacts-destination", str(root / "mlflow-artifacts")]
-    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    argv = mlflow_server_argv(port, root, str(root / "mlflow-artifacts"))
+    env = {**os.environ, **MLFLOW_SERVER_ENV}
     with (stack.work / "mlflow.log").open("ab") as log:
         proc = subprocess.Popen(
             argv, env=env, cwd=root, stdout=log, stderr=subprocess.STDOUT, start_new_session=True

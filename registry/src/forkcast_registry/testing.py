@@ -152,6 +152,20 @@ class MlflowServer:
                 self.process.wait(timeout=10)
 
 
+# What every `mlflow server` the project starts gets (local platform, drills, tests): MLflow 3's job execution off,
+# as SPEC's set-up asks (it would run a job consumer beside each server).
+MLFLOW_SERVER_ENV = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+
+
+def mlflow_server_argv(port: int, store_dir: Path, artifacts: str, binary: str | None = None) -> list[str]:
+    """`mlflow server` as the project runs it: one worker on 127.0.0.1:``port``, sqlite in ``store_dir``,
+    artifacts at ``artifacts`` (an s3:// URI or a directory); the venv's ``mlflow`` unless ``binary`` is given."""
+    mlflow = binary or str(Path(sys.executable).parent / "mlflow")
+    store = f"sqlite:///{store_dir / 'mlflow.db'}"
+    return [mlflow, "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+            "--backend-store-uri", store, "--artifacts-destination", artifacts]  # fmt: skip
+
+
 def start_mlflow(root: Path, seaweed: SeaweedServer, timeout_s: float = 90) -> MlflowServer:
     """A tracking server + registry as the platform runs it: sqlite under ``root``, artifacts in
     ``s3://mlflow-artifacts/`` on ``seaweed`` (the bucket must exist), job execution off; waits for /health."""
@@ -160,11 +174,9 @@ def start_mlflow(root: Path, seaweed: SeaweedServer, timeout_s: float = 90) -> M
         **os.environ,
         **seaweed.env("mlflow-artifacts"),
         "MLFLOW_S3_ENDPOINT_URL": seaweed.endpoint_url,
-        "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
+        **MLFLOW_SERVER_ENV,
     }
-    args = [str(Path(sys.executable).parent / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port),
-            "--workers", "1", "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}",
-            "--artifacts-destination", "s3://mlflow-artifacts/"]  # fmt: skip
+    args = mlflow_server_argv(port, root, "s3://mlflow-artifacts/")
     log_path = root / "mlflow.log"
     with log_path.open("wb") as log:
         process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=root)
