@@ -86,9 +86,13 @@ def parse_feedback_flat(values: list[bytes]) -> Feedback | None:
     """
     if len(values) == 8 and (values[0], values[2], values[4], values[6]) == _FEEDBACK_KEYS:
         return _feedback(values[1], values[3], values[5], values[7])
-    if len(values) % 2:
-        return None
-    return parse_feedback(dict(zip(values[::2], values[1::2], strict=True)))
+    fields = as_fields(values)
+    return None if fields is None else parse_feedback(fields)
+
+
+def as_fields(values: list[bytes]) -> dict[bytes, bytes] | None:
+    """``[k1, v1, k2, v2, …]`` (a stream entry as the raw reply holds it) as a dict; None for an odd count."""
+    return None if len(values) % 2 else dict(zip(values[::2], values[1::2], strict=True))
 
 
 def _feedback(rid_raw: bytes, restaurant_raw: bytes, clicked: bytes, ts_raw: bytes) -> Feedback | None:

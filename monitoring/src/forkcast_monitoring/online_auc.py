@@ -25,7 +25,7 @@ from prometheus_client.registry import Collector
 
 from forkcast_contract import metric_names as n
 from forkcast_contract.streams import FEEDBACK_STREAM, PREDICTIONS_STREAM
-from forkcast_monitoring.events import parse_feedback_flat, parse_prediction
+from forkcast_monitoring.events import as_fields, parse_feedback_flat, parse_prediction
 from forkcast_monitoring.join import JoinConfig, Joiner, Pair
 from forkcast_monitoring.settings import MonitoringSettings, get_settings
 from forkcast_monitoring.window import Estimate, Window
@@ -126,7 +126,8 @@ class OnlineAuc:
                 joiner.counts[("predictions", "trimmed")] += 1
                 joiner.to_ack["predictions"].append(entry_id)
                 continue
-            prediction = parse_prediction(dict(zip(fields[::2], fields[1::2], strict=False)))
+            entry = as_fields(fields)
+            prediction = None if entry is None else parse_prediction(entry)
             pairs += joiner.add_prediction(prediction, entry_id, now)
             if prediction is not None:
                 self.last_event_time = max(self.last_event_time, min(prediction.time, now))
