@@ -65,3 +65,24 @@ DRIFT_LAST_RUN_TIME: Final = "forkcast_drift_last_run_timestamp_seconds"
 
 # Alert receiver (monitoring): retraining triggers sent to GitLab, label outcome (sent, cooldown, failed, …).
 RETRAIN_TRIGGERS_TOTAL: Final = "forkcast_retrain_triggers_total"
+
+# The program (console script) that exports each name, by prefix: the manifests check (forkcast-manifests) follows
+# every name a rule, analysis or dashboard reads to the workload running that program and the monitor scraping it.
+PRODUCER_PREFIXES: Final = {
+    "forkcast_gateway_": "forkcast-gateway",
+    "forkcast_inference_": "forkcast-inference",
+    "forkcast_online_auc": "forkcast-online-auc",
+    "forkcast_drift_": "forkcast-drift",
+    "forkcast_retrain_triggers": "forkcast-alert-receiver",
+}
+
+
+def names() -> dict[str, str]:
+    """Every metric name defined here, by constant name."""
+    return {k: v for k, v in globals().items() if k.isupper() and isinstance(v, str) and v.startswith("forkcast_")}
+
+
+def producer(name: str) -> str | None:
+    """The console script that exports ``name`` (None: no forkcast program does)."""
+    found = [program for prefix, program in PRODUCER_PREFIXES.items() if name.startswith(prefix)]
+    return found[0] if len(found) == 1 else None

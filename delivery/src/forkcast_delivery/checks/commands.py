@@ -1,0 +1,48 @@
+"""Every forkcast container runs a console script of the package its image installs.
+
+A container's image is traced to its workspace package (context.Context.package_of); its program is its
+``command`` or else the Dockerfile's ENTRYPOINT/CMD. A typo in a command, a script moved to another package, or
+an image built from the wrong Dockerfile shows here instead of as a CrashLoopBackOff.
+"""
+
+from __future__ import annotations
+
+from forkcast_delivery import workspace
+from forkcast_delivery.checks import Problem
+from forkcast_delivery.context import Context
+
+RULE = "commands"
+
+
+def check(ctx: Context) -> list[Problem]:
+    problems = []
+    for template in ctx.templates:
+        for container in template.containers():
+            image = str(container.get("image", ""))
+            package = ctx.package_of(dict(container))
+            where = f"container {container['name']}"
+            if package is None:
+                if workspace.repository(image) in ctx.packages or image.startswith("forkcast-"):
+                    problems.append(
+                        Problem(RULE, template.name, f"{where}: image {image!r} is not renamed by an images: entry")
+                    )
+                continue
+            if not package.dockerfile.exists():
+                problems.append(Problem(RULE, template.name, f"{where}: {package.name} has no Dockerfile"))
+                continue
+            built = workspace.read_dockerfile(package.dockerfile)
+            if package.name not in built.packages:
+                problems.append(
+                    Problem(RULE, template.name, f"{where}: {package.dockerfile} does not install {package.name}")
+                )
+            prog = workspace.program(dict(container), built)
+            if prog not in package.scripts:
+                problems.append(
+                    Problem(
+                        RULE,
+                        template.name,
+                        f"{where} runs {prog!r}, not a console script of {package.name} "
+                        f"({', '.join(sorted(package.scripts)) or 'it has none'})",
+                    )
+                )
+    return problems

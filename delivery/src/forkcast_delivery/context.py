@@ -1,0 +1,80 @@
+"""Everything a wiring check reads about one overlay: its render, the repository's flow table and list of
+cluster-provided objects, the workspace packages behind its images, and the Argo CD Applications that sync it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from forkcast_delivery import workspace
+from forkcast_delivery.objects import PodTemplate, pod_templates
+from forkcast_delivery.render import Doc, Render, render
+
+FLOWS = Path("manifests/flows.yaml")
+PROVIDED = Path("manifests/provided-by-cluster.yaml")
+ARGOCD = Path("deploy/argocd")
+
+
+@dataclass
+class Context:
+    root: Path
+    overlay_dir: Path
+    render: Render
+    flows: dict[str, Any] = field(default_factory=dict)
+    provided: dict[str, Any] = field(default_factory=dict)
+    applications: list[Doc] = field(default_factory=list)
+
+    @property
+    def docs(self) -> tuple[Doc, ...]:
+        return self.render.docs
+
+    @cached_property
+    def templates(self) -> list[PodTemplate]:
+        return pod_templates(self.docs)
+
+    @cached_property
+    def packages(self) -> dict[str, workspace.Package]:
+        return workspace.packages(self.root)
+
+    @cached_property
+    def image_names(self) -> dict[str, str]:
+        return workspace.image_names(self.overlay_dir)
+
+    def package_of(self, container: dict[str, Any]) -> workspace.Package | None:
+        """The workspace package a container's image is built from (None: a third-party image)."""
+        image = str(container.get("image", ""))
+        base = self.image_names.get(workspace.repository(image), workspace.repository(image))
+        return self.packages.get(base)
+
+    def program_of(self, container: dict[str, Any]) -> str | None:
+        """The console script a forkcast container runs (None for third-party images or a missing Dockerfile)."""
+        package = self.package_of(container)
+        if package is None or not package.dockerfile.exists():
+            return None
+        return workspace.program(container, workspace.read_dockerfile(package.dockerfile))
+
+
+def load_yaml(path: Path) -> dict[str, Any]:
+    return yaml.safe_load(path.read_text()) or {} if path.exists() else {}
+
+
+def applications(root: Path) -> list[Doc]:
+    docs: list[Doc] = []
+    for path in sorted((root / ARGOCD).glob("*.yaml")):
+        docs += [d for d in yaml.safe_load_all(path.read_text()) if d and d.get("kind") == "Application"]
+    return docs
+
+
+def build(root: Path, overlay_dir: Path) -> Context:
+    return Context(
+        root=root,
+        overlay_dir=overlay_dir,
+        render=render(overlay_dir),
+        flows=load_yaml(root / FLOWS),
+        provided=load_yaml(root / PROVIDED),
+        applications=applications(root),
+    )
