@@ -71,11 +71,12 @@ bench-features: full-data system-packages ## feature store: load 1M+100k, fetch 
 	$(BIN)/python -m forkcast_features.bench fetch --data $(DATA)/full
 	$(BIN)/python -m forkcast_features.bench cluster --data $(DATA)/full
 
-manifests-check: setup ## render every overlay and validate it (core kinds strict, Argo kinds against the CRD schemas)
+manifests-check: setup ## render every overlay, validate it (strict core kinds, CRD schemas) and check its wiring
 	for overlay in manifests/overlays/*/; do \
-	  kubectl kustomize "$$overlay" | $(BIN)/python ../shared/tools/validate-manifests - ; \
+	  $(BIN)/kubectl kustomize "$$overlay" | $(BIN)/python ../shared/tools/validate-manifests - ; \
 	done
-	$(BIN)/pytest tests/delivery -q
+	$(BIN)/forkcast-manifests check
+	$(BIN)/pytest tests/delivery delivery/tests -q
 
 bench-train: full-data ## trainer: fast path vs plain autograd, 5-epoch runs of both recipes on full data (~12 min)
 	$(BIN)/python -m forkcast_retrain.bench --data $(DATA)/full --out runs/bench --json runs/bench.json

@@ -18,7 +18,7 @@ import yaml
 Doc = dict[str, Any]
 
 
-class _Loader(yaml.SafeLoader):
+class _Loader(yaml.SafeLoader):  # type: ignore[misc]
     """SafeLoader without PyYAML's YAML 1.1 "value" type, which reads a bare ``=`` (an AlertmanagerConfig
     matchType) as a tag it then cannot construct; kubectl and Kubernetes read it as the string "="."""
 

@@ -19,13 +19,16 @@ def check(ctx: Context) -> list[Problem]:
     for template in ctx.templates:
         for container in template.containers():
             image = str(container.get("image", ""))
-            package = ctx.package_of(dict(container))
             where = f"container {container['name']}"
-            if package is None:
-                if workspace.repository(image) in ctx.packages or image.startswith("forkcast-"):
-                    problems.append(
-                        Problem(RULE, template.name, f"{where}: image {image!r} is not renamed by an images: entry")
+            if workspace.repository(image) in ctx.packages:
+                problems.append(
+                    Problem(
+                        RULE, template.name, f"{where}: image {image!r} is not renamed by an images: entry"
                     )
+                )
+                continue
+            package = ctx.package_of(dict(container))
+            if package is None:
                 continue
             if not package.dockerfile.exists():
                 problems.append(Problem(RULE, template.name, f"{where}: {package.name} has no Dockerfile"))
@@ -33,7 +36,9 @@ def check(ctx: Context) -> list[Problem]:
             built = workspace.read_dockerfile(package.dockerfile)
             if package.name not in built.packages:
                 problems.append(
-                    Problem(RULE, template.name, f"{where}: {package.dockerfile} does not install {package.name}")
+                    Problem(
+                        RULE, template.name, f"{where}: {package.dockerfile} does not install {package.name}"
+                    )
                 )
             prog = workspace.program(dict(container), built)
             if prog not in package.scripts:

@@ -112,7 +112,11 @@ def check(ctx: Context) -> list[Problem]:
             where = f"container {container['name']} ({program})"
             if program not in SETTINGS:
                 problems.append(
-                    Problem(RULE, template.name, f"{where}: no settings class known (forkcast_delivery.checks.env)")
+                    Problem(
+                        RULE,
+                        template.name,
+                        f"{where}: no settings class known (forkcast_delivery.checks.env)",
+                    )
                 )
                 continue
             classes = [settings_class(path) for path in SETTINGS[program]]
@@ -122,12 +126,16 @@ def check(ctx: Context) -> list[Problem]:
                     try:
                         cls()
                     except ValidationError as exc:
-                        problems.append(Problem(RULE, template.name, f"{where}: {cls.__name__}: {_reasons(exc)}"))
+                        problems.append(
+                            Problem(RULE, template.name, f"{where}: {cls.__name__}: {_reasons(exc)}")
+                        )
             read = set().union(*(env_names(cls) for cls in classes))
             for var in container.get("env") or []:
                 name = var["name"]
                 if name.upper().startswith(PREFIX) and name.upper() not in read:
                     problems.append(
-                        Problem(RULE, template.name, f"{where}: sets {name}, which no settings class of it reads")
+                        Problem(
+                            RULE, template.name, f"{where}: sets {name}, which no settings class of it reads"
+                        )
                     )
     return problems

@@ -24,7 +24,9 @@ from forkcast_delivery.objects import PodTemplate, matches, matches_plain, of_ki
 
 RULE = "metrics"
 # Series Prometheus writes itself (https://prometheus.io/docs/concepts/jobs_instances/, alerting rules' ALERTS).
-PROMETHEUS_OWN = frozenset({"up", "ALERTS", "ALERTS_FOR_STATE", "scrape_duration_seconds", "scrape_samples_scraped"})
+PROMETHEUS_OWN = frozenset(
+    {"up", "ALERTS", "ALERTS_FOR_STATE", "scrape_duration_seconds", "scrape_samples_scraped"}
+)
 # Suffixes client libraries add to a family name (histogram/summary parts, Info, counters' _created).
 SUFFIXES = ("_bucket", "_count", "_sum", "_info", "_created", "_total")
 # Argo Rollouts' {{args.x}} and Grafana's $var / ${var} / $__rate_interval stand for label values or ranges.
@@ -34,6 +36,8 @@ _ARGO_ARG = re.compile(r"\{\{\s*args\.[\w-]+\s*\}\}")
 def _argo_args(query: str) -> str:
     """Argo Rollouts' {{args.x}}: a label value inside quotes, a number (a threshold) outside."""
     return _ARGO_ARG.sub("1", re.sub(r'"[^"]*"', lambda m: _ARGO_ARG.sub("x", m.group(0)), query))
+
+
 _GRAFANA_RANGE = re.compile(r"\$__(rate_)?interval|\$__range")
 _GRAFANA_VAR = re.compile(r"\$\{?\w+\}?")
 

@@ -97,7 +97,9 @@ def _rule_peer_admits(entry: Mapping[str, Any], peer: Peer, policy_namespace: st
     return "podSelector" not in entry or matches(entry["podSelector"], peer.labels)
 
 
-def _ports_admit(ports: list[Mapping[str, Any]] | None, port: int, protocol: str, dest: Peer, ctx: Context) -> bool:
+def _ports_admit(
+    ports: list[Mapping[str, Any]] | None, port: int, protocol: str, dest: Peer, ctx: Context
+) -> bool:
     if not ports:
         return True
     for entry in ports:
@@ -184,15 +186,19 @@ def check(ctx: Context) -> list[Problem]:
     namespace = ctx.render.namespace
     known = peers(ctx)
     expected = table(ctx)
-    for flow in sorted(expected, key=str):
-        if flow.source not in known or flow.destination not in known:
-            problems.append(Problem(RULE, "flows.yaml", f"{flow}: names a peer the table does not define"))
+    problems += [
+        Problem(RULE, "flows.yaml", f"{flow}: names a peer the table does not define")
+        for flow in sorted(expected, key=str)
+        if flow.source not in known or flow.destination not in known
+    ]
     if problems:
         return problems
     for flow in sorted(expected, key=str):
         ok, why = admitted(ctx, known[flow.source], known[flow.destination], flow.port, flow.protocol)
         if not ok:
-            problems.append(Problem(RULE, "NetworkPolicy", f"flow {flow} of flows.yaml is not admitted: {why}"))
+            problems.append(
+                Problem(RULE, "NetworkPolicy", f"flow {flow} of flows.yaml is not admitted: {why}")
+            )
     for source in known.values():
         for dest in known.values():
             if source is dest or namespace not in (source.namespace, dest.namespace):

@@ -45,10 +45,12 @@ def _pod_references(holder: str, spec: Mapping[str, Any]) -> Iterator[Reference]
                     r = value_from[field]
                     yield Reference(holder, kind, r["name"], r["key"], bool(r.get("optional")))
     for volume in spec.get("volumes") or []:
-        sources = [volume] + list((volume.get("projected") or {}).get("sources") or [])
+        sources = [volume, *((volume.get("projected") or {}).get("sources") or [])]
         for source in sources:
             if "configMap" in source:
-                yield from _volume_items(holder, "ConfigMap", source["configMap"], source["configMap"]["name"])
+                yield from _volume_items(
+                    holder, "ConfigMap", source["configMap"], source["configMap"]["name"]
+                )
             if "secret" in source:
                 s = source["secret"]
                 yield from _volume_items(holder, "Secret", s, s.get("secretName") or s["name"])
@@ -93,7 +95,9 @@ def references(ctx: Context) -> Iterator[Reference]:
 def _rendered(ctx: Context, kind: str) -> dict[str, set[str]]:
     out = {}
     for doc in of_kind(ctx.docs, kind):
-        keys = set(doc.get("data") or {}) | set(doc.get("binaryData") or {}) | set(doc.get("stringData") or {})
+        keys = (
+            set(doc.get("data") or {}) | set(doc.get("binaryData") or {}) | set(doc.get("stringData") or {})
+        )
         out[doc["metadata"]["name"]] = keys
     return out
 
@@ -114,7 +118,11 @@ def check(ctx: Context) -> list[Problem]:
         what = f"{r.kind} {r.name}" + (f" key {r.key}" if r.key else "")
         if keys is None:
             problems.append(
-                Problem(RULE, r.holder, f"references {what}: neither rendered nor listed in provided-by-cluster.yaml")
+                Problem(
+                    RULE,
+                    r.holder,
+                    f"references {what}: neither rendered nor listed in provided-by-cluster.yaml",
+                )
             )
         elif r.key is not None and r.key not in keys:
             origin = "rendered" if r.name in rendered else "listed in provided-by-cluster.yaml"

@@ -29,7 +29,11 @@ def check(ctx: Context) -> list[Problem]:
             protocol = port.get("protocol", "TCP")
             for template in selected:
                 number = resolve_port(template, target, protocol)
-                declared = {int(p["containerPort"]) for _, p in template.ports() if p.get("protocol", "TCP") == protocol}
+                declared = {
+                    int(p["containerPort"])
+                    for _, p in template.ports()
+                    if p.get("protocol", "TCP") == protocol
+                }
                 if number is None or number not in declared:
                     problems.append(
                         Problem(

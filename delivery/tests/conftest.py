@@ -1,0 +1,16 @@
+"""Fixtures of the wiring-check tests: each overlay rendered once per session."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from forkcast_delivery.context import Context, build
+
+ROOT = Path(__file__).resolve().parents[2]
+OVERLAYS = ("dev", "prod")
+
+
+@pytest.fixture(scope="session")
+def contexts() -> dict[str, Context]:
+    return {name: build(ROOT, ROOT / "manifests" / "overlays" / name) for name in OVERLAYS}

@@ -1,0 +1,302 @@
+"""The wiring checks over the real overlays: each passes on the manifests as committed, and each has a twin that
+breaks a copy of the render on purpose and sees the check fail for that reason (issue 15's proof)."""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from forkcast_delivery.checks import Problem, rules
+from forkcast_delivery.context import Context, build
+from forkcast_delivery.objects import matches
+from forkcast_delivery.render import Doc
+
+ROOT = Path(__file__).resolve().parents[2]
+OVERLAYS = ("dev", "prod")
+
+Edit = Callable[[list[Doc]], None]
+
+
+def broken(ctx: Context, edit: Edit, **fields: Any) -> Context:
+    """A copy of ``ctx`` whose rendered documents ``edit`` changed (and other fields replaced)."""
+    docs = copy.deepcopy(list(ctx.docs))
+    edit(docs)
+    render = dataclasses.replace(ctx.render, docs=tuple(docs))
+    return dataclasses.replace(ctx, render=render, **fields)
+
+
+def find(docs: list[Doc], kind: str, name: str) -> Doc:
+    (doc,) = [d for d in docs if d["kind"] == kind and d["metadata"]["name"] == name]
+    return doc
+
+
+def container(docs: list[Doc], kind: str, name: str) -> dict[str, Any]:
+    spec = find(docs, kind, name)["spec"]["template"]["spec"]
+    first: dict[str, Any] = spec["containers"][0]
+    return first
+
+
+def messages(problems: list[Problem]) -> str:
+    return "\n".join(str(p) for p in problems)
+
+
+@pytest.mark.parametrize("rule", sorted(rules()))
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_every_overlay_is_wired(contexts: dict[str, Context], overlay: str, rule: str) -> None:
+    problems = rules()[rule](contexts[overlay])
+    assert problems == [], messages(problems)
+
+
+def _drop_monitors_of(app: str) -> Any:
+    def edit(docs: list[Doc]) -> None:
+        services = [
+            d
+            for d in docs
+            if d["kind"] == "Service" and d["spec"].get("selector", {}).get("app.kubernetes.io/name") == app
+        ]
+        service_labels = [s["metadata"].get("labels") or {} for s in services]
+        labels = {"app.kubernetes.io/name": app}
+        docs[:] = [
+            d
+            for d in docs
+            if not (d["kind"] == "PodMonitor" and matches(d["spec"]["selector"], labels))
+            and not (
+                d["kind"] == "ServiceMonitor"
+                and any(matches(d["spec"]["selector"], sl) for sl in service_labels)
+            )
+        ]
+
+    return edit
+
+
+def test_metrics_twin_unscraped_online_auc_job(contexts: dict[str, Context]) -> None:
+    problems = rules()["metrics"](broken(contexts["dev"], _drop_monitors_of("online-auc")))
+    assert (
+        Problem(
+            "metrics",
+            "AnalysisTemplate/inference-online-auc metric online-auc-vs-stable",
+            "reads forkcast_online_auc: Deployment/online-auc (forkcast-online-auc) is scraped by no "
+            "PodMonitor/ServiceMonitor on a named port of its container",
+        )
+        in problems
+    ), messages(problems)
+    assert all("forkcast_online_auc" in p.message for p in problems), messages(problems)
+
+
+def test_metrics_twin_missing_workload(contexts: dict[str, Context]) -> None:
+    def edit(docs: list[Doc]) -> None:
+        docs[:] = [d for d in docs if not (d["kind"] == "Deployment" and d["metadata"]["name"] == "drift")]
+
+    problems = rules()["metrics"](broken(contexts["prod"], edit))
+    hits = [
+        p
+        for p in problems
+        if "reads forkcast_drift_feature_psi: its producer forkcast-drift runs in no workload" in p.message
+    ]
+    assert any(p.subject.startswith("PrometheusRule/") for p in hits), messages(problems)
+
+
+def test_metrics_twin_renamed_metrics_port(contexts: dict[str, Context]) -> None:
+    def edit(docs: list[Doc]) -> None:
+        for port in container(docs, "Rollout", "inference")["ports"]:
+            port["name"] = "web"
+
+    problems = rules()["metrics"](broken(contexts["dev"], edit))
+    assert any(
+        "reads forkcast_inference_request_seconds_count: Rollout/inference (forkcast-inference) is scraped by no"
+        in p.message
+        for p in problems
+    ), messages(problems)
+
+
+def test_metrics_twin_name_outside_the_contract(contexts: dict[str, Context]) -> None:
+    def edit(docs: list[Doc]) -> None:
+        template = find(docs, "AnalysisTemplate", "inference-error-ratio")
+        query = template["spec"]["metrics"][0]["provider"]["prometheus"]
+        query["query"] = query["query"].replace(
+            "forkcast_inference_request_seconds_count", "forkcast_inference_reqs"
+        )
+
+    problems = rules()["metrics"](broken(contexts["dev"], edit))
+    assert [
+        p.message for p in problems if p.subject.startswith("AnalysisTemplate/inference-error-ratio")
+    ] == [
+        "reads forkcast_inference_reqs: not in forkcast_contract.metric_names, not recorded by a rule, "
+        "not listed in provided-by-cluster.yaml"
+    ]
+
+
+def test_services_twin_target_port_and_selector(contexts: dict[str, Context]) -> None:
+    def edit(docs: list[Doc]) -> None:
+        find(docs, "Service", "gateway")["spec"]["ports"][0]["targetPort"] = "htp"
+        find(docs, "Service", "inference-canary")["spec"]["selector"] = {"app.kubernetes.io/name": "inferenc"}
+
+    problems = rules()["services"](broken(contexts["dev"], edit))
+    assert sorted(p.subject for p in problems) == ["Service/gateway", "Service/inference-canary"]
+    by_subject = {p.subject: p.message for p in problems}
+    assert (
+        by_subject["Service/gateway"]
+        == "port http targets 'htp'/TCP, which Deployment/gateway does not declare"
+    )
+    assert "selects no pod template" in by_subject["Service/inference-canary"]
+
+
+def _gateway_configmap(docs: list[Doc]) -> Doc:
+    (doc,) = [d for d in docs if d["kind"] == "ConfigMap" and "FORKCAST_UPSTREAMS" in (d.get("data") or {})]
+    return doc
+
+
+def test_env_twin_missing_required_setting(contexts: dict[str, Context]) -> None:
+    def edit(docs: list[Doc]) -> None:
+        del _gateway_configmap(docs)["data"]["FORKCAST_UPSTREAMS"]
+
+    problems = rules()["env"](broken(contexts["prod"], edit))
+    assert len(problems) == 1, messages(problems)
+    assert problems[0].subject == "Deployment/gateway"
+    assert "GatewaySettings" in problems[0].message and "FORKCAST_UPSTREAMS" in problems[0].message
+
+
+def test_env_twin_unread_variable(contexts: dict[str, Context]) -> None:
+    def edit(docs: list[Doc]) -> None:
+        container(docs, "Rollout", "inference")["env"].append(
+            {"name": "FORKCAST_MODEL_URL", "value": "s3://x/"}
+        )
+
+    problems = rules()["env"](broken(contexts["dev"], edit))
+    assert [p.message for p in problems] == [
+        "container inference (forkcast-inference): sets FORKCAST_MODEL_URL, which no settings class of it reads"
+    ]
+
+
+def test_references_twin(contexts: dict[str, Context]) -> None:
+    def edit(docs: list[Doc]) -> None:
+        gateway = container(docs, "Deployment", "gateway")
+        gateway["envFrom"].append({"secretRef": {"name": "forkcast-missing"}})
+        for var in gateway["env"]:
+            if "secretKeyRef" in var.get("valueFrom", {}):
+                var["valueFrom"]["secretKeyRef"]["key"] = "uri"
+
+    problems = rules()["references"](broken(contexts["dev"], edit))
+    assert sorted(p.message for p in problems) == [
+        "references Secret forkcast-missing: neither rendered nor listed in provided-by-cluster.yaml",
+        "references Secret forkcast-redis key uri: the listed in provided-by-cluster.yaml Secret has no such key",
+    ]
+
+
+def test_commands_twin(contexts: dict[str, Context]) -> None:
+    def edit(docs: list[Doc]) -> None:
+        container(docs, "Deployment", "gateway")["command"] = ["forkcast-gatway"]
+
+    problems = rules()["commands"](broken(contexts["dev"], edit))
+    assert [str(p) for p in problems] == [
+        "[commands] Deployment/gateway: container gateway runs 'forkcast-gatway', not a console script of "
+        "forkcast-gateway (forkcast-gateway)"
+    ]
+
+
+def test_commands_twin_image_not_renamed(contexts: dict[str, Context]) -> None:
+    def edit(docs: list[Doc]) -> None:
+        container(docs, "Deployment", "gateway")["image"] = "forkcast-gateway"
+
+    problems = rules()["commands"](broken(contexts["prod"], edit))
+    assert [p.message for p in problems] == [
+        "container gateway: image 'forkcast-gateway' is not renamed by an images: entry"
+    ]
+
+
+def test_network_twin_open_redis(contexts: dict[str, Context]) -> None:
+    def edit(docs: list[Doc]) -> None:
+        docs.append(
+            {
+                "apiVersion": "networking.k8s.io/v1",
+                "kind": "NetworkPolicy",
+                "metadata": {"name": "redis-from-anywhere"},
+                "spec": {
+                    "podSelector": {"matchLabels": {"app.kubernetes.io/name": "redis"}},
+                    "policyTypes": ["Ingress"],
+                    "ingress": [{"ports": [{"port": 6379}]}],
+                },
+            }
+        )
+
+    problems = rules()["network"](broken(contexts["dev"], edit))
+    assert "admits (pod of another namespace) -> redis on 6379/TCP, which flows.yaml does not list" in [
+        p.message for p in problems
+    ], messages(problems)
+
+
+def test_network_twin_missing_flow(contexts: dict[str, Context]) -> None:
+    ctx = contexts["dev"]
+    flows = dict(ctx.flows)
+    flows["flows"] = [f for f in flows["flows"] if not (f["from"] == "gateway" and f["to"] == "inference")]
+    problems = rules()["network"](dataclasses.replace(ctx, flows=flows))
+    assert [p.message for p in problems] == [
+        "admits gateway -> inference on 8001/TCP, which flows.yaml does not list"
+    ]
+
+
+def test_network_twin_policy_refuses_a_listed_flow(contexts: dict[str, Context]) -> None:
+    def edit(docs: list[Doc]) -> None:
+        for policy in docs:
+            if policy["kind"] != "NetworkPolicy":
+                continue
+            for rule in policy["spec"].get("ingress") or []:
+                for port in rule.get("ports") or []:
+                    if port.get("port") in (8001, "http") and matches(
+                        policy["spec"]["podSelector"], {"app.kubernetes.io/name": "inference"}
+                    ):
+                        port["port"] = 8002
+
+    problems = rules()["network"](broken(contexts["prod"], edit))
+    refused = [p.message for p in problems if p.message.startswith("flow gateway -> inference 8001/TCP")]
+    assert refused and "ingress of inference refused by NetworkPolicy/" in refused[0], messages(problems)
+
+
+def test_argocd_twin(contexts: dict[str, Context]) -> None:
+    ctx = contexts["prod"]
+    apps = [dict(a, spec=dict(a["spec"], ignoreDifferences=[])) for a in ctx.applications]
+    problems = rules()["argocd"](dataclasses.replace(ctx, applications=apps))
+    assert {p.message for p in problems} == {
+        "does not ignore /spec/replicas of Deployment/gateway (owned by HorizontalPodAutoscaler/gateway)",
+        "does not ignore /spec/replicas of Rollout/inference (owned by HorizontalPodAutoscaler/inference)",
+    }
+
+
+def test_argocd_twin_without_respect_ignore_differences(contexts: dict[str, Context]) -> None:
+    ctx = contexts["dev"]
+
+    def without(app: Doc) -> Doc:
+        policy = dict(app["spec"].get("syncPolicy") or {})
+        policy["syncOptions"] = [o for o in policy.get("syncOptions") or [] if "RespectIgnore" not in o]
+        return dict(app, spec=dict(app["spec"], syncPolicy=policy))
+
+    problems = rules()["argocd"](
+        dataclasses.replace(ctx, applications=[without(a) for a in ctx.applications])
+    )
+    assert [p.message for p in problems] == [
+        "syncs without RespectIgnoreDifferences=true: ignored replicas still apply"
+    ]
+
+
+def test_a_workload_removed_from_the_manifests_fails_the_check(tmp_path: Path) -> None:
+    """On disk, not in memory: the online-AUC job's file dropped from the base's resources."""
+    for tree in ("manifests", "rollouts"):
+        shutil.copytree(ROOT / tree, tmp_path / tree)
+    kustomization = tmp_path / "manifests" / "base" / "kustomization.yaml"
+    doc = yaml.safe_load(kustomization.read_text())
+    assert "online-auc.yaml" in doc["resources"]
+    doc["resources"].remove("online-auc.yaml")
+    kustomization.write_text(yaml.safe_dump(doc))
+    ctx = build(ROOT, tmp_path / "manifests" / "overlays" / "prod")
+    problems = rules()["metrics"](ctx)
+    assert any(
+        p.subject == "AnalysisTemplate/inference-online-auc metric online-auc-vs-stable"
+        and p.message == "reads forkcast_online_auc: its producer forkcast-online-auc runs in no workload"
+        for p in problems
+    ), messages(problems)
