@@ -98,7 +98,7 @@ bench-gateway: full-data system-packages $(BENCH_MODEL)/probe.npz ## gateway + i
 bench-monitoring: setup system-packages ## online-AUC job: CPU per prediction and memory at 2,000 predictions/s vs a naive join
 	$(BIN)/python -m forkcast_monitoring.bench --predictions 20000
 
-workflows: setup ## regenerate the Argo WorkflowTemplate + CronWorkflow from the retrain step definitions
+workflows: setup ## regenerate the Argo WorkflowTemplate (workflows/, the cluster's training executor) from the retrain step definitions
 	$(BIN)/python -m forkcast_retrain.workflow render workflows
 
 dashboards: setup ## regenerate the Grafana dashboard JSON (and its kustomize copy) from the metric-name contract

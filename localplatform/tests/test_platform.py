@@ -17,10 +17,12 @@ from pathlib import Path
 import pytest
 import yaml
 
+from forkcast_local import observability
 from forkcast_local.config import PlatformConfig, free_port, load_config, read_state
 from forkcast_local.demo import DemoOptions, run_demo
 from forkcast_local.procs import group_members, is_ours, start_time, stop
 from forkcast_local.supervisor import context, down, status, up
+from forkcast_monitoring.manifest_config import load
 
 NAMES = ["redis", "seaweed", "mlflow", "inference", "gateway", "online_auc", "alertmanager", "prometheus"]
 
@@ -83,16 +85,24 @@ def test_up_is_healthy_and_serves_the_promoted_model_through_the_gateway(platfor
     assert headers["x-model-version"] in release
     assert isinstance(json.loads(body)["restaurants"], list)
     assert _recommend(platform, None)[0] == 401
-    # Prometheus scrapes the components running here (loopback targets), with the repository's rules.
+    # Prometheus scrapes, at the loopback address of the component running it, every workload a monitor of the
+    # rendered overlay selects and a component runs here, and loads the rendered PrometheusRule.
     prom = yaml.safe_load((platform.root / "prometheus" / "prometheus.yml").read_text())
     targets = {c["job_name"]: c["static_configs"][0]["targets"] for c in prom["scrape_configs"]}
     ports = {n: r["port"] for n, r in read_state(platform)["components"].items()}
-    assert targets == {
-        "gateway": [f"127.0.0.1:{ports['gateway']}"],
-        "inference": [f"127.0.0.1:{ports['inference']}"],
-        "online-auc": [f"127.0.0.1:{ports['online_auc']}"],
+    rendered = load(observability.OVERLAY, observability.MANIFESTS)
+    expected = {
+        job.name: [f"127.0.0.1:{ports[observability.WORKLOAD_COMPONENTS[w]]}" for w in job.workloads]
+        for job in rendered.scrape_jobs
+        if all(w in observability.WORKLOAD_COMPONENTS for w in job.workloads)
     }
-    assert all(Path(f).is_file() or Path(f).parent.is_dir() for f in prom["rule_files"])
+    assert {"gateway", "inference"} <= set(expected)
+    assert targets == expected
+    assert all(
+        c["static_configs"][0]["labels"] == {"namespace": rendered.namespace} for c in prom["scrape_configs"]
+    )
+    (rule_file,) = prom["rule_files"]
+    assert yaml.safe_load(Path(rule_file).read_text()) == rendered.rules()
     # The user's repository got no commit: promotion went to the scratch repo only.
     log = subprocess.run(["git", "log", "--format=%s"], cwd=platform.gitops, capture_output=True, text=True)
     assert log.stdout.splitlines()[0].startswith("Release model ")

@@ -1,6 +1,7 @@
-"""End to end: a low online AUC scraped by a real Prometheus fires OnlineAucLow (the shipped rule, sped up),
-a real Alertmanager routes it (the shipped route, sped up) to the real alert receiver process, which triggers
-"GitLab" (a local HTTP recorder) exactly once, although Alertmanager re-sends the alert several times."""
+"""End to end: a low online AUC scraped by a real Prometheus fires OnlineAucLow (the rendered PrometheusRule, sped
+up), a real Alertmanager routes it (the rendered AlertmanagerConfig as the operator converts it, sped up) to the real
+alert receiver process with the bearer token the AlertmanagerConfig names, which triggers "GitLab" (a local HTTP
+recorder) exactly once, although Alertmanager re-sends the alert several times."""
 
 from __future__ import annotations
 
@@ -12,7 +13,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from alert_stack import ALERTMANAGER_BIN, render_alertmanager, render_prometheus, wait_for
+from alert_stack import (
+    ALERTMANAGER_BIN,
+    job_scraping,
+    render_alertmanager,
+    render_prometheus,
+    token_files,
+    wait_for,
+)
 from prometheus_client import CollectorRegistry, Gauge, start_http_server
 
 from forkcast_contract import metric_names as n
@@ -41,13 +49,15 @@ def test_low_auc_triggers_exactly_one_retrain(tmp_path: Path, recorder: tuple[st
     token = tmp_path / "token"
     token.write_text("s3cret\n")
     receiver_bin = str(Path(sys.executable).parent / "forkcast-alert-receiver")
+    # The exporter stands in for the online-AUC job: scraped as the monitor of that workload in the render.
     prom_cfg = render_prometheus(
         tmp_path,
-        {"online-auc": f"127.0.0.1:{exporter_port}"},
+        {job_scraping("online-auc"): f"127.0.0.1:{exporter_port}"},
         f"127.0.0.1:{ports['alertmanager']}",
         for_s=2,
     )
     am_cfg = render_alertmanager(tmp_path, f"http://127.0.0.1:{ports['receiver']}/alerts")
+    (webhook_token,) = token_files(tmp_path).values()
     procs = []
     try:
         procs.append(
@@ -63,6 +73,9 @@ def test_low_auc_triggers_exactly_one_retrain(tmp_path: Path, recorder: tuple[st
                         "group/forkcast",
                     ),
                     *("--ref", "main", "--token-file", str(token)),
+                    # The token Alertmanager presents: the file render_alertmanager wrote for Secret
+                    # forkcast-alert-receiver (key token) of the AlertmanagerConfig.
+                    *("--webhook-token-file", str(webhook_token)),
                 ],
                 tmp_path / "receiver.log",
             )
@@ -97,3 +110,4 @@ def test_low_auc_triggers_exactly_one_retrain(tmp_path: Path, recorder: tuple[st
     assert form["variables[ALERT_NAME]"] == ["OnlineAucLow"]
     assert "20261123T101500Z-0123abcd" in form["variables[ALERT_REASON]"][0]
     assert 'forkcast_retrain_triggers_total{outcome="sent"} 1.0' in metrics
+    assert 'outcome="unauthorized"' not in metrics  # no notification of Alertmanager was refused

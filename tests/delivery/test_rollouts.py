@@ -1,10 +1,17 @@
 """Project-side checks of the Argo resources (always run, no ../shared needed): the canary's steps, the analysis
 wiring between the Rollout and its AnalysisTemplates, queries that only read metrics the services export, missing
-data that stays Inconclusive, PromQL that promtool parses (when installed), and the Argo CD Applications.
+data that stays Inconclusive, PromQL that promtool parses (when installed), and the Argo CD Applications; and,
+each with a twin that breaks the input on purpose: the progress deadline abort, Argo Rollouts' basic-canary replica
+arithmetic (every setWeight step a distinct canary pod count at every size the HPA allows), Argo CD leaving
+HPA-owned replicas alone, hashed settings ConfigMaps referenced by their hashed names, and analysis limits,
+namespace filters and AUC windows that mean what their comments say.
 """
 
 from __future__ import annotations
 
+import copy
+import itertools
+import math
 import re
 import shutil
 import subprocess
@@ -13,6 +20,7 @@ from typing import Any
 
 import pytest
 import yaml
+from forkcast_delivery import render as delivery_render
 
 from forkcast_contract import metric_names
 from forkcast_inference import metrics as inference_metrics
@@ -52,7 +60,9 @@ def test_canary_steps_follow_the_release_plan() -> None:
     assert weights == [10, 25, 50, 100]
     kinds = [next(iter(s)) for s in steps]
     assert kinds[:3] == ["setWeight", "pause", "analysis"], "10 % -> pause -> analysis before widening"
-    assert canary["abortScaleDownDelaySeconds"] > 0
+    # Basic canary (no trafficRouting): abortScaleDownDelaySeconds would do nothing (argo-rollouts
+    # utils/defaults/defaults.go GetAbortScaleDownDelaySecondsOrDefault), so it must not pretend to.
+    assert "trafficRouting" not in canary and "abortScaleDownDelaySeconds" not in canary
     assert "antiAffinity" in canary
     assert canary["analysis"]["startingStep"] == 1, "background analysis starts with the first canary pods"
     base = {d["metadata"]["name"] for d in load("manifests/base/inference.yaml") if d["kind"] == "Service"}
@@ -87,7 +97,7 @@ def test_missing_data_is_inconclusive_not_success(name: str) -> None:
         success, failure = metric["successCondition"], metric["failureCondition"]
         # An empty result (too few requests / samples) must satisfy neither condition.
         assert success.startswith("len(result) > 0 &&") and failure.startswith("len(result) > 0 &&")
-        assert metric.get("failureLimit", 0) <= 1, "one failed measurement aborts the canary"
+        assert metric.get("failureLimit", 0) <= 1, "a second failed measurement (in total) aborts the canary"
         query = metric["provider"]["prometheus"]["query"]
         assert re.search(r"and on\(\)\s*\n?.*>= \{\{args\.min-(requests|samples)\}\}", query), (
             f"{name}: no minimum sample count guards the query"
@@ -156,3 +166,379 @@ def test_argocd_application_syncs_its_overlay(overlay: str) -> None:
     policy = spec["syncPolicy"]
     assert policy["automated"] == {"prune": True, "selfHeal": True}
     assert policy["retry"]["limit"] > 0 and policy["retry"]["backoff"]["factor"] > 1
+
+
+# -- progress deadline -------------------------------------------------------------------------------------------
+
+
+def progress_deadline_problems(doc: dict[str, Any]) -> list[str]:
+    """Why a Rollout whose canary never becomes ready would not be aborted in time (empty: it would be).
+
+    progressDeadlineAbort turns "no progress for progressDeadlineSeconds" into an abort (argo-rollouts
+    rollout/sync.go evaluateProgressDeadlineAbort); the deadline must outlast the slowest legitimate startup (the
+    startup probe's whole budget), or a healthy canary that downloads its model would be aborted.
+    """
+    spec = doc["spec"]
+    problems = []
+    if spec.get("progressDeadlineAbort") is not True:
+        problems.append("progressDeadlineAbort is not true: a canary that never becomes ready stays Degraded")
+    deadline = spec.get("progressDeadlineSeconds", 600)  # Argo Rollouts' default (types.go)
+    for c in spec["template"]["spec"]["containers"]:
+        probe = c.get("startupProbe")
+        if probe is None:
+            continue
+        budget = probe.get("initialDelaySeconds", 0) + probe.get("periodSeconds", 10) * probe.get(
+            "failureThreshold", 3
+        )
+        if deadline <= budget:
+            problems.append(
+                f"progressDeadlineSeconds {deadline} <= container {c['name']}'s startup budget {budget} s"
+            )
+    return problems
+
+
+def test_a_canary_that_never_becomes_ready_is_aborted() -> None:
+    assert progress_deadline_problems(rollout()) == []
+
+
+def test_twin_progress_deadline_checks_fail_for_a_rollout_left_degraded_or_aborted_too_early() -> None:
+    no_abort = copy.deepcopy(rollout())
+    del no_abort["spec"]["progressDeadlineAbort"]
+    assert [p for p in progress_deadline_problems(no_abort) if p.startswith("progressDeadlineAbort")]
+    too_short = copy.deepcopy(rollout())
+    too_short["spec"]["progressDeadlineSeconds"] = 120
+    assert progress_deadline_problems(too_short) == [
+        "progressDeadlineSeconds 120 <= container inference's startup budget 300 s"
+    ]
+
+
+# -- canary replica arithmetic -----------------------------------------------------------------------------------
+
+
+def basic_canary_counts(replicas: int, weight: int, max_surge: int, max_weight: int = 100) -> tuple[int, int]:
+    """(canary, stable) pods Argo Rollouts aims at for ``weight`` without a traffic router.
+
+    A port of approximateWeightedCanaryStableReplicaCounts, which CalculateReplicaCountsForBasicCanary calls for
+    the desired counts (github.com/argoproj/argo-rollouts utils/replicaset/canary.go): among ceil and floor of
+    replicas*weight/100 canary pods, out of replicas or replicas+1 (when maxSurge > 0), the closest share wins
+    (the first listed on a tie); a weight of 1-99 never gives 0 canary pods when more than one pod runs.
+    """
+    if replicas == 0:
+        return 0, 0
+    exact = replicas * weight / max_weight
+    ceil_c, floor_c = math.ceil(exact), math.floor(exact)
+
+    def tied(total: int) -> bool:
+        return math.modf(total * (weight / max_weight))[0] == 0.5
+
+    zero_allowed = weight in (0, max_weight) or (replicas == 1 and max_surge == 0)
+    options: list[tuple[int, int]] = []
+    if ceil_c < replicas or zero_allowed:
+        options.append((ceil_c, replicas))
+    if not tied(replicas) and (floor_c != 0 or zero_allowed):
+        options.append((floor_c, replicas))
+    if max_surge > 0:
+        options.append((ceil_c, replicas + 1))
+        if not tied(replicas + 1) and (floor_c != 0 or zero_allowed):
+            options.append((floor_c, replicas + 1))
+    if not options:
+        return 0, replicas
+    best = options[0]
+    for option in options[1:]:  # strictly closer replaces, as in the Go loop
+        if abs(option[0] * max_weight / option[1] - weight) < abs(best[0] * max_weight / best[1] - weight):
+            best = option
+    return best[0], best[1] - best[0]
+
+
+# (replicas, weight, maxWeight, maxSurge, expected canary, expected stable): the table of argo-rollouts'
+# utils/replicaset/canary_test.go TestApproximateWeightedNewStableReplicaCounts, so the port is held to the original.
+ARGO_CASES = [
+    (0, 0, 100, 0, 0, 0), (0, 50, 100, 0, 0, 0), (0, 100, 100, 0, 0, 0), (0, 0, 100, 1, 0, 0),
+    (0, 50, 100, 1, 0, 0), (0, 100, 100, 1, 0, 0), (1, 0, 100, 0, 0, 1), (1, 1, 100, 0, 0, 1),
+    (1, 49, 100, 0, 0, 1), (1, 50, 100, 0, 1, 0), (1, 99, 100, 0, 1, 0), (1, 100, 100, 0, 1, 0),
+    (1, 0, 100, 1, 0, 1), (1, 1, 100, 1, 1, 1), (1, 49, 100, 1, 1, 1), (1, 50, 100, 1, 1, 1),
+    (1, 99, 100, 1, 1, 1), (1, 100, 100, 1, 1, 0), (2, 0, 100, 0, 0, 2), (2, 1, 100, 0, 1, 1),
+    (2, 50, 100, 0, 1, 1), (2, 99, 100, 0, 1, 1), (2, 100, 100, 0, 2, 0), (2, 0, 100, 1, 0, 2),
+    (2, 1, 100, 1, 1, 2), (2, 50, 100, 1, 1, 1), (2, 99, 100, 1, 2, 1), (2, 100, 100, 1, 2, 0),
+    (3, 10, 100, 0, 1, 2), (3, 25, 100, 0, 1, 2), (3, 33, 100, 0, 1, 2), (3, 34, 100, 0, 1, 2),
+    (3, 49, 100, 0, 1, 2), (3, 50, 100, 0, 2, 1), (3, 10, 100, 1, 1, 3), (3, 25, 100, 1, 1, 3),
+    (3, 33, 100, 1, 1, 2), (3, 34, 100, 1, 1, 2), (3, 49, 100, 1, 2, 2), (3, 50, 100, 1, 2, 2),
+    (10, 0, 100, 1, 0, 10), (10, 1, 100, 0, 1, 9), (10, 14, 100, 0, 1, 9), (10, 15, 100, 0, 2, 8),
+    (10, 16, 100, 0, 2, 8), (10, 99, 100, 0, 9, 1), (10, 100, 100, 1, 10, 0), (10, 0, 100, 1, 0, 10),
+    (10, 1, 100, 1, 1, 10), (10, 18, 100, 1, 2, 9), (10, 19, 100, 1, 2, 9), (10, 20, 100, 1, 2, 8),
+    (10, 23, 100, 1, 2, 8), (10, 24, 100, 1, 3, 8), (10, 25, 100, 1, 3, 8), (10, 99, 100, 1, 10, 1),
+    (10, 100, 100, 1, 10, 0),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("replicas", "weight", "max_weight", "surge", "canary", "stable"), ARGO_CASES)
+def test_the_replica_arithmetic_matches_argo_rollouts_own_table(
+    replicas: int, weight: int, max_weight: int, surge: int, canary: int, stable: int
+) -> None:
+    assert basic_canary_counts(replicas, weight, surge, max_weight) == (canary, stable)
+
+
+def resolve_surge(value: int | str, replicas: int) -> int:
+    """maxSurge as Argo resolves it: a percentage of replicas rounded up (replicaset.go resolveFenceposts)."""
+    if isinstance(value, str) and value.endswith("%"):
+        return math.ceil(replicas * int(value[:-1]) / 100)
+    return int(value)
+
+
+def step_plan(doc: dict[str, Any], replicas: int) -> list[tuple[int, int, int]]:
+    """(setWeight, canary pods, all pods) per setWeight step of a Rollout running ``replicas``."""
+    canary = doc["spec"]["strategy"]["canary"]
+    surge = resolve_surge(canary.get("maxSurge", "25%"), replicas)
+    plan = []
+    for step in canary["steps"]:
+        if "setWeight" in step:
+            c, s = basic_canary_counts(replicas, step["setWeight"], surge)
+            plan.append((step["setWeight"], c, c + s))
+    return plan
+
+
+def step_collisions(doc: dict[str, Any], sizes: list[int]) -> list[str]:
+    """One line per pair of consecutive setWeight steps that would run the same canary pod count at some size."""
+    problems = []
+    for n in sizes:
+        plan = step_plan(doc, n)
+        for (w1, c1, _), (w2, c2, _) in itertools.pairwise(plan):
+            if c2 <= c1:
+                problems.append(f"at {n} replicas setWeight {w1} and {w2} both run {c1} -> {c2} canary pods")
+    return problems
+
+
+def rendered_overlay(overlay: str) -> list[dict[str, Any]]:
+    return list(delivery_render.render(ROOT / "manifests" / "overlays" / overlay).docs)
+
+
+def _one(docs: list[dict[str, Any]], kind: str, name: str) -> dict[str, Any]:
+    (doc,) = [d for d in docs if d["kind"] == kind and d["metadata"]["name"] == name]
+    return doc
+
+
+def sizes_of(docs: list[dict[str, Any]]) -> list[int]:
+    """Every replica count the inference Rollout may run at: Git's, and each the HPA may scale it to."""
+    hpa = _one(docs, "HorizontalPodAutoscaler", "inference")["spec"]
+    git = _one(docs, "Rollout", "inference")["spec"]["replicas"]
+    return sorted({git, *range(hpa.get("minReplicas", 1), hpa["maxReplicas"] + 1)})
+
+
+# The realised canary share per setWeight step at each overlay's Git replica count (canary pods / all pods while
+# the step holds; the gateway balances requests per pod, so this is also the canary's share of requests):
+#   dev  (4 pods, steps 25/50/75/100): 1/4 = 25 %, 2/4 = 50 %, 3/4 = 75 %, 4/4
+#   prod (10 pods, steps 10/25/50/100): 1/10 = 10 %, 3/11 = 27.3 % (one surge pod), 5/10 = 50 %, 10/10
+REALISED = {
+    "dev": [(25, 1, 4), (50, 2, 4), (75, 3, 4), (100, 4, 4)],
+    "prod": [(10, 1, 10), (25, 3, 11), (50, 5, 10), (100, 10, 10)],
+}
+
+
+@pytest.mark.parametrize("overlay", sorted(REALISED))
+def test_every_canary_step_runs_more_canary_pods_than_the_last(overlay: str) -> None:
+    docs = rendered_overlay(overlay)
+    doc = _one(docs, "Rollout", "inference")
+    assert "trafficRouting" not in doc["spec"]["strategy"]["canary"], "the arithmetic is the basic canary's"
+    assert step_collisions(doc, sizes_of(docs)) == []
+    assert step_plan(doc, doc["spec"]["replicas"]) == REALISED[overlay]
+
+
+def test_twin_colliding_steps_are_named() -> None:
+    """Dev's size with the base's 10/25/50 steps (dev before this issue): 10 % and 25 % are both 1 canary pod."""
+    docs = rendered_overlay("dev")
+    doc = copy.deepcopy(_one(docs, "Rollout", "inference"))
+    weights = iter([10, 25, 50, 100])
+    for step in doc["spec"]["strategy"]["canary"]["steps"]:
+        if "setWeight" in step:
+            step["setWeight"] = next(weights)
+    collisions = step_collisions(doc, sizes_of(docs))
+    assert "at 4 replicas setWeight 10 and 25 both run 1 -> 1 canary pods" in collisions
+    # Issue 15's example: at 3 pods (2 + one surge) 10 % and 25 % are both 1 canary pod; 50 % is 2 of 4.
+    assert step_collisions(doc, [3]) == ["at 3 replicas setWeight 10 and 25 both run 1 -> 1 canary pods"]
+
+
+# -- Argo CD and the HPAs ----------------------------------------------------------------------------------------
+
+_GROUP = {"apps/v1": "apps", "argoproj.io/v1alpha1": "argoproj.io"}
+
+
+def hpa_replica_conflicts(app: dict[str, Any], docs: list[dict[str, Any]]) -> list[str]:
+    """One line per HPA target whose /spec/replicas the Application would still diff or sync."""
+    spec = app["spec"]
+    problems = []
+    if "RespectIgnoreDifferences=true" not in spec["syncPolicy"].get("syncOptions", []):
+        problems.append("syncOptions lack RespectIgnoreDifferences=true: a sync would write Git's replicas")
+    ignored = {
+        (d.get("group", ""), d["kind"], d.get("name"))
+        for d in spec.get("ignoreDifferences", [])
+        if "/spec/replicas" in d.get("jsonPointers", [])
+    }
+    for hpa in (d for d in docs if d["kind"] == "HorizontalPodAutoscaler"):
+        ref = hpa["spec"]["scaleTargetRef"]
+        group = _GROUP.get(ref["apiVersion"], ref["apiVersion"].split("/")[0])
+        if not {(group, ref["kind"], ref["name"]), (group, ref["kind"], None)} & ignored:
+            problems.append(f"{ref['kind']}/{ref['name']} is scaled by HPA {hpa['metadata']['name']}, but its "
+                            "/spec/replicas is not in ignoreDifferences")  # fmt: skip
+    return problems
+
+
+@pytest.mark.parametrize("overlay", ["dev", "prod"])
+def test_argocd_leaves_hpa_owned_replicas_alone(overlay: str) -> None:
+    (app,) = load(f"deploy/argocd/app-{overlay}.yaml")
+    assert hpa_replica_conflicts(app, rendered_overlay(overlay)) == []
+
+
+def test_twin_an_application_that_would_fight_the_hpa_is_named() -> None:
+    (app,) = load("deploy/argocd/app-prod.yaml")
+    docs = rendered_overlay("prod")
+    broken = copy.deepcopy(app)
+    broken["spec"]["ignoreDifferences"] = [
+        d for d in app["spec"]["ignoreDifferences"] if d["kind"] != "Rollout"
+    ]
+    assert hpa_replica_conflicts(broken, docs) == [
+        "Rollout/inference is scaled by HPA inference, but its /spec/replicas is not in ignoreDifferences"
+    ]
+    broken = copy.deepcopy(app)
+    broken["spec"]["syncPolicy"]["syncOptions"].remove("RespectIgnoreDifferences=true")
+    assert hpa_replica_conflicts(broken, docs) == [
+        "syncOptions lack RespectIgnoreDifferences=true: a sync would write Git's replicas"
+    ]
+
+
+# -- hashed settings ConfigMaps ----------------------------------------------------------------------------------
+
+
+def config_map_refs(docs: list[dict[str, Any]]) -> dict[str, set[str]]:
+    """Workload kind/name -> the ConfigMap names its pod template reads (envFrom, env, volumes)."""
+    refs: dict[str, set[str]] = {}
+    for d in docs:
+        if d["kind"] not in ("Deployment", "StatefulSet", "Rollout"):
+            continue
+        pod = d["spec"]["template"]["spec"]
+        names = set()
+        for c in [*pod.get("containers", []), *pod.get("initContainers", [])]:
+            names |= {e["configMapRef"]["name"] for e in c.get("envFrom", []) if "configMapRef" in e}
+            names |= {
+                e["valueFrom"]["configMapKeyRef"]["name"]
+                for e in c.get("env", [])
+                if "configMapKeyRef" in e.get("valueFrom", {})
+            }
+        names |= {v["configMap"]["name"] for v in pod.get("volumes", []) if "configMap" in v}
+        refs[f"{d['kind']}/{d['metadata']['name']}"] = names
+    return refs
+
+
+def unhashed_settings(docs: list[dict[str, Any]]) -> list[str]:
+    """Settings ConfigMaps rendered without a content hash, and workloads naming a ConfigMap that is not rendered."""
+    rendered = {d["metadata"]["name"] for d in docs if d["kind"] == "ConfigMap"}
+    problems = [
+        f"ConfigMap {name} has no hash suffix: a change to it would not roll the pods"
+        for name in sorted(rendered)
+        if name in ("forkcast-settings", "forkcast-gateway")
+    ]
+    for workload, names in sorted(config_map_refs(docs).items()):
+        problems += [
+            f"{workload} reads ConfigMap {n}, which is not rendered" for n in sorted(names - rendered)
+        ]
+    return problems
+
+
+@pytest.mark.parametrize("overlay", ["dev", "prod"])
+def test_settings_config_maps_are_hashed_and_referenced_by_their_hashed_names(overlay: str) -> None:
+    docs = rendered_overlay(overlay)
+    assert unhashed_settings(docs) == []
+    refs = config_map_refs(docs)
+    assert any(n.startswith("forkcast-settings-") for n in refs["Rollout/inference"])
+    assert any(n.startswith("forkcast-gateway-") for n in refs["Deployment/gateway"])
+
+
+def test_twin_a_rollout_left_on_the_unhashed_name_is_named() -> None:
+    """What kustomize renders without rollouts/kustomize-rollout-config.yaml: the Rollout keeps the bare name."""
+    docs = copy.deepcopy(rendered_overlay("prod"))
+    doc = _one(docs, "Rollout", "inference")
+    for e in doc["spec"]["template"]["spec"]["containers"][0]["envFrom"]:
+        if "configMapRef" in e and e["configMapRef"]["name"].startswith("forkcast-settings-"):
+            e["configMapRef"]["name"] = "forkcast-settings"
+    assert unhashed_settings(docs) == [
+        "Rollout/inference reads ConfigMap forkcast-settings, which is not rendered"
+    ]
+
+
+# -- analysis limits, namespaces and windows ---------------------------------------------------------------------
+
+
+def _seconds(text: str) -> int:
+    return int(text[:-1]) * {"s": 1, "m": 60, "h": 3600}[text[-1]]
+
+
+def canary_seconds(doc: dict[str, Any]) -> int:
+    """How long the canary's steps hold at least: every pause plus every analysis step's count x interval."""
+    total = 0
+    for step in doc["spec"]["strategy"]["canary"]["steps"]:
+        if "pause" in step:
+            total += _seconds(step["pause"]["duration"])
+        if "analysis" in step:
+            for ref in step["analysis"]["templates"]:
+                for m in templates()[ref["templateName"]]["spec"]["metrics"]:
+                    total += m.get("count", 1) * _seconds(m["interval"])
+    return total
+
+
+def analysis_problems(
+    doc: dict[str, Any], temps: dict[str, dict[str, Any]], recent_window_s: float
+) -> list[str]:
+    """Why an analysis would not mean what its comments say (empty: it does)."""
+    problems = []
+    background = {t["templateName"] for t in doc["spec"]["strategy"]["canary"]["analysis"]["templates"]}
+    life = canary_seconds(doc)
+    for name, t in sorted(temps.items()):
+        for m in t["spec"]["metrics"]:
+            where = f"{name}/{m['name']}"
+            query = m["provider"]["prometheus"]["query"]
+            if "consecutiveErrorLimit" not in m:
+                problems.append(f"{where}: consecutiveErrorLimit left to the default (4)")
+            # A selector may hold {{args.x}} placeholders, whose braces are not its end.
+            selectors = re.findall(r"forkcast_online_auc\w*(\{(?:[^{}]|\{\{[^}]*\}\})*\})?", query)
+            if any('namespace="{{args.namespace}}"' not in s for s in selectors):
+                problems.append(f"{where}: an online-AUC series is read without the namespace filter")
+            if re.search(r"forkcast_online_auc(_samples)?(?!\w)", query):  # the long window's series
+                problems.append(
+                    f"{where}: compares versions on the hour-long window, not {metric_names.ONLINE_AUC_RECENT}"
+                )
+            if name in background and "count" not in m:
+                ranges = [_seconds(r) for r in re.findall(r"\[(\d+[smh])\]", query)]
+                if max(ranges) < life:
+                    problems.append(f"{where}: longest range {max(ranges)} s is shorter than the canary's {life} s, "
+                                    "so quiet minutes add up to Inconclusive")  # fmt: skip
+    steps = doc["spec"]["strategy"]["canary"]["steps"]
+    first = next(i for i, s in enumerate(steps) if "analysis" in s)
+    waited = sum(_seconds(s["pause"]["duration"]) for s in steps[:first] if "pause" in s)
+    if recent_window_s > waited:
+        problems.append(f"the recent AUC window ({recent_window_s:g} s) is longer than the canary has served "
+                        f"before the online-AUC step ({waited} s)")  # fmt: skip
+    return problems
+
+
+def test_analyses_mean_what_their_comments_say() -> None:
+    assert analysis_problems(rollout(), templates(), metric_names.ONLINE_AUC_RECENT_WINDOW_S) == []
+
+
+def test_twin_analysis_problems_are_named() -> None:
+    temps = copy.deepcopy(templates())
+    error = temps["inference-error-ratio"]["spec"]["metrics"][0]
+    error["provider"]["prometheus"]["query"] = error["provider"]["prometheus"]["query"].split("\nor\n")[0]
+    del temps["inference-p95-latency"]["spec"]["metrics"][0]["consecutiveErrorLimit"]
+    auc = temps["inference-online-auc"]["spec"]["metrics"][0]["provider"]["prometheus"]
+    auc["query"] = auc["query"].replace(
+        'forkcast_online_auc_recent{namespace="{{args.namespace}}"}', "forkcast_online_auc", 1
+    )
+    life = canary_seconds(rollout())
+    assert analysis_problems(rollout(), temps, 600.0) == [
+        f"inference-error-ratio/error-ratio: longest range 120 s is shorter than the canary's {life} s, so quiet "
+        "minutes add up to Inconclusive",
+        "inference-online-auc/online-auc-vs-stable: an online-AUC series is read without the namespace filter",
+        f"inference-online-auc/online-auc-vs-stable: compares versions on the hour-long window, not "
+        f"{metric_names.ONLINE_AUC_RECENT}",
+        "inference-p95-latency/p95-latency: consecutiveErrorLimit left to the default (4)",
+        "the recent AUC window (600 s) is longer than the canary has served before the online-AUC step (300 s)",
+    ]

@@ -1,30 +1,40 @@
-"""The Argo retraining workflow (issue 10 §7): generated from the same steps as the GitLab jobs, committed as
-generated, valid against the upstream CRD schemas, and shaped as the cluster needs it (DAG order, S3 artifacts,
-retries on errors only, resource requests, GPU optional).
+"""Argo Workflows as the training executor (issue 15 §8): the WorkflowTemplate is generated from the same steps as
+the GitLab jobs and committed as generated; workflows/ renders and passes the upstream CRD schemas; every path a
+step writes is a writable volume (or made in the image for its user); no GPU is asked of the CPU-only image; the
+executor's RBAC is exactly the documented minimum; every settings, credentials and artifact-repository reference
+resolves; an Argo CD Application syncs the folder into a namespace the project allows; and nothing in the cluster
+schedules a retraining (GitLab does). Each check is a function with a twin test that breaks its input on purpose.
 """
 
 from __future__ import annotations
 
+import copy
 import http.server
 import itertools
 import json
+import re
 import shlex
 import subprocess
 import sys
 import threading
-from pathlib import Path
+from collections.abc import Iterable
+from pathlib import Path, PurePosixPath
 from typing import Any, ClassVar
 
 import pytest
 import yaml
+from forkcast_delivery import render as delivery_render
 
 from forkcast_retrain.steps import DATA, RECIPE, RUN, STEPS, step
 from forkcast_retrain.workflow import (
     CANDIDATE_ENTRYPOINT,
     CANDIDATE_STEPS,
     ENTRYPOINT,
+    FETCH_DATA,
+    NAMESPACE,
     TEMPLATE_NAME,
-    cron_workflow,
+    TMP_PATH,
+    data_key,
     main,
     rendered_files,
     run_key,
@@ -34,25 +44,67 @@ from forkcast_retrain.workflow import (
 )
 
 ROOT = Path(__file__).resolve().parents[2]
+WORKFLOWS = ROOT / "workflows"
 SHARED_VALIDATOR = ROOT.parent / "shared" / "tools" / "validate-manifests"
+DOCKERFILE = ROOT / "pipelines" / "retrain" / "Dockerfile"
+APPLICATION = ROOT / "deploy" / "argocd" / "app-workflows.yaml"
+PROJECT = ROOT / "deploy" / "argocd" / "project.yaml"
+PROVIDED = ROOT / "manifests" / "provided-by-cluster.yaml"
 CI_VALUES = {RUN: "$RUN_DIR", DATA: "$FORKCAST_DATA_DIR", RECIPE: "${RECIPE:-default}"}
+DATASET = "s3://forkcast-datasets/datasets/small/"
+# Argo Workflows docs/workflow-rbac.md, "The minimum for the executor to function".
+EXECUTOR_RULES = [
+    {"apiGroups": ["argoproj.io"], "resources": ["workflowtaskresults"], "verbs": ["create", "patch"]}
+]
+
+
+class _CiLoader(yaml.SafeLoader):  # type: ignore[misc]  # PyYAML ships untyped
+    """.gitlab-ci.yml with GitLab's `!reference` tags read as plain lists."""
+
+
+_CiLoader.add_constructor("!reference", lambda ld, node: ld.construct_sequence(node))
 
 
 def _ci_jobs() -> dict[str, Any]:
-    loader = type("_L", (yaml.SafeLoader,), {})
-    loader.add_constructor("!reference", lambda ld, node: ld.construct_sequence(node))
-    jobs: dict[str, Any] = yaml.load((ROOT / ".gitlab-ci.yml").read_text(), Loader=loader)
+    jobs: dict[str, Any] = yaml.load((ROOT / ".gitlab-ci.yml").read_text(), Loader=_CiLoader)
     return jobs
+
+
+@pytest.fixture(scope="module")
+def rendered() -> list[dict[str, Any]]:
+    """workflows/ as Argo CD applies it (kubectl kustomize)."""
+    return list(delivery_render.render(WORKFLOWS).docs)
+
+
+def _one(docs: Iterable[dict[str, Any]], kind: str, name: str | None = None) -> dict[str, Any]:
+    found = [d for d in docs if d["kind"] == kind and name in (None, d["metadata"]["name"])]
+    assert len(found) == 1, f"expected one {kind} {name or ''}, found {len(found)}"
+    return found[0]
+
+
+# --- generated == committed, schemas --------------------------------------------------------------------------
 
 
 def test_committed_files_are_exactly_what_the_generator_writes(tmp_path: Path) -> None:
     assert main(["render", str(tmp_path)]) == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(rendered_files())
     for name in rendered_files():
-        committed = ROOT / "workflows" / name
+        committed = WORKFLOWS / name
         assert committed.is_file(), (
             f"{committed} missing: run python -m forkcast_retrain.workflow render workflows"
         )
         assert committed.read_bytes() == (tmp_path / name).read_bytes(), f"{name} is stale: regenerate it"
+
+
+def test_every_file_of_the_folder_is_synced() -> None:
+    """No YAML in workflows/ that the kustomization (hence Argo CD) leaves out, e.g. a stale CronWorkflow."""
+    resources = set(yaml.safe_load((WORKFLOWS / "kustomization.yaml").read_text())["resources"])
+    files = {p.name for p in WORKFLOWS.glob("*.yaml")} - {"kustomization.yaml"}
+    assert files == resources, f"in workflows/ but not synced: {sorted(files - resources)}"
+    for path in WORKFLOWS.glob("*.yaml"):
+        assert path.read_text().startswith("#"), (
+            f"{path.name} does not open with a comment saying what it is for"
+        )
 
 
 def test_workflows_pass_the_upstream_crd_schemas() -> None:
@@ -61,13 +113,383 @@ def test_workflows_pass_the_upstream_crd_schemas() -> None:
             f"{SHARED_VALIDATOR} is absent (../shared beside the repository); the structural tests still run"
         )
     result = subprocess.run(
-        [sys.executable, str(SHARED_VALIDATOR), "workflows/"],
+        [sys.executable, str(SHARED_VALIDATOR), "--kustomize=workflows", str(APPLICATION)],
         cwd=ROOT,
         capture_output=True,
         text=True,
         check=False,
     )
     assert result.returncode == 0, result.stdout + result.stderr
+    assert " 0 invalid" in result.stdout, result.stdout
+
+
+# --- every path a step writes is writable for the image's user --------------------------------------------------
+
+
+def image_user_dirs(dockerfile: str) -> tuple[int | None, list[str]]:
+    """The uid the image runs as (its last USER) and the directories the image creates owned by it: the home of a
+    `useradd --uid U --create-home NAME`, and every path of a `chown U... PATH` / `install -d -o U PATH`."""
+    users = re.findall(r"^USER\s+(\d+)", dockerfile, flags=re.M)
+    uid = int(users[-1]) if users else None
+    dirs: list[str] = []
+    for cmd in re.findall(r"useradd[^\n&]*", dockerfile):
+        words = cmd.split()
+        if "--create-home" in words and "--uid" in words and words[words.index("--uid") + 1] == str(uid):
+            dirs.append(f"/home/{words[-1]}")
+    for owner, paths in re.findall(
+        r"(?:chown(?:\s+-R)?|install\s+-d\s+-o)\s+(\d+)\S*\s+([^\n&;\\]+)", dockerfile
+    ):
+        if uid is not None and int(owner) == uid:
+            dirs.extend(paths.split())
+    return uid, dirs
+
+
+def written_paths(template: dict[str, Any]) -> list[str]:
+    """Where a container template's pod writes: every artifact path (the executor unpacks inputs there, the step
+    writes outputs there), the step's `--out`, and the temporary directory every Python process may use."""
+    container = template["container"]
+    args = container.get("args", [])
+    paths = [args[i + 1] for i, a in enumerate(args[:-1]) if a == "--out"]
+    for side in ("inputs", "outputs"):
+        paths += [a["path"] for a in template.get(side, {}).get("artifacts", []) if "path" in a]
+    return [*dict.fromkeys([*paths, TMP_PATH])]
+
+
+def unwritable_paths(doc: dict[str, Any], dockerfile: str) -> list[str]:
+    """Each path a step writes that is neither on a writable (emptyDir) volume mounted in its container nor a
+    directory the image creates for the uid the pods run as; also a pod uid other than the image's user."""
+    spec = doc["spec"]
+    uid, image_dirs = image_user_dirs(dockerfile)
+    problems = []
+    pod_uid = spec.get("securityContext", {}).get("runAsUser")
+    if pod_uid != uid:
+        problems.append(f"pods run as uid {pod_uid}, the image's user is {uid} (Dockerfile USER)")
+    emptydirs = {v["name"] for v in spec.get("volumes", []) if "emptyDir" in v}
+    for template in spec["templates"]:
+        if "container" not in template:
+            continue
+        mounts = [
+            m["mountPath"]
+            for m in template["container"].get("volumeMounts", [])
+            if m["name"] in emptydirs and not m.get("readOnly")
+        ]
+        for path in written_paths(template):
+            p = PurePosixPath(path)
+            if not any(
+                p == PurePosixPath(d) or PurePosixPath(d) in p.parents for d in [*mounts, *image_dirs]
+            ):
+                problems.append(
+                    f"{template['name']} writes {path}: not on a writable volume mounted in its container, and"
+                    f" not created in the image for uid {uid}"
+                )
+    return problems
+
+
+def test_every_path_a_step_writes_is_a_writable_volume_for_the_image_user() -> None:
+    assert unwritable_paths(workflow_template(), DOCKERFILE.read_text()) == []
+
+
+def test_twin_the_run_folder_off_a_volume_is_caught_naming_the_step_and_path() -> None:
+    """The template as it was (no volumes: /work/run on the image's root filesystem, EACCES as uid 10001)."""
+    doc = workflow_template()
+    del doc["spec"]["volumes"]
+    problems = unwritable_paths(doc, DOCKERFILE.read_text())
+    assert (
+        "prep writes /work/run: not on a writable volume mounted in its container, and not created in the image"
+        " for uid 10001" in problems
+    )
+    assert any(p.startswith(f"{FETCH_DATA} writes /work/data:") for p in problems)
+
+
+def test_twin_a_read_only_or_non_emptydir_mount_does_not_count_as_writable() -> None:
+    doc = workflow_template()
+    (prep,) = [t for t in doc["spec"]["templates"] if t["name"] == "prep"]
+    for m in prep["container"]["volumeMounts"]:
+        m["readOnly"] = True
+    doc["spec"]["volumes"] = [
+        {"name": v["name"], "configMap": {"name": "x"}} if v["name"] == "tmp" else v
+        for v in doc["spec"]["volumes"]
+    ]
+    problems = unwritable_paths(doc, DOCKERFILE.read_text())
+    assert any(p.startswith("prep writes /work/run:") for p in problems)
+    assert any(p.startswith("train writes /tmp:") for p in problems)
+    assert not any(p.startswith("train writes /work/run:") for p in problems)
+
+
+def test_twin_a_directory_the_image_makes_for_its_user_counts_and_another_uid_does_not() -> None:
+    doc = workflow_template()
+    for t in doc["spec"]["templates"]:
+        t.get("container", {}).pop("volumeMounts", None)
+    made = DOCKERFILE.read_text().replace(
+        "USER 10001:10001", "RUN mkdir -p /work /tmp && chown 10001:10001 /work /tmp\nUSER 10001:10001"
+    )
+    assert unwritable_paths(doc, made) == []
+    assert "pods run as uid 10001, the image's user is 1000 (Dockerfile USER)" in unwritable_paths(
+        doc, made.replace("USER 10001:10001", "USER 1000:1000")
+    )
+
+
+# --- no GPU asked of the CPU-only image -----------------------------------------------------------------------------
+
+
+def gpu_requests(doc: dict[str, Any]) -> list[str]:
+    """Templates that ask for a GPU (a podSpecPatch, or an nvidia.com/gpu resource) or a workflow parameter for one."""
+    found = [f"parameter {p['name']}" for p in doc["spec"]["arguments"]["parameters"] if "gpu" in p["name"]]
+    found += [
+        f"template {t['name']}"
+        for t in doc["spec"]["templates"]
+        if "podSpecPatch" in t or "nvidia.com/gpu" in json.dumps(t.get("container", {}))
+    ]
+    return found
+
+
+def test_no_step_asks_for_a_gpu_the_cpu_image_cannot_use() -> None:
+    assert '--index-url "$TORCH_INDEX_URL" "torch==2.13.0+cpu"' in DOCKERFILE.read_text()
+    assert gpu_requests(workflow_template()) == []
+
+
+def test_twin_the_old_gpu_patch_is_caught() -> None:
+    doc = workflow_template()
+    (train,) = [t for t in doc["spec"]["templates"] if t["name"] == "train"]
+    train["podSpecPatch"] = '{"containers":[{"name":"main","resources":{"limits":{"nvidia.com/gpu":"1"}}}]}'
+    doc["spec"]["arguments"]["parameters"].append({"name": "gpus", "value": "0"})
+    assert gpu_requests(doc) == ["parameter gpus", "template train"]
+
+
+# --- RBAC, settings, credentials, artifact repository ----------------------------------------------------------
+
+
+def executor_rbac_problems(docs: list[dict[str, Any]]) -> list[str]:
+    """The template's service account exists, and is bound to a Role granting exactly the executor's minimum."""
+    template = _one(docs, "WorkflowTemplate", TEMPLATE_NAME)
+    account = template["spec"].get("serviceAccountName")
+    if not account:
+        return ["the WorkflowTemplate names no serviceAccountName (pods would run as `default`)"]
+    problems = []
+    if not [d for d in docs if d["kind"] == "ServiceAccount" and d["metadata"]["name"] == account]:
+        problems.append(f"ServiceAccount {account} is not rendered")
+    roles = {d["metadata"]["name"]: d for d in docs if d["kind"] == "Role"}
+    bound = [
+        b["roleRef"]["name"]
+        for b in docs
+        if b["kind"] == "RoleBinding"
+        and b["roleRef"]["kind"] == "Role"
+        and any(s["kind"] == "ServiceAccount" and s["name"] == account for s in b.get("subjects", []))
+    ]
+    if not bound:
+        problems.append(f"no RoleBinding binds a Role to ServiceAccount {account}")
+    for name in bound:
+        rules = roles[name]["rules"] if name in roles else None
+        if rules != EXECUTOR_RULES:
+            problems.append(
+                f"Role {name} grants {rules}, not exactly the executor's minimum {EXECUTOR_RULES}"
+            )
+    return problems
+
+
+def test_the_executor_has_exactly_the_documented_minimum(rendered: list[dict[str, Any]]) -> None:
+    assert executor_rbac_problems(rendered) == []
+
+
+@pytest.mark.parametrize(
+    ("break_it", "message"),
+    [
+        (
+            lambda docs: [d for d in docs if d["kind"] != "ServiceAccount"],
+            "ServiceAccount forkcast-retrain is not",
+        ),
+        (lambda docs: [d for d in docs if d["kind"] != "RoleBinding"], "no RoleBinding binds a Role to"),
+        (
+            lambda docs: [
+                {**d, "rules": [{**d["rules"][0], "verbs": ["create"]}]} if d["kind"] == "Role" else d
+                for d in docs
+            ],
+            "Role forkcast-retrain-executor grants",
+        ),
+        (
+            lambda docs: [
+                {**d, "rules": [*d["rules"], {"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"]}]}
+                if d["kind"] == "Role"
+                else d
+                for d in docs
+            ],
+            "not exactly the executor's minimum",
+        ),
+    ],
+    ids=["no-account", "no-binding", "no-patch", "extra-secrets"],
+)
+def test_twin_missing_or_wider_rbac_is_caught(
+    rendered: list[dict[str, Any]], break_it: Any, message: str
+) -> None:
+    problems = executor_rbac_problems(break_it(copy.deepcopy(rendered)))
+    assert any(message in p for p in problems), problems
+
+
+def unresolved_references(docs: list[dict[str, Any]], provided: dict[str, Any]) -> list[str]:
+    """Every ConfigMap/Secret (and Secret key) the template and its artifact repository use: rendered in workflows/
+    or listed as provided by the cluster; the artifact repository key exists and names an S3 bucket."""
+    configmaps = {d["metadata"]["name"]: d for d in docs if d["kind"] == "ConfigMap"}
+    secrets = provided.get("secrets", {})
+    template = _one(docs, "WorkflowTemplate", TEMPLATE_NAME)
+    problems = []
+    used_secret_keys: list[tuple[str, str, str]] = []
+    for t in template["spec"]["templates"]:
+        for ref in t.get("container", {}).get("envFrom", []):
+            if "configMapRef" in ref and ref["configMapRef"]["name"] not in configmaps:
+                problems.append(f"{t['name']}: ConfigMap {ref['configMapRef']['name']} is not rendered")
+            if "secretRef" in ref and ref["secretRef"]["name"] not in secrets:
+                problems.append(
+                    f"{t['name']}: Secret {ref['secretRef']['name']} is not provided by the cluster"
+                )
+    repo_ref = template["spec"]["artifactRepositoryRef"]
+    repo_map = configmaps.get(repo_ref["configMap"])
+    if repo_map is None or repo_ref["key"] not in repo_map.get("data", {}):
+        return [*problems, f"artifact repository {repo_ref['configMap']}/{repo_ref['key']} is not rendered"]
+    s3 = yaml.safe_load(repo_map["data"][repo_ref["key"]]).get("s3") or {}
+    if not s3.get("bucket") or not s3.get("endpoint"):
+        problems.append(f"artifact repository {repo_ref['key']} names no S3 bucket and endpoint")
+    for field in ("accessKeySecret", "secretKeySecret"):
+        sel = s3.get(field) or {}
+        used_secret_keys.append((f"artifact repository {field}", sel.get("name", ""), sel.get("key", "")))
+    for what, name, key in used_secret_keys:
+        if key not in secrets.get(name, {}).get("keys", []):
+            problems.append(f"{what}: Secret {name!r} key {key!r} is not provided by the cluster")
+    return problems
+
+
+def test_settings_credentials_and_the_artifact_repository_resolve(rendered: list[dict[str, Any]]) -> None:
+    provided = yaml.safe_load(PROVIDED.read_text())
+    assert unresolved_references(rendered, provided) == []
+    settings = _one(rendered, "ConfigMap", "forkcast-retrain-settings")["data"]
+    assert settings["S3_ENDPOINT_URL"].startswith("https://")
+
+
+@pytest.mark.parametrize(
+    ("drop", "message"),
+    [
+        ("settings", "ConfigMap forkcast-retrain-settings is not rendered"),
+        ("secret", "Secret forkcast-retrain-credentials is not provided by the cluster"),
+        ("repository", "artifact repository artifact-repositories/forkcast-s3 is not rendered"),
+        (
+            "secret-key",
+            "accessKeySecret: Secret 'forkcast-retrain-credentials' key 'AWS_ACCESS_KEY_ID' is not",
+        ),
+    ],
+)
+def test_twin_an_unresolved_reference_is_named(
+    rendered: list[dict[str, Any]], drop: str, message: str
+) -> None:
+    provided = yaml.safe_load(PROVIDED.read_text())
+    docs = copy.deepcopy(rendered)
+    if drop == "settings":
+        docs = [d for d in docs if d["metadata"]["name"] != "forkcast-retrain-settings"]
+    elif drop == "secret":
+        del provided["secrets"]["forkcast-retrain-credentials"]
+    elif drop == "repository":
+        docs = [d for d in docs if d["metadata"]["name"] != "artifact-repositories"]
+    else:
+        provided["secrets"]["forkcast-retrain-credentials"]["keys"].remove("AWS_ACCESS_KEY_ID")
+    assert any(message in p for p in unresolved_references(docs, provided))
+
+
+# --- Argo CD syncs the folder into a namespace the project allows ----------------------------------------------
+
+
+def sync_problems(app: dict[str, Any], project: dict[str, Any], docs: list[dict[str, Any]]) -> list[str]:
+    """The Application syncs workflows/ into the namespace the CLI submits to, and its project admits that
+    destination and every kind the folder renders."""
+    problems = []
+    dest = app["spec"]["destination"]
+    if app["spec"]["source"].get("path") != "workflows":
+        problems.append(f"the Application syncs {app['spec']['source'].get('path')}, not workflows")
+    if dest.get("namespace") != NAMESPACE:
+        problems.append(
+            f"the Application deploys into {dest.get('namespace')}, the CLI submits to {NAMESPACE}"
+        )
+    if app["spec"]["project"] != project["metadata"]["name"]:
+        problems.append(f"the Application is in project {app['spec']['project']}")
+    allowed = {(d["server"], d["namespace"]) for d in project["spec"]["destinations"]}
+    if (dest.get("server"), dest.get("namespace")) not in allowed:
+        problems.append(
+            f"project {project['metadata']['name']} does not admit namespace {dest.get('namespace')}"
+        )
+    kinds = project["spec"].get("namespaceResourceWhitelist", [])
+    for d in docs:
+        group = d["apiVersion"].rpartition("/")[0]
+        if not any(k["group"] == group and k["kind"] in ("*", d["kind"]) for k in kinds):
+            problems.append(
+                f"project {project['metadata']['name']} does not admit {group or 'core'}/{d['kind']}"
+            )
+    return problems
+
+
+def test_an_application_syncs_workflows_into_the_training_namespace(rendered: list[dict[str, Any]]) -> None:
+    app = yaml.safe_load(APPLICATION.read_text())
+    assert sync_problems(app, yaml.safe_load(PROJECT.read_text()), rendered) == []
+    assert {d["metadata"].get("namespace") for d in rendered} == {NAMESPACE}
+    assert app["spec"]["syncPolicy"]["automated"] == {"prune": True, "selfHeal": True}
+
+
+def test_twin_a_project_without_the_namespace_or_the_kinds_is_caught(rendered: list[dict[str, Any]]) -> None:
+    app = yaml.safe_load(APPLICATION.read_text())
+    project = yaml.safe_load(PROJECT.read_text())
+    project["spec"]["destinations"] = [
+        d for d in project["spec"]["destinations"] if d["namespace"] != NAMESPACE
+    ]
+    project["spec"]["namespaceResourceWhitelist"] = [
+        k
+        for k in project["spec"]["namespaceResourceWhitelist"]
+        if k["kind"] not in ("WorkflowTemplate", "Role")
+    ]
+    problems = sync_problems(app, project, rendered)
+    assert f"project forkcast does not admit namespace {NAMESPACE}" in problems
+    assert "project forkcast does not admit argoproj.io/WorkflowTemplate" in problems
+    assert "project forkcast does not admit rbac.authorization.k8s.io/Role" in problems
+    app["spec"]["destination"]["namespace"] = "forkcast"
+    assert f"the Application deploys into forkcast, the CLI submits to {NAMESPACE}" in sync_problems(
+        app, yaml.safe_load(PROJECT.read_text()), rendered
+    )
+
+
+# --- one scheduler: GitLab; the cluster only trains a candidate -------------------------------------------------
+
+
+def scheduling_problems(docs: list[dict[str, Any]]) -> list[str]:
+    """Nothing in the cluster starts a retraining on its own, and no Workflow publishes what it trained."""
+    problems = [
+        f"{d['kind']} {d['metadata']['name']} schedules runs" for d in docs if d["kind"] == "CronWorkflow"
+    ]
+    for d in docs:
+        if d["kind"] != "WorkflowTemplate":
+            continue
+        for t in d["spec"]["templates"]:
+            args = t.get("container", {}).get("args", [])
+            if args[:1] and args[0] in ("gate", "publish", "promote"):
+                problems.append(
+                    f"{d['metadata']['name']} runs {args[0]} (the pipeline's job, before promote)"
+                )
+    return problems
+
+
+def test_nothing_in_the_cluster_schedules_or_publishes(rendered: list[dict[str, Any]]) -> None:
+    assert scheduling_problems(rendered) == []
+    assert not list(WORKFLOWS.glob("cron*"))
+
+
+def test_twin_a_cron_workflow_or_a_publishing_template_is_caught(rendered: list[dict[str, Any]]) -> None:
+    cron = {"kind": "CronWorkflow", "metadata": {"name": "forkcast-retrain-weekly"}, "spec": {}}
+    docs = copy.deepcopy(rendered)
+    template = _one(docs, "WorkflowTemplate", TEMPLATE_NAME)
+    template["spec"]["templates"].append(
+        {"name": "publish", "container": {"args": ["publish", "--out", "/work/run"]}}
+    )
+    assert scheduling_problems([*docs, cron]) == [
+        "CronWorkflow forkcast-retrain-weekly schedules runs",
+        "forkcast-retrain runs publish (the pipeline's job, before promote)",
+    ]
+
+
+# --- the DAG and its steps ------------------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("s", STEPS, ids=[s.name for s in STEPS])
@@ -79,50 +501,64 @@ def test_the_gitlab_job_runs_the_same_call_as_the_workflow(s: Any) -> None:
     )
 
 
-def test_the_dag_chains_the_steps_in_order_passing_the_run_directory() -> None:
+def test_the_dag_fetches_the_data_then_chains_the_steps_passing_data_and_run() -> None:
     spec = workflow_template()["spec"]
-    tasks = next(t for t in spec["templates"] if t["name"] == spec["entrypoint"])["dag"]["tasks"]
-    assert [t["name"] for t in tasks] == [s.name for s in STEPS]
-    for before, task in itertools.pairwise(tasks):
+    (dag,) = [t for t in spec["templates"] if "dag" in t]
+    assert dag["name"] == spec["entrypoint"] == ENTRYPOINT == CANDIDATE_ENTRYPOINT
+    tasks = dag["dag"]["tasks"]
+    assert [t["name"] for t in tasks] == [FETCH_DATA, *(s.name for s in CANDIDATE_STEPS)]
+    assert CANDIDATE_STEPS[-1].name == "evaluate"
+    data = {"name": "data", "from": f"{{{{tasks.{FETCH_DATA}.outputs.artifacts.data}}}}"}
+    for i, (before, task) in enumerate(itertools.pairwise(tasks)):
         assert task["dependencies"] == [before["name"]]
-        assert task["arguments"]["artifacts"] == [
-            {"name": "run", "from": f"{{{{tasks.{before['name']}.outputs.artifacts.run}}}}"}
-        ]
+        run = [{"name": "run", "from": f"{{{{tasks.{before['name']}.outputs.artifacts.run}}}}"}] if i else []
+        assert task["arguments"]["artifacts"] == [data, *run]
 
 
-def test_every_step_has_requests_retries_and_an_s3_run_artifact() -> None:
-    templates = {t["name"]: t for t in workflow_template()["spec"]["templates"]}
-    assert workflow_template()["spec"]["artifactRepositoryRef"]["key"]
-    for s in STEPS:
-        t = templates[s.name]
-        assert t["container"]["args"][0] == s.name
-        assert set(t["container"]["resources"]["requests"]) == {"cpu", "memory"}
-        assert t["container"]["resources"]["limits"]["memory"] == s.resources.memory
-        assert t["retryStrategy"]["retryPolicy"] == "OnError", "a failed gate must not be retried into a pass"
-        assert int(t["retryStrategy"]["limit"]) >= 1
-        (out,) = t["outputs"]["artifacts"]
-        assert out["s3"]["key"].endswith(f"/{s.name}.tgz") and "{{workflow.name}}" in out["s3"]["key"]
-        assert t["container"]["securityContext"]["capabilities"]["drop"] == ["ALL"]
-
-
-def test_only_training_may_ask_for_a_gpu_and_by_default_it_does_not() -> None:
+def test_the_first_step_downloads_the_dataset_parameter_into_the_work_volume() -> None:
     spec = workflow_template()["spec"]
-    params = {p["name"]: p["value"] for p in spec["arguments"]["parameters"]}
-    assert params["gpus"] == "0"
-    patched = {t["name"]: t["podSpecPatch"] for t in spec["templates"] if "podSpecPatch" in t}
-    assert set(patched) == {"train"}
-    limits = json.loads(patched["train"])["containers"][0]["resources"]["limits"]
-    assert limits == {"nvidia.com/gpu": "{{workflow.parameters.gpus}}"}
-
-
-def test_the_cron_workflow_runs_the_template_one_at_a_time() -> None:
-    spec = cron_workflow()["spec"]
-    assert (
-        spec["workflowSpec"]["workflowTemplateRef"]["name"]
-        == TEMPLATE_NAME
-        == workflow_template()["metadata"]["name"]
+    params = {p["name"]: p for p in spec["arguments"]["parameters"]}
+    assert "value" not in params["dataset"], "the dataset has no default: each run names one"
+    (fetch,) = [t for t in spec["templates"] if t["name"] == FETCH_DATA]
+    assert fetch["container"]["command"] == ["python", "-m", "forkcast_retrain.dataset_fetch"]
+    assert fetch["container"]["args"] == [
+        "--dataset",
+        "{{workflow.parameters.dataset}}",
+        "--out",
+        "/work/data",
+    ]
+    (out,) = fetch["outputs"]["artifacts"]
+    assert (out["name"], out["path"], out["s3"]["key"]) == (
+        "data",
+        "/work/data",
+        data_key("{{workflow.name}}"),
     )
-    assert spec["concurrencyPolicy"] == "Forbid" and spec["schedules"]
+    assert (ROOT / "pipelines/retrain/src/forkcast_retrain/dataset_fetch.py").is_file()
+    assert "COPY pipelines/retrain/src pipelines/retrain/src" in DOCKERFILE.read_text()
+
+
+def test_every_step_has_requests_retries_hardening_and_an_s3_run_artifact() -> None:
+    spec = workflow_template()["spec"]
+    assert spec["artifactRepositoryRef"] == {"configMap": "artifact-repositories", "key": "forkcast-s3"}
+    templates = {t["name"]: t for t in spec["templates"]}
+    for name in [FETCH_DATA, *(s.name for s in CANDIDATE_STEPS)]:
+        t = templates[name]
+        resources = t["container"]["resources"]
+        assert set(resources["requests"]) == {"cpu", "memory", "ephemeral-storage"}
+        assert resources["limits"]["memory"] == resources["requests"]["memory"]
+        assert t["retryStrategy"]["retryPolicy"] == "OnError", (
+            "a refused dataset must not be retried into a pass"
+        )
+        assert int(t["retryStrategy"]["limit"]) >= 1
+        sc = t["container"]["securityContext"]
+        assert sc["capabilities"]["drop"] == ["ALL"] and sc["readOnlyRootFilesystem"] is True
+    for s in CANDIDATE_STEPS:
+        t = templates[s.name]
+        assert t["container"]["args"] == s.argv(
+            {RUN: "/work/run", DATA: "/work/data", RECIPE: "{{workflow.parameters.recipe}}"}
+        )
+        (out,) = t["outputs"]["artifacts"]
+        assert out["s3"]["key"] == run_key("{{workflow.name}}", s.name)
 
 
 def test_a_step_without_a_value_for_its_placeholder_is_refused() -> None:
@@ -130,6 +566,9 @@ def test_a_step_without_a_value_for_its_placeholder_is_refused() -> None:
         step("train").argv({RUN: "/run"})
     with pytest.raises(KeyError, match="steps: prep"):
         step("deploy")
+
+
+# --- submitting -------------------------------------------------------------------------------------------------
 
 
 class _Recorder(http.server.BaseHTTPRequestHandler):
@@ -161,38 +600,33 @@ def test_submit_creates_a_workflow_from_the_template_through_the_kubernetes_api(
     try:
         conf = kubernetes.client.Configuration()
         conf.host = f"http://127.0.0.1:{server.server_address[1]}"
-        name = submit(kubernetes.client.ApiClient(conf), "ml", {"gpus": "1", "recipe": "default"})
+        name = submit(kubernetes.client.ApiClient(conf), NAMESPACE, {"dataset": DATASET, "recipe": "default"})
     finally:
         server.shutdown()
         thread.join(timeout=5)
     assert name == "forkcast-retrain-x7k2p"
     ((method, path, body),) = _Recorder.calls
-    assert (method, path) == ("POST", "/apis/argoproj.io/v1alpha1/namespaces/ml/workflows")
+    assert (method, path) == ("POST", f"/apis/argoproj.io/v1alpha1/namespaces/{NAMESPACE}/workflows")
     assert body["kind"] == "Workflow" and body["metadata"]["generateName"] == f"{TEMPLATE_NAME}-"
     assert body["spec"]["workflowTemplateRef"] == {"name": TEMPLATE_NAME}
     assert body["spec"]["arguments"]["parameters"] == [
-        {"name": "gpus", "value": "1"},
+        {"name": "dataset", "value": DATASET},
         {"name": "recipe", "value": "default"},
     ]
 
 
-def test_submit_refuses_a_parameter_the_template_does_not_have() -> None:
-    with pytest.raises(ValueError, match="unknown workflow parameter"):
-        workflow({"gpu": "1"})
-
-
-def test_the_candidate_entrypoint_stops_before_the_gate_and_leaves_its_run_where_ci_fetches_it() -> None:
-    """TRAIN_EXECUTOR=argo: the cluster runs prep > train > evaluate; the CI job reads `run_key(name, last)`."""
-    spec = workflow_template()["spec"]
-    dags = {t["name"]: t["dag"]["tasks"] for t in spec["templates"] if "dag" in t}
-    assert set(dags) == {ENTRYPOINT, CANDIDATE_ENTRYPOINT} and spec["entrypoint"] == ENTRYPOINT
-    names = [s.name for s in STEPS]
-    assert [t["name"] for t in dags[CANDIDATE_ENTRYPOINT]] == names[: names.index("gate")]
-    assert CANDIDATE_STEPS[-1].name == "evaluate"
-    templates = {t["name"]: t for t in spec["templates"]}
-    for s in STEPS:
-        (out,) = templates[s.name]["outputs"]["artifacts"]
-        assert out["s3"]["key"] == run_key("{{workflow.name}}", s.name)
-    assert workflow({}, CANDIDATE_ENTRYPOINT)["spec"]["entrypoint"] == CANDIDATE_ENTRYPOINT
-    with pytest.raises(ValueError, match="unknown entrypoint"):
-        workflow({}, "gate")
+@pytest.mark.parametrize(
+    ("parameters", "entrypoint", "message"),
+    [
+        ({"dataset": DATASET, "gpus": "1"}, ENTRYPOINT, "unknown workflow parameter(s) gpus"),
+        ({"recipe": "default"}, ENTRYPOINT, "workflow parameter(s) dataset required"),
+        ({"dataset": "/data/small"}, ENTRYPOINT, "is not an s3:// URI"),
+        ({"dataset": DATASET}, "retrain", "unknown entrypoint retrain"),
+    ],
+    ids=["gpus", "no-dataset", "node-path", "full-retrain"],
+)
+def test_submit_refuses_what_the_template_would_refuse(
+    parameters: dict[str, str], entrypoint: str, message: str
+) -> None:
+    with pytest.raises(ValueError, match=re.escape(message)):
+        workflow(parameters, entrypoint)

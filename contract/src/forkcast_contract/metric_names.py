@@ -50,6 +50,14 @@ ONLINE_AUC_SAMPLES: Final = "forkcast_online_auc_samples"
 ONLINE_AUC_LOWER: Final = "forkcast_online_auc_lower"
 ONLINE_AUC_UPPER: Final = "forkcast_online_auc_upper"
 ONLINE_AUC_POSITIVES: Final = "forkcast_online_auc_positives"
+# The same estimate over the last ONLINE_AUC_RECENT_WINDOW_S seconds only (label model_version; absent below the
+# minimum count): the canary analysis compares canary and stable on it, so both AUCs cover the same minutes
+# (over the hour-long ONLINE_AUC window stable's would cover an hour and a new canary's only its first minutes).
+ONLINE_AUC_RECENT: Final = "forkcast_online_auc_recent"
+ONLINE_AUC_RECENT_SAMPLES: Final = "forkcast_online_auc_recent_samples"
+# 5 minutes: the Rollout pauses 5 minutes at its first canary step before the online-AUC analysis, so by the first
+# measurement the canary has served for the whole window (rollouts/inference-rollout.yaml).
+ONLINE_AUC_RECENT_WINDOW_S: Final = 300.0
 # Events the job read, label stream (predictions/feedback) and outcome (joined, late, unjoined, malformed, …).
 ONLINE_AUC_EVENTS_TOTAL: Final = "forkcast_online_auc_events_total"
 # Unix time of the newest event the job has read: the "no predictions" alert watches its age.
@@ -79,7 +87,9 @@ PRODUCER_PREFIXES: Final = {
 
 def names() -> dict[str, str]:
     """Every metric name defined here, by constant name."""
-    return {k: v for k, v in globals().items() if k.isupper() and isinstance(v, str) and v.startswith("forkcast_")}
+    return {
+        k: v for k, v in globals().items() if k.isupper() and isinstance(v, str) and v.startswith("forkcast_")
+    }
 
 
 def producer(name: str) -> str | None:

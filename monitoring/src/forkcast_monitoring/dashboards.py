@@ -31,7 +31,7 @@ GATEWAY_5XX = '{status_class="5xx"}'
 INFERENCE_5XX = '{status="5xx"}'
 # OnlineAucLow's floor per version, the expression of the recording rule forkcast:online_auc_floor (a test keeps the
 # two equal): the panel shows the line the alert fires under.
-AUC_FLOOR = f"clamp_min(max by (model_version) ({m.INFERENCE_MODEL_OFFLINE_AUC}) - 0.05, 0.70)"
+AUC_FLOOR = f"clamp_min(max by (namespace, model_version) ({m.INFERENCE_MODEL_OFFLINE_AUC}) - 0.05, 0.70)"
 
 
 @dataclass(frozen=True)
@@ -129,7 +129,7 @@ OVERVIEW: tuple[RowSpec, ...] = (
                     Query(f"max by (model_version) ({m.ONLINE_AUC})", "{{model_version}}"),
                     Query(f"max by (model_version) ({m.ONLINE_AUC_LOWER})", "{{model_version}} lower"),
                     Query(f"max by (model_version) ({m.ONLINE_AUC_UPPER})", "{{model_version}} upper"),
-                    Query(AUC_FLOOR, "{{model_version}} alert floor"),
+                    Query(AUC_FLOOR, "{{namespace}} {{model_version}} alert floor"),
                 ),
             ),
             PanelSpec(

@@ -7,9 +7,10 @@ their features from the feature store (the same keys and bytes the inference ser
 version's ``data_profile.json`` and the PSI of the served scores against the version's own scores on its probe set
 (``probe.npz``: training pairs scored at publish). Features are counted once per entity, as the profile is.
 
-References are read from ``--reference-root``: one directory per model version id, holding the files
-``forkcast-retrain export`` writes (mounted from the registry in the cluster). A version without a reference is
-skipped and logged, never guessed.
+References (``references``): in a cluster each served version's files are downloaded from the model registry in
+S3 on first sight and verified against its manifest; locally ``--reference-root`` names one directory per model
+version id, holding the files ``forkcast-retrain export`` writes. A version without a reference, or whose files
+fail to verify, is skipped and logged, never guessed.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from typing import Any, cast
 import numpy as np
 import numpy.typing as npt
 import redis
-from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client import CollectorRegistry
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -41,6 +42,16 @@ from forkcast_contract.feature_store import (
 from forkcast_contract.features import MODEL_INPUTS, USER_FEATURE_COUNT
 from forkcast_contract.registry_format import DATA_PROFILE_FILE, PROBE_FILE
 from forkcast_contract.streams import PREDICTIONS_STREAM
+from forkcast_monitoring.probes import redis_ready, start_probe_server
+from forkcast_monitoring.references import (
+    DirectoryReferences,
+    ReferenceSource,
+    ReferenceUnavailableError,
+    RegistryReferences,
+)
+from forkcast_monitoring.settings import DriftSettings
+from forkcast_registry.registry import ModelRegistry
+from forkcast_registry.settings import RegistrySettings
 
 log = logging.getLogger("forkcast_monitoring.drift_job")
 _MGET_CHUNK = 500
@@ -138,7 +149,7 @@ class DriftJob:
     def __init__(
         self,
         client: redis.Redis,
-        reference_root: Path,
+        references: ReferenceSource,
         *,
         sample_events: int = 5000,
         min_events: int = 200,
@@ -146,9 +157,9 @@ class DriftJob:
         stream: str = PREDICTIONS_STREAM,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self.client, self.root, self.sample_size, self.min_events = (
+        self.client, self.source, self.sample_size, self.min_events = (
             client,
-            reference_root,
+            references,
             sample_events,
             min_events,
         )
@@ -158,16 +169,22 @@ class DriftJob:
         self.last_run = 0.0
 
     def reference(self, version: str) -> Reference | None:
+        """The version's reference, looked up once; None (skipped) when it has none. A source that cannot be
+        asked now (S3 down) is asked again at the next measurement."""
         if version not in self.references:
-            directory = self.root / version
-            ok = (
-                directory.resolve().parent == self.root.resolve()
-                and (directory / DATA_PROFILE_FILE).is_file()
-            )
-            self.references[version] = Reference.load(directory) if ok else None
-            if not ok:
+            try:
+                directory = self.source.directory(version)
+            except ReferenceUnavailableError as exc:
                 log.warning(
-                    "no training reference for model version %r under %s: skipped", version, self.root
+                    "reference of model version %r unavailable now (%s): skipped this time", version, exc
+                )
+                return None
+            self.references[version] = Reference.load(directory) if directory is not None else None
+            if directory is None:
+                log.warning(
+                    "no training reference for model version %r in %s: skipped",
+                    version,
+                    self.source.describe(),
                 )
         return self.references[version]
 
@@ -222,30 +239,53 @@ class DriftCollector(Collector):
         yield from (feature, score, events, last)
 
 
+def references_from(settings: DriftSettings) -> ReferenceSource:
+    """A local reference root when one is set, else the S3 model registry (forkcast_registry's settings)."""
+    if settings.drift_reference_root is not None:
+        return DirectoryReferences(settings.drift_reference_root)
+    return RegistryReferences(ModelRegistry.from_settings(RegistrySettings()))
+
+
 def main(argv: list[str] | None = None) -> int:
+    s = DriftSettings()
     parser = argparse.ArgumentParser(prog="forkcast-drift", description=__doc__.splitlines()[0])
-    parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/0", help="streams and feature store")
-    parser.add_argument("--reference-root", type=Path, required=True, help="one directory per model version")
-    parser.add_argument("--prefix", default=DEFAULT_PREFIX, help="feature-store key prefix")
-    parser.add_argument("--sample", type=int, default=5000, help="newest prediction events per measurement")
-    parser.add_argument("--min-events", type=int, default=200, help="no result for fewer events")
-    parser.add_argument("--every-s", type=float, default=60.0, help="measurement period")
-    parser.add_argument("--host", default="127.0.0.1", help="address /metrics binds to")
-    parser.add_argument("--port", type=int, default=9110, help="port of /metrics")
+    parser.add_argument("--redis-url", default=s.redis_url, help="streams and feature store (REDIS_URL)")
+    parser.add_argument(
+        "--reference-root",
+        type=Path,
+        default=s.drift_reference_root,
+        help="one directory per model version (FORKCAST_DRIFT_REFERENCE_ROOT); unset: the S3 model registry",
+    )
+    parser.add_argument(
+        "--prefix", default=s.feature_prefix, help="feature-store key prefix (FORKCAST_FEATURE_PREFIX)"
+    )
+    parser.add_argument(
+        "--sample", type=int, default=s.drift_sample, help="newest prediction events per measurement"
+    )
+    parser.add_argument(
+        "--min-events", type=int, default=s.drift_min_events, help="no result for fewer events"
+    )
+    parser.add_argument("--every-s", type=float, default=s.drift_every_s, help="measurement period")
+    parser.add_argument("--host", default=s.metrics_host, help="address the metrics port binds to")
+    parser.add_argument(
+        "--port", type=int, default=s.metrics_port, help="port of /metrics, /healthz, /readyz"
+    )
     args = parser.parse_args(argv)
-    logging.basicConfig(level="INFO", format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    s = s.model_copy(update={"drift_reference_root": args.reference_root})
+    logging.basicConfig(level=s.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    references = references_from(s)
     job = DriftJob(
         redis.Redis.from_url(args.redis_url),
-        args.reference_root,
+        references,
         sample_events=args.sample,
         min_events=args.min_events,
         prefix=args.prefix,
     )
     registry = CollectorRegistry()
     registry.register(DriftCollector(job))
-    start_http_server(args.port, addr=args.host, registry=registry)
+    start_probe_server(args.host, args.port, registry, redis_ready(args.redis_url))
     log.info(
-        "drift on %s against %s, /metrics on %s:%d", args.redis_url, args.reference_root, args.host, args.port
+        "drift against %s, /metrics /healthz /readyz on %s:%d", references.describe(), args.host, args.port
     )
     job.run(args.every_s)
     return 0

@@ -19,7 +19,7 @@ from operator import itemgetter
 from typing import cast
 
 import redis
-from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -27,6 +27,7 @@ from forkcast_contract import metric_names as n
 from forkcast_contract.streams import FEEDBACK_STREAM, PREDICTIONS_STREAM
 from forkcast_monitoring.events import as_fields, parse_feedback_flat, parse_prediction
 from forkcast_monitoring.join import JoinConfig, Joiner, Pair
+from forkcast_monitoring.probes import redis_ready, start_probe_server
 from forkcast_monitoring.settings import MonitoringSettings, get_settings
 from forkcast_monitoring.window import Estimate, Window
 
@@ -50,8 +51,12 @@ class OnlineAuc:
         settings: MonitoringSettings,
         clock: Callable[[], float] = time.time,
         streams: tuple[str, str] = (PREDICTIONS_STREAM, FEEDBACK_STREAM),
+        recent_window_s: float = n.ONLINE_AUC_RECENT_WINDOW_S,
     ) -> None:
         self.client, self.s, self.clock = client, settings, clock
+        # The second, short window every version is also measured over (ONLINE_AUC_RECENT): canary vs stable.
+        self.recent_window_s = recent_window_s
+        self.recent: dict[str, Estimate] = {}
         # The same connections, but XREADGROUP's reply left as the server sent it (no dict per entry); a client
         # of its own so that callers' clients keep redis-py's parsing.
         self._reader = redis.Redis(connection_pool=client.connection_pool)
@@ -157,14 +162,16 @@ class OnlineAuc:
 
     def compute(self, now: float) -> None:
         """Refresh the exported estimates; versions whose window emptied are dropped (bounded label set)."""
-        estimates = {}
+        estimates, recent = {}, {}
+        since = now - self.recent_window_s
         for version, window in list(self.windows.items()):
             window.evict(now)
             if window.size == 0:
                 del self.windows[version]
                 continue
             estimates[version] = window.estimate(self.s.auc_min_samples, self.s.auc_min_per_class)
-        self.estimates = estimates
+            recent[version] = window.estimate(self.s.auc_min_samples, self.s.auc_min_per_class, since)
+        self.estimates, self.recent = estimates, recent
         self._next_compute = now + self.s.auc_compute_every_s
 
     def run(self, stop: Callable[[], bool] = lambda: False) -> None:
@@ -214,6 +221,20 @@ class AucCollector(Collector):
                 auc.add_metric([version], e.auc)
                 lower.add_metric([version], e.lower)
                 upper.add_metric([version], e.upper)
+        recent = GaugeMetricFamily(
+            n.ONLINE_AUC_RECENT,
+            f"ROC-AUC of joined predictions of the last {self.job.recent_window_s:g} s",
+            labels=["model_version"],
+        )
+        recent_samples = GaugeMetricFamily(
+            n.ONLINE_AUC_RECENT_SAMPLES,
+            f"Joined pairs of the last {self.job.recent_window_s:g} s",
+            labels=["model_version"],
+        )
+        for version, e in self.job.recent.items():
+            recent_samples.add_metric([version], e.samples)
+            if e.auc is not None:
+                recent.add_metric([version], e.auc)
         events = CounterMetricFamily(
             n.ONLINE_AUC_EVENTS_TOTAL.removesuffix("_total"),
             "Stream entries by outcome",
@@ -223,16 +244,24 @@ class AucCollector(Collector):
             events.add_metric([stream, outcome], count)
         last = GaugeMetricFamily(n.ONLINE_AUC_LAST_EVENT_TIME, "Unix time of the newest prediction read")
         last.add_metric([], self.job.last_event_time)
-        yield from (auc, lower, upper, samples, positives, events, last)
+        yield from (auc, lower, upper, samples, positives, recent, recent_samples, events, last)
 
 
 def main(argv: list[str] | None = None) -> int:
     s = get_settings()
     parser = argparse.ArgumentParser(prog="forkcast-online-auc", description=__doc__.splitlines()[0])
     parser.add_argument("--redis-url", default=s.redis_url, help="the Redis holding both streams")
-    parser.add_argument("--port", type=int, default=s.metrics_port, help="port of /metrics")
-    parser.add_argument("--host", default=s.metrics_host, help="address /metrics binds to")
+    parser.add_argument(
+        "--port", type=int, default=s.metrics_port, help="port of /metrics, /healthz, /readyz"
+    )
+    parser.add_argument("--host", default=s.metrics_host, help="address that port binds to")
     parser.add_argument("--window-s", type=float, default=s.auc_window_s, help="event-time window of the AUC")
+    parser.add_argument(
+        "--recent-window-s",
+        type=float,
+        default=n.ONLINE_AUC_RECENT_WINDOW_S,
+        help=f"the short window of {n.ONLINE_AUC_RECENT}, which the canary analysis compares versions on",
+    )
     parser.add_argument(
         "--attribution-s", type=float, default=s.auc_attribution_s, help="latest click joined"
     )
@@ -250,12 +279,14 @@ def main(argv: list[str] | None = None) -> int:
             "auc_attribution_s": args.attribution_s,
             "auc_min_samples": args.min_samples,
             "auc_compute_every_s": args.compute_every_s,
+            "redis_url": args.redis_url,
         }
     )
-    job = OnlineAuc(redis.Redis.from_url(args.redis_url), settings)
+    job = OnlineAuc(redis.Redis.from_url(args.redis_url), settings, recent_window_s=args.recent_window_s)
     registry = CollectorRegistry()
     registry.register(AucCollector(job))
-    start_http_server(args.port, addr=args.host, registry=registry)
-    log.info("online AUC on %s, /metrics on %s:%d", args.redis_url, args.host, args.port)
+    # /readyz: Redis answers (the job waits out an outage in its loop; the probe makes the outage visible).
+    start_probe_server(args.host, args.port, registry, redis_ready(args.redis_url))
+    log.info("online AUC, /metrics /healthz /readyz on %s:%d", args.host, args.port)
     job.run()
     return 0

@@ -3,29 +3,36 @@
 Alertmanager re-sends a firing group every ``repeat_interval`` and two alerts (say online AUC low on two versions)
 often describe one incident, so a trigger is sent only for a firing alert whose fingerprint has not triggered
 before and only when no trigger was sent within ``cooldown_s``: one incident starts one retrain. The CI requires
-the variables ALERT_NAME and ALERT_REASON on triggered pipelines (.gitlab-ci.yml). The token is read from a file
-(a mounted secret) or the environment, never from the command line.
+the variables ALERT_NAME and ALERT_REASON on triggered pipelines (.gitlab-ci.yml).
+
+Both tokens are read from files (mounted Secrets), never from the environment or the command line: the GitLab
+trigger token (FORKCAST_GITLAB_TOKEN_FILE) and the bearer token Alertmanager must present (FORKCAST_WEBHOOK_TOKEN_FILE),
+compared in constant time. A request without it or with a wrong one is answered 401; one without Content-Length
+411, one above the size cap 413; each rejection is counted under its outcome.
 """
 
 from __future__ import annotations
 
 import argparse
+import hmac
 import json
 import logging
-import os
 import threading
 import time
 import urllib.parse
 import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http import HTTPStatus
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, generate_latest
+from prometheus_client import CollectorRegistry, Counter
 
 from forkcast_contract import metric_names as n
+from forkcast_monitoring.probes import ProbeHandler, always_ready, handler_class
+from forkcast_monitoring.settings import ReceiverSettings
 
 log = logging.getLogger("forkcast_monitoring.receiver")
 
@@ -103,7 +110,53 @@ def handle(payload: dict[str, Any], dedup: Deduplicator, target: TriggerTarget, 
         counter.labels(outcome).inc()
 
 
-def make_server(host: str, port: int, target: TriggerTarget, cooldown_s: float) -> ThreadingHTTPServer:
+def read_token(path: Path, what: str) -> str:
+    """The token in ``path`` (a mounted Secret key), stripped; an unreadable or empty file is an error naming it."""
+    try:
+        token = path.read_text().strip()
+    except OSError as exc:
+        raise ValueError(f"{what} file {path} is not readable: {exc.strerror}") from exc
+    if not token:
+        raise ValueError(f"{what} file {path} is empty")
+    return token
+
+
+class WebhookAuth:
+    """Checks ``Authorization: Bearer <token>`` against the token file, re-read on every call so that a rotated
+    Secret takes effect without a restart (webhooks are rare; the read costs microseconds). No file configured
+    means no authentication, which ReceiverSettings refuses outside environment=local."""
+
+    def __init__(self, token_file: Path | None) -> None:
+        self.token_file = token_file
+        if token_file is not None:
+            read_token(token_file, "webhook token")  # fail at start, not at the first alert
+
+    def admits(self, authorization: str | None) -> bool:
+        if self.token_file is None:
+            return True
+        try:
+            expected = read_token(self.token_file, "webhook token")
+        except ValueError as exc:
+            log.error("%s: refusing every webhook", exc)
+            return False
+        scheme, _, presented = (authorization or "").partition(" ")
+        # Constant time: the comparison does not reveal how many leading characters of a guess were right.
+        return scheme.lower() == "bearer" and hmac.compare_digest(
+            presented.strip().encode(), expected.encode()
+        )
+
+
+def make_server(
+    host: str,
+    port: int,
+    target: TriggerTarget,
+    cooldown_s: float,
+    *,
+    auth: WebhookAuth | None = None,
+    max_body_bytes: int = 1 << 20,
+    request_timeout_s: float = 10.0,
+) -> ThreadingHTTPServer:
+    """POST /alerts (Alertmanager's webhook), and the probe routes GET /metrics, /healthz, /readyz."""
     registry = CollectorRegistry()
     counter = Counter(
         n.RETRAIN_TRIGGERS_TOTAL.removesuffix("_total"),
@@ -112,64 +165,108 @@ def make_server(host: str, port: int, target: TriggerTarget, cooldown_s: float) 
         registry=registry,
     )
     dedup = Deduplicator(cooldown_s)
+    authority = auth or WebhookAuth(None)
 
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
+    class Handler(ProbeHandler):
+        timeout = request_timeout_s  # socket timeout: a stalled client is cut off
+
+        def do_POST(self) -> None:  # noqa: N802 (the name http.server dispatches to)
+            if self.path.split("?", 1)[0] != "/alerts":
+                self.reply(404, b"not found\n")
+                return
+            status, outcome = self.receive()
+            if outcome is not None:
+                counter.labels(outcome).inc()
+            self.reply(status, HTTPStatus(status).phrase.encode() + b"\n")
+
+        def receive(self) -> tuple[int, str | None]:
+            """(HTTP status, rejection outcome to count or None when the alerts were handled)."""
+            if not authority.admits(self.headers.get("Authorization")):
+                return 401, "unauthorized"
+            length = self.headers.get("Content-Length")
+            if length is None or self.headers.get("Transfer-Encoding"):
+                self.close_connection = True  # the unread body must not be taken for the next request
+                return 411, "length_required"
+            if not length.isdigit():
+                self.close_connection = True
+                return 400, "malformed"
+            if int(length) > max_body_bytes:
+                self.close_connection = True
+                return 413, "too_large"
             try:
-                payload = json.loads(self.rfile.read(int(self.headers.get("Content-Length", "0"))))
+                payload = json.loads(self.rfile.read(int(length)))
+                if not isinstance(payload, dict):
+                    raise ValueError("the body is not a JSON object")
                 handle(payload, dedup, target, counter)
-                self.send_response(200)
             except (ValueError, AttributeError):
-                self.send_response(400)
-            self.end_headers()
+                return 400, "malformed"
+            return 200, None
 
-        def do_GET(self) -> None:
-            body = generate_latest(registry)
-            self.send_response(200)
-            self.send_header("Content-Type", "text/plain; version=0.0.4")
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, format: str, *args: Any) -> None:
-            log.debug(format, *args)
-
-    return ThreadingHTTPServer((host, port), Handler)
+    server = ThreadingHTTPServer((host, port), handler_class(registry, always_ready, Handler))
+    server.daemon_threads = True
+    return server
 
 
 def main(argv: list[str] | None = None) -> int:
+    s = ReceiverSettings()
     parser = argparse.ArgumentParser(prog="forkcast-alert-receiver", description=__doc__.splitlines()[0])
-    parser.add_argument("--host", default="127.0.0.1", help="address to bind")
+    parser.add_argument("--host", default=s.host, help="address to bind (FORKCAST_HOST)")
     parser.add_argument(
-        "--port", type=int, default=9109, help="port (POST /alerts from Alertmanager, GET /metrics)"
+        "--port", type=int, default=s.port, help="POST /alerts, GET /metrics /healthz /readyz (FORKCAST_PORT)"
     )
-    parser.add_argument("--gitlab-url", default=os.environ.get("FORKCAST_GITLAB_URL", ""), required=False)
-    parser.add_argument("--project-id", default=os.environ.get("FORKCAST_GITLAB_PROJECT_ID", ""))
+    parser.add_argument("--gitlab-url", default=s.gitlab_url, help="GitLab base URL (FORKCAST_GITLAB_URL)")
     parser.add_argument(
-        "--ref", default=os.environ.get("FORKCAST_GITLAB_REF", "main"), help="branch to retrain on"
+        "--project-id", default=s.gitlab_project_id, help="project id or path (FORKCAST_GITLAB_PROJECT_ID)"
+    )
+    parser.add_argument("--ref", default=s.gitlab_ref, help="branch to retrain on (FORKCAST_GITLAB_REF)")
+    parser.add_argument(
+        "--token-file",
+        type=Path,
+        default=s.gitlab_token_file,
+        help="file holding the pipeline trigger token (FORKCAST_GITLAB_TOKEN_FILE)",
     )
     parser.add_argument(
-        "--token-file", type=Path, help="file holding the trigger token (else FORKCAST_GITLAB_TRIGGER_TOKEN)"
+        "--webhook-token-file",
+        type=Path,
+        default=s.webhook_token_file,
+        help="file holding the bearer token Alertmanager must present (FORKCAST_WEBHOOK_TOKEN_FILE)",
     )
     parser.add_argument(
-        "--cooldown-s", type=float, default=6 * 3600, help="at most one trigger per this period"
+        "--cooldown-s", type=float, default=s.cooldown_s, help="at most one trigger per this period"
     )
     args = parser.parse_args(argv)
-    token = (
-        args.token_file.read_text().strip()
-        if args.token_file
-        else os.environ.get("FORKCAST_GITLAB_TRIGGER_TOKEN", "")
+    s = s.model_copy(
+        update={
+            "host": args.host,
+            "port": args.port,
+            "gitlab_url": args.gitlab_url,
+            "gitlab_project_id": args.project_id,
+            "gitlab_ref": args.ref,
+            "gitlab_token_file": args.token_file,
+            "webhook_token_file": args.webhook_token_file,
+            "cooldown_s": args.cooldown_s,
+        }
     )
-    if not (args.gitlab_url and args.project_id and token):
-        parser.error(
-            "needs --gitlab-url, --project-id and a trigger token (--token-file or FORKCAST_GITLAB_TRIGGER_TOKEN)"
-        )
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    if missing := s.missing():
+        parser.error("missing required settings: " + ", ".join(missing) + " (or the matching options)")
+    assert s.gitlab_url and s.gitlab_project_id and s.gitlab_token_file  # narrowed by missing()
+    try:
+        token = read_token(s.gitlab_token_file, "GitLab trigger token")
+        auth = WebhookAuth(s.webhook_token_file)
+    except ValueError as exc:
+        parser.error(str(exc))
+    logging.basicConfig(level=s.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     server = make_server(
-        args.host,
-        args.port,
-        TriggerTarget(args.gitlab_url, args.project_id, args.ref, token),
-        args.cooldown_s,
+        s.host,
+        s.port,
+        TriggerTarget(s.gitlab_url, s.gitlab_project_id, s.gitlab_ref, token),
+        s.cooldown_s,
+        auth=auth,
+        max_body_bytes=s.max_body_bytes,
+        request_timeout_s=s.request_timeout_s,
     )
-    log.info("alert receiver on %s:%d", args.host, args.port)
+    if s.webhook_token_file is None:
+        log.warning("no FORKCAST_WEBHOOK_TOKEN_FILE: webhooks are not authenticated (environment=local only)")
+    log.info("alert receiver on %s:%d", s.host, s.port)
     server.serve_forever()
     return 0

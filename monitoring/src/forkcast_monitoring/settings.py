@@ -1,14 +1,30 @@
-"""Settings of the monitoring jobs (``FORKCAST_`` prefix, from the environment; CLI options override them)."""
+"""Settings of the monitoring jobs (``FORKCAST_`` prefix, from the environment; CLI options override them).
+
+One class per job, so that a pod sets exactly what its job reads and a job outside ``environment=local`` refuses
+the development defaults (a loopback bind address, the local Redis, a webhook without authentication) at start,
+naming the variable to set, instead of running half-configured.
+"""
 
 from __future__ import annotations
 
 from functools import lru_cache
+from pathlib import Path
 
+from pydantic import AliasChoices, Field
+
+from forkcast_contract.feature_store import DEFAULT_PREFIX
 from forkcast_contract.settings import ForkcastSettings
+
+DEV_REDIS_URL = "redis://127.0.0.1:6379/0"
+LOOPBACK = "127.0.0.1"
+# REDIS_URL is the name every service reads (SPEC §8); the field name still works as a keyword in tests.
+_REDIS_URL = AliasChoices("redis_url", "REDIS_URL")
 
 
 class MonitoringSettings(ForkcastSettings):
-    redis_url: str = "redis://127.0.0.1:6379/0"
+    """The online-AUC job (forkcast-online-auc)."""
+
+    redis_url: str = Field(default=DEV_REDIS_URL, validation_alias=_REDIS_URL)
     # Online AUC
     auc_group: str = "online-auc"
     auc_consumer: str = "online-auc-0"
@@ -19,11 +35,72 @@ class MonitoringSettings(ForkcastSettings):
     auc_min_per_class: int = 20
     auc_max_samples: int = 200_000
     auc_compute_every_s: float = 5.0
-    metrics_host: str = "127.0.0.1"
-    metrics_port: int = 9108
+    metrics_host: str = LOOPBACK
+    metrics_port: int = Field(default=9108, ge=1, le=65535)
 
     def unsafe_defaults(self) -> list[str]:
-        return ["metrics_host"] if self.metrics_host == "127.0.0.1" else []
+        unsafe = ["FORKCAST_METRICS_HOST"] if self.metrics_host == LOOPBACK else []
+        return unsafe + (["REDIS_URL"] if self.redis_url == DEV_REDIS_URL else [])
+
+
+class DriftSettings(ForkcastSettings):
+    """The drift job (forkcast-drift). Its references come from ``drift_reference_root`` when set (one directory
+    per model version, as ``forkcast-retrain export`` writes them), otherwise from the model registry in S3, which
+    is configured by forkcast_registry's own settings (S3_ENDPOINT_URL, AWS_*, FORKCAST_BUCKET,
+    FORKCAST_MODEL_CACHE)."""
+
+    redis_url: str = Field(default=DEV_REDIS_URL, validation_alias=_REDIS_URL)
+    feature_prefix: str = Field(default=DEFAULT_PREFIX, min_length=1)
+    drift_reference_root: Path | None = None
+    drift_sample: int = Field(default=5000, ge=1)
+    drift_min_events: int = Field(default=200, ge=1)
+    drift_every_s: float = Field(default=60.0, gt=0)
+    metrics_host: str = LOOPBACK
+    metrics_port: int = Field(default=9110, ge=1, le=65535)
+
+    def unsafe_defaults(self) -> list[str]:
+        unsafe = ["FORKCAST_METRICS_HOST"] if self.metrics_host == LOOPBACK else []
+        return unsafe + (["REDIS_URL"] if self.redis_url == DEV_REDIS_URL else [])
+
+
+class ReceiverSettings(ForkcastSettings):
+    """The alert receiver (forkcast-alert-receiver): where it listens, whom it trusts, which pipeline it starts.
+
+    ``gitlab_url``, ``gitlab_project_id`` and ``gitlab_token_file`` have no default: ``missing()`` names those
+    that neither the environment nor the command line set, and the CLI refuses to start without them; outside
+    environment=local the class itself refuses them missing (unsafe_defaults), as a pod sets no options.
+    """
+
+    host: str = LOOPBACK
+    port: int = Field(default=9109, ge=1, le=65535)
+    gitlab_url: str | None = None
+    gitlab_project_id: str | None = None
+    gitlab_ref: str = Field(default="main", min_length=1)
+    # The pipeline trigger token (mounted Secret forkcast-gitlab-trigger, key token); never an env var or argument.
+    gitlab_token_file: Path | None = None
+    # The bearer token Alertmanager presents (mounted Secret forkcast-alert-receiver, key token). Unset means no
+    # authentication, which unsafe_defaults refuses outside environment=local.
+    webhook_token_file: Path | None = None
+    cooldown_s: float = Field(default=6 * 3600.0, ge=0)
+    # Alertmanager's webhook body for one group: ~1 KiB per alert, so 1 MiB holds hundreds of alerts.
+    max_body_bytes: int = Field(default=1 << 20, ge=1024)
+    # How long one request may take to arrive: a client that stalls is cut off instead of holding a thread.
+    request_timeout_s: float = Field(default=10.0, gt=0)
+
+    def missing(self) -> list[str]:
+        """Environment variables of required settings that are unset."""
+        required = {
+            "FORKCAST_GITLAB_URL": self.gitlab_url,
+            "FORKCAST_GITLAB_PROJECT_ID": self.gitlab_project_id,
+            "FORKCAST_GITLAB_TOKEN_FILE": self.gitlab_token_file,
+        }
+        return [name for name, value in required.items() if not value]
+
+    def unsafe_defaults(self) -> list[str]:
+        """Outside environment=local the required settings must come from the environment (a pod has no CLI)."""
+        unsafe = ["FORKCAST_HOST"] if self.host == LOOPBACK else []
+        unsafe += ["FORKCAST_WEBHOOK_TOKEN_FILE"] if self.webhook_token_file is None else []
+        return unsafe + self.missing()
 
 
 @lru_cache(maxsize=1)

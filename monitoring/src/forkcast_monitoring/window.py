@@ -100,16 +100,24 @@ class Window:
             self.start = (self.start + 1) % self.capacity
             self.size -= 1
 
-    def _view(self) -> tuple[F64, npt.NDArray[np.bool_]]:
+    def _view(self, since: float | None = None) -> tuple[F64, npt.NDArray[np.bool_]]:
         idx = (self.start + np.arange(self.size)) % self.capacity
+        if since is not None:  # by event time, not position: late pairs may sit after newer ones in the ring
+            idx = idx[self.times[idx] >= since]
         return self.scores[idx], self.labels[idx]
 
-    def estimate(self, min_samples: int, min_per_class: int) -> Estimate:
-        scores, labels = self._view()
+    def estimate(self, min_samples: int, min_per_class: int, since: float | None = None) -> Estimate:
+        """The AUC of the pairs in the window, or of those whose prediction is at ``since`` or later only.
+
+        ``since`` gives versions a common window: the canary analysis compares a canary that has served for minutes
+        with a stable version that has served all day, so both are measured over the same recent minutes.
+        """
+        scores, labels = self._view(since)
+        size = len(scores)
         positives = int(labels.sum())
-        negatives = self.size - positives
-        if self.size < min_samples or positives < min_per_class or negatives < min_per_class:
-            return Estimate(self.size, positives, None, None, None)
+        negatives = size - positives
+        if size < min_samples or positives < min_per_class or negatives < min_per_class:
+            return Estimate(size, positives, None, None, None)
         auc = roc_auc(scores, labels)
         lower, upper = hanley_mcneil(auc, positives, negatives)
-        return Estimate(self.size, positives, auc, lower, upper)
+        return Estimate(size, positives, auc, lower, upper)

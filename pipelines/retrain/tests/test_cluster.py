@@ -30,6 +30,7 @@ pytest.importorskip("kubernetes", reason="the `workflows` extra of forkcast-retr
 NAME = "forkcast-retrain-t7x2k"
 BUCKET = "argo-artifacts"
 WORKFLOWS = "/apis/argoproj.io/v1alpha1/namespaces/ml/workflows"
+DATASET = "s3://forkcast-datasets/datasets/small/"
 RUN_FILES = {"model.pt": b"weights", "scaler.npz": b"scaler", "metrics.json": b'{"roc_auc": 0.71}'}
 
 
@@ -168,7 +169,7 @@ def submit(kubeconfig: Path, out: Path, *extra: str) -> int:
     return main(
         [
             *("submit", "--entrypoint", CANDIDATE_ENTRYPOINT, "--namespace", "ml"),
-            *("--kubeconfig", str(kubeconfig), "--param", "recipe=default", "--param", "gpus=1"),
+            *("--kubeconfig", str(kubeconfig), "--param", "recipe=default", "--param", f"dataset={DATASET}"),
             *("--wait", "--poll", "0.01", "--timeout", "20", "--fetch-run", str(out), "--bucket", BUCKET),
             *extra,
         ]
@@ -196,7 +197,7 @@ def test_submit_waits_through_running_and_fetches_the_run(
     assert body["spec"]["entrypoint"] == CANDIDATE_ENTRYPOINT
     assert {p["name"]: p["value"] for p in body["spec"]["arguments"]["parameters"]} == {
         "recipe": "default",
-        "gpus": "1",
+        "dataset": DATASET,
     }
     assert api.gets == 7
     log = capsys.readouterr().out
@@ -277,11 +278,23 @@ def test_a_missing_artifact_bucket_stops_before_anything_is_submitted(
     code = main(
         [
             *("submit", "--namespace", "ml", "--kubeconfig", str(kubeconfig), "--wait"),
+            *("--param", f"dataset={DATASET}"),
             *("--fetch-run", str(tmp_path / "run"), "--bucket", "no-such-bucket"),
         ]
     )
     assert code == 2
     assert "not submitted: artifact bucket no-such-bucket does not exist" in capsys.readouterr().err
+    assert api.created == []
+
+
+def test_a_run_without_a_dataset_is_refused_before_anything_is_submitted(
+    kube: tuple[FakeApi, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    api, kubeconfig = kube
+    with pytest.raises(SystemExit) as stopped:
+        main(["submit", "--namespace", "ml", "--kubeconfig", str(kubeconfig), "--param", "recipe=default"])
+    assert stopped.value.code == 2
+    assert "workflow parameter(s) dataset required" in capsys.readouterr().err
     assert api.created == []
 
 

@@ -122,11 +122,14 @@ def git_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def champion(stack: dict[str, str], runs: dict[str, Path], registry: ModelRegistry, git_repo: Path) -> str:
-    """The good run gated (no champion yet), published and promoted to prod; returns its version."""
+    """The good run gated (no champion yet), published, promoted to prod and made champion; returns its version."""
     assert main(["gate", "--out", str(runs["champion"]), "--champion", "auto"]) == 0
     assert main(["publish", "--out", str(runs["champion"]), "--create-bucket"]) == 0
     version = registry.list_versions()[-1]
     assert main(["promote", "--version", version, "--overlay", "prod", "--repo", str(git_repo)]) == 0
+    # Proposing a release moves no alias: champion follows the prod overlay once it is merged (sync-champion).
+    assert Tracker.from_env().alias_version(CHAMPION) is None
+    assert main(["sync-champion", "--overlay", "prod", "--repo", str(git_repo)]) == 0
     return version
 
 
@@ -163,7 +166,7 @@ def test_publish_registers_an_mlflow_version_with_tags_and_challenger(
     assert run.data.params["lr"] and "model" in {a.path for a in tracker.client.list_artifacts(mv.run_id)}
 
 
-def test_promote_writes_the_release_file_commits_and_moves_champion(
+def test_promote_writes_the_release_file_commits_and_champion_follows_only_sync_champion(
     champion: str, registry: ModelRegistry, git_repo: Path
 ) -> None:
     release = read_release(release_path(git_repo, "prod"))
@@ -178,7 +181,7 @@ def test_promote_writes_the_release_file_commits_and_moves_champion(
     ).stdout
     assert f"Release model {champion} to prod" in changed and "roc_auc=" in changed
     assert changed.strip().endswith("manifests/overlays/prod/model-release.yaml")
-    assert Tracker.from_env().alias_version(CHAMPION) == champion
+    assert Tracker.from_env().alias_version(CHAMPION) == champion  # moved by sync-champion, in the fixture
     head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=git_repo, capture_output=True, text=True).stdout
     assert main(["promote", "--version", champion, "--overlay", "prod", "--repo", str(git_repo)]) == 0
     assert (
@@ -246,7 +249,7 @@ def test_gate_allows_drift_when_an_alert_asked_for_the_run(champion: str, runs: 
         trigger.unlink()
 
 
-def test_promote_refuses_unknown_version_and_rollback_reverts(
+def test_promote_refuses_unknown_version_and_rollback_reverts_the_aborted_one(
     champion: str, runs: dict[str, Path], registry: ModelRegistry, git_repo: Path
 ) -> None:
     before = release_path(git_repo, "prod").read_text()
@@ -274,7 +277,9 @@ def test_promote_refuses_unknown_version_and_rollback_reverts(
     assert second != champion
     assert main(["promote", "--version", second, "--overlay", "prod", "--repo", str(git_repo)]) == 0
     assert read_release(release_path(git_repo, "prod")).version == second
-    assert main(["promote", "--rollback", "--overlay", "prod", "--repo", str(git_repo)]) == 0
+    # The canary of `second` aborts: rollback (no remote here: --no-push) returns prod and champion to it.
+    argv = ["rollback", "--overlay", "prod", "--model-version", second, "--repo", str(git_repo), "--no-push"]
+    assert main(argv) == 0
     assert read_release(release_path(git_repo, "prod")).version == champion
     assert Tracker.from_env().alias_version(CHAMPION) == champion
 

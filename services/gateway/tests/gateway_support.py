@@ -29,11 +29,12 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def serve(app: Any, port: int | None = None) -> Iterator[str]:
-    """Serve ``app`` on 127.0.0.1 in a background thread (uvicorn, lifespan on); yields the base URL."""
+def serve(app: Any, port: int | None = None, host: str = "127.0.0.1") -> Iterator[str]:
+    """Serve ``app`` on ``host`` (a loopback address) in a background thread (uvicorn, lifespan on); yields the
+    base URL."""
     port = port or free_port()
     server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, lifespan="on", log_level="warning", access_log=False)
+        uvicorn.Config(app, host=host, port=port, lifespan="on", log_level="warning", access_log=False)
     )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
@@ -43,7 +44,7 @@ def serve(app: Any, port: int | None = None) -> Iterator[str]:
             raise RuntimeError("test server did not start")
         time.sleep(0.01)
     try:
-        yield f"http://127.0.0.1:{port}"
+        yield f"http://{host}:{port}"
     finally:
         server.should_exit = True
         thread.join(10)

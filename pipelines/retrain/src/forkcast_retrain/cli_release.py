@@ -1,4 +1,4 @@
-"""The release subcommands of ``forkcast-retrain``: gate, publish, promote (SPEC §4, §8).
+"""The release subcommands of ``forkcast-retrain``: gate, publish, promote, and the GitOps ones (SPEC §4, §8).
 
 Settings: S3 via S3_ENDPOINT_URL, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION, FORKCAST_BUCKET,
 FORKCAST_MODEL_NAME, FORKCAST_MODEL_CACHE; MLflow via MLFLOW_TRACKING_URI (unset: a local ./mlruns file store).
@@ -16,11 +16,13 @@ from typing import Any
 from forkcast_registry.errors import RegistryError
 from forkcast_registry.registry import ModelRegistry
 from forkcast_registry.settings import RegistrySettings
+from forkcast_retrain.cli_gitops import GITOPS_COMMANDS, add_gitops_commands, run_gitops_command
 from forkcast_retrain.errors import DataError
 from forkcast_retrain.gate_policy import GateThresholds, triggering_alert
-from forkcast_retrain.promote import promote, rollback
+from forkcast_retrain.gitops import push_with_retry
+from forkcast_retrain.promote import promote
 
-RELEASE_COMMANDS = ("gate", "publish", "promote", "export")
+RELEASE_COMMANDS = ("gate", "publish", "promote", "export", *GITOPS_COMMANDS)
 
 
 def add_release_commands(sub: Any) -> None:
@@ -61,7 +63,22 @@ def add_release_commands(sub: Any) -> None:
     p.add_argument(
         "--branch", help="commit on this new branch (for a merge request) instead of the current one"
     )
-    p.add_argument("--rollback", action="store_true", help="git revert the overlay's last release commit")
+    p.add_argument(
+        "--push",
+        action="store_true",
+        help="push the commit (to --branch, else --target-branch), fetching and rebasing on a rejection",
+    )
+    p.add_argument("--remote", default="origin", help="remote to push to (default origin)")
+    p.add_argument(
+        "--target-branch", default="main", help="branch to push to without --branch (default main)"
+    )
+    p.add_argument(
+        "--push-option",
+        action="append",
+        default=[],
+        help="git push option, repeatable (GitLab: ci.skip, ...)",
+    )
+    p.add_argument("--push-attempts", type=int, default=5, help="pushes before giving up (default 5)")
     p = sub.add_parser(
         "export",
         help="write a run's version files (serving form included) into a directory, without S3",
@@ -70,6 +87,7 @@ def add_release_commands(sub: Any) -> None:
     )
     p.add_argument("--out", type=Path, required=True, help="the evaluated run directory")
     p.add_argument("--to", type=Path, required=True, help="directory to write the version's files into")
+    add_gitops_commands(sub)
 
 
 def _champion(arg: str, registry: ModelRegistry, tracker: Any, alias: str) -> tuple[Path | None, str | None]:
@@ -84,6 +102,8 @@ def run_release_command(args: argparse.Namespace) -> int:
     from forkcast_retrain.publish import run_publish
     from forkcast_retrain.tracking import CHAMPION, Tracker
 
+    if args.command in GITOPS_COMMANDS:
+        return run_gitops_command(args)
     try:
         if args.command == "export":
             export_release(args.out, args.to)
@@ -120,14 +140,16 @@ def run_release_command(args: argparse.Namespace) -> int:
             print((args.out / "gate_report.md").read_text())
             return 0 if report.passed else 1
         elif args.command == "promote":
-            result = (
-                rollback(registry, args.repo, args.overlay)
-                if args.rollback
-                else promote(registry, args.repo, args.overlay, _required(args.version), args.branch)
-            )
-            if result.changed and Tracker.from_env().set_alias(CHAMPION, result.version):
-                print(f"MLflow alias {CHAMPION} -> {result.version}")
+            # No alias moves here: `champion` follows the prod overlay once its merge request is merged
+            # (`sync-champion`, a job on the main branch), never on a proposal nobody approved yet.
+            result = promote(registry, args.repo, args.overlay, _required(args.version), args.branch)
             print(result.message)
+            if result.changed and args.push:
+                target = args.branch or args.target_branch
+                pushed = push_with_retry(
+                    args.repo, args.remote, target, push_options=args.push_option, attempts=args.push_attempts
+                )
+                print(f"pushed {pushed.commit[:10]} to {args.remote} {target} (attempt {pushed.attempts})")
     except (DataError, RegistryError, FileNotFoundError) as exc:
         print(f"forkcast-retrain {args.command}: error: {exc}", file=sys.stderr)
         return 2

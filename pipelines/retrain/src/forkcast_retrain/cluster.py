@@ -252,7 +252,7 @@ def submit_command(args: Any) -> int:
         wait_for(api, args.namespace, name, timeout_s=args.timeout, poll_s=args.poll, log=_log)
     except WorkflowTimeoutError as exc:
         # Why stop it: the job that waited fails here, so nothing consumes the run, and a training step left
-        # running would hold its (GPU) node for hours.
+        # running would hold its node for hours.
         print(f"{exc}; {_give_up(api, args.namespace, name, args.keep_on_timeout)}", file=sys.stderr)
         return 1
     except WorkflowFailedError as exc:

@@ -1,9 +1,10 @@
-"""promote: point an overlay's release file at a verified version and commit it; ``--rollback`` reverts that.
+"""promote: point an overlay's release file at a verified version and commit it.
 
 The release file (``manifests/overlays/<env>/model-release.yaml``, a ConfigMap of the inference service's
 environment) is the only file this step ever writes, so each promotion is one small reviewable commit that Argo
-CD deploys. A rollback is a ``git revert`` of the last release commit, so Git, Argo CD and the Rollout agree again
-after an aborted canary. The version is downloaded and verified before anything in Git changes.
+CD deploys. Undoing one after an aborted canary is rollback.py's job, which finds the release by the file's
+content (not by this commit's message, which a squash merge may drop). The version is downloaded and verified
+before anything in Git changes.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from forkcast_contract.registry_format import (
 from forkcast_registry.registry import ModelRegistry
 from forkcast_retrain.errors import DataError
 
-TRAILER = "Forkcast-Release"  # commit trailer naming overlay and version, found again by --rollback
+TRAILER = "Forkcast-Release"  # commit trailer naming overlay and version (for people reading the log)
 
 
 def release_path(repo: Path, overlay: str) -> Path:
@@ -112,27 +113,3 @@ def promote(
         _git(repo, "checkout", "HEAD", "--", str(path))  # no half-promotion: the file goes back as it was
         raise
     return PromoteResult(True, version, _git(repo, "rev-parse", "HEAD"), message)
-
-
-def rollback(registry: ModelRegistry, repo: Path, overlay: str) -> PromoteResult:
-    """Revert the last release commit of ``overlay``, after verifying the version it returns to."""
-    path = release_path(repo, overlay)
-    rel = str(path.relative_to(repo))
-    commits = _git(repo, "log", f"--grep=^{TRAILER}: {overlay} ", "--format=%H", "--", rel).splitlines()
-    if not commits:
-        raise DataError(f"no release commit of {overlay} to roll back")
-    last = commits[0]
-    previous_text = _git(repo, "show", f"{last}^:{rel}")
-    tmp = path.with_suffix(".previous")
-    tmp.write_text(previous_text)
-    try:
-        previous = read_release(tmp)
-    finally:
-        tmp.unlink()
-    if not previous.version:
-        raise DataError(
-            f"the release before {last[:10]} had no model; refusing to roll {overlay} back to none"
-        )
-    registry.download(previous.version, previous.manifest_sha256)
-    _git(repo, "revert", "--no-edit", last)
-    return PromoteResult(True, previous.version, _git(repo, "rev-parse", "HEAD"), f"reverted {last[:10]}")

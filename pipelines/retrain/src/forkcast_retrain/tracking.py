@@ -3,8 +3,10 @@
 One MLflow run per run directory (its id kept in ``RUN/mlflow_run.json``): params, per-epoch metrics and the
 artifacts of training, then the gate's decision. Publish registers an MLflow model version pointing at the S3
 version (tags: S3 URI, sha256 of model.pt, data fingerprint, code revision) and moves the ``challenger`` alias;
-promote moves ``champion``. The S3 registry stays the source of truth for the bytes; MLflow is the index people
-browse. With no ``MLFLOW_TRACKING_URI`` a local file store is used, and the log says so.
+``sync-champion`` moves ``champion`` once the prod overlay in Git releases a version (the job after the prod merge
+request is merged, never before anyone approved), and ``rollback`` moves the aliases back after
+its push. The S3 registry stays the source of truth for the bytes; MLflow is the index people browse. With no
+``MLFLOW_TRACKING_URI`` a local file store is used, and the log says so.
 """
 
 from __future__ import annotations
@@ -13,8 +15,10 @@ import json
 import os
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 from mlflow.entities import Metric, Param
 from mlflow.exceptions import MlflowException
@@ -22,6 +26,7 @@ from mlflow.tracking import MlflowClient
 
 from forkcast_contract.model_format import METRICS_FILE, MODEL_FILE, SCALER_FILE, TRAIN_LOG_FILE
 
+T = TypeVar("T")
 EXPERIMENT = "forkcast-retrain"
 REGISTERED_MODEL = "forkcast-ranknet"
 RUN_FILE = "mlflow_run.json"
@@ -154,3 +159,44 @@ class Tracker:
             return False
         self.client.set_registered_model_alias(REGISTERED_MODEL, alias, number)
         return True
+
+    def clear_alias_if(self, alias: str, version: str) -> bool:
+        """Delete ``alias`` when it points at ``version`` (a challenger whose canary aborted); True if deleted."""
+        if self.alias_version(alias) != version:
+            return False
+        self.client.delete_registered_model_alias(REGISTERED_MODEL, alias)
+        return True
+
+    def tag_version(self, version: str, key: str, value: str) -> bool:
+        """Tag the MLflow model version of ``version``; False when it was never registered."""
+        number = self.model_version_of(version)
+        if number is None:
+            return False
+        self.client.set_model_version_tag(REGISTERED_MODEL, number, key, value)
+        return True
+
+
+def with_retries(
+    action: Callable[[], T],
+    what: str,
+    attempts: int = 5,
+    delay_s: float = 2.0,
+    log: Callable[[str], None] = print,
+) -> T:
+    """Run ``action`` until it succeeds, at most ``attempts`` times with a growing pause; re-raise the last error.
+
+    For the alias moves that follow a push: Git already holds the release, so a short MLflow outage must not
+    leave the registry pointing elsewhere without a second try.
+    """
+    for attempt in range(1, attempts + 1):
+        try:
+            return action()
+        except (MlflowException, OSError) as exc:
+            if attempt == attempts:
+                raise
+            first = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+            log(
+                f"{what} failed (attempt {attempt}/{attempts}): {first}; retrying in {delay_s * attempt:.0f} s"
+            )
+            time.sleep(delay_s * attempt)
+    raise AssertionError("unreachable")  # pragma: no cover

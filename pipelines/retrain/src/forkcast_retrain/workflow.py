@@ -1,23 +1,32 @@
-"""The retraining as an Argo WorkflowTemplate + CronWorkflow, generated from `forkcast_retrain.steps` (SPEC §7).
+"""Training on the cluster as an Argo WorkflowTemplate, generated from `forkcast_retrain.steps` (SPEC §7).
 
 Why generated and not hand-written: the GitLab jobs and the cluster must run the same calls, so both derive from
-one step list. Plain dicts emitted as YAML (no hera): the output is small, reviewed as committed files under
-workflows/, and regenerating must give the same bytes (a test checks it).
+one step list. Plain dicts emitted as YAML (no hera): the output is small, reviewed as a committed file under
+workflows/, and regenerating must give the same bytes (a test checks it). The rest of workflows/ (ServiceAccount
+and executor RBAC, settings, the artifact repository, the kustomization Argo CD syncs) is hand-written beside it.
 
-Why a workflow at all: one CI runner trains one model at a time on its own CPU; the cluster schedules each step
-as a pod with its own requests (training optionally on a GPU), retries infrastructure errors, and passes the run
-directory between steps as an S3 artifact (the artifact repository configured in the cluster, see
-`ARTIFACT_REPOSITORY`), so steps may land on different nodes.
+Argo Workflows is only the executor, never a scheduler: GitLab's schedule and its alert trigger start every
+retraining, and with TRAIN_EXECUTOR=argo the CI job `train-on-cluster` submits this template and waits for it
+(`forkcast_retrain.cluster`). The template therefore runs only the heavy steps that make a candidate,
+fetch-data > prep > train > evaluate, and leaves the run directory in S3 under `run_key`; the gate, publish and
+promote stay in the pipeline, so nothing the cluster trains is ever published without being promoted through Git.
 
-Two entrypoints: `retrain` runs every step on the cluster (the CronWorkflow); `train-candidate` runs only the
-heavy steps before the gate (prep > train > evaluate) and leaves the run directory in S3 under `run_key`, for the
-GitLab pipeline with TRAIN_EXECUTOR=argo, which waits for it (`forkcast_retrain.cluster`) and gates, publishes and
-promotes in its own jobs.
+Where files live in a step's pod: the retrain image creates nothing outside its user's home (uid 10001,
+pipelines/retrain/Dockerfile), and its root filesystem is read-only here, so every path a step writes is on an
+emptyDir volume: `WORK_PATH` (the run directory and the dataset; kubelet creates an emptyDir world-writable, and
+fsGroup 10001 makes the files Argo's init container unpacks into it group-owned by the step's user) and /tmp. Input
+artifacts whose path lies under a mounted volume are unpacked into that volume by Argo's init container
+(argoproj/argo-workflows workflow/controller/workflowpod.go: "artifact path overlaps with a mounted volume ... init
+would have copied the artifact to the user's volume instead").
 
-Run ``python -m forkcast_retrain.workflow render workflows`` to regenerate the files,
-``python -m forkcast_retrain.workflow submit --param gpus=1`` to start a run on the cluster, and
-``python -m forkcast_retrain.workflow submit --entrypoint train-candidate --wait --fetch-run run --bucket B`` to
-train on the cluster and bring the run directory back (what the CI job `train-on-cluster` does).
+Where the data comes from: no step may read a runner's or a node's disk. The `dataset` parameter is the s3:// URI
+of a published dataset directory; the first step (`forkcast_retrain.dataset_fetch`) downloads it and verifies each
+file's sha256 against its dataset.json. Every later step gets that directory as an S3 artifact too, because prep
+records the dataset's path and train and evaluate read the click files from it.
+
+Run ``python -m forkcast_retrain.workflow render workflows`` to regenerate the file and
+``python -m forkcast_retrain.workflow submit --param dataset=s3://B/datasets/D/ --wait --fetch-run run --bucket A``
+to train on the cluster and bring the run directory back (what the CI job `train-on-cluster` does).
 """
 
 from __future__ import annotations
@@ -33,50 +42,68 @@ import yaml
 from forkcast_retrain.steps import DATA, RECIPE, RUN, STEPS, Step, step
 
 TEMPLATE_NAME = "forkcast-retrain"
-# The DAGs a Workflow may start at: every step, or the steps that make a candidate (everything before the gate,
-# whose decision and what follows it stay with the GitLab pipeline when it hands training to the cluster).
-ENTRYPOINT = "retrain"
-CANDIDATE_ENTRYPOINT = "train-candidate"
+# The namespace the Argo CD Application forkcast-workflows syncs workflows/ into (deploy/argocd/app-workflows.yaml):
+# training pods apart from the serving namespaces, with their own service account, settings and credentials.
+NAMESPACE = "forkcast-training"
+SERVICE_ACCOUNT = "forkcast-retrain"  # workflows/rbac.yaml: may only report step results to the controller
+# The one DAG: the steps that make a candidate (everything before the gate, whose decision and what follows it stay
+# with the GitLab pipeline). CANDIDATE_ENTRYPOINT is the name callers (CI, tests) use for it.
+ENTRYPOINT = CANDIDATE_ENTRYPOINT = "train-candidate"
 CANDIDATE_STEPS: tuple[Step, ...] = STEPS[: STEPS.index(step("gate"))]
+FETCH_DATA = "fetch-data"  # the first task: the dataset from S3 into the work volume, verified
 IMAGE = "registry.gitlab.com/forkcast/forkcast/retrain:main"
-RUN_PATH = "/work/run"
-DATA_PATH = "/work/data"
-# The workflow controller's artifact repository (ConfigMap `artifact-repositories`, key `forkcast-s3`): the
-# registry's S3 endpoint and a bucket for intermediate runs, with its credentials in a Secret the cluster holds.
+UID = 10001  # the retrain image's user (pipelines/retrain/Dockerfile: USER 10001:10001)
+WORK_PATH = "/work"
+RUN_PATH = f"{WORK_PATH}/run"
+DATA_PATH = f"{WORK_PATH}/data"
+TMP_PATH = "/tmp"
+# Writable volumes of every step's pod (the root filesystem is read-only): name -> mount path.
+VOLUMES = {"work": WORK_PATH, "tmp": TMP_PATH}
+# The artifact repository in the Workflow's namespace (workflows/artifact-repositories.yaml, key forkcast-s3): a
+# bucket for intermediate runs, with the credentials Secret the steps use too.
 ARTIFACT_REPOSITORY = {"configMap": "artifact-repositories", "key": "forkcast-s3"}
-# S3 and MLflow settings for the steps themselves (registry bucket, endpoint, tracking URI) and their credentials.
+# Settings for the steps themselves (S3 endpoint and region: workflows/settings.yaml) and their S3 credentials (a
+# Secret the cluster provides: manifests/provided-by-cluster.yaml).
+SETTINGS_CONFIGMAP = "forkcast-retrain-settings"
+CREDENTIALS_SECRET = "forkcast-retrain-credentials"
 STEP_ENV_FROM = [
-    {"configMapRef": {"name": "forkcast-retrain-settings"}},
-    {"secretRef": {"name": "forkcast-retrain-credentials"}},
+    {"configMapRef": {"name": SETTINGS_CONFIGMAP}},
+    {"secretRef": {"name": CREDENTIALS_SECRET}},
 ]
+# Parameters a Workflow must set: no default in the template, refused by `workflow` when absent.
+REQUIRED_PARAMETERS = ("dataset",)
 # Retries only for errors of the infrastructure (pod evicted, node lost), never for a step that failed on its own:
-# a gate that says no must stay a no.
+# a refused dataset or a failed training must stay a failure.
 RETRY = {
     "limit": "3",
     "retryPolicy": "OnError",
     "backoff": {"duration": "30s", "factor": "2", "maxDuration": "15m"},
 }
-HEADER = {
-    "workflowtemplate": "# Argo WorkflowTemplate: the retraining (prep > train > evaluate > gate > publish) on the "
-    "cluster.\n# Generated by `python -m forkcast_retrain.workflow render workflows` from forkcast_retrain.steps; "
-    "do not edit.\n",
-    "cronworkflow": "# Argo CronWorkflow: the weekly scheduled retraining, running the forkcast-retrain "
-    "WorkflowTemplate.\n# Generated by `python -m forkcast_retrain.workflow render workflows`; do not edit.\n",
-}
+# Node disk the emptyDirs may fill, per step (kubelet evicts a pod past its limit). The full dataset is about 0.5 GB
+# of parquet, extrapolated from the small preset (53 MB: 33.6 MB for 5.6 M click rows, 13.3 MB for 100 k users,
+# measured with `forkcast-data generate --preset small`); fetch-data and prep hold it, its archive on upload and
+# prep's arrays (1 M x 30 and 100 k x 10 float32, ~0.13 GB); train and evaluate hold the dataset and the run.
+EPHEMERAL_STORAGE = {FETCH_DATA: "3Gi", "prep": "3Gi", "train": "2Gi", "evaluate": "2Gi"}
+# Parquet is already compressed: the dataset artifact is archived without gzip work (level 0).
+DATA_ARCHIVE = {"tar": {"compressionLevel": 0}}
+FETCH_DATA_RESOURCES = {"cpu": "500m", "memory": "1Gi"}
+HEADER = (
+    "# Argo WorkflowTemplate: training a candidate on the cluster (fetch-data > prep > train > evaluate), submitted\n"
+    "# and awaited by the GitLab job train-on-cluster (TRAIN_EXECUTOR=argo), which gates, publishes and promotes.\n"
+    "# Generated by `python -m forkcast_retrain.workflow render workflows` from forkcast_retrain.steps; do not edit.\n"
+)
 
 
 def _values() -> dict[str, str]:
     return {RUN: RUN_PATH, DATA: DATA_PATH, RECIPE: "{{workflow.parameters.recipe}}"}
 
 
-def _resources(s: Step) -> dict[str, Any]:
-    requests: dict[str, str] = {"cpu": s.resources.cpu, "memory": s.resources.memory}
-    return {"requests": requests, "limits": {"memory": s.resources.memory}}
-
-
-# A resource quantity must be a literal in the schema, so the GPU count (a parameter) goes in through the pod spec
-# patch Argo applies at run time. 0, the default, asks for none: the step runs on CPU.
-GPU_PATCH = '{"containers":[{"name":"main","resources":{"limits":{"nvidia.com/gpu":"{{workflow.parameters.gpus}}"}}}]}'
+def _resources(name: str, cpu: str, memory: str) -> dict[str, Any]:
+    storage = EPHEMERAL_STORAGE[name]
+    return {
+        "requests": {"cpu": cpu, "memory": memory, "ephemeral-storage": storage},
+        "limits": {"memory": memory, "ephemeral-storage": storage},
+    }
 
 
 # Where each step's run directory lands in the artifact repository's bucket: one scheme for the template (which
@@ -89,100 +116,129 @@ def run_key(workflow_name: str, step_name: str) -> str:
     return f"{RUN_KEY_PREFIX}/{workflow_name}/{step_name}.tgz"
 
 
-def _run_artifact(s: Step) -> dict[str, Any]:
-    return {"name": "run", "path": RUN_PATH, "s3": {"key": run_key("{{workflow.name}}", s.name)}}
+def data_key(workflow_name: str) -> str:
+    """The S3 key of the verified dataset (a .tgz holding `data/...`) the fetch-data step of a Workflow left."""
+    return f"{RUN_KEY_PREFIX}/{workflow_name}/data.tgz"
 
 
-def _template(s: Step, first: bool) -> dict[str, Any]:
-    inputs = (
-        [{"name": "data", "path": DATA_PATH, "s3": {"key": "{{workflow.parameters.data-key}}"}}]
-        if s.needs_data
-        else []
-    )
+def _container(name: str, command: list[str], args: list[str], resources: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "image": "{{workflow.parameters.image}}",
+        "command": command,
+        "args": args,
+        "envFrom": copy.deepcopy(STEP_ENV_FROM),  # copies: no YAML anchors in the output
+        "resources": resources,
+        "volumeMounts": [{"name": n, "mountPath": p} for n, p in VOLUMES.items()],
+        "securityContext": {
+            "runAsNonRoot": True,
+            "allowPrivilegeEscalation": False,
+            "readOnlyRootFilesystem": True,
+            "capabilities": {"drop": ["ALL"]},
+        },
+    }
+
+
+def _fetch_data_template() -> dict[str, Any]:
+    args = ["--dataset", "{{workflow.parameters.dataset}}", "--out", DATA_PATH]
+    return {
+        "name": FETCH_DATA,
+        "retryStrategy": copy.deepcopy(RETRY),
+        "container": _container(
+            FETCH_DATA,
+            ["python", "-m", "forkcast_retrain.dataset_fetch"],
+            args,
+            _resources(FETCH_DATA, **FETCH_DATA_RESOURCES),
+        ),
+        "outputs": {
+            "artifacts": [
+                {
+                    "name": "data",
+                    "path": DATA_PATH,
+                    "archive": copy.deepcopy(DATA_ARCHIVE),
+                    "s3": {"key": data_key("{{workflow.name}}")},
+                }
+            ]
+        },
+    }
+
+
+def _step_template(s: Step, first: bool) -> dict[str, Any]:
+    inputs: list[dict[str, Any]] = [{"name": "data", "path": DATA_PATH}]
     if not first:
         inputs.append({"name": "run", "path": RUN_PATH})
-    template: dict[str, Any] = {
+    return {
         "name": s.name,
-        "retryStrategy": copy.deepcopy(RETRY),  # copies: no YAML anchors in the output
-        "container": {
-            "image": "{{workflow.parameters.image}}",
-            "command": ["forkcast-retrain"],
-            "args": s.argv(_values()),
-            "envFrom": copy.deepcopy(STEP_ENV_FROM),
-            "resources": _resources(s),
-            "securityContext": {
-                "runAsNonRoot": True,
-                "allowPrivilegeEscalation": False,
-                "capabilities": {"drop": ["ALL"]},
-            },
+        "retryStrategy": copy.deepcopy(RETRY),
+        "inputs": {"artifacts": inputs},
+        "container": _container(
+            s.name,
+            ["forkcast-retrain"],
+            s.argv(_values()),
+            _resources(s.name, s.resources.cpu, s.resources.memory),
+        ),
+        "outputs": {
+            "artifacts": [
+                {"name": "run", "path": RUN_PATH, "s3": {"key": run_key("{{workflow.name}}", s.name)}}
+            ]
         },
-        "outputs": {"artifacts": [_run_artifact(s)]},
     }
-    if inputs:
-        template["inputs"] = {"artifacts": inputs}
-    if s.resources.gpu:
-        template["podSpecPatch"] = GPU_PATCH
-    return template
 
 
 def _dag(name: str, steps: tuple[Step, ...]) -> dict[str, Any]:
-    tasks: list[dict[str, Any]] = []
+    data = {"name": "data", "from": f"{{{{tasks.{FETCH_DATA}.outputs.artifacts.data}}}}"}
+    tasks: list[dict[str, Any]] = [{"name": FETCH_DATA, "template": FETCH_DATA}]
+    before = FETCH_DATA
     for i, s in enumerate(steps):
-        task: dict[str, Any] = {"name": s.name, "template": s.name}
+        artifacts = [dict(data)]
         if i:
-            before = steps[i - 1].name
-            task["dependencies"] = [before]
-            task["arguments"] = {
-                "artifacts": [{"name": "run", "from": f"{{{{tasks.{before}.outputs.artifacts.run}}}}"}]
+            artifacts.append({"name": "run", "from": f"{{{{tasks.{before}.outputs.artifacts.run}}}}"})
+        tasks.append(
+            {
+                "name": s.name,
+                "template": s.name,
+                "dependencies": [before],
+                "arguments": {"artifacts": artifacts},
             }
-        tasks.append(task)
+        )
+        before = s.name
     return {"name": name, "dag": {"tasks": tasks}}
 
 
 def workflow_template() -> dict[str, Any]:
-    """The WorkflowTemplate: parameters, one container template per step, and the DAG chaining them."""
+    """The WorkflowTemplate: parameters, the fetch-data template, one template per step, and the DAG chaining them."""
     return {
         "apiVersion": "argoproj.io/v1alpha1",
         "kind": "WorkflowTemplate",
         "metadata": {"name": TEMPLATE_NAME, "labels": {"app.kubernetes.io/part-of": "forkcast"}},
         "spec": {
             "entrypoint": ENTRYPOINT,
-            "serviceAccountName": "forkcast-retrain",
+            "serviceAccountName": SERVICE_ACCOUNT,
             "artifactRepositoryRef": ARTIFACT_REPOSITORY,
             "activeDeadlineSeconds": 4 * 3600,
             "podGC": {"strategy": "OnPodSuccess"},
-            "securityContext": {"runAsNonRoot": True, "runAsUser": 10001, "runAsGroup": 10001},
+            "securityContext": {
+                "runAsNonRoot": True,
+                "runAsUser": UID,
+                "runAsGroup": UID,
+                "fsGroup": UID,
+                "seccompProfile": {"type": "RuntimeDefault"},
+            },
+            "volumes": [{"name": n, "emptyDir": {}} for n in VOLUMES],
             "arguments": {
                 "parameters": [
                     {"name": "image", "value": IMAGE},
-                    {"name": "data-key", "value": "datasets/current.tgz"},
+                    {
+                        "name": "dataset",
+                        "description": "s3://<bucket>/<dataset directory>/ holding dataset.json and its files",
+                    },
                     {"name": "recipe", "value": "default"},
-                    {"name": "gpus", "value": "0"},
                 ]
             },
             "templates": [
-                _dag(ENTRYPOINT, STEPS),
-                _dag(CANDIDATE_ENTRYPOINT, CANDIDATE_STEPS),
-                *(_template(s, i == 0) for i, s in enumerate(STEPS)),
+                _dag(ENTRYPOINT, CANDIDATE_STEPS),
+                _fetch_data_template(),
+                *(_step_template(s, i == 0) for i, s in enumerate(CANDIDATE_STEPS)),
             ],
-        },
-    }
-
-
-def cron_workflow() -> dict[str, Any]:
-    """Weekly retraining on the cluster (the GitLab schedule's counterpart); never two at once."""
-    return {
-        "apiVersion": "argoproj.io/v1alpha1",
-        "kind": "CronWorkflow",
-        "metadata": {"name": f"{TEMPLATE_NAME}-weekly", "labels": {"app.kubernetes.io/part-of": "forkcast"}},
-        "spec": {
-            "schedules": ["0 3 * * 1"],
-            "timezone": "UTC",
-            "concurrencyPolicy": "Forbid",
-            "startingDeadlineSeconds": 3600,
-            "successfulJobsHistoryLimit": 3,
-            "failedJobsHistoryLimit": 5,
-            "workflowSpec": {"workflowTemplateRef": {"name": TEMPLATE_NAME}},
         },
     }
 
@@ -190,24 +246,40 @@ def cron_workflow() -> dict[str, Any]:
 def render(doc: dict[str, Any]) -> str:
     """The committed form of a document: its header comment, then block YAML in the order built above."""
     body = str(yaml.safe_dump(doc, sort_keys=False, default_flow_style=False, width=110))
-    return HEADER[str(doc["kind"]).lower()] + body
+    return HEADER + body
 
 
 def rendered_files() -> dict[str, str]:
-    """File name → content of everything `render` writes."""
-    return {f"{str(d['kind']).lower()}.yaml": render(d) for d in (workflow_template(), cron_workflow())}
+    """File name → content of everything `render` writes (the hand-written files of workflows/ stay as they are)."""
+    return {"workflowtemplate.yaml": render(workflow_template())}
 
 
 def workflow(parameters: dict[str, str], entrypoint: str = ENTRYPOINT) -> dict[str, Any]:
-    """A Workflow that runs the WorkflowTemplate from ``entrypoint`` with ``parameters`` overriding its defaults."""
-    if entrypoint not in (ENTRYPOINT, CANDIDATE_ENTRYPOINT):
-        raise ValueError(f"unknown entrypoint {entrypoint}; known: {ENTRYPOINT}, {CANDIDATE_ENTRYPOINT}")
+    """A Workflow that runs the WorkflowTemplate from ``entrypoint`` with ``parameters`` overriding its defaults.
+
+    Refuses (ValueError) what the controller would only refuse after submission, or a step after minutes: an
+    unknown entrypoint or parameter, a required parameter left out, a dataset that is not an s3:// directory URI.
+    """
+    from forkcast_retrain.dataset_fetch import parse_s3_uri
+    from forkcast_retrain.errors import DataError
+
+    if entrypoint != ENTRYPOINT:
+        raise ValueError(f"unknown entrypoint {entrypoint}; the template has one: {ENTRYPOINT}")
     known = {p["name"] for p in workflow_template()["spec"]["arguments"]["parameters"]}
     unknown = sorted(set(parameters) - known)
     if unknown:
         raise ValueError(
             f"unknown workflow parameter(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}"
         )
+    missing = [p for p in REQUIRED_PARAMETERS if not parameters.get(p)]
+    if missing:
+        raise ValueError(
+            f"workflow parameter(s) {', '.join(missing)} required (dataset: the s3:// URI of a published dataset)"
+        )
+    try:
+        parse_s3_uri(parameters["dataset"])
+    except DataError as exc:
+        raise ValueError(str(exc)) from exc
     return {
         "apiVersion": "argoproj.io/v1alpha1",
         "kind": "Workflow",
@@ -247,21 +319,27 @@ def build_parser() -> argparse.ArgumentParser:
     """The command line (also used by tests/delivery to parse the CI job's call)."""
     parser = argparse.ArgumentParser(prog="python -m forkcast_retrain.workflow", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("render", help="write the WorkflowTemplate and CronWorkflow YAML into a directory")
+    p = sub.add_parser("render", help="write the WorkflowTemplate YAML into a directory")
     p.add_argument("out", type=Path, help="directory (workflows/ in this repository)")
     p = sub.add_parser(
         "submit", help="run the WorkflowTemplate on the cluster (a Workflow via the Kubernetes API)"
     )
-    p.add_argument("--namespace", default="forkcast", help="namespace holding the WorkflowTemplate")
     p.add_argument(
-        "--param", type=_param, action="append", default=[], help="NAME=VALUE (image, recipe, gpus...)"
+        "--namespace", default=NAMESPACE, help="namespace holding the WorkflowTemplate (default: %(default)s)"
+    )
+    p.add_argument(
+        "--param",
+        type=_param,
+        action="append",
+        default=[],
+        help="NAME=VALUE: dataset (required, s3://<bucket>/<dataset directory>/), image, recipe",
     )
     p.add_argument(
         "--entrypoint",
-        choices=[ENTRYPOINT, CANDIDATE_ENTRYPOINT],
+        choices=[ENTRYPOINT],
         default=ENTRYPOINT,
-        help=f"{ENTRYPOINT}: every step; {CANDIDATE_ENTRYPOINT}: "
-        f"{' > '.join(s.name for s in CANDIDATE_STEPS)} only (the gate and the rest stay with the caller)",
+        help=f"{FETCH_DATA} > {' > '.join(s.name for s in CANDIDATE_STEPS)} (the gate and the rest stay with"
+        " the caller)",
     )
     p.add_argument(
         "--kubeconfig", type=Path, help="kubeconfig file (default: $KUBECONFIG, ~/.kube/config or in-cluster)"

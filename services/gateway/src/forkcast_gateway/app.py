@@ -26,6 +26,7 @@ from forkcast_contract import api as limits
 from forkcast_contract.api import USER_ID_PATTERN
 from forkcast_contract.feature_store import FeatureKeys, restaurant_value, user_value
 from forkcast_gateway.auth import KeyStore
+from forkcast_gateway.discovery import DnsDiscovery, make_resolver
 from forkcast_gateway.edge import Edge
 from forkcast_gateway.feature_updates import (
     NoLiveVersionError,
@@ -114,6 +115,13 @@ def build_api(settings: GatewaySettings, metrics: Metrics, keys: KeyStore | None
         max_in_flight=settings.max_in_flight,
         pool_size=settings.pool_size,
     )
+    discovery = DnsDiscovery(
+        upstreams,
+        make_resolver(settings.dns_server, settings.dns_timeout_s),
+        settings.dns_refresh_s,
+        settings.dns_retry_s,
+        on_removed=metrics.forget_endpoint,
+    )
     redis = redis_client(settings.redis_url, settings.redis_timeout_s)
     feedback = FeedbackWriter(
         redis, settings.feedback_stream, settings.feedback_maxlen, settings.feedback_dedup_ttl_s
@@ -131,8 +139,10 @@ def build_api(settings: GatewaySettings, metrics: Metrics, keys: KeyStore | None
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         await forwarder.start()
+        await discovery.start()
         await api.state.limiter.warm()
         yield
+        await discovery.stop()
         await forwarder.stop()
         await redis.aclose()
         if feature_store is not redis:
@@ -145,6 +155,7 @@ def build_api(settings: GatewaySettings, metrics: Metrics, keys: KeyStore | None
         lifespan=lifespan,
     )
     api.state.forwarder, api.state.redis, api.state.route = forwarder, redis, route
+    api.state.discovery = discovery
     api.state.limiter = RateLimiter(redis, settings.rate_per_s, settings.rate_burst)
 
     @api.exception_handler(RequestValidationError)

@@ -130,6 +130,7 @@ class Forwarder:
                     ]
             except _CONNECT_ERRORS as exc:
                 self._failed(endpoint, "connect_error", t0)
+                self.upstreams.refresh_wanted()  # a pod that went away: re-resolve DNS upstreams early
                 last = f"upstream {endpoint.group} unreachable: {type(exc).__name__}"
                 continue  # nothing was processed: the one retry may go elsewhere
             except TimeoutError:

@@ -1,10 +1,12 @@
 """The gateway's Prometheus metrics (names from forkcast_contract.metric_names), one registry per app.
 
-Labels are bounded: the route template (never the raw path), the status class, the upstream group name.
+Labels are bounded: the route template (never the raw path), the status class, the upstream group name; the
+endpoint of the circuit state is dropped when DNS discovery drops the endpoint.
 """
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -68,6 +70,12 @@ class Metrics:
             ["outcome"],
             registry=r,
         )
+
+    def forget_endpoint(self, base: str) -> None:
+        """Drop the circuit-state series of an endpoint DNS no longer names (pod IPs change with every rollout)."""
+        self._children.pop((id(self.circuit_state), (base,)), None)
+        with contextlib.suppress(KeyError):
+            self.circuit_state.remove(base)
 
     def labelled(self, metric: Any, *values: str) -> Any:
         """``metric.labels(*values)``, cached: ``labels()`` takes a lock and builds a tuple on every call, and the

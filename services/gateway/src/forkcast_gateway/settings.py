@@ -21,8 +21,15 @@ class GatewaySettings(ForkcastSettings):
 
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)
-    # `URL[,URL…]` (one group "stable") or `NAME*WEIGHT=URL[,URL…];NAME*WEIGHT=URL…` (see upstreams.py).
+    # `URL[,URL…]` (one group "stable") or `NAME*WEIGHT=URL[,URL…];NAME*WEIGHT=URL…` (see upstreams.py); a URL
+    # `dns+http://NAME:PORT` stands for every A record of NAME (a headless Service: one per ready pod).
     upstreams: str = DEV_UPSTREAMS
+    # DNS endpoints: re-resolved every dns_refresh_s, after a failure or a connection error every dns_retry_s;
+    # dns_server `HOST[:PORT]` replaces the system resolver (/etc/resolv.conf) — for tests and odd clusters.
+    dns_refresh_s: float = Field(default=2.0, gt=0, le=60)
+    dns_retry_s: float = Field(default=0.5, gt=0, le=60)
+    dns_timeout_s: float = Field(default=1.0, gt=0, le=30)
+    dns_server: str | None = None
     redis_url: str = Field(default=DEV_REDIS_URL, validation_alias="REDIS_URL")
     redis_timeout_s: float = Field(default=0.1, gt=0, le=30)
     api_keys_file: Path | None = None

@@ -1,0 +1,245 @@
+"""The GitOps subcommands of ``forkcast-retrain``: rollback, set-images, wait-rollout, sync-champion (issue 15).
+
+Each one is a step of `.gitlab-ci.yml` that changes or reads what Argo CD deploys: rollback reverts the release an
+aborted canary names, set-images pins image digests into an overlay, wait-rollout confirms the dev Rollout reached
+100 % before the prod merge request opens, sync-champion moves the MLflow ``champion`` alias to what prod runs.
+Secrets come from the environment only (GITOPS remote URL in the clone, FORKCAST_ARGOCD_TOKEN), never argv.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from forkcast_retrain.errors import DataError
+
+GITOPS_COMMANDS = ("rollback", "set-images", "wait-rollout", "sync-champion")
+EXIT_ALIASES_NOT_MOVED = 3  # Git holds the change; MLflow could not be updated (retried); see the message
+
+
+def _add_push(p: argparse.ArgumentParser, default_branch: str | None = "main") -> None:
+    p.add_argument(
+        "--repo", type=Path, default=Path.cwd(), help="the Git clone holding manifests/ (default .)"
+    )
+    p.add_argument("--remote", default="origin", help="remote to push to (default origin)")
+    p.add_argument("--target-branch", default=default_branch, help="branch to push to (default main)")
+    p.add_argument("--no-push", action="store_true", help="commit only; do not push")
+    p.add_argument(
+        "--push-option",
+        action="append",
+        default=[],
+        help="git push option, repeatable (GitLab: ci.skip, merge_request.create, ...)",
+    )
+    p.add_argument(
+        "--push-attempts",
+        type=int,
+        default=5,
+        help="pushes before giving up; each rejection fetches and rebases",
+    )
+
+
+def add_gitops_commands(sub: Any) -> None:
+    p = sub.add_parser(
+        "rollback",
+        help="revert exactly the release an aborted canary ran (Git first, then MLflow aliases)",
+        description="Finds the commit that made the overlay deploy --model-version (and --image), refuses when "
+        "the overlay no longer holds it, restores what that commit changed, pushes (retried on rejection), then "
+        f"moves MLflow aliases (retried). Exit 2: nothing changed; {EXIT_ALIASES_NOT_MOVED}: pushed, MLflow not "
+        "updated.",
+    )
+    p.add_argument("--overlay", required=True, help="kustomize overlay under manifests/overlays/ (dev, prod)")
+    p.add_argument(
+        "--model-version", required=True, help="the aborted template's forkcast.io/model-version annotation"
+    )
+    p.add_argument("--image", help="the aborted template's inference image (name@digest), when known")
+    p.add_argument("--namespace", default="", help="the Rollout's namespace (for the commit message)")
+    p.add_argument("--rollout", default="inference", help="the Rollout's name (for the commit message)")
+    p.add_argument("--revision", default="", help="the Rollout's rollout.argoproj.io/revision")
+    _add_push(p)
+
+    p = sub.add_parser(
+        "set-images",
+        help="pin an overlay's images to registry digests (kustomize images: newName + digest) and commit",
+    )
+    p.add_argument("--overlay", required=True, help="the overlay whose kustomization.yaml is edited")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--digests", type=Path, help="directory of <image>.digest files (kaniko --digest-file)")
+    src.add_argument("--from-overlay", help="copy the digest-pinned images of this overlay (prod from dev)")
+    p.add_argument("--registry", help="with --digests: the registry path the images were pushed under")
+    p.add_argument("--commit", action="store_true", help="commit the change (and push unless --no-push)")
+    p.add_argument("--branch", help="commit on this new branch (a merge request) instead of the current one")
+    _add_push(p)
+
+    p = sub.add_parser(
+        "wait-rollout",
+        help="wait until the Rollout runs the expected release at 100 %% (Argo CD API); exit 1 if it fails",
+    )
+    p.add_argument("--app", required=True, help="Argo CD Application (forkcast-dev)")
+    p.add_argument("--namespace", required=True, help="namespace of the Rollout (forkcast-dev)")
+    p.add_argument("--rollout", default="inference", help="Rollout name (default inference)")
+    p.add_argument("--model-version", help="expected forkcast.io/model-version on the pod template")
+    p.add_argument("--image", help="expected inference image (name@digest) on the pod template")
+    p.add_argument("--timeout", type=float, default=3600, help="seconds before giving up (default 3600)")
+    p.add_argument("--interval", type=float, default=20, help="seconds between polls (default 20)")
+
+    p = sub.add_parser(
+        "sync-champion",
+        help="point the MLflow champion alias at the version the overlay releases (run after the prod merge)",
+    )
+    p.add_argument(
+        "--overlay", default="prod", help="the overlay whose release is the champion (default prod)"
+    )
+    p.add_argument(
+        "--repo", type=Path, default=Path.cwd(), help="the checkout holding manifests/ (default .)"
+    )
+    p.add_argument("--attempts", type=int, default=5, help="MLflow attempts before giving up (default 5)")
+
+
+def run_gitops_command(args: argparse.Namespace) -> int:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        if args.command == "rollback":
+            return _rollback(args)
+        if args.command == "set-images":
+            return _set_images(args)
+        if args.command == "wait-rollout":
+            return _wait_rollout(args)
+        return _sync_champion(args)
+    except (DataError, ValueError, FileNotFoundError) as exc:
+        print(f"forkcast-retrain {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except MlflowException as exc:
+        first = str(exc).splitlines()[0][:300]
+        print(f"forkcast-retrain {args.command}: error: MLflow failed: {first}", file=sys.stderr)
+        return 2
+
+
+def _rollback(args: argparse.Namespace) -> int:
+    from forkcast_registry.errors import RegistryError
+    from forkcast_registry.registry import ModelRegistry
+    from forkcast_registry.settings import RegistrySettings
+    from forkcast_retrain.rollback import AbortedRelease, move_aliases, rollback_release
+    from forkcast_retrain.tracking import Tracker
+
+    aborted = AbortedRelease(
+        args.overlay, args.model_version, args.image or None, args.namespace, args.rollout, args.revision
+    )
+    try:
+        result = rollback_release(
+            ModelRegistry.from_settings(RegistrySettings()),
+            args.repo,
+            aborted,
+            remote=args.remote,
+            branch=args.target_branch,
+            push=not args.no_push,
+            push_options=tuple(args.push_option),
+            attempts=args.push_attempts,
+        )
+    except RegistryError as exc:
+        raise DataError(f"the version to return to does not verify: {exc}") from exc
+    try:
+        tracker = Tracker.from_env()
+    except Exception as exc:  # any failure is reported below; Git is already reverted
+        result.alias_error = f"MLflow client: {exc}"
+    else:
+        move_aliases(tracker, aborted, result)
+    print(result.summary())
+    if result.alias_error:
+        print(
+            f"forkcast-retrain rollback: Git is reverted and pushed, but MLflow was not updated: "
+            f"{result.alias_error}. Once MLflow answers run `forkcast-retrain sync-champion --overlay prod`"
+            " (prod) or move the aliases in the MLflow UI.",
+            file=sys.stderr,
+        )
+        return EXIT_ALIASES_NOT_MOVED
+    return 0
+
+
+def _set_images(args: argparse.Namespace) -> int:
+    from forkcast_retrain.gitops import git, push_with_retry
+    from forkcast_retrain.images import (
+        kustomization_path,
+        pins_from_digests,
+        pins_from_overlay,
+        read_images,
+        set_images,
+    )
+
+    if args.digests is not None:
+        if not args.registry:
+            raise DataError("--digests needs --registry (where the images were pushed)")
+        pins = pins_from_digests(args.digests, args.registry)
+    else:
+        pins = pins_from_overlay(args.repo, args.from_overlay)
+    path = kustomization_path(args.repo, args.overlay)
+    # The overlay's images: list says which images it deploys; a digest for any other (the retrain image, which
+    # only CI and Argo Workflows run) is not written into it.
+    listed = {str(e["name"]) for e in read_images(path.read_text())}
+    skipped = [p.name for p in pins if p.name not in listed]
+    pins = [p for p in pins if p.name in listed]
+    if skipped:
+        print(f"{args.overlay} does not deploy {', '.join(skipped)}; not pinned")
+    if not pins:
+        raise DataError(f"none of the images given is listed in {path}")
+    if args.branch:
+        git(args.repo, "checkout", "-q", "-b", args.branch)
+    if not set_images(path, pins):
+        print(f"{args.overlay} already pins {', '.join(p.ref for p in pins)}; nothing to do")
+        return 0
+    for pin in pins:
+        print(f"{args.overlay}: {pin.name} -> {pin.ref}")
+    if not args.commit:
+        return 0
+    rel = str(path.relative_to(args.repo))
+    names = ", ".join(p.name.removeprefix("forkcast-") for p in pins)
+    git(args.repo, "add", "--", rel)
+    git(args.repo, "commit", "-q", "-m", f"Release images ({names}) to {args.overlay}", "--", rel)
+    if not args.no_push:
+        target = args.branch or args.target_branch
+        result = push_with_retry(
+            args.repo, args.remote, target, push_options=args.push_option, attempts=args.push_attempts
+        )
+        print(f"pushed {result.commit[:10]} to {args.remote} {target} (attempt {result.attempts})")
+    return 0
+
+
+def _wait_rollout(args: argparse.Namespace) -> int:
+    from forkcast_retrain.rollout_status import ArgoCDSettings, Expected, wait_for_rollout
+
+    if not args.model_version and not args.image:
+        raise DataError("name the release to wait for: --model-version and/or --image")
+    expected = Expected(args.model_version or None, args.image or None)
+    decision = wait_for_rollout(
+        ArgoCDSettings().client(),
+        args.app,
+        args.namespace,
+        expected,
+        name=args.rollout,
+        timeout_s=args.timeout,
+        interval_s=args.interval,
+    )
+    print(f"{args.namespace}/{args.rollout}: {decision.outcome}: {decision.reason}")
+    return 0 if decision.outcome == "done" else 1
+
+
+def _sync_champion(args: argparse.Namespace) -> int:
+    from forkcast_retrain.promote import read_release, release_path
+    from forkcast_retrain.tracking import CHAMPION, Tracker, with_retries
+
+    version = read_release(release_path(args.repo, args.overlay)).version
+    if not version:
+        print(f"{args.overlay} releases no model; {CHAMPION} left as it is")
+        return 0
+    tracker = Tracker.from_env()
+    if with_retries(lambda: tracker.alias_version(CHAMPION), f"read {CHAMPION}", args.attempts) == version:
+        print(f"MLflow alias {CHAMPION} already -> {version}")
+        return 0
+    if not with_retries(
+        lambda: tracker.set_alias(CHAMPION, version), f"{CHAMPION} -> {version}", args.attempts
+    ):
+        raise DataError(f"{version} is not registered in MLflow; {CHAMPION} not moved")
+    print(f"MLflow alias {CHAMPION} -> {version}")
+    return 0

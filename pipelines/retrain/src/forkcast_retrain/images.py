@@ -1,0 +1,161 @@
+"""set-images: pin an overlay's container images to registry digests (kustomize `images:` with newName + digest).
+
+CI builds each image once, records the digest the registry answered (kaniko ``--digest-file``) and writes it
+into the dev overlay's ``kustomization.yaml``; the commit rolls the code through the same Argo CD sync and Argo
+Rollouts canary as a model release. Prod gets the same digests through the prod merge request (``--from-overlay
+dev``). A digest, unlike a tag, names exactly the bytes that were tested, so a re-pushed tag never changes prod.
+
+Why not ``kustomize edit set image``: kubectl's built-in kustomize has no ``edit`` subcommand (``kubectl
+kustomize`` only builds), and the standalone kustomize binary is in neither the CI images nor the lock file. The
+edit here is small and textual on purpose: only the top-level ``images:`` block is rewritten, every other line
+(comments included) stays byte for byte, and the result is parsed back and compared before it is written.
+Kustomize's semantics (sigs.k8s.io/kustomize api/types/image.go): ``name`` matches the image in the manifests,
+``newName`` replaces the repository, ``digest`` replaces the tag (``name@digest``); ``digest`` wins over
+``newTag``, so an entry carries one or the other, never both.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from forkcast_retrain.errors import DataError
+
+KUSTOMIZATION = "kustomization.yaml"
+IMAGE_PREFIX = "forkcast-"  # the image names the manifests use: forkcast-gateway, forkcast-inference, ...
+_DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
+_REPOSITORY = re.compile(r"^[a-z0-9][a-z0-9._/:-]*[a-z0-9]$")
+
+
+@dataclass(frozen=True)
+class ImagePin:
+    """One kustomize ``images:`` entry: the manifests' image ``name`` becomes ``new_name@digest``."""
+
+    name: str
+    new_name: str
+    digest: str
+
+    def __post_init__(self) -> None:
+        if not _DIGEST.match(self.digest):
+            raise DataError(f"image {self.name}: {self.digest!r} is not a sha256 digest (sha256:<64 hex>)")
+        if not _REPOSITORY.match(self.new_name) or "@" in self.new_name:
+            raise DataError(f"image {self.name}: {self.new_name!r} is not an image repository")
+
+    def entry(self) -> dict[str, str]:
+        return {"name": self.name, "newName": self.new_name, "digest": self.digest}
+
+    @property
+    def ref(self) -> str:
+        return f"{self.new_name}@{self.digest}"
+
+
+def kustomization_path(repo: Path, overlay: str) -> Path:
+    return repo / "manifests" / "overlays" / overlay / KUSTOMIZATION
+
+
+def read_images(text: str) -> list[dict[str, Any]]:
+    """The ``images:`` entries of a kustomization (empty when it has none)."""
+    doc = yaml.safe_load(text) or {}
+    images = doc.get("images") or []
+    if not isinstance(images, list) or not all(isinstance(i, dict) and "name" in i for i in images):
+        raise DataError("images: must be a list of mappings with a name")
+    return images
+
+
+def image_ref(text: str, name: str) -> str | None:
+    """What the overlay deploys for image ``name``: ``newName@digest``, ``newName:newTag`` or None if unset."""
+    for entry in read_images(text):
+        if entry["name"] == name:
+            repo = entry.get("newName", name)
+            if entry.get("digest"):
+                return f"{repo}@{entry['digest']}"
+            return f"{repo}:{entry['newTag']}" if entry.get("newTag") else str(repo)
+    return None
+
+
+def _block(lines: list[str]) -> tuple[int, int] | None:
+    """[start, end) of the top-level ``images:`` block; the block ends at the next top-level key or comment."""
+    for i, line in enumerate(lines):
+        if re.match(r"^images:\s*(#.*)?$", line):
+            end = i + 1
+            while end < len(lines) and (lines[end][:1] in (" ", "-", "\t") or not lines[end].strip()):
+                end += 1
+            while end > i + 1 and not lines[end - 1].strip():  # trailing blank lines belong to what follows
+                end -= 1
+            return i, end
+        if line.startswith("images:"):
+            raise DataError("images: is not a block the editor understands (flow style?); edit it by hand")
+    return None
+
+
+def render_images(entries: list[dict[str, Any]]) -> list[str]:
+    out = ["images:"]
+    for entry in entries:
+        out.append(f"  - name: {entry['name']}")
+        out.extend(f"    {k}: {entry[k]}" for k in ("newName", "newTag", "digest") if entry.get(k))
+    return out
+
+
+def with_images(text: str, pins: list[ImagePin]) -> str:
+    """``text`` with each pin's entry replaced (or appended) in ``images:``; other entries and lines unchanged."""
+    return with_entries(text, [pin.entry() for pin in pins])
+
+
+def with_entries(text: str, replacements: list[dict[str, Any]]) -> str:
+    """``text`` with each entry replaced by name (or appended); a digest replaces a newTag and vice versa."""
+    entries = [dict(e) for e in read_images(text)]
+    for new_entry in replacements:
+        found = next((e for e in entries if e["name"] == new_entry["name"]), None)
+        if found is None:
+            entries.append(dict(new_entry))
+        else:
+            found.clear()
+            found.update(new_entry)
+    lines = text.splitlines()
+    span = _block(lines)
+    block = render_images(entries)
+    new_lines = [*lines, *block] if span is None else [*lines[: span[0]], *block, *lines[span[1] :]]
+    result = "\n".join(new_lines) + "\n"
+    before, after = yaml.safe_load(text) or {}, yaml.safe_load(result)
+    before["images"] = entries
+    if after != before:  # the textual edit must change exactly the images, nothing else
+        raise DataError("rewriting images: would change more than the images; refusing (file layout?)")
+    return result
+
+
+def set_images(path: Path, pins: list[ImagePin]) -> bool:
+    """Write the pins into the kustomization at ``path``; False when it already held them (nothing written)."""
+    if not path.is_file():
+        raise DataError(f"{path} does not exist")
+    text = path.read_text()
+    new = with_images(text, pins)
+    if new == text:
+        return False
+    path.write_text(new)
+    return True
+
+
+def pins_from_digests(digests: Path, registry: str) -> list[ImagePin]:
+    """One pin per ``<image>.digest`` file (kaniko ``--digest-file``): forkcast-<image> -> <registry>/<image>."""
+    files = sorted(digests.glob("*.digest"))
+    if not files:
+        raise DataError(
+            f"no <image>.digest files in {digests}: did the build jobs pass them on as artifacts?"
+        )
+    return [
+        ImagePin(f"{IMAGE_PREFIX}{f.stem}", f"{registry.rstrip('/')}/{f.stem}", f.read_text().strip())
+        for f in files
+    ]
+
+
+def pins_from_overlay(repo: Path, overlay: str) -> list[ImagePin]:
+    """The digest-pinned images of another overlay (prod takes dev's tested digests)."""
+    entries = read_images(kustomization_path(repo, overlay).read_text())
+    pins = [ImagePin(e["name"], e.get("newName", e["name"]), e["digest"]) for e in entries if e.get("digest")]
+    if not pins:
+        raise DataError(f"overlay {overlay} pins no image by digest; nothing to copy")
+    return pins

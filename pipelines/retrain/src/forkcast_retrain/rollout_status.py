@@ -1,0 +1,186 @@
+"""wait-rollout: confirm that the dev Rollout reached 100 % with the release CI pushed, before prod is proposed.
+
+The prod merge request (and so the person who approves it) must see a release the dev canary has already
+promoted fully, never one whose canary is still running or has failed. This job asks Argo CD, which already
+watches the cluster, instead of talking to the Kubernetes API: a CI runner outside the cluster needs only an Argo
+CD API token (a read-only account scoped to the forkcast project), no kubeconfig. It reads the live Rollout
+through ``GET /api/v1/applications/{app}/resource`` (Argo CD's ApplicationService.GetResource: the live manifest
+as a JSON string), once after asking Argo CD to refresh the Application from Git.
+
+The decision (``decide``) is Argo Rollouts' own status logic, RolloutStatusString in
+argoproj/argo-rollouts pkg/kubectl-argo-rollouts/info/rollout_info.go (what ``kubectl argo rollouts status`` and
+Argo CD's Rollout health check print): Degraded for InvalidSpec or a condition with reason RolloutAborted or
+ProgressDeadlineExceeded; Paused for spec.paused or any status.pauseConditions; Progressing while the controller
+has not observed the generation, updated replicas are short or not yet available; for a canary Healthy only when
+status.stableRS equals status.currentPodHash (every step done, 100 %). On top of that the live pod template must
+carry the release this pipeline pushed (annotation forkcast.io/model-version and/or the inference image), so an
+older healthy Rollout is never taken for the new one.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from pydantic import SecretStr
+
+from forkcast_contract.settings import ForkcastSettings
+
+MODEL_VERSION_ANNOTATION = "forkcast.io/model-version"
+ABORT_REASONS = ("RolloutAborted", "ProgressDeadlineExceeded")
+
+Outcome = Literal["done", "wait", "failed"]
+
+
+@dataclass(frozen=True)
+class Decision:
+    outcome: Outcome
+    reason: str
+
+
+@dataclass(frozen=True)
+class Expected:
+    """The release the pipeline pushed: a model version, an inference image (name@digest), or both."""
+
+    model_version: str | None = None
+    image: str | None = None
+    container: str = "inference"
+
+
+def rollout_status(ro: dict[str, Any]) -> tuple[str, str]:
+    """(status, message) as Argo Rollouts computes it for a canary Rollout (see the module docstring)."""
+    meta, spec, status = ro.get("metadata", {}), ro.get("spec", {}), ro.get("status", {})
+    observed = str(status.get("observedGeneration", ""))
+    if observed.isdigit() and int(observed) < int(meta.get("generation", 0)):
+        return "Progressing", "waiting for rollout spec update to be observed"
+    for cond in status.get("conditions") or []:
+        if cond.get("type") == "InvalidSpec":
+            return "Degraded", f"InvalidSpec: {cond.get('message', '')}"
+        if cond.get("reason") in ABORT_REASONS:
+            return "Degraded", f"{cond['reason']}: {cond.get('message', '')}"
+    if spec.get("paused"):
+        return "Paused", "manually paused"
+    for pause in status.get("pauseConditions") or []:
+        return "Paused", str(pause.get("reason", "paused"))
+    replicas = int(spec.get("replicas", 1))
+    updated, available = int(status.get("updatedReplicas", 0)), int(status.get("availableReplicas", 0))
+    if updated < replicas:
+        return "Progressing", "more replicas need to be updated"
+    if available < updated:
+        return "Progressing", "updated replicas are still becoming available"
+    if status.get("stableRS") and status.get("stableRS") == status.get("currentPodHash"):
+        return "Healthy", ""
+    return "Progressing", "waiting for all steps to complete"
+
+
+def template_release(ro: dict[str, Any], container: str = "inference") -> tuple[str | None, str | None]:
+    """(model version annotation, image of ``container``) of the Rollout's desired pod template."""
+    template = ro.get("spec", {}).get("template", {})
+    version = (template.get("metadata", {}).get("annotations") or {}).get(MODEL_VERSION_ANNOTATION)
+    image = next(
+        (
+            c.get("image")
+            for c in template.get("spec", {}).get("containers", [])
+            if c.get("name") == container
+        ),
+        None,
+    )
+    return version, image
+
+
+def decide(ro: dict[str, Any], expected: Expected) -> Decision:
+    """Whether the live Rollout runs the expected release at 100 % (done), is getting there (wait) or failed."""
+    version, image = template_release(ro, expected.container)
+    if expected.model_version is not None and version != expected.model_version:
+        return Decision(
+            "wait", f"the Rollout's template has model {version}, not {expected.model_version} yet"
+        )
+    if expected.image is not None and image != expected.image:
+        return Decision("wait", f"the Rollout's template runs {image}, not {expected.image} yet")
+    status, message = rollout_status(ro)
+    if status == "Healthy":
+        return Decision("done", "Healthy: every canary step done, 100 % on the new release")
+    if status in ("Degraded", "InvalidSpec"):
+        return Decision("failed", f"{status}: {message}")
+    return Decision("wait", f"{status}: {message}")
+
+
+@dataclass(frozen=True)
+class ArgoCD:
+    """The two Argo CD API calls this job makes (REST, bearer token in the Authorization header)."""
+
+    server: str
+    token: str
+    timeout_s: float = 15
+
+    def _get(self, path: str, query: dict[str, str]) -> dict[str, Any]:
+        url = f"{self.server.rstrip('/')}{path}?{urllib.parse.urlencode(query)}"
+        request = urllib.request.Request(url, headers={"Authorization": f"Bearer {self.token}"})
+        with urllib.request.urlopen(request, timeout=self.timeout_s) as resp:
+            body: dict[str, Any] = json.loads(resp.read())
+            return body
+
+    def refresh(self, app: str) -> None:
+        """Ask Argo CD to compare the Application with Git now rather than at its next poll."""
+        self._get(f"/api/v1/applications/{urllib.parse.quote(app)}", {"refresh": "normal"})
+
+    def rollout(self, app: str, namespace: str, name: str) -> dict[str, Any]:
+        query = {
+            "namespace": namespace,
+            "resourceName": name,
+            "group": "argoproj.io",
+            "version": "v1alpha1",
+            "kind": "Rollout",
+        }
+        body = self._get(f"/api/v1/applications/{urllib.parse.quote(app)}/resource", query)
+        live: dict[str, Any] = json.loads(body["manifest"])
+        return live
+
+
+def wait_for_rollout(
+    argocd: ArgoCD,
+    app: str,
+    namespace: str,
+    expected: Expected,
+    *,
+    name: str = "inference",
+    timeout_s: float = 3600,
+    interval_s: float = 20,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+    log: Callable[[str], None] = print,
+) -> Decision:
+    """Poll until ``decide`` says done or failed, or ``timeout_s`` passes (then failed, with the last state)."""
+    deadline = clock() + timeout_s
+    argocd.refresh(app)
+    last = Decision("wait", "no answer yet")
+    while True:
+        try:
+            last = decide(argocd.rollout(app, namespace, name), expected)
+        except (urllib.error.URLError, OSError, KeyError, ValueError) as exc:
+            # A transient API failure is one more poll, not a verdict; the deadline still bounds the wait.
+            last = Decision("wait", f"Argo CD did not answer: {exc}")
+        log(f"{namespace}/{name}: {last.outcome}: {last.reason}")
+        if last.outcome != "wait":
+            return last
+        if clock() >= deadline:
+            return Decision("failed", f"not at 100 % after {timeout_s:.0f} s; last state: {last.reason}")
+        sleep(interval_s)
+
+
+class ArgoCDSettings(ForkcastSettings):
+    """FORKCAST_ARGOCD_SERVER (https://argocd.example.com) and FORKCAST_ARGOCD_TOKEN (a read-only API token)."""
+
+    argocd_server: str = ""
+    argocd_token: SecretStr = SecretStr("")
+
+    def client(self) -> ArgoCD:
+        if not self.argocd_server or not self.argocd_token.get_secret_value():
+            raise ValueError("set FORKCAST_ARGOCD_SERVER and FORKCAST_ARGOCD_TOKEN (CI/CD variables, masked)")
+        return ArgoCD(self.argocd_server, self.argocd_token.get_secret_value())

@@ -1,0 +1,302 @@
+"""rollback against real Git repositories (a bare remote in tmp), a real SeaweedFS registry and a real MLflow server.
+
+Each test builds a GitOps history on the bare remote (releases as plain commits, a squash merge without any
+trailer, unrelated commits), clones it as the CI job does, and runs the rollback. MLflow outages are real refused
+connections: a TCP proxy in front of the real server that is switched off and on.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import boto3
+import pytest
+from mlflow.tracking import MlflowClient
+
+from forkcast_contract.registry_format import ModelRelease
+from forkcast_registry.publish import build_manifest, new_version_id, publish_version
+from forkcast_registry.registry import ModelRegistry
+from forkcast_registry.settings import RegistrySettings
+from forkcast_registry.testing import start_mlflow, start_seaweed
+from forkcast_retrain.cli import main
+from forkcast_retrain.gitops import PushRejectedError
+from forkcast_retrain.images import ImagePin, kustomization_path, with_images
+from forkcast_retrain.promote import read_release, release_path, render_release
+from forkcast_retrain.rollback import AbortedRelease, MovedOnError, move_aliases, rollback_release
+from forkcast_retrain.tracking import CHALLENGER, CHAMPION, Tracker
+
+REPO = Path(__file__).resolve().parents[3]
+DIGEST_1, DIGEST_2 = "sha256:" + "11" * 32, "sha256:" + "22" * 32
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    root = tmp_path_factory.mktemp("rollback-stack")
+    seaweed = start_seaweed(root / "seaweed")
+    s3 = boto3.client(
+        "s3",
+        endpoint_url=seaweed.endpoint_url,
+        aws_access_key_id=seaweed.access_key,
+        aws_secret_access_key=seaweed.secret_key,
+        region_name="us-east-1",
+    )
+    for bucket in ("mlflow-artifacts", "forkcast-models"):
+        s3.create_bucket(Bucket=bucket)
+    mlflow = start_mlflow(root, seaweed)
+    try:
+        with pytest.MonkeyPatch.context() as mp:
+            env = {**seaweed.env("forkcast-models"), "FORKCAST_MODEL_CACHE": str(root / "cache")}
+            for k, v in {**env, "MLFLOW_TRACKING_URI": mlflow.uri}.items():
+                mp.setenv(k, v)
+            yield mlflow.uri
+    finally:
+        mlflow.stop()
+        seaweed.stop()
+
+
+@pytest.fixture(scope="module")
+def registry(stack: str) -> ModelRegistry:
+    return ModelRegistry.from_settings(RegistrySettings())
+
+
+def _publish(registry: ModelRegistry, tmp: Path, seed: int) -> ModelRelease:
+    """A small real version in S3, registered in MLflow (challenger moves to it, as publish does)."""
+    out = tmp / f"v{seed}"
+    out.mkdir()
+    files = {}
+    for i, name in enumerate(("model.pt", "scaler.npz", "metrics.json")):
+        (out / name).write_bytes(bytes((seed * 31 + i + k) % 256 for k in range(2000)))
+        files[name] = out / name
+    version = new_version_id(f"data{seed}", "rev", f"rollback{seed}-{time.time_ns()}")
+    manifest = build_manifest(
+        registry, version, files, data_fingerprint=f"data{seed}", code_revision="rev",
+        feature_schema_hash="h", metrics={"roc_auc": 0.8, "accuracy": 0.7, "logloss": 0.5}, gate_passed=True,
+    )  # fmt: skip
+    digest = publish_version(registry, manifest, files)
+    tracker = Tracker.from_env()
+    run = tracker.client.create_run(tracker._experiment_id())
+    tracker.register(run.info.run_id, version, registry.uri(version), {})
+    return ModelRelease(
+        uri=registry.uri(version),
+        version=version,
+        model_sha256=manifest.files["model.pt"].sha256,
+        manifest_sha256=digest.sha256,
+    )
+
+
+def _git(repo: Path, *args: str) -> str:
+    return subprocess.run(
+        ["git", "-c", "user.name=t", "-c", "user.email=t@t.invalid", *args],
+        cwd=repo, capture_output=True, text=True, check=True,
+    ).stdout.strip()  # fmt: skip
+
+
+class GitOps:
+    """A bare remote holding the real manifests, and helpers to land commits on it as other pipelines would."""
+
+    def __init__(self, root: Path) -> None:
+        self.bare = root / "remote.git"
+        _git(root, "init", "-q", "--bare", "--initial-branch=main", str(self.bare))
+        self.seed = self.clone(root / "seed")
+        for tree in ("manifests", "rollouts"):
+            shutil.copytree(REPO / tree, self.seed / tree)
+        _git(self.seed, "add", ".")
+        _git(self.seed, "commit", "-qm", "seed")
+        _git(self.seed, "push", "-q", "origin", "main")
+
+    def clone(self, path: Path) -> Path:
+        _git(path.parent, "clone", "-q", str(self.bare), str(path))
+        return path
+
+    def land(self, message: str, files: dict[str, str]) -> str:
+        """One commit on main with ``files`` (path -> content), pushed: what a (squash) merge leaves."""
+        _git(self.seed, "pull", "-q", "--rebase", "origin", "main")
+        for rel, text in files.items():
+            (self.seed / rel).parent.mkdir(parents=True, exist_ok=True)
+            (self.seed / rel).write_text(text)
+        _git(self.seed, "add", ".")
+        _git(self.seed, "commit", "-qm", message)
+        _git(self.seed, "push", "-q", "origin", "main")
+        return _git(self.seed, "rev-parse", "HEAD")
+
+    def remote_file(self, rel: str) -> str:
+        return _git(self.bare, "show", f"main:{rel}") + "\n"
+
+    def release_file(self, overlay: str) -> str:
+        return f"manifests/overlays/{overlay}/model-release.yaml"
+
+
+@pytest.fixture
+def gitops(tmp_path: Path) -> GitOps:
+    return GitOps(tmp_path)
+
+
+def _release(gitops: GitOps, overlay: str, release: ModelRelease, message: str, **extra: str) -> str:
+    return gitops.land(message, {gitops.release_file(overlay): render_release(overlay, release), **extra})
+
+
+def test_reverts_exactly_the_aborted_release_of_a_squash_merge_then_moves_champion(
+    gitops: GitOps, registry: ModelRegistry, tmp_path: Path
+) -> None:
+    a, b = _publish(registry, tmp_path, 1), _publish(registry, tmp_path, 2)
+    _release(gitops, "prod", a, "Release A to prod")
+    # A squash-merged prod MR: no Forkcast-Release trailer, and a second file changed in the same commit.
+    squash = _release(
+        gitops, "prod", b, "Merge branch 'release/prod-b' (squashed)", **{"docs/note.md": "x\n"}
+    )
+    gitops.land("docs only", {"docs/later.md": "y\n"})
+    Tracker.from_env().set_alias(CHAMPION, b.version)  # what sync-champion did after the merge
+    work = gitops.clone(tmp_path / "ci")
+    aborted = AbortedRelease("prod", b.version, None, "forkcast", "inference", "7")
+    result = rollback_release(registry, work, aborted, log=lambda _: None)
+    assert result.reverted == squash and result.previous_version == a.version and result.push_attempts == 1
+    assert read_release(release_path(work, "prod")).version == a.version
+    assert gitops.remote_file(gitops.release_file("prod")) == render_release("prod", a)
+    assert gitops.remote_file("docs/note.md") == "x\n"  # only the release was reverted, not the whole commit
+    body = _git(gitops.bare, "log", "-1", "--format=%B", "main")
+    assert f"Reverts: {squash}" in body and "forkcast/inference revision 7" in body
+    move_aliases(Tracker.from_env(), aborted, result, delay_s=0, log=lambda _: None)
+    assert result.alias_error is None
+    assert Tracker.from_env().alias_version(CHAMPION) == a.version
+
+
+def test_refuses_when_git_has_moved_on(gitops: GitOps, registry: ModelRegistry, tmp_path: Path) -> None:
+    a, b, c = (_publish(registry, tmp_path, s) for s in (3, 4, 5))
+    for release in (a, b, c):
+        _release(gitops, "dev", release, f"Release {release.version} to dev")
+    before = _git(gitops.bare, "rev-parse", "main")
+    work = gitops.clone(tmp_path / "ci")
+    with pytest.raises(MovedOnError, match=f"now releases model {c.version} .image [^)]*., not the aborted"):
+        rollback_release(registry, work, AbortedRelease("dev", b.version), log=lambda _: None)
+    assert _git(gitops.bare, "rev-parse", "main") == before
+    # The CLI says so and exits 2 (nothing changed).
+    argv = ["rollback", "--overlay", "dev", "--model-version", b.version, "--repo", str(work)]
+    assert main(argv) == 2 and _git(gitops.bare, "rev-parse", "main") == before
+
+
+def test_a_rejected_push_is_rebased_and_retried(
+    gitops: GitOps, registry: ModelRegistry, tmp_path: Path
+) -> None:
+    a, b = _publish(registry, tmp_path, 6), _publish(registry, tmp_path, 7)
+    _release(gitops, "dev", a, "Release A")
+    _release(gitops, "dev", b, "Release B")
+    work = gitops.clone(tmp_path / "ci")
+    other = gitops.land("another pipeline's commit", {"docs/other.md": "z\n"})  # lands after our clone
+    logs: list[str] = []
+    result = rollback_release(registry, work, AbortedRelease("dev", b.version), delay_s=0, log=logs.append)
+    assert result.push_attempts == 2 and "rejected (attempt 1/5)" in logs[0]
+    history = _git(gitops.bare, "log", "--format=%H", "main").splitlines()
+    assert history[1] == other and history[0] == result.commit
+    assert gitops.remote_file(gitops.release_file("dev")) == render_release("dev", a)
+
+
+def test_a_race_that_moves_the_overlay_is_not_pushed(
+    gitops: GitOps, registry: ModelRegistry, tmp_path: Path
+) -> None:
+    a, b, c = (_publish(registry, tmp_path, s) for s in (8, 9, 10))
+    _release(gitops, "dev", a, "Release A")
+    _release(gitops, "dev", b, "Release B")
+    work = gitops.clone(tmp_path / "ci")
+    landed = _release(gitops, "dev", c, "Release C")  # a newer release lands while the rollback runs
+    # The rebase of the rollback onto C conflicts on the release file: refused, nothing pushed.
+    with pytest.raises(PushRejectedError, match="conflicts; nothing was pushed"):
+        rollback_release(registry, work, AbortedRelease("dev", b.version), delay_s=0, log=lambda _: None)
+    assert _git(gitops.bare, "rev-parse", "main") == landed
+
+
+def test_an_image_release_is_reverted_by_its_image_not_the_model(
+    gitops: GitOps, registry: ModelRegistry, tmp_path: Path
+) -> None:
+    a = _publish(registry, tmp_path, 11)
+    _release(gitops, "dev", a, "Release A")
+    kpath = str(kustomization_path(Path(), "dev"))
+    pin = lambda d: with_images(  # noqa: E731
+        (gitops.seed / kpath).read_text(), [ImagePin("forkcast-inference", "reg.example/inference", d)]
+    )
+    gitops.land("images 1", {kpath: pin(DIGEST_1)})
+    gitops.land("images 2", {kpath: pin(DIGEST_2)})
+    work = gitops.clone(tmp_path / "ci")
+    aborted = AbortedRelease("dev", a.version, f"reg.example/inference@{DIGEST_2}")
+    result = rollback_release(registry, work, aborted, log=lambda _: None)
+    assert result.previous_version == a.version
+    assert f"digest: {DIGEST_1}" in gitops.remote_file(kpath) and DIGEST_2 not in gitops.remote_file(kpath)
+    assert gitops.remote_file(gitops.release_file("dev")) == render_release("dev", a)
+
+
+class Proxy:
+    """TCP proxy to the real MLflow server; while ``down`` it closes every connection at once (refused)."""
+
+    def __init__(self, target: str) -> None:
+        host, port = target.removeprefix("http://").split(":")
+        self.target, self.down = (host, int(port)), True
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.uri = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                client, _ = self.sock.accept()
+            except OSError:
+                return
+            if self.down:
+                client.close()
+                continue
+            upstream = socket.create_connection(self.target)
+            for src, dst in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pipe, args=(src, dst), daemon=True).start()
+
+    @staticmethod
+    def _pipe(src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while data := src.recv(65536):
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (src, dst):
+                with contextlib.suppress(OSError):
+                    s.shutdown(socket.SHUT_RDWR)
+
+
+@pytest.mark.parametrize("recovers", [True, False], ids=["outage-then-back", "outage-throughout"])
+def test_an_mlflow_outage_after_the_push_is_retried_or_reported(
+    gitops: GitOps, registry: ModelRegistry, tmp_path: Path, stack: str, monkeypatch: pytest.MonkeyPatch,
+    recovers: bool,
+) -> None:  # fmt: skip
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    a, b = _publish(registry, tmp_path, 12), _publish(registry, tmp_path, 13)
+    _release(gitops, "dev", a, "Release A")
+    _release(gitops, "dev", b, "Release B")
+    assert Tracker.from_env().alias_version(CHALLENGER) == b.version
+    work = gitops.clone(tmp_path / "ci")
+    aborted = AbortedRelease("dev", b.version)
+    result = rollback_release(registry, work, aborted, log=lambda _: None)
+    # Git first: the revert is on the remote before MLflow is touched at all.
+    assert gitops.remote_file(gitops.release_file("dev")) == render_release("dev", a)
+    proxy = Proxy(stack)
+    tracker = Tracker(MlflowClient(tracking_uri=proxy.uri, registry_uri=proxy.uri), proxy.uri)
+    logs: list[str] = []
+
+    def log(line: str) -> None:
+        logs.append(line)
+        if recovers:
+            proxy.down = False  # MLflow is back after the first failed attempt
+
+    move_aliases(tracker, aborted, result, attempts=3, delay_s=0, log=log)
+    assert "failed (attempt 1/3)" in logs[0]
+    if recovers:
+        assert result.alias_error is None
+        assert Tracker.from_env().alias_version(CHALLENGER) is None  # the aborted challenger lost its alias
+    else:
+        assert result.alias_error is not None and "(after 3 attempts)" in result.alias_error
+        assert Tracker.from_env().alias_version(CHALLENGER) == b.version  # nothing moved, and it says so
+        assert "MLflow NOT updated (Git is reverted)" in result.summary()
+    proxy.sock.close()
