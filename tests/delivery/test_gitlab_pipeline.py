@@ -5,6 +5,7 @@ parser, so a renamed subcommand or flag fails here and not in a scheduled pipeli
 
 from __future__ import annotations
 
+import fnmatch
 import functools
 import itertools
 import os
@@ -25,7 +26,9 @@ ROOT = Path(__file__).resolve().parents[2]
 RETRAIN_CHAIN = ["prep", "train", "evaluate", "gate", "publish", "promote-dev"]
 TRAIN_IN_CI = {"prep", "train", "evaluate"}
 TRAIN_ON_CLUSTER = {"train-on-cluster"}
-STAGES = ["lint", "test", "build", "retrain", "gate", "publish", "promote"]
+STAGES = ["lint", "test", "build", "retrain", "gate", "publish", "promote", "verify", "propose"]
+# Jobs that push to Git: one at a time (resource_group), and their pushes start no pipeline (ci.skip).
+GIT_WRITERS = ["promote-dev", "promote-prod", "release-images", "propose-prod-images", "rollback"]
 
 
 class _GitLabLoader(yaml.SafeLoader):
@@ -41,14 +44,30 @@ def pipeline() -> dict[str, Any]:
     return doc
 
 
-def resolved(job: str) -> dict[str, Any]:
-    """A job with its `extends` merged in (GitLab's rule: later keys win, nested mappings merged)."""
-    jobs = pipeline()
-    merged: dict[str, Any] = {}
-    for parent in jobs[job].get("extends", []):
-        merged.update(resolved(parent))
-    merged.update({k: v for k, v in jobs[job].items() if k != "extends"})
+def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    """GitLab's `extends` merge: mappings merge key by key (recursively), anything else (lists, scalars) the
+    override replaces. So `artifacts: {}` in a child keeps the parent's `artifacts: paths` (GitLab docs, "Optimize
+    GitLab CI/CD configuration files", merge details: "a reverse deep merge based on the keys")."""
+    merged = dict(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = deep_merge(merged[key], value)
+        else:
+            merged[key] = value
     return merged
+
+
+def resolve(jobs: dict[str, Any], job: str) -> dict[str, Any]:
+    """A job of ``jobs`` with its `extends` merged in as GitLab does (parents in order, then the job itself)."""
+    parents = jobs[job].get("extends", [])
+    merged: dict[str, Any] = {}
+    for parent in [parents] if isinstance(parents, str) else parents:
+        merged = deep_merge(merged, resolve(jobs, parent))
+    return deep_merge(merged, {k: v for k, v in jobs[job].items() if k != "extends"})
+
+
+def resolved(job: str) -> dict[str, Any]:
+    return resolve(pipeline(), job)
 
 
 def sources(job: str) -> set[str]:
@@ -77,15 +96,38 @@ def needs(job: str) -> dict[str, bool]:
 
 
 def _term(term: str, variables: dict[str, str]) -> bool:
-    """One operand of a rules `if:`, in the few forms this pipeline uses."""
-    m = re.fullmatch(r'\$(\w+)(?:\s*(==|!=)\s*(null|"[^"]*"))?', term.strip())
+    """One operand of a rules `if:`, in the few forms this pipeline uses (`$A`, `$A == "x"`, `$A == null`,
+    `$A == $B`)."""
+    m = re.fullmatch(r'\$(\w+)(?:\s*(==|!=)\s*(null|"[^"]*"|\$\w+))?', term.strip())
     assert m, f"rules expression {term!r} is outside what this test evaluates"
     name, op, value = m.groups()
     actual = variables.get(name)
     if op is None:
         return bool(actual)
-    equal = actual is None if value == "null" else actual == value.strip('"')
+    if value == "null":
+        equal = actual is None
+    elif value.startswith("$"):
+        equal = actual == variables.get(value[1:])
+    else:
+        equal = actual == value.strip('"')
     return equal if op == "==" else not equal
+
+
+def _holds(rule: dict[str, Any], variables: dict[str, str]) -> bool:
+    """A rule's `if` (absent: true); a rule with `changes` holds only when ``__changed__`` lists a matching
+    file (gitlab-ci-local and GitLab both compare with the pushed commits; here the test says what changed)."""
+    if "if" in rule and not all(_term(t, variables) for t in rule["if"].split("&&")):
+        return False
+    if "changes" in rule:
+        changed = variables.get("__changed__", "").split()
+        return any(fnmatch.fnmatch(f, _glob(p)) for f in changed for p in rule["changes"])
+    return True
+
+
+def _glob(pattern: str) -> str:
+    """GitLab's `{a,b}/**/*` (File.fnmatch with FNM_EXTGLOB) as an fnmatch pattern: braces to a character-free
+    alternation is beyond fnmatch, so expand to `*` for the directory part (good enough for top-level dirs)."""
+    return re.sub(r"\{[^}]*\}", "*", pattern).replace("**/*", "*")
 
 
 def selected(job: str, variables: dict[str, str]) -> bool:
@@ -93,8 +135,16 @@ def selected(job: str, variables: dict[str, str]) -> bool:
     rules = resolved(job)["rules"]
     flat = [r for rule in rules for r in (pipeline()[rule[0]][rule[1]] if isinstance(rule, list) else [rule])]
     for rule in flat:
-        if all(_term(t, variables) for t in rule["if"].split("&&")):
+        if _holds(rule, variables):
             return rule.get("when", "on_success") != "never"
+    return False
+
+
+def pipeline_runs(variables: dict[str, str]) -> bool:
+    """`workflow: rules`: whether GitLab creates a pipeline at all for these variables."""
+    for rule in pipeline()["workflow"]["rules"]:
+        if _holds(rule, variables):
+            return rule.get("when", "always") != "never"
     return False
 
 
@@ -104,8 +154,8 @@ def jobs_for(variables: dict[str, str]) -> set[str]:
     return {
         name
         for name, job in pipeline().items()
-        if isinstance(job, dict) and not name.startswith(".") and "rules" in resolved(name)
-        if selected(name, values)
+        if isinstance(job, dict) and not name.startswith(".") and name != "workflow"
+        if "rules" in resolved(name) and selected(name, values)
     }
 
 
@@ -137,14 +187,23 @@ def test_a_trigger_records_its_reason_and_refuses_missing_variables() -> None:
     assert "trigger.json" in script
 
 
+def _flat(lines: list[Any]) -> list[str]:
+    """Script lines with `!reference [job, key]` (loaded as a two-item list) replaced by what it names."""
+    out: list[str] = []
+    for line in lines:
+        out += _flat(resolved(line[0])[line[1]]) if isinstance(line, list) else [line]
+    return out
+
+
 def _retrain_calls() -> list[list[str]]:
     calls = []
     for name, job in pipeline().items():
-        if not isinstance(job, dict) or name.startswith("."):
+        if not isinstance(job, dict) or name.startswith(".") or name == "workflow":
             continue
         job = resolved(name)
-        for line in job.get("before_script", []) + job.get("script", []):
-            words = shlex.split(line.replace("\n", " "))
+        for line in _flat(job.get("before_script", []) + job.get("script", [])):
+            # ${VAR:+words} expands to its words when VAR is set: parse that (the longer) form.
+            words = shlex.split(re.sub(r"\$\{\w+:\+(.*?)\}", r"\1", line.replace("\n", " ")))
             if words and words[0] == "forkcast-retrain":
                 calls.append(words[1:])
     return calls
@@ -152,11 +211,17 @@ def _retrain_calls() -> list[list[str]]:
 
 def test_every_retrain_call_parses_with_the_real_cli() -> None:
     calls = _retrain_calls()
-    assert {c[0] for c in calls} == {"prep", "train", "evaluate", "gate", "publish", "promote"}
+    assert {c[0] for c in calls} == {
+        *("prep", "train", "evaluate", "gate", "publish", "promote"),
+        *("rollback", "set-images", "wait-rollout", "sync-champion"),
+    }
     parser = build_parser()
     for argv in calls:
         # A variable with a default takes it (`${RECIPE:-default}`); any other stands for a free-form value.
         defaults = [re.sub(r"\$\{\w+:-([^}]*)\}", r"\1", w) for w in argv]
+        # The file's own variables take their values (VERIFY_TIMEOUT is a number the parser checks).
+        own = {k: str(v) for k, v in pipeline()["variables"].items() if "$" not in str(v)}
+        defaults = [re.sub(r"^\$\{?(\w+)\}?$", lambda m: own.get(m[1], m[0]), w) for w in defaults]
         parser.parse_args([w if "$" not in w else "x" for w in defaults])
 
 
@@ -165,14 +230,26 @@ def test_a_renamed_flag_would_fail_the_parse() -> None:
         build_parser().parse_args(["gate", "--out", "run", "--champion-version", "auto"])
 
 
-def test_a_rollback_trigger_reverts_and_does_not_retrain() -> None:
-    """Argo Rollouts' abort notification triggers with ROLLBACK_NAMESPACE: only `rollback` runs."""
-    assert conditions("rollback") == ['$CI_PIPELINE_SOURCE == "trigger" && $ROLLBACK_NAMESPACE']
+@pytest.mark.parametrize("source", ["api", "trigger"])
+def test_a_rollback_pipeline_reverts_and_does_nothing_else(source: str) -> None:
+    """Argo Rollouts' abort notification (an API pipeline) or the trigger API with ROLLBACK_NAMESPACE: only
+    `rollback` runs."""
+    variables = {"CI_PIPELINE_SOURCE": source, "ROLLBACK_NAMESPACE": "forkcast-dev"}
+    assert pipeline_runs(variables)
+    assert jobs_for(variables) == {"rollback"}
     for job in [*RETRAIN_CHAIN, "promote-prod"]:
         trigger_rules = [c for c in conditions(job) if '"trigger"' in c]
         assert trigger_rules == ['$CI_PIPELINE_SOURCE == "trigger" && $ROLLBACK_NAMESPACE == null'], job
-    script = "\n".join(resolved("rollback")["script"])
-    assert "forkcast-retrain promote --rollback" in script and "${GITOPS_TOKEN:?" in script
+    job = resolved("rollback")
+    script = "\n".join(job["before_script"] + job["script"])
+    assert "forkcast-retrain rollback --overlay" in script and "${GITOPS_TOKEN:?" in script
+    assert '--model-version "$ROLLBACK_MODEL_VERSION"' in script and "--push-option ci.skip" in script
+    # exit 3 = reverted and pushed, MLflow not updated: a warning on the pipeline, not a failure.
+    assert job["allow_failure"] == {"exit_codes": [3]}
+
+
+def test_an_api_pipeline_without_a_rollback_runs_nothing() -> None:
+    assert not pipeline_runs({"CI_PIPELINE_SOURCE": "api"})
 
 
 def test_rollback_maps_every_overlay_namespace_to_its_overlay() -> None:
@@ -199,14 +276,97 @@ def test_the_rollout_notifies_the_pipeline_on_abort() -> None:
     }
     assert subscriptions == {"on-rollout-aborted.gitlab-trigger"}
     data = config["data"]
-    assert (
-        "service.webhook.gitlab-trigger" in data
-        and "$gitlab-trigger-token" in data["service.webhook.gitlab-trigger"]
-    )
+    service = yaml.safe_load(data["service.webhook.gitlab-trigger"])
+    # The host is the operators' (a secret key), not a placeholder; the token rides in a header, never the URL.
+    assert service["url"] == "$gitlab-api-url/projects/$gitlab-project-id/pipeline"
+    assert {h["name"]: h["value"] for h in service["headers"]}["PRIVATE-TOKEN"] == "$gitlab-token"
+    assert "token" not in service["url"].lower() and "example.com" not in service["url"]
     (send,) = yaml.safe_load(data["trigger.on-rollout-aborted"])
     (template,) = send["send"]
     body = yaml.safe_load(data[f"template.{template}"])["webhook"]["gitlab-trigger"]["body"]
-    assert "variables[ROLLBACK_NAMESPACE]={{.rollout.metadata.namespace}}" in body
+    variables = dict(re.findall(r'\{"key": "(\w+)", "value": "(.*?)"\}', body))
+    assert variables == {
+        "ROLLBACK_NAMESPACE": "{{.rollout.metadata.namespace}}",
+        "ROLLOUT_NAME": "{{.rollout.metadata.name}}",
+        "ROLLOUT_REVISION": '{{index .rollout.metadata.annotations "rollout.argoproj.io/revision"}}',
+        "ROLLBACK_MODEL_VERSION": '{{index .rollout.spec.template.metadata.annotations "forkcast.io/model-version"}}',
+        "ROLLBACK_IMAGE": '{{range .rollout.spec.template.spec.containers}}{{if eq .name "inference"}}{{.image}}'
+        "{{end}}{{end}}",
+    }
+    # Every variable the notification sends is one the rollback job reads.
+    script = "\n".join(resolved("rollback")["script"])
+    assert all(f"${name}" in script or f"${{{name}" in script for name in variables)
+
+
+def test_extends_deep_merges_so_an_empty_artifacts_keeps_the_parents_paths() -> None:
+    """The resolver models GitLab: a shallow merge would have said `artifacts: {}` clears the paths."""
+    jobs = {".parent": {"artifacts": {"paths": ["run/"], "expire_in": "1 day"}}, "job": {"extends": [".parent"],
+            "artifacts": {}}}  # fmt: skip
+    assert resolve(jobs, "job")["artifacts"] == {"paths": ["run/"], "expire_in": "1 day"}
+    shallow = {**jobs[".parent"], **{k: v for k, v in jobs["job"].items() if k != "extends"}}
+    assert shallow["artifacts"] == {}  # what the old resolver claimed, and GitLab never did
+    # Lists are replaced, not merged.
+    jobs["job"]["artifacts"] = {"paths": ["other/"]}
+    assert resolve(jobs, "job")["artifacts"]["paths"] == ["other/"]
+
+
+@pytest.mark.parametrize("job", [*GIT_WRITERS, "verify-dev-model", "verify-dev-images", "sync-champion"])
+def test_no_git_writing_or_verifying_job_uploads_a_run_directory(job: str) -> None:
+    assert "artifacts" not in resolved(job), resolved(job).get("artifacts")
+
+
+@pytest.mark.parametrize("job", GIT_WRITERS)
+def test_git_writers_take_turns_and_their_pushes_start_no_pipeline(job: str) -> None:
+    resolved_job = resolved(job)
+    assert resolved_job["resource_group"] == "gitops"
+    (call,) = [line for line in _flat(resolved_job["script"]) if line.startswith("forkcast-retrain")]
+    assert "--push-option ci.skip" in call
+    assert "--no-push" not in call
+
+
+def test_one_pipeline_per_change() -> None:
+    """A push to a branch with an open merge request runs only the merge request pipeline."""
+    assert not pipeline_runs({"CI_PIPELINE_SOURCE": "push", "CI_OPEN_MERGE_REQUESTS": "forkcast/forkcast!7"})
+    assert pipeline_runs({"CI_PIPELINE_SOURCE": "merge_request_event", "CI_OPEN_MERGE_REQUESTS": "x!7"})
+    assert pipeline_runs({"CI_PIPELINE_SOURCE": "push"})
+
+
+def test_prod_is_proposed_only_after_dev_reached_100_percent() -> None:
+    assert "verify-dev-model" in needs("promote-prod") and "promote-dev" in needs("verify-dev-model")
+    assert "verify-dev-images" in needs("propose-prod-images") and "release-images" in needs(
+        "verify-dev-images"
+    )
+    for verify in ("verify-dev-model", "verify-dev-images"):
+        (call,) = [line for line in resolved(verify)["script"] if line.startswith("forkcast-retrain")]
+        assert call.startswith("forkcast-retrain wait-rollout") and '--namespace "$DEV_NAMESPACE"' in call
+    order = pipeline()["stages"]
+    assert order.index("promote") < order.index("verify") < order.index("propose")
+
+
+MAIN = {"CI_PIPELINE_SOURCE": "push", "CI_COMMIT_BRANCH": "main", "CI_DEFAULT_BRANCH": "main"}
+
+
+def test_champion_moves_only_when_the_prod_release_lands_on_the_default_branch() -> None:
+    merged = {**MAIN, "__changed__": "manifests/overlays/prod/model-release.yaml"}
+    assert "sync-champion" in jobs_for(merged)
+    assert "sync-champion" not in jobs_for({**MAIN, "__changed__": "services/gateway/src/x.py"})
+    assert "sync-champion" not in jobs_for({**merged, "CI_COMMIT_BRANCH": "release/prod-x"})
+    for source in ("schedule", "trigger"):  # retraining proposes prod; it never moves champion itself
+        assert "sync-champion" not in jobs_for({"CI_PIPELINE_SOURCE": source})
+    (call,) = resolved("sync-champion")["script"][-1:]
+    assert call == 'forkcast-retrain sync-champion --overlay prod --repo "$CI_PROJECT_DIR"'
+
+
+def test_code_on_the_default_branch_ships_images_by_digest_and_a_manifest_merge_does_not() -> None:
+    code = jobs_for({**MAIN, "__changed__": "services/inference/src/forkcast_inference/api.py"})
+    assert {"release-images", "verify-dev-images", "propose-prod-images"} <= code
+    manifests_only = jobs_for({**MAIN, "__changed__": "manifests/overlays/prod/model-release.yaml"})
+    assert not manifests_only & {"release-images", "verify-dev-images", "propose-prod-images"}
+    build = resolved("build")
+    images = {entry["IMAGE"] for entry in build["parallel"]["matrix"]}
+    assert images == {"gateway", "inference", "retrain", "monitoring"}
+    assert any('--digest-file "$CI_PROJECT_DIR/images/$IMAGE.digest"' in line for line in build["script"])
+    assert build["artifacts"]["paths"] == ["images/"]
 
 
 # TRAIN_EXECUTOR (issue 10): the heavy steps run either in CI jobs or on the cluster, never both, never neither.
