@@ -120,14 +120,17 @@ def _holds(rule: dict[str, Any], variables: dict[str, str]) -> bool:
         return False
     if "changes" in rule:
         changed = variables.get("__changed__", "").split()
-        return any(fnmatch.fnmatch(f, _glob(p)) for f in changed for p in rule["changes"])
+        return any(fnmatch.fnmatch(f, g) for f in changed for p in rule["changes"] for g in _globs(p))
     return True
 
 
-def _glob(pattern: str) -> str:
-    """GitLab's `{a,b}/**/*` (File.fnmatch with FNM_EXTGLOB) as an fnmatch pattern: braces to a character-free
-    alternation is beyond fnmatch, so expand to `*` for the directory part (good enough for top-level dirs)."""
-    return re.sub(r"\{[^}]*\}", "*", pattern).replace("**/*", "*")
+def _globs(pattern: str) -> list[str]:
+    """GitLab's `{a,b}/**/*` (Ruby File.fnmatch with FNM_EXTGLOB) as fnmatch patterns: braces expanded, `**/*`
+    as `*` (fnmatch's `*` crosses `/`)."""
+    m = re.search(r"\{([^}]*)\}", pattern)
+    if m is None:
+        return [pattern.replace("**/*", "*")]
+    return [g for alt in m[1].split(",") for g in _globs(pattern[: m.start()] + alt + pattern[m.end() :])]
 
 
 def selected(job: str, variables: dict[str, str]) -> bool:
@@ -221,7 +224,7 @@ def test_every_retrain_call_parses_with_the_real_cli() -> None:
         defaults = [re.sub(r"\$\{\w+:-([^}]*)\}", r"\1", w) for w in argv]
         # The file's own variables take their values (VERIFY_TIMEOUT is a number the parser checks).
         own = {k: str(v) for k, v in pipeline()["variables"].items() if "$" not in str(v)}
-        defaults = [re.sub(r"^\$\{?(\w+)\}?$", lambda m: own.get(m[1], m[0]), w) for w in defaults]
+        defaults = [own.get(w.strip("${}"), w) if re.fullmatch(r"\$\{?\w+\}?", w) else w for w in defaults]
         parser.parse_args([w if "$" not in w else "x" for w in defaults])
 
 
@@ -284,7 +287,7 @@ def test_the_rollout_notifies_the_pipeline_on_abort() -> None:
     (send,) = yaml.safe_load(data["trigger.on-rollout-aborted"])
     (template,) = send["send"]
     body = yaml.safe_load(data[f"template.{template}"])["webhook"]["gitlab-trigger"]["body"]
-    variables = dict(re.findall(r'\{"key": "(\w+)", "value": "(.*?)"\}', body))
+    variables = dict(re.findall(r'\{"key": "(\w+)", "value": "(.*)"\},?$', body, flags=re.MULTILINE))
     assert variables == {
         "ROLLBACK_NAMESPACE": "{{.rollout.metadata.namespace}}",
         "ROLLOUT_NAME": "{{.rollout.metadata.name}}",
@@ -413,7 +416,7 @@ def test_the_cluster_job_submits_the_candidate_dag_waits_and_fetches_the_run() -
         args = workflow.build_parser().parse_args(words[3:])
         assert args.command == "submit" and args.entrypoint == workflow.CANDIDATE_ENTRYPOINT
         assert args.wait and args.fetch_run is not None and args.bucket
-        assert {"image", "recipe", "gpus"} | ({"data-key"} if optional else set()) == dict(args.param).keys()
+        assert {"image", "recipe", "dataset"} == dict(args.param).keys()
     assert '--fetch-run "$RUN_DIR"' in call and '--param image="$RETRAIN_IMAGE"' in call
     # The image those jobs run has the kubernetes client the submit needs.
     assert "--extra workflows" in (ROOT / "pipelines/retrain/Dockerfile").read_text()
@@ -441,18 +444,23 @@ def _run_cluster_job(tmp_path: Path, env: dict[str, str]) -> subprocess.Complete
         ({"TRAIN_EXECUTOR": "Argo"}, "TRAIN_EXECUTOR=Argo: expected ci (train in CI jobs) or argo"),
         ({"TRAIN_EXECUTOR": "argo", "ARGO_ARTIFACT_BUCKET": "b"}, "set ARGO_NAMESPACE"),
         ({"TRAIN_EXECUTOR": "argo", "ARGO_NAMESPACE": "ml"}, "set ARGO_ARTIFACT_BUCKET"),
+        (
+            {"TRAIN_EXECUTOR": "argo", "ARGO_NAMESPACE": "ml", "ARGO_ARTIFACT_BUCKET": "b"},
+            "set FORKCAST_DATASET_URI",
+        ),
         # Everything set but credentials for the Kubernetes API (no KUBECONFIG file, not in a pod).
         (
             {
                 "TRAIN_EXECUTOR": "argo",
                 "ARGO_NAMESPACE": "ml",
                 "ARGO_ARTIFACT_BUCKET": "b",
+                "FORKCAST_DATASET_URI": "s3://b/datasets/d/",
                 "KUBECONFIG": "absent",
             },
             "not submitted: no Kubernetes credentials",
         ),
     ],
-    ids=["typo", "namespace", "bucket", "credentials"],
+    ids=["typo", "namespace", "bucket", "dataset", "credentials"],
 )
 def test_the_cluster_job_stops_before_submitting_when_something_is_missing(
     tmp_path: Path, env: dict[str, str], message: str

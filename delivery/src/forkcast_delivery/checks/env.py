@@ -34,6 +34,11 @@ SETTINGS: dict[str, tuple[str, ...]] = {
         "forkcast_registry.settings:RegistrySettings",
     ),
     "forkcast-online-auc": ("forkcast_monitoring.settings:MonitoringSettings",),
+    "forkcast-drift": (
+        "forkcast_monitoring.settings:DriftSettings",
+        "forkcast_registry.settings:RegistrySettings",
+    ),
+    "forkcast-alert-receiver": ("forkcast_monitoring.settings:ReceiverSettings",),
 }
 
 
