@@ -174,6 +174,24 @@ def test_env_twin_unread_variable(contexts: dict[str, Context]) -> None:
     ]
 
 
+def test_env_twin_listening_port_not_declared(contexts: dict[str, Context]) -> None:
+    def edit(docs: list[Doc]) -> None:
+        for var in container(docs, "Rollout", "inference")["env"]:
+            if var["name"] == "FORKCAST_PORT":
+                var["value"] = "8000"
+        for var in container(docs, "Deployment", "gateway")["env"]:
+            if var["name"] == "FORKCAST_HOST":
+                var["value"] = "127.0.0.1"
+
+    problems = rules()["env"](broken(contexts["prod"], edit))
+    assert sorted(str(p) for p in problems) == [
+        "[env] Deployment/gateway: container gateway (forkcast-gateway): GatewaySettings binds 127.0.0.1 (host): "
+        "unreachable from outside the pod",
+        "[env] Rollout/inference: container inference (forkcast-inference): InferenceSettings listens on 8000 "
+        "(port), which the container does not declare",
+    ]
+
+
 def test_references_twin(contexts: dict[str, Context]) -> None:
     def edit(docs: list[Doc]) -> None:
         gateway = container(docs, "Deployment", "gateway")
@@ -297,6 +315,7 @@ def test_a_workload_removed_from_the_manifests_fails_the_check(tmp_path: Path) -
     problems = rules()["metrics"](ctx)
     assert any(
         p.subject == "AnalysisTemplate/inference-online-auc metric online-auc-vs-stable"
-        and p.message == "reads forkcast_online_auc_recent: its producer forkcast-online-auc runs in no workload"
+        and p.message
+        == "reads forkcast_online_auc_recent: its producer forkcast-online-auc runs in no workload"
         for p in problems
     ), messages(problems)

@@ -20,19 +20,32 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import boto3
 import pytest
 import yaml
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
 
 from forkcast_registry.testing import MlflowServer, start_mlflow, start_seaweed
 
 ROOT = Path(__file__).resolve().parents[2]
 VENV_BIN = Path(sys.executable).parent
 GCL = ["npx", "--yes", "gitlab-ci-local@4.73.0"]
-RETRAIN_JOBS = {"prep", "train", "evaluate", "gate", "publish", "promote-dev", "promote-prod"}
+RETRAIN_JOBS = {
+    "prep",
+    "train",
+    "evaluate",
+    "gate",
+    "publish",
+    "promote-dev",
+    "verify-dev-model",
+    "promote-prod",
+}
 RELEASE = "manifests/overlays/dev/model-release.yaml"
 
 
@@ -115,6 +128,47 @@ def gitops(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return bare
 
 
+class ArgoCDStandIn:
+    """A local HTTP server answering the Argo CD API calls of `wait-rollout` as Argo CD would once it synced the
+    scratch GitOps repository: the live Rollout carries the model version the dev release file on `main` names, at
+    100 %. Records every request so the test sees that verify-dev-model asked (and with a header token)."""
+
+    def __init__(self, bare: Path) -> None:
+        self.calls: list[tuple[str, str | None]] = []
+        stand_in = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                stand_in.calls.append((self.path, self.headers.get("Authorization")))
+                release = yaml.safe_load(_git(bare, "show", f"main:{RELEASE}"))
+                version = release["data"]["FORKCAST_MODEL_VERSION"]
+                rollout = {
+                    "metadata": {"generation": 2},
+                    "spec": {"replicas": 1, "template": {"metadata": {"annotations": {
+                        "forkcast.io/model-version": version}}, "spec": {"containers": []}}},
+                    "status": {"observedGeneration": "2", "updatedReplicas": 1, "availableReplicas": 1,
+                               "stableRS": "h", "currentPodHash": "h"},
+                }  # fmt: skip
+                body = json.dumps({"manifest": json.dumps(rollout)}).encode()
+                self.send_response(200)
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, format: str, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+
+@pytest.fixture(scope="module")
+def argocd(gitops: Path) -> Iterator[ArgoCDStandIn]:
+    stand_in = ArgoCDStandIn(gitops)
+    yield stand_in
+    stand_in.server.shutdown()
+
+
 @pytest.fixture(scope="module")
 def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A scratch Git project holding this repository's `.gitlab-ci.yml`, so gitlab-ci-local writes nothing here."""
@@ -124,6 +178,8 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     _git(project, "remote", "add", "origin", "https://gitlab.example.invalid/forkcast/forkcast.git")
     _git(project, "add", ".gitlab-ci.yml")
     _git(project, "-c", "user.name=t", "-c", "user.email=t@t.invalid", "commit", "--quiet", "-m", "ci")
+    # `rules: changes` are evaluated against origin/<default branch> (git diff): the remote's ref, at this commit.
+    _git(project, "update-ref", "refs/remotes/origin/main", "HEAD")
     return project
 
 
@@ -177,11 +233,18 @@ def test_train_executor_argo_trains_on_the_cluster_instead(
 
 
 def _pipeline(
-    gcl: list[str], project: Path, stack: dict[str, str], data: Path, gitops: Path, extra: dict[str, str]
+    gcl: list[str],
+    project: Path,
+    stack: dict[str, str],
+    data: Path,
+    gitops: Path,
+    extra: dict[str, str],
+    argocd: ArgoCDStandIn | None = None,
 ) -> tuple[subprocess.CompletedProcess[str], Path]:
     variables = {
         **stack,
         **extra,
+        **({"FORKCAST_ARGOCD_SERVER": argocd.url, "FORKCAST_ARGOCD_TOKEN": "t0ken"} if argocd else {}),
         "FORKCAST_DATA_DIR": str(data),
         "GITOPS_TOKEN": "unused-by-a-file-remote",
         "GITOPS_REPO_URL": f"file://{gitops}",
@@ -217,11 +280,14 @@ def test_retraining_pipeline_promotes_into_the_gitops_repo(
     stack: dict[str, str],
     data: Path,
     gitops: Path,
+    argocd: ArgoCDStandIn,
     source: str,
     alert: dict[str, str],
 ) -> None:
     before = _release_changes(gitops)
-    result, state = _pipeline(gcl, project, stack, data, gitops, {"CI_PIPELINE_SOURCE": source, **alert})
+    argocd.calls.clear()
+    extra = {"CI_PIPELINE_SOURCE": source, **alert}
+    result, state = _pipeline(gcl, project, stack, data, gitops, extra, argocd)
     assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-2000:]
     assert _ran(state) == RETRAIN_JOBS, result.stdout[-3000:]
     trigger = json.loads(next(state.glob("artifacts/prep/**/trigger.json")).read_text())
@@ -233,8 +299,17 @@ def test_retraining_pipeline_promotes_into_the_gitops_repo(
     published = json.loads(next(state.glob("artifacts/publish/**/published.json")).read_text())
     release = yaml.safe_load(_git(gitops, "show", f"main:{RELEASE}"))
     assert published["version"] in json.dumps(release["data"])
-    # promote-prod pushed a branch for the merge request instead of touching main's prod overlay.
+    # verify-dev-model asked Argo CD (token in the header) before promote-prod pushed the merge request branch,
+    # instead of touching main's prod overlay.
+    assert any(path.endswith("/resource?" + path.split("?")[1]) for path, _ in argocd.calls), argocd.calls
+    assert {auth for _, auth in argocd.calls} == {"Bearer t0ken"}
     assert f"release/prod-{published['version']}" in _git(gitops, "branch", "--list", "release/*")
+    # Proposing prod moved no alias: champion waits for the merge (sync-champion on the default branch).
+    client = MlflowClient(
+        tracking_uri=stack["MLFLOW_TRACKING_URI"], registry_uri=stack["MLFLOW_TRACKING_URI"]
+    )
+    with pytest.raises(MlflowException):
+        client.get_model_version_by_alias("forkcast-ranknet", "champion")
 
 
 def test_a_trigger_without_its_alert_variables_stops_at_prep(

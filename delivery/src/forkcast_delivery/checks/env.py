@@ -6,7 +6,8 @@ valueFrom of ConfigMaps; Secret values stand in as placeholders, since only thei
 each settings class of the program the container runs is built from exactly that environment. The classes
 refuse development defaults outside ``environment=local`` (forkcast_contract.settings), so a production pod
 missing, say, FORKCAST_API_KEYS_FILE fails here, not at start in the cluster. A FORKCAST_ variable set in a
-container's own ``env`` that no class reads is a typo or a leftover, and is reported too.
+container's own ``env`` that no class reads is a typo or a leftover, and is reported too; so is a program that the
+settings make listen on a port the container does not declare, or on loopback.
 """
 
 from __future__ import annotations
@@ -103,6 +104,26 @@ def exactly(env: Mapping[str, str]) -> Iterator[None]:
         os.environ.update(saved)
 
 
+# Settings fields that say where a program listens: (host field, port field).
+LISTEN_FIELDS = (("host", "port"), ("metrics_host", "metrics_port"))
+
+
+def _listening(settings: BaseSettings, container: Mapping[str, Any]) -> list[str]:
+    """Where the settings make the program listen, against the container's declared ports: a port the pod does
+    not declare gets no Service or monitor traffic, and a loopback bind is unreachable from outside the pod."""
+    declared = {int(p["containerPort"]) for p in container.get("ports") or []}
+    found = []
+    for host_field, port_field in LISTEN_FIELDS:
+        port, host = getattr(settings, port_field, None), getattr(settings, host_field, None)
+        if not isinstance(port, int):
+            continue
+        if port not in declared:
+            found.append(f"listens on {port} ({port_field}), which the container does not declare")
+        if isinstance(host, str) and host.startswith("127."):
+            found.append(f"binds {host} ({host_field}): unreachable from outside the pod")
+    return found
+
+
 def _reasons(exc: ValidationError) -> str:
     return "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'settings'}: {e['msg']}" for e in exc.errors())
 
@@ -129,11 +150,16 @@ def check(ctx: Context) -> list[Problem]:
             with exactly(env):
                 for cls in classes:
                     try:
-                        cls()
+                        settings = cls()
                     except ValidationError as exc:
                         problems.append(
                             Problem(RULE, template.name, f"{where}: {cls.__name__}: {_reasons(exc)}")
                         )
+                        continue
+                    problems += [
+                        Problem(RULE, template.name, f"{where}: {cls.__name__} {reason}")
+                        for reason in _listening(settings, container)
+                    ]
             read = set().union(*(env_names(cls) for cls in classes))
             for var in container.get("env") or []:
                 name = var["name"]

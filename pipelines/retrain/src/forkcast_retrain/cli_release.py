@@ -55,7 +55,7 @@ def add_release_commands(sub: Any) -> None:
     p.add_argument("--out", type=Path, required=True, help="the evaluated (and gated) run directory")
     p.add_argument("--create-bucket", action="store_true", help="create FORKCAST_BUCKET if it does not exist")
     p = sub.add_parser("promote", help="write a version into an overlay's release file and commit it to Git")
-    p.add_argument("--version", help="registry version to release (required unless --rollback)")
+    p.add_argument("--version", help="registry version to release (required)")
     p.add_argument("--overlay", required=True, help="kustomize overlay under manifests/overlays/ (dev, prod)")
     p.add_argument(
         "--repo", type=Path, default=Path.cwd(), help="the Git checkout holding manifests/ (default .)"
@@ -177,5 +177,5 @@ def export_release(run_dir: Path, target: Path) -> None:
 
 def _required(version: str | None) -> str:
     if not version:
-        raise DataError("--version is required (or pass --rollback)")
+        raise DataError("--version is required")
     return version
