@@ -302,6 +302,20 @@ def test_argocd_twin_without_respect_ignore_differences(contexts: dict[str, Cont
     ]
 
 
+def test_argocd_twin_prunable_settings(contexts: dict[str, Context]) -> None:
+    def edit(docs: list[Doc]) -> None:
+        for doc in docs:
+            if doc["kind"] == "ConfigMap" and doc["metadata"]["name"].startswith("forkcast-gateway-"):
+                del doc["metadata"]["annotations"]["argocd.argoproj.io/sync-options"]
+
+    problems = rules()["argocd"](broken(contexts["dev"], edit))
+    assert len(problems) == 1, messages(problems)
+    assert problems[0].subject.startswith("ConfigMap/forkcast-gateway-")
+    assert (
+        problems[0].message == "referenced by Deployment/gateway but prunable (no sync-options Prune=false)"
+    )
+
+
 def test_a_workload_removed_from_the_manifests_fails_the_check(tmp_path: Path) -> None:
     """On disk, not in memory: the online-AUC job's file dropped from the base's resources."""
     for tree in ("manifests", "rollouts"):

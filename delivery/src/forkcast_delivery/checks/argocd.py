@@ -5,6 +5,11 @@ the two controllers fight. For every HPA in an overlay's render whose target set
 Application syncing that overlay must ignore /spec/replicas of that target (ignoreDifferences, group + kind +
 name) and sync with ``RespectIgnoreDifferences=true``, without which the ignored field is still applied on sync
 (https://argo-cd.readthedocs.io/en/stable/user-guide/sync-options/#respect-ignore-difference-configs).
+
+And Argo CD keeps what old pods still need: a rendered ConfigMap a pod template references carries the sync option
+``Prune=false`` (https://argo-cd.readthedocs.io/en/stable/user-guide/sync-options/#no-prune-resources). Settings
+ConfigMaps are hashed, so a settings change renames them; pruning the old name would leave the stable ReplicaSet of
+a canary (or a Deployment's previous one) unable to create pods on abort, scale-up or a lost node.
 """
 
 from __future__ import annotations
@@ -42,7 +47,30 @@ def _ignores(app: dict[str, Any], group: str, kind: str, name: str) -> bool:
     return False
 
 
+def _unprunable(ctx: Context) -> list[Problem]:
+    from forkcast_delivery.checks.references import references
+
+    rendered = {d["metadata"]["name"]: d for d in of_kind(ctx.docs, "ConfigMap")}
+    problems = []
+    for r in references(ctx):
+        doc = rendered.get(r.name) if r.kind == "ConfigMap" else None
+        if doc is None:
+            continue
+        options = str((doc["metadata"].get("annotations") or {}).get("argocd.argoproj.io/sync-options", ""))
+        if "Prune=false" not in options.split(","):
+            problems.append(
+                Problem(
+                    RULE, ref(doc), f"referenced by {r.holder} but prunable (no sync-options Prune=false)"
+                )
+            )
+    return problems
+
+
 def check(ctx: Context) -> list[Problem]:
+    return sorted(set(_hpa_replicas(ctx) + _unprunable(ctx)))
+
+
+def _hpa_replicas(ctx: Context) -> list[Problem]:
     apps = [a for a in ctx.applications if _syncs(a, ctx)]
     if not apps:
         return [
