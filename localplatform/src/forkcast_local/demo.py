@@ -64,11 +64,20 @@ def _run(config: PlatformConfig, env: dict[str, str], *argv: str) -> str:
 
 
 def _ensure_gitops(config: PlatformConfig) -> Path:
-    """A scratch Git repository with a copy of the repo's manifests/, the target of `promote` in the demo."""
+    """A scratch Git repository with a copy of the repo's manifests/, the target of `promote` in the demo, and a
+    bare `origin` beside it (``gitops-origin.git``, what Argo CD would read), which CI's `promote --push` pushes to."""
     repo = config.gitops
     if (repo / ".git").is_dir():
         return repo
     repo.mkdir(parents=True, exist_ok=True)
+    origin = repo.parent / "gitops-origin.git"
+    subprocess.run(
+        ["git", "init", "-q", "--bare", "-b", "main", str(origin)], check=True, capture_output=True
+    )
+    # CI pushes release commits with `-o ci.skip`, which GitLab accepts; a bare repository must be told to.
+    subprocess.run(
+        ["git", "config", "receive.advertisePushOptions", "true"], cwd=origin, check=True, capture_output=True
+    )
     shutil.copytree(OVERLAY_SOURCE, repo / "manifests", dirs_exist_ok=True)
     for args in (
         ["init", "-q", "-b", "main"],
@@ -76,6 +85,8 @@ def _ensure_gitops(config: PlatformConfig) -> Path:
         ["config", "user.email", "demo@forkcast.localhost"],
         ["add", "manifests"],
         ["commit", "-q", "-m", "Scratch GitOps repository of the local demo (copy of manifests/)"],
+        ["remote", "add", "origin", str(origin)],
+        ["push", "-q", "-u", "origin", "main"],
     ):
         subprocess.run(["git", *args], cwd=repo, check=True, capture_output=True)
     return repo

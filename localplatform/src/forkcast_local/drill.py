@@ -36,6 +36,7 @@ from forkcast_local.drill_report import write_report
 from forkcast_local.drill_services import ALERT, BIN, DrillError, Services, missing_binaries, wait
 from forkcast_local.rollout_drill import Drill, query
 from forkcast_local.rollout_spec import ROLLOUTS, load
+from forkcast_monitoring import manifest_config
 
 __all__ = ["ALERT", "main", "missing_binaries"]
 
@@ -50,6 +51,9 @@ class Canary(Drill):
             latency_ms=0.0,
         )
         super().__init__(opts, load(o.rollouts), stack)
+        # The stack's Prometheus labels every target with the rendered overlay's namespace (local_alerting), as
+        # the operator does in the cluster; the analyses ask for that namespace.
+        self.namespace = manifest_config.load().namespace
         self.redis, self.stable, self.canary = e2e.redis, e2e.stable, canary_url
         self.prometheus, self.keys, self.client = e2e.prometheus, e2e.keys, e2e.client
         self.gateway_pid = e2e.gateway_pid

@@ -47,7 +47,7 @@ def ci_promote_argv(version: str, repo: Path) -> list[str]:
         raise PipelineError(
             f"{CI_FILE.name}: job {PROMOTE_JOB} has {len(lines)} 'forkcast-retrain promote' lines"
         )
-    values = {"$VERSION": version, "$GITOPS_DIR": str(repo)}
+    values = {"$VERSION": version, "$GITOPS_DIR": str(repo), "$CI_DEFAULT_BRANCH": "main"}
     argv = [values.get(a, a) for a in shlex.split(lines[0])]
     if any("$" in a for a in argv):
         raise PipelineError(f"{CI_FILE.name}: {PROMOTE_JOB} uses a variable the drill does not set: {argv}")
@@ -114,7 +114,12 @@ class Pipeline:
         self.on_stage(f"all --epochs {epochs}", {})
         self._step("publish", ["publish", "--out", str(self.run)])
         self.on_stage("publish", {})
-        return self._promote()
+        result = self._promote()
+        # The baseline is what production runs: in CI the prod merge's sync-champion job makes it the champion the
+        # next gate compares with. The drill has one environment, so its release file stands for prod's.
+        self._step("sync-champion", ["sync-champion", "--overlay", "dev", "--repo", str(self.gitops)])
+        self.on_stage("sync-champion", {})
+        return result
 
     def _promote(self) -> dict[str, Any]:
         published = json.loads((self.run / "published.json").read_text())

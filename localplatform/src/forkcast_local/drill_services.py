@@ -24,7 +24,13 @@ import yaml
 
 from forkcast_local import drill_stack as ds
 from forkcast_local.drill_ci import LocalGitLab
-from forkcast_monitoring.local_alerting import ALERTMANAGER_BIN, render_alertmanager, render_prometheus
+from forkcast_monitoring.local_alerting import (
+    ALERTMANAGER_BIN,
+    render_alertmanager,
+    render_prometheus,
+    token_files,
+)
+from forkcast_monitoring.manifest_config import SecretRef
 from forkcast_registry.testing import (
     MLFLOW_SERVER_ENV,
     SEAWEED_PORT_FLAGS,
@@ -37,6 +43,9 @@ BIN = ds.BIN
 ALERT = "OnlineAucLow"
 SYSTEM_BINARIES = ("redis-server", "prometheus", ALERTMANAGER_BIN)
 RELEASE_KEYS = ("FORKCAST_MODEL_URI", "FORKCAST_MODEL_VERSION", "FORKCAST_MODEL_SHA256")
+
+# The Secret key the rendered AlertmanagerConfig authenticates to the alert receiver with.
+WEBHOOK_TOKEN = SecretRef("forkcast-alert-receiver", "token")
 
 
 class DrillError(RuntimeError):
@@ -233,6 +242,9 @@ class Services(ABC):
             str(token),
             "--cooldown-s",
             "3600",
+            # The bearer token Alertmanager presents (the rendered AlertmanagerConfig's Secret, a local file here).
+            "--webhook-token-file",
+            str(token_files(self.work)[WEBHOOK_TOKEN]),
         ]
         self.stack.start("receiver", receiver, {}, f"http://127.0.0.1:{self.receiver_port}/metrics")
         am_cfg = render_alertmanager(self.work, f"http://127.0.0.1:{self.receiver_port}/alerts")

@@ -103,6 +103,7 @@ class Drill:
         self.verdict: str | None = None  # set by a background analysis that ends the rollout
         self.lock = threading.Lock()
         self.gateway_pid = 0
+        self.namespace = NAMESPACE
         self.failed_at = 0.0
 
     # -- setup -------------------------------------------------------------------------------------------------
@@ -181,7 +182,7 @@ class Drill:
 
     # -- the rollout ---------------------------------------------------------------------------------------
     def analyses(self, names: tuple[str, ...]) -> list[Analysis]:
-        args = {"namespace": NAMESPACE, **HASHES, **self.args}
+        args = {"namespace": self.namespace, **HASHES, **self.args}
         return [
             Analysis(m, args, self.prometheus, self.o.time_scale) for n in names for m in self.spec.metrics[n]
         ]
