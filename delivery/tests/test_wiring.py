@@ -249,6 +249,23 @@ def test_network_twin_open_redis(contexts: dict[str, Context]) -> None:
     ], messages(problems)
 
 
+def test_network_twin_egress_without_excepts_reaches_the_metadata_address(
+    contexts: dict[str, Context],
+) -> None:
+    def edit(docs: list[Doc]) -> None:
+        for policy in docs:
+            if policy["kind"] == "NetworkPolicy" and policy["metadata"]["name"] == "drift-egress":
+                for rule in policy["spec"]["egress"]:
+                    for peer in rule.get("to") or []:
+                        peer.get("ipBlock", {}).pop("except", None)
+
+    problems = rules()["network"](broken(contexts["prod"], edit))
+    assert sorted(p.message for p in problems) == [
+        "admits drift -> (cloud metadata 169.254.169.254) on 443/TCP, which flows.yaml does not list",
+        "admits drift -> (private address 10.0.0.1) on 443/TCP, which flows.yaml does not list",
+    ]
+
+
 def test_network_twin_missing_flow(contexts: dict[str, Context]) -> None:
     ctx = contexts["dev"]
     flows = dict(ctx.flows)

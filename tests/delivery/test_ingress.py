@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 from forkcast_delivery import render as delivery_render
 
+from forkcast_gateway.edge import EXEMPT
 from forkcast_gateway.settings import GatewaySettings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -136,3 +137,38 @@ def test_nginx_sizes_parse_as_nginx_reads_them() -> None:
     assert [nginx_size_bytes(v) for v in ("512", "1024k", "1m", "2G")] == [512, 1 << 20, 1 << 20, 2 << 30]
     with pytest.raises(ValueError, match="not an nginx size"):
         nginx_size_bytes("1 MB")
+
+
+def exposed(docs: list[dict[str, Any]]) -> set[tuple[str, str]]:
+    """(path, pathType) of every rule of the rendered Ingresses."""
+    return {
+        (p["path"], p["pathType"])
+        for d in docs
+        if d["kind"] == "Ingress"
+        for r in d["spec"].get("rules", [])
+        for p in r["http"]["paths"]
+    }
+
+
+def unauthenticated_or_admin_exposed(paths: set[tuple[str, str]]) -> list[str]:
+    """Gateway paths that must not reach the internet and that some Ingress path would route."""
+    private = sorted({*EXEMPT, "/admin/keys/reload"})
+    return [
+        q
+        for q in private
+        if any(
+            q == path or (kind == "Prefix" and (path == "/" or q.startswith(path))) for path, kind in paths
+        )
+    ]
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_only_the_client_api_is_exposed(overlay: str) -> None:
+    paths = exposed(list(delivery_render.render(ROOT / "manifests" / "overlays" / overlay).docs))
+    assert paths == {("/recommend/", "Prefix"), ("/feedback", "Exact")}
+    assert unauthenticated_or_admin_exposed(paths) == []
+
+
+def test_twin_a_catch_all_path_exposes_metrics_and_admin() -> None:
+    leaked = unauthenticated_or_admin_exposed({("/", "Prefix")})
+    assert "/metrics" in leaked and "/admin/keys/reload" in leaked

@@ -17,6 +17,9 @@ from forkcast_delivery.render import Doc, Render, render
 FLOWS = Path("manifests/flows.yaml")
 PROVIDED = Path("manifests/provided-by-cluster.yaml")
 ARGOCD = Path("deploy/argocd")
+# Cluster-wide monitoring content (the PrometheusRule, the dashboards), rendered once into the monitoring namespace
+# and read against every overlay's workloads.
+OBSERVABILITY = Path("manifests/observability")
 
 
 @dataclass
@@ -27,6 +30,7 @@ class Context:
     flows: dict[str, Any] = field(default_factory=dict)
     provided: dict[str, Any] = field(default_factory=dict)
     applications: list[Doc] = field(default_factory=list)
+    observability: tuple[Doc, ...] = ()
 
     @property
     def docs(self) -> tuple[Doc, ...]:
@@ -69,6 +73,12 @@ def applications(root: Path) -> list[Doc]:
     return docs
 
 
+def shared_docs(root: Path) -> tuple[Doc, ...]:
+    """The render of manifests/observability (none when the folder does not exist)."""
+    folder = root / OBSERVABILITY
+    return render(folder).docs if (folder / "kustomization.yaml").exists() else ()
+
+
 def build(root: Path, overlay_dir: Path) -> Context:
     return Context(
         root=root,
@@ -77,4 +87,5 @@ def build(root: Path, overlay_dir: Path) -> Context:
         flows=load_yaml(root / FLOWS),
         provided=load_yaml(root / PROVIDED),
         applications=applications(root),
+        observability=shared_docs(root),
     )

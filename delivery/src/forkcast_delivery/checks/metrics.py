@@ -21,6 +21,7 @@ from forkcast_contract import metric_names
 from forkcast_delivery.checks import Problem
 from forkcast_delivery.context import Context
 from forkcast_delivery.objects import PodTemplate, matches, matches_plain, of_kind, ref, resolve_port
+from forkcast_delivery.render import Doc
 
 RULE = "metrics"
 # Series Prometheus writes itself (https://prometheus.io/docs/concepts/jobs_instances/, alerting rules' ALERTS).
@@ -60,18 +61,24 @@ def _dashboard_exprs(value: Any) -> Iterator[str]:
             yield from _dashboard_exprs(child)
 
 
+def readers(ctx: Context) -> tuple[Doc, ...]:
+    """The overlay's documents and the cluster-wide monitoring content read against its workloads."""
+    return ctx.docs + ctx.observability
+
+
 def queries(ctx: Context) -> Iterator[Query]:
-    for template in of_kind(ctx.docs, "AnalysisTemplate", "ClusterAnalysisTemplate"):
+    docs = readers(ctx)
+    for template in of_kind(docs, "AnalysisTemplate", "ClusterAnalysisTemplate"):
         for metric in template["spec"].get("metrics") or []:
             prometheus = (metric.get("provider") or {}).get("prometheus")
             if prometheus:
                 yield Query(f"{ref(template)} metric {metric['name']}", _argo_args(prometheus["query"]))
-    for rule_doc in of_kind(ctx.docs, "PrometheusRule"):
+    for rule_doc in of_kind(docs, "PrometheusRule"):
         for group in rule_doc["spec"].get("groups") or []:
             for rule in group.get("rules") or []:
                 name = rule.get("record") or rule.get("alert")
                 yield Query(f"{ref(rule_doc)} rule {name}", str(rule["expr"]))
-    for config in of_kind(ctx.docs, "ConfigMap"):
+    for config in of_kind(docs, "ConfigMap"):
         if (config["metadata"].get("labels") or {}).get("grafana_dashboard") is None:
             continue
         for file_name, text in (config.get("data") or {}).items():
@@ -168,7 +175,7 @@ def check(ctx: Context) -> list[Problem]:
     problems = []
     recorded = {
         str(rule["record"])
-        for doc in of_kind(ctx.docs, "PrometheusRule")
+        for doc in of_kind(readers(ctx), "PrometheusRule")
         for group in doc["spec"].get("groups") or []
         for rule in group.get("rules") or []
         if "record" in rule

@@ -10,8 +10,9 @@ labels match (kubernetes.io/metadata.name); an ipBlock only addresses outside th
 match an ipBlock is implementation-defined, so they are not counted). Ports given by name resolve against the
 destination pod's container ports; a rule without ports admits every port.
 
-Beside the peers of the table, two stand-ins probe for over-broad policies: an unlabelled pod of the namespace
-and an unlabelled pod of another namespace. Ports probed: every port of the table, every container port of the
+Beside the peers of the table, stand-ins probe for over-broad policies: an unlabelled pod of the namespace, an
+unlabelled pod of another namespace, the cloud metadata address (169.254.169.254, where a node's credentials live)
+and a private address (10.0.0.1: the cluster's own pods, Services and nodes, reached by IP). Ports probed: every port of the table, every container port of the
 render, and one no one uses.
 """
 
@@ -29,14 +30,20 @@ from forkcast_delivery.objects import matches, of_kind, ref
 RULE = "network"
 # An address outside the cluster, as the `internet` peer's stand-in (TEST-NET-3, never a pod).
 OUTSIDE = ipaddress.ip_address("203.0.113.10")
+# Addresses no egress rule may reach unless the table names them.
+PROBE_ADDRESSES = {
+    "(cloud metadata 169.254.169.254)": ipaddress.ip_address("169.254.169.254"),
+    "(private address 10.0.0.1)": ipaddress.ip_address("10.0.0.1"),
+}
 UNUSED_PORT = (1, "TCP")
 
 
 @dataclass(frozen=True)
 class Peer:
     name: str
-    namespace: str | None  # None: outside the cluster (an address)
+    namespace: str | None  # None: an address, not a pod
     labels: Mapping[str, str] = field(default_factory=dict)
+    address: ipaddress.IPv4Address | ipaddress.IPv6Address | None = None
 
     @property
     def is_address(self) -> bool:
@@ -60,11 +67,12 @@ def peers(ctx: Context) -> dict[str, Peer]:
     for name, spec in (ctx.flows.get("peers") or {}).items():
         labels = {k: str(v) for k, v in (spec.get("labels") or {}).items()}
         if "cidr" in spec:
-            out[name] = Peer(name, None)
+            out[name] = Peer(name, None, address=OUTSIDE)
         else:
             out[name] = Peer(name, spec.get("namespace", namespace), labels)
     out["(unlabelled pod)"] = Peer("(unlabelled pod)", namespace)
     out["(pod of another namespace)"] = Peer("(pod of another namespace)", "elsewhere")
+    out |= {name: Peer(name, None, address=address) for name, address in PROBE_ADDRESSES.items()}
     return out
 
 
@@ -84,8 +92,8 @@ def _rule_peer_admits(entry: Mapping[str, Any], peer: Peer, policy_namespace: st
         if not peer.is_address:
             return False
         block = entry["ipBlock"]
-        inside = OUTSIDE in ipaddress.ip_network(block["cidr"])
-        return inside and not any(OUTSIDE in ipaddress.ip_network(e) for e in block.get("except") or [])
+        inside = peer.address in ipaddress.ip_network(block["cidr"])
+        return inside and not any(peer.address in ipaddress.ip_network(e) for e in block.get("except") or [])
     if peer.is_address:
         return False
     assert peer.namespace is not None

@@ -20,11 +20,10 @@ PLACEHOLDERS = (RUN, DATA, RECIPE)
 
 @dataclass(frozen=True)
 class Resources:
-    """What one step asks the scheduler for; training alone may also ask for a GPU (workflow parameter)."""
+    """What one step asks the scheduler for (CPU only: the retrain image carries the CPU build of torch)."""
 
     cpu: str
     memory: str
-    gpu: bool = False
 
 
 @dataclass(frozen=True)
@@ -49,7 +48,7 @@ STEPS: tuple[Step, ...] = (
     Step(
         "train",
         ("train", "--out", RUN, "--recipe", RECIPE, "--no-progress"),
-        Resources("4", "8Gi", gpu=True),
+        Resources("4", "8Gi"),
     ),
     Step("evaluate", ("evaluate", "--out", RUN), Resources("2", "4Gi")),
     # Exit 1 when the challenger loses or the data drifted (unless the run's trigger.json names the alert that asked
