@@ -218,6 +218,18 @@ def test_commands_twin(contexts: dict[str, Context]) -> None:
     ]
 
 
+def test_commands_twin_mutable_tag(contexts: dict[str, Context]) -> None:
+    def edit(docs: list[Doc]) -> None:
+        gateway = container(docs, "Deployment", "gateway")
+        gateway["image"] = gateway["image"].split("@")[0].rsplit(":", 1)[0] + ":main"
+
+    problems = rules()["commands"](broken(contexts["dev"], edit))
+    assert [p.message for p in problems] == [
+        "container gateway: image 'registry.gitlab.com/forkcast/forkcast/gateway:main' is not pinned by digest "
+        "or version tag"
+    ]
+
+
 def test_commands_twin_image_not_renamed(contexts: dict[str, Context]) -> None:
     def edit(docs: list[Doc]) -> None:
         container(docs, "Deployment", "gateway")["image"] = "forkcast-gateway"

@@ -1,10 +1,16 @@
 """Prometheus rules, Alertmanager routes and scrape jobs read from the rendered manifests: the one source.
 
-The cluster's monitoring configuration is three kinds of objects in ``manifests/`` (a PrometheusRule, an
-AlertmanagerConfig, the PodMonitors and ServiceMonitors). Everything that runs Prometheus or Alertmanager outside a
-cluster (the local platform, the drills, the alert-path test, promtool's checks and unit tests) takes its rules,
-routes and scrape jobs from ``kubectl kustomize manifests/overlays/<overlay>`` through this module, so a rule or a
-route missing from the manifests is missing everywhere, and there is no second copy that could drift.
+The cluster's monitoring configuration is three kinds of objects in ``manifests/``: per namespace, rendered by each
+overlay, the AlertmanagerConfig and the PodMonitors/ServiceMonitors; cluster-wide, rendered once into namespace
+monitoring by ``manifests/observability``, the PrometheusRule (and the Grafana dashboards). Everything that runs
+Prometheus or Alertmanager outside a cluster (the local platform, the drills, the alert-path test, promtool's checks
+and unit tests) takes its rules from ``kubectl kustomize manifests/observability`` and its routes and scrape jobs
+from ``kubectl kustomize manifests/overlays/<overlay>`` through this module, so a rule or a route missing from the
+manifests is missing everywhere, and there is no second copy that could drift.
+
+An overlay that renders a PrometheusRule or a dashboard ConfigMap is refused: both overlays share one cluster, so
+each would ship a second copy of the same rule groups (every recorded series and ALERT written twice) and of the
+same dashboard uid (which the Grafana sidecar writes to one file).
 """
 
 from __future__ import annotations
@@ -21,6 +27,10 @@ import yaml
 
 MANIFESTS = Path(__file__).resolve().parents[3] / "manifests"
 DEFAULT_OVERLAY = "dev"
+# The kustomization of the cluster-wide monitoring content (PrometheusRule, dashboards), under manifests/.
+OBSERVABILITY = "observability"
+# The label kube-prometheus-stack's Grafana sidecar loads dashboard ConfigMaps by (grafana.sidecar.dashboards.label).
+DASHBOARD_LABEL = "grafana_dashboard"
 WORKLOAD_KINDS = ("Deployment", "StatefulSet", "DaemonSet", "Rollout")
 # The receiver the operator puts at the root of the generated route tree (alerts no AlertmanagerConfig routes).
 NULL_RECEIVER = "null"
@@ -83,40 +93,75 @@ class _RenderLoader(yaml.SafeLoader):  # type: ignore[misc]  # PyYAML ships no t
 _RenderLoader.add_constructor("tag:yaml.org,2002:value", lambda loader, node: loader.construct_scalar(node))
 
 
-def render(overlay: str = DEFAULT_OVERLAY, manifests: Path = MANIFESTS) -> list[dict[str, Any]]:
-    """The objects ``kubectl kustomize manifests/overlays/<overlay>`` renders."""
+def _kustomize(path: Path) -> list[dict[str, Any]]:
     kubectl = shutil.which("kubectl")
     if kubectl is None:
         raise ManifestConfigError("kubectl not found: it renders the manifests (kubectl kustomize)")
-    path = manifests / "overlays" / overlay
     result = subprocess.run([kubectl, "kustomize", str(path)], capture_output=True, text=True, timeout=120)
     if result.returncode != 0:
         raise ManifestConfigError(f"kubectl kustomize {path} failed: {result.stderr.strip()}")
     return [doc for doc in yaml.load_all(result.stdout, Loader=_RenderLoader) if doc]
 
 
+def render(overlay: str = DEFAULT_OVERLAY, manifests: Path = MANIFESTS) -> list[dict[str, Any]]:
+    """The objects ``kubectl kustomize manifests/overlays/<overlay>`` renders."""
+    return _kustomize(manifests / "overlays" / overlay)
+
+
+def render_observability(manifests: Path = MANIFESTS) -> list[dict[str, Any]]:
+    """The objects ``kubectl kustomize manifests/observability`` renders (the cluster-wide rules and dashboards)."""
+    return _kustomize(manifests / OBSERVABILITY)
+
+
 @functools.lru_cache(maxsize=8)
 def load(overlay: str = DEFAULT_OVERLAY, manifests: Path = MANIFESTS) -> ManifestConfig:
-    """Render ``overlay`` once (cached per overlay and manifests folder) and extract the monitoring config."""
-    return from_objects(render(overlay, manifests), overlay)
+    """Render ``overlay`` and manifests/observability once (cached per overlay and manifests folder) and extract
+    the monitoring config: rules from the latter, scrape jobs and routes from the former."""
+    return from_objects(render(overlay, manifests), overlay, render_observability(manifests))
 
 
-def from_objects(objects: list[dict[str, Any]], overlay: str) -> ManifestConfig:
-    rules = [o for o in objects if o.get("kind") == "PrometheusRule"]
-    if not rules:
-        raise ManifestConfigError(f"overlay {overlay} renders no PrometheusRule")
-    namespaces = {o.get("metadata", {}).get("namespace", "") for o in rules}
+def is_dashboard(obj: Mapping[str, Any]) -> bool:
+    """A ConfigMap the Grafana sidecar loads as dashboards (it carries the sidecar's label)."""
+    return obj.get("kind") == "ConfigMap" and DASHBOARD_LABEL in obj.get("metadata", {}).get("labels", {})
+
+
+def cluster_wide(objects: Iterable[Mapping[str, Any]]) -> list[str]:
+    """``Kind/name`` of every object in ``objects`` that must ship once per cluster: PrometheusRules and dashboard
+    ConfigMaps. Empty for an overlay's render; exactly one of each in manifests/observability's."""
+    return [
+        f"{o['kind']}/{o['metadata']['name']}"
+        for o in objects
+        if o.get("kind") == "PrometheusRule" or is_dashboard(o)
+    ]
+
+
+def _namespace(objects: list[dict[str, Any]], overlay: str) -> str:
+    namespaces = {o["metadata"]["namespace"] for o in objects if o.get("metadata", {}).get("namespace")}
     if len(namespaces) != 1:
+        raise ManifestConfigError(f"overlay {overlay}: objects in namespaces {sorted(namespaces)}, expected one")
+    return namespaces.pop()
+
+
+def from_objects(
+    objects: list[dict[str, Any]], overlay: str, observability: list[dict[str, Any]]
+) -> ManifestConfig:
+    """The monitoring config of ``overlay``'s render (``objects``) with the rules of manifests/observability's."""
+    shipped_twice = cluster_wide(objects)
+    if shipped_twice:
         raise ManifestConfigError(
-            f"overlay {overlay}: PrometheusRules in several namespaces {sorted(namespaces)}"
+            f"overlay {overlay} renders {', '.join(shipped_twice)}: rules and dashboards are cluster-wide and "
+            f"ship once, from manifests/{OBSERVABILITY}"
         )
+    rules = [o for o in observability if o.get("kind") == "PrometheusRule"]
+    if not rules:
+        raise ManifestConfigError(f"manifests/{OBSERVABILITY} renders no PrometheusRule")
     groups = tuple(g for r in rules for g in r["spec"]["groups"])
     names = [g["name"] for g in groups]
     if len(names) != len(set(names)):
-        raise ManifestConfigError(f"overlay {overlay}: duplicate rule group names {names}")
+        raise ManifestConfigError(f"manifests/{OBSERVABILITY}: duplicate rule group names {names}")
     return ManifestConfig(
         overlay=overlay,
-        namespace=namespaces.pop(),
+        namespace=_namespace(objects, overlay),
         rule_groups=groups,
         scrape_jobs=scrape_jobs(objects),
         alertmanager_configs=tuple(o for o in objects if o.get("kind") == "AlertmanagerConfig"),

@@ -2,16 +2,21 @@
 
 A container's image is traced to its workspace package (context.Context.package_of); its program is its
 ``command`` or else the Dockerfile's ENTRYPOINT/CMD. A typo in a command, a script moved to another package, or
-an image built from the wrong Dockerfile shows here instead of as a CrashLoopBackOff.
+an image built from the wrong Dockerfile shows here instead of as a CrashLoopBackOff. Every forkcast image is also
+pinned, by digest (what CI's release jobs write) or by a version tag: a mutable tag such as ``main`` changes what
+runs without a change in Git, so no canary, no rollback and no record of it.
 """
 
 from __future__ import annotations
+
+import re
 
 from forkcast_delivery import workspace
 from forkcast_delivery.checks import Problem
 from forkcast_delivery.context import Context
 
 RULE = "commands"
+_PINNED = re.compile(r"(@sha256:[0-9a-f]{64}|:v?\d+\.\d+\.\d+)$")
 
 
 def check(ctx: Context) -> list[Problem]:
@@ -30,6 +35,14 @@ def check(ctx: Context) -> list[Problem]:
             package = ctx.package_of(dict(container))
             if package is None:
                 continue
+            if not _PINNED.search(image):
+                problems.append(
+                    Problem(
+                        RULE,
+                        template.name,
+                        f"{where}: image {image!r} is not pinned by digest or version tag",
+                    )
+                )
             if not package.dockerfile.exists():
                 problems.append(Problem(RULE, template.name, f"{where}: {package.name} has no Dockerfile"))
                 continue

@@ -12,8 +12,8 @@ destination pod's container ports; a rule without ports admits every port.
 
 Beside the peers of the table, stand-ins probe for over-broad policies: an unlabelled pod of the namespace, an
 unlabelled pod of another namespace, the cloud metadata address (169.254.169.254, where a node's credentials live)
-and a private address (10.0.0.1: the cluster's own pods, Services and nodes, reached by IP). Ports probed: every port of the table, every container port of the
-render, and one no one uses.
+and a private address (10.0.0.1: the cluster's own pods, Services and nodes, reached by IP). Ports probed: every
+port of the table, every container port of the render, and one no one uses.
 """
 
 from __future__ import annotations
