@@ -102,7 +102,7 @@ workflows: setup ## regenerate the Argo WorkflowTemplate (workflows/, the cluste
 	$(BIN)/python -m forkcast_retrain.workflow render workflows
 
 dashboards: setup ## regenerate the Grafana dashboard JSON (and its kustomize copy) from the metric-name contract
-	$(BIN)/python -m forkcast_monitoring.dashboards --out monitoring/dashboards/ --out manifests/base/dashboards/
+	$(BIN)/python -m forkcast_monitoring.dashboards --out monitoring/dashboards/ --out manifests/observability/dashboards/
 
 dashboards-png: setup system-packages ## render every dashboard panel from a real Prometheus into docs/dashboards/
 	$(BIN)/python -m forkcast_monitoring.render_png --out docs/dashboards/

@@ -86,7 +86,7 @@ def test_up_is_healthy_and_serves_the_promoted_model_through_the_gateway(platfor
     assert isinstance(json.loads(body)["restaurants"], list)
     assert _recommend(platform, None)[0] == 401
     # Prometheus scrapes, at the loopback address of the component running it, every workload a monitor of the
-    # rendered overlay selects and a component runs here, and loads the rendered PrometheusRule.
+    # rendered overlay selects and a component runs here, and loads the PrometheusRule manifests/observability renders.
     prom = yaml.safe_load((platform.root / "prometheus" / "prometheus.yml").read_text())
     targets = {c["job_name"]: c["static_configs"][0]["targets"] for c in prom["scrape_configs"]}
     ports = {n: r["port"] for n, r in read_state(platform)["components"].items()}

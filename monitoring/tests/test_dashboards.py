@@ -1,5 +1,6 @@
 """The committed dashboard JSON is what the generator writes, reads only the declared datasource, names only metrics
-the contract defines, and every PromQL expression in it parses (promtool, as a recording rule)."""
+the contract defines, filters every selector by the namespace variable, and every PromQL expression in it parses
+(promtool, as a recording rule)."""
 
 from __future__ import annotations
 
@@ -19,7 +20,22 @@ from forkcast_monitoring import dashboards, manifest_config
 
 COMMITTED = Path(__file__).parents[1] / "dashboards"
 # The copy kustomize turns into the Grafana sidecar's ConfigMap (it reads files only under its own folder).
-PROVISIONED = Path(__file__).parents[2] / "manifests" / "base" / "dashboards"
+PROVISIONED = manifest_config.MANIFESTS / manifest_config.OBSERVABILITY / "dashboards"
+NAMESPACE_FILTER = f'namespace="${dashboards.NAMESPACE_VAR}"'
+# PromQL words that are followed by neither a selector nor a call: binary operators and modifiers.
+KEYWORDS = {
+    "and",
+    "or",
+    "unless",
+    "bool",
+    "offset",
+    "group_left",
+    "group_right",
+    "on",
+    "ignoring",
+    "by",
+    "without",
+}
 
 
 def load(name: str) -> dict[str, Any]:
@@ -41,7 +57,7 @@ def exprs(board: dict[str, Any]) -> list[str]:
 def test_committed_json_is_what_the_generator_writes(name: str, folder: Path) -> None:
     assert (folder / name).read_bytes() == dashboards.render(name).encode(), (
         "regenerate: python -m forkcast_monitoring.dashboards --out monitoring/dashboards/"
-        " --out manifests/base/dashboards/"
+        " --out manifests/observability/dashboards/"
     )
 
 
@@ -51,10 +67,70 @@ def test_every_committed_dashboard_is_generated(folder: Path) -> None:
 
 
 def test_the_configmap_carries_every_dashboard_for_the_grafana_sidecar() -> None:
-    doc = yaml.safe_load((PROVISIONED / "kustomization.yaml").read_text())
-    assert doc["generatorOptions"]["labels"] == {"grafana_dashboard": "1"}
-    (generator,) = doc["configMapGenerator"]
-    assert sorted(generator["files"]) == sorted(dashboards.DASHBOARDS)
+    (configmap,) = [o for o in manifest_config.render_observability() if manifest_config.is_dashboard(o)]
+    assert configmap["metadata"]["labels"][manifest_config.DASHBOARD_LABEL] == "1"
+    assert configmap["metadata"]["namespace"] == "monitoring"
+    assert {k: json.loads(v) for k, v in configmap["data"].items()} == {
+        name: json.loads(dashboards.render(name)) for name in dashboards.DASHBOARDS
+    }
+
+
+def test_the_namespace_variable_opens_on_the_prod_namespace() -> None:
+    board = load("forkcast-overview.json")
+    (var,) = [v for v in board["templating"]["list"] if v["name"] == dashboards.NAMESPACE_VAR]
+    assert (var["type"], var["query"]) == ("query", dashboards.NAMESPACE_QUERY)
+    assert var["datasource"] == {"type": "prometheus", "uid": f"${{{dashboards.DATASOURCE_VAR}}}"}
+    assert var["current"]["value"] == dashboards.DEFAULT_NAMESPACE == manifest_config.load("prod").namespace
+
+
+def unfiltered_selectors(expr: str) -> list[str]:
+    """The series selectors of ``expr`` without the matcher ``namespace="$namespace"`` (a panel that would sum the
+    series of every forkcast namespace). Grouping clauses and range durations are dropped first; a name followed by
+    "(" is a function or aggregation, not a selector."""
+    text = re.sub(r"\b(?:by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)", " ", expr)
+    text = re.sub(r"\[[^\]]*\]", " ", text)
+    found = []
+    for match in re.finditer(r"(?<![\w.])([A-Za-z_:][\w:]*)?\s*(\{[^}]*\})?", text):
+        name, labels = match.group(1), match.group(2)
+        if name is None and labels is None:
+            continue
+        if labels is None and (name in KEYWORDS or text[match.end() :].lstrip().startswith("(")):
+            continue
+        matchers = [m.strip() for m in (labels or "{}")[1:-1].split(",")]
+        if NAMESPACE_FILTER not in matchers:
+            found.append(match.group(0).strip())
+    return found
+
+
+def namespace_filter_problems(board: dict[str, Any]) -> list[str]:
+    """ "<panel title>: <selector>" for every selector of a panel query that lacks the namespace filter."""
+    return [
+        f"{p['title']}: {s}"
+        for p in panels(board)
+        for t in p.get("targets", [])
+        for s in unfiltered_selectors(t["expr"])
+    ]
+
+
+@pytest.mark.parametrize("name", sorted(dashboards.DASHBOARDS))
+def test_every_panel_query_filters_by_the_namespace_variable(name: str) -> None:
+    board = load(name)
+    assert len(exprs(board)) > 10
+    assert namespace_filter_problems(board) == []
+
+
+def test_the_namespace_filter_check_names_a_query_without_it() -> None:
+    board = load("forkcast-overview.json")
+    (target,) = [t for p in panels(board) if p["title"].startswith("Model age") for t in p["targets"]]
+    target["expr"] = target["expr"].replace(NAMESPACE_FILTER, "")
+    assert namespace_filter_problems(board) == [
+        "Model age: forkcast_inference_model_published_timestamp_seconds{}"
+    ]
+    assert unfiltered_selectors(
+        'sum(rate(forkcast_gateway_requests_total{status_class="5xx"}[5m]))'
+        ' / on (le) group_left () sum(rate(forkcast_gateway_requests_total{namespace="$namespace"}[5m]))'
+        " > bool 0 and up"
+    ) == ['forkcast_gateway_requests_total{status_class="5xx"}', "up"]
 
 
 @pytest.mark.parametrize("name", sorted(dashboards.DASHBOARDS))
@@ -118,13 +194,13 @@ def test_promtool_rejects_a_broken_expression(tmp_path: Path) -> None:
 
 
 def test_auc_floor_line_is_the_alerts_floor() -> None:
-    """The panel's floor and the recording rule OnlineAucLow compares against (in the rendered PrometheusRule)
-    are one expression."""
+    """The panel's floor and the recording rule OnlineAucLow compares against (in the PrometheusRule that
+    manifests/observability renders) are one expression, the panel's filtered to the chosen namespace."""
     rules = {
         r["record"]: r["expr"]
         for g in manifest_config.load("dev").rule_groups
         for r in g["rules"]
         if "record" in r
     }
-    assert rules["forkcast:online_auc_floor"].strip() == dashboards.AUC_FLOOR
-    assert dashboards.AUC_FLOOR in exprs(load("forkcast-overview.json"))
+    assert rules["forkcast:online_auc_floor"].strip() == dashboards.auc_floor()
+    assert dashboards.auc_floor(dashboards.selector()) in exprs(load("forkcast-overview.json"))

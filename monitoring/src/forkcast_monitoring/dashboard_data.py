@@ -5,7 +5,8 @@ services use, stepped through time and collected every ``STEP_S`` seconds, as Pr
 the panels should tell: a stable model version serves the first hour; a canary version joins on a second pod template
 hash; after 90 minutes a user feature drifts, its PSI rises, the online AUC of both versions falls and the receiver
 sends one retraining trigger (the rest held back by its cooldown). AUC and PSI are computed, not drawn: the AUC from
-ranked simulated scores and clicks over a sliding window, the PSI with forkcast_contract.drift.
+ranked simulated scores and clicks over a sliding window, the PSI with forkcast_contract.drift. Every series carries
+the namespace the dashboard opens on (``dashboards.DEFAULT_NAMESPACE``), as the operator labels a scraped pod's.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 
 from forkcast_contract import drift
 from forkcast_contract import metric_names as m
+from forkcast_monitoring.dashboards import DEFAULT_NAMESPACE
 
 STEP_S = 30
 BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 1.0)
@@ -174,7 +176,7 @@ def simulate(start: float, end: float, seed: int) -> str:
                 for sample in family.samples:
                     if sample.name.endswith("_created"):
                         continue
-                    labels = {**target.labels, **sample.labels}
+                    labels = {"namespace": DEFAULT_NAMESPACE, **target.labels, **sample.labels}
                     text = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
                     lines.append(f"{sample.name}{{{text}}} {sample.value} {t:.3f}")
         t += STEP_S

@@ -5,6 +5,11 @@ dashboard schema Grafana ships rather than hand-written dicts. Every query names
 ``forkcast_contract.metric_names`` and reads the Prometheus datasource through one variable whose default is the
 fixed uid ``DATASOURCE_UID`` (the provisioned datasource), so a panel can never point at a datasource by accident.
 
+One dashboard serves every forkcast namespace of the cluster (it ships once, from manifests/observability): the
+template variable ``namespace`` (label values of the inference served-info, default the prod namespace) picks one,
+and every selector of every query carries ``namespace="$namespace"`` (``selector``), so dev and prod series are never
+summed together. Grafana substitutes the variable before it sends a query (render_png does the same).
+
 Panels use raw expressions over fixed 5-minute windows rather than the recording rules: the rules only exist from the
 moment Prometheus evaluates them, so a backfilled Prometheus (render_png) and a fresh install would show empty panels.
 """
@@ -19,19 +24,40 @@ from pathlib import Path
 from grafana_foundation_sdk.builders import dashboard as dash
 from grafana_foundation_sdk.builders import prometheus, timeseries
 from grafana_foundation_sdk.cog.encoder import JSONEncoder
-from grafana_foundation_sdk.models.dashboard import DataSourceRef, VariableOption
+from grafana_foundation_sdk.models.dashboard import (
+    DataSourceRef,
+    VariableOption,
+    VariableRefresh,
+    VariableSort,
+)
 
 from forkcast_contract import metric_names as m
 
 DATASOURCE_UID = "forkcast-prometheus"
 DATASOURCE_VAR = "datasource"
+NAMESPACE_VAR = "namespace"
+# The namespace the dashboard opens on: prod's (manifests/overlays/prod; a test keeps the two equal).
+DEFAULT_NAMESPACE = "forkcast"
+# The variable's choices: the namespaces where an inference pod reports the model it serves, i.e. every forkcast
+# environment (Grafana's Prometheus "label values" query; grafana.com/docs/grafana/latest/datasources/prometheus/
+# template-variables).
+NAMESPACE_QUERY = f"label_values({m.INFERENCE_SERVED}_info, namespace)"
 OVERVIEW_UID = "forkcast-overview"
 WINDOW = "5m"
-GATEWAY_5XX = '{status_class="5xx"}'
-INFERENCE_5XX = '{status="5xx"}'
-# OnlineAucLow's floor per version, the expression of the recording rule forkcast:online_auc_floor (a test keeps the
-# two equal): the panel shows the line the alert fires under.
-AUC_FLOOR = f"clamp_min(max by (namespace, model_version) ({m.INFERENCE_MODEL_OFFLINE_AUC}) - 0.05, 0.70)"
+GATEWAY_5XX = 'status_class="5xx"'
+INFERENCE_5XX = 'status="5xx"'
+
+
+def selector(*matchers: str) -> str:
+    """A label selector holding the namespace filter and ``matchers``: the only way a query here selects series."""
+    return "{" + ",".join((f'namespace="${NAMESPACE_VAR}"', *matchers)) + "}"
+
+
+def auc_floor(matchers: str = "") -> str:
+    """OnlineAucLow's floor per version, the expression of the recording rule forkcast:online_auc_floor with
+    ``matchers`` on its one selector (a test keeps ``auc_floor()`` equal to the rule): the panel shows the line the
+    alert fires under."""
+    return f"clamp_min(max by (namespace, model_version) ({m.INFERENCE_MODEL_OFFLINE_AUC}{matchers}) - 0.05, 0.70)"
 
 
 @dataclass(frozen=True)
@@ -58,7 +84,7 @@ class RowSpec:
 
 def quantiles(histogram: str, service: str) -> PanelSpec:
     """p50/p95/p99 over all pods from a histogram's buckets (the quantile Prometheus interpolates within a bucket)."""
-    rate = f"sum by (le) (rate({histogram}_bucket[{WINDOW}]))"
+    rate = f"sum by (le) (rate({histogram}_bucket{selector()}[{WINDOW}]))"
     return PanelSpec(
         title=f"{service} latency p50 / p95 / p99",
         description=f"histogram_quantile over {histogram}; SPEC §7: p95 under 100 ms through the gateway.",
@@ -73,17 +99,22 @@ def served(metric: str) -> str:
     """``metric`` (labelled model_version) per pod template hash, joined through the inference served-info like the
     canary AnalysisTemplate (rollouts/analysis-templates.yaml): the hash tells canary pods from stable ones."""
     return (
-        f"max by (rollouts_pod_template_hash, model_version) ({m.INFERENCE_SERVED}_info)"
-        f" * on (model_version) group_left () max by (model_version) ({metric})"
+        f"max by (rollouts_pod_template_hash, model_version) ({m.INFERENCE_SERVED}_info{selector()})"
+        f" * on (model_version) group_left () max by (model_version) ({metric}{selector()})"
     )
 
 
-def gateway_rate(selector: str = "") -> str:
-    return f"rate({m.GATEWAY_REQUESTS_TOTAL}{selector}[{WINDOW}])"
+def gateway_rate(*matchers: str) -> str:
+    return f"rate({m.GATEWAY_REQUESTS_TOTAL}{selector(*matchers)}[{WINDOW}])"
 
 
-def inference_rate(selector: str = "") -> str:
-    return f"rate({m.INFERENCE_REQUEST_SECONDS}_count{selector}[{WINDOW}])"
+def inference_rate(*matchers: str) -> str:
+    return f"rate({m.INFERENCE_REQUEST_SECONDS}_count{selector(*matchers)}[{WINDOW}])"
+
+
+def latest(metric: str, by: str = "model_version") -> str:
+    """``metric`` of the chosen namespace, the highest value per ``by`` (one series per version, not per pod)."""
+    return f"max by ({by}) ({metric}{selector()})"
 
 
 OVERVIEW: tuple[RowSpec, ...] = (
@@ -126,10 +157,10 @@ OVERVIEW: tuple[RowSpec, ...] = (
                 " the version's offline AUC - 0.05 (at least 0.70): OnlineAucLow fires 10 minutes under it.",
                 "none",
                 (
-                    Query(f"max by (model_version) ({m.ONLINE_AUC})", "{{model_version}}"),
-                    Query(f"max by (model_version) ({m.ONLINE_AUC_LOWER})", "{{model_version}} lower"),
-                    Query(f"max by (model_version) ({m.ONLINE_AUC_UPPER})", "{{model_version}} upper"),
-                    Query(AUC_FLOOR, "{{namespace}} {{model_version}} alert floor"),
+                    Query(latest(m.ONLINE_AUC), "{{model_version}}"),
+                    Query(latest(m.ONLINE_AUC_LOWER), "{{model_version}} lower"),
+                    Query(latest(m.ONLINE_AUC_UPPER), "{{model_version}} upper"),
+                    Query(auc_floor(selector()), "{{model_version}} alert floor"),
                 ),
             ),
             PanelSpec(
@@ -137,10 +168,8 @@ OVERVIEW: tuple[RowSpec, ...] = (
                 "Joined pairs and positives per model version; the canary analysis needs 2000 pairs per side.",
                 "short",
                 (
-                    Query(f"max by (model_version) ({m.ONLINE_AUC_SAMPLES})", "{{model_version}} pairs"),
-                    Query(
-                        f"max by (model_version) ({m.ONLINE_AUC_POSITIVES})", "{{model_version}} positives"
-                    ),
+                    Query(latest(m.ONLINE_AUC_SAMPLES), "{{model_version}} pairs"),
+                    Query(latest(m.ONLINE_AUC_POSITIVES), "{{model_version}} positives"),
                 ),
             ),
             PanelSpec(
@@ -158,13 +187,13 @@ OVERVIEW: tuple[RowSpec, ...] = (
                 "Feature PSI per model input",
                 "PSI of served features against the training profile; FeatureDriftHigh triggers retraining.",
                 "none",
-                (Query(f"max by (model_version, feature) ({m.DRIFT_FEATURE_PSI})", "{{feature}}"),),
+                (Query(latest(m.DRIFT_FEATURE_PSI, "model_version, feature"), "{{feature}}"),),
             ),
             PanelSpec(
                 "Score PSI",
                 "Served scores against the version's probe-set scores (top-k selections: read as a trend).",
                 "none",
-                (Query(f"max by (model_version) ({m.DRIFT_SCORE_PSI})", "{{model_version}}"),),
+                (Query(latest(m.DRIFT_SCORE_PSI), "{{model_version}}"),),
             ),
         ),
     ),
@@ -177,7 +206,7 @@ OVERVIEW: tuple[RowSpec, ...] = (
                 "short",
                 (
                     Query(
-                        f"count by (model_version, feature_version) ({m.INFERENCE_SERVED}_info)",
+                        f"count by (model_version, feature_version) ({m.INFERENCE_SERVED}_info{selector()})",
                         "{{model_version}} / {{feature_version}}",
                     ),
                 ),
@@ -188,7 +217,7 @@ OVERVIEW: tuple[RowSpec, ...] = (
                 "s",
                 (
                     Query(
-                        f"time() - max by (model_version) ({m.INFERENCE_MODEL_PUBLISHED_TIME})",
+                        f"time() - {latest(m.INFERENCE_MODEL_PUBLISHED_TIME)}",
                         "{{model_version}}",
                     ),
                 ),
@@ -199,7 +228,7 @@ OVERVIEW: tuple[RowSpec, ...] = (
                 "short",
                 (
                     Query(
-                        f"sum by (outcome) (increase({m.RETRAIN_TRIGGERS_TOTAL}[1h]))",
+                        f"sum by (outcome) (increase({m.RETRAIN_TRIGGERS_TOTAL}{selector()}[1h]))",
                         "{{outcome}}",
                     ),
                 ),
@@ -247,6 +276,15 @@ def overview() -> dash.Dashboard:
             .type("prometheus")
             .current(VariableOption(selected=True, text=DATASOURCE_UID, value=DATASOURCE_UID))
         )
+        .with_variable(
+            dash.QueryVariable(NAMESPACE_VAR)
+            .label("Namespace")
+            .datasource(DataSourceRef(type_val="prometheus", uid=f"${{{DATASOURCE_VAR}}}"))
+            .query(NAMESPACE_QUERY)
+            .refresh(VariableRefresh.ON_DASHBOARD_LOAD)
+            .sort(VariableSort.ALPHABETICAL_ASC)
+            .current(VariableOption(selected=True, text=DEFAULT_NAMESPACE, value=DEFAULT_NAMESPACE))
+        )
     )
     ids = iter(range(1, 1000))  # unique panel ids: Grafana keys links and panel state by them
     for row in OVERVIEW:
@@ -275,7 +313,7 @@ def main(argv: list[str] | None = None) -> None:
         action="append",
         required=True,
         help="directory for the <uid>.json files; repeat it to write several (the repository keeps them in "
-        "monitoring/dashboards/ and, for the kustomize ConfigMap, manifests/base/dashboards/)",
+        "monitoring/dashboards/ and, for the kustomize ConfigMap, manifests/observability/dashboards/)",
     )
     args = parser.parse_args(argv)
     for out in args.out:

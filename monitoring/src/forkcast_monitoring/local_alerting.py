@@ -1,8 +1,9 @@
 """The cluster's Prometheus and Alertmanager configuration, from the rendered manifests, for processes on 127.0.0.1.
 
-Rules, routes, receivers and scrape jobs come from ``kubectl kustomize manifests/overlays/<overlay>``
-(``forkcast_monitoring.manifest_config``): the PrometheusRule's groups, the AlertmanagerConfig converted as the
-operator converts it, one job per PodMonitor/ServiceMonitor. Only addresses and timings change: every rule's
+Rules come from ``kubectl kustomize manifests/observability`` (the cluster-wide PrometheusRule's groups), routes,
+receivers and scrape jobs from ``kubectl kustomize manifests/overlays/<overlay>`` (the AlertmanagerConfig converted
+as the operator converts it, one job per PodMonitor/ServiceMonitor), both through
+``forkcast_monitoring.manifest_config``. Only addresses and timings change: every rule's
 ``for:`` and every Alertmanager interval become seconds, and scrapes and evaluations run every second. Used by the
 alert-path test (monitoring/tests/test_alert_path.py) and by the end-to-end drill (``forkcast-local drill``), so
 both exercise the rules and routes that ship; a job, rule or route the manifests lack is missing here too.
@@ -40,7 +41,7 @@ def rule_file(
                 if "for" in rule:
                     rule["for"] = f"{for_s}s"
     path = out / RULES_FILE
-    path.write_text(f"# Generated from the PrometheusRule of manifests/overlays/{overlay}; do not edit.\n")
+    path.write_text("# Generated from the PrometheusRule of manifests/observability; do not edit.\n")
     with path.open("a") as sink:
         yaml.safe_dump(doc, sink, sort_keys=False)
     return path
@@ -87,7 +88,8 @@ def render_prometheus(
     }
     path = out / "prometheus.yml"
     path.write_text(
-        f"# Generated from manifests/overlays/{overlay} (monitors, PrometheusRule); do not edit.\n"
+        f"# Generated from manifests/overlays/{overlay} (monitors) and manifests/observability (PrometheusRule);"
+        " do not edit.\n"
     )
     with path.open("a") as sink:
         yaml.safe_dump(doc, sink, sort_keys=False)

@@ -138,8 +138,10 @@ def cluster_wide(objects: Iterable[Mapping[str, Any]]) -> list[str]:
 def _namespace(objects: list[dict[str, Any]], overlay: str) -> str:
     namespaces = {o["metadata"]["namespace"] for o in objects if o.get("metadata", {}).get("namespace")}
     if len(namespaces) != 1:
-        raise ManifestConfigError(f"overlay {overlay}: objects in namespaces {sorted(namespaces)}, expected one")
-    return namespaces.pop()
+        raise ManifestConfigError(
+            f"overlay {overlay}: objects in namespaces {sorted(namespaces)}, expected one"
+        )
+    return str(namespaces.pop())
 
 
 def from_objects(

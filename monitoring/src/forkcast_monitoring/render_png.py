@@ -6,6 +6,8 @@ prometheus-client registries carrying the contract's metric names and the servic
 hours of simulated traffic (a stable and, after the first hour, a canary inference version; feature drift injected
 late), exposed as OpenMetrics with timestamps and backfilled with ``promtool tsdb create-blocks-from openmetrics``
 into a temporary data directory before Prometheus starts on a free 127.0.0.1 port. It is stopped by its PID.
+Template variables in the queries (``$namespace``) are replaced by the value the dashboard opens on, as Grafana
+replaces them before it sends a query; the simulated series carry that namespace.
 """
 
 from __future__ import annotations
@@ -56,16 +58,38 @@ def query_range(url: str, expr: str, start: float, end: float, step_s: float) ->
     return list(body["data"]["result"])
 
 
+def variables(board: dict[str, Any]) -> dict[str, str]:
+    """The value each query variable of ``board`` opens on (its ``current``), by variable name."""
+    return {
+        v["name"]: str(v["current"]["value"])
+        for v in board.get("templating", {}).get("list", [])
+        if v["type"] == "query"
+    }
+
+
+def substitute(expr: str, values: dict[str, str]) -> str:
+    """``expr`` with Grafana's variable syntaxes ``$name``, ``${name}`` and ``[[name]]`` replaced by ``values``;
+    raises naming a variable ``values`` lacks (the query would reach Prometheus with a literal ``$name``)."""
+
+    def value(match: re.Match[str]) -> str:
+        name = next(g for g in match.groups() if g)
+        if name not in values:
+            raise KeyError(f"query uses variable ${name}, which the dashboard does not define: {expr}")
+        return values[name]
+
+    return re.sub(r"\$\{(\w+)\}|\$(\w+)|\[\[(\w+)\]\]", value, expr)
+
+
 def legend(template: str, labels: dict[str, str]) -> str:
     """Grafana's legendFormat: ``{{label}}`` replaced by the series' label value."""
     return re.sub(r"\{\{\s*(\w+)\s*\}\}", lambda m: labels.get(m.group(1), ""), template) or str(labels)
 
 
-def draw(ax: Axes, panel: dict[str, Any], url: str, start: float, end: float) -> int:
-    """Plot every target of one panel on ``ax``; returns the number of series drawn."""
+def draw(ax: Axes, panel: dict[str, Any], values: dict[str, str], url: str, start: float, end: float) -> int:
+    """Plot every target of one panel on ``ax``, its variables set to ``values``; returns the series drawn."""
     drawn = 0
     for target in panel["targets"]:
-        for series in query_range(url, target["expr"], start, end, STEP_S):
+        for series in query_range(url, substitute(target["expr"], values), start, end, STEP_S):
             xs = [(float(t) - end) / 60 for t, _ in series["values"]]
             ys = [float(v) for _, v in series["values"]]
             ax.plot(xs, ys, label=legend(target["legendFormat"], series["metric"]), linewidth=1.4)
@@ -89,12 +113,13 @@ def slug(title: str) -> str:
 def render_dashboard(name: str, url: str, start: float, end: float, out: Path) -> list[Path]:
     """One PNG per panel, named ``<dashboard>--<panel title>.png``; raises if a panel shows no data."""
     board = json.loads(render(name))
+    values = variables(board)
     written, empty = [], []
     for panel in board["panels"]:
         if panel["type"] == "row":
             continue
         fig, ax = plt.subplots(figsize=(8, 3.6), dpi=110)
-        if not draw(ax, panel, url, start, end):
+        if not draw(ax, panel, values, url, start, end):
             empty.append(panel["title"])
         fig.tight_layout()
         path = out / f"{Path(name).stem}--{slug(panel['title'])}.png"
