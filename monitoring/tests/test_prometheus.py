@@ -182,12 +182,14 @@ def target_down_misses(overlay: str, manifests: Path = MANIFESTS) -> list[str]:
     """Jobs of the render (named as the operator names them) that TargetDown's job matcher does not cover."""
     config = load(overlay, manifests)
     (expr,) = [r["expr"] for g in config.rule_groups for r in g["rules"] if r.get("alert") == "TargetDown"]
-    pattern = re.fullmatch(r'up\{job=~"(.+)"\} == 0', expr.strip())
+    pattern = re.fullmatch(r'up\{namespace=~"(.+)", job=~"(.+)"\} == 0', expr.strip())
     assert pattern, expr
+    if not re.fullmatch(pattern.group(1), config.namespace):
+        return [f"namespace {config.namespace}"]
     jobs = [
         j.name if j.kind == "ServiceMonitor" else f"{config.namespace}/{j.name}" for j in config.scrape_jobs
     ]
-    return [job for job in jobs if not re.fullmatch(pattern.group(1), job)]
+    return [job for job in jobs if not re.fullmatch(pattern.group(2), job)]
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
