@@ -72,9 +72,10 @@ bench-features: full-data system-packages ## feature store: load 1M+100k, fetch 
 	$(BIN)/python -m forkcast_features.bench cluster --data $(DATA)/full
 
 manifests-check: setup ## render every overlay, validate it (strict core kinds, CRD schemas) and check its wiring
-	for overlay in manifests/overlays/*/; do \
-	  $(BIN)/kubectl kustomize "$$overlay" | $(BIN)/python ../shared/tools/validate-manifests - ; \
+	for kustomization in manifests/overlays/*/ manifests/observability/ workflows/; do \
+	  $(BIN)/kubectl kustomize "$$kustomization" | $(BIN)/python ../shared/tools/validate-manifests - ; \
 	done
+	$(BIN)/python ../shared/tools/validate-manifests deploy/
 	$(BIN)/forkcast-manifests check
 	$(BIN)/pytest tests/delivery delivery/tests -q
 
