@@ -7,7 +7,9 @@ real MLflow server (sqlite, artifacts on the same S3), both on loopback ports an
 What never runs here, and how it is kept out without editing the pipeline file: the push pipeline is only listed
 (`--list`, rules evaluated) because its build job needs kaniko and its lint/test jobs the python image; the retrain
 pipelines contain no image-only job (their rules select prep > ... > promote). Promote writes to a scratch bare
-repository through the pipeline's own `GITOPS_REPO_URL` variable, never to this repository.
+repository, never to this repository: the pipeline clones the literal https://gitlab.com/forkcast/forkcast.git
+(no URL variable a pipeline could redirect), so the test rewrites that URL for git itself (`url.<base>.insteadOf`
+through GIT_CONFIG_COUNT/KEY/VALUE, git's own environment configuration).
 
 The pipeline runs in a scratch Git project holding only `.gitlab-ci.yml` (gitlab-ci-local writes its state next to
 the file it reads), with `--home` pointing at a scratch directory so no user-level variables leak in.
@@ -47,6 +49,7 @@ RETRAIN_JOBS = {
     "promote-prod",
 }
 RELEASE = "manifests/overlays/dev/model-release.yaml"
+GITOPS_URL = "https://gitlab.com/forkcast/forkcast.git"
 
 
 def _git(repo: Path, *args: str) -> str:
@@ -247,7 +250,10 @@ def _pipeline(
         **({"FORKCAST_ARGOCD_SERVER": argocd.url, "FORKCAST_ARGOCD_TOKEN": "t0ken"} if argocd else {}),
         "FORKCAST_DATA_DIR": str(data),
         "GITOPS_TOKEN": "unused-by-a-file-remote",
-        "GITOPS_REPO_URL": f"file://{gitops}",
+        # The literal clone URL of `.gitops`, answered by the scratch bare repository.
+        "GIT_CONFIG_COUNT": "1",
+        "GIT_CONFIG_KEY_0": f"url.file://{gitops}.insteadOf",
+        "GIT_CONFIG_VALUE_0": GITOPS_URL,
         "CI_DEFAULT_BRANCH": "main",
     }
     shutil.rmtree(project / ".gitlab-ci-local", ignore_errors=True)

@@ -5,9 +5,11 @@ parser, so a renamed subcommand or flag fails here and not in a scheduled pipeli
 
 from __future__ import annotations
 
+import copy
 import fnmatch
 import functools
 import itertools
+import json
 import os
 import re
 import shlex
@@ -27,8 +29,13 @@ RETRAIN_CHAIN = ["prep", "train", "evaluate", "gate", "publish", "promote-dev"]
 TRAIN_IN_CI = {"prep", "train", "evaluate"}
 TRAIN_ON_CLUSTER = {"train-on-cluster"}
 STAGES = ["lint", "test", "build", "retrain", "gate", "publish", "promote", "verify", "propose"]
-# Jobs that push to Git: one at a time (resource_group), and their pushes start no pipeline (ci.skip).
-GIT_WRITERS = ["promote-dev", "promote-prod", "release-images", "propose-prod-images", "rollback"]
+# Jobs that push to Git: one at a time (resource_group). Pushes to the default branch start no pipeline (ci.skip);
+# pushes of a release/prod-* branch open a merge request whose pipeline runs manifests-check (no ci.skip).
+MAIN_WRITERS = ["promote-dev", "release-images", "rollback"]
+PROD_PROPOSERS = ["promote-prod", "propose-prod-images"]
+GIT_WRITERS = [*MAIN_WRITERS, *PROD_PROPOSERS]
+RETRAIN_IMAGE = "registry.gitlab.com/forkcast/forkcast/retrain:main"
+GITOPS_URL = "https://gitlab.com/forkcast/forkcast.git"
 
 
 class _GitLabLoader(yaml.SafeLoader):
@@ -97,7 +104,11 @@ def needs(job: str) -> dict[str, bool]:
 
 def _term(term: str, variables: dict[str, str]) -> bool:
     """One operand of a rules `if:`, in the few forms this pipeline uses (`$A`, `$A == "x"`, `$A == null`,
-    `$A == $B`)."""
+    `$A == $B`, `$A =~ /regex/`: GitLab's RE2 pattern, here as Python's re with `\\/` unescaped)."""
+    regex = re.fullmatch(r"\$(\w+)\s*=~\s*/(.*)/", term.strip())
+    if regex:
+        value = variables.get(regex[1])
+        return value is not None and re.search(regex[2].replace("\\/", "/"), value) is not None
     m = re.fullmatch(r'\$(\w+)(?:\s*(==|!=)\s*(null|"[^"]*"|\$\w+))?', term.strip())
     assert m, f"rules expression {term!r} is outside what this test evaluates"
     name, op, value = m.groups()
@@ -233,36 +244,36 @@ def test_a_renamed_flag_would_fail_the_parse() -> None:
         build_parser().parse_args(["gate", "--out", "run", "--champion-version", "auto"])
 
 
-@pytest.mark.parametrize("source", ["api", "trigger"])
-def test_a_rollback_pipeline_reverts_and_does_nothing_else(source: str) -> None:
-    """Argo Rollouts' abort notification (an API pipeline) or the trigger API with ROLLBACK_NAMESPACE: only
-    `rollback` runs."""
-    variables = {"CI_PIPELINE_SOURCE": source, "ROLLBACK_NAMESPACE": "forkcast-dev"}
+def test_a_rollback_pipeline_reverts_and_does_nothing_else() -> None:
+    """Argo Rollouts' abort notification creates an API pipeline with no variables: only `rollback` runs, and it
+    reads nothing from variables a caller could set (no ROLLBACK_*): Argo CD says what aborted."""
+    variables = {"CI_PIPELINE_SOURCE": "api"}
     assert pipeline_runs(variables)
     assert jobs_for(variables) == {"rollback"}
-    for job in [*RETRAIN_CHAIN, "promote-prod"]:
-        trigger_rules = [c for c in conditions(job) if '"trigger"' in c]
-        assert trigger_rules == ['$CI_PIPELINE_SOURCE == "trigger" && $ROLLBACK_NAMESPACE == null'], job
+    # A trigger (the alert receiver) retrains; it can no longer start a rollback.
+    assert "rollback" not in jobs_for({"CI_PIPELINE_SOURCE": "trigger"})
+    for name in [*RETRAIN_CHAIN, "promote-prod"]:
+        assert [c for c in conditions(name) if '"trigger"' in c] == ['$CI_PIPELINE_SOURCE == "trigger"'], name
     job = resolved("rollback")
-    script = "\n".join(job["before_script"] + job["script"])
-    assert "forkcast-retrain rollback --overlay" in script and "${GITOPS_TOKEN:?" in script
-    assert '--model-version "$ROLLBACK_MODEL_VERSION"' in script and "--push-option ci.skip" in script
+    script = "\n".join(_flat(job["before_script"]) + job["script"])
+    (call,) = [line for line in job["script"] if line.startswith("forkcast-retrain rollback")]
+    assert call.startswith("forkcast-retrain rollback --app forkcast-dev --app forkcast-prod ")
+    assert "${GITOPS_TOKEN:?" in script and "--push-option ci.skip" in call
+    assert not re.search(r"\$\{?(ROLLBACK|ROLLOUT)_", (ROOT / ".gitlab-ci.yml").read_text())
     # exit 3 = reverted and pushed, MLflow not updated: a warning on the pipeline, not a failure.
     assert job["allow_failure"] == {"exit_codes": [3]}
 
 
-def test_an_api_pipeline_without_a_rollback_runs_nothing() -> None:
-    assert not pipeline_runs({"CI_PIPELINE_SOURCE": "api"})
-
-
-def test_rollback_maps_every_overlay_namespace_to_its_overlay() -> None:
-    script = "\n".join(resolved("rollback")["script"])
-    mapping = dict(re.findall(r"^\s*([\w-]+)\) OVERLAY=(\w+) ;;", script, flags=re.MULTILINE))
+def test_rollback_asks_about_every_application_that_deploys_an_overlay() -> None:
+    (call,) = [
+        line for line in resolved("rollback")["script"] if line.startswith("forkcast-retrain rollback")
+    ]
+    asked = set(re.findall(r"--app ([\w-]+)", call))
+    apps = [yaml.safe_load(p.read_text()) for p in (ROOT / "deploy/argocd").glob("app-*.yaml")]
     overlays = {
-        p.parent.name: yaml.safe_load(p.read_text())["namespace"]
-        for p in (ROOT / "manifests/overlays").glob("*/kustomization.yaml")
+        a["metadata"]["name"] for a in apps if a["spec"]["source"]["path"].startswith("manifests/overlays/")
     }
-    assert mapping == {namespace: overlay for overlay, namespace in overlays.items()}
+    assert asked == overlays and len(overlays) == len(list((ROOT / "manifests/overlays").glob("*/")))
 
 
 def test_the_rollout_notifies_the_pipeline_on_abort() -> None:
@@ -287,18 +298,8 @@ def test_the_rollout_notifies_the_pipeline_on_abort() -> None:
     (send,) = yaml.safe_load(data["trigger.on-rollout-aborted"])
     (template,) = send["send"]
     body = yaml.safe_load(data[f"template.{template}"])["webhook"]["gitlab-trigger"]["body"]
-    variables = dict(re.findall(r'\{"key": "(\w+)", "value": "(.*)"\},?$', body, flags=re.MULTILINE))
-    assert variables == {
-        "ROLLBACK_NAMESPACE": "{{.rollout.metadata.namespace}}",
-        "ROLLOUT_NAME": "{{.rollout.metadata.name}}",
-        "ROLLOUT_REVISION": '{{index .rollout.metadata.annotations "rollout.argoproj.io/revision"}}',
-        "ROLLBACK_MODEL_VERSION": '{{index .rollout.spec.template.metadata.annotations "forkcast.io/model-version"}}',
-        "ROLLBACK_IMAGE": '{{range .rollout.spec.template.spec.containers}}{{if eq .name "inference"}}{{.image}}'
-        "{{end}}{{end}}",
-    }
-    # Every variable the notification sends is one the rollback job reads.
-    script = "\n".join(resolved("rollback")["script"])
-    assert all(f"${name}" in script or f"${{{name}" in script for name in variables)
+    # Only the ref: no variables, so "Minimum role to use pipeline variables" can forbid them for this path.
+    assert json.loads(body) == {"ref": "main"}
 
 
 def test_extends_deep_merges_so_an_empty_artifacts_keeps_the_parents_paths() -> None:
@@ -318,13 +319,88 @@ def test_no_git_writing_or_verifying_job_uploads_a_run_directory(job: str) -> No
     assert "artifacts" not in resolved(job), resolved(job).get("artifacts")
 
 
+def _push_call(job: str) -> str:
+    (call,) = [line for line in _flat(resolved(job)["script"]) if line.startswith("forkcast-retrain")]
+    return call
+
+
 @pytest.mark.parametrize("job", GIT_WRITERS)
-def test_git_writers_take_turns_and_their_pushes_start_no_pipeline(job: str) -> None:
-    resolved_job = resolved(job)
-    assert resolved_job["resource_group"] == "gitops"
-    (call,) = [line for line in _flat(resolved_job["script"]) if line.startswith("forkcast-retrain")]
-    assert "--push-option ci.skip" in call
+def test_git_writers_take_turns_and_only_pushes_to_main_skip_ci(job: str) -> None:
+    assert resolved(job)["resource_group"] == "gitops"
+    call = _push_call(job)
     assert "--no-push" not in call
+    if job in MAIN_WRITERS:
+        assert "--push-option ci.skip" in call and "--branch" not in call
+    else:  # the release/prod-* branch of a merge request: its merge request pipeline must run
+        assert "ci.skip" not in call and '--branch "release/prod-' in call
+        assert "--push-option merge_request.create" in call
+
+
+def test_a_prod_release_merge_request_runs_only_manifests_check() -> None:
+    mr = {
+        "CI_PIPELINE_SOURCE": "merge_request_event",
+        "CI_MERGE_REQUEST_SOURCE_BRANCH_NAME": "release/prod-v7",
+    }
+    assert pipeline_runs(mr) and jobs_for(mr) == {"manifests-check"}
+    assert resolved("manifests-check")["script"] == ["make manifests-check"]
+    # Its branch push starts no pipeline of its own (the merge request pipeline is the one).
+    push = {"CI_PIPELINE_SOURCE": "push", "CI_COMMIT_BRANCH": "release/prod-images-abc123"}
+    assert not pipeline_runs(push)
+    # Twin: any other merge request runs lint/test/build and not the light job.
+    other = {**mr, "CI_MERGE_REQUEST_SOURCE_BRANCH_NAME": "feature/x"}
+    assert {"lint", "test", "build"} <= jobs_for(other) and "manifests-check" not in jobs_for(other)
+    assert pipeline_runs({"CI_PIPELINE_SOURCE": "push", "CI_COMMIT_BRANCH": "feature/x"})
+
+
+def secret_runners_with_variable_images(jobs: dict[str, Any]) -> list[str]:
+    """Jobs that run forkcast-retrain or clone with GITOPS_TOKEN (they hold the GitOps / S3 / MLflow secrets) and
+    take their image from a variable (which a pipeline variable could replace)."""
+    found = []
+    for name, raw in jobs.items():
+        if name.startswith(".") or name in ("workflow", "variables", "stages") or not isinstance(raw, dict):
+            continue
+        job = resolve(jobs, name)
+        lines = [str(x) for x in job.get("before_script", []) + job.get("script", [])]
+        holds = any(
+            "forkcast-retrain" in line or "GITOPS_TOKEN" in line or ".gitops" in line for line in lines
+        )
+        image = job.get("image", {})
+        name_of = image.get("name", "") if isinstance(image, dict) else str(image)
+        if holds and "$" in name_of:
+            found.append(f"{name}: image {name_of}")
+    return found
+
+
+def test_jobs_holding_secrets_run_a_literal_image() -> None:
+    assert secret_runners_with_variable_images(pipeline()) == []
+    assert resolved("rollback")["image"]["name"] == RETRAIN_IMAGE
+    # Twin: the image from $RETRAIN_IMAGE (what the pipeline had) is reported, by job and image.
+    broken = copy.deepcopy(pipeline())
+    broken[".retrain-image"]["image"]["name"] = "$RETRAIN_IMAGE"
+    assert "rollback: image $RETRAIN_IMAGE" in secret_runners_with_variable_images(broken)
+
+
+def clone_problems(lines: list[str]) -> list[str]:
+    """`git clone` lines whose URL is not a literal or carries a token (the token goes in a scoped header)."""
+    problems = []
+    for line in lines:
+        if "git clone" not in line:
+            continue
+        words = shlex.split(line.replace("\n", " "))
+        urls = [w for w in words if "://" in w and not w.startswith("http.")]
+        if len(urls) != 1 or "$" in urls[0] or "@" in urls[0]:
+            problems.append(f"clone URL not literal or with credentials: {line}")
+        elif not any(w.startswith(f"http.{urls[0].split('/forkcast/')[0]}/.extraHeader=") for w in words):
+            problems.append(f"token not in a header scoped to the clone's host: {line}")
+    return problems
+
+
+def test_the_gitops_clone_url_is_literal_and_the_token_rides_in_a_scoped_header() -> None:
+    lines = [str(x) for x in resolved(".gitops")["before_script"]]
+    assert clone_problems(lines) == [] and any(GITOPS_URL in line for line in lines)
+    # Twin: the old URL variable with the token in it.
+    old = 'git clone --quiet --branch "$CI_DEFAULT_BRANCH" "$GITOPS_REPO_URL" "$GITOPS_DIR"'
+    assert clone_problems([old]) == [f"clone URL not literal or with credentials: {old}"]
 
 
 def test_one_pipeline_per_change() -> None:
@@ -339,6 +415,10 @@ def test_prod_is_proposed_only_after_dev_reached_100_percent() -> None:
     assert "verify-dev-images" in needs("propose-prod-images") and "release-images" in needs(
         "verify-dev-images"
     )
+    # Prod gets the build's digest files (what verify-dev-images awaited), not the dev overlay at that moment.
+    assert "build" in needs("propose-prod-images") and "build" in needs("verify-dev-images")
+    proposal = _push_call("propose-prod-images")
+    assert "--digests images" in proposal and "--from-overlay" not in proposal
     for verify in ("verify-dev-model", "verify-dev-images"):
         (call,) = [line for line in resolved(verify)["script"] if line.startswith("forkcast-retrain")]
         assert call.startswith("forkcast-retrain wait-rollout") and '--namespace "$DEV_NAMESPACE"' in call
@@ -357,7 +437,47 @@ def test_champion_moves_only_when_the_prod_release_lands_on_the_default_branch()
     for source in ("schedule", "trigger"):  # retraining proposes prod; it never moves champion itself
         assert "sync-champion" not in jobs_for({"CI_PIPELINE_SOURCE": source})
     (call,) = resolved("sync-champion")["script"][-1:]
-    assert call == 'forkcast-retrain sync-champion --overlay prod --repo "$CI_PROJECT_DIR"'
+    # The release file of a fresh fetch of the default branch, serialized with rollback (one resource_group).
+    assert call == (
+        'forkcast-retrain sync-champion --overlay prod --repo "$CI_PROJECT_DIR" --fetch-branch "$CI_DEFAULT_BRANCH"'
+    )
+    assert resolved("sync-champion")["resource_group"] == resolved("rollback")["resource_group"] == "gitops"
+
+
+def unawaited_workloads(docs: list[dict[str, Any]], workloads: set[str]) -> list[str]:
+    """Workloads of a render that run a pinned forkcast image but are missing from verify-dev-images' --workload
+    list, and listed ones the render does not have (KIND/NAME=IMAGE, sorted)."""
+    rendered = set()
+    for doc in docs:
+        if doc.get("kind") not in ("Deployment", "Rollout"):
+            continue
+        for c in doc["spec"]["template"]["spec"]["containers"]:
+            for name in ("gateway", "inference", "monitoring"):
+                if c["image"].startswith(f"registry.gitlab.com/forkcast/forkcast/{name}"):
+                    rendered.add(f"{doc['kind']}/{doc['metadata']['name']}=forkcast-{name}")
+    return sorted(rendered ^ workloads)
+
+
+def _verify_workloads() -> set[str]:
+    (call,) = [
+        line for line in resolved("verify-dev-images")["script"] if line.startswith("forkcast-retrain")
+    ]
+    return set(re.findall(r"--workload (\S+)", call))
+
+
+def test_verify_dev_images_awaits_every_workload_that_runs_a_pinned_image() -> None:
+    from forkcast_delivery.render import load_all, render_text
+
+    docs = load_all(render_text(ROOT / "manifests/overlays/dev"))
+    assert unawaited_workloads(docs, _verify_workloads()) == []
+    assert "Deployment/gateway=forkcast-gateway" in _verify_workloads()
+    # Twin: a new Deployment on the gateway image that the list forgets is reported by name.
+    gateway = next(d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"] == "gateway")
+    extra = copy.deepcopy(gateway)
+    extra["metadata"]["name"] = "gateway-admin"
+    assert unawaited_workloads([*docs, extra], _verify_workloads()) == [
+        "Deployment/gateway-admin=forkcast-gateway"
+    ]
 
 
 def test_code_on_the_default_branch_ships_images_by_digest_and_a_manifest_merge_does_not() -> None:
@@ -417,7 +537,7 @@ def test_the_cluster_job_submits_the_candidate_dag_waits_and_fetches_the_run() -
         assert args.command == "submit" and args.entrypoint == workflow.CANDIDATE_ENTRYPOINT
         assert args.wait and args.fetch_run is not None and args.bucket
         assert {"image", "recipe", "dataset"} == dict(args.param).keys()
-    assert '--fetch-run "$RUN_DIR"' in call and '--param image="$RETRAIN_IMAGE"' in call
+    assert '--fetch-run "$RUN_DIR"' in call and f"--param image={RETRAIN_IMAGE}" in call
     # The image those jobs run has the kubernetes client the submit needs.
     assert "--extra workflows" in (ROOT / "pipelines/retrain/Dockerfile").read_text()
 
@@ -426,7 +546,6 @@ def _run_cluster_job(tmp_path: Path, env: dict[str, str]) -> subprocess.Complete
     """The job's shell lines as the runner runs them (bash, stop at the first failure), on this machine."""
     path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"
     base = {"PATH": path, "HOME": str(tmp_path), "RUN_DIR": "run", "CI_PIPELINE_SOURCE": "schedule"}
-    base["RETRAIN_IMAGE"] = "registry.example.invalid/retrain:main"
     return subprocess.run(
         ["bash", "-e", "-o", "pipefail", "-c", "\n".join(_cluster_script())],
         cwd=tmp_path,

@@ -113,3 +113,26 @@ def test_cli_without_digest_files_fails_and_says_why(
     argv = ["set-images", "--overlay", "dev", "--repo", str(tmp_path), "--digests", str(tmp_path / "images")]
     assert main([*argv, "--registry", "reg.example/f"]) == 2
     assert "no <image>.digest files" in capsys.readouterr().err
+
+
+def test_prod_is_pinned_from_the_build_digests_under_the_overlays_own_repository(tmp_path: Path) -> None:
+    """propose-prod-images: exactly the digests the build recorded (and verify-dev-images saw), not whatever the dev
+    overlay holds when the job runs; the repository is the overlay's newName, never a pipeline variable."""
+    _overlay(tmp_path)
+    digests = tmp_path / "images"
+    digests.mkdir()
+    (digests / "inference.digest").write_text(DIGEST + "\n")
+    (digests / "retrain.digest").write_text(OTHER + "\n")
+    dev = kustomization_path(tmp_path, "dev")
+    # Another pipeline re-pinned dev in between: the old `--from-overlay dev` would have copied OTHER to prod.
+    dev.write_text(with_images(dev.read_text(), [ImagePin("forkcast-inference", "reg.example/else", OTHER)]))
+    argv = ["set-images", "--overlay", "prod", "--repo", str(tmp_path), "--digests", str(digests)]
+    assert main(argv) == 0
+    prod = kustomization_path(tmp_path, "prod").read_text()
+    newname = next(e["newName"] for e in read_images(prod) if e["name"] == "forkcast-inference")
+    assert image_ref(prod, "forkcast-inference") == f"{newname}@{DIGEST}"
+    assert image_ref(prod, "forkcast-retrain") is None
+    # Twin: an overlay listing the image without newName is refused (where would the digest be pulled from?).
+    text = kustomization_path(tmp_path, "prod").read_text()
+    kustomization_path(tmp_path, "prod").write_text(text.replace(f"    newName: {newname}\n", "", 1))
+    assert main(argv) == 2

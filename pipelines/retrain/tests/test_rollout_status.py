@@ -17,7 +17,14 @@ from typing import Any
 import pytest
 
 from forkcast_retrain.cli import main
-from forkcast_retrain.rollout_status import ArgoCD, Expected, decide, wait_for_rollout
+from forkcast_retrain.rollout_status import (
+    ArgoCD,
+    Expected,
+    aborted,
+    decide,
+    decide_deployment,
+    wait_for_rollout,
+)
 
 VERSION = "20260101T000000Z-0000abcd"
 IMAGE = "reg.example/inference@sha256:" + "ab" * 32
@@ -218,3 +225,150 @@ def test_cli_exit_status_follows_the_decision(
     monkeypatch.delenv("FORKCAST_ARGOCD_TOKEN")
     assert main([*argv, "--model-version", VERSION]) == 2
     assert "set FORKCAST_ARGOCD_SERVER and FORKCAST_ARGOCD_TOKEN" in capsys.readouterr().err
+
+
+# --- code releases: every workload that runs a pinned image, Deployments as `kubectl rollout status` judges them ---
+
+GATEWAY = "reg.example/gateway@sha256:" + "ef" * 32
+
+
+def deployment(image: str = GATEWAY, **status: Any) -> dict[str, Any]:
+    dep: dict[str, Any] = {
+        "metadata": {"name": "gateway", "generation": 3},
+        "spec": {"replicas": 2, "template": {"spec": {"containers": [{"name": "gateway", "image": image}]}}},
+        "status": {"observedGeneration": 3, "replicas": 2, "updatedReplicas": 2, "availableReplicas": 2},
+    }
+    dep["status"].update(status)
+    return dep
+
+
+@pytest.mark.parametrize(
+    ("dep", "outcome", "reason"),
+    [
+        (deployment(), "done", "every replica runs"),
+        (deployment("reg.example/gateway:0.1.0"), "wait", "runs reg.example/gateway:0.1.0, not"),
+        (deployment(observedGeneration=2), "wait", "spec update to be observed"),
+        (deployment(updatedReplicas=1), "wait", "1 of 2 updated replicas"),
+        (deployment(replicas=3), "wait", "old replicas are pending termination"),
+        (deployment(availableReplicas=1), "wait", "still becoming available"),
+        (
+            deployment(
+                conditions=[{"type": "Progressing", "reason": "ProgressDeadlineExceeded", "message": "m"}]
+            ),
+            "failed",
+            "ProgressDeadlineExceeded: m",
+        ),
+        (
+            deployment("reg.example/other@sha256:" + "ef" * 32),
+            "failed",
+            "no container of this Deployment runs",
+        ),
+    ],
+    ids=[
+        "done",
+        "old-image",
+        "generation",
+        "updated",
+        "old-replicas",
+        "available",
+        "deadline",
+        "no-container",
+    ],
+)
+def test_a_deployment_is_done_only_when_kubectl_rollout_status_would_say_so(
+    dep: dict[str, Any], outcome: str, reason: str
+) -> None:
+    decision = decide_deployment(dep, GATEWAY)
+    assert decision.outcome == outcome and reason in decision.reason, decision
+
+
+def test_aborted_reads_the_abort_flag_or_the_rollout_aborted_condition() -> None:
+    assert aborted(rollout(abort=True))
+    assert aborted(rollout(conditions=[{"type": "Progressing", "reason": "RolloutAborted"}]))
+    # Twin: paused, progressing or healthy is not aborted.
+    assert not aborted(rollout(pauseConditions=[{"reason": "CanaryPauseStep"}]))
+    assert not aborted(rollout(conditions=[{"type": "Progressing", "reason": "ReplicaSetUpdated"}]))
+
+
+class ResourceStandIn:
+    """Argo CD answering /resource by kind and name from a dict of sequences (the last answer repeats)."""
+
+    def __init__(self, answers: dict[tuple[str, str], list[dict[str, Any]]]) -> None:
+        self.answers = answers
+        self.calls: list[tuple[str, dict[str, str]]] = []
+        stand_in = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                url = urllib.parse.urlsplit(self.path)
+                query = dict(urllib.parse.parse_qsl(url.query))
+                stand_in.calls.append((url.path, query))
+                body = b"{}"
+                if url.path.endswith("/resource"):
+                    seq = stand_in.answers[(query["kind"], query["resourceName"])]
+                    live = seq.pop(0) if len(seq) > 1 else seq[0]
+                    body = json.dumps({"manifest": json.dumps(live)}).encode()
+                self.send_response(200)
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+
+def _overlay_repo(tmp_path: Any) -> Any:
+    """An overlay listing inference and gateway under reg.example, and the build's digest files."""
+    kustomization = tmp_path / "manifests/overlays/dev/kustomization.yaml"
+    kustomization.parent.mkdir(parents=True)
+    kustomization.write_text(
+        "# dev\nimages:\n  - name: forkcast-inference\n    newName: reg.example/inference\n    newTag: 0.1.0\n"
+        "  - name: forkcast-gateway\n    newName: reg.example/gateway\n    newTag: 0.1.0\n"
+    )
+    digests = tmp_path / "images"
+    digests.mkdir()
+    (digests / "inference.digest").write_text(IMAGE.split("@")[1] + "\n")
+    (digests / "gateway.digest").write_text(GATEWAY.split("@")[1] + "\n")
+    (digests / "retrain.digest").write_text("sha256:" + "99" * 32 + "\n")  # not deployed: not awaited
+    return digests
+
+
+def test_wait_rollout_awaits_every_workload_of_every_pinned_image(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    digests = _overlay_repo(tmp_path)
+    stand_in = ResourceStandIn(
+        {
+            ("Rollout", "inference"): [rollout(stableRS="old"), rollout()],
+            ("Deployment", "gateway"): [deployment("reg.example/gateway:0.1.0"), deployment(updatedReplicas=1),
+                                        deployment()],
+        }
+    )  # fmt: skip
+    monkeypatch.setenv("FORKCAST_ARGOCD_SERVER", stand_in.url)
+    monkeypatch.setenv("FORKCAST_ARGOCD_TOKEN", "t")
+    argv = ["wait-rollout", "--app", "forkcast-dev", "--namespace", "forkcast-dev", "--interval", "0"]
+    argv += [
+        "--digests",
+        str(digests),
+        "--repo",
+        str(tmp_path),
+        "--workload",
+        "Rollout/inference=forkcast-inference",
+    ]
+    assert main([*argv, "--workload", "Deployment/gateway=forkcast-gateway"]) == 0
+    asked = [(q["kind"], q["resourceName"], q["group"]) for p, q in stand_in.calls if p.endswith("/resource")]
+    assert ("Deployment", "gateway", "apps") in asked and ("Rollout", "inference", "argoproj.io") in asked
+    assert "at 100 % on the released images" in capsys.readouterr().out
+    # A gateway whose rollout hits its progress deadline fails the job, naming it.
+    stand_in.answers[("Deployment", "gateway")] = [
+        deployment(conditions=[{"type": "Progressing", "reason": "ProgressDeadlineExceeded", "message": "x"}])
+    ]
+    assert main([*argv, "--workload", "Deployment/gateway=forkcast-gateway"]) == 1
+    assert "Deployment/gateway: Degraded: ProgressDeadlineExceeded" in capsys.readouterr().out
+    # Twin: a pinned image no workload waits for (the gateway left out) is refused before anything is asked.
+    assert main(argv) == 2
+    assert "forkcast-gateway pinned but no --workload waits for it" in capsys.readouterr().err
+    stand_in.server.shutdown()

@@ -2,8 +2,10 @@
 
 CI builds each image once, records the digest the registry answered (kaniko ``--digest-file``) and writes it
 into the dev overlay's ``kustomization.yaml``; the commit rolls the code through the same Argo CD sync and Argo
-Rollouts canary as a model release. Prod gets the same digests through the prod merge request (``--from-overlay
-dev``). A digest, unlike a tag, names exactly the bytes that were tested, so a re-pushed tag never changes prod.
+Rollouts canary as a model release. Prod gets the same digest files (the build job's artifacts, not whatever the
+dev overlay holds by then) through the prod merge request. A digest, unlike a tag, names exactly the bytes that
+were tested, so a re-pushed tag never changes prod. Without ``--registry`` the repository each pin names is the
+overlay's own ``newName`` (reviewed in Git), so no pipeline variable decides where prod pulls from.
 
 Why not ``kustomize edit set image``: kubectl's built-in kustomize has no ``edit`` subcommand (``kubectl
 kustomize`` only builds), and the standalone kustomize binary is in neither the CI images nor the lock file. The
@@ -150,6 +152,27 @@ def pins_from_digests(digests: Path, registry: str) -> list[ImagePin]:
         ImagePin(f"{IMAGE_PREFIX}{f.stem}", f"{registry.rstrip('/')}/{f.stem}", f.read_text().strip())
         for f in files
     ]
+
+
+def pins_for_overlay(digests: Path, kustomization_text: str) -> tuple[list[ImagePin], list[str]]:
+    """(pins, skipped): one pin per digest file whose image the overlay lists, under the overlay's ``newName``.
+
+    Skipped: digests of images the overlay does not deploy (the retrain image). An image listed without a
+    ``newName`` is refused: where would the digest be pulled from?
+    """
+    listed = {str(e["name"]): e for e in read_images(kustomization_text)}
+    pins, skipped = [], []
+    for pin in pins_from_digests(digests, "unused.invalid"):
+        entry = listed.get(pin.name)
+        if entry is None:
+            skipped.append(pin.name)
+            continue
+        if not entry.get("newName"):
+            raise DataError(
+                f"the overlay lists {pin.name} without newName: say which repository it pulls from"
+            )
+        pins.append(ImagePin(pin.name, str(entry["newName"]), pin.digest))
+    return pins, skipped
 
 
 def pins_from_overlay(repo: Path, overlay: str) -> list[ImagePin]:

@@ -47,15 +47,20 @@ def render_release(overlay: str, release: ModelRelease) -> str:
 
 def read_release(path: Path) -> ModelRelease:
     """Parse and check a release file (also the project-side check CI runs on every overlay)."""
-    doc = yaml.safe_load(path.read_text())
+    return parse_release(path.read_text(), str(path))
+
+
+def parse_release(text: str, where: str) -> ModelRelease:
+    """Parse and check the text of a release file (``where`` names it in errors: a path, or ref:path)."""
+    doc = yaml.safe_load(text)
     if not isinstance(doc, dict) or doc.get("kind") != "ConfigMap":
-        raise DataError(f"{path} is not a ConfigMap")
+        raise DataError(f"{where} is not a ConfigMap")
     if doc.get("metadata", {}).get("name") != RELEASE_CONFIGMAP_NAME:
-        raise DataError(f"{path}: the ConfigMap must be named {RELEASE_CONFIGMAP_NAME}")
+        raise DataError(f"{where}: the ConfigMap must be named {RELEASE_CONFIGMAP_NAME}")
     try:
         return ModelRelease.from_env({str(k): str(v) for k, v in (doc.get("data") or {}).items()})
     except ValueError as exc:
-        raise DataError(f"{path}: {exc}") from exc
+        raise DataError(f"{where}: {exc}") from exc
 
 
 def _git(repo: Path, *args: str) -> str:

@@ -7,6 +7,14 @@ overlay in Git deployed; the release to undo is the newest commit on the branch'
 the overlay holds that pair and before which it did not. Found by file content, not by a commit message, it is
 the same for a direct push, a merge commit and a squash-merged prod merge request.
 
+Earlier rollbacks are not releases: walking back, a rollback commit (one with a ``Reverts: <sha>`` trailer, as this
+module writes, or ``This reverts commit <sha>.``, as ``git revert`` writes) is skipped together with the commit it
+names. Otherwise, with two releases stacked (v2 landed, v3 landed during v2's canary), aborting v3 and then v2
+would find the first rollback as "the commit that introduced v2" and flip v2 and v3 forever; skipping both finds
+v2's own commit and restores v1. When the overlay no longer holds the pair because a rollback commit already
+reverted the release that introduced it (Argo Rollouts notifies twice for a progress-deadline abort), there is
+nothing left to do: ``AlreadyReverted`` is raised, which the CLI reports with exit 0.
+
 Order (issue 15 point 4): refuse when the overlay no longer holds the aborted pair (Git has moved on: a newer
 release or a rollback already landed, and reverting would undo the wrong thing); restore the parts that commit
 changed (the release file, the images it re-pinned) to their previous content; push, retrying on a rejection
@@ -17,6 +25,7 @@ successful push is reported (exit 3), never a reason to leave Git unreverted.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,6 +45,18 @@ ROLLBACK_TAG = "forkcast.rolled_back"  # MLflow model version tag: where and why
 
 class MovedOnError(DataError):
     """The overlay in Git no longer holds the aborted release: nothing is reverted."""
+
+
+class AlreadyRevertedError(MovedOnError):
+    """The overlay no longer holds the aborted release because a rollback commit already reverted it: done."""
+
+    def __init__(self, message: str, rollback_commit: str) -> None:
+        super().__init__(message)
+        self.rollback_commit = rollback_commit
+
+
+# The trailer this module writes into a rollback commit, and the line `git revert` writes: both name the undone commit.
+_REVERTS = re.compile(r"^(?:Reverts: |This reverts commit )([0-9a-f]{40})\.?\s*$", re.MULTILINE)
 
 
 class Registry(Protocol):
@@ -110,24 +131,82 @@ def state_at(repo: Path, commit: str, overlay: str) -> OverlayState:
     return OverlayState(show(repo, commit, release), show(repo, commit, kustomization))
 
 
+def reverted_by(repo: Path, commit: str) -> str | None:
+    """What ``commit`` reverts (its ``Reverts:`` trailer or ``This reverts commit`` line); None if no revert."""
+    found = _REVERTS.search(git(repo, "log", "-1", "--format=%B", commit))
+    return found.group(1) if found else None
+
+
+def _first_parent(repo: Path, commit: str) -> str | None:
+    parents = git(repo, "rev-list", "--parents", "-n", "1", commit).split()[1:]
+    return parents[0] if parents else None
+
+
+def _history(repo: Path, overlay: str) -> list[str]:
+    """Commits on HEAD's first-parent history that touched the overlay's release parts, newest first."""
+    release, kustomization = _rel(repo, overlay)
+    return git(
+        repo, "log", "--first-parent", "--format=%H", "HEAD", "--", release, kustomization
+    ).splitlines()
+
+
+def _introduces(repo: Path, commit: str, aborted: AbortedRelease) -> bool:
+    """Whether the overlay holds the aborted pair after ``commit`` and did not before it."""
+    parent = _first_parent(repo, commit)
+    return (
+        parent is not None
+        and state_at(repo, commit, aborted.overlay).holds(aborted)
+        and not state_at(repo, parent, aborted.overlay).holds(aborted)
+    )
+
+
+def _already_reverted(repo: Path, aborted: AbortedRelease) -> str | None:
+    """The rollback commit that reverted the newest release of the aborted pair, if one did.
+
+    Only the newest commit that introduced the pair counts: a release reverted once, released again and then
+    replaced by a newer one is a moved-on overlay, not an already-handled abort.
+    """
+    reverted: dict[str, str] = {}  # release commit -> the rollback commit naming it
+    for commit in _history(repo, aborted.overlay):
+        target = reverted_by(repo, commit)
+        if target is not None:
+            reverted.setdefault(target, commit)
+            continue
+        if _introduces(repo, commit, aborted):
+            return reverted.get(commit)
+    return None
+
+
 def find_release_commit(repo: Path, aborted: AbortedRelease) -> str:
     """The commit that made the overlay deploy the aborted release (content-based; see the module docstring)."""
     head = state_at(repo, "HEAD", aborted.overlay)
     if head.release_text is None:
         raise DataError(f"no overlay {aborted.overlay!r} in {repo}")
     if not head.holds(aborted):
+        rollback = _already_reverted(repo, aborted)
+        if rollback is not None:
+            raise AlreadyRevertedError(
+                f"{aborted.describe()} was already reverted by {rollback[:10]}; the {aborted.overlay} overlay"
+                f" releases model {head.model_version or 'none'} (image {head.image()}); nothing to do",
+                rollback,
+            )
         raise MovedOnError(
             f"Git has moved on: the {aborted.overlay} overlay now releases model {head.model_version or 'none'}"
             f" (image {head.image()}), not the aborted {aborted.describe()}; nothing reverted. A newer release or"
             " a rollback already landed: check the Rollout and the branch history by hand."
         )
-    release, kustomization = _rel(repo, aborted.overlay)
-    log = git(repo, "log", "--first-parent", "--format=%H", "HEAD", "--", release, kustomization)
-    for commit in log.splitlines():
-        parents = git(repo, "rev-list", "--parents", "-n", "1", commit).split()[1:]
-        if not parents:
+    skipped: set[str] = set()
+    for commit in _history(repo, aborted.overlay):
+        target = reverted_by(repo, commit)
+        if target is not None:  # a rollback is no release: skip it and the release it undid
+            skipped.update((commit, target))
+            continue
+        if commit in skipped:
+            continue
+        parent = _first_parent(repo, commit)
+        if parent is None:
             break
-        if not state_at(repo, parents[0], aborted.overlay).holds(aborted):
+        if not state_at(repo, parent, aborted.overlay).holds(aborted):
             return commit
     raise DataError(
         f"no commit on this branch introduced {aborted.describe()}: the overlay has held it since the first "
@@ -245,25 +324,31 @@ def move_aliases(
     """After the push: tag the aborted version, and put the aliases back (retried; a failure is recorded).
 
     prod: ``champion`` returns to the version prod runs again. dev: the aborted version loses ``challenger``
-    (the alias the next gate compares against stays ``champion``, which dev never moves).
+    (the alias the next gate compares against stays ``champion``, which dev never moves). An action that answers
+    False for a version MLflow does not know (tag or champion: "never registered") is an alias error like an
+    outage, not a success: champion would still point at the aborted version. ``challenger`` already elsewhere is
+    fine (nothing to remove).
     """
     from forkcast_retrain.tracking import CHALLENGER, CHAMPION, with_retries
 
     note = json.dumps(
         {"overlay": aborted.overlay, "rollout": aborted.describe(), "reverted": result.reverted}
     )
-    steps: list[tuple[str, Callable[[], bool]]] = []
+    # (what, action, whether False is an error)
+    steps: list[tuple[str, Callable[[], bool], bool]] = []
     if aborted.model_version and aborted.model_version != result.previous_version:
         steps.append(
             (
                 f"tagged {aborted.model_version} {ROLLBACK_TAG}",
                 lambda: tracker.tag_version(aborted.model_version, ROLLBACK_TAG, note),
+                True,
             )
         )
         steps.append(
             (
                 f"{CHALLENGER} removed from {aborted.model_version}",
                 lambda: tracker.clear_alias_if(CHALLENGER, aborted.model_version),
+                False,
             )
         )
     if aborted.overlay == "prod":
@@ -271,14 +356,52 @@ def move_aliases(
             (
                 f"{CHAMPION} -> {result.previous_version}",
                 lambda: tracker.set_alias(CHAMPION, result.previous_version),
+                True,
             )
         )
-    for what, action in steps:
+    errors: list[str] = []
+    for what, action, false_is_error in steps:
         try:
-            if with_retries(action, f"MLflow: {what}", attempts=attempts, delay_s=delay_s, log=log):
-                result.aliases.append(what)
+            done = with_retries(action, f"MLflow: {what}", attempts=attempts, delay_s=delay_s, log=log)
         except Exception as exc:  # any MLflow/transport failure: reported, Git stays reverted
             first = str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__
-            result.alias_error = f"{what}: {first} (after {attempts} attempts)"
-            break
+            errors.append(f"{what}: {first} (after {attempts} attempts)")
+            break  # MLflow does not answer: the next steps would only wait out their retries too
+        if done:
+            result.aliases.append(what)
+        elif false_is_error:
+            errors.append(f"{what}: the version is not registered in MLflow")
+    result.alias_error = "; ".join(errors) or None
     return result
+
+
+OVERLAY_PATH = "manifests/overlays/"
+
+
+def aborted_in(argocd: ArgoCDReader, app: str, rollout: str = "inference") -> AbortedRelease | str:
+    """What Argo CD says about ``app``'s Rollout: the release its aborted template carries, or why there is none.
+
+    The rollback pipeline carries no variables (anyone able to set them could steer a job that holds the GitOps
+    token); everything it reverts comes from here. The overlay and namespace are the Application's own
+    (spec.source.path, spec.destination.namespace); the release is the Rollout's desired pod template: the
+    forkcast.io/model-version annotation and the inference container's image.
+    """
+    from forkcast_retrain.rollout_status import aborted, template_release
+
+    spec = argocd.application(app).get("spec") or {}
+    path = str((spec.get("source") or {}).get("path", "")).strip("/")
+    namespace = str((spec.get("destination") or {}).get("namespace", ""))
+    if not path.startswith(OVERLAY_PATH) or not namespace:
+        raise DataError(f"Argo CD Application {app} does not deploy an overlay of {OVERLAY_PATH} ({path!r})")
+    overlay = path.removeprefix(OVERLAY_PATH)
+    live = argocd.rollout(app, namespace, rollout)
+    if not aborted(live):
+        return f"{namespace}/{rollout} ({app}) is not aborted; nothing to roll back"
+    version, image = template_release(live)
+    revision = (live.get("metadata", {}).get("annotations") or {}).get("rollout.argoproj.io/revision", "")
+    return AbortedRelease(overlay, version or "", image or None, namespace, rollout, str(revision))
+
+
+class ArgoCDReader(Protocol):
+    def application(self, app: str) -> dict[str, Any]: ...
+    def rollout(self, app: str, namespace: str, name: str) -> dict[str, Any]: ...

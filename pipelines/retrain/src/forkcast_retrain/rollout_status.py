@@ -15,6 +15,16 @@ has not observed the generation, updated replicas are short or not yet available
 status.stableRS equals status.currentPodHash (every step done, 100 %). On top of that the live pod template must
 carry the release this pipeline pushed (annotation forkcast.io/model-version and/or the inference image), so an
 older healthy Rollout is never taken for the new one.
+
+Code releases pin more than inference: the gateway and the monitoring jobs are Deployments, read through the same
+resource endpoint (group apps, version v1) and judged as ``kubectl rollout status`` judges a Deployment
+(k8s.io/kubectl pkg/polymorphichelpers/rollout_status.go, DeploymentStatusViewer): a ProgressDeadlineExceeded
+condition fails; the generation not yet observed, updated replicas short of spec.replicas, old replicas still
+running (status.replicas above updatedReplicas) or updated ones not yet available wait; otherwise done.
+
+The rollback job asks the same API which Rollouts are aborted (``aborted``): status.abort set, or a condition with
+reason RolloutAborted (argoproj/argo-rollouts utils/conditions/conditions.go, RolloutAbortedReason; a progress
+deadline with progressDeadlineAbort aborts the same way), and what their pod template carries.
 """
 
 from __future__ import annotations
@@ -26,7 +36,7 @@ import urllib.parse
 import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 from pydantic import SecretStr
 
@@ -77,6 +87,61 @@ def rollout_status(ro: dict[str, Any]) -> tuple[str, str]:
     if status.get("stableRS") and status.get("stableRS") == status.get("currentPodHash"):
         return "Healthy", ""
     return "Progressing", "waiting for all steps to complete"
+
+
+def aborted(ro: dict[str, Any]) -> bool:
+    """Whether Argo Rollouts aborted this Rollout's update (see the module docstring)."""
+    status = ro.get("status") or {}
+    if status.get("abort") is True:
+        return True
+    return any(c.get("reason") == "RolloutAborted" for c in status.get("conditions") or [])
+
+
+def deployment_status(dep: dict[str, Any]) -> tuple[str, str]:
+    """(status, message) of a Deployment's rollout as ``kubectl rollout status`` decides it."""
+    meta, spec, status = dep.get("metadata", {}), dep.get("spec", {}), dep.get("status", {})
+    if int(status.get("observedGeneration", 0)) < int(meta.get("generation", 0)):
+        return "Progressing", "waiting for the deployment spec update to be observed"
+    for cond in status.get("conditions") or []:
+        if cond.get("type") == "Progressing" and cond.get("reason") == "ProgressDeadlineExceeded":
+            return "Degraded", f"ProgressDeadlineExceeded: {cond.get('message', '')}"
+    replicas = int(spec.get("replicas", 1))
+    updated = int(status.get("updatedReplicas", 0))
+    if updated < replicas:
+        return "Progressing", f"{updated} of {replicas} updated replicas"
+    if int(status.get("replicas", 0)) > updated:
+        return "Progressing", "old replicas are pending termination"
+    if int(status.get("availableReplicas", 0)) < updated:
+        return "Progressing", "updated replicas are still becoming available"
+    return "Healthy", ""
+
+
+def _repository(image: str) -> str:
+    """An image reference without its digest or tag (a port in the registry host is not a tag)."""
+    name = image.split("@", 1)[0]
+    last = name.rsplit("/", 1)
+    if ":" in last[-1]:
+        name = name[: name.rindex(":")]
+    return name
+
+
+def decide_deployment(dep: dict[str, Any], image: str) -> Decision:
+    """Whether every container of the Deployment's template that runs ``image``'s repository runs ``image``,
+    rolled out completely (done), getting there (wait) or failed."""
+    containers = dep.get("spec", {}).get("template", {}).get("spec", {}).get("containers", [])
+    running = [
+        str(c.get("image")) for c in containers if _repository(str(c.get("image", ""))) == _repository(image)
+    ]
+    if not running:
+        return Decision("failed", f"no container of this Deployment runs {_repository(image)}")
+    if any(r != image for r in running):
+        return Decision("wait", f"the template runs {', '.join(sorted(set(running)))}, not {image} yet")
+    status, message = deployment_status(dep)
+    if status == "Healthy":
+        return Decision("done", f"Healthy: every replica runs {image}")
+    if status == "Degraded":
+        return Decision("failed", f"{status}: {message}")
+    return Decision("wait", f"{status}: {message}")
 
 
 def template_release(ro: dict[str, Any], container: str = "inference") -> tuple[str | None, str | None]:
@@ -130,17 +195,47 @@ class ArgoCD:
         """Ask Argo CD to compare the Application with Git now rather than at its next poll."""
         self._get(f"/api/v1/applications/{urllib.parse.quote(app)}", {"refresh": "normal"})
 
-    def rollout(self, app: str, namespace: str, name: str) -> dict[str, Any]:
+    def application(self, app: str) -> dict[str, Any]:
+        """The Application (spec.source.path: the overlay; spec.destination.namespace: where it deploys)."""
+        return self._get(f"/api/v1/applications/{urllib.parse.quote(app)}", {})
+
+    def resource(self, app: str, namespace: str, name: str, kind: Kind) -> dict[str, Any]:
+        """The live manifest of one resource the Application manages."""
+        group, version = RESOURCE_KINDS[kind]
         query = {
             "namespace": namespace,
             "resourceName": name,
-            "group": "argoproj.io",
-            "version": "v1alpha1",
-            "kind": "Rollout",
+            "group": group,
+            "version": version,
+            "kind": kind,
         }
         body = self._get(f"/api/v1/applications/{urllib.parse.quote(app)}/resource", query)
         live: dict[str, Any] = json.loads(body["manifest"])
         return live
+
+    def rollout(self, app: str, namespace: str, name: str) -> dict[str, Any]:
+        return self.resource(app, namespace, name, "Rollout")
+
+
+Kind = Literal["Rollout", "Deployment"]
+RESOURCE_KINDS: dict[str, tuple[str, str]] = {
+    "Rollout": ("argoproj.io", "v1alpha1"),
+    "Deployment": ("apps", "v1"),
+}
+
+
+class Workload(NamedTuple):
+    """A workload a code release must bring to 100 %: its kind, name and the image (name@digest) it must run."""
+
+    kind: Kind
+    name: str
+    image: str
+
+
+def decide_workload(live: dict[str, Any], workload: Workload) -> Decision:
+    if workload.kind == "Rollout":
+        return decide(live, Expected(None, workload.image))
+    return decide_deployment(live, workload.image)
 
 
 def wait_for_rollout(
@@ -171,6 +266,46 @@ def wait_for_rollout(
             return last
         if clock() >= deadline:
             return Decision("failed", f"not at 100 % after {timeout_s:.0f} s; last state: {last.reason}")
+        sleep(interval_s)
+
+
+def wait_for_workloads(
+    argocd: ArgoCD,
+    app: str,
+    namespace: str,
+    workloads: list[Workload],
+    *,
+    timeout_s: float = 3600,
+    interval_s: float = 20,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+    log: Callable[[str], None] = print,
+) -> Decision:
+    """Poll every workload until all are done (done), one failed (failed), or ``timeout_s`` passes (failed)."""
+    deadline = clock() + timeout_s
+    argocd.refresh(app)
+    pending = list(workloads)
+    last: dict[Workload, Decision] = {}
+    while True:
+        for workload in list(pending):
+            try:
+                decision = decide_workload(
+                    argocd.resource(app, namespace, workload.name, workload.kind), workload
+                )
+            except (urllib.error.URLError, OSError, KeyError, ValueError) as exc:
+                decision = Decision("wait", f"Argo CD did not answer: {exc}")
+            last[workload] = decision
+            log(f"{namespace}/{workload.kind}/{workload.name}: {decision.outcome}: {decision.reason}")
+            if decision.outcome == "failed":
+                return Decision("failed", f"{workload.kind}/{workload.name}: {decision.reason}")
+            if decision.outcome == "done":
+                pending.remove(workload)
+        if not pending:
+            names = ", ".join(f"{w.kind}/{w.name}" for w in workloads)
+            return Decision("done", f"{names} at 100 % on the released images")
+        if clock() >= deadline:
+            waiting = "; ".join(f"{w.kind}/{w.name}: {last[w].reason}" for w in pending)
+            return Decision("failed", f"not at 100 % after {timeout_s:.0f} s: {waiting}")
         sleep(interval_s)
 
 
