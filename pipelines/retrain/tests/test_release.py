@@ -17,6 +17,7 @@ import boto3
 import numpy as np
 import pytest
 import torch
+from forkcast_delivery.render import render_text
 
 from forkcast_contract.model_format import METRICS_FILE, MODEL_FILE
 from forkcast_contract.registry_format import PROBE_FILE, PROBE_TOLERANCE, SCALER_FILE, SERVING_WEIGHTS_FILE
@@ -191,17 +192,7 @@ def test_promote_writes_the_release_file_commits_and_champion_follows_only_sync_
 
 
 def test_kustomize_renders_the_promoted_uri(champion: str, registry: ModelRegistry, git_repo: Path) -> None:
-    kubectl = shutil.which("kubectl")
-    if kubectl is None:
-        pytest.skip(
-            "kubectl is not installed; the release file is still checked by read_release in other tests"
-        )
-    out = subprocess.run(
-        [kubectl, "kustomize", str(git_repo / "manifests/overlays/prod")],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
+    out = render_text(git_repo / "manifests/overlays/prod")  # kubectl from the venv: never skipped
     assert f"FORKCAST_MODEL_URI: {registry.uri(champion)}" in out
 
 
