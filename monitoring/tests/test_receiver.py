@@ -116,10 +116,15 @@ def send(base: str, body: bytes, headers: dict[str, str], chunked: bool = False)
     host, port = base.removeprefix("http://").split(":")
     conn = http.client.HTTPConnection(host, int(port), timeout=5)
     try:
-        if chunked:
-            conn.request("POST", "/alerts", body=iter([body]), headers=headers, encode_chunked=True)
-        else:
-            conn.request("POST", "/alerts", body=body, headers=headers)
+        try:
+            if chunked:
+                conn.request("POST", "/alerts", body=iter([body]), headers=headers, encode_chunked=True)
+            else:
+                conn.request("POST", "/alerts", body=body, headers=headers)
+        except (BrokenPipeError, ConnectionResetError):
+            # The receiver may answer a refused request (411/413) and close before the client has written all of
+            # it, as HTTP allows; its answer is still in the socket.
+            pass
         return conn.getresponse().status
     finally:
         conn.close()

@@ -17,6 +17,7 @@ import argparse
 import hmac
 import json
 import logging
+import socket
 import threading
 import time
 import urllib.parse
@@ -35,6 +36,9 @@ from forkcast_monitoring.probes import ProbeHandler, always_ready, handler_class
 from forkcast_monitoring.settings import ReceiverSettings
 
 log = logging.getLogger("forkcast_monitoring.receiver")
+# A refused request's unread body is drained for at most this long / this much before the connection closes.
+LINGER_S = 1.0
+LINGER_BYTES = 64 * 1024
 
 
 @dataclass(frozen=True)
@@ -178,6 +182,26 @@ def make_server(
             if outcome is not None:
                 counter.labels(outcome).inc()
             self.reply(status, HTTPStatus(status).phrase.encode() + b"\n")
+            if self.close_connection:
+                self.linger()
+
+        def linger(self) -> None:
+            """Half-close, then discard what the client still sends for at most LINGER_S and LINGER_BYTES: closing
+            with unread input makes the kernel reset the connection, and the client may lose the refusal we just
+            sent (RFC 9112 section 9.6, "Tear-down")."""
+            deadline = time.monotonic() + LINGER_S
+            try:
+                self.wfile.flush()
+                self.connection.shutdown(socket.SHUT_WR)
+                budget = LINGER_BYTES
+                while budget > 0 and (left := deadline - time.monotonic()) > 0:
+                    self.connection.settimeout(left)
+                    chunk = self.connection.recv(min(budget, 16384))
+                    if not chunk:
+                        break
+                    budget -= len(chunk)
+            except OSError:
+                pass
 
         def receive(self) -> tuple[int, str | None]:
             """(HTTP status, rejection outcome to count or None when the alerts were handled)."""
