@@ -60,7 +60,6 @@ class Expected:
 
     model_version: str | None = None
     image: str | None = None
-    container: str = "inference"
 
 
 def rollout_status(ro: dict[str, Any]) -> tuple[str, str]:
@@ -161,7 +160,7 @@ def template_release(ro: dict[str, Any], container: str = "inference") -> tuple[
 
 def decide(ro: dict[str, Any], expected: Expected) -> Decision:
     """Whether the live Rollout runs the expected release at 100 % (done), is getting there (wait) or failed."""
-    version, image = template_release(ro, expected.container)
+    version, image = template_release(ro)
     if expected.model_version is not None and version != expected.model_version:
         return Decision(
             "wait", f"the Rollout's template has model {version}, not {expected.model_version} yet"
@@ -225,16 +224,20 @@ RESOURCE_KINDS: dict[str, tuple[str, str]] = {
 
 
 class Workload(NamedTuple):
-    """A workload a code release must bring to 100 %: its kind, name and the image (name@digest) it must run."""
+    """A workload a release must bring to 100 %: its kind, name, the image (name@digest) it must run and, for the
+    inference Rollout, the model version its template must carry (None: not part of this release)."""
 
     kind: Kind
     name: str
-    image: str
+    image: str | None
+    model_version: str | None = None
 
 
 def decide_workload(live: dict[str, Any], workload: Workload) -> Decision:
     if workload.kind == "Rollout":
-        return decide(live, Expected(None, workload.image))
+        return decide(live, Expected(workload.model_version, workload.image))
+    if workload.image is None:
+        raise ValueError(f"Deployment/{workload.name}: a code release names the image it must run")
     return decide_deployment(live, workload.image)
 
 
@@ -251,22 +254,19 @@ def wait_for_rollout(
     sleep: Callable[[float], None] = time.sleep,
     log: Callable[[str], None] = print,
 ) -> Decision:
-    """Poll until ``decide`` says done or failed, or ``timeout_s`` passes (then failed, with the last state)."""
-    deadline = clock() + timeout_s
-    argocd.refresh(app)
-    last = Decision("wait", "no answer yet")
-    while True:
-        try:
-            last = decide(argocd.rollout(app, namespace, name), expected)
-        except (urllib.error.URLError, OSError, KeyError, ValueError) as exc:
-            # A transient API failure is one more poll, not a verdict; the deadline still bounds the wait.
-            last = Decision("wait", f"Argo CD did not answer: {exc}")
-        log(f"{namespace}/{name}: {last.outcome}: {last.reason}")
-        if last.outcome != "wait":
-            return last
-        if clock() >= deadline:
-            return Decision("failed", f"not at 100 % after {timeout_s:.0f} s; last state: {last.reason}")
-        sleep(interval_s)
+    """A model (and/or inference image) release: ``wait_for_workloads`` on the one Rollout that carries it."""
+    workload = Workload("Rollout", name, expected.image, expected.model_version)
+    return wait_for_workloads(
+        argocd,
+        app,
+        namespace,
+        [workload],
+        timeout_s=timeout_s,
+        interval_s=interval_s,
+        clock=clock,
+        sleep=sleep,
+        log=log,
+    )
 
 
 def wait_for_workloads(
@@ -302,7 +302,12 @@ def wait_for_workloads(
                 pending.remove(workload)
         if not pending:
             names = ", ".join(f"{w.kind}/{w.name}" for w in workloads)
-            return Decision("done", f"{names} at 100 % on the released images")
+            parts = [
+                ("model", any(w.model_version for w in workloads)),
+                ("images", any(w.image for w in workloads)),
+            ]
+            released = " and ".join(part for part, present in parts if present)
+            return Decision("done", f"{names} at 100 % on the released {released}")
         if clock() >= deadline:
             waiting = "; ".join(f"{w.kind}/{w.name}: {last[w].reason}" for w in pending)
             return Decision("failed", f"not at 100 % after {timeout_s:.0f} s: {waiting}")
