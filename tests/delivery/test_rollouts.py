@@ -21,13 +21,15 @@ from typing import Any
 import pytest
 import yaml
 from forkcast_delivery import render as delivery_render
+from forkcast_delivery.checks.metrics import contract_name, metric_names_in
+from forkcast_delivery.checks.references import references
+from forkcast_delivery.context import Context
+from forkcast_delivery.render import Render
 
 from forkcast_contract import metric_names
-from forkcast_inference import metrics as inference_metrics
 
 ROOT = Path(__file__).resolve().parents[2]
 # Series a histogram / counter / info exports under its registered name.
-SUFFIXES = ("", "_bucket", "_count", "_sum", "_total", "_info")
 
 
 def load(path: str) -> list[dict[str, Any]]:
@@ -41,16 +43,6 @@ def rollout() -> dict[str, Any]:
 
 def templates() -> dict[str, dict[str, Any]]:
     return {d["metadata"]["name"]: d for d in load("rollouts/analysis-templates.yaml")}
-
-
-def known_series() -> set[str]:
-    names = {
-        v
-        for m in (inference_metrics, metric_names)
-        for k, v in vars(m).items()
-        if k.isupper() and isinstance(v, str)
-    }
-    return {n + s for n in names for s in SUFFIXES}
 
 
 def test_canary_steps_follow_the_release_plan() -> None:
@@ -107,12 +99,13 @@ def test_missing_data_is_inconclusive_not_success(name: str) -> None:
 
 @pytest.mark.parametrize("name", sorted(templates()))
 def test_queries_read_only_exported_metrics(name: str) -> None:
-    known = known_series()
-    for metric in templates()[name]["spec"]["metrics"]:
-        query = metric["provider"]["prometheus"]["query"]
-        used = set(re.findall(r"\b(forkcast_[a-z0-9_]+)", query))
+    spec = templates()[name]["spec"]
+    for metric in spec["metrics"]:
+        # The one reader of metric names in PromQL (an AST, not a regex): the manifests check's.
+        used = metric_names_in(_substituted(metric["provider"]["prometheus"]["query"], spec))
         assert used, f"{name} reads no forkcast metric"
-        assert used <= known, f"{name} reads unknown metrics {used - known}"
+        unknown = {n for n in used if contract_name(n) is None}
+        assert not unknown, f"{name} reads unknown metrics {unknown}"
 
 
 def _substituted(query: str, spec: dict[str, Any]) -> str:
@@ -359,72 +352,21 @@ def test_twin_colliding_steps_are_named() -> None:
 
 # -- Argo CD and the HPAs ----------------------------------------------------------------------------------------
 
-_GROUP = {"apps/v1": "apps", "argoproj.io/v1alpha1": "argoproj.io"}
-
-
-def hpa_replica_conflicts(app: dict[str, Any], docs: list[dict[str, Any]]) -> list[str]:
-    """One line per HPA target whose /spec/replicas the Application would still diff or sync."""
-    spec = app["spec"]
-    problems = []
-    if "RespectIgnoreDifferences=true" not in spec["syncPolicy"].get("syncOptions", []):
-        problems.append("syncOptions lack RespectIgnoreDifferences=true: a sync would write Git's replicas")
-    ignored = {
-        (d.get("group", ""), d["kind"], d.get("name"))
-        for d in spec.get("ignoreDifferences", [])
-        if "/spec/replicas" in d.get("jsonPointers", [])
-    }
-    for hpa in (d for d in docs if d["kind"] == "HorizontalPodAutoscaler"):
-        ref = hpa["spec"]["scaleTargetRef"]
-        group = _GROUP.get(ref["apiVersion"], ref["apiVersion"].split("/")[0])
-        if not {(group, ref["kind"], ref["name"]), (group, ref["kind"], None)} & ignored:
-            problems.append(f"{ref['kind']}/{ref['name']} is scaled by HPA {hpa['metadata']['name']}, but its "
-                            "/spec/replicas is not in ignoreDifferences")  # fmt: skip
-    return problems
-
-
-@pytest.mark.parametrize("overlay", ["dev", "prod"])
-def test_argocd_leaves_hpa_owned_replicas_alone(overlay: str) -> None:
-    (app,) = load(f"deploy/argocd/app-{overlay}.yaml")
-    assert hpa_replica_conflicts(app, rendered_overlay(overlay)) == []
-
-
-def test_twin_an_application_that_would_fight_the_hpa_is_named() -> None:
-    (app,) = load("deploy/argocd/app-prod.yaml")
-    docs = rendered_overlay("prod")
-    broken = copy.deepcopy(app)
-    broken["spec"]["ignoreDifferences"] = [
-        d for d in app["spec"]["ignoreDifferences"] if d["kind"] != "Rollout"
-    ]
-    assert hpa_replica_conflicts(broken, docs) == [
-        "Rollout/inference is scaled by HPA inference, but its /spec/replicas is not in ignoreDifferences"
-    ]
-    broken = copy.deepcopy(app)
-    broken["spec"]["syncPolicy"]["syncOptions"].remove("RespectIgnoreDifferences=true")
-    assert hpa_replica_conflicts(broken, docs) == [
-        "syncOptions lack RespectIgnoreDifferences=true: a sync would write Git's replicas"
-    ]
+# Argo CD leaving HPA-owned replicas alone is the manifests check's rule `argocd`
+# (forkcast_delivery/checks/argocd.py), run on both overlays with its failing twins in delivery/tests/test_wiring.py.
 
 
 # -- hashed settings ConfigMaps ----------------------------------------------------------------------------------
 
 
 def config_map_refs(docs: list[dict[str, Any]]) -> dict[str, set[str]]:
-    """Workload kind/name -> the ConfigMap names its pod template reads (envFrom, env, volumes)."""
-    refs: dict[str, set[str]] = {}
-    for d in docs:
-        if d["kind"] not in ("Deployment", "StatefulSet", "Rollout"):
-            continue
-        pod = d["spec"]["template"]["spec"]
-        names = set()
-        for c in [*pod.get("containers", []), *pod.get("initContainers", [])]:
-            names |= {e["configMapRef"]["name"] for e in c.get("envFrom", []) if "configMapRef" in e}
-            names |= {
-                e["valueFrom"]["configMapKeyRef"]["name"]
-                for e in c.get("env", [])
-                if "configMapKeyRef" in e.get("valueFrom", {})
-            }
-        names |= {v["configMap"]["name"] for v in pod.get("volumes", []) if "configMap" in v}
-        refs[f"{d['kind']}/{d['metadata']['name']}"] = names
+    """Workload kind/name -> the ConfigMap names its pod template reads (the manifests check's own reader of
+    references: envFrom, env, volumes, projected volumes, init containers)."""
+    ctx = Context(ROOT, ROOT, Render("test", "test", tuple(docs)))
+    refs: dict[str, set[str]] = {t.name: set() for t in ctx.templates}
+    for r in references(ctx):
+        if r.kind == "ConfigMap" and r.holder in refs:
+            refs[r.holder].add(r.name)
     return refs
 
 
