@@ -216,20 +216,9 @@ def test_the_source_workloads_are_hardened_without_kustomize() -> None:
         _assert_hardened(doc)
 
 
-def test_network_policies_isolate_inference_and_redis(rendered: dict[str, list[dict[str, Any]]]) -> None:
-    docs = rendered["prod"]
-    deny = find(docs, "NetworkPolicy", "default-deny")["spec"]
-    assert deny["podSelector"] == {} and deny["policyTypes"] == ["Ingress", "Egress"]
-    assert "ingress" not in deny and "egress" not in deny
-    rules = find(docs, "NetworkPolicy", "inference-ingress")["spec"]["ingress"]
-    pod_peers = [
-        p["podSelector"]["matchLabels"] for r in rules for p in r["from"] if "namespaceSelector" not in p
-    ]
-    assert pod_peers == [{"app.kubernetes.io/name": "gateway"}]
-    rules = find(docs, "NetworkPolicy", "redis-ingress")["spec"]["ingress"]
-    assert all("namespaceSelector" not in peer for r in rules for peer in r["from"]), (
-        "Redis is reachable only in-namespace"
-    )
+# Which flows the NetworkPolicies admit (inference only from the gateway and Prometheus, Redis only from its
+# clients in the namespace, and nothing else) is the manifests check's rule `network`, which evaluates the rendered
+# policies against manifests/flows.yaml (twins in delivery/tests/test_wiring.py).
 
 
 def test_every_yaml_file_opens_with_a_comment() -> None:
