@@ -345,6 +345,21 @@ def test_argocd_twin_prunable_settings(contexts: dict[str, Context]) -> None:
     )
 
 
+def test_argocd_twin_project_refuses_a_kind_and_the_namespace(contexts: dict[str, Context]) -> None:
+    ctx = contexts["prod"]
+    (project,) = copy.deepcopy(ctx.projects)
+    project["spec"]["namespaceResourceWhitelist"] = [
+        w for w in project["spec"]["namespaceResourceWhitelist"] if w["group"] != "networking.k8s.io"
+    ]
+    project["spec"]["destinations"] = [d for d in project["spec"]["destinations"] if d["namespace"] != "forkcast"]
+    problems = rules()["argocd"](dataclasses.replace(ctx, projects=[project]))
+    assert sorted(p.message for p in problems) == [
+        "project forkcast does not admit namespace forkcast",
+        "project forkcast does not admit networking.k8s.io/Ingress",
+        "project forkcast does not admit networking.k8s.io/NetworkPolicy",
+    ]
+
+
 def test_a_workload_removed_from_the_manifests_fails_the_check(tmp_path: Path) -> None:
     """On disk, not in memory: the online-AUC job's file dropped from the base's resources."""
     for tree in ("manifests", "rollouts"):

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 import yaml
+from forkcast_delivery.checks.argocd import project_refusals
 
 from forkcast_monitoring import manifest_config
 from forkcast_monitoring.manifest_config import MANIFESTS, OBSERVABILITY, cluster_wide
@@ -80,23 +81,13 @@ def observability_sync_problems(app: dict[str, Any], project: dict[str, Any]) ->
     spec, problems = app["spec"], []
     if spec["source"]["path"] != f"manifests/{OBSERVABILITY}":
         problems.append(f"the Application syncs {spec['source']['path']}")
-    if spec["project"] != project["metadata"]["name"]:
-        problems.append(f"the Application is in project {spec['project']}")
-    if spec["source"]["repoURL"] not in project["spec"]["sourceRepos"]:
-        problems.append(f"project does not admit repository {spec['source']['repoURL']}")
-    dest = {"server": spec["destination"]["server"], "namespace": spec["destination"]["namespace"]}
+    dest = spec["destination"]
     if dest["namespace"] != "monitoring":
         problems.append(f"the Application deploys to namespace {dest['namespace']}")
-    if dest not in project["spec"]["destinations"]:
-        problems.append(f"project does not admit namespace {dest['namespace']}")
     if spec.get("syncPolicy", {}).get("automated") != {"prune": True, "selfHeal": True}:
         problems.append("sync is not automated with prune and selfHeal")
-    whitelist = project["spec"].get("namespaceResourceWhitelist", [])
-    for obj in manifest_config.render_observability():
-        group = obj["apiVersion"].rpartition("/")[0]
-        if not any(w["group"] == group and w["kind"] in ("*", obj["kind"]) for w in whitelist):
-            problems.append(f"project does not admit kind {obj['kind']} (group {group!r})")
-    return problems
+    # Whether the project admits the repository, the namespace and every kind: the manifests check's own reading.
+    return problems + project_refusals(app, project, manifest_config.render_observability())
 
 
 def argocd(name: str) -> dict[str, Any]:
@@ -116,6 +107,6 @@ def test_the_sync_check_names_a_destination_and_a_kind_the_project_does_not_admi
         w for w in project["spec"]["namespaceResourceWhitelist"] if w["group"] != "monitoring.coreos.com"
     ]
     assert observability_sync_problems(argocd("app-observability.yaml"), project) == [
-        "project does not admit namespace monitoring",
-        "project does not admit kind PrometheusRule (group 'monitoring.coreos.com')",
+        "project forkcast does not admit namespace monitoring",
+        "project forkcast does not admit monitoring.coreos.com/PrometheusRule",
     ]

@@ -25,6 +25,7 @@ from typing import Any, ClassVar
 import pytest
 import yaml
 from forkcast_delivery import render as delivery_render
+from forkcast_delivery.checks.argocd import project_refusals
 
 from forkcast_retrain.steps import DATA, RECIPE, RUN, STEPS, step
 from forkcast_retrain.workflow import (
@@ -409,21 +410,8 @@ def sync_problems(app: dict[str, Any], project: dict[str, Any], docs: list[dict[
         problems.append(
             f"the Application deploys into {dest.get('namespace')}, the CLI submits to {NAMESPACE}"
         )
-    if app["spec"]["project"] != project["metadata"]["name"]:
-        problems.append(f"the Application is in project {app['spec']['project']}")
-    allowed = {(d["server"], d["namespace"]) for d in project["spec"]["destinations"]}
-    if (dest.get("server"), dest.get("namespace")) not in allowed:
-        problems.append(
-            f"project {project['metadata']['name']} does not admit namespace {dest.get('namespace')}"
-        )
-    kinds = project["spec"].get("namespaceResourceWhitelist", [])
-    for d in docs:
-        group = d["apiVersion"].rpartition("/")[0]
-        if not any(k["group"] == group and k["kind"] in ("*", d["kind"]) for k in kinds):
-            problems.append(
-                f"project {project['metadata']['name']} does not admit {group or 'core'}/{d['kind']}"
-            )
-    return problems
+    # Whether the project admits the repository, the namespace and every kind: the manifests check's own reading.
+    return problems + project_refusals(app, project, docs)
 
 
 def test_an_application_syncs_workflows_into_the_training_namespace(rendered: list[dict[str, Any]]) -> None:

@@ -30,6 +30,7 @@ class Context:
     flows: dict[str, Any] = field(default_factory=dict)
     provided: dict[str, Any] = field(default_factory=dict)
     applications: list[Doc] = field(default_factory=list)
+    projects: list[Doc] = field(default_factory=list)
     observability: tuple[Doc, ...] = ()
 
     @property
@@ -66,11 +67,16 @@ def load_yaml(path: Path) -> dict[str, Any]:
     return yaml.safe_load(path.read_text()) or {} if path.exists() else {}
 
 
-def applications(root: Path) -> list[Doc]:
+def argocd_objects(root: Path, kind: str) -> list[Doc]:
+    """The Argo CD objects of ``kind`` (Application, AppProject) in deploy/argocd."""
     docs: list[Doc] = []
     for path in sorted((root / ARGOCD).glob("*.yaml")):
-        docs += [d for d in yaml.safe_load_all(path.read_text()) if d and d.get("kind") == "Application"]
+        docs += [d for d in yaml.safe_load_all(path.read_text()) if d and d.get("kind") == kind]
     return docs
+
+
+def applications(root: Path) -> list[Doc]:
+    return argocd_objects(root, "Application")
 
 
 def shared_docs(root: Path) -> tuple[Doc, ...]:
@@ -87,5 +93,6 @@ def build(root: Path, overlay_dir: Path) -> Context:
         flows=load_yaml(root / FLOWS),
         provided=load_yaml(root / PROVIDED),
         applications=applications(root),
+        projects=argocd_objects(root, "AppProject"),
         observability=shared_docs(root),
     )

@@ -10,15 +10,21 @@ And Argo CD keeps what old pods still need: a rendered ConfigMap a pod template 
 ``Prune=false`` (https://argo-cd.readthedocs.io/en/stable/user-guide/sync-options/#no-prune-resources). Settings
 ConfigMaps are hashed, so a settings change renames them; pruning the old name would leave the stable ReplicaSet of
 a canary (or a Deployment's previous one) unable to create pods on abort, scale-up or a lost node.
+
+And the AppProject of each Application admits what it syncs: the repository, the destination namespace and every
+kind of the render (https://argo-cd.readthedocs.io/en/stable/user-guide/projects/); Argo CD refuses the sync
+otherwise.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 from forkcast_delivery.checks import Problem
 from forkcast_delivery.context import Context
 from forkcast_delivery.objects import of_kind, ref
+from forkcast_delivery.render import Doc
 
 RULE = "argocd"
 REPLICAS_POINTERS = ("/spec/replicas",)
@@ -66,8 +72,47 @@ def _unprunable(ctx: Context) -> list[Problem]:
     return problems
 
 
+def project_refusals(app: Doc, project: Doc, docs: Iterable[Doc]) -> list[str]:
+    """Why ``project`` would refuse to sync ``docs`` as ``app`` asks (empty: it admits all of it)."""
+    spec, allowed, name = app["spec"], project["spec"], project["metadata"]["name"]
+    problems = []
+    if spec["project"] != name:
+        problems.append(f"the Application is in project {spec['project']}, not {name}")
+    repos = allowed.get("sourceRepos") or []
+    if "*" not in repos and spec["source"]["repoURL"] not in repos:
+        problems.append(f"project {name} does not admit repository {spec['source']['repoURL']}")
+    dest = spec["destination"]
+    if not any(
+        d.get("server") in ("*", dest.get("server")) and d.get("namespace") in ("*", dest.get("namespace"))
+        for d in allowed.get("destinations") or []
+    ):
+        problems.append(f"project {name} does not admit namespace {dest.get('namespace')}")
+    whitelist = allowed.get("namespaceResourceWhitelist") or []
+    kinds = sorted({(d["apiVersion"].rpartition("/")[0], d["kind"]) for d in docs})
+    problems += [
+        f"project {name} does not admit {group or 'core'}/{kind}"
+        for group, kind in kinds
+        if not any(w["group"] in ("*", group) and w["kind"] in ("*", kind) for w in whitelist)
+    ]
+    return problems
+
+
+def _admitted(ctx: Context) -> list[Problem]:
+    projects = {p["metadata"]["name"]: p for p in ctx.projects}
+    problems = []
+    for app in (a for a in ctx.applications if _syncs(a, ctx)):
+        project = projects.get(app["spec"]["project"])
+        if project is None:
+            problems.append(
+                Problem(RULE, ref(app), f"its project {app['spec']['project']} is not in deploy/argocd")
+            )
+            continue
+        problems += [Problem(RULE, ref(app), reason) for reason in project_refusals(app, project, ctx.docs)]
+    return problems
+
+
 def check(ctx: Context) -> list[Problem]:
-    return sorted(set(_hpa_replicas(ctx) + _unprunable(ctx)))
+    return sorted(set(_hpa_replicas(ctx) + _unprunable(ctx) + _admitted(ctx)))
 
 
 def _hpa_replicas(ctx: Context) -> list[Problem]:
