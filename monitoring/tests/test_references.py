@@ -13,13 +13,13 @@ import numpy as np
 import pytest
 import redis
 
+from forkcast_contract.model_format import METRICS_FILE
 from forkcast_contract.registry_format import DATA_PROFILE_FILE, MANIFEST_FILE, PROBE_FILE
 from forkcast_monitoring.drift_job import DriftJob
 from forkcast_monitoring.references import ReferenceUnavailableError, RegistryReferences
-from forkcast_registry.publish import build_manifest, new_version_id, publish_version
 from forkcast_registry.registry import ModelRegistry
 from forkcast_registry.settings import RegistrySettings
-from forkcast_registry.testing import SeaweedServer, free_port, start_seaweed, weed_binary
+from forkcast_registry.testing import SeaweedServer, free_port, publish_files, start_seaweed, weed_binary
 
 PROFILE = {"bins": 1, "label_rate": 0.5, "features": {"user.f00": {"edges": [0.0, 1.0], "shares": [1.0]}}}
 
@@ -59,19 +59,13 @@ def publish_reference(registry: ModelRegistry, tmp_path: Path, seed: int) -> str
     (out / DATA_PROFILE_FILE).write_text(json.dumps(PROFILE))
     np.savez(out / PROBE_FILE, scores=np.linspace(-2.0, 2.0, 50))
     (out / "model.pt").write_bytes(bytes(range(256)) * (seed + 1))
-    files = {p.name: p for p in out.iterdir()}
-    version = new_version_id(f"data{seed}", "rev", f"model{seed}")
-    manifest = build_manifest(
-        registry,
-        version,
-        files,
-        data_fingerprint=f"data{seed}",
-        code_revision="rev",
-        feature_schema_hash="h",
-        metrics={"roc_auc": 0.7, "accuracy": 0.7, "logloss": 0.6},
-        gate_passed=True,
+    (out / METRICS_FILE).write_text(
+        json.dumps(
+            {"data_fingerprint": f"data{seed}", "code_revision": "rev", "feature_schema_hash": "h"}
+            | {"roc_auc": 0.7, "accuracy": 0.7, "logloss": 0.6}
+        )
     )
-    publish_version(registry, manifest, files)
+    version, _ = publish_files(registry, {p.name: p for p in out.iterdir()}, f"model{seed}", gate_passed=True)
     return version
 
 

@@ -27,7 +27,6 @@ from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-import boto3
 import pytest
 import yaml
 from mlflow.exceptions import MlflowException
@@ -79,13 +78,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
     env = {**seaweed.env("forkcast-models"), "FORKCAST_MODEL_CACHE": str(root / "cache")}
     mlflow: MlflowServer | None = None
     try:
-        s3 = boto3.client(
-            "s3",
-            endpoint_url=seaweed.endpoint_url,
-            aws_access_key_id=seaweed.access_key,
-            aws_secret_access_key=seaweed.secret_key,
-            region_name="us-east-1",
-        )
+        s3 = seaweed.client()
         # Both buckets are infrastructure (created once by the platform), not something a pipeline creates.
         for bucket in ("mlflow-artifacts", "forkcast-models"):
             s3.create_bucket(Bucket=bucket)

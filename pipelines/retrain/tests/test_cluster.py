@@ -19,7 +19,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import boto3
 import pytest
 
 from forkcast_registry.testing import SeaweedServer, start_seaweed
@@ -124,13 +123,7 @@ def kube(tmp_path: Path) -> Iterator[tuple[FakeApi, Path]]:
 @pytest.fixture(scope="module")
 def seaweed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeaweedServer]:
     server = start_seaweed(tmp_path_factory.mktemp("seaweed"))
-    s3 = boto3.client(
-        "s3",
-        endpoint_url=server.endpoint_url,
-        aws_access_key_id=server.access_key,
-        aws_secret_access_key=server.secret_key,
-        region_name="us-east-1",
-    )
+    s3 = server.client()
     s3.create_bucket(Bucket=BUCKET)  # the artifact repository's bucket: infrastructure, made once
     yield server
     server.stop()
@@ -141,13 +134,7 @@ def s3(seaweed: SeaweedServer, monkeypatch: pytest.MonkeyPatch) -> Any:
     """A client of the artifact bucket; the command under test reads the same S3 settings from the environment."""
     for name, value in seaweed.env("unused").items():
         monkeypatch.setenv(name, value)
-    client = boto3.client(
-        "s3",
-        endpoint_url=seaweed.endpoint_url,
-        aws_access_key_id=seaweed.access_key,
-        aws_secret_access_key=seaweed.secret_key,
-        region_name="us-east-1",
-    )
+    client = seaweed.client()
     for obj in client.list_objects_v2(Bucket=BUCKET).get("Contents", []):
         client.delete_object(Bucket=BUCKET, Key=obj["Key"])
     return client

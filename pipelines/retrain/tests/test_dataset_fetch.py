@@ -11,7 +11,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import boto3
 import pytest
 
 from forkcast_contract.dataset import DATASET_MANIFEST_FILE
@@ -38,13 +37,7 @@ def s3(seaweed: SeaweedServer, monkeypatch: pytest.MonkeyPatch) -> Any:
     """A client of the dataset bucket (emptied); the step under test reads the same settings from the environment."""
     for name, value in seaweed.env(BUCKET).items():
         monkeypatch.setenv(name, value)
-    client = boto3.client(
-        "s3",
-        endpoint_url=seaweed.endpoint_url,
-        aws_access_key_id=seaweed.access_key,
-        aws_secret_access_key=seaweed.secret_key,
-        region_name="us-east-1",
-    )
+    client = seaweed.client()
     if BUCKET not in {b["Name"] for b in client.list_buckets()["Buckets"]}:
         client.create_bucket(Bucket=BUCKET)
     for obj in client.list_objects_v2(Bucket=BUCKET).get("Contents", []):

@@ -13,7 +13,6 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import boto3
 import numpy as np
 import pytest
 import torch
@@ -57,13 +56,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
     root = tmp_path_factory.mktemp("stack")
     seaweed: SeaweedServer = start_seaweed(root / "seaweed")
     env = {**seaweed.env("forkcast-models"), "FORKCAST_MODEL_CACHE": str(root / "cache")}
-    s3 = boto3.client(
-        "s3",
-        endpoint_url=seaweed.endpoint_url,
-        aws_access_key_id=seaweed.access_key,
-        aws_secret_access_key=seaweed.secret_key,
-        region_name="us-east-1",
-    )
+    s3 = seaweed.client()
     s3.create_bucket(Bucket="mlflow-artifacts")
     mlflow = start_mlflow(root, seaweed)
     try:

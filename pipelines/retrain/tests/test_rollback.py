@@ -20,7 +20,6 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-import boto3
 import pytest
 from mlflow.tracking import MlflowClient
 
@@ -50,13 +49,7 @@ DIGEST_1, DIGEST_2 = "sha256:" + "11" * 32, "sha256:" + "22" * 32
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     root = tmp_path_factory.mktemp("rollback-stack")
     seaweed = start_seaweed(root / "seaweed")
-    s3 = boto3.client(
-        "s3",
-        endpoint_url=seaweed.endpoint_url,
-        aws_access_key_id=seaweed.access_key,
-        aws_secret_access_key=seaweed.secret_key,
-        region_name="us-east-1",
-    )
+    s3 = seaweed.client()
     for bucket in ("mlflow-artifacts", "forkcast-models"):
         s3.create_bucket(Bucket=bucket)
     mlflow = start_mlflow(root, seaweed)

@@ -18,6 +18,7 @@ import time
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from forkcast_contract.model_format import METRICS_FILE, REQUIRED_METRICS
 from forkcast_contract.registry_format import FileDigest
@@ -72,6 +73,18 @@ class SeaweedServer:
             "AWS_REGION": "us-east-1",
             "FORKCAST_BUCKET": bucket,
         }
+
+    def client(self) -> Any:
+        """A plain boto3 S3 client of this server (for tests that set up buckets and objects)."""
+        import boto3
+
+        return boto3.client(
+            "s3",
+            endpoint_url=self.endpoint_url,
+            aws_access_key_id=self.access_key,
+            aws_secret_access_key=self.secret_key,
+            region_name="us-east-1",
+        )
 
     def stop(self) -> None:
         if self.process.poll() is None:
