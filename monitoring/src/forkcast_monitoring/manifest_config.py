@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from forkcast_delivery import render as delivery_render
+from forkcast_delivery.objects import matches, matches_plain
 
 MANIFESTS = Path(__file__).resolve().parents[3] / "manifests"
 DEFAULT_OVERLAY = "dev"
@@ -161,13 +162,6 @@ def from_objects(
 # -- scrape jobs -------------------------------------------------------------------------------------------------
 
 
-def _matches(selector: Mapping[str, Any], labels: Mapping[str, str]) -> bool:
-    if selector.get("matchExpressions"):
-        raise ManifestConfigError("monitor selectors with matchExpressions are not supported here")
-    wanted = selector.get("matchLabels", {})
-    return bool(wanted) and all(labels.get(k) == v for k, v in wanted.items())
-
-
 def _pod_templates(objects: Iterable[dict[str, Any]]) -> list[tuple[str, dict[str, Any]]]:
     return [
         (o["metadata"]["name"], o["spec"]["template"])
@@ -204,13 +198,13 @@ def scrape_jobs(objects: list[dict[str, Any]]) -> tuple[ScrapeJob, ...]:
         if kind == "PodMonitor":
             endpoints = monitor["spec"].get("podMetricsEndpoints", [])
             selected = [
-                (w, t) for w, t in templates if _matches(monitor["spec"]["selector"], t["metadata"]["labels"])
+                (w, t) for w, t in templates if matches(monitor["spec"]["selector"], t["metadata"]["labels"])
             ]
             ports: list[str | int] = [e.get("port") or e.get("portNumber") for e in endpoints]
         elif kind == "ServiceMonitor":
             endpoints = monitor["spec"].get("endpoints", [])
             chosen = [
-                s for s in services if _matches(monitor["spec"]["selector"], s["metadata"].get("labels", {}))
+                s for s in services if matches(monitor["spec"]["selector"], s["metadata"].get("labels", {}))
             ]
             if len(chosen) != 1:
                 raise ManifestConfigError(
@@ -220,7 +214,7 @@ def scrape_jobs(objects: list[dict[str, Any]]) -> tuple[ScrapeJob, ...]:
             selected = [
                 (w, t)
                 for w, t in templates
-                if _matches({"matchLabels": service["spec"]["selector"]}, t["metadata"]["labels"])
+                if matches_plain(service["spec"]["selector"], t["metadata"]["labels"])
             ]
             by_name = {p.get("name"): p for p in service["spec"]["ports"]}
             ports = []
