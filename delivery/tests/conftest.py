@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from forkcast_delivery.context import Context, build
+from forkcast_delivery.context import Context, build, shared_docs
 
 ROOT = Path(__file__).resolve().parents[2]
 OVERLAYS = ("dev", "prod")
@@ -13,4 +13,5 @@ OVERLAYS = ("dev", "prod")
 
 @pytest.fixture(scope="session")
 def contexts() -> dict[str, Context]:
-    return {name: build(ROOT, ROOT / "manifests" / "overlays" / name) for name in OVERLAYS}
+    shared = shared_docs(ROOT)
+    return {name: build(ROOT, ROOT / "manifests" / "overlays" / name, shared) for name in OVERLAYS}

@@ -351,7 +351,9 @@ def test_argocd_twin_project_refuses_a_kind_and_the_namespace(contexts: dict[str
     project["spec"]["namespaceResourceWhitelist"] = [
         w for w in project["spec"]["namespaceResourceWhitelist"] if w["group"] != "networking.k8s.io"
     ]
-    project["spec"]["destinations"] = [d for d in project["spec"]["destinations"] if d["namespace"] != "forkcast"]
+    project["spec"]["destinations"] = [
+        d for d in project["spec"]["destinations"] if d["namespace"] != "forkcast"
+    ]
     problems = rules()["argocd"](dataclasses.replace(ctx, projects=[project]))
     assert sorted(p.message for p in problems) == [
         "project forkcast does not admit namespace forkcast",

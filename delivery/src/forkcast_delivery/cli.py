@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 
 from forkcast_delivery.checks import Problem, rules
-from forkcast_delivery.context import build
+from forkcast_delivery.context import build, shared_docs
 from forkcast_delivery.render import RenderError, overlay_dirs
 
 
@@ -26,8 +26,9 @@ def run(root: Path, overlays: list[Path], only: list[str]) -> list[tuple[str, Pr
     """Every problem of every overlay, as (overlay name, problem)."""
     checks = rules()
     found = []
+    shared = shared_docs(root)  # one render of manifests/observability for every overlay
     for overlay in overlays:
-        ctx = build(root, overlay)
+        ctx = build(root, overlay, shared)
         for name in only or list(checks):
             found += [(overlay.name, p) for p in checks[name](ctx)]
     return found

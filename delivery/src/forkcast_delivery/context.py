@@ -64,7 +64,7 @@ class Context:
 
 
 def load_yaml(path: Path) -> dict[str, Any]:
-    return yaml.safe_load(path.read_text()) or {} if path.exists() else {}
+    return (yaml.safe_load(path.read_text()) or {}) if path.exists() else {}
 
 
 def argocd_objects(root: Path, kind: str) -> list[Doc]:
@@ -85,7 +85,9 @@ def shared_docs(root: Path) -> tuple[Doc, ...]:
     return render(folder).docs if (folder / "kustomization.yaml").exists() else ()
 
 
-def build(root: Path, overlay_dir: Path) -> Context:
+def build(root: Path, overlay_dir: Path, observability: tuple[Doc, ...] | None = None) -> Context:
+    """The context of one overlay; ``observability`` is the render of manifests/observability when the caller
+    already has it (it is the same for every overlay), else it is rendered here."""
     return Context(
         root=root,
         overlay_dir=overlay_dir,
@@ -94,5 +96,5 @@ def build(root: Path, overlay_dir: Path) -> Context:
         provided=load_yaml(root / PROVIDED),
         applications=applications(root),
         projects=argocd_objects(root, "AppProject"),
-        observability=shared_docs(root),
+        observability=shared_docs(root) if observability is None else observability,
     )
