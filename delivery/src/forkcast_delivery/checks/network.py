@@ -207,13 +207,14 @@ def check(ctx: Context) -> list[Problem]:
             problems.append(
                 Problem(RULE, "NetworkPolicy", f"flow {flow} of flows.yaml is not admitted: {why}")
             )
+    probes = sorted(_probe_ports(ctx, expected))
     for source in known.values():
         for dest in known.values():
             if source is dest or namespace not in (source.namespace, dest.namespace):
                 continue
             extra = [
                 f"{port}/{protocol}"
-                for port, protocol in sorted(_probe_ports(ctx, expected))
+                for port, protocol in probes
                 if Flow(source.name, dest.name, port, protocol) not in expected
                 and admitted(ctx, source, dest, port, protocol)[0]
             ]
