@@ -23,6 +23,7 @@ $(UV):
 	@scripts/bootstrap-uv.sh $(UV_VERSION)
 
 setup: $(UV) ## create .venv/ with every workspace member installed from uv.lock
+	@.tools/bin/python scripts/torch_wheel.py
 	@$(UV) sync --all-packages --all-extras --locked --quiet
 	@echo "venv ready: $(VENV) ($$($(BIN)/python --version))"
 
@@ -67,9 +68,9 @@ full-data: setup ## the full-size dataset in $(DATA)/full (idempotent: nothing t
 	$(BIN)/forkcast-data generate --preset full --out $(DATA)/full --no-progress
 
 bench-features: full-data system-packages ## feature store: load 1M+100k, fetch designs, distance filters, Cluster tags
-	$(BIN)/python -m forkcast_features.bench load --data $(DATA)/full --no-progress
-	$(BIN)/python -m forkcast_features.bench fetch --data $(DATA)/full
-	$(BIN)/python -m forkcast_features.bench cluster --data $(DATA)/full
+	$(BIN)/python featurestore/benchmarks/bench_features.py load --data $(DATA)/full --no-progress
+	$(BIN)/python featurestore/benchmarks/bench_features.py fetch --data $(DATA)/full
+	$(BIN)/python featurestore/benchmarks/bench_features.py cluster --data $(DATA)/full
 
 manifests-check: setup ## render every overlay, validate it (strict core kinds, CRD schemas) and check its wiring
 	if [ -x ../shared/tools/validate-manifests ]; then \

@@ -8,7 +8,7 @@ import pytest
 from forkcast_delivery.context import Context, build, shared_docs
 
 ROOT = Path(__file__).resolve().parents[2]
-OVERLAYS = ("dev", "prod")
+OVERLAYS = ("dev", "prod", "local")
 
 
 @pytest.fixture(scope="session")

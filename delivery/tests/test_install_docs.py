@@ -34,9 +34,9 @@ def test_every_provided_secret_and_key_is_named() -> None:
 
 
 def test_twin_a_secret_or_key_left_out_is_named() -> None:
-    section = install_section().replace("`forkcast-gitlab-trigger` (`token`)", "").replace("`password`, ", "")
+    section = install_section().replace("`forkcast-gitlab-trigger` (`token`)", "").replace("`exporter`", "")
     provided = yaml.safe_load((ROOT / "manifests" / "provided-by-cluster.yaml").read_text())["secrets"]
-    assert missing_secrets(section, provided) == ["forkcast-redis/password", "forkcast-gitlab-trigger"]
+    assert missing_secrets(section, provided) == ["forkcast-redis-acl/exporter", "forkcast-gitlab-trigger"]
 
 
 def test_the_selector_values_match_the_rendered_monitors(contexts: dict[str, Context]) -> None:

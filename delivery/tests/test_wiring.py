@@ -18,7 +18,7 @@ from forkcast_delivery.objects import matches
 from forkcast_delivery.render import Doc
 
 ROOT = Path(__file__).resolve().parents[2]
-OVERLAYS = ("dev", "prod")
+OVERLAYS = ("dev", "prod", "local")
 
 Edit = Callable[[list[Doc]], None]
 
@@ -87,6 +87,37 @@ def test_metrics_twin_unscraped_online_auc_job(contexts: dict[str, Context]) -> 
         in problems
     ), messages(problems)
     assert all("forkcast_online_auc" in p.message for p in problems), messages(problems)
+
+
+def _without_redis_exporters(docs: list[Doc]) -> None:
+    for name in ("redis", "redis-events"):
+        spec = find(docs, "StatefulSet", name)["spec"]["template"]["spec"]
+        spec["containers"] = [c for c in spec["containers"] if "redis_exporter" not in c["image"]]
+
+
+def test_metrics_twin_redis_without_its_exporter(contexts: dict[str, Context]) -> None:
+    """A third-party exporter is a producer only where its image runs in the render (rule metrics, EXPORTERS)."""
+    problems = rules()["metrics"](broken(contexts["dev"], _without_redis_exporters))
+    assert sorted(str(p) for p in problems) == [
+        "[metrics] PrometheusRule/forkcast rule RedisMemoryHigh: reads redis_memory_max_bytes: its producer "
+        "oliver006/redis_exporter runs in no workload",
+        "[metrics] PrometheusRule/forkcast rule RedisMemoryHigh: reads redis_memory_used_bytes: its producer "
+        "oliver006/redis_exporter runs in no workload",
+    ]
+
+
+def test_metrics_twin_redis_exporters_unscraped(contexts: dict[str, Context]) -> None:
+    def edit(docs: list[Doc]) -> None:
+        _drop_monitors_of("redis")(docs)
+        _drop_monitors_of("redis-events")(docs)
+
+    problems = rules()["metrics"](broken(contexts["prod"], edit))
+    assert sorted(str(p) for p in problems) == [
+        f"[metrics] PrometheusRule/forkcast rule RedisMemoryHigh: reads {series}: StatefulSet/redis, "
+        "StatefulSet/redis-events (oliver006/redis_exporter) is scraped by no PodMonitor/ServiceMonitor on a named "
+        "port of its container"
+        for series in ("redis_memory_max_bytes", "redis_memory_used_bytes")
+    ]
 
 
 def test_metrics_twin_missing_workload(contexts: dict[str, Context]) -> None:
@@ -196,14 +227,14 @@ def test_references_twin(contexts: dict[str, Context]) -> None:
     def edit(docs: list[Doc]) -> None:
         gateway = container(docs, "Deployment", "gateway")
         gateway["envFrom"].append({"secretRef": {"name": "forkcast-missing"}})
-        for var in gateway["env"]:
-            if "secretKeyRef" in var.get("valueFrom", {}):
-                var["valueFrom"]["secretKeyRef"]["key"] = "uri"
+        (redis_url,) = [var for var in gateway["env"] if var["name"] == "REDIS_URL"]
+        redis_url["valueFrom"]["secretKeyRef"]["key"] = "uri"
 
     problems = rules()["references"](broken(contexts["dev"], edit))
     assert sorted(p.message for p in problems) == [
         "references Secret forkcast-missing: neither rendered nor listed in provided-by-cluster.yaml",
-        "references Secret forkcast-redis key uri: the listed in provided-by-cluster.yaml Secret has no such key",
+        "references Secret forkcast-redis-gateway key uri: the listed in provided-by-cluster.yaml Secret has no "
+        "such key",
     ]
 
 
@@ -313,6 +344,20 @@ def test_argocd_twin(contexts: dict[str, Context]) -> None:
         "does not ignore /spec/replicas of Deployment/gateway (owned by HorizontalPodAutoscaler/gateway)",
         "does not ignore /spec/replicas of Rollout/inference (owned by HorizontalPodAutoscaler/inference)",
     }
+
+
+def test_argocd_local_overlay_needs_no_application_only_because_it_says_so(
+    contexts: dict[str, Context], tmp_path: Path
+) -> None:
+    # manifests/overlays/local is run by forkcast-local, never synced by Argo CD: its kustomization says so.
+    assert rules()["argocd"](contexts["local"]) == []
+    overlay = tmp_path / "local"
+    overlay.mkdir()
+    kustomization = yaml.safe_load((ROOT / "manifests/overlays/local/kustomization.yaml").read_text())
+    del kustomization["metadata"]["annotations"]["forkcast.io/deployed-by"]
+    (overlay / "kustomization.yaml").write_text(yaml.safe_dump(kustomization))
+    problems = rules()["argocd"](dataclasses.replace(contexts["local"], overlay_dir=overlay))
+    assert [p.message for p in problems] == ["no Argo CD Application in deploy/argocd syncs this overlay"]
 
 
 def test_argocd_twin_without_respect_ignore_differences(contexts: dict[str, Context]) -> None:

@@ -1,9 +1,8 @@
-"""Fixtures: a real redis-server on a free loopback port (forkcast_features.localredis, stopped by PID) and tiny
-generated datasets."""
+"""Fixtures: a client of the session's real redis-server (``redis_server``, from the forkcast_devservers pytest
+plugin), emptied before each test, and tiny generated datasets."""
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,22 +11,13 @@ import redis
 
 from forkcast_data.generate import GenerateRequest, generate
 from forkcast_data.presets import preset_sizes
-from forkcast_features.localredis import LocalRedis
-
-
-@pytest.fixture(scope="session")
-def redis_server() -> Iterator[LocalRedis]:
-    """The package's own throwaway redis-server (free loopback port, stopped by its PID)."""
-    if shutil.which("redis-server") is None:
-        pytest.skip("redis-server not installed (Debian package redis-server)")
-    with LocalRedis() as server:
-        yield server
+from forkcast_devservers.servers import RedisServer
 
 
 @pytest.fixture
-def client(redis_server: LocalRedis) -> Iterator[redis.Redis]:
-    """A client of our own server, emptied before each test."""
-    c = redis_server.client()
+def client(redis_server: RedisServer) -> Iterator[redis.Redis]:
+    """A client of the session's server, emptied before each test."""
+    c = redis.Redis(port=redis_server.port, socket_timeout=30)
     c.flushall()
     yield c
     c.config_set("maxmemory", "0")
@@ -53,6 +43,6 @@ def tiny_drifted(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture
-def redis_url(redis_server: LocalRedis, client: redis.Redis) -> str:
+def redis_url(redis_server: RedisServer, client: redis.Redis) -> str:
     """URL of the (emptied) test server, for code under test that connects by itself."""
     return redis_server.url

@@ -1,28 +1,35 @@
-"""The benchmarks run end to end on tiny data, and their built-in cross-checks hold (all fetch designs and all
-distance filters return the same candidates)."""
+"""The benchmarks (featurestore/benchmarks/, outside the package) run end to end on tiny data, and their built-in
+cross-checks hold (all fetch designs and all distance filters return the same candidates)."""
 
 from __future__ import annotations
 
-import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-from forkcast_features.bench import main
-
-pytestmark = pytest.mark.skipif(shutil.which("redis-server") is None, reason="redis-server not installed")
+BENCH = Path(__file__).parents[1] / "benchmarks" / "bench_features.py"
 
 
-def test_fetch_designs_agree_and_report(tiny_data: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["fetch", "--data", str(tiny_data), "--requests", "100"]) == 0
-    out = capsys.readouterr().out
+def _run(*args: str) -> str:
+    done = subprocess.run([sys.executable, str(BENCH), *args], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done.stdout
+
+
+def test_fetch_designs_agree_and_report(tiny_data: Path) -> None:
+    out = _run("fetch", "--data", str(tiny_data), "--requests", "100")
     assert "coordinates in memory + revision" in out and "H3 grid disk" in out
     assert out.count("Redis-bound cap") == 4 and out.count("µs/request") == 3
 
 
-def test_load_bench_reports_rate_and_bytes_per_user(
-    tiny_data: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    assert main(["load", "--data", str(tiny_data), "--baseline-rows", "2000", "--no-progress"]) == 0
-    out = capsys.readouterr().out
+def test_load_bench_reports_rate_and_bytes_per_user(tiny_data: Path) -> None:
+    out = _run("load", "--data", str(tiny_data), "--baseline-rows", "2000", "--no-progress")
     assert "rows/s, ratio" in out and "B/user" in out
+
+
+@pytest.mark.slow
+def test_cluster_bench_times_the_three_tag_layouts(tiny_data: Path) -> None:
+    out = _run("cluster", "--data", str(tiny_data), "--requests", "200")
+    assert out.count("µs/req") == 3 and "one tag per version (chosen)" in out

@@ -5,8 +5,6 @@ Proves the hash tags: restaurant MGETs stay in one slot, users spread over all t
 
 from __future__ import annotations
 
-import shutil
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -14,29 +12,26 @@ import redis
 from redis.cluster import RedisCluster
 
 from forkcast_contract.feature_store import FeatureKeys, unpack_restaurants
+from forkcast_devservers.servers import RedisCluster as Cluster
 from forkcast_features.client import connect
 from forkcast_features.cutover import activate, gc
 from forkcast_features.loader import load_version
-from forkcast_features.localredis import LocalCluster
 from forkcast_features.reader import read_request
 from forkcast_features.settings import FeatureStoreSettings
 from forkcast_features.source import read_source
 from forkcast_features.updates import update_restaurant
 from forkcast_features.verify import verify_version
 
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(
-        shutil.which("redis-server") is None or shutil.which("redis-cli") is None,
-        reason="redis-server / redis-cli not installed (Debian packages redis-server, redis-tools)",
-    ),
-]
+pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def cluster() -> Iterator[list[int]]:
-    with LocalCluster(3) as c:
-        yield c.ports
+def cluster(redis_cluster: Cluster) -> list[int]:
+    """The node ports of the session's 3-master cluster (forkcast_devservers plugin), emptied for this module."""
+    ports = [port for _, port in redis_cluster.startup_nodes]
+    for port in ports:
+        redis.Redis(port=port).flushall()
+    return ports
 
 
 def test_load_activate_read_update_gc_on_a_three_master_cluster(

@@ -1,13 +1,12 @@
-"""Fixtures: a real redis-server (the feature store's test launcher), fast settings for the online-AUC job, and a
-local HTTP recorder standing in for GitLab's trigger API (there is no GitLab server here)."""
+"""Fixtures: a fresh real redis-server per test (forkcast_devservers' pytest plugin), fast settings for the
+online-AUC job, and a local HTTP recorder standing in for GitLab's trigger API (there is no GitLab server here)."""
 
 from __future__ import annotations
 
-import shutil
 import sys
 import threading
 import urllib.parse
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -17,27 +16,28 @@ import pytest
 # Helpers shared by the test modules (importlib mode puts no test folder on sys.path by itself).
 sys.path.insert(0, str(Path(__file__).parent))
 
-from forkcast_features.localredis import LocalRedis
+from forkcast_devservers.servers import RedisServer
 from forkcast_monitoring.settings import MonitoringSettings
 
 
 @pytest.fixture
-def redis_server() -> Iterator[LocalRedis]:
-    if shutil.which("redis-server") is None:
-        pytest.skip("redis-server not installed (Debian package redis-server)")
-    with LocalRedis() as server:
-        yield server
+def redis_server(redis_server_factory: Callable[..., RedisServer]) -> RedisServer:
+    """An empty redis-server of this test's own (the plugin's session-wide one keeps other tests' streams)."""
+    return redis_server_factory()
 
 
 @pytest.fixture
-def settings(redis_server: LocalRedis) -> MonitoringSettings:
+def settings(redis_server: RedisServer) -> MonitoringSettings:
     return MonitoringSettings(
+        environment="local",
         redis_url=redis_server.url,
         auc_window_s=600.0,
         auc_attribution_s=60.0,
         auc_min_samples=50,
         auc_min_per_class=5,
         auc_compute_every_s=0.0,
+        # One API key writes most test traffic; the per-key share cap has its own tests (test_key_share.py).
+        auc_max_key_share=1.0,
     )
 
 

@@ -2,20 +2,36 @@
 
 from __future__ import annotations
 
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
 import numpy as np
 import redis
 
 from forkcast_contract.streams import PREDICTIONS_STREAM
+from forkcast_devservers.servers import RedisServer
 from forkcast_inference.events import Event
 from forkcast_monitoring.online_auc import OnlineAuc
 
 NOW = 1_800_000_000.0
 
 
-def write_predictions(client: redis.Redis, events: list[Event]) -> None:
+@contextmanager
+def fresh_redis() -> Iterator[redis.Redis]:
+    """A client of an empty redis-server of its own, stopped on exit (for module-scoped measurements)."""
+    with tempfile.TemporaryDirectory() as work, RedisServer(Path(work)) as server:
+        yield redis.Redis.from_url(server.url)
+
+
+def write_predictions(client: redis.Redis, events: list[Event], key_ids: list[str] | None = None) -> None:
+    """XADD the events in the inference service's encoding; ``key_ids``: the API key id of each (the field the
+    gateway's X-Forkcast-Key-Id becomes), else the encoding's own."""
     pipe = client.pipeline(transaction=False)
-    for e in events:
-        pipe.xadd(PREDICTIONS_STREAM, e.fields())  # type: ignore[arg-type]
+    for i, e in enumerate(events):
+        fields = e.fields() if key_ids is None else {**e.fields(), "key_id": key_ids[i]}
+        pipe.xadd(PREDICTIONS_STREAM, fields)  # type: ignore[arg-type]
     pipe.execute()
 
 
@@ -29,3 +45,20 @@ def brute_auc(scores: np.ndarray, labels: np.ndarray) -> float:
     pos, neg = scores[labels], scores[~labels]
     diff = pos[:, None] - neg[None, :]
     return float(((diff > 0).sum() + 0.5 * (diff == 0).sum()) / diff.size)
+
+
+def capped_offline(pairs: list[tuple[str, float, float, bool]], share: float) -> list[tuple[float, bool]]:
+    """The per-key share rule of window.py written out plainly, for an offline recompute over (key, time, score,
+    label) pairs: the largest per-key count c with min(max n_k, c) <= share * sum min(n_k, c); each key keeps its c
+    newest pairs by (time, score, label). Returns the kept (score, label) pairs."""
+    by_key: dict[str, list[tuple[float, float, bool]]] = {}
+    for key, t, score, label in pairs:
+        by_key.setdefault(key, []).append((t, score, label))
+    counts = [len(v) for v in by_key.values()]
+    top = max(counts)
+    c = max(c for c in range(top + 1) if min(top, c) <= share * sum(min(n, c) for n in counts))
+    kept = []
+    for rows in by_key.values():
+        rows.sort(reverse=True)
+        kept += [(score, label) for _, score, label in rows[:c]]
+    return kept

@@ -18,7 +18,7 @@ from prometheus_client import CollectorRegistry, generate_latest, start_http_ser
 
 from forkcast_contract import metric_names as n
 from forkcast_contract.streams import FEEDBACK_STREAM, PREDICTIONS_STREAM
-from forkcast_features.localredis import LocalRedis
+from forkcast_devservers.servers import RedisServer
 from forkcast_gateway.feedback import FeedbackWriter
 from forkcast_gateway.schemas import FeedbackEvent
 from forkcast_inference.events import Event
@@ -68,9 +68,9 @@ def scrape(job: OnlineAuc) -> str:
 
 
 def test_joins_and_computes_auc_per_model_version(
-    redis_server: LocalRedis, settings: MonitoringSettings
+    redis_server: RedisServer, settings: MonitoringSettings
 ) -> None:
-    client = redis_server.client()
+    client = redis.Redis.from_url(redis_server.url)
     rng = np.random.default_rng(1)
     ev_a, fb_a, auc_a = traffic(rng, 300, "v1", NOW - 20)
     ev_b, fb_b, _ = traffic(rng, 5, "v2", NOW - 20)  # too few pairs: no AUC for v2
@@ -94,8 +94,8 @@ def test_joins_and_computes_auc_per_model_version(
     assert client.xpending(PREDICTIONS_STREAM, settings.auc_group)["pending"] == 305
 
 
-def test_bad_input_is_counted_and_skipped(redis_server: LocalRedis, settings: MonitoringSettings) -> None:
-    client = redis_server.client()
+def test_bad_input_is_counted_and_skipped(redis_server: RedisServer, settings: MonitoringSettings) -> None:
+    client = redis.Redis.from_url(redis_server.url)
     ok = Event("r1", NOW - 10, 7, "v1", "fv1", [1, 2], [0.5, 0.1])
     write_predictions(client, [ok, ok, Event("r9", NOW + 3600, 7, "v1", "fv1", [1], [0.2])])  # dup, future
     client.xadd(PREDICTIONS_STREAM, {"rid": "r2", "ids": "[1,2", "scores": "[]", "ts": "x", "model": "v1"})
@@ -128,9 +128,9 @@ def test_bad_input_is_counted_and_skipped(redis_server: LocalRedis, settings: Mo
 
 
 def test_restart_rereads_pending_predictions_without_double_counting(
-    redis_server: LocalRedis, settings: MonitoringSettings
+    redis_server: RedisServer, settings: MonitoringSettings
 ) -> None:
-    client = redis_server.client()
+    client = redis.Redis.from_url(redis_server.url)
     rng = np.random.default_rng(2)
     events, feedback, _ = traffic(rng, 100, "v1", NOW - 50)
     write_predictions(client, events)
@@ -149,9 +149,9 @@ def test_restart_rereads_pending_predictions_without_double_counting(
 
 
 def test_survives_redis_losing_everything_and_serves_metrics(
-    redis_server: LocalRedis, settings: MonitoringSettings
+    redis_server: RedisServer, settings: MonitoringSettings
 ) -> None:
-    client = redis_server.client()
+    client = redis.Redis.from_url(redis_server.url)
     job = OnlineAuc(client, settings.model_copy(update={"auc_min_samples": 10}), clock=lambda: NOW)
     stop = threading.Event()
     worker = threading.Thread(target=job.run, args=(stop.is_set,), daemon=True)

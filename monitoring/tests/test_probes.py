@@ -12,7 +12,7 @@ import pytest
 from prometheus_client import CollectorRegistry, Gauge
 from pydantic import ValidationError
 
-from forkcast_features.localredis import LocalRedis
+from forkcast_devservers.servers import RedisServer
 from forkcast_monitoring.probes import redis_ready, start_probe_server
 from forkcast_monitoring.settings import DriftSettings, MonitoringSettings
 

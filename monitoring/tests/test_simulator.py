@@ -16,7 +16,7 @@ from monitoring_support import NOW, brute_auc, drain, write_predictions
 from forkcast_data.generate import GenerateRequest, generate
 from forkcast_data.presets import preset_sizes
 from forkcast_data.process import click_logit, draw_entities
-from forkcast_features.localredis import LocalRedis
+from forkcast_devservers.servers import RedisServer
 from forkcast_inference.events import Event
 from forkcast_monitoring.online_auc import OnlineAuc
 from forkcast_monitoring.settings import MonitoringSettings
@@ -49,8 +49,7 @@ def serve(client: object, seed: int) -> None:
 
 
 def online_and_offline(tiny: Path, settings: MonitoringSettings, drift: float) -> tuple[float, float, int]:
-    with LocalRedis() as server:
-        client = server.client()
+    with fresh_redis() as client:
         job = OnlineAuc(client, settings, clock=lambda: NOW)
         job.ensure_groups()
         sim = Simulator(client, tiny, drift=drift, seed=1)

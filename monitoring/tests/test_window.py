@@ -42,33 +42,50 @@ def test_no_auc_below_minimum_or_with_one_class() -> None:
     assert one_class.estimate(min_samples=10, min_per_class=1).auc is None
 
 
-def test_ring_is_bounded_and_forgets_by_event_time() -> None:
+def test_window_is_bounded_and_keeps_the_newest_pairs() -> None:
     w = Window(window_s=10.0, max_samples=100)
     for i in range(1000):
         w.add(float(i), 0.0, True)
-    assert w.size == 100
-    assert w.times[w.start] == 900.0
+        assert w.size <= 100
+    kept = sorted(w.times[: w.size].tolist())
+    assert kept == [float(t) for t in range(1000 - w.size, 1000)] and w.size >= 95  # sheds 5 % at a time
+    assert w.shed == 1000 - w.size
     w.evict(now=995.0)
     assert w.size == 15  # times 985..999 are within 10 s of 995
 
 
-def test_extend_keeps_what_the_same_adds_keep() -> None:
-    """The job's batched ``extend`` against ``add`` pair by pair: wrap-around, eviction of the oldest, oversize."""
+def test_eviction_goes_by_each_pairs_own_time_not_its_place() -> None:
+    """Pairs arrive in join order: a late click joins a prediction older than pairs already in the window. Before
+    issue 18.10 eviction stopped at the first pair still inside the window, so the late pair behind it stayed."""
+    w = Window(window_s=30.0, max_samples=100)
+    w.extend([150.0, 100.0, 160.0, 120.0], [0.9, 0.8, 0.2, 0.1], [True, True, False, False])
+    w.evict(now=170.0)  # horizon 140: the pairs of 100 and 120 are out, wherever they sit
+    assert sorted(w.times[: w.size].tolist()) == [150.0, 160.0]
+    scores, labels, _ = w.kept()
+    assert sorted(zip(scores.tolist(), labels.tolist(), strict=True)) == [(0.2, False), (0.9, True)]
+
+
+def test_extend_within_capacity_keeps_what_the_same_adds_keep() -> None:
     rng = np.random.default_rng(3)
-    for batches in ([3, 4], [5, 2, 6], [17], [1] * 9, [0, 7, 0, 3]):
-        one, many = Window(100.0, 7), Window(100.0, 7)
-        t = 0
-        for n in batches:
-            times = [float(t + k) for k in range(n)]
-            scores = rng.random(n).tolist()
-            labels = (rng.random(n) < 0.5).tolist()
-            t += n
-            for pair in zip(times, scores, labels, strict=True):
-                one.add(*pair)
-            many.extend(times, scores, labels)
-            assert (many.start, many.size, many.newest) == (one.start, one.size, one.newest)
-            assert [a.tolist() for a in many._view()] == [a.tolist() for a in one._view()]
-            assert many.times.tolist() == one.times.tolist()
+    one, many = Window(100.0, 40), Window(100.0, 40)
+    t = 0
+    for n in (3, 4, 0, 7, 1, 9):
+        times = [float(t + k) for k in range(n)]
+        scores, labels = rng.random(n).tolist(), (rng.random(n) < 0.5).tolist()
+        keys = rng.integers(0, 3, n).tolist()
+        t += n
+        for pair in zip(times, scores, labels, keys, strict=True):
+            one.add(*pair)
+        many.extend(times, scores, labels, keys)
+        for name in ("times", "scores", "labels", "keys"):
+            assert getattr(many, name)[: many.size].tolist() == getattr(one, name)[: one.size].tolist()
+
+
+def test_a_batch_larger_than_the_window_keeps_its_newest_pairs() -> None:
+    w = Window(100.0, 10)
+    w.extend([float(t) for t in range(25)], [0.5] * 25, [True] * 25)
+    assert w.size <= 10 and max(w.times[: w.size]) == 24.0
+    assert sorted(w.times[: w.size].tolist()) == [float(t) for t in range(25 - w.size, 25)]
 
 
 def _two_halves(rng: np.random.Generator) -> tuple[Window, np.ndarray, np.ndarray, np.ndarray]:

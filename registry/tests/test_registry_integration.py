@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import re
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -9,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from forkcast_contract.registry_format import MANIFEST_FILE, VersionManifest
+from forkcast_registry.digest import bytes_digest
 from forkcast_registry.errors import IntegrityError, VersionExistsError, VersionNotFoundError
 from forkcast_registry.gc import plan_gc, run_gc
 from forkcast_registry.publish import build_manifest, new_version_id, publish_version, upload_files
@@ -157,3 +160,21 @@ def test_publish_and_verify_time_for_a_model_sized_version(registry: ModelRegist
     publish_version(registry, manifest, files)
     registry.download(manifest.version)
     assert time.perf_counter() - started < 5.0
+
+
+@pytest.mark.parametrize("name", ["../../escaped.pt", "/tmp/absolute.pt", "notes.txt"])
+def test_a_forged_manifest_naming_an_unknown_file_is_refused_before_any_download(
+    registry: ModelRegistry, tmp_path: Path, name: str
+) -> None:
+    """A manifest written straight to S3 (not by publish) listing a path outside the version, or a file no
+    writer produces: download refuses at the manifest, naming the file, and writes nothing."""
+    good = _manifest(registry, _files(tmp_path, 7), 7, datetime(2026, 1, 1, tzinfo=UTC))
+    payload = b"planted"
+    forged = good.model_dump(mode="json")
+    forged["files"][name] = {"sha256": bytes_digest(payload).sha256, "size": len(payload)}
+    assert registry.store.put_new(registry.key(good.version, MANIFEST_FILE), json.dumps(forged).encode())
+    with pytest.raises(IntegrityError, match=f"lists files no version holds: {re.escape(repr(name))}"):
+        registry.download(good.version)
+    cache = registry.cache_dir / registry.model_name
+    assert not (cache / good.version).exists()
+    assert not [p for p in tmp_path.rglob("*") if p.name in {"escaped.pt", "absolute.pt"}]

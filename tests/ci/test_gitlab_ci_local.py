@@ -180,7 +180,11 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _run(
-    gcl: list[str], project: Path, variables: dict[str, str], *extra: str
+    gcl: list[str],
+    project: Path,
+    variables: dict[str, str],
+    *extra: str,
+    inputs: dict[str, str] | None = None,
 ) -> subprocess.CompletedProcess[str]:
     home = project.parent / f"{project.name}-home"
     home.mkdir(exist_ok=True)
@@ -196,6 +200,9 @@ def _run(
     cmd += ["--force-shell-executor", "--shell-isolation"]
     for key, value in variables.items():
         cmd += ["--variable", f"{key}={value}"]
+    # spec:inputs of the file's header, checked against its options/regex as GitLab checks them at creation.
+    for key, value in (inputs or {}).items():
+        cmd += ["--input", f"{key}={value}"]
     env = {**os.environ, "PATH": f"{VENV_BIN}{os.pathsep}{os.environ['PATH']}"}
     # gitlab-ci-local takes only a relative --cwd: run it in the project instead.
     return subprocess.run(
@@ -236,6 +243,7 @@ def _pipeline(
     gitops: Path,
     extra: dict[str, str],
     argocd: ArgoCDStandIn | None = None,
+    inputs: dict[str, str] | None = None,
 ) -> tuple[subprocess.CompletedProcess[str], Path]:
     variables = {
         **stack,
@@ -250,7 +258,7 @@ def _pipeline(
         "CI_DEFAULT_BRANCH": "main",
     }
     shutil.rmtree(project / ".gitlab-ci-local", ignore_errors=True)
-    result = _run(gcl, project, variables)
+    result = _run(gcl, project, variables, inputs=inputs)
     return result, project / ".gitlab-ci-local"
 
 
@@ -269,7 +277,7 @@ def _release_changes(gitops: Path) -> list[str]:
         ("schedule", {}),
         (
             "trigger",
-            {"ALERT_NAME": "ForkcastOnlineAucLow", "ALERT_REASON": "online AUC 0.61 below 0.70 for 30m"},
+            {"alert_name": "OnlineAucLow", "alert_reason": "online AUC 0.61 below 0.70 for 30m"},
         ),
     ],
 )
@@ -285,14 +293,14 @@ def test_retraining_pipeline_promotes_into_the_gitops_repo(
 ) -> None:
     before = _release_changes(gitops)
     argocd.calls.clear()
-    extra = {"CI_PIPELINE_SOURCE": source, **alert}
-    result, state = _pipeline(gcl, project, stack, data, gitops, extra, argocd)
+    extra = {"CI_PIPELINE_SOURCE": source}
+    result, state = _pipeline(gcl, project, stack, data, gitops, extra, argocd, inputs=alert)
     assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-2000:]
     assert _ran(state) == RETRAIN_JOBS, result.stdout[-3000:]
     trigger = json.loads(next(state.glob("artifacts/prep/**/trigger.json")).read_text())
     assert trigger["CI_PIPELINE_SOURCE"] == source
-    assert trigger["ALERT_NAME"] == alert.get("ALERT_NAME", "")
-    assert trigger["ALERT_REASON"] == alert.get("ALERT_REASON", "")
+    assert trigger["alert_name"] == alert.get("alert_name", "none")
+    assert trigger["alert_reason"] == alert.get("alert_reason", "")
     # promote-dev committed to main: one more commit on the dev release file, now naming the published version.
     assert len(_release_changes(gitops)) == len(before) + 1
     published = json.loads(next(state.glob("artifacts/publish/**/published.json")).read_text())
@@ -311,12 +319,40 @@ def test_retraining_pipeline_promotes_into_the_gitops_repo(
         client.get_model_version_by_alias("forkcast-ranknet", "champion")
 
 
-def test_a_trigger_without_its_alert_variables_stops_at_prep(
+def test_a_trigger_without_its_alert_stops_at_prep(
     gcl: list[str], project: Path, stack: dict[str, str], data: Path, gitops: Path
 ) -> None:
+    """The old interface (variables) names no alert: the inputs stay at `none` and prep refuses the trigger."""
     before = _release_changes(gitops)
-    result, state = _pipeline(gcl, project, stack, data, gitops, {"CI_PIPELINE_SOURCE": "trigger"})
+    extra = {"CI_PIPELINE_SOURCE": "trigger", "ALERT_NAME": "OnlineAucLow", "ALERT_REASON": "x"}
+    result, state = _pipeline(gcl, project, stack, data, gitops, extra)
     assert result.returncode != 0
-    assert "a triggered retraining needs ALERT_NAME" in result.stdout + result.stderr
+    assert "a triggered retraining needs inputs alert_name" in result.stdout + result.stderr
     assert _ran(state) == {"prep"}
     assert _release_changes(gitops) == before
+
+
+@pytest.mark.parametrize(
+    ("inputs", "refusal"),
+    [
+        (
+            {"alert_name": "ModelTooOld", "alert_reason": "x"},
+            "`alert_name` input: `ModelTooOld` cannot be used because it is not in the list of allowed options",
+        ),
+        (
+            {"alert_name": "OnlineAucLow", "alert_reason": "AUC low $(touch pwned)"},
+            "`alert_reason` input: `AUC low $(touch pwned)` does not match required regex",
+        ),
+    ],
+    ids=["unrouted-alert", "shell-in-reason"],
+)
+def test_inputs_outside_the_spec_create_no_pipeline(
+    gcl: list[str], project: Path, inputs: dict[str, str], refusal: str
+) -> None:
+    """gitlab-ci-local, like GitLab, refuses the configuration before any job runs (nothing under output/)."""
+    shutil.rmtree(project / ".gitlab-ci-local", ignore_errors=True)
+    result = _run(gcl, project, {"CI_PIPELINE_SOURCE": "trigger"}, inputs=inputs)
+    assert result.returncode != 0
+    assert refusal in result.stdout + result.stderr, result.stdout[-2000:] + result.stderr[-2000:]
+    assert _ran(project / ".gitlab-ci-local") == set()
+    assert not (project / "pwned").exists()

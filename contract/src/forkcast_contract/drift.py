@@ -54,6 +54,20 @@ def psi_against(entry: Mapping[str, Any], values: npt.NDArray[np.floating]) -> f
     return psi(entry["shares"], shares(values, edges))
 
 
+def served_scores(logits: npt.NDArray[np.floating]) -> F64:
+    """The scores a client is served for these logits: sigmoid(logit) (SPEC §6), in the inference service's form.
+
+    Why here: ``probe.npz`` holds logits (``registry_format``: the service checks its own forward against them,
+    where a probability would hide differences in its saturated tails), while prediction events carry the served
+    probabilities. The drift job profiles the probe in the served space through this function; comparing the two
+    spaces directly read a score PSI of about 8 with no drift at all (monitoring/tests/test_drift.py).
+    ``0.5 * (1 + tanh(x / 2))`` equals 1 / (1 + e^-x) without overflow for large |x|.
+    """
+    x = np.asarray(logits, dtype=np.float64)
+    out: F64 = 0.5 * (1.0 + np.tanh(0.5 * x))
+    return out
+
+
 def make_profile(
     columns: Mapping[str, npt.NDArray[np.floating]], label_rate: float, bins: int = BINS
 ) -> dict[str, Any]:

@@ -62,6 +62,12 @@ ONLINE_AUC_RECENT_WINDOW_S: Final = 300.0
 ONLINE_AUC_EVENTS_TOTAL: Final = "forkcast_online_auc_events_total"
 # Unix time of the newest event the job has read: the "no predictions" alert watches its age.
 ONLINE_AUC_LAST_EVENT_TIME: Final = "forkcast_online_auc_last_event_timestamp_seconds"
+# Pairs in a window that its estimate leaves out, labels model_version, window (long: ONLINE_AUC; recent:
+# ONLINE_AUC_RECENT) and reason (key_share: the pair's API key held more than FORKCAST_AUC_MAX_KEY_SHARE of the
+# window). Never labelled by key id: key ids are unbounded label values and would name the client.
+ONLINE_AUC_EXCLUDED_PAIRS: Final = "forkcast_online_auc_excluded_pairs"
+# Joined pairs dropped for good, label reason (capacity: a full window shed the oldest pairs of its largest keys).
+ONLINE_AUC_DROPPED_PAIRS_TOTAL: Final = "forkcast_online_auc_dropped_pairs_total"
 
 # Drift job (monitoring): served features and scores against the training profile of the version in service,
 # label model_version (and feature, a model input name such as ``user.f03``, for the feature PSI).
@@ -73,6 +79,10 @@ DRIFT_LAST_RUN_TIME: Final = "forkcast_drift_last_run_timestamp_seconds"
 
 # Alert receiver (monitoring): retraining triggers sent to GitLab, label outcome (sent, cooldown, failed, …).
 RETRAIN_TRIGGERS_TOTAL: Final = "forkcast_retrain_triggers_total"
+# The alerts (PrometheusRule names) that the AlertmanagerConfig routes to the alert receiver: the only values of the
+# retrain pipeline's ``alert_name`` input. The receiver refuses any other; monitoring/tests/test_receiver.py checks
+# this tuple against the rendered manifests, and the CI's ``spec:inputs`` options list the same names.
+RETRAIN_ALERTS: Final = ("FeatureDriftHigh", "OnlineAucLow")
 
 # The program (console script) that exports each name, by prefix: the manifests check (forkcast-manifests) follows
 # every name a rule, analysis or dashboard reads to the workload running that program and the monitor scraping it.

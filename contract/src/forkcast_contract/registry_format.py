@@ -13,7 +13,7 @@ from typing import Final, Literal
 
 import numpy as np
 import numpy.typing as npt
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from forkcast_contract.model_format import METRICS_FILE, MODEL_FILE, SCALER_FILE
 
@@ -44,6 +44,11 @@ VERSION_FILES: Final[tuple[str, ...]] = (
     DATA_PROFILE_FILE,
 )
 OPTIONAL_VERSION_FILES: Final[tuple[str, ...]] = (GATE_REPORT_FILE, GATE_REPORT_MD_FILE)
+# The only names a manifest may list: a reader writes each listed file under the version's directory, so a forged
+# manifest naming `../x`, an absolute path or a file no writer produces is refused when it is parsed, before
+# anything is downloaded.
+KNOWN_VERSION_FILES: Final[frozenset[str]] = frozenset(VERSION_FILES + OPTIONAL_VERSION_FILES)
+_SHA256_RE: Final = re.compile(r"^[0-9a-f]{64}$")
 
 # Sortable and unique: UTC time to the second, then 8 hex of a hash of data fingerprint, code and model.
 VERSION_PATTERN: Final = r"^\d{8}T\d{6}Z-[0-9a-f]{8}$"
@@ -113,6 +118,17 @@ class VersionManifest(BaseModel):
     metrics: dict[str, float]  # the headline test metrics (REQUIRED_METRICS), copied from metrics.json
     gate_passed: bool | None = None  # None: published without a gate report
 
+    @field_validator("files")
+    @classmethod
+    def _known_file_names(cls, files: dict[str, FileDigest]) -> dict[str, FileDigest]:
+        unknown = sorted(name for name in files if name not in KNOWN_VERSION_FILES)
+        if unknown:
+            raise ValueError(
+                f"lists files no version holds: {', '.join(map(repr, unknown))} "
+                f"(allowed: {', '.join(sorted(KNOWN_VERSION_FILES))})"
+            )
+        return files
+
 
 # The release file (one per kustomize overlay, rewritten only by promotion) is a ConfigMap with this name whose
 # data are these environment variables of the inference service.
@@ -139,6 +155,31 @@ class ModelRelease(BaseModel):
     version: str
     model_sha256: str
     manifest_sha256: str
+
+    @model_validator(mode="after")
+    def _pinned_or_empty(self) -> ModelRelease:
+        """A release that names a version pins it: model.pt's and manifest.json's sha256 (64 hex each) and a URI
+        ending in that version's directory; the service verifies every file through the pinned manifest. An
+        overlay that releases nothing leaves all four empty."""
+        if not self.version:
+            if self.uri or self.model_sha256 or self.manifest_sha256:
+                raise ValueError("no version, yet a URI or sha256 is set")
+            return self
+        missing = [
+            key
+            for key, value in (
+                (ENV_MODEL_SHA256, self.model_sha256),
+                (ENV_MODEL_MANIFEST_SHA256, self.manifest_sha256),
+            )
+            if not _SHA256_RE.match(value)
+        ]
+        if missing:
+            raise ValueError(
+                f"release {self.version} is not pinned: {', '.join(missing)} must be a sha256 (64 hex)"
+            )
+        if not self.uri.endswith(f"/{self.version}/"):
+            raise ValueError(f"{ENV_MODEL_URI} {self.uri!r} is not the directory of version {self.version}")
+        return self
 
     def as_env(self) -> dict[str, str]:
         return dict(

@@ -43,7 +43,7 @@ def mset(
     pipeline is not enough: when an MSET fails (OOM) Redis still runs the HSET after it, and the watermark would
     claim rows that were never written (the OOM test caught exactly that). Inside MULTI an OOM at queueing aborts
     the whole batch (EXECABORT), so the watermark never runs ahead of the data. MSET of 5,000 pairs measured
-    ≈ 3x the rows/s of pipelined SETs (`python -m forkcast_features.bench load`, BENCHMARKS.md).
+    ≈ 3x the rows/s of pipelined SETs (`python featurestore/benchmarks/bench_features.py load`, BENCHMARKS.md).
     Cluster: redis-py groups the pairs by slot and pipelines per node; the HSET follows once all are acknowledged.
     """
     if isinstance(client, RedisCluster):

@@ -1,6 +1,6 @@
 """Distance filters for a request's candidates: plain haversine, a bounding-box pre-filter, an H3 pre-filter.
 
-All return the indices of candidates with displacement ≤ max_dist metres. `python -m forkcast_features.bench
+All return the indices of candidates with displacement ≤ max_dist metres. `featurestore/benchmarks/bench_features.py
 fetch` measures them on the real workload (BENCHMARKS.md); the winner is the bounding box then haversine.
 """
 

@@ -1,4 +1,5 @@
-"""``forkcast-local``: the local platform (``up``, ``down``, ``status``, ``logs``) and the end-to-end ``demo``."""
+"""``forkcast-local``: the local platform (``up``, ``down``, ``status``, ``logs``), the end-to-end ``demo`` and the
+drills (``drill NAME`` / ``drill --list``)."""
 
 from __future__ import annotations
 
@@ -7,17 +8,17 @@ import os
 import sys
 from pathlib import Path
 
-from forkcast_local.config import DEFAULT_CONFIG, load_config
+from forkcast_local.config import DEFAULT_CONFIG, load_config, read_state
 from forkcast_local.supervisor import down, status, up
-from forkcast_local.table import COMPONENTS
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="forkcast-local",
-        description="Every real forkcast component on 127.0.0.1: Redis, SeaweedFS (S3), MLflow, inference, "
-        "gateway, online-AUC job, Alertmanager, Prometheus. Ports come from platform.toml; state, data and "
-        "logs live under .local/.",
+        description="Runs manifests/overlays/local on 127.0.0.1: every workload of the render (gateway, inference, "
+        "online-AUC, drift, alert receiver, Redis) as its container's command with its rendered environment, and "
+        "beside them SeaweedFS (S3), MLflow, Alertmanager and Prometheus configured from the render. Ports come "
+        "from platform.toml; state, secrets, data and logs live under .local/.",
     )
     parser.add_argument(
         "--config", type=Path, default=DEFAULT_CONFIG, help="ports file (default %(default)s)"
@@ -29,14 +30,13 @@ def _parser() -> argparse.ArgumentParser:
         help="state directory (default $FORKCAST_LOCAL_ROOT or <repo>/.local)",
     )
     sub = parser.add_subparsers(dest="command", required=True)
-    names = [c.name for c in COMPONENTS]
-    p = sub.add_parser("up", help="start what is not running (in dependency order), wait until healthy")
-    p.add_argument("components", nargs="*", choices=[[], *names], help="only these (default: all)")
+    p = sub.add_parser("up", help="render the overlay, start what is not running (in order), wait until live")
+    p.add_argument("components", nargs="*", help="only these (default: all)")
     p = sub.add_parser("down", help="stop exactly the processes `up` started, in reverse order")
-    p.add_argument("components", nargs="*", choices=[[], *names], help="only these (default: all)")
-    sub.add_parser("status", help="each component: URL, PID, liveness and readiness")
+    p.add_argument("components", nargs="*", help="only these (default: all)")
+    sub.add_parser("status", help="each component: address, PID, liveness and readiness probes")
     p = sub.add_parser("logs", help="the last lines of one component's log, or of all")
-    p.add_argument("component", nargs="?", choices=names)
+    p.add_argument("component", nargs="?")
     p.add_argument("-n", "--lines", type=int, default=20, help="lines per log (default %(default)s)")
     p.add_argument("-f", "--follow", action="store_true", help="keep following (tail -F)")
     p = sub.add_parser(
@@ -46,40 +46,38 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--preset", default="small", choices=["tiny", "small"], help="dataset preset to generate")
     p.add_argument("--epochs", type=int, default=3, help="training epochs (default %(default)s)")
     p.add_argument("--requests", type=int, default=300, help="requests sent through the gateway")
-    sub.add_parser(
-        "drill",
-        add_help=False,
-        help="the whole MLOps loop end to end: drift → alert → retrain → canary → AUC recovers (see drill --help)",
-    )
+    sub.add_parser("drill", add_help=False, help="a scenario on the platform: drill --list, drill NAME --help")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    if argv[:1] == ["drill"]:  # its own parser: `forkcast-local drill --help` explains every option
-        from forkcast_local.drill import main as drill
+    if argv[:1] == ["drill"]:  # each drill has its own parser: `forkcast-local drill NAME --help`
+        from forkcast_local.drills import main as drill
 
         return drill(argv[1:])
     args = _parser().parse_args(argv)
     config = load_config(args.config, args.root)
     try:
         if args.command == "up":
-            ctx = up(config, only=set(args.components) or None)
-            print(f"API key in {config.api_key_file}; gateway docs {ctx.url('gateway')}/docs")
+            platform = up(config, only=set(args.components) or None)
+            print(f"API key in {config.api_key_file}; gateway docs {platform.url('gateway')}/docs")
         elif args.command == "down":
             down(config, only=set(args.components) or None)
         elif args.command == "status":
             ok = True
-            print(f"{'component':<12} {'url':<24} {'pid':>8}  health   ready")
+            print(f"{'component':<14} {'address':<18} {'pid':>8}  health     ready")
             for row in status(config):
                 health = "healthy" if row.healthy else ("unhealthy" if row.running else "stopped")
                 ready = "-" if row.ready is None else ("yes" if row.ready else "no")
-                print(f"{row.name:<12} {row.url:<24} {row.pid or '-':>8}  {health:<8} {ready}")
+                print(f"{row.name:<14} {row.url:<18} {row.pid or '-':>8}  {health:<10} {ready}")
                 ok = ok and row.healthy
             return 0 if ok else 1
         elif args.command == "logs":
-            names = [args.component] if args.component else [c.name for c in COMPONENTS]
-            paths = [str(config.log_file(n)) for n in names if config.log_file(n).is_file()]
+            records = read_state(config)["components"]
+            names = [args.component] if args.component else list(records)
+            logs = [(records.get(n) or {}).get("log") for n in names]
+            paths = [str(p) for p in logs if p and Path(p).is_file()]
             if not paths:
                 print("no logs yet: run `forkcast-local up`", file=sys.stderr)
                 return 1

@@ -22,11 +22,10 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from forkcast_local.components import Context, release_file
+from forkcast_devservers.ready import http_ok, wait_until
 from forkcast_local.config import REPO_ROOT, PlatformConfig
-from forkcast_local.health import http_ok, wait_until
 from forkcast_local.loadgen import RequestStats, send_requests
-from forkcast_local.supervisor import up
+from forkcast_local.supervisor import Platform, release_file, up
 
 OVERLAY_SOURCE = REPO_ROOT / "manifests"
 
@@ -103,7 +102,7 @@ def _train(config: PlatformConfig, opts: DemoOptions) -> Path:
     return run
 
 
-def _publish(config: PlatformConfig, ctx: Context, run: Path) -> dict[str, str]:
+def _publish(config: PlatformConfig, ctx: Platform, run: Path) -> dict[str, str]:
     """Gate and publish ``run`` unless it already is a version in this platform's S3; returns published.json."""
     published = run / "published.json"
     env = ctx.client_env()
@@ -119,12 +118,13 @@ def _publish(config: PlatformConfig, ctx: Context, run: Path) -> dict[str, str]:
     return result
 
 
-def _version_exists(ctx: Context, version: str) -> bool:
+def _version_exists(ctx: Platform, version: str) -> bool:
     from forkcast_registry.registry import ModelRegistry
     from forkcast_registry.settings import RegistrySettings
 
-    # The aliases are the environment variable names (S3_ENDPOINT_URL, …), exactly what s3_env() holds.
-    fields: dict[str, Any] = dict(ctx.s3_env())
+    # The aliases are the environment variable names (S3_ENDPOINT_URL, …), exactly what client_env() holds.
+    keys = ("S3_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_REGION", "FORKCAST_BUCKET")
+    fields: dict[str, Any] = {k: v for k, v in ctx.client_env().items() if k in keys}
     settings = RegistrySettings(**fields)
     registry = ModelRegistry.from_settings(settings)
     return bool(registry.store.exists(registry.key(version, "manifest.json")))
@@ -139,22 +139,24 @@ def run_demo(config: PlatformConfig, opts: DemoOptions) -> int:
         run = _train(config, opts)
         metrics = json.loads((run / "metrics.json").read_text())
         print(f"    test ROC-AUC {metrics['roc_auc']:.4f}, accuracy {metrics['accuracy']:.4f}")
-    with stage("platform up (Redis, S3, MLflow, inference, gateway, online AUC, Alertmanager, Prometheus)"):
+    with stage(f"platform up (manifests/overlays/{config.overlay}, with S3, MLflow, Alertmanager, Prometheus)"):
         ctx = up(config, log=lambda line: print(f"    {line}"))
     with stage("gate + publish to S3 and MLflow"):
         published = _publish(config, ctx, run)
     with stage(f"promote into the scratch GitOps repo {config.gitops}"):
         repo = _ensure_gitops(config)
         _run(config, ctx.client_env(), "forkcast-retrain", "promote", "--version", published["version"],
-             "--overlay", config.settings["overlay"], "--repo", str(repo))  # fmt: skip
+             "--overlay", config.overlay, "--repo", str(repo))  # fmt: skip
     with stage(f"load features into Redis from {opts.data}"):
         _run(config, ctx.client_env(), "forkcast-features", "load", "--data", str(opts.data), "--activate",
              "--no-progress")  # fmt: skip
     with stage(f"inference on the promoted release ({release_file(config).name})"):
         ctx = up(config, log=lambda line: print(f"    {line}"))
         for name in ("inference", "gateway"):
-            if not wait_until(partial(http_ok, f"{ctx.url(name)}/readyz"), 120, lambda: True):
-                raise RuntimeError(f"{name} not ready; see `forkcast-local logs {name}`")
+            try:
+                wait_until(partial(http_ok, f"{ctx.url(name)}/readyz"), timeout_s=120, what=name)
+            except TimeoutError as exc:
+                raise RuntimeError(f"{name} not ready; see `forkcast-local logs {name}`") from exc
     key = config.api_key_file.read_text().strip()
     with stage(f"{opts.requests} requests from requests.parquet through the gateway"):
         stats = send_requests(ctx.url("gateway"), key, opts.data / "requests.parquet", opts.requests)
@@ -164,7 +166,7 @@ def run_demo(config: PlatformConfig, opts: DemoOptions) -> int:
 
 
 def _summary(
-    ctx: Context, published: dict[str, str], metrics: dict[str, float], stats: RequestStats, wall_s: float
+    ctx: Platform, published: dict[str, str], metrics: dict[str, float], stats: RequestStats, wall_s: float
 ) -> None:
     print("\nA few recommendations:")
     for user, top in stats.samples:
@@ -184,7 +186,7 @@ def _summary(
     print(f"  MLflow UI         {ctx.url('mlflow')}")
     print(f"  Prometheus        {ctx.url('prometheus')}/alerts   (targets: {ctx.url('prometheus')}/targets)")
     print(f"  Alertmanager      {ctx.url('alertmanager')}")
-    print(f"  online AUC        {ctx.url('online_auc')}/metrics")
+    print(f"  online AUC        {ctx.url('online-auc')}/metrics")
     print(f"  inference         {ctx.url('inference')}/version, /metrics")
     print(f"  release commit    git -C {ctx.config.gitops} log -1")
     print("  platform          forkcast-local status | logs [component] | down")

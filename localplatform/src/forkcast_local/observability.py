@@ -1,148 +1,93 @@
-"""Monitoring on the local platform: the online-AUC job, Alertmanager and Prometheus, each one table entry.
+"""Prometheus and Alertmanager of the local platform, configured from the render (forkcast_monitoring.manifest_config).
 
-Prometheus and Alertmanager run what the rendered manifests hold (``forkcast_monitoring.manifest_config``): the
-PrometheusRule's groups from ``kubectl kustomize manifests/observability`` (cluster-wide, shipped once) as the rule
-file; from ``kubectl kustomize manifests/overlays/<overlay>``, one scrape job per
-PodMonitor/ServiceMonitor whose workload runs here (its port and path from the monitor, the target the loopback
-address of the component running that workload, labelled with the overlay's namespace as the operator labels
-pods), and the AlertmanagerConfig's routes converted as the operator converts them. A rule, route or monitor the
-manifests lack is missing here too. Left out locally: the drift job (it needs the training profile of each served
-version) and the retrain-trigger receiver (it calls a GitLab pipeline trigger, which a laptop does not have);
-Alertmanager therefore keeps the retrain route but without its webhook, so the alerts show in its UI only.
+Prometheus loads the PrometheusRule's groups of ``manifests/observability`` (cluster-wide, shipped once) as its rule
+file, and scrapes one job per PodMonitor/ServiceMonitor of the rendered overlay at the loopback address of the pod
+running each selected workload, labelled with the overlay's namespace as the operator labels pods. Alertmanager runs
+the rendered AlertmanagerConfig's routes converted as the operator converts them, with its webhooks' Service names
+mapped to loopback like every env value (plan.Planner.localise) and their bearer tokens read from the same local
+Secret files the receiving pods mount. A rule, route or monitor the manifests lack is missing here too.
 """
 
 from __future__ import annotations
 
-import hashlib
-import shutil
+import copy
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from forkcast_local.components import Component, Context
-from forkcast_local.config import REPO_ROOT
-from forkcast_local.health import http_ok
+from forkcast_local.config import Speed
+from forkcast_local.local_secrets import LocalSecrets
 from forkcast_monitoring import local_alerting
-from forkcast_monitoring.manifest_config import load
-
-# The overlay the local platform renders its monitoring from (manifests/overlays/local once issue 17 adds it).
-OVERLAY = "dev"
-MANIFESTS = REPO_ROOT / "manifests"
-# The component that runs each workload of the manifests here; monitors of other workloads are not scraped.
-WORKLOAD_COMPONENTS = {"gateway": "gateway", "inference": "inference", "online-auc": "online_auc"}
+from forkcast_monitoring.manifest_config import ManifestConfig, secret_refs
 
 
-def _binary(name: str) -> str:
-    found = shutil.which(name)
-    if found is None:
-        raise RuntimeError(f"{name} not found (Debian packages prometheus, prometheus-alertmanager)")
-    return found
-
-
-def scrape_configs(ctx: Context, overlay: str = OVERLAY) -> list[dict[str, Any]]:
-    """One job per rendered monitor whose workload a local component runs, at that component's address."""
-    config = load(overlay, MANIFESTS)
+def scrape_configs(
+    config: ManifestConfig, addresses: Mapping[tuple[str, int], str], speed: Speed
+) -> list[dict[str, Any]]:
+    """One job per rendered monitor whose workloads run here; ``addresses`` maps (workload, container port) to the
+    loopback ``host:port`` of its pod."""
     jobs = []
     for job in config.scrape_jobs:
-        components = {WORKLOAD_COMPONENTS[w] for w in job.workloads if w in WORKLOAD_COMPONENTS}
-        if not components:
+        targets = [addresses[(w, job.port)] for w in job.workloads if (w, job.port) in addresses]
+        if not targets:
             continue
-        targets = [_hostport(ctx, c) for c in sorted(components)]
-        static = [{"targets": targets, "labels": {"namespace": config.namespace}}]
-        jobs.append({"job_name": job.name, "metrics_path": job.path, "static_configs": static})
+        static = [{"targets": sorted(targets), "labels": {"namespace": config.namespace}}]
+        jobs.append(
+            {
+                "job_name": job.name,
+                "metrics_path": job.path,
+                "scrape_interval": f"{speed.scrape_s:g}s",
+                "static_configs": static,
+            }
+        )
     return jobs
 
 
-def prometheus_config(ctx: Context) -> Path:
-    """``.local/prometheus/prometheus.yml``: the rendered monitors at loopback targets, the rendered rules."""
-    out = ctx.config.component_dir("prometheus")
+def prometheus_config(
+    out: Path,
+    config: ManifestConfig,
+    manifests: Path,
+    addresses: Mapping[tuple[str, int], str],
+    alertmanager: str,
+    speed: Speed,
+) -> Path:
+    """``out/prometheus.yml``: the rendered monitors at loopback targets, the rendered rules, alerts to
+    ``alertmanager`` (host:port)."""
+    rules = local_alerting.rule_file(out, config.overlay, speed.rules_for_s, manifests)
     raw = {
-        "global": {"scrape_interval": "15s", "evaluation_interval": "15s"},
-        "rule_files": [str(local_alerting.rule_file(out, OVERLAY, manifests=MANIFESTS))],
-        "alerting": {"alertmanagers": [{"static_configs": [{"targets": [_hostport(ctx, "alertmanager")]}]}]},
-        "scrape_configs": scrape_configs(ctx),
+        "global": {"scrape_interval": f"{speed.scrape_s:g}s", "evaluation_interval": f"{speed.scrape_s:g}s"},
+        "rule_files": [str(rules)],
+        "alerting": {"alertmanagers": [{"static_configs": [{"targets": [alertmanager]}]}]},
+        "scrape_configs": scrape_configs(config, addresses, speed),
     }
     path = out / "prometheus.yml"
     path.write_text(
-        f"# Generated by forkcast-local from manifests/overlays/{OVERLAY} (monitors) and manifests/observability"
-        " (PrometheusRule)\n" + yaml.safe_dump(raw, sort_keys=False)
+        f"# Generated by forkcast-local from manifests/overlays/{config.overlay} (monitors) and "
+        "manifests/observability (PrometheusRule); do not edit.\n" + yaml.safe_dump(raw, sort_keys=False)
     )
     return path
 
 
-def alertmanager_config(ctx: Context) -> Path:
-    """``.local/alertmanager/alertmanager.yml``: the rendered AlertmanagerConfig's routes, webhooks left out."""
-    out = ctx.config.component_dir("alertmanager")
-    raw = load(OVERLAY, MANIFESTS).alertmanager(local_alerting.token_files(out, OVERLAY, MANIFESTS))
+def alertmanager_config(
+    out: Path, config: ManifestConfig, secrets: LocalSecrets, localise: Callable[[str], str], speed: Speed
+) -> Path:
+    """``out/alertmanager.yml``: the rendered AlertmanagerConfig's routes; webhooks at the loopback address of the
+    Service they name, authenticated with the local value of the Secret they reference."""
+    refs = secret_refs(config.alertmanager_configs)
+    files = {ref: secrets.path(ref.name, ref.key) for ref in refs}
+    for ref in refs:
+        secrets.value(ref.name, ref.key)  # made on first use, the same file the receiving pod mounts
+    raw = copy.deepcopy(config.alertmanager(files))
+    if speed.fast_alerts:
+        local_alerting.speed_up(raw["route"])
     for receiver in raw["receivers"]:
-        receiver.pop("webhook_configs", None)
+        for hook in receiver.get("webhook_configs", []):
+            hook["url"] = localise(hook["url"])
     path = out / "alertmanager.yml"
     path.write_text(
-        f"# Generated by forkcast-local from the AlertmanagerConfig of manifests/overlays/{OVERLAY}\n"
-        + yaml.safe_dump(raw, sort_keys=False)
+        f"# Generated by forkcast-local from the AlertmanagerConfig of manifests/overlays/{config.overlay}; "
+        "do not edit.\n" + yaml.safe_dump(raw, sort_keys=False)
     )
     return path
-
-
-def _hostport(ctx: Context, name: str) -> str:
-    return f"127.0.0.1:{ctx.ports[name]}"
-
-
-def _digest(path: Path) -> dict[str, str]:
-    # A changed generated config (a moved port) changes the fingerprint, so `up` restarts the server.
-    return {"FORKCAST_LOCAL_CONFIG_SHA256": hashlib.sha256(path.read_bytes()).hexdigest()}
-
-
-def _prometheus_argv(ctx: Context) -> list[str]:
-    return [
-        _binary("prometheus"),
-        f"--config.file={prometheus_config(ctx)}",
-        f"--storage.tsdb.path={ctx.config.component_dir('prometheus') / 'data'}",
-        "--storage.tsdb.retention.time=2d",
-        f"--web.listen-address={_hostport(ctx, 'prometheus')}",
-    ]
-
-
-def _alertmanager_argv(ctx: Context) -> list[str]:
-    return [
-        _binary("prometheus-alertmanager"),
-        f"--config.file={alertmanager_config(ctx)}",
-        f"--storage.path={ctx.config.component_dir('alertmanager') / 'data'}",
-        f"--web.listen-address={_hostport(ctx, 'alertmanager')}",
-        "--cluster.listen-address=",
-    ]
-
-
-def _online_auc_argv(ctx: Context) -> list[str]:
-    return [
-        str(ctx.config.bin_dir / "forkcast-online-auc"),
-        "--redis-url",
-        ctx.redis_url,
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(ctx.ports["online_auc"]),
-    ]
-
-
-MONITORING_COMPONENTS: tuple[Component, ...] = (
-    Component(
-        "online_auc",
-        _online_auc_argv,
-        lambda ctx: {"FORKCAST_ENVIRONMENT": "local"},
-        lambda ctx: http_ok(f"{ctx.url('online_auc')}/metrics"),
-    ),
-    Component(
-        "alertmanager",
-        _alertmanager_argv,
-        lambda ctx: _digest(ctx.config.root / "alertmanager" / "alertmanager.yml"),
-        lambda ctx: http_ok(f"{ctx.url('alertmanager')}/-/ready"),
-    ),
-    Component(
-        "prometheus",
-        _prometheus_argv,
-        lambda ctx: _digest(ctx.config.root / "prometheus" / "prometheus.yml"),
-        lambda ctx: http_ok(f"{ctx.url('prometheus')}/-/ready"),
-    ),
-)

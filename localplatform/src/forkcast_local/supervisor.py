@@ -1,30 +1,422 @@
-"""``up``, ``down``, ``status``: start the component table in order, stop exactly what was started, report.
+"""``up``, ``down``, ``status``: run the rendered overlay on 127.0.0.1, stop exactly what was started, report.
 
-State lives in ``.local/state.json``: per component its PID, process start time, port and a fingerprint of its
-command line and environment. ``up`` is idempotent and restartable: a recorded process that is still ours, healthy
-and unchanged is left alone; a dead one (crash, reboot, kill) is started again on the same port when it is free; a
-live one whose command or environment changed (a newly promoted model, a moved port) is restarted.
+``prepare`` renders the overlay (``manifests/overlays/local`` of ``config.source``, with the model release of the
+scratch GitOps clone when the demo promoted one), plans every container (plan.py) and lines the components up in
+start order: S3 (SeaweedFS) and MLflow, which a cluster gets from elsewhere, from forkcast_devservers; then the pods of
+the render, StatefulSets first; then Alertmanager and Prometheus, configured from the render (observability.py).
+
+State lives in ``.local/state.json``: per component its process (PID + start time: forkcast_devservers.process.Proc),
+port and a fingerprint of its command line and environment. ``up`` is idempotent and restartable: a recorded process
+that is still ours, healthy and unchanged is left alone; a dead one (crash, reboot, kill) is started again on the
+same port when it is free; a live one whose command or environment changed (a newly promoted model, a moved port)
+is restarted. A component no longer in the render is stopped. ``down`` stops exactly the recorded processes.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
+import shutil
+import subprocess
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
+from pathlib import Path
 from typing import Any
 
-from forkcast_gateway.auth import hash_key
-from forkcast_local.components import SEAWEED_INTERNAL_FLAGS, Component, Context
-from forkcast_local.config import PlatformConfig, free_port, local_secret, port_free, read_state, write_state
-from forkcast_local.health import wait_until
-from forkcast_local.procs import is_ours, spawn, stop
-from forkcast_local.table import COMPONENTS
+import yaml
 
-DEMO_KEY_ID = "local-demo"
+from forkcast_delivery.render import Render, render
+from forkcast_devservers.ports import free_port, port_free
+from forkcast_devservers.process import Proc, stop
+from forkcast_devservers.ready import wait_until
+from forkcast_devservers.servers import Alertmanager, Mlflow, Prometheus, Seaweed, Server
+from forkcast_devservers.servers.seaweed import PORT_FLAGS, REGION
+from forkcast_local import observability
+from forkcast_local.config import PlatformConfig, read_state, write_state
+from forkcast_local.local_secrets import LocalSecrets
+from forkcast_local.plan import ContainerPlan, Planner, Probe
+from forkcast_local.pods import Pod, pod_env, probe_once
+from forkcast_monitoring.manifest_config import from_objects, render_observability
+
 Log = Callable[[str], None]
+INFRA_BEFORE = ("seaweed", "mlflow")
+INFRA_AFTER = ("alertmanager", "prometheus")
+SEAWEED_INTERNAL = tuple(flag for flag in PORT_FLAGS if flag != "s3.port")
+# How the rendered S3 and MLflow are addressed (the local overlay's S3_ENDPOINT_URL, MLFLOW_TRACKING_URI).
+INFRA_HOSTS = {"seaweed": 8333, "mlflow": 5000}
+POD_START_TIMEOUT_S = 120.0
+
+
+@dataclass
+class Component:
+    """One thing ``up`` starts: a server of forkcast_devservers or a pod of the plan."""
+
+    name: str
+    port: int
+    fingerprint: str
+    launch: Callable[[], Proc]
+    healthy: Callable[[], bool]
+    ready: Callable[[], bool] | None = None
+    extra: dict[str, Any] = field(default_factory=dict)  # kept in the state (seaweed's internal ports)
+
+
+@dataclass
+class Platform:
+    """A prepared run of the overlay: the render, the plans, the components in start order, and the addresses."""
+
+    config: PlatformConfig
+    render: Render
+    plans: list[ContainerPlan]
+    components: list[Component]
+    secrets: LocalSecrets
+    env: dict[str, str]
+
+    def component(self, name: str) -> Component:
+        return next(c for c in self.components if c.name == name)
+
+    def url(self, name: str) -> str:
+        return f"http://127.0.0.1:{self.component(name).port}"
+
+    def plan(self, workload: str) -> ContainerPlan:
+        return next(p for p in self.plans if p.workload == workload)
+
+    def client_env(self) -> dict[str, str]:
+        """The environment of the CLIs run against the platform (retrain, features): what the inference pod gets
+        for Redis and S3, plus MLflow."""
+        inference = self.plan("inference").env
+        keys = ("REDIS_URL", "S3_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "FORKCAST_BUCKET")
+        return {
+            **{k: inference[k] for k in keys if k in inference},
+            "AWS_REGION": REGION,
+            "MLFLOW_TRACKING_URI": self.url("mlflow"),
+            "MLFLOW_S3_ENDPOINT_URL": inference.get("S3_ENDPOINT_URL", ""),
+            "FORKCAST_MODEL_CACHE": str(self.config.component_dir("cache")),
+            "FORKCAST_ENVIRONMENT": "local",
+        }
+
+
+def release_file(config: PlatformConfig) -> Path:
+    """The overlay's model release in the scratch GitOps clone (what the demo promotes into)."""
+    return config.gitops / "manifests" / "overlays" / config.overlay / "model-release.yaml"
+
+
+def compose(config: PlatformConfig) -> Path:
+    """``.local/render/``: ``manifests/`` and ``rollouts/`` of ``config.source``, with the GitOps clone's model
+    release of the overlay laid over (Argo CD would deploy the release commit; the rest follows the working tree)."""
+    tree = config.root / "render"
+    shutil.rmtree(tree, ignore_errors=True)
+    for folder in ("manifests", "rollouts"):
+        if (config.source / folder).is_dir():
+            shutil.copytree(config.source / folder, tree / folder)
+    if release_file(config).is_file():
+        shutil.copy2(release_file(config), tree / "manifests" / "overlays" / config.overlay / "model-release.yaml")
+    return tree
+
+
+def fingerprint(argv: Any, env: dict[str, str]) -> str:
+    return hashlib.sha256(json.dumps([list(argv), sorted(env.items())]).encode()).hexdigest()
+
+
+def _alive(record: dict[str, Any] | None) -> bool:
+    return bool(record and record.get("proc")) and Proc.from_dict(record["proc"]).alive()  # type: ignore[index]
+
+
+class _Ports:
+    """The port of each component: where it runs if it is alive, else where it ran if platform.toml still asks for
+    the same port (a fallback survives a crash and its dependents need no restart), else the configured one, else
+    any free port."""
+
+    def __init__(self, config: PlatformConfig, records: dict[str, Any]) -> None:
+        self.config, self.records, self.taken = config, records, set[int]()
+
+    def __call__(self, key: str) -> int:
+        record = self.records.get(key) or {}
+        wanted = self.config.ports.get(key, 0)
+        if _alive(record):
+            port = int(record["port"])
+        else:
+            port = self._pick(wanted, record)
+        self.taken.add(port)
+        return port
+
+    def _pick(self, wanted: int, record: dict[str, Any]) -> int:
+        order = (record.get("port"), wanted) if record.get("wanted") == wanted else (wanted, record.get("port"))
+        if record.get("port") and record.get("proc"):
+            # It just died: a killed multi-threaded server's PID reads as a zombie before its last thread has closed
+            # the listening socket, so give its port a moment to come free.
+            try:
+                wait_until(partial(port_free, int(record["port"])), timeout_s=3.0, what="port")
+            except TimeoutError:
+                pass
+        for port in order:
+            if port and int(port) not in self.taken and port_free(int(port)):
+                return int(port)
+        port = free_port()
+        while port in self.taken:
+            port = free_port()
+        return port
+
+
+def prepare(config: PlatformConfig, state: dict[str, Any] | None = None) -> Platform:
+    """Render, plan and line up the components (nothing is started)."""
+    state = state if state is not None else read_state(config)
+    records: dict[str, Any] = state["components"]
+    tree = compose(config)
+    overlay_dir = tree / "manifests" / "overlays" / config.overlay
+    rendered = render(overlay_dir)
+    provided = (yaml.safe_load((tree / "manifests" / "provided-by-cluster.yaml").read_text()) or {}).get("secrets")
+    secrets = LocalSecrets(config.secrets_dir, provided or {})
+    ports = _Ports(config, records)
+    infra = {name: ports(name) for name in (*INFRA_BEFORE, *INFRA_AFTER)}
+    planner = Planner(
+        render=rendered,
+        root=config.source,
+        overlay_dir=overlay_dir,
+        pods_dir=config.root / "pods",
+        secrets=secrets,
+        port_for=lambda workload, name, number: ports(workload if name == _first_port(rendered, workload) else f"{workload}.{name}"),
+        bin_dir=config.bin_dir,
+        extra_hosts={"seaweed": {INFRA_HOSTS["seaweed"]: infra["seaweed"]},
+                     "mlflow": {INFRA_HOSTS["mlflow"]: infra["mlflow"]}, **config.extra_hosts},
+    )  # fmt: skip
+    plans = planner.plans()
+    s3 = plans_env(plans, "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "FORKCAST_BUCKET")
+    components = _infra_before(config, records, infra, s3)
+    for plan in plans:
+        if not plan.init:
+            # The main container is named after its workload (its port is the workload's in platform.toml).
+            main = plan.container == _main(plans, plan)
+            inits = [i for i in plans if i.init and i.workload == plan.workload] if main else []
+            components.append(_pod_component(config, plan, inits, plan.workload if main else plan.name))
+    components += _infra_after(config, tree, rendered, planner, secrets, infra)
+    return Platform(config, rendered, plans, components, secrets, s3)
+
+
+def _first_port(rendered: Render, workload: str) -> str:
+    for doc in rendered.docs:
+        if doc["metadata"]["name"] == workload and "template" in doc.get("spec", {}):
+            for container in doc["spec"]["template"]["spec"].get("containers") or []:
+                for port in container.get("ports") or []:
+                    return str(port.get("name") or port["containerPort"])
+    return ""
+
+
+def plans_env(plans: list[ContainerPlan], *keys: str) -> dict[str, str]:
+    """The values of ``keys`` as the pods get them (the first pod that has each)."""
+    out: dict[str, str] = {}
+    for key in keys:
+        out[key] = next((p.env[key] for p in plans if key in p.env), "")
+    return out
+
+
+def _server_component(name: str, server: Server, after: Callable[[], None] | None = None) -> Component:
+    def launch() -> Proc:
+        server.start()
+        assert server.proc is not None
+        if after is not None:
+            after()
+        return server.proc
+
+    return Component(name, server.port, fingerprint(server.argv(), dict(server.env())), launch, server.ready)
+
+
+def _infra_before(
+    config: PlatformConfig, records: dict[str, Any], infra: dict[str, int], s3: dict[str, str]
+) -> list[Component]:
+    internal: dict[str, int] = dict((records.get("seaweed") or {}).get("seaweed_ports") or {})
+    if not _alive(records.get("seaweed")) and not (
+        set(internal) == set(SEAWEED_INTERNAL) and all(port_free(p) for p in internal.values())
+    ):
+        internal = {}
+    seaweed = Seaweed(
+        config.component_dir("seaweed"),
+        access_key=s3["AWS_ACCESS_KEY_ID"],
+        secret_key=s3["AWS_SECRET_ACCESS_KEY"],
+        port=infra["seaweed"],
+        ports=internal or None,
+    )
+    buckets = [b for b in (s3["FORKCAST_BUCKET"], config.settings["mlflow_artifacts_bucket"]) if b]
+
+    def create_buckets() -> None:
+        for bucket in buckets:
+            seaweed.create_bucket(bucket)
+
+    weed = _server_component("seaweed", seaweed, create_buckets)
+    weed.extra["seaweed_ports"] = {k: v for k, v in seaweed.ports.items() if k != "s3.port"}
+    mlflow = Mlflow(
+        config.component_dir("mlflow"),
+        s3_endpoint=seaweed.endpoint,
+        access_key=s3["AWS_ACCESS_KEY_ID"],
+        secret_key=s3["AWS_SECRET_ACCESS_KEY"],
+        bucket=config.settings["mlflow_artifacts_bucket"],
+        port=infra["mlflow"],
+    )
+    return [weed, _server_component("mlflow", mlflow)]
+
+
+def _main(plans: list[ContainerPlan], plan: ContainerPlan) -> str:
+    """The first (non-init) container of ``plan``'s workload: the one whose start runs the init containers."""
+    return next(p.container for p in plans if p.workload == plan.workload and not p.init)
+
+
+def run_init(config: PlatformConfig, plan: ContainerPlan, timeout_s: float = 60.0) -> None:
+    """An init container, to completion: as in Kubernetes, the pod's containers start only once it exited 0
+    (https://kubernetes.io/docs/concepts/workloads/pods/init-containers/)."""
+    log = config.log_file(plan.workload)
+    with log.open("ab") as out:
+        done = subprocess.run(
+            list(plan.argv), env=pod_env(plan), stdout=out, stderr=subprocess.STDOUT, timeout=timeout_s, check=False
+        )
+    if done.returncode != 0:
+        raise RuntimeError(f"init container {plan.name} exited {done.returncode}; see {log}")
+
+
+def _pod_component(
+    config: PlatformConfig, plan: ContainerPlan, inits: list[ContainerPlan], name: str
+) -> Component:
+    def launch() -> Proc:
+        for init in inits:
+            run_init(config, init)
+        pod = Pod.start(plan, log=config.log_file(name), cwd=config.component_dir(name))
+        try:
+            pod.wait_live(POD_START_TIMEOUT_S)
+        except BaseException:
+            pod.terminate()
+            raise
+        return pod.proc
+
+    def probe(which: Probe | None) -> bool:
+        return True if which is None else probe_once(which, pod_env(plan))
+
+    port = next(iter(plan.ports.values()), 0)
+    return Component(
+        name,
+        port,
+        fingerprint([plan.argv, *(i.argv for i in inits)], plan.env | {f"{i.name}:{k}": v for i in inits for k, v in i.env.items()}),
+        launch,
+        partial(probe, plan.liveness),
+        partial(probe, plan.readiness),
+    )
+
+
+def _infra_after(
+    config: PlatformConfig,
+    tree: Path,
+    rendered: Render,
+    planner: Planner,
+    secrets: LocalSecrets,
+    infra: dict[str, int],
+) -> list[Component]:
+    monitoring = from_objects(list(rendered.docs), config.overlay, render_observability(tree / "manifests"))
+    am_dir, prom_dir = config.component_dir("alertmanager"), config.component_dir("prometheus")
+    am_file = observability.alertmanager_config(am_dir, monitoring, secrets, planner.localise, config.speed)
+    addresses = {key: f"127.0.0.1:{port}" for key, port in planner.addresses.items()}
+    prom_file = observability.prometheus_config(
+        prom_dir, monitoring, tree / "manifests", addresses, f"127.0.0.1:{infra['alertmanager']}", config.speed
+    )
+    am = Alertmanager(am_dir, config=am_file, port=infra["alertmanager"])
+    prom = Prometheus(prom_dir, config=prom_file, port=infra["prometheus"])
+    out = []
+    for name, server, path in (("alertmanager", am, am_file), ("prometheus", prom, prom_file)):
+        component = _server_component(name, server)
+        # A changed generated config (a moved port, a new rule) changes the fingerprint, so `up` restarts it.
+        component.fingerprint = fingerprint(server.argv(), {"config": hashlib.sha256(path.read_bytes()).hexdigest()})
+        out.append(component)
+    return out
+
+
+def ensure_api_key(platform: Platform) -> str:
+    """The demo API key in ``.local/api-key`` (SPEC §8); its sha256 is in the gateway's mounted key file."""
+    key = platform.secrets.demo_key()
+    path = platform.config.api_key_file
+    path.write_text(key + "\n")
+    path.chmod(0o600)
+    return key
+
+
+def _record(component: Component, proc: Proc, config: PlatformConfig) -> dict[str, Any]:
+    return {
+        "proc": proc.to_dict(),
+        "log": str(proc.log) if proc.log else None,
+        "port": component.port,
+        "wanted": config.ports.get(component.name, 0),
+        "fingerprint": component.fingerprint,
+        **component.extra,
+    }
+
+
+def up(config: PlatformConfig, log: Log = print, only: set[str] | None = None) -> Platform:
+    """Start (or keep) every component in order; returns the prepared platform with the ports in use."""
+    state = read_state(config)
+    records: dict[str, Any] = state["components"]
+    for name, old in records.items():
+        if old.get("proc") and not _alive(old):  # crashed: clear what its process group left (children, ports)
+            stop(Proc.from_dict(old["proc"]), grace_s=5)
+    platform = prepare(config, state)
+    ensure_api_key(platform)
+    wanted = {c.name for c in platform.components}
+    for name in [n for n in records if n not in wanted and (only is None or n in only)]:
+        if _alive(records[name]):  # removed from the render: it goes locally too
+            stop(Proc.from_dict(records[name]["proc"]))
+            log(f"{name:<14} stopped    (no longer in the render)")
+        del records[name]
+        write_state(config, state)
+    for component in platform.components:
+        if only is not None and component.name not in only:
+            continue
+        record = records.get(component.name)
+        if _alive(record):
+            assert record is not None
+            proc = Proc.from_dict(record["proc"])
+            same = record.get("fingerprint") == component.fingerprint
+            if same and _healthy_soon(component, proc):
+                log(f"{component.name:<14} running    127.0.0.1:{component.port}  pid {proc.pid}")
+                continue
+            stop(proc)
+            why = "changed" if not same else "unhealthy"
+            _start(component, config, state)
+            log(f"{component.name:<14} restarted  127.0.0.1:{component.port}  ({why})")
+        else:
+            _start(component, config, state)
+            pid = records[component.name]["proc"]["pid"]
+            log(f"{component.name:<14} started    127.0.0.1:{component.port}  pid {pid}")
+    return platform
+
+
+def _healthy_soon(component: Component, proc: Proc) -> bool:
+    try:
+        wait_until(component.healthy, timeout_s=10, what=component.name, proc=proc)
+    except (TimeoutError, RuntimeError):
+        return False
+    return True
+
+
+def _start(component: Component, config: PlatformConfig, state: dict[str, Any]) -> None:
+    proc = component.launch()
+    # The launch waited for health; a launch that failed stopped its process (devservers / Pod) and raised.
+    state["components"][component.name] = _record(component, proc, config)
+    write_state(config, state)
+
+
+def down(config: PlatformConfig, log: Log = print, only: set[str] | None = None) -> None:
+    """Stop, in reverse start order, exactly the processes recorded in the state (verified by their start time)."""
+    state = read_state(config)
+    records: dict[str, Any] = state["components"]
+    for name in reversed(list(records)):
+        if only is not None and name not in only:
+            continue
+        record = records[name]
+        if not record.get("proc"):
+            continue
+        proc = Proc.from_dict(record["proc"])
+        was_running = proc.alive()
+        stop(proc, grace_s=20.0)
+        log(f"{name:<14} {'stopped' if was_running else 'was not running'} (pid {proc.pid})")
+        # The port and seaweed's internal ports stay on record, so the next `up` reuses them.
+        record["proc"] = None
+        record["fingerprint"] = ""
+        write_state(config, state)
 
 
 @dataclass(frozen=True)
@@ -37,158 +429,18 @@ class ComponentStatus:
     ready: bool | None
 
 
-def ensure_api_key(config: PlatformConfig) -> str:
-    """The demo API key in ``.local/api-key`` and its sha256 in the gateway's keys file (SPEC §8)."""
-    key = "fk-" + local_secret(config, "api-key-value")
-    config.api_key_file.write_text(key + "\n")
-    config.api_key_file.chmod(0o600)
-    config.keys_file.parent.mkdir(parents=True, exist_ok=True)
-    config.keys_file.write_text(f"{DEMO_KEY_ID}:{hash_key(key)}\n")
-    return key
-
-
-def _alive(record: dict[str, Any] | None) -> bool:
-    return bool(record) and is_ours(int(record.get("pid", 0)), int(record.get("start_time", 0)))  # type: ignore[union-attr]
-
-
-def _pick_port(wanted: int, record: dict[str, Any] | None, taken: set[int]) -> int:
-    """The port a (re)started component gets: where it ran last time if platform.toml still asks for the same
-    port (so a fallback port survives a crash and its dependents need no restart), else the configured one, else
-    any free port."""
-    record = record or {}
-    order = (record.get("port"), wanted) if record.get("wanted") == wanted else (wanted, record.get("port"))
-    if record.get("port") and record.get("start_time"):
-        # It just died: a killed multi-threaded server's PID reads as a zombie before its last thread has closed
-        # the listening socket, so give its port a moment to come free.
-        wait_until(partial(port_free, int(record["port"])), 3.0, lambda: True)
-    for port in order:
-        if port and port not in taken and port_free(int(port)):
-            return int(port)
-    port = free_port()
-    while port in taken:
-        port = free_port()
-    return port
-
-
-def context(config: PlatformConfig, state: dict[str, Any]) -> Context:
-    """The ports of this start: a live component keeps its port; a dead one gets the configured one if free."""
-    records: dict[str, Any] = state["components"]
-    ports: dict[str, int] = {}
-    for component in COMPONENTS:
-        record = records.get(component.name)
-        if record is not None and _alive(record):
-            ports[component.name] = int(record["port"])
-    for component in COMPONENTS:
-        if component.name not in ports:
-            wanted = config.ports[component.name]
-            ports[component.name] = _pick_port(wanted, records.get(component.name), set(ports.values()))
-    seaweed = records.get("seaweed") or {}
-    internal: dict[str, int] = dict(seaweed.get("seaweed_ports") or {})
-    complete = set(internal) == set(SEAWEED_INTERNAL_FLAGS)
-    if not _alive(seaweed) and not (complete and all(port_free(p) for p in internal.values())):
-        taken = set(ports.values())
-        internal = {}
-        for flag in SEAWEED_INTERNAL_FLAGS:
-            internal[flag] = _pick_port(0, None, taken)
-            taken.add(internal[flag])
-    return Context(config, ports, internal)
-
-
-def _fingerprint(argv: list[str], env: dict[str, str]) -> str:
-    return hashlib.sha256(json.dumps([argv, sorted(env.items())]).encode()).hexdigest()
-
-
-def _log_tail(config: PlatformConfig, name: str, lines: int = 15) -> str:
-    path = config.log_file(name)
-    return "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) if path.is_file() else ""
-
-
-def _start(
-    component: Component, ctx: Context, state: dict[str, Any], argv: list[str], env: dict[str, str]
-) -> None:
-    config = ctx.config
-    log = config.log_file(component.name)
-    pid, started = spawn(argv, {**os.environ, **env}, config.component_dir(component.name), log)
-    record: dict[str, Any] = {"pid": pid, "start_time": started, "port": ctx.ports[component.name]}
-    record["wanted"] = config.ports[component.name]
-    record["fingerprint"] = _fingerprint(argv, env)
-    if component.name == "seaweed":
-        record["seaweed_ports"] = ctx.seaweed_ports
-    state["components"][component.name] = record
-    write_state(
-        config, state
-    )  # recorded before the health wait, so `down` can stop it even if it never answers
-    if not wait_until(
-        lambda: component.health(ctx), component.startup_timeout_s, lambda: is_ours(pid, started)
-    ):
-        raise RuntimeError(
-            f"{component.name} did not become healthy on {ctx.url(component.name)}; last lines of {log}:\n"
-            + _log_tail(config, component.name)
-        )
-    if component.after_start:
-        component.after_start(ctx)
-
-
-def up(config: PlatformConfig, log: Log = print, only: set[str] | None = None) -> Context:
-    """Start (or keep) every component in order; returns the context with the ports in use."""
-    state = read_state(config)
-    ensure_api_key(config)
-    for old in state["components"].values():
-        if not _alive(old):  # crashed: first clear what its process group left (children holding its port)
-            stop(int(old.get("pid", 0)), int(old.get("start_time", 0)), timeout_s=5)
-    ctx = context(config, state)
-    for component in COMPONENTS:
-        if only is not None and component.name not in only:
-            continue
-        argv, env = component.argv(ctx), component.env(ctx)
-        record: dict[str, Any] | None = state["components"].get(component.name)
-        if record is not None and _alive(record):
-            same = record["fingerprint"] == _fingerprint(argv, env)
-            pid, started = int(record["pid"]), int(record["start_time"])
-            if same and wait_until(partial(component.health, ctx), 10, partial(is_ours, pid, started)):
-                log(f"{component.name:<12} running    {ctx.url(component.name)}  pid {record['pid']}")
-                continue
-            why = "changed" if not same else "unhealthy"
-            stop(int(record["pid"]), int(record["start_time"]))
-            _start(component, ctx, state, argv, env)
-            log(f"{component.name:<12} restarted  {ctx.url(component.name)}  ({why})")
-        else:
-            _start(component, ctx, state, argv, env)
-            pid = state["components"][component.name]["pid"]
-            log(f"{component.name:<12} started    {ctx.url(component.name)}  pid {pid}")
-    return ctx
-
-
-def down(config: PlatformConfig, log: Log = print, only: set[str] | None = None) -> None:
-    """Stop, in reverse order, exactly the processes recorded in the state (verified by their start time)."""
-    state = read_state(config)
-    records: dict[str, Any] = state["components"]
-    order = [c.name for c in COMPONENTS]
-    names = sorted(records, key=lambda n: order.index(n) if n in order else -1, reverse=True)
-    for name in names:
-        if only is not None and name not in only:
-            continue
-        record = records[name]
-        was_running = stop(int(record["pid"]), int(record["start_time"]))
-        log(f"{name:<12} {'stopped' if was_running else 'was not running'} (pid {record['pid']})")
-        # The port and seaweed's internal ports stay on record, so the next `up` reuses them.
-        records[name] = {k: v for k, v in record.items() if k in ("port", "wanted", "seaweed_ports")} | {
-            "pid": 0,
-            "start_time": 0,
-            "fingerprint": "",
-        }
-        write_state(config, state)
-
-
 def status(config: PlatformConfig) -> list[ComponentStatus]:
+    """Each component of the render and beside it: address, PID, liveness (its probe) and readiness."""
     state = read_state(config)
-    ctx = context(config, state)
+    platform = prepare(config, state)
     rows = []
-    for component in COMPONENTS:
+    for component in platform.components:
         record = state["components"].get(component.name)
         running = _alive(record)
-        healthy = running and component.health(ctx)
-        ready = component.ready(ctx) if running and component.ready else None
-        pid = int(record["pid"]) if running and record else None
-        rows.append(ComponentStatus(component.name, ctx.url(component.name), pid, running, healthy, ready))
+        healthy = running and component.healthy()
+        ready = component.ready() if running and component.ready else None
+        pid = int(record["proc"]["pid"]) if running and record else None
+        rows.append(
+            ComponentStatus(component.name, f"127.0.0.1:{component.port}", pid, running, healthy, ready)
+        )
     return rows

@@ -1,11 +1,13 @@
 """The drift job: served features and scores against the training profile of the model version that served them.
 
-Every ``--every-s`` it samples the newest prediction events (XREVRANGE: stateless, nothing to acknowledge, so a
-restart or a Redis outage loses nothing but one measurement), takes the users and restaurants they name, fetches
-their features from the feature store (the same keys and bytes the inference service read, via
-``forkcast_contract.feature_store``), and computes per model version the PSI of each model input against that
-version's ``data_profile.json`` and the PSI of the served scores against the version's own scores on its probe set
-(``probe.npz``: training pairs scored at publish). Features are counted once per entity, as the profile is.
+Every ``--every-s`` it samples the newest prediction events from the events Redis (XREVRANGE: stateless, nothing to
+acknowledge, so a restart or a Redis outage loses nothing but one measurement), takes the users and restaurants
+they name, fetches their features from the feature store in the features Redis (the same keys and bytes the
+inference service read, via ``forkcast_contract.feature_store``), and computes per model version the PSI of each
+model input against that version's ``data_profile.json`` and the PSI of the served scores against the version's
+own scores on its probe set (``probe.npz``: training pairs scored at publish, as logits; compared as the
+probabilities a client is served).
+Features are counted once per entity, as the profile is.
 
 References (``references``): in a cluster each served version's files are downloaded from the model registry in
 S3 on first sight and verified against its manifest; locally ``--reference-root`` names one directory per model
@@ -41,8 +43,9 @@ from forkcast_contract.feature_store import (
 )
 from forkcast_contract.features import MODEL_INPUTS, USER_FEATURE_COUNT
 from forkcast_contract.registry_format import DATA_PROFILE_FILE, PROBE_FILE
+from forkcast_contract.settings import redacted_url
 from forkcast_contract.streams import PREDICTIONS_STREAM
-from forkcast_monitoring.probes import redis_ready, start_probe_server
+from forkcast_monitoring.probes import all_ready, redis_ready, start_probe_server
 from forkcast_monitoring.references import (
     DirectoryReferences,
     ReferenceSource,
@@ -70,7 +73,8 @@ class Reference:
         scores = None
         if (directory / PROBE_FILE).is_file():
             with np.load(directory / PROBE_FILE) as probe:
-                scores = drift.histogram(np.asarray(probe["scores"], dtype=np.float64))
+                # probe.npz holds logits, the events served probabilities: profile the probe as it is served.
+                scores = drift.histogram(drift.served_scores(probe["scores"]))
         return cls(profile, scores)
 
 
@@ -144,13 +148,18 @@ def served_features(client: redis.Redis, prefix: str, sample: Sample) -> dict[st
 
 
 class DriftJob:
-    """One measurement per ``measure`` call; the loop, the tests and the collector share its last result."""
+    """One measurement per ``measure`` call; the loop, the tests and the collector share its last result.
+
+    ``client`` is the features Redis; ``events`` the events Redis holding the prediction stream (the same server
+    when not given, as in a one-Redis setup).
+    """
 
     def __init__(
         self,
         client: redis.Redis,
         references: ReferenceSource,
         *,
+        events: redis.Redis | None = None,
         sample_events: int = 5000,
         min_events: int = 200,
         prefix: str = DEFAULT_PREFIX,
@@ -164,6 +173,7 @@ class DriftJob:
             min_events,
         )
         self.prefix, self.stream, self.clock = prefix, stream, clock
+        self.events = client if events is None else events
         self.references: dict[str, Reference | None] = {}
         self.results: dict[str, Measurement] = {}
         self.last_run = 0.0
@@ -191,7 +201,7 @@ class DriftJob:
     def measure(self) -> dict[str, Measurement]:
         """Sample, fetch and compare; versions without a reference or with too few events get no result."""
         results = {}
-        for version, sample in sample_events(self.client, self.stream, self.sample_size).items():
+        for version, sample in sample_events(self.events, self.stream, self.sample_size).items():
             ref = self.reference(version)
             if ref is None or sample.events < self.min_events:
                 continue
@@ -249,7 +259,12 @@ def references_from(settings: DriftSettings) -> ReferenceSource:
 def main(argv: list[str] | None = None) -> int:
     s = DriftSettings()
     parser = argparse.ArgumentParser(prog="forkcast-drift", description=__doc__.splitlines()[0])
-    parser.add_argument("--redis-url", default=s.redis_url, help="streams and feature store (REDIS_URL)")
+    parser.add_argument("--redis-url", default=s.redis_url, help="the features Redis (REDIS_URL)")
+    parser.add_argument(
+        "--events-redis-url",
+        default=s.events_url,
+        help="the Redis of the prediction stream (FORKCAST_EVENTS_REDIS_URL, else REDIS_URL)",
+    )
     parser.add_argument(
         "--reference-root",
         type=Path,
@@ -277,15 +292,22 @@ def main(argv: list[str] | None = None) -> int:
     job = DriftJob(
         redis.Redis.from_url(args.redis_url),
         references,
+        events=redis.Redis.from_url(args.events_redis_url),
         sample_events=args.sample,
         min_events=args.min_events,
         prefix=args.prefix,
     )
     registry = CollectorRegistry()
     registry.register(DriftCollector(job))
-    start_probe_server(args.host, args.port, registry, redis_ready(args.redis_url))
+    ready = all_ready(redis_ready(args.redis_url), redis_ready(args.events_redis_url))
+    start_probe_server(args.host, args.port, registry, ready)
     log.info(
-        "drift against %s, /metrics /healthz /readyz on %s:%d", references.describe(), args.host, args.port
+        "drift of the events in %s (features in %s) against %s, /metrics /healthz /readyz on %s:%d",
+        redacted_url(args.events_redis_url),
+        redacted_url(args.redis_url),
+        references.describe(),
+        args.host,
+        args.port,
     )
     job.run(args.every_s)
     return 0

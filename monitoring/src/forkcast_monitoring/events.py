@@ -1,8 +1,12 @@
 """Decoding of the two stream records the online-AUC job joins: prediction events and click feedback.
 
 The encodings are the producers' (inference ``events.Event.fields``: rid, ts, user, model, fv, ids, scores as
-JSON arrays; gateway ``feedback``: rid, restaurant, clicked, ts). A record that does not decode is ``None`` and is
-counted as malformed by the caller, never an exception: one bad producer must not crash-loop the job.
+JSON arrays, key_id; gateway ``feedback``: rid, restaurant, clicked, ts, key_id). ``key_id`` is the API key the
+gateway authenticated (it passes it to inference in ``X-Forkcast-Key-Id``): feedback joins a prediction only when
+both carry the same one, and the AUC window caps each key's share. A record without it decodes with key id ``""``
+(a producer that does not record keys), which matches only records without one. A record that does not decode is
+``None`` and is counted as malformed by the caller, never an exception: one bad producer must not crash-loop the
+job.
 """
 
 from __future__ import annotations
@@ -13,6 +17,10 @@ import sys
 from dataclasses import dataclass
 from typing import NamedTuple
 
+from forkcast_contract.streams import FEEDBACK_FIELDS, NO_KEY_ID
+
+_NO_KEY = NO_KEY_ID.encode()
+
 
 @dataclass(frozen=True, slots=True)
 class Prediction:
@@ -20,6 +28,7 @@ class Prediction:
     time: float
     model_version: str
     scores: dict[int, float]  # restaurant id -> score, as served
+    key_id: str = NO_KEY_ID  # the API key id the request came with
 
 
 class Feedback(NamedTuple):
@@ -29,6 +38,7 @@ class Feedback(NamedTuple):
     restaurant_id: int
     clicked: bool
     time: float
+    key_id: str = NO_KEY_ID  # the API key id that sent the feedback
 
 
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
@@ -59,21 +69,31 @@ def parse_prediction(fields: dict[bytes, bytes]) -> Prediction | None:
         rid, model = _text(fields, b"rid"), _text(fields, b"model")
         if not rid or not model:
             return None
-        # Interned: every pending prediction of a version then shares one string.
-        return Prediction(rid, _time(_text(fields, b"ts")), sys.intern(model), table)
+        key = fields.get(b"key_id", _NO_KEY).decode()
+        # Interned: every pending prediction of a version (and of a key) then shares one string.
+        return Prediction(rid, _time(_text(fields, b"ts")), sys.intern(model), table, sys.intern(key))
     except (KeyError, ValueError, TypeError, UnicodeDecodeError):
         return None
 
 
 def parse_feedback(fields: dict[bytes, bytes]) -> Feedback | None:
     try:
-        return _feedback(fields[b"rid"], fields[b"restaurant"], fields[b"clicked"], fields[b"ts"])
+        rid, restaurant, clicked, ts = (
+            fields[b"rid"],
+            fields[b"restaurant"],
+            fields[b"clicked"],
+            fields[b"ts"],
+        )
     except KeyError:
         return None
+    return _feedback(rid, restaurant, clicked, ts, fields.get(b"key_id", _NO_KEY))
 
 
 # The field order the gateway's XADD writes (and the simulator's): a record laid out so is decoded by position.
-_FEEDBACK_KEYS = (b"rid", b"restaurant", b"clicked", b"ts")
+_FEEDBACK_KEYS = tuple(name.encode() for name in FEEDBACK_FIELDS)
+assert _FEEDBACK_KEYS == (b"rid", b"restaurant", b"clicked", b"ts", b"key_id"), (
+    "parse_feedback_flat reads these"
+)
 
 
 def parse_feedback_flat(values: list[bytes]) -> Feedback | None:
@@ -81,11 +101,11 @@ def parse_feedback_flat(values: list[bytes]) -> Feedback | None:
 
     Why: building the dict per entry (redis-py's pairs_to_dict, then four lookups) was the largest single cost
     of the online-AUC job after parsing itself (profile: 0.39 s of 4.6 s for 20,000 predictions); the gateway
-    always writes the same four fields in the same order, so a record laid out that way is read by position.
+    always writes the same five fields in the same order, so a record laid out that way is read by position.
     Any other layout takes the dict path, so an unusual producer is still decoded (or refused) the same way.
     """
-    if len(values) == 8 and (values[0], values[2], values[4], values[6]) == _FEEDBACK_KEYS:
-        return _feedback(values[1], values[3], values[5], values[7])
+    if len(values) == 10 and (values[0], values[2], values[4], values[6], values[8]) == _FEEDBACK_KEYS:
+        return _feedback(values[1], values[3], values[5], values[7], values[9])
     fields = as_fields(values)
     return None if fields is None else parse_feedback(fields)
 
@@ -95,7 +115,9 @@ def as_fields(values: list[bytes]) -> dict[bytes, bytes] | None:
     return None if len(values) % 2 else dict(zip(values[::2], values[1::2], strict=True))
 
 
-def _feedback(rid_raw: bytes, restaurant_raw: bytes, clicked: bytes, ts_raw: bytes) -> Feedback | None:
+def _feedback(
+    rid_raw: bytes, restaurant_raw: bytes, clicked: bytes, ts_raw: bytes, key_raw: bytes
+) -> Feedback | None:
     # Hot path (10 calls per prediction): ``clicked`` compared as bytes (only the ASCII bytes b"0"/b"1" decode to
     # "0"/"1", so the same records are refused).
     try:
@@ -108,6 +130,6 @@ def _feedback(rid_raw: bytes, restaurant_raw: bytes, clicked: bytes, ts_raw: byt
         ts = float(ts_raw.decode())
         if not math.isfinite(ts) or ts <= 0:
             return None
-        return Feedback(rid, restaurant, clicked == b"1", ts)
+        return Feedback(rid, restaurant, clicked == b"1", ts, sys.intern(key_raw.decode()))
     except (ValueError, TypeError, UnicodeDecodeError, AttributeError):
         return None

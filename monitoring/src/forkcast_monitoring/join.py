@@ -1,10 +1,12 @@
 """Joining prediction events with click feedback by (request id, restaurant id) within an attribution window.
 
 Feedback may arrive before its prediction (the inference service flushes events in batches, the gateway writes at
-once), so unmatched feedback waits too. Both buffers are bounded twice, by the attribution window and by a count;
-whatever leaves them is counted by outcome, and its stream entry id is handed back to be acknowledged: a
-prediction stays unacknowledged while it can still be joined, so a restarted job re-reads it from its consumer
-group's pending list and late clicks still find it.
+once), so unmatched feedback waits too. Feedback joins only a prediction of the same API key (``key_id``): the
+gateway refuses feedback on another key's request, and the job refuses it again (counted as ``key_mismatch``), so
+that a bypass of the gateway cannot label other clients' traffic. Both buffers are bounded twice, by the
+attribution window and by a count; whatever leaves them is counted by outcome, and its stream entry id is handed
+back to be acknowledged: a prediction stays unacknowledged while it can still be joined, so a restarted job
+re-reads it from its consumer group's pending list and late clicks still find it.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from collections import Counter, OrderedDict
 from dataclasses import dataclass
 from typing import NamedTuple
 
+from forkcast_contract.streams import NO_KEY_ID
 from forkcast_monitoring.events import Feedback, Prediction
 
 
@@ -28,6 +31,9 @@ class Pair(NamedTuple):
     time: float
     score: float
     clicked: bool
+    key_id: str = (
+        NO_KEY_ID  # the API key of the request (and of its feedback): the window caps each key's share
+    )
 
 
 class _Pending:
@@ -39,13 +45,14 @@ class _Pending:
     hundred candidates, so ``array.index`` on it is cheap.
     """
 
-    __slots__ = ("entry_id", "ids", "joined", "model_version", "scores", "time")
+    __slots__ = ("entry_id", "ids", "joined", "key_id", "model_version", "scores", "time")
 
     def __init__(self, prediction: Prediction, entry_id: bytes) -> None:
         self.model_version = prediction.model_version
         self.time = prediction.time
         self.ids = array("q", prediction.scores.keys())
         self.scores = array("d", prediction.scores.values())
+        self.key_id = prediction.key_id
         self.entry_id = entry_id
         self.joined = 0  # bit i set: candidate i has been joined once
 
@@ -138,6 +145,11 @@ class Joiner:
         except ValueError:
             counts[("feedback", "unjoined")] += 1  # a restaurant that response did not contain
             return None
+        if feedback.key_id != pending.key_id:
+            counts[("feedback", "key_mismatch")] += (
+                1  # another key's label: refused, the candidate stays open
+            )
+            return None
         if pending.joined >> i & 1:
             counts[("feedback", "duplicate")] += 1
             return None
@@ -148,7 +160,7 @@ class Joiner:
         counts[("feedback", "joined")] += 1
         if feedback.clicked:
             counts[("feedback", "positive")] += 1
-        return Pair(pending.model_version, pending.time, pending.scores[i], feedback.clicked)
+        return Pair(pending.model_version, pending.time, pending.scores[i], feedback.clicked, pending.key_id)
 
     def expire(self, now: float) -> None:
         """Let go of predictions and orphan feedback older than the attribution window (plus the allowed skew)."""

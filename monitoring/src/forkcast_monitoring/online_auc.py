@@ -1,7 +1,9 @@
 """The online-AUC job: prediction events joined with click feedback, ROC-AUC per model version, on /metrics.
 
-Reads both Redis streams through one consumer group each (XREADGROUP), joins them (``join``), keeps a sliding
-event-time window per model version (``window``) and exports the estimates at every scrape. A restart first
+Reads both Redis streams from the events Redis (FORKCAST_EVENTS_REDIS_URL, else REDIS_URL) through one consumer
+group each (XREADGROUP), joins them (``join``: same request, same restaurant, same API key), keeps a sliding
+event-time window per model version (``window``: no API key holds more than FORKCAST_AUC_MAX_KEY_SHARE of the pairs
+an estimate uses) and exports the estimates at every scrape. A restart first
 re-reads its own pending entries (id ``0``), so predictions still inside the attribution window are joined again;
 feedback is acknowledged once joined or given up, so nothing is counted twice. A Redis outage or restart (an empty
 server, a lost group) is waited out and the group re-created; it never ends the process.
@@ -13,6 +15,7 @@ import argparse
 import gc
 import logging
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from itertools import groupby
 from operator import itemgetter
@@ -24,6 +27,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from forkcast_contract import metric_names as n
+from forkcast_contract.settings import redacted_url
 from forkcast_contract.streams import FEEDBACK_STREAM, PREDICTIONS_STREAM
 from forkcast_monitoring.events import as_fields, parse_feedback_flat, parse_prediction
 from forkcast_monitoring.join import JoinConfig, Joiner, Pair
@@ -64,6 +68,9 @@ class OnlineAuc:
         self.streams = {"predictions": streams[0], "feedback": streams[1]}
         self.joiner = Joiner(JoinConfig(settings.auc_attribution_s, settings.auc_max_skew_s))
         self.windows: dict[str, Window] = {}
+        # API key id -> the small int a window stores per pair (key ids come from the gateway's key file: bounded).
+        self.key_codes: dict[str, int] = {}
+        self.dropped: Counter[str] = Counter()  # pairs dropped for good, by reason
         self.estimates: dict[str, Estimate] = {}
         self.backlog = True  # read our own pending entries (after a restart) before new ones
         self.last_event_time = 0.0
@@ -153,12 +160,19 @@ class OnlineAuc:
         by_version: dict[str, list[Pair]] = {}
         for version, run in groupby(pairs, key=itemgetter(0)):  # runs of one version: grouped in C
             by_version.setdefault(version, []).extend(run)
+        codes = self.key_codes
         for version, group in by_version.items():
             window = self.windows.get(version)
             if window is None:
-                window = self.windows[version] = Window(self.s.auc_window_s, self.s.auc_max_samples)
-            _, times, scores, labels = zip(*group, strict=True)
-            window.extend(times, scores, labels)
+                window = self.windows[version] = Window(
+                    self.s.auc_window_s, self.s.auc_max_samples, self.s.auc_max_key_share
+                )
+            _, times, scores, labels, key_ids = zip(*group, strict=True)
+            keys = [codes[k] if k in codes else codes.setdefault(k, len(codes)) for k in key_ids]
+            shed = window.shed
+            window.extend(times, scores, labels, keys)
+            if window.shed > shed:
+                self.dropped["capacity"] += window.shed - shed
 
     def compute(self, now: float) -> None:
         """Refresh the exported estimates; versions whose window emptied are dropped (bounded label set)."""
@@ -242,15 +256,46 @@ class AucCollector(Collector):
         )
         for (stream, outcome), count in sorted(self.job.joiner.counts.items()):
             events.add_metric([stream, outcome], count)
+        excluded = GaugeMetricFamily(
+            n.ONLINE_AUC_EXCLUDED_PAIRS,
+            "Pairs in the window left out of its estimate, by reason",
+            labels=["model_version", "window", "reason"],
+        )
+        for window, table in (("long", self.job.estimates), ("recent", self.job.recent)):
+            for version, e in table.items():
+                excluded.add_metric([version, window, "key_share"], e.excluded)
+        dropped = CounterMetricFamily(
+            n.ONLINE_AUC_DROPPED_PAIRS_TOTAL.removesuffix("_total"),
+            "Joined pairs dropped for good, by reason",
+            labels=["reason"],
+        )
+        for reason in ("capacity",):
+            dropped.add_metric([reason], self.job.dropped[reason])
         last = GaugeMetricFamily(n.ONLINE_AUC_LAST_EVENT_TIME, "Unix time of the newest prediction read")
         last.add_metric([], self.job.last_event_time)
-        yield from (auc, lower, upper, samples, positives, recent, recent_samples, events, last)
+        yield from (
+            auc,
+            lower,
+            upper,
+            samples,
+            positives,
+            recent,
+            recent_samples,
+            events,
+            excluded,
+            dropped,
+            last,
+        )
 
 
 def main(argv: list[str] | None = None) -> int:
     s = get_settings()
     parser = argparse.ArgumentParser(prog="forkcast-online-auc", description=__doc__.splitlines()[0])
-    parser.add_argument("--redis-url", default=s.redis_url, help="the Redis holding both streams")
+    parser.add_argument(
+        "--redis-url",
+        default=s.events_url,
+        help="the events Redis holding both streams (FORKCAST_EVENTS_REDIS_URL, else REDIS_URL)",
+    )
     parser.add_argument(
         "--port", type=int, default=s.metrics_port, help="port of /metrics, /healthz, /readyz"
     )
@@ -269,6 +314,12 @@ def main(argv: list[str] | None = None) -> int:
         "--min-samples", type=int, default=s.auc_min_samples, help="no AUC below this many pairs"
     )
     parser.add_argument(
+        "--max-key-share",
+        type=float,
+        default=s.auc_max_key_share,
+        help="most of a window's pairs one API key may hold (FORKCAST_AUC_MAX_KEY_SHARE; 1: no cap)",
+    )
+    parser.add_argument(
         "--compute-every-s", type=float, default=s.auc_compute_every_s, help="AUC refresh period"
     )
     args = parser.parse_args(argv)
@@ -279,14 +330,22 @@ def main(argv: list[str] | None = None) -> int:
             "auc_attribution_s": args.attribution_s,
             "auc_min_samples": args.min_samples,
             "auc_compute_every_s": args.compute_every_s,
-            "redis_url": args.redis_url,
+            "auc_max_key_share": args.max_key_share,
+            "events_redis_url": args.redis_url,
         }
     )
+    if not 0 < settings.auc_max_key_share <= 1:
+        parser.error(f"--max-key-share must be in (0, 1], not {settings.auc_max_key_share}")
     job = OnlineAuc(redis.Redis.from_url(args.redis_url), settings, recent_window_s=args.recent_window_s)
     registry = CollectorRegistry()
     registry.register(AucCollector(job))
     # /readyz: Redis answers (the job waits out an outage in its loop; the probe makes the outage visible).
     start_probe_server(args.host, args.port, registry, redis_ready(args.redis_url))
-    log.info("online AUC, /metrics /healthz /readyz on %s:%d", args.host, args.port)
+    log.info(
+        "online AUC of the streams in %s, /metrics /healthz /readyz on %s:%d",
+        redacted_url(args.redis_url),
+        args.host,
+        args.port,
+    )
     job.run()
     return 0

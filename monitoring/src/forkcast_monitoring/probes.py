@@ -41,6 +41,15 @@ def redis_ready(url: str, timeout_s: float = 1.0) -> ReadyCheck:
     return check
 
 
+def all_ready(*checks: ReadyCheck) -> ReadyCheck:
+    """Ready when every check is (a job reading two Redis servers); otherwise the first failure's reason."""
+
+    def check() -> str | None:
+        return next((reason for c in checks if (reason := c()) is not None), None)
+
+    return check
+
+
 class ProbeHandler(BaseHTTPRequestHandler):
     """GET routes of a job; a server subclasses it with ``registry`` and ``ready`` set (see ``handler_class``)."""
 

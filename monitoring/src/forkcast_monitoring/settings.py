@@ -10,46 +10,47 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import AliasChoices, Field
+from pydantic import Field
 
 from forkcast_contract.feature_store import DEFAULT_PREFIX
-from forkcast_contract.settings import ForkcastSettings
+from forkcast_contract.settings import DEV_REDIS_URL, EventsRedisSettings, ForkcastSettings
+from forkcast_contract.streams import ATTRIBUTION_WINDOW_S, MAX_CLOCK_SKEW_S
 
-DEV_REDIS_URL = "redis://127.0.0.1:6379/0"
 LOOPBACK = "127.0.0.1"
-# REDIS_URL is the name every service reads (SPEC §8); the field name still works as a keyword in tests.
-_REDIS_URL = AliasChoices("redis_url", "REDIS_URL")
 
 
-class MonitoringSettings(ForkcastSettings):
-    """The online-AUC job (forkcast-online-auc)."""
+class MonitoringSettings(EventsRedisSettings):
+    """The online-AUC job (forkcast-online-auc): both streams from the events Redis (``events_url``:
+    FORKCAST_EVENTS_REDIS_URL, else REDIS_URL)."""
 
-    redis_url: str = Field(default=DEV_REDIS_URL, validation_alias=_REDIS_URL)
     # Online AUC
     auc_group: str = "online-auc"
     auc_consumer: str = "online-auc-0"
     auc_window_s: float = 3600.0
-    auc_attribution_s: float = 600.0
-    auc_max_skew_s: float = 30.0
+    auc_attribution_s: float = float(ATTRIBUTION_WINDOW_S)
+    auc_max_skew_s: float = float(MAX_CLOCK_SKEW_S)
     auc_min_samples: int = 1000
     auc_min_per_class: int = 20
-    auc_max_samples: int = 200_000
+    auc_max_samples: int = Field(default=200_000, ge=2)
+    # The most of any AUC window's pairs one API key may hold (issue 18.1; the rule is in window.py). 1 turns the
+    # cap off: a deployment whose traffic all comes through one key must set it, or that key's pairs give no AUC.
+    auc_max_key_share: float = Field(default=0.25, gt=0, le=1)
     auc_compute_every_s: float = 5.0
     metrics_host: str = LOOPBACK
     metrics_port: int = Field(default=9108, ge=1, le=65535)
 
     def unsafe_defaults(self) -> list[str]:
         unsafe = ["FORKCAST_METRICS_HOST"] if self.metrics_host == LOOPBACK else []
-        return unsafe + (["REDIS_URL"] if self.redis_url == DEV_REDIS_URL else [])
+        return unsafe + (["FORKCAST_EVENTS_REDIS_URL"] if self.events_url == DEV_REDIS_URL else [])
 
 
-class DriftSettings(ForkcastSettings):
+class DriftSettings(EventsRedisSettings):
     """The drift job (forkcast-drift). Its references come from ``drift_reference_root`` when set (one directory
     per model version, as ``forkcast-retrain export`` writes them), otherwise from the model registry in S3, which
     is configured by forkcast_registry's own settings (S3_ENDPOINT_URL, AWS_*, FORKCAST_BUCKET,
-    FORKCAST_MODEL_CACHE)."""
+    FORKCAST_MODEL_CACHE). It samples prediction events from the events Redis (``events_url``) and reads the
+    features they name from the features Redis (``redis_url``, REDIS_URL)."""
 
-    redis_url: str = Field(default=DEV_REDIS_URL, validation_alias=_REDIS_URL)
     feature_prefix: str = Field(default=DEFAULT_PREFIX, min_length=1)
     drift_reference_root: Path | None = None
     drift_sample: int = Field(default=5000, ge=1)
@@ -60,7 +61,8 @@ class DriftSettings(ForkcastSettings):
 
     def unsafe_defaults(self) -> list[str]:
         unsafe = ["FORKCAST_METRICS_HOST"] if self.metrics_host == LOOPBACK else []
-        return unsafe + (["REDIS_URL"] if self.redis_url == DEV_REDIS_URL else [])
+        unsafe += ["REDIS_URL"] if self.redis_url == DEV_REDIS_URL else []
+        return unsafe + (["FORKCAST_EVENTS_REDIS_URL"] if self.events_redis_url == DEV_REDIS_URL else [])
 
 
 class ReceiverSettings(ForkcastSettings):

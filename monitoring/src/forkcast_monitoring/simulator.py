@@ -5,7 +5,8 @@ the online-AUC job), and for every served restaurant draws a click with probabil
 ``sigmoid(click_logit(user, restaurant))``: the noise-free ground truth of the data generator (SPEC §2). The
 entities are redrawn from the dataset's seed and sizes, with ``--drift S`` moved as ``forkcast-data generate
 --drift S`` moves them, while the service keeps scoring the features it was loaded with: online AUC then drops as
-it would in production. Feedback goes to the feedback stream in the gateway's encoding.
+it would in production. Feedback goes to the feedback stream in the gateway's encoding, under the API key id of
+the prediction it labels (the gateway accepts feedback only from the key that made the request).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from typing import cast
 import numpy as np
 import redis
 
+from forkcast_contract.settings import EventsRedisSettings
 from forkcast_contract.streams import FEEDBACK_MAXLEN, FEEDBACK_STREAM, PREDICTIONS_STREAM
 from forkcast_data.process import click_logit, draw_entities, sigmoid
 from forkcast_monitoring.events import parse_prediction
@@ -80,6 +82,7 @@ class Simulator:
                             "restaurant": str(r),
                             "clicked": str(int(clicked)),
                             "ts": f"{prediction.time + self.delay_s:.6f}",
+                            "key_id": prediction.key_id,
                         },
                         maxlen=FEEDBACK_MAXLEN,
                         approximate=True,
@@ -92,7 +95,11 @@ class Simulator:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="forkcast-feedback-sim", description=__doc__.splitlines()[0])
-    parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/0", help="Redis with both streams")
+    parser.add_argument(
+        "--redis-url",
+        default=EventsRedisSettings().events_url,
+        help="the events Redis with both streams (FORKCAST_EVENTS_REDIS_URL, else REDIS_URL)",
+    )
     parser.add_argument("--data", type=Path, required=True, help="the dataset the service was loaded from")
     parser.add_argument(
         "--drift", type=float, default=0.0, help="move the true user/restaurant features (0: none)"

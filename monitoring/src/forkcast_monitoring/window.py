@@ -1,9 +1,20 @@
 """Sliding event-time windows of labelled predictions per model version, and their ROC-AUC with an interval.
 
-A window keeps at most ``max_samples`` pairs (a ring buffer of preallocated arrays, so memory is fixed whatever the
-rate) and forgets pairs whose prediction is older than ``window_s``. Below ``min_samples`` pairs, or without both
-classes, a window has no AUC at all: an exported 0.5 would let a canary analysis pass or fail by chance, where no
-value makes it Inconclusive.
+A window keeps at most ``max_samples`` pairs (preallocated arrays, so memory is fixed whatever the rate) and forgets
+every pair whose prediction is older than ``window_s`` by its own event time: pairs arrive in join order, not in
+prediction order (a click may come minutes after the predictions of later requests have joined), so eviction
+never assumes the arrays are sorted by time.
+
+Which pairs an estimate uses (``kept``): those in the window (prediction time at or after the horizon), then at most
+``max_key_share`` of them from any one API key (issue 18.1: one client must not steer the online AUC that gates
+releases). The rule is a function of the pairs alone, so an offline recompute over the same pairs gives the same
+AUC to rounding: with n_k pairs of key k, every key keeps min(n_k, c) pairs, c the largest integer such that
+min(max n_k, c) <= max_key_share * sum_k min(n_k, c); a key above c keeps its c newest pairs, newest by
+(prediction time, score, label) descending (pairs equal in all three are interchangeable for the AUC). A single key
+therefore yields no AUC unless max_key_share is 1.
+
+Below ``min_samples`` kept pairs, or without both classes, a window has no AUC at all: an exported 0.5 would let a
+canary analysis pass or fail by chance, where no value makes it Inconclusive.
 """
 
 from __future__ import annotations
@@ -18,6 +29,8 @@ import numpy.typing as npt
 from forkcast_contract.metrics_math import roc_auc
 
 F64 = npt.NDArray[np.float64]
+BOOL = npt.NDArray[np.bool_]
+I32 = npt.NDArray[np.int32]
 
 
 def hanley_mcneil(auc: float, n_pos: int, n_neg: int, z: float = 1.959964) -> tuple[float, float]:
@@ -31,93 +44,153 @@ def hanley_mcneil(auc: float, n_pos: int, n_neg: int, z: float = 1.959964) -> tu
     return max(0.0, auc - half), min(1.0, auc + half)
 
 
+def key_cap(counts: npt.NDArray[np.integer], max_share: float) -> int | None:
+    """The most pairs any one key keeps (None: no key is above ``max_share``, nothing is left out).
+
+    h(c) = max_share * sum_k min(n_k, c) - c is concave with h(0) = 0, so the c with h(c) >= 0 form an interval
+    [0, c*]: a binary search finds c*, O(keys * log(max n_k)).
+    """
+    top = int(counts.max(initial=0))
+    if max_share >= 1.0 or top <= max_share * int(counts.sum()):
+        return None
+    lo, hi = 0, top  # h(lo) >= 0 holds, h(hi) < 0 (the test above)
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if mid <= max_share * int(np.minimum(counts, mid).sum()):
+            lo = mid
+        else:
+            hi = mid
+    return lo
+
+
+def rank_from_newest(keys: I32, times: F64, scores: F64, labels: BOOL) -> npt.NDArray[np.intp]:
+    """Per pair, how many pairs of the same key are newer by (time, score, label): 0 for each key's newest."""
+    order = np.lexsort((labels, scores, times, keys))  # by key, then oldest first
+    sorted_keys = keys[order]
+    group_end = np.searchsorted(sorted_keys, sorted_keys, side="right")
+    ranks = np.empty(len(keys), dtype=np.intp)
+    ranks[order] = group_end - 1 - np.arange(len(keys))
+    return ranks
+
+
 @dataclass(frozen=True)
 class Estimate:
-    samples: int
+    samples: int  # pairs the AUC is computed on (in the window, within the per-key share)
     positives: int
     auc: float | None  # None: not enough data
     lower: float | None
     upper: float | None
+    excluded: int = 0  # pairs in the window left out because their key held more than its share
 
 
 class Window:
-    """Pairs of one model version, oldest first, in a fixed-size ring."""
+    """Pairs of one model version, in arrival order, at most ``max_samples`` of them."""
 
-    def __init__(self, window_s: float, max_samples: int) -> None:
-        self.window_s = window_s
+    def __init__(self, window_s: float, max_samples: int, max_key_share: float = 1.0) -> None:
+        self.window_s, self.max_key_share = window_s, max_key_share
         self.times = np.zeros(max_samples, dtype=np.float64)
         self.scores = np.zeros(max_samples, dtype=np.float64)
         self.labels = np.zeros(max_samples, dtype=np.bool_)
-        self.start = 0  # index of the oldest pair
+        self.keys = np.zeros(max_samples, dtype=np.int32)  # the job's code of each pair's API key id
         self.size = 0
-        self.newest = 0.0
+        self.shed = 0  # pairs dropped because the window was full (see ``_shed``)
 
     @property
     def capacity(self) -> int:
         return len(self.times)
 
-    def add(self, time: float, score: float, clicked: bool) -> None:
-        if self.size == self.capacity:  # full: the oldest pair makes room
-            self.start = (self.start + 1) % self.capacity
-            self.size -= 1
-        i = (self.start + self.size) % self.capacity
-        self.times[i], self.scores[i], self.labels[i] = time, score, clicked
-        self.size += 1
-        self.newest = max(self.newest, time)
+    def add(self, time: float, score: float, clicked: bool, key: int = 0) -> None:
+        self.extend([time], [score], [clicked], [key])
 
-    def extend(self, times: Sequence[float], scores: Sequence[float], labels: Sequence[bool]) -> None:
-        """``add`` of each pair in turn, as three slice assignments: the job hands over a whole batch at once
-        (per-pair ``add`` was 1.4 µs of numpy scalar stores per feedback entry, profiled on the benchmark)."""
+    def extend(
+        self,
+        times: Sequence[float],
+        scores: Sequence[float],
+        labels: Sequence[bool],
+        keys: Sequence[int] | None = None,
+    ) -> None:
+        """Append a batch (the job hands over a whole step's pairs at once: four slice assignments)."""
         total = len(times)
-        if total == 0:
+        key_list: Sequence[int] = [0] * total if keys is None else keys
+        chunk = max(1, self.capacity // 2)
+        for start in range(0, total, chunk):  # a batch above the capacity goes in pieces, each shed for
+            end = min(total, start + chunk)
+            n = end - start
+            if self.size + n > self.capacity:
+                self._shed(self.size + n - self.capacity + self.capacity // 20)
+            i = self.size
+            self.times[i : i + n] = times[start:end]
+            self.scores[i : i + n] = scores[start:end]
+            self.labels[i : i + n] = labels[start:end]
+            self.keys[i : i + n] = key_list[start:end]
+            self.size += n
+
+    def _shed(self, count: int) -> None:
+        """Drop at least ``count`` pairs (and at most ``count`` + keys - 1): the oldest pairs of the keys holding
+        the most, down to one common level, so that a flood from one key pushes out its own pairs and not the other
+        keys'. 5 % of the capacity is shed at a time so that the sort runs once per that many pairs (≈ 20 ms for
+        200,000 pairs), not once per step.
+        """
+        n = self.size
+        count = min(count, n)
+        if count <= 0:
             return
-        self.newest = max(self.newest, max(times))
-        cap = self.capacity
-        skip = max(0, total - cap)  # pairs the later ones of this batch would overwrite
-        i = (self.start + self.size + skip) % cap  # where the first kept pair goes
-        if skip:
-            times, scores, labels = times[skip:], scores[skip:], labels[skip:]
-        n = total - skip
-        first = min(n, cap - i)  # up to the end of the ring, the rest wraps to its beginning
-        self.times[i : i + first] = times[:first]
-        self.scores[i : i + first] = scores[:first]
-        self.labels[i : i + first] = labels[:first]
-        if first < n:
-            self.times[: n - first] = times[first:]
-            self.scores[: n - first] = scores[first:]
-            self.labels[: n - first] = labels[first:]
-        overflow = self.size + total - cap
-        if overflow > 0:  # full: the oldest pairs made room
-            self.start = (self.start + overflow) % cap
-            self.size = cap
-        else:
-            self.size += total
+        keys = self.keys[:n]
+        counts = np.bincount(keys)
+        lo, hi = 0, int(counts.max()) + 1  # the highest level L whose excess sum(max(n_k - L, 0)) >= count
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            if int(np.maximum(counts - mid, 0).sum()) >= count:
+                lo = mid
+            else:
+                hi = mid
+        ranks = rank_from_newest(keys, self.times[:n], self.scores[:n], self.labels[:n])
+        keep = ranks < lo
+        self.shed += n - int(keep.sum())
+        self._compact(keep)
+
+    def _compact(self, keep: BOOL) -> None:
+        idx = np.flatnonzero(keep)
+        k = len(idx)
+        for arr in (self.times, self.scores, self.labels, self.keys):
+            arr[:k] = arr[idx]
+        self.size = k
 
     def evict(self, now: float) -> None:
-        """Forget pairs whose prediction is older than the window (event time against ``now``)."""
-        horizon = now - self.window_s
-        while self.size and self.times[self.start] < horizon:
-            self.start = (self.start + 1) % self.capacity
-            self.size -= 1
+        """Forget every pair whose prediction is older than the window, wherever it sits in the arrays."""
+        keep = self.times[: self.size] >= now - self.window_s
+        if not keep.all():
+            self._compact(keep)
 
-    def _view(self, since: float | None = None) -> tuple[F64, npt.NDArray[np.bool_]]:
-        idx = (self.start + np.arange(self.size)) % self.capacity
-        if since is not None:  # by event time, not position: late pairs may sit after newer ones in the ring
-            idx = idx[self.times[idx] >= since]
-        return self.scores[idx], self.labels[idx]
+    def kept(self, since: float | None = None) -> tuple[F64, BOOL, int]:
+        """Scores and labels of the pairs an estimate uses, and how many the per-key share left out.
+
+        ``since``: only pairs whose prediction is at that time or later (the recent window); the share is applied
+        to that window's own pairs.
+        """
+        n = self.size
+        times, scores, labels, keys = self.times[:n], self.scores[:n], self.labels[:n], self.keys[:n]
+        if since is not None:
+            inside = times >= since
+            times, scores, labels, keys = times[inside], scores[inside], labels[inside], keys[inside]
+        cap = key_cap(np.bincount(keys), self.max_key_share) if len(keys) else None
+        if cap is None:
+            return scores, labels, 0
+        keep = rank_from_newest(keys, times, scores, labels) < cap
+        return scores[keep], labels[keep], len(keep) - int(keep.sum())
 
     def estimate(self, min_samples: int, min_per_class: int, since: float | None = None) -> Estimate:
-        """The AUC of the pairs in the window, or of those whose prediction is at ``since`` or later only.
+        """The AUC of the kept pairs of the window, or of those whose prediction is at ``since`` or later only.
 
         ``since`` gives versions a common window: the canary analysis compares a canary that has served for minutes
         with a stable version that has served all day, so both are measured over the same recent minutes.
         """
-        scores, labels = self._view(since)
+        scores, labels, excluded = self.kept(since)
         size = len(scores)
         positives = int(labels.sum())
         negatives = size - positives
         if size < min_samples or positives < min_per_class or negatives < min_per_class:
-            return Estimate(size, positives, None, None, None)
+            return Estimate(size, positives, None, None, None, excluded)
         auc = roc_auc(scores, labels)
         lower, upper = hanley_mcneil(auc, positives, negatives)
-        return Estimate(size, positives, auc, lower, upper)
+        return Estimate(size, positives, auc, lower, upper, excluded)

@@ -14,16 +14,20 @@ from forkcast_retrain.gate_policy import TRIGGER_FILE, triggering_alert
     ("record", "alert"),
     [
         (
-            {"CI_PIPELINE_SOURCE": "trigger", "ALERT_NAME": "OnlineAucLow", "ALERT_REASON": "AUC 0.61"},
+            {"CI_PIPELINE_SOURCE": "trigger", "alert_name": "OnlineAucLow", "alert_reason": "AUC 0.61"},
             "OnlineAucLow",
         ),
-        ({"CI_PIPELINE_SOURCE": "schedule", "ALERT_NAME": ""}, None),
+        ({"CI_PIPELINE_SOURCE": "schedule", "alert_name": "none"}, None),
+        # A trigger that names no alert (the input's default) is no alert either.
+        ({"CI_PIPELINE_SOURCE": "trigger", "alert_name": "none"}, None),
         (
-            {"CI_PIPELINE_SOURCE": "push", "ALERT_NAME": "OnlineAucLow"},
+            {"CI_PIPELINE_SOURCE": "push", "alert_name": "OnlineAucLow"},
             None,
         ),  # not a trigger: the name is noise
-        ({"CI_PIPELINE_SOURCE": "trigger", "ALERT_NAME": "  "}, None),
-        ({"CI_PIPELINE_SOURCE": "trigger", "ALERT_NAME": 3}, None),
+        # The variables of the old interface are not the record's keys: a caller-set ALERT_NAME counts for nothing.
+        ({"CI_PIPELINE_SOURCE": "trigger", "ALERT_NAME": "OnlineAucLow"}, None),
+        ({"CI_PIPELINE_SOURCE": "trigger", "alert_name": "  "}, None),
+        ({"CI_PIPELINE_SOURCE": "trigger", "alert_name": 3}, None),
         (["trigger"], None),
         ("not json {", None),
     ],

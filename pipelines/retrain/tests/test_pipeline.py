@@ -16,9 +16,10 @@ from forkcast_contract.model_format import (
     SCALER_FILE,
     TRAIN_LOG_FILE,
 )
-from forkcast_retrain.checkpoint import list_checkpoints, load_checkpoint
+from forkcast_retrain.checkpoint import checkpoint_path, list_checkpoints, load_checkpoint
 from forkcast_retrain.cli import main
-from forkcast_retrain.errors import TrainingAbortedError
+from forkcast_retrain.errors import DataError, TrainingAbortedError
+from forkcast_retrain.evaluate import run_evaluate
 from forkcast_retrain.fastpath import fast_forward
 from forkcast_retrain.model import RankNet
 from forkcast_retrain.prep import run_prep
@@ -138,7 +139,7 @@ def test_non_finite_loss_aborts_with_the_batch(micro_data: Path, tmp_path: Path)
     recipe = RECIPES["default"].with_overrides(epochs=1, batch_size=256, lr=1e30)
     with pytest.raises(TrainingAbortedError, match="non-finite"):
         run_train(run, TrainOptions(recipe=recipe, progress=False, threads=1), log=lambda _: None)
-    saved = torch.load(run / NAN_BATCH_FILE)
+    saved = torch.load(run / NAN_BATCH_FILE, weights_only=True)
     assert saved["x"].shape[1] == 40 and len(saved["y"]) == len(saved["x"])
     assert not list_checkpoints(run)  # no epoch completed, nothing to resume from or publish
 
@@ -155,3 +156,44 @@ def test_autograd_flag_trains_the_same_model(micro_data: Path, tmp_path: Path) -
     # 47 Adam steps at lr 1e-3: the loss curves agree (test_fastpath); so do the resulting test metrics.
     assert abs(results[True]["logloss"] - results[False]["logloss"]) < 1e-3
     assert abs(results[True]["accuracy"] - results[False]["accuracy"]) < 2e-3
+
+
+def test_a_run_resumed_with_fewer_epochs_records_the_epochs_trained(micro_data: Path, tmp_path: Path) -> None:
+    """Two epochs trained, then `train --epochs 1` on the same run: nothing more is trained, the model is epoch 2's,
+    and metrics.json says 2 (it said 1, the number asked for, before)."""
+    run = tmp_path / "run"
+    run_prep(micro_data, run)
+    recipe = RECIPES["default"].with_overrides(batch_size=1024)
+    for epochs in (2, 1):
+        opts = TrainOptions(recipe=recipe.with_overrides(epochs=epochs), progress=False, threads=1)
+        run_train(run, opts, log=lambda _: None)
+    metrics = run_evaluate(run, log=lambda _: None)
+    assert metrics["hyperparameters"]["epochs"] == 2 == len(metrics["epochs"])
+    assert metrics["hyperparameters"]["epochs_requested"] == 1
+    assert json.loads((run / METRICS_FILE).read_text())["hyperparameters"]["epochs"] == 2
+
+
+class _Planted:
+    """A pickled object that runs code when unpickled (here: creates a marker file)."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple[object, tuple[object, ...]]:
+        return (Path.touch, (self.marker,))
+
+
+def test_a_planted_checkpoint_is_refused_without_running_it(micro_data: Path, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    run_prep(micro_data, run)
+    marker = tmp_path / "ran"
+    path = checkpoint_path(run, 1)
+    path.parent.mkdir(parents=True)
+    torch.save({"epoch": 1, "payload": _Planted(marker)}, path)
+    recipe = RECIPES["default"].with_overrides(epochs=2, batch_size=1024)
+    with pytest.raises(DataError, match="refused without running them"):
+        run_train(run, TrainOptions(recipe=recipe, progress=False, threads=1), log=lambda _: None)
+    assert not marker.exists()
+    # Twin: the unrestricted load the trainer used to do runs the planted code.
+    torch.load(path, weights_only=False)
+    assert marker.exists()

@@ -221,7 +221,7 @@ def test_gate_allows_drift_when_an_alert_asked_for_the_run(champion: str, runs: 
     (Which records count as such a trigger: test_gate_policy.py; without one the same run fails, above.)
     """
     trigger = runs["drift"] / TRIGGER_FILE
-    record = {"CI_PIPELINE_SOURCE": "trigger", "ALERT_NAME": "OnlineAucLow", "ALERT_REASON": "AUC 0.61"}
+    record = {"CI_PIPELINE_SOURCE": "trigger", "alert_name": "OnlineAucLow", "alert_reason": "AUC 0.61"}
     trigger.write_text(json.dumps(record))
     try:
         assert main(["gate", "--out", str(runs["drift"])]) == 0
@@ -320,3 +320,42 @@ def test_export_writes_the_version_files_without_s3(runs: dict[str, Path], tmp_p
         assert (target / name).is_file(), name
     assert (target / MODEL_FILE).read_bytes() == (runs["champion"] / MODEL_FILE).read_bytes()
     assert main(["export", "--out", str(tmp_path / "no-run"), "--to", str(tmp_path / "x")]) == 2
+
+
+def test_the_gate_bounds_the_loss_against_the_best_recent_champion(
+    champion: str, runs: dict[str, Path], registry: ModelRegistry, tmp_path: Path
+) -> None:
+    """Champion history from MLflow: a weak model that became champion after the good one cannot re-pass by being
+    within ε of itself; the good champion before it is the bar. A rolled-back champion is no bar.
+
+    (Last in this module: it moves the champion alias, and puts it back.)
+    """
+    tracker = Tracker.from_env()
+    weak = tmp_path / "weak"
+    shutil.copytree(runs["worse"], weak, ignore=shutil.ignore_patterns("gate_report.*", "mlflow_run.json"))
+    floors = ["--auc-floor", "0", "--accuracy-floor", "0"]
+    assert main(["gate", "--out", str(weak), "--champion", "none", *floors]) == 0
+    assert main(["publish", "--out", str(weak)]) == 0
+    weak_version = registry.list_versions()[-1]
+    try:
+        assert tracker.set_alias(CHAMPION, weak_version)
+        assert tracker.recent_champions(5) == [weak_version, champion]
+        assert main(["gate", "--out", str(weak), "--champion", "auto", *floors]) == 1
+        report = json.loads((weak / "gate_report.json").read_text())
+        verdict = {c["name"]: c for c in report["checks"]}
+        assert [n for n, c in verdict.items() if not c["passed"]] == ["auc_vs_recent_champions"]
+        assert f"({champion})" in verdict["auc_vs_recent_champions"]["detail"]
+        assert set(report["recent_champions"]) == {weak_version, champion}
+        # --recent-champions 1: the current champion alone, as before: the weak model passes against itself.
+        assert (
+            main(["gate", "--out", str(weak), "--champion", "auto", "--recent-champions", "1", *floors]) == 0
+        )
+        # A champion whose canary was rolled back leaves the history.
+        assert tracker.tag_version(champion, "forkcast.rolled_back", "{}")
+        assert tracker.recent_champions(5) == [weak_version]
+        assert main(["gate", "--out", str(weak), "--champion", "auto", *floors]) == 0
+    finally:
+        tracker.client.delete_model_version_tag(
+            REGISTERED_MODEL, tracker.model_version_of(champion), "forkcast.rolled_back"
+        )
+        tracker.set_alias(CHAMPION, champion)

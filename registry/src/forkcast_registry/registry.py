@@ -2,7 +2,8 @@
 
 A version is visible only once its ``manifest.json`` exists (publish writes it last), and nothing is handed to a
 caller before every file's sha256 and size match the manifest: a reader can never load half a model or a tampered
-one.
+one. A manifest is parsed (file names limited to the known set, registry_format) before any file is fetched, so a
+forged one cannot make a reader write outside the version's cache directory.
 """
 
 from __future__ import annotations
@@ -100,8 +101,12 @@ class ModelRegistry:
         try:
             manifest = VersionManifest.model_validate_json(data)
         except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(part) for part in first["loc"])
             raise IntegrityError(
-                version, MANIFEST_FILE, f"not a valid manifest: {exc.error_count()} errors"
+                version,
+                MANIFEST_FILE,
+                f"not a valid manifest: {exc.error_count()} errors, first at {where or 'top'}: {first['msg']}",
             ) from exc
         if manifest.version != version:
             raise IntegrityError(version, MANIFEST_FILE, f"names version {manifest.version}")

@@ -112,6 +112,8 @@ def start_inference(
         "FORKCAST_HOST": "127.0.0.1",
         "FORKCAST_PORT": str(port),
         "FORKCAST_LOG_LEVEL": "WARNING",
+        # FORKCAST_ENVIRONMENT defaults to production, which refuses FORKCAST_MODEL_DIR and a loopback Redis.
+        "FORKCAST_ENVIRONMENT": "local",
     }
     proc = subprocess.Popen(
         [str(BIN / "forkcast-inference")], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
@@ -135,7 +137,12 @@ def start_inference(
 
 def make_settings(redis_url: str, model_dir: Path | None, **extra: Any) -> InferenceSettings:
     return InferenceSettings(
-        REDIS_URL=redis_url, feature_prefix=PREFIX, model_dir=model_dir, redis_timeout_s=0.3, **extra
+        REDIS_URL=redis_url,
+        environment="local",  # the default, production, refuses a model directory and a loopback Redis
+        feature_prefix=PREFIX,
+        model_dir=model_dir,
+        redis_timeout_s=0.3,
+        **extra,
     )
 
 
@@ -208,7 +215,6 @@ def call(
     app: InferenceApp, method: str, path: str, body: bytes = b"", headers: dict[str, str] | None = None
 ) -> Response:
     """Drive the ASGI app with one request, exactly as uvicorn would (no network)."""
-    sent: list[dict[str, Any]] = []
     scope = {
         "type": "http",
         "method": method,
@@ -218,6 +224,13 @@ def call(
 
     async def receive() -> dict[str, Any]:
         return {"type": "http.request", "body": body, "more_body": False}
+
+    return drive(app, scope, receive)
+
+
+def drive(app: InferenceApp, scope: dict[str, Any], receive: Any) -> Response:
+    """Run one request through the ASGI app with the given ``receive``; the response it sent."""
+    sent: list[dict[str, Any]] = []
 
     async def send(message: dict[str, Any]) -> None:
         sent.append(message)

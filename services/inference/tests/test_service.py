@@ -19,6 +19,8 @@ from forkcast_features.localredis import LocalRedis
 from forkcast_inference.app import InferenceApp, create_app
 
 GOOD = {"candidate_restaurant_ids": [1, 2, 3], "latitude": 13.7, "longitude": 100.5}
+# An id in the shape the gateway mints (forkcast_contract.api.REQUEST_ID_PATTERN).
+MINTED = "AAAAAAAAAAAAAAAAAAAAAA.BBBBBBBBBBBBBBBBBBBBBB"
 
 
 def _post(app: InferenceApp, user: str, body: object) -> tuple[int, dict[str, object], dict[str, str]]:
@@ -40,6 +42,7 @@ def _post(app: InferenceApp, user: str, body: object) -> tuple[int, dict[str, ob
         ("u1", {**GOOD, "candidate_restaurant_ids": [-1]}, "candidate_restaurant_ids"),
         ("u1", {**GOOD, "max_dist": -5}, "max_dist"),
         ("u1", b"not json", ""),
+        ("u1", {**GOOD, "szie": 5}, "unknown field `szie`"),
         ("x1", GOOD, "user_id"),
         ("u" + "9" * 30, GOOD, "user_id"),
     ],
@@ -58,8 +61,6 @@ def test_unknown_user_is_404_and_headers_are_set(app: InferenceApp) -> None:
     assert headers["x-model-version"] == app.model.provenance.model_version  # type: ignore[union-attr]
     assert headers["x-feature-version"] == app.reader.state.keys.version  # type: ignore[union-attr]
     assert headers["x-request-id"]
-    r = call(app, "POST", "/recommend/1", json.dumps(GOOD).encode(), {"X-Request-Id": "abc-123"})
-    assert r.headers["x-request-id"] == "abc-123"
 
 
 def test_corrupt_restaurant_is_skipped_and_unknown_counted(
@@ -250,6 +251,7 @@ def test_console_script_serves_over_http(redis_server: LocalRedis, model_dir: Pa
         "FORKCAST_FEATURE_PREFIX": PREFIX,
         "FORKCAST_MODEL_DIR": str(model_dir),
         "FORKCAST_PORT": str(port),
+        "FORKCAST_ENVIRONMENT": "local",
     }
     exe = str(Path(sys.executable).parent / "forkcast-inference")
     proc = subprocess.Popen([exe], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -266,11 +268,11 @@ def test_console_script_serves_over_http(redis_server: LocalRedis, model_dir: Pa
                 time.sleep(0.05)
             assert time.monotonic() - t0 < 10, "not ready within 10 s"
         req = urllib.request.Request(
-            f"{base}/recommend/u00003", data=json.dumps(GOOD).encode(), headers={"X-Request-Id": "e2e-1"}
+            f"{base}/recommend/u00003", data=json.dumps(GOOD).encode(), headers={"X-Request-Id": MINTED}
         )
         with urllib.request.urlopen(req, timeout=5) as r:
             assert r.status == 200 and "restaurants" in json.loads(r.read())
-            assert r.headers["x-request-id"] == "e2e-1" and r.headers["x-model-version"]
+            assert r.headers["x-request-id"] == MINTED and r.headers["x-model-version"]
         with urllib.request.urlopen(f"{base}/metrics", timeout=5) as r:
             metrics = r.read().decode()
         assert "forkcast_inference_request_seconds_bucket" in metrics

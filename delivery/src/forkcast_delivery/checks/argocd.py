@@ -14,6 +14,10 @@ a canary (or a Deployment's previous one) unable to create pods on abort, scale-
 And the AppProject of each Application admits what it syncs: the repository, the destination namespace and every
 kind of the render (https://argo-cd.readthedocs.io/en/stable/user-guide/projects/); Argo CD refuses the sync
 otherwise.
+
+An overlay whose kustomization says it is deployed by something else (``metadata.annotations``
+``forkcast.io/deployed-by``, e.g. ``forkcast-local`` for manifests/overlays/local, which the local platform runs
+on 127.0.0.1) needs no Application; every other overlay does.
 """
 
 from __future__ import annotations
@@ -21,12 +25,15 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
+import yaml
+
 from forkcast_delivery.checks import Problem
 from forkcast_delivery.context import Context
 from forkcast_delivery.objects import of_kind, ref
 from forkcast_delivery.render import Doc
 
 RULE = "argocd"
+DEPLOYED_BY = "forkcast.io/deployed-by"
 REPLICAS_POINTERS = ("/spec/replicas",)
 REPLICAS_JQ = (".spec.replicas",)
 
@@ -115,8 +122,17 @@ def check(ctx: Context) -> list[Problem]:
     return sorted(set(_hpa_replicas(ctx) + _unprunable(ctx) + _admitted(ctx)))
 
 
+def deployed_by(ctx: Context) -> str:
+    """Who deploys the overlay: its kustomization's ``forkcast.io/deployed-by`` annotation, else Argo CD."""
+    kustomization = yaml.safe_load((ctx.overlay_dir / "kustomization.yaml").read_text()) or {}
+    annotations = (kustomization.get("metadata") or {}).get("annotations") or {}
+    return str(annotations.get(DEPLOYED_BY, "argocd"))
+
+
 def _hpa_replicas(ctx: Context) -> list[Problem]:
     apps = [a for a in ctx.applications if _syncs(a, ctx)]
+    if not apps and deployed_by(ctx) != "argocd":
+        return []
     if not apps:
         return [
             Problem(RULE, ctx.render.overlay, "no Argo CD Application in deploy/argocd syncs this overlay")

@@ -1,7 +1,8 @@
 """Every metric an AnalysisTemplate, a PrometheusRule or a dashboard reads has a producer in the render: the
 program that exports it (forkcast_contract.metric_names) runs in a workload that a PodMonitor or ServiceMonitor
-scrapes on a named port of that very container. A recording rule of the render, or a component the cluster
-provides (manifests/provided-by-cluster.yaml), counts as a producer too.
+scrapes on a named port of that very container. A third-party exporter that runs in the render as a sidecar
+(``EXPORTERS``: redis_exporter beside each Redis) is such a producer too, found by its image. A recording rule of the
+render, or a component the cluster provides (manifests/provided-by-cluster.yaml), counts as a producer too.
 
 Without this, a query over a series nobody exports returns nothing forever: the canary's analysis is
 Inconclusive at every step and an alert can never fire, while every object is schema-valid.
@@ -18,6 +19,7 @@ from typing import Any
 import promql_parser
 
 from forkcast_contract import metric_names
+from forkcast_delivery import workspace
 from forkcast_delivery.checks import Problem
 from forkcast_delivery.context import Context
 from forkcast_delivery.objects import PodTemplate, matches, matches_plain, of_kind, ref, resolve_port
@@ -28,6 +30,11 @@ RULE = "metrics"
 PROMETHEUS_OWN = frozenset(
     {"up", "ALERTS", "ALERTS_FOR_STATE", "scrape_duration_seconds", "scrape_samples_scraped"}
 )
+# Third-party exporters that run in the render (not forkcast programs), by the prefix of the series they export:
+# the image repository (without registry host, tag or digest) of the container that exports them.
+# redis_exporter names every Redis series redis_* (its --namespace flag, default "redis"; exporter/exporter.go maps
+# INFO's used_memory to redis_memory_used_bytes and maxmemory to redis_memory_max_bytes, oliver006/redis_exporter).
+EXPORTERS = {"redis_": "oliver006/redis_exporter"}
 # Suffixes client libraries add to a family name (histogram/summary parts, Info, counters' _created).
 SUFFIXES = ("_bucket", "_count", "_sum", "_info", "_created", "_total")
 # Argo Rollouts' {{args.x}} and Grafana's $var / ${var} / $__rate_interval stand for label values or ranges.
@@ -155,12 +162,27 @@ def _scraped_by_service_monitor(ctx: Context, template: PodTemplate, container: 
     return None
 
 
-def producers(ctx: Context, program: str) -> tuple[list[str], list[str]]:
-    """(workloads running ``program``, the monitors that scrape them on a named port of that container)."""
+def exporter_image(series: str) -> str | None:
+    """The image repository of the third-party exporter that exports ``series`` (None: no known exporter)."""
+    found = [image for prefix, image in EXPORTERS.items() if series.startswith(prefix)]
+    return found[0] if len(found) == 1 else None
+
+
+def _image_is(container: dict[str, Any], image: str) -> bool:
+    """Whether the container runs ``image`` from any registry (docker.io/, quay.io/ ...), at any tag or digest."""
+    name = workspace.repository(str(container.get("image", "")))
+    return name == image or name.endswith("/" + image)
+
+
+def producers(ctx: Context, program: str, *, image: str | None = None) -> tuple[list[str], list[str]]:
+    """(workloads running ``program``, or a container of ``image`` when given, and the monitors that scrape them on
+    a named port of that container)."""
     running, monitors = [], []
     for template in ctx.templates:
         for container in template.spec.get("containers") or []:
-            if ctx.program_of(dict(container)) != program:
+            if image is not None and not _image_is(container, image):
+                continue
+            if image is None and ctx.program_of(dict(container)) != program:
                 continue
             running.append(template.name)
             found = _scraped_by_pod_monitor(ctx, template, container) or _scraped_by_service_monitor(
@@ -191,6 +213,10 @@ def check(ctx: Context) -> list[Problem]:
             if series in recorded or series in external or series in PROMETHEUS_OWN:
                 continue
             name = contract_name(series)
+            image = exporter_image(series) if name is None else None
+            if image is not None:
+                problems += _unproduced(query, series, image, *producers(ctx, image, image=image))
+                continue
             if name is None:
                 problems.append(
                     Problem(
@@ -203,17 +229,23 @@ def check(ctx: Context) -> list[Problem]:
                 continue
             program = metric_names.producer(name)
             running, monitors = producers(ctx, program) if program else ([], [])
-            if not running:
-                problems.append(
-                    Problem(RULE, query.reader, f"reads {series}: its producer {program} runs in no workload")
-                )
-            elif not monitors:
-                problems.append(
-                    Problem(
-                        RULE,
-                        query.reader,
-                        f"reads {series}: {', '.join(running)} ({program}) is scraped by no PodMonitor/"
-                        "ServiceMonitor on a named port of its container",
-                    )
-                )
+            problems += _unproduced(query, series, str(program), running, monitors)
     return problems
+
+
+def _unproduced(
+    query: Query, series: str, producer: str, running: list[str], monitors: list[str]
+) -> list[Problem]:
+    """Why ``series`` has no scraped producer: none runs, or none that runs is scraped (empty when one is)."""
+    if not running:
+        return [Problem(RULE, query.reader, f"reads {series}: its producer {producer} runs in no workload")]
+    if not monitors:
+        return [
+            Problem(
+                RULE,
+                query.reader,
+                f"reads {series}: {', '.join(running)} ({producer}) is scraped by no PodMonitor/"
+                "ServiceMonitor on a named port of its container",
+            )
+        ]
+    return []

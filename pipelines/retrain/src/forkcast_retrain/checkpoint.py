@@ -1,15 +1,21 @@
 """Per-epoch checkpoints: what an interrupted train step resumes from, and what evaluate scores per epoch.
 
 Each file is written to a temporary name and renamed, so a crash mid-write never leaves a checkpoint that loads
-but is truncated; the newest complete one is the resume point.
+but is truncated; the newest complete one is the resume point. A checkpoint is read with torch's restricted
+unpickler (``weights_only=True``: tensors, dicts, lists, tuples and plain values only), so a file planted in a
+run directory (an artifact handed between CI jobs, a bucket of runs) cannot run code when train or evaluate opens
+it (PyTorch docs, torch.load: "weights_only=False ... can result in arbitrary code execution").
 """
 
 from __future__ import annotations
 
+import pickle
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from forkcast_retrain.errors import DataError
 
 CHECKPOINT_DIR = "checkpoints"
 
@@ -35,7 +41,16 @@ def list_checkpoints(run_dir: Path) -> list[Path]:
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:
-    state: dict[str, Any] = torch.load(path, map_location="cpu", weights_only=False)
+    """The state saved after one epoch; anything but weights and plain values is refused, never executed."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise DataError(
+            f"{path} holds objects a checkpoint never contains; refused without running them "
+            f"(torch.load weights_only=True): {str(exc).splitlines()[0][:200]}"
+        ) from exc
+    if not isinstance(state, dict):
+        raise DataError(f"{path} is not a checkpoint (a {type(state).__name__}, not a dict)")
     return state
 
 

@@ -44,6 +44,19 @@ def add_release_commands(sub: Any) -> None:
         "--logloss-margin", type=float, default=t.logloss_margin, help="allowed logloss gain vs champion"
     )
     p.add_argument(
+        "--accuracy-floor",
+        type=float,
+        default=t.accuracy_floor,
+        help=f"minimum test accuracy (default {t.accuracy_floor}, the original assignment's bar)",
+    )
+    p.add_argument(
+        "--recent-champions",
+        type=int,
+        default=t.recent_champions,
+        help="with --champion auto, also hold the ROC-AUC within ε of the best of the last N champions "
+        f"(MLflow history; default {t.recent_champions}; 1 = the current champion only)",
+    )
+    p.add_argument(
         "--psi-max", type=float, default=t.psi_max, help=f"max PSI of any feature (default {t.psi_max})"
     )
     p.add_argument(
@@ -95,6 +108,25 @@ def _champion(arg: str, registry: ModelRegistry, tracker: Any, alias: str) -> tu
     return (registry.download(version).path, version) if version else (None, None)
 
 
+def _earlier_champions(
+    registry: ModelRegistry, tracker: Any, current: str | None, n: int
+) -> tuple[dict[str, Path], list[str]]:
+    """Verified copies of the champions before ``current`` (so at most n - 1 of them), newest first, and the
+    versions the registry no longer holds (gc keeps only the newest and the released ones): said in the log."""
+    from forkcast_registry.errors import VersionNotFoundError
+
+    found: dict[str, Path] = {}
+    gone: list[str] = []
+    for version in tracker.recent_champions(n):
+        if version == current or len(found) + 1 >= n:
+            continue
+        try:
+            found[version] = registry.download(version).path
+        except VersionNotFoundError:
+            gone.append(version)
+    return found, gone
+
+
 def run_release_command(args: argparse.Namespace) -> int:
     # MLflow is imported here, not at module level: it adds about a second to every other subcommand's start.
     from mlflow.exceptions import MlflowException
@@ -119,17 +151,24 @@ def run_release_command(args: argparse.Namespace) -> int:
             tracker = Tracker.from_env()
             champion_dir, champion_version = _champion(args.champion, registry, tracker, CHAMPION)
             alert = triggering_alert(args.out)
+            earlier: dict[str, Path] = {}
+            if args.champion == "auto":
+                earlier, gone = _earlier_champions(registry, tracker, champion_version, args.recent_champions)
+                for version in gone:
+                    print(f"earlier champion {version} is no longer in the registry: not measured against")
             t = GateThresholds(
                 args.auc_floor,
                 args.auc_epsilon,
                 args.logloss_margin,
+                accuracy_floor=args.accuracy_floor,
+                recent_champions=args.recent_champions,
                 psi_max=args.psi_max,
                 allow_drift=args.allow_drift or alert is not None,
                 allow_drift_reason="--allow-drift"
                 if args.allow_drift
                 else f"retraining triggered by {alert}",
             )
-            report = run_gate(args.out, champion_dir, champion_version, t)
+            report = run_gate(args.out, champion_dir, champion_version, t, earlier)
             run_id = tracker.ensure_run(args.out)
             tracker.log_gate(
                 run_id,

@@ -119,7 +119,8 @@ def run_evaluate(run_dir: Path, log: Any = print) -> dict[str, Any]:
         "code_revision": code_revision(),
         "training_time_s": summary["training_time_s"],
         "hyperparameters": {
-            **summary["recipe"],
+            **summary["recipe"],  # its `epochs` is the number trained (train.py), which per-epoch rows match
+            "epochs_requested": summary.get("epochs_requested", summary["recipe"]["epochs"]),
             "optimizer": "Adam",
             "loss": "BCEWithLogits",
             "fast_path": summary["fast_path"],

@@ -1,7 +1,8 @@
 """gate: may this run replace the champion? Same held-out rows for both, fixed thresholds, a written report.
 
-Passes only if the challenger's ROC-AUC is above an absolute floor and not below the champion's by more than
-epsilon, its logloss is not worse beyond a margin, its probe-set scores are finite and not degenerate, and the new
+Passes only if the challenger's ROC-AUC and accuracy are above absolute floors, its ROC-AUC is not below the
+champion's, nor below the best of the last N champions', by more than epsilon (all scored on the same held-out
+rows), its logloss is not worse beyond a margin, its probe-set scores are finite and not degenerate, and the new
 training data has not drifted from the champion's beyond a PSI threshold. Drift is reported but does not fail the
 gate when allowed explicitly (``--allow-drift``) or when an alert asked for this retraining (``trigger.json`` of the
 run names it): a retrain *because* the online AUC fell or the features moved trains on data that drifted from the
@@ -47,6 +48,8 @@ class GateReport:
     thresholds: dict[str, Any]
     checks: list[Check] = field(default_factory=list)
     drift: dict[str, Any] = field(default_factory=dict)
+    # ROC-AUC on this run's held-out rows of each earlier champion the bound was measured against (version → AUC).
+    recent_champions: dict[str, float] = field(default_factory=dict)
 
 
 def score(model_dir: Path, prepared: Prepared) -> dict[str, float]:
@@ -64,10 +67,32 @@ def score(model_dir: Path, prepared: Prepared) -> dict[str, float]:
 
 
 def _performance_checks(
-    ch: dict[str, float], champ: dict[str, float] | None, t: GateThresholds
+    ch: dict[str, float],
+    champ: dict[str, float] | None,
+    t: GateThresholds,
+    recent: dict[str, float] | None = None,
 ) -> list[Check]:
-    auc = ch["roc_auc"]
-    checks = [Check("auc_floor", bool(auc >= t.auc_floor), f"roc_auc {auc:.4f} ≥ floor {t.auc_floor}")]
+    """Absolute floors, then the challenger against the current champion and the best of the recent ones.
+
+    ``recent`` maps earlier champions' versions to their ROC-AUC on the same held-out rows.
+    """
+    auc, acc = ch["roc_auc"], ch["accuracy"]
+    checks = [
+        Check("auc_floor", bool(auc >= t.auc_floor), f"roc_auc {auc:.4f} ≥ floor {t.auc_floor}"),
+        Check(
+            "accuracy_floor", bool(acc >= t.accuracy_floor), f"accuracy {acc:.4f} ≥ floor {t.accuracy_floor}"
+        ),
+    ]
+    if recent:
+        best, best_auc = max(recent.items(), key=lambda kv: kv[1])
+        need = best_auc - t.auc_epsilon
+        checks.append(
+            Check(
+                "auc_vs_recent_champions",
+                bool(auc >= need),
+                f"roc_auc {auc:.4f} ≥ best of the last {len(recent)} champions ({best}) − ε = {need:.4f}",
+            )
+        )
     if champ is None:
         checks.append(Check("vs_champion", True, "no champion yet: only absolute checks apply"))
         return checks
@@ -130,18 +155,36 @@ def _drift_checks(
 
 
 def run_gate(
-    run_dir: Path, champion_dir: Path | None, champion_version: str | None, t: GateThresholds
+    run_dir: Path,
+    champion_dir: Path | None,
+    champion_version: str | None,
+    t: GateThresholds,
+    earlier_champions: dict[str, Path] | None = None,
 ) -> GateReport:
-    """Evaluate ``run_dir`` against the champion in ``champion_dir`` (a verified registry copy), or alone."""
+    """Evaluate ``run_dir`` against the champion in ``champion_dir`` (a verified registry copy), or alone.
+
+    ``earlier_champions`` (version → verified registry copy) are the champions before the current one, newest
+    first, at most ``t.recent_champions`` with it; each is scored on the same held-out rows.
+    """
     prepared = load_prepared(run_dir)
     challenger = score(run_dir, prepared)
     champion = score(champion_dir, prepared) if champion_dir is not None else None
-    checks = _performance_checks(challenger, champion, t)
+    recent = {v: score(d, prepared)["roc_auc"] for v, d in (earlier_champions or {}).items()}
+    if champion is not None and champion_version is not None:
+        recent = {champion_version: champion["roc_auc"], **recent}
+    checks = _performance_checks(challenger, champion, t, recent)
     checks.append(_probe_check(run_dir, prepared, t))
     drift_checks, drift = _drift_checks(prepared, champion_dir, t)
     checks += drift_checks
     report = GateReport(
-        all(c.passed for c in checks), challenger, champion, champion_version, asdict(t), checks, drift
+        all(c.passed for c in checks),
+        challenger,
+        champion,
+        champion_version,
+        asdict(t),
+        checks,
+        drift,
+        recent,
     )
     (run_dir / GATE_REPORT_FILE).write_text(json.dumps(asdict(report), indent=2))
     (run_dir / GATE_REPORT_MD_FILE).write_text(render_markdown(report))
@@ -160,6 +203,9 @@ def render_markdown(r: GateReport) -> str:
     for k in ("roc_auc", "logloss", "accuracy", "calibration_error"):
         champ = f"{r.champion[k]:.4f}" if r.champion else "–"
         lines.append(f"| {k} | {r.challenger[k]:.4f} | {champ} |")
+    if r.recent_champions:
+        lines += ["", "Champions the bound is measured against (ROC-AUC on these rows): " + ", ".join(
+            f"{v} {auc:.4f}" for v, auc in r.recent_champions.items())]  # fmt: skip
     lines += ["", "| check | result | detail |", "|---|---|---|"]
     lines += [f"| {c.name} | {'pass' if c.passed else 'FAIL'} | {c.detail} |" for c in r.checks]
     if r.drift:

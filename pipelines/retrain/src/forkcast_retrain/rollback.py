@@ -40,7 +40,6 @@ from forkcast_retrain.images import KUSTOMIZATION, read_images, with_entries
 from forkcast_retrain.promote import release_path
 
 INFERENCE_IMAGE = "forkcast-inference"
-ROLLBACK_TAG = "forkcast.rolled_back"  # MLflow model version tag: where and why its canary was aborted
 
 
 class MovedOnError(DataError):
@@ -329,7 +328,7 @@ def move_aliases(
     outage, not a success: champion would still point at the aborted version. ``challenger`` already elsewhere is
     fine (nothing to remove).
     """
-    from forkcast_retrain.tracking import CHALLENGER, CHAMPION, with_retries
+    from forkcast_retrain.tracking import CHALLENGER, CHAMPION, ROLLED_BACK_TAG, with_retries
 
     note = json.dumps(
         {"overlay": aborted.overlay, "rollout": aborted.describe(), "reverted": result.reverted}
@@ -339,8 +338,8 @@ def move_aliases(
     if aborted.model_version and aborted.model_version != result.previous_version:
         steps.append(
             (
-                f"tagged {aborted.model_version} {ROLLBACK_TAG}",
-                lambda: tracker.tag_version(aborted.model_version, ROLLBACK_TAG, note),
+                f"tagged {aborted.model_version} {ROLLED_BACK_TAG}",
+                lambda: tracker.tag_version(aborted.model_version, ROLLED_BACK_TAG, note),
                 True,
             )
         )

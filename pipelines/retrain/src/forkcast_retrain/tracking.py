@@ -32,6 +32,11 @@ REGISTERED_MODEL = "forkcast-ranknet"
 RUN_FILE = "mlflow_run.json"
 CHALLENGER, CHAMPION = "challenger", "champion"
 VERSION_TAG = "forkcast.version"  # the S3 registry version id an MLflow model version stands for
+# When a version last became champion (Unix ms): the champion history the gate bounds ε against (gate_policy).
+CHAMPION_SINCE_TAG = "forkcast.champion_since"
+# Set by rollback (move_aliases) on a version whose canary aborted, with where and why: no longer a champion the gate
+# measures a challenger against.
+ROLLED_BACK_TAG = "forkcast.rolled_back"
 # MLflow's own defaults retry an unreachable server for minutes (7 retries, backoff factor 2: one `gate` against a
 # stopped server hung for over 100 s, measured by the fault drill in localplatform/tests/test_faults.py). A release
 # step fails in seconds instead, says so, and is run again once MLflow answers: the run directory holds everything
@@ -153,12 +158,37 @@ class Tracker:
         return mv.tags.get(VERSION_TAG)
 
     def set_alias(self, alias: str, version: str) -> bool:
-        """Point ``alias`` at the MLflow model version of ``version``; False when it was never registered."""
+        """Point ``alias`` at the MLflow model version of ``version``; False when it was never registered.
+
+        Moving ``champion`` also stamps the version with CHAMPION_SINCE_TAG (sync-champion and a prod rollback
+        both come through here), which is the champion history ``recent_champions`` reads.
+        """
         number = self.model_version_of(version)
         if number is None:
             return False
         self.client.set_registered_model_alias(REGISTERED_MODEL, alias, number)
+        if alias == CHAMPION:
+            now = str(int(time.time() * 1000))
+            self.client.set_model_version_tag(REGISTERED_MODEL, number, CHAMPION_SINCE_TAG, now)
         return True
+
+    def recent_champions(self, n: int) -> list[str]:
+        """The S3 versions that were champion most recently, newest first, at most ``n``; rolled-back ones left
+        out (a canary that aborted is no bar to measure a challenger against)."""
+        try:
+            found = self.client.search_model_versions(f"name='{REGISTERED_MODEL}'")
+        except MlflowException as exc:
+            if exc.error_code in _ABSENT:
+                return []
+            raise
+        stamped = [
+            (int(mv.tags[CHAMPION_SINCE_TAG]), mv.tags[VERSION_TAG])
+            for mv in found
+            if mv.tags.get(CHAMPION_SINCE_TAG, "").isdigit()
+            and VERSION_TAG in mv.tags
+            and ROLLED_BACK_TAG not in mv.tags
+        ]
+        return [version for _, version in sorted(stamped, reverse=True)[:n]]
 
     def clear_alias_if(self, alias: str, version: str) -> bool:
         """Delete ``alias`` when it points at ``version`` (a challenger whose canary aborted); True if deleted."""

@@ -237,8 +237,11 @@ def _train(run_dir: Path, opts: TrainOptions, world: World, log: Callable[[str],
             with (run_dir / TRAIN_LOG_FILE).open("a") as f:
                 f.write(json.dumps(entry) + "\n")
 
+    # A run resumed with fewer epochs than its checkpoints hold keeps all of them (the model is the newest one):
+    # what was trained is len(history), whatever this call asked for; both are recorded.
     summary = {
-        "recipe": recipe.as_dict(),
+        "recipe": {**recipe.as_dict(), "epochs": len(history)},
+        "epochs_requested": recipe.epochs,
         "fast_path": opts.fast,
         "fused_adam": opts.fused_adam,
         "threads_per_process": threads,

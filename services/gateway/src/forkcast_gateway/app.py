@@ -1,68 +1,43 @@
-"""The gateway app: ``create_app(settings)`` → the Edge middleware around a FastAPI app with the SPEC §6 routes.
+"""The gateway app: ``create_app(settings)`` builds the parts once and wires the routes (routes/) behind the Edge.
 
-/recommend is served by recommend.RecommendRoute (the Edge calls it as plain ASGI ahead of FastAPI's router; the
-FastAPI route here documents it — the request schema through ``openapi_extra`` — and shares its ``process``).
+/recommend is served by routes/recommend.RecommendRoute (the Edge calls it as plain ASGI ahead of FastAPI's
+router; the FastAPI route documents it — the request schema through ``openapi_extra`` — and shares its
+``process``). Redis clients: ``REDIS_URL`` for the rate-limit buckets, ``FORKCAST_EVENTS_REDIS_URL`` (default
+``REDIS_URL``) for the feedback stream, ``FORKCAST_FEATURES_REDIS_URL`` (default ``REDIS_URL``) for admin
+feature updates; one client per distinct URL.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import pathlib
 from collections.abc import AsyncIterator
-from typing import Annotated, Any
+from typing import Any
 
-import aiohttp
 import redis.asyncio as aioredis
-from fastapi import FastAPI, Path, Request
+from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from fastapi.responses import Response
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
-from forkcast_contract import api as limits
-from forkcast_contract.api import USER_ID_PATTERN
-from forkcast_contract.feature_store import FeatureKeys, restaurant_value, user_value
+from forkcast_gateway import openapi
 from forkcast_gateway.auth import KeyStore
 from forkcast_gateway.discovery import DnsDiscovery, make_resolver
-from forkcast_gateway.edge import Edge
-from forkcast_gateway.feature_updates import (
-    NoLiveVersionError,
-    UnknownEntityError,
-    UpdateConflictError,
-    apply_update,
-)
+from forkcast_gateway.edge import Edge, method_table
 from forkcast_gateway.feedback import FeedbackWriter
 from forkcast_gateway.forwarding import Forwarder
 from forkcast_gateway.metrics import Metrics
-from forkcast_gateway.ratelimit import RateLimiter
-from forkcast_gateway.recommend import (
-    BodyError,
-    RecommendRoute,
-    body_422,
-    error_body,
-    field_errors,
-    receive_body,
-)
-from forkcast_gateway.schemas import (
-    ErrorResponse,
-    FeaturesUpdated,
-    FeedbackAccepted,
-    FeedbackEvent,
-    Health,
-    Readiness,
-    RecommendResponse,
-    RestaurantFeaturesUpdate,
-    UserFeaturesUpdate,
-    request_model,
-)
+from forkcast_gateway.ratelimit import FEEDBACK_KEY_PREFIX, RateLimiter
+from forkcast_gateway.request_ids import RequestIds
+from forkcast_gateway.responses import error_422
+from forkcast_gateway.routes import admin, feedback, health, recommend
+from forkcast_gateway.schemas import request_model
 from forkcast_gateway.settings import GatewaySettings
 from forkcast_gateway.upstreams import Upstreams, parse_upstreams
 
 log = logging.getLogger("forkcast_gateway")
-_RETRY = {"retry-after": "1"}
 
 
 def redis_client(url: str, timeout_s: float) -> aioredis.Redis:
@@ -77,33 +52,7 @@ def redis_client(url: str, timeout_s: float) -> aioredis.Redis:
     )
 
 
-def error_422(errs: list[Any]) -> Response:
-    return Response(body_422(field_errors(errs)), status_code=422, media_type="application/json")
-
-
-def _error(status: int, detail: str, headers: dict[str, str] | None = None) -> JSONResponse:
-    return JSONResponse({"detail": detail, "errors": []}, status_code=status, headers=headers)
-
-
-async def read_body(request: Request, limit: int, timeout_s: float) -> bytes:
-    """The body of a request that reached FastAPI (same bounds as the Edge's fast path)."""
-    return await receive_body(request.receive, limit, timeout_s)
-
-
-_ERRORS: dict[int | str, dict[str, Any]] = {
-    code: {"model": ErrorResponse, "description": text}
-    for code, text in {
-        401: "Missing or invalid X-API-Key.",
-        408: "The body was not received in time.",
-        413: "The body is larger than FORKCAST_MAX_BODY_BYTES.",
-        422: "Malformed request: `errors` names each field and the rule it broke.",
-        429: "Rate limit of this key exceeded; see Retry-After.",
-        503: "Overloaded, upstream down or circuit open; see Retry-After.",
-    }.items()
-}
-
-
-def build_api(settings: GatewaySettings, metrics: Metrics, keys: KeyStore | None) -> FastAPI:
+def build_api(settings: GatewaySettings, metrics: Metrics, keys: KeyStore | None, ids: RequestIds) -> FastAPI:
     upstreams = Upstreams(
         parse_upstreams(settings.upstreams, settings.breaker_failures, settings.breaker_open_s)
     )
@@ -122,195 +71,82 @@ def build_api(settings: GatewaySettings, metrics: Metrics, keys: KeyStore | None
         settings.dns_retry_s,
         on_removed=metrics.forget_endpoint,
     )
-    redis = redis_client(settings.redis_url, settings.redis_timeout_s)
-    feedback = FeedbackWriter(
-        redis, settings.feedback_stream, settings.feedback_maxlen, settings.feedback_dedup_ttl_s
+    clients: dict[str, aioredis.Redis] = {}
+
+    def client_for(url: str | None) -> aioredis.Redis:
+        url = url or settings.redis_url
+        if url not in clients:
+            clients[url] = redis_client(url, settings.redis_timeout_s)
+        return clients[url]
+
+    redis, events, feature_store = (
+        client_for(settings.redis_url),
+        client_for(settings.events_url),
+        client_for(settings.features_redis_url),
     )
-    route = RecommendRoute(
+    writer = FeedbackWriter(
+        events, settings.feedback_stream, settings.feedback_maxlen, settings.feedback_dedup_ttl_s
+    )
+    route = recommend.RecommendRoute(
         request_model(settings.max_candidates), forwarder, settings.max_body_bytes, settings.body_timeout_s
     )
-    features_url = settings.features_redis_url
-    feature_store = (
-        redis
-        if features_url is None or features_url == settings.redis_url
-        else redis_client(features_url, settings.redis_timeout_s)
+    limiter = RateLimiter(redis, settings.rate_per_s, settings.rate_burst)
+    feedback_limiter = RateLimiter(
+        redis, settings.feedback_rate_per_s, settings.feedback_rate_burst, prefix=FEEDBACK_KEY_PREFIX
     )
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         await forwarder.start()
         await discovery.start()
-        await api.state.limiter.warm()
+        await limiter.warm()
         yield
         await discovery.stop()
         await forwarder.stop()
-        await redis.aclose()
-        if feature_store is not redis:
-            await feature_store.aclose()
+        for client in clients.values():
+            await client.aclose()
 
     api = FastAPI(
         title="forkcast",
         version="1",
-        description="Restaurant recommendations (SPEC §6). Send your key in the `X-API-Key` header.",
+        description="Restaurant recommendations (SPEC §6). Send your key in the `X-API-Key` header. Every "
+        "response carries `x-request-id`, minted by the gateway for your key: send it back in /feedback. A "
+        "method a path does not have is answered 405 with `Allow`, before the key is checked.",
         lifespan=lifespan,
     )
     api.state.forwarder, api.state.redis, api.state.route = forwarder, redis, route
-    api.state.discovery = discovery
-    api.state.limiter = RateLimiter(redis, settings.rate_per_s, settings.rate_burst)
+    api.state.discovery, api.state.limiter, api.state.feedback_limiter = discovery, limiter, feedback_limiter
 
     @api.exception_handler(RequestValidationError)
     async def _invalid(_: Request, exc: RequestValidationError) -> Response:
         return error_422(list(exc.errors()))
 
-    @api.post(
-        "/recommend/{user_id}",
-        response_model=RecommendResponse,
-        responses={**_ERRORS, 404: {"model": ErrorResponse, "description": "Unknown user."}},
-        openapi_extra={
-            "requestBody": {
-                "required": True,
-                "content": {"application/json": {"schema": route.model.model_json_schema()}},
-            }
-        },
-        summary="Rank candidate restaurants for a user",
-    )
-    async def recommend(
-        request: Request,
-        user_id: Annotated[
-            str,
-            Path(pattern=USER_ID_PATTERN, description="`u` + digits or bare digits.", examples=["u00042"]),
-        ],
-    ) -> Response:
-        try:
-            body = await read_body(request, settings.max_body_bytes, settings.body_timeout_s)
-        except BodyError as exc:
-            return Response(error_body(str(exc)), exc.status, media_type="application/json")
-        status, payload, headers = await route.process(user_id, body, request.state.request_id)
-        return Response(payload, status_code=status, headers={k.decode(): v.decode() for k, v in headers})
-
-    @api.post(
-        "/feedback", status_code=202, response_model=FeedbackAccepted, responses=_ERRORS,
-        summary="Record a click / no-click on a served recommendation",
-    )  # fmt: skip
-    async def post_feedback(event: FeedbackEvent) -> FeedbackAccepted | JSONResponse:
-        try:
-            entry = await feedback.write(event)
-        except (aioredis.RedisError, OSError, TimeoutError) as exc:
-            return _error(503, f"feedback store unavailable: {type(exc).__name__}", _RETRY)
-        metrics.feedback.labels("duplicate" if entry is None else "written").inc()
-        return FeedbackAccepted(duplicate=entry is None, entry_id=entry)
-
-    @api.get("/healthz", response_model=Health)
-    async def healthz() -> Health:
-        return Health(status="ok")
-
-    @api.get("/readyz", response_model=Readiness, responses={503: {"model": Readiness}})
-    async def readyz() -> Any:
-        session = forwarder.session
-        assert session is not None
-        timeout = aiohttp.ClientTimeout(total=settings.upstream_timeout_s)
-
-        async def probe(base: str) -> bool:
-            try:
-                async with session.get(f"{base}/readyz", timeout=timeout) as r:
-                    return r.status == 200
-            except (aiohttp.ClientError, TimeoutError):
-                return False
-
-        bases = [e.base for e in upstreams.endpoints]
-        results = dict(zip(bases, await asyncio.gather(*(probe(b) for b in bases)), strict=True))
-        ready = any(results.values())
-        return JSONResponse(
-            Readiness(ready=ready, upstreams=results).model_dump(), status_code=200 if ready else 503
-        )
-
-    @api.get("/metrics", response_class=Response)
-    async def prometheus() -> Response:
-        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
-
-    @api.post(
-        "/admin/keys/reload", responses={403: {"model": ErrorResponse}}, summary="Re-read the API key file"
-    )
-    async def reload_keys() -> dict[str, int]:
-        if keys is not None:
-            keys.reload(force=True)
-        return {"keys": len(keys.keys) if keys is not None else 0}
-
-    _admin_feature_routes(api, feature_store, settings.feature_prefix)
+    api.include_router(recommend.router(route))
+    api.include_router(feedback.router(writer, ids, keys, metrics))
+    api.include_router(health.router(forwarder, upstreams, metrics, settings.upstream_timeout_s))
+    api.include_router(admin.router(keys, feature_store, settings.feature_prefix))
+    openapi.install(api)
     return api
-
-
-_ADMIN_ERRORS: dict[int | str, dict[str, Any]] = {
-    **{code: _ERRORS[code] for code in (401, 413, 422, 429)},
-    403: {"model": ErrorResponse, "description": "The key lacks the admin scope."},
-    404: {"model": ErrorResponse, "description": "The id does not exist in the live feature version."},
-    409: {"model": ErrorResponse, "description": "No feature version is live."},
-    503: {"model": ErrorResponse, "description": "Feature store unavailable or busy; see Retry-After."},
-}
-
-
-def _admin_feature_routes(api: FastAPI, store: aioredis.Redis, prefix: str) -> None:
-    """``PUT /admin/features/{users,restaurants}/{id}``: replace one entity's values in the live version.
-
-    The Edge refuses keys without the admin scope (403) before routing; the next /recommend sees the update
-    (users are read per request; a restaurant update bumps the revision that makes inference reload positions).
-    """
-
-    async def write(
-        entity: str, entity_id: int, key_of: Any, value: bytes, bump: bool
-    ) -> FeaturesUpdated | JSONResponse:
-        try:
-            version = await apply_update(store, prefix, key_of, value, bump_restaurant_revision=bump)
-        except UnknownEntityError as exc:
-            return _error(404, f"{entity} {entity_id} {exc}")
-        except NoLiveVersionError as exc:
-            return _error(409, str(exc))
-        except UpdateConflictError as exc:
-            return _error(503, str(exc), _RETRY)
-        except (aioredis.RedisError, OSError, TimeoutError) as exc:
-            return _error(503, f"feature store unavailable: {type(exc).__name__}", _RETRY)
-        log.info("admin update of %s %d in feature version %s", entity, entity_id, version)
-        return FeaturesUpdated(entity=entity, id=entity_id, feature_version=version)  # type: ignore[arg-type]
-
-    @api.put(
-        "/admin/features/users/{user_id}", response_model=FeaturesUpdated, responses=_ADMIN_ERRORS,
-        summary="Replace one user's features in the live feature version (admin)",
-    )  # fmt: skip
-    async def update_user(
-        user_id: Annotated[
-            str,
-            Path(pattern=USER_ID_PATTERN, description="`u` + digits or bare digits.", examples=["u00042"]),
-        ],
-        body: UserFeaturesUpdate,
-    ) -> FeaturesUpdated | JSONResponse:
-        uid = int(user_id.removeprefix("u"))
-        value = user_value(body.features)  # the schema already enforced the contract's checks
-        return await write("user", uid, lambda k: FeatureKeys.user(k, uid), value, False)
-
-    @api.put(
-        "/admin/features/restaurants/{restaurant_id}", response_model=FeaturesUpdated,
-        responses=_ADMIN_ERRORS,
-        summary="Move one restaurant and replace its features in the live feature version (admin)",
-    )  # fmt: skip
-    async def update_restaurant(
-        restaurant_id: Annotated[
-            int,
-            Path(ge=limits.CANDIDATE_ID_MIN, le=limits.CANDIDATE_ID_MAX, description="Restaurant id."),
-        ],
-        body: RestaurantFeaturesUpdate,
-    ) -> FeaturesUpdated | JSONResponse:
-        value = restaurant_value(body.latitude, body.longitude, body.features)
-        return await write(
-            "restaurant", restaurant_id, lambda k: FeatureKeys.restaurant(k, restaurant_id), value, True
-        )
 
 
 def create_app(settings: GatewaySettings) -> Edge:
     metrics = Metrics()
     keys = None if settings.auth_disabled else KeyStore(_keys_file(settings), settings.keys_reload_s)
-    api = build_api(settings, metrics, keys)
+    ids = RequestIds.from_file(settings.request_id_key_file)
+    api = build_api(settings, metrics, keys, ids)
+    state: Any = api.state
     return Edge(
-        api, metrics, keys, api.state.limiter, settings.max_body_bytes, settings.access_log, api.state.route
+        api,
+        metrics,
+        keys,
+        state.limiter,
+        state.feedback_limiter,
+        ids,
+        settings.max_body_bytes,
+        settings.body_timeout_s,
+        settings.access_log,
+        state.route,
+        method_table(api.routes),
     )
 
 

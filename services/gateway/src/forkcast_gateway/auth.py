@@ -4,7 +4,8 @@ File format, one key a line: ``<key-id>:<sha256-hex of the key>[:<scope>,…]`` 
 are skipped); the only scope so far is ``admin``. The file is re-read when its (inode, size, mtime) changes,
 checked at most every ``reload_s`` — a Secret update swaps the mount's symlink, which changes the inode — so keys
 rotate without a restart. A file that fails to parse keeps the previous keys (and logs why) rather than locking
-every client out.
+every client out; ``POST /admin/keys/reload`` (:meth:`KeyStore.reload_now`) says so to the operator who asked,
+with the reason, instead of answering 200 over a file it did not load (issue 18.6).
 
 Why compare against every entry: a dict lookup by hash would return early and time how much of the hash matched;
 ``hmac.compare_digest`` over all entries (a handful) costs ≈ 0.2 µs each and leaks nothing but the count.
@@ -19,6 +20,8 @@ import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+from forkcast_contract.streams import NO_KEY_ID
 
 log = logging.getLogger("forkcast_gateway.auth")
 _LINE = re.compile(r"([A-Za-z0-9_.\-]{1,64}):([0-9a-fA-F]{64})(?::([a-z,]*))?")
@@ -45,6 +48,8 @@ def parse_key_file(text: str) -> list[ApiKey]:
         m = _LINE.fullmatch(line)
         if m is None:
             raise KeyFileError(f"line {n} is not <key-id>:<sha256-hex>[:scopes]")
+        if m.group(1) == NO_KEY_ID:
+            raise KeyFileError(f"line {n}: key id {NO_KEY_ID!r} is reserved for calls without a key")
         scopes = frozenset(s for s in (m.group(3) or "").split(",") if s)
         if not scopes <= KNOWN_SCOPES:
             raise KeyFileError(f"line {n}: unknown scope {sorted(scopes - KNOWN_SCOPES)}")
@@ -84,6 +89,16 @@ class KeyStore:
         self.keys, self._signature = keys, signature
         log.info("loaded %d API keys from %s", len(keys), self.path)
         return True
+
+    def reload_now(self) -> int:
+        """Re-read the file now; the number of keys loaded. A file that cannot be read or parsed raises
+        (OSError, KeyFileError, UnicodeDecodeError) and the previous keys stay."""
+        self._checked_at = time.monotonic()
+        st = self.path.stat()
+        keys = parse_key_file(self.path.read_text())
+        self.keys, self._signature = keys, (st.st_ino, st.st_size, st.st_mtime_ns)
+        log.info("loaded %d API keys from %s (admin reload)", len(keys), self.path)
+        return len(keys)
 
     def lookup(self, presented: str) -> ApiKey | None:
         now = time.monotonic()

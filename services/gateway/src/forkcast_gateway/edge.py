@@ -1,33 +1,45 @@
-"""The edge in front of every route, as plain ASGI middleware: request id, API key, rate limit, body cap, RED
-metrics and the JSON access log.
+"""The edge in front of every route, as plain ASGI middleware: 405 for a method a path does not have, API key, rate
+limit, request id, one body cap and read deadline, RED metrics and the JSON access log.
 
 Plain ASGI rather than Starlette's BaseHTTPMiddleware: the latter wraps every request in an extra task and
 streams (≈ 100 µs per request in the issue's prototype); here the checks run inline before FastAPI routes, and a
 refused request never reaches routing, validation or the upstream. An admitted ``POST /recommend/<id>`` is then
-served by recommend.RecommendRoute directly, without FastAPI's router (BENCHMARKS.md: ≈ −18 % gateway CPU per request
-in a same-run A/B); every other route goes to FastAPI.
+served by routes/recommend.RecommendRoute directly, without FastAPI's router (BENCHMARKS.md: ≈ −18 % gateway CPU
+per request in a same-run A/B); every other route goes to FastAPI with its body already read here (body.py), so
+every route has the same cap and deadline (issue 18.4).
+
+Order, and why: a known path with another method → 405 + Allow before any key check (issue 18.8: a client key got
+403 on ``GET /admin/keys/reload``); Content-Length over the cap → 413 before auth; then the key (401/403) and the
+route's bucket (429; /feedback has its own, lower one); then the body. Each request gets an id minted here and
+bound to the caller's key (request_ids.py); a client's X-Request-ID only comes back as X-Correlation-ID, and a
+client-sent X-Forkcast-Key-Id is removed from the request before any route sees it.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import os
+import re
 import time
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from typing import Any
 
-from forkcast_contract.api import REQUEST_ID_MAX_LEN
+from forkcast_contract.api import HEADER_CORRELATION_ID, HEADER_KEY_ID, HEADER_REQUEST_ID
 from forkcast_gateway.auth import KeyStore
+from forkcast_gateway.body import BodyError, receive_body, replay
 from forkcast_gateway.metrics import Metrics
 from forkcast_gateway.ratelimit import RateLimiter
-from forkcast_gateway.recommend import RecommendRoute
+from forkcast_gateway.request_ids import NO_KEY, RequestIds, correlation_id
+from forkcast_gateway.routes.recommend import RecommendRoute
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+Headers = list[tuple[bytes, bytes]]
+# (path regex, methods) of each route the app serves.
+MethodTable = list[tuple[re.Pattern[str], frozenset[str]]]
 
 access_log = logging.getLogger("forkcast_gateway.access")
 
@@ -35,7 +47,10 @@ access_log = logging.getLogger("forkcast_gateway.access")
 EXEMPT = frozenset(
     {"/healthz", "/readyz", "/metrics", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"}
 )
-_ROUTES = {"/feedback": "/feedback", **{p: p for p in EXEMPT}}
+FEEDBACK = "/feedback"
+_ROUTES = {FEEDBACK: FEEDBACK, **{p: p for p in EXEMPT}}
+_KEY_ID_HEADER = HEADER_KEY_ID.encode()
+_CLOSE = (b"connection", b"close")
 
 
 def route_of(path: str) -> str:
@@ -47,6 +62,16 @@ def route_of(path: str) -> str:
     return _ROUTES.get(path, "other")
 
 
+def method_table(routes: Iterable[Any]) -> MethodTable:
+    """(path regex, methods) of every Starlette/FastAPI route that has both (a mounted app has neither)."""
+    table = []
+    for r in routes:
+        regex, methods = getattr(r, "path_regex", None), getattr(r, "methods", None)
+        if regex is not None and methods:
+            table.append((regex, frozenset(methods)))
+    return table
+
+
 def _header(scope: Scope, name: bytes) -> bytes | None:
     for k, v in scope["headers"]:
         if k == name:
@@ -54,7 +79,7 @@ def _header(scope: Scope, name: bytes) -> bytes | None:
     return None
 
 
-async def _respond(send: Send, status: int, detail: str, extra: list[tuple[bytes, bytes]]) -> None:
+async def _respond(send: Send, status: int, detail: str, extra: Headers) -> None:
     body = json.dumps({"detail": detail, "errors": []}).encode()
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()), *extra]
     await send({"type": "http.response.start", "status": status, "headers": headers})
@@ -68,24 +93,29 @@ class Edge:
         metrics: Metrics,
         keys: KeyStore | None,
         limiter: RateLimiter,
+        feedback_limiter: RateLimiter,
+        ids: RequestIds,
         max_body_bytes: int,
+        body_timeout_s: float,
         log_requests: bool,
         recommend: RecommendRoute | None = None,
+        methods: MethodTable | None = None,
     ) -> None:
-        self.app, self.metrics, self.keys, self.limiter = app, metrics, keys, limiter
-        self.max_body_bytes, self.log_requests, self.recommend = max_body_bytes, log_requests, recommend
+        self.app, self.metrics, self.keys, self.ids = app, metrics, keys, ids
+        self.limiter, self.feedback_limiter = limiter, feedback_limiter
+        self.max_body_bytes, self.body_timeout_s = max_body_bytes, body_timeout_s
+        self.log_requests, self.recommend, self.methods = log_requests, recommend, methods or []
         # (route, method, status class) → its labelled counter and histogram children. `labels()` costs a lock,
         # a tuple and two dict lookups per call; the key set is bounded (route templates × methods × 5).
         self._red: dict[tuple[str, str, int], tuple[Any, Any]] = {}
-        self._rid_prefix = f"gw-{os.getpid():x}-{os.urandom(3).hex()}-"
-        self._rid_counter = 0
 
-    def _request_id(self, scope: Scope) -> str:
-        v = _header(scope, b"x-request-id")
-        if v is not None and 0 < len(v) <= REQUEST_ID_MAX_LEN and all(0x21 <= c <= 0x7E for c in v):
-            return v.decode()
-        self._rid_counter += 1
-        return f"{self._rid_prefix}{self._rid_counter}"
+    def allowed(self, path: str) -> frozenset[str] | None:
+        """The methods the routes matching ``path`` accept; None when no route matches (404 comes later)."""
+        found: frozenset[str] | None = None
+        for regex, methods in self.methods:
+            if regex.match(path):
+                found = methods if found is None else found | methods
+        return found
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -93,68 +123,97 @@ class Edge:
             return
         t0 = time.perf_counter()
         path: str = scope["path"]
+        method: str = scope["method"]
         route = route_of(path)
-        rid = self._request_id(scope)
-        scope.setdefault("state", {})["request_id"] = rid
-        rid_header = (b"x-request-id", rid.encode())
+        headers = scope["headers"]
+        if any(k == _KEY_ID_HEADER for k, _ in headers):  # only the gateway names the key (forwarding.py)
+            scope["headers"] = [(k, v) for k, v in headers if k != _KEY_ID_HEADER]
+        correlation = correlation_id(_header(scope, b"x-request-id"))
         status = 500
-        key_id = "-"
+        verdict = await self._check(scope, path, method)
+        key_id = verdict if isinstance(verdict, str) else NO_KEY
+        rid = self.ids.mint(key_id)
+        state = scope.setdefault("state", {})
+        state["request_id"], state["key_id"] = rid, key_id
+        ids: Headers = [(HEADER_REQUEST_ID.encode(), rid.encode())]
+        if correlation is not None:
+            ids.append((HEADER_CORRELATION_ID.encode(), correlation))
 
         async def send_with_id(message: Message) -> None:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
-                message["headers"] = [*message.get("headers", []), rid_header]
+                message["headers"] = [*message.get("headers", []), *ids]
             await send(message)
 
         try:
-            refusal = await self._check(scope, path)
-            if isinstance(refusal, tuple):
-                status, detail, extra = refusal
-                await _respond(send, status, detail, [*extra, rid_header])
-            else:
-                key_id = refusal
-                user = None if self.recommend is None else self.recommend.user_of(scope)
-                if user is not None:
-                    await self.recommend.asgi(scope, receive, send_with_id, user)  # type: ignore[union-attr]
-                else:
-                    await self.app(scope, receive, send_with_id)
+            if not isinstance(verdict, str):
+                status, detail, extra = verdict
+                await _respond(send, status, detail, [*extra, *ids])
+                return
+            user = None if self.recommend is None else self.recommend.user_of(scope)
+            if user is not None:
+                await self.recommend.asgi(scope, receive, send_with_id, user)  # type: ignore[union-attr]
+                return
+            try:
+                body = await receive_body(receive, self.max_body_bytes, self.body_timeout_s)
+            except BodyError as exc:
+                status = exc.status
+                await _respond(send, status, str(exc), [_CLOSE, *ids])
+                return
+            await self.app(scope, replay(body, receive), send_with_id)
         finally:
-            elapsed = time.perf_counter() - t0
-            method = scope["method"]
-            red = self._red.get((route, method, status // 100))
-            if red is None:
-                cls = f"{status // 100}xx"
-                red = self._red[(route, method, status // 100)] = (
-                    self.metrics.requests.labels(route, method, cls),
-                    self.metrics.duration.labels(route, cls),
-                )
-            red[0].inc()
-            red[1].observe(elapsed)
-            # The level check first: json.dumps ran for every request even when the logger dropped the line.
-            if self.log_requests and access_log.isEnabledFor(logging.INFO):
-                access_log.info(
-                    json.dumps(
-                        {
-                            "ts": round(time.time(), 3),
-                            "request_id": rid,
-                            "method": method,
-                            "route": route,
-                            "status": status,
-                            "ms": round(elapsed * 1000, 3),
-                            "key_id": key_id,
-                            "client": (scope.get("client") or ("-",))[0],
-                        }
-                    )
-                )
+            self._observe(route, method, status, time.perf_counter() - t0, rid, key_id, correlation, scope)
 
-    async def _check(self, scope: Scope, path: str) -> str | tuple[int, str, list[tuple[bytes, bytes]]]:
-        """The caller's key id, or (status, detail, headers) of the refusal."""
+    def _observe(
+        self,
+        route: str,
+        method: str,
+        status: int,
+        elapsed: float,
+        rid: str,
+        key_id: str,
+        correlation: bytes | None,
+        scope: Scope,
+    ) -> None:
+        red = self._red.get((route, method, status // 100))
+        if red is None:
+            cls = f"{status // 100}xx"
+            red = self._red[(route, method, status // 100)] = (
+                self.metrics.requests.labels(route, method, cls),
+                self.metrics.duration.labels(route, cls),
+            )
+        red[0].inc()
+        red[1].observe(elapsed)
+        # The level check first: json.dumps ran for every request even when the logger dropped the line.
+        if self.log_requests and access_log.isEnabledFor(logging.INFO):
+            access_log.info(
+                json.dumps(
+                    {
+                        "ts": round(time.time(), 3),
+                        "request_id": rid,
+                        "correlation_id": None if correlation is None else correlation.decode(),
+                        "method": method,
+                        "route": route,
+                        "status": status,
+                        "ms": round(elapsed * 1000, 3),
+                        "key_id": key_id or "-",
+                        "client": (scope.get("client") or ("-",))[0],
+                    }
+                )
+            )
+
+    async def _check(self, scope: Scope, path: str, method: str) -> str | tuple[int, str, Headers]:
+        """The caller's key id (NO_KEY on an open route), or (status, detail, headers) of the refusal."""
+        if not (method == "POST" and path.startswith("/recommend/")):  # the hot path has one method, POST
+            allowed = self.allowed(path)
+            if allowed is not None and method not in allowed:
+                return 405, f"method {method} not allowed", [(b"allow", ", ".join(sorted(allowed)).encode())]
         length = _header(scope, b"content-length")
         if length is not None and (not length.isdigit() or int(length) > self.max_body_bytes):
-            return 413, f"request body exceeds {self.max_body_bytes} bytes", []
+            return 413, f"request body exceeds {self.max_body_bytes} bytes", [_CLOSE]
         if path in EXEMPT:
-            return "-"
+            return NO_KEY
         key_id = "anonymous"
         if self.keys is not None:
             presented = _header(scope, b"x-api-key")
@@ -169,7 +228,8 @@ class Edge:
                 self.metrics.auth_failures.labels("scope").inc()
                 return 403, "this key lacks the admin scope", []
             key_id = key.key_id
-        decision = await self.limiter.take(key_id)
+        limiter = self.feedback_limiter if path == FEEDBACK else self.limiter
+        decision = await limiter.take(key_id)
         if decision.error:
             self.metrics.rate_limit_errors.inc()
         if not decision.allowed:

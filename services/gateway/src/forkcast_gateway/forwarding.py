@@ -10,6 +10,10 @@ retry on another endpoint — only after a connection failure (refused, connect 
 an answer or a timeout. A reset may come after the upstream did the work: /recommend is a read (its prediction
 event is keyed by the request id, which the retry keeps), so running it twice is harmless, and retrying a reset
 took the fault drill's killed-replica errors from 3 in 3,194 requests to 0.
+
+Headers sent upstream are built here, never copied from the client: the minted request id (X-Request-ID) and the
+caller's key id (X-Forkcast-Key-Id), which the inference service records in its prediction event; a client-sent
+X-Forkcast-Key-Id never reaches it.
 """
 
 from __future__ import annotations
@@ -19,7 +23,12 @@ from dataclasses import dataclass
 
 import aiohttp
 
-from forkcast_contract.api import HEADER_FEATURE_VERSION, HEADER_MODEL_VERSION, HEADER_REQUEST_ID
+from forkcast_contract.api import (
+    HEADER_FEATURE_VERSION,
+    HEADER_KEY_ID,
+    HEADER_MODEL_VERSION,
+    HEADER_REQUEST_ID,
+)
 from forkcast_gateway.breaker import CircuitBreaker
 from forkcast_gateway.metrics import Metrics
 from forkcast_gateway.upstreams import Endpoint, Upstreams
@@ -90,21 +99,21 @@ class Forwarder:
     def _track(self, breaker: CircuitBreaker, endpoint: Endpoint) -> None:
         self.metrics.labelled(self.metrics.circuit_state, endpoint.base).set(int(breaker.state))
 
-    async def recommend(self, user_text: str, body: bytes, request_id: str) -> Reply:
+    async def recommend(self, user_text: str, body: bytes, request_id: str, key_id: str) -> Reply:
         if self.in_flight >= self.max_in_flight:
             self.metrics.overloaded.inc()
             raise Unavailable(f"gateway overloaded ({self.max_in_flight} requests in flight)")
         self.in_flight += 1
         self.metrics.in_flight.inc()
         try:
-            return await self._send(user_text, body, request_id)
+            return await self._send(user_text, body, request_id, key_id)
         finally:
             self.in_flight -= 1
             self.metrics.in_flight.dec()
 
-    async def _send(self, user_text: str, body: bytes, request_id: str) -> Reply:
+    async def _send(self, user_text: str, body: bytes, request_id: str, key_id: str) -> Reply:
         assert self.session is not None, "Forwarder.start() not awaited"
-        headers = {**_JSON_TYPE, HEADER_REQUEST_ID: request_id}
+        headers = {**_JSON_TYPE, HEADER_REQUEST_ID: request_id, HEADER_KEY_ID: key_id}
         tries = 0
         last = "every upstream circuit is open"
         for endpoint in self.upstreams.candidates(user_text):

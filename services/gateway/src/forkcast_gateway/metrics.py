@@ -66,7 +66,7 @@ class Metrics:
         )
         self.feedback = Counter(
             n.GATEWAY_FEEDBACK_TOTAL,
-            "Feedback events by outcome (written, duplicate).",
+            "Feedback events by outcome: written, duplicate, or refused 403 (foreign_key, forged, malformed).",
             ["outcome"],
             registry=r,
         )

@@ -58,6 +58,8 @@ return {allowed, wait_ms}
 """
 
 KEY_PREFIX = "fc:gateway:ratelimit:"
+# /feedback's buckets, apart from /recommend's: its own, lower limit per key (issue 18.2).
+FEEDBACK_KEY_PREFIX = "fc:gateway:ratelimit:feedback:"
 
 
 @dataclass(frozen=True)
@@ -68,8 +70,16 @@ class Decision:
 
 
 class RateLimiter:
-    def __init__(self, client: aioredis.Redis, rate_per_s: float, burst: int, lease_s: float = 0.25) -> None:
+    def __init__(
+        self,
+        client: aioredis.Redis,
+        rate_per_s: float,
+        burst: int,
+        lease_s: float = 0.25,
+        prefix: str = KEY_PREFIX,
+    ) -> None:
         self.client, self.rate, self.burst, self.lease_s = client, rate_per_s, burst, lease_s
+        self.prefix = prefix
         self.lease = max(1, burst // 20)
         self.script = client.register_script(_SCRIPT)
         # key id → (tokens leased and not yet spent, monotonic time after which they are dropped)
@@ -117,7 +127,7 @@ class RateLimiter:
             left, until = self.leased.pop(key_id, (0, 0.0))
             try:
                 allowed, wait_ms = await self.script(
-                    keys=[KEY_PREFIX + key_id], args=[self.rate, self.burst, self.lease, left]
+                    keys=[self.prefix + key_id], args=[self.rate, self.burst, self.lease, left]
                 )
             except (RedisError, OSError, TimeoutError):
                 if left:  # the refund goes with the next round trip that works

@@ -3,15 +3,17 @@
 Limits come from forkcast_contract.api, shared with the inference service's msgspec schema. Models are strict
 (no "12" for 12, no 1 for true) and forbid unknown fields, so a typo such as ``szie`` is a 422, not a silent
 default. ``max_candidates`` is configurable, so the list length is checked by the app against the settings; the
-default is what the schema documents.
+default is what the schema documents. An integer field also takes an integral float (1.0): JSON Schema counts it
+as an integer, so the published schema admits it (routes/recommend.py ``integral_floats`` for the /recommend fast
+path, :func:`_integral` for the FastAPI routes).
 """
 
 from __future__ import annotations
 
 import time
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, create_model
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, create_model
 
 from forkcast_contract import api as limits
 from forkcast_contract.feature_store import FLOAT32_MAX
@@ -20,6 +22,16 @@ from forkcast_contract.features import RESTAURANT_FEATURE_COUNT, USER_FEATURE_CO
 _STRICT = ConfigDict(strict=True, extra="forbid", frozen=True)
 
 CandidateId = Annotated[int, Field(ge=limits.CANDIDATE_ID_MIN, le=limits.CANDIDATE_ID_MAX)]
+
+
+def _integral(value: Any) -> Any:
+    """1.0 → 1 (JSON Schema's integer includes it); anything else is left for the strict int check."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+JsonCandidateId = Annotated[
+    int, BeforeValidator(_integral), Field(ge=limits.CANDIDATE_ID_MIN, le=limits.CANDIDATE_ID_MAX)
+]
 RequestId = Annotated[
     str, Field(min_length=1, max_length=limits.REQUEST_ID_MAX_LEN, pattern=r"^[\x21-\x7e]+$")
 ]
@@ -74,7 +86,8 @@ class Restaurant(BaseModel):
 
 class RecommendResponse(BaseModel):
     """Candidates within max_dist, sorted, truncated to size. Headers: x-model-version, x-feature-version,
-    x-request-id."""
+    x-request-id (minted by the gateway; send it back in /feedback), x-correlation-id (the caller's own
+    X-Request-ID, echoed when it is 1-64 of [A-Za-z0-9._:-])."""
 
     restaurants: list[Restaurant]
 
@@ -95,8 +108,10 @@ class FeedbackEvent(BaseModel):
 
     model_config = _STRICT
 
-    request_id: RequestId = Field(description="The x-request-id of the recommendation response.")
-    restaurant_id: CandidateId = Field(description="A restaurant of that response.", examples=[345])
+    request_id: RequestId = Field(
+        description="The x-request-id of a recommendation response this API key received (403 otherwise)."
+    )
+    restaurant_id: JsonCandidateId = Field(description="A restaurant of that response.", examples=[345])
     clicked: bool = Field(description="true: clicked; false: shown and not clicked.")
     time: float = Field(
         default_factory=time.time, gt=0, lt=1e11, allow_inf_nan=False,
@@ -151,6 +166,10 @@ class FeaturesUpdated(BaseModel):
     entity: Literal["user", "restaurant"]
     id: int = Field(ge=0)
     feature_version: str = Field(description="The live feature version the update was written to.")
+
+
+class KeysReloaded(BaseModel):
+    keys: int = Field(ge=0, description="How many API keys the gateway now holds.")
 
 
 class Health(BaseModel):

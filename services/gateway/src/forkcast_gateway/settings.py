@@ -1,4 +1,8 @@
-"""Settings of the gateway, from the environment only (SPEC §8); the README documents each variable."""
+"""Settings of the gateway, from the environment only (SPEC §8); the README documents each variable.
+
+``REDIS_URL`` holds the rate-limit buckets; ``FORKCAST_EVENTS_REDIS_URL`` the feedback stream and its dedup markers
+(unset: ``REDIS_URL``, so one Redis still works; see forkcast_contract.settings.EventsRedisSettings).
+"""
 
 from __future__ import annotations
 
@@ -9,14 +13,13 @@ from pydantic import Field
 
 from forkcast_contract.api import MAX_BODY_BYTES_DEFAULT, MAX_CANDIDATES_DEFAULT
 from forkcast_contract.feature_store import DEFAULT_PREFIX
-from forkcast_contract.settings import ForkcastSettings
+from forkcast_contract.settings import DEV_REDIS_URL, EventsRedisSettings
 from forkcast_contract.streams import FEEDBACK_DEDUP_TTL_S, FEEDBACK_MAXLEN, FEEDBACK_STREAM
 
 DEV_UPSTREAMS = "http://127.0.0.1:8001"
-DEV_REDIS_URL = "redis://127.0.0.1:6379/0"
 
 
-class GatewaySettings(ForkcastSettings):
+class GatewaySettings(EventsRedisSettings):
     """Where to forward, who may call, how much, and how long anything may take."""
 
     host: str = "127.0.0.1"
@@ -33,12 +36,21 @@ class GatewaySettings(ForkcastSettings):
     redis_url: str = Field(default=DEV_REDIS_URL, validation_alias="REDIS_URL")
     redis_timeout_s: float = Field(default=0.1, gt=0, le=30)
     api_keys_file: Path | None = None
+    # The secrets that sign request ids (request_ids.py), shared by every replica; unset → a random secret per
+    # process, which unsafe_defaults refuses outside local.
+    request_id_key_file: Path | None = None
     # Authentication can only be switched off in a local environment (unsafe_defaults refuses it elsewhere).
     auth_disabled: bool = False
     keys_reload_s: float = Field(default=1.0, gt=0)
     rate_per_s: float = Field(default=2000.0, gt=0)
     rate_burst: int = Field(default=4000, ge=1)
+    # /feedback's own bucket per key, lower than /recommend's: one feedback POST per shown restaurant of a
+    # sampled share of responses, not per request; at 200/s a key leaves at most 200 × FEEDBACK_DEDUP_TTL_S
+    # (630 s) ≈ 126,000 dedup markers alive (≈ 15 MB), where 2,000/s for 7 days filled Redis (issue 18.2).
+    feedback_rate_per_s: float = Field(default=200.0, gt=0)
+    feedback_rate_burst: int = Field(default=400, ge=1)
     max_candidates: int = Field(default=MAX_CANDIDATES_DEFAULT, ge=1)
+    # One cap and one deadline for the body of every route (body.py): 413 past the cap, 408 past the deadline.
     max_body_bytes: int = Field(default=MAX_BODY_BYTES_DEFAULT, ge=1024)
     body_timeout_s: float = Field(default=5.0, gt=0)
     connect_timeout_s: float = Field(default=0.05, gt=0)
@@ -62,6 +74,8 @@ class GatewaySettings(ForkcastSettings):
             unsafe.append("FORKCAST_AUTH_DISABLED")
         if self.api_keys_file is None:
             unsafe.append("FORKCAST_API_KEYS_FILE")
+        if self.request_id_key_file is None:
+            unsafe.append("FORKCAST_REQUEST_ID_KEY_FILE")
         if self.redis_url == DEV_REDIS_URL:
             unsafe.append("REDIS_URL")
         if self.upstreams == DEV_UPSTREAMS:

@@ -19,8 +19,10 @@ _USER_RE: Final = re.compile(rf"u?([0-9]{{1,{limits.USER_ID_DIGITS_MAX}}})")
 CandidateId = Annotated[int, msgspec.Meta(ge=limits.CANDIDATE_ID_MIN, le=limits.CANDIDATE_ID_MAX)]
 
 
-class RecommendRequest(msgspec.Struct, frozen=True):
-    """SPEC §6; the limits come from forkcast_contract.api, which the gateway's pydantic schema also uses."""
+class RecommendRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """SPEC §6; the limits come from forkcast_contract.api, which the gateway's pydantic schema also uses.
+    Unknown fields are refused (422), as the gateway refuses them: a typo such as ``szie`` is not a silent default
+    (issue 18.6)."""
 
     candidate_restaurant_ids: Annotated[list[CandidateId], msgspec.Meta(min_length=1)]
     latitude: Annotated[float, msgspec.Meta(ge=limits.LATITUDE_MIN, le=limits.LATITUDE_MAX)]

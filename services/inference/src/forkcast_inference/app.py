@@ -7,6 +7,13 @@ The routes are few and fixed, so a plain ASGI callable is short and easy to read
 Redis is called synchronously from the event loop: one round trip per request takes ≈ 50-100 µs on loopback, less
 than an asyncio client's own overhead, and concurrency comes from one worker process per core. Every call is
 bounded by FORKCAST_REDIS_TIMEOUT_S, so a stalled Redis costs at most that before the 503.
+
+Request ids (issue 18.1): the gateway mints them and sends its id as X-Request-ID with the caller's key id as
+X-Forkcast-Key-Id; the prediction event records both. The service holds no MAC key, so it takes an X-Request-ID
+only in the shape of a minted id (forkcast_contract.api.REQUEST_ID_PATTERN) and otherwise — a direct call — mints
+an id of its own (128 random bits, no tag, so the gateway's /feedback never accepts it) with key id NO_KEY_ID: a
+direct caller's own id never becomes an event's request id. Only the gateway can reach the service (its
+NetworkPolicy), so an id of that shape comes from the gateway.
 """
 
 from __future__ import annotations
@@ -14,7 +21,8 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import os
+import re
+import secrets
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import asdict
@@ -25,7 +33,9 @@ import numpy as np
 import redis
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from forkcast_contract.api import HEADER_KEY_ID, HEADER_REQUEST_ID, KEY_ID_PATTERN, REQUEST_ID_PATTERN
 from forkcast_contract.registry_format import version_time
+from forkcast_contract.streams import NO_KEY_ID
 from forkcast_inference.api import BadRequestError, parse_request, parse_user_id
 from forkcast_inference.events import Event, EventSink
 from forkcast_inference.features import (
@@ -51,6 +61,9 @@ Headers = list[tuple[bytes, bytes]]
 _JSON = (b"content-type", b"application/json")
 _RETRY = (b"retry-after", b"1")
 _encode = msgspec.json.encode
+_MINTED_ID = re.compile(REQUEST_ID_PATTERN.encode())
+_KEY_ID = re.compile(KEY_ID_PATTERN.encode())
+_RID_HEADER, _KEY_HEADER = HEADER_REQUEST_ID.encode(), HEADER_KEY_ID.encode()
 
 
 class UnavailableError(Exception):
@@ -69,16 +82,19 @@ class InferenceApp:
         self.metrics = Metrics()
         self.redis = connect(settings.redis_url, settings.redis_timeout_s)
         self.reader = FeatureReader(self.redis, settings.feature_prefix)
+        events = (
+            self.redis
+            if settings.events_url == settings.redis_url
+            else connect(settings.events_url, settings.redis_timeout_s)
+        )
         self.events = EventSink(
-            self.redis, settings.events_stream, settings.events_maxlen, settings.events_buffer, self.metrics
+            events, settings.events_stream, settings.events_maxlen, settings.events_buffer, self.metrics
         )
         self.model: LoadedModel | None = None
         self.model_error = "not started"
         self.started_at = time.monotonic()
         self.ready_after_s: float | None = None
         self.warmed_up = False
-        self._rid_prefix = f"{os.getpid():x}-{os.urandom(3).hex()}-"
-        self._rid_counter = 0
 
     # -- life cycle ------------------------------------------------------------------------------------------
     def startup(self) -> None:
@@ -171,7 +187,9 @@ class InferenceApp:
         return info
 
     # -- the hot path ----------------------------------------------------------------------------------------
-    def recommend(self, user_text: str, body: bytes, rid: str) -> tuple[int, bytes, Headers]:
+    def recommend(
+        self, user_text: str, body: bytes, rid: str, key_id: str = NO_KEY_ID
+    ) -> tuple[int, bytes, Headers]:
         m = self.metrics
         model = self.model
         if model is None:
@@ -227,7 +245,16 @@ class InferenceApp:
         )
         t3 = time.perf_counter()
         self.events.add(
-            Event(rid, time.time(), user_id, model.provenance.model_version, fetched.version, ids, scores)
+            Event(
+                rid,
+                time.time(),
+                user_id,
+                model.provenance.model_version,
+                fetched.version,
+                ids,
+                scores,
+                key_id,
+            )
         )
         c = m.candidates
         in_range = len(sel.ids) - ranked.skipped
@@ -241,17 +268,18 @@ class InferenceApp:
         return 200, out, headers
 
     # -- ASGI ------------------------------------------------------------------------------------------------
-    def _request_id(self, scope: Scope) -> str:
+    @staticmethod
+    def _request_id(scope: Scope) -> tuple[str, str]:
+        """(request id, key id): the gateway's, or for a direct call a fresh id and NO_KEY_ID."""
+        rid = key = None
         for name, value in scope["headers"]:
-            if (
-                name == b"x-request-id"
-                and 0 < len(value) <= 64
-                and value.isascii()
-                and value.decode().isprintable()
-            ):
-                return str(value.decode())
-        self._rid_counter += 1
-        return f"{self._rid_prefix}{self._rid_counter}"
+            if name == _RID_HEADER:
+                rid = value
+            elif name == _KEY_HEADER:
+                key = value
+        if rid is not None and _MINTED_ID.fullmatch(rid) is not None:
+            return rid.decode(), key.decode() if key is not None and _KEY_ID.fullmatch(key) else NO_KEY_ID
+        return secrets.token_urlsafe(16), NO_KEY_ID
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
@@ -276,26 +304,31 @@ class InferenceApp:
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 
-    async def _body(self, receive: Receive) -> bytes | None:
-        """The request body, or None when it exceeds max_body_bytes."""
+    async def _body(self, receive: Receive) -> bytes | int:
+        """The request body, or the status refusing it: 413 past max_body_bytes, 408 when it is not complete
+        within body_timeout_s."""
         chunks: list[bytes] = []
         size = 0
-        while True:
-            message = await receive()
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > self.settings.max_body_bytes:
-                return None
-            chunks.append(chunk)
-            if not message.get("more_body", False):
-                return b"".join(chunks)
+        try:
+            async with asyncio.timeout(self.settings.body_timeout_s):
+                while True:
+                    message = await receive()
+                    chunk = message.get("body", b"")
+                    size += len(chunk)
+                    if size > self.settings.max_body_bytes:
+                        return 413
+                    chunks.append(chunk)
+                    if not message.get("more_body", False):
+                        return b"".join(chunks)
+        except TimeoutError:
+            return 408
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         path: str = scope["path"]
         method: str = scope["method"]
-        rid = self._request_id(scope)
+        rid, key_id = self._request_id(scope)
         if path.startswith("/recommend/") and method == "POST":
-            status, body, headers = await self._recommend(path[len("/recommend/") :], receive, rid)
+            status, body, headers = await self._recommend(path[len("/recommend/") :], receive, rid, key_id)
         elif method == "GET" and path == "/healthz":
             status, body, headers = 200, b'{"status":"ok"}', [_JSON]
         elif method == "GET" and path == "/readyz":
@@ -313,14 +346,22 @@ class InferenceApp:
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
 
-    async def _recommend(self, user_text: str, receive: Receive, rid: str) -> tuple[int, bytes, Headers]:
+    async def _recommend(
+        self, user_text: str, receive: Receive, rid: str, key_id: str
+    ) -> tuple[int, bytes, Headers]:
         m = self.metrics
         t0 = time.perf_counter()
         body = await self._body(receive)
         try:
-            if body is None:
+            if body == 413:
                 raise BadRequestError(f"request body exceeds {self.settings.max_body_bytes} bytes")
-            status, out, headers = self.recommend(user_text, body, rid)
+            if body == 408:
+                m.errors["bad_request"].inc()
+                detail = f"request body not received within {self.settings.body_timeout_s} s"
+                status, out, headers = 408, _encode({"detail": detail}), [_JSON, (b"connection", b"close")]
+            else:
+                assert isinstance(body, bytes)
+                status, out, headers = self.recommend(user_text, body, rid, key_id)
         except BadRequestError as exc:
             m.errors["bad_request"].inc()
             status, out, headers = 422, _encode({"detail": str(exc)}), [_JSON]

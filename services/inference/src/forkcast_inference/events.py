@@ -3,6 +3,8 @@
 A request only appends a tuple to an in-memory deque (≈ 0.2 µs); a background task flushes the deque every
 ``flush_s`` in one pipelined round trip of XADD … MAXLEN ~ N, so a request never waits for the stream. When the
 stream write fails or the buffer overflows, the events are dropped and counted; the responses are unaffected.
+The stream lives in the events Redis (FORKCAST_EVENTS_REDIS_URL, default REDIS_URL); the record's field names are
+forkcast_contract.streams.PREDICTION_FIELDS, key_id included (the API key the gateway served the request to).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from dataclasses import dataclass
 import msgspec
 import redis
 
+from forkcast_contract.streams import NO_KEY_ID, PREDICTION_FIELDS
 from forkcast_inference.metrics import Metrics
 
 log = logging.getLogger("forkcast_inference.events")
@@ -31,18 +34,23 @@ class Event:
     feature_version: str
     ids: list[int]
     scores: list[float]
+    # The caller's API key id as the gateway named it; NO_KEY_ID for a direct call (the default keeps producers
+    # and tests written before issue 18.1 working; the service always passes it).
+    key_id: str = NO_KEY_ID
 
     def fields(self) -> dict[str, str]:
-        return {
-            "rid": self.request_id,
-            "ts": f"{self.time:.6f}",
-            "user": str(self.user_id),
-            "model": self.model_version,
-            "fv": self.feature_version,
+        values = (
+            self.request_id,
+            f"{self.time:.6f}",
+            str(self.user_id),
+            self.model_version,
+            self.feature_version,
             # JSON arrays via msgspec: ≈ 10x cheaper than formatting each float in Python.
-            "ids": _encode(self.ids).decode(),
-            "scores": _encode(self.scores).decode(),
-        }
+            _encode(self.ids).decode(),
+            _encode(self.scores).decode(),
+            self.key_id,
+        )
+        return dict(zip(PREDICTION_FIELDS, values, strict=True))
 
 
 class EventSink:

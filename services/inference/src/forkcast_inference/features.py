@@ -1,6 +1,6 @@
 """The feature-store reader of one worker: live pointer, in-memory coordinates, one MGET per request (SPEC §5).
 
-Measured design (featurestore/BENCHMARKS.md, `forkcast_features.bench fetch`): one MGET of all 1,001 keys caps
+Measured design (featurestore/BENCHMARKS.md, `bench_features.py fetch`): one MGET of all 1,001 keys caps
 a server at ≈ 1,200 req/s because Redis spends ≈ 0.8 µs per key; holding the restaurant coordinates of the live
 version in memory, filtering by distance first and fetching only the in-range candidates reached 8,557 fetches/s.
 Coordinates are reference data, so holding them is allowed as long as every change is seen: the single MGET of a

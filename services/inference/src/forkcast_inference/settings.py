@@ -1,4 +1,8 @@
-"""Settings of the inference service, from the environment only (SPEC §8); see the README for each variable."""
+"""Settings of the inference service, from the environment only (SPEC §8); see the README for each variable.
+
+``REDIS_URL`` is the feature store; prediction events go to ``FORKCAST_EVENTS_REDIS_URL`` (unset: ``REDIS_URL``, so
+one Redis still works; see forkcast_contract.settings.EventsRedisSettings).
+"""
 
 from __future__ import annotations
 
@@ -15,11 +19,11 @@ from forkcast_contract.registry_format import (
     ENV_MODEL_URI,
     ENV_MODEL_VERSION,
 )
-from forkcast_contract.settings import ForkcastSettings
+from forkcast_contract.settings import EventsRedisSettings
 from forkcast_contract.streams import PREDICTIONS_MAXLEN, PREDICTIONS_STREAM
 
 
-class InferenceSettings(ForkcastSettings):
+class InferenceSettings(EventsRedisSettings):
     """Where the model and the features come from, and how long a request may wait for Redis."""
 
     host: str = "127.0.0.1"
@@ -41,6 +45,8 @@ class InferenceSettings(ForkcastSettings):
     redis_timeout_s: float = Field(default=0.25, gt=0, le=30)
     max_candidates: int = Field(default=MAX_CANDIDATES_DEFAULT, ge=1)
     max_body_bytes: int = Field(default=MAX_BODY_BYTES_DEFAULT, ge=1024)
+    # A body not complete within this is answered 408, like the gateway's (a slow drip holds no worker).
+    body_timeout_s: float = Field(default=5.0, gt=0)
     events_stream: str = PREDICTIONS_STREAM
     events_maxlen: int = Field(default=PREDICTIONS_MAXLEN, ge=1)
     events_flush_s: float = Field(default=0.05, gt=0)

@@ -1,20 +1,26 @@
 """Feature-store benchmarks on the real data, each against a baseline measured in the same run.
 
-    python -m forkcast_features.bench load  --data data/full   # loader rows/s, load+verify time, bytes/user
-    python -m forkcast_features.bench fetch --data data/full   # the four fetch designs and three distance filters
+    python featurestore/benchmarks/bench_features.py load    --data data/full  # loader rows/s, load+verify, bytes/user
+    python featurestore/benchmarks/bench_features.py fetch   --data data/full  # 4 fetch designs, 3 distance filters
+    python featurestore/benchmarks/bench_features.py cluster --data data/full  # restaurant hash tags on 3 masters
 
-Each run starts its own redis-server on a free loopback port (stopped by PID at the end); nothing else is touched.
+Each run starts its own redis-server (forkcast_devservers) on a free loopback port in a temporary directory, stopped
+by PID at the end; nothing else is touched. Lives beside the package, not in it: the service never imports it.
 """
 
 from __future__ import annotations
 
 import argparse
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 
+import bench_cluster
+import bench_fetch as bf
 import numpy as np
 import polars as pl
+import redis
 
 from forkcast_contract.dataset import REQUESTS_FILE
 from forkcast_contract.feature_store import (
@@ -24,13 +30,15 @@ from forkcast_contract.feature_store import (
     pack_users,
     split_values,
 )
-from forkcast_features import bench_cluster
-from forkcast_features import bench_fetch as bf
+from forkcast_devservers.servers import RedisServer
 from forkcast_features.geo import h3_cells, h3_resolution, within_bbox, within_h3, within_haversine
 from forkcast_features.loader import load_version
-from forkcast_features.localredis import LocalRedis
 from forkcast_features.source import read_source
 from forkcast_features.verify import verify_version
+
+
+def _client(server: RedisServer) -> redis.Redis:
+    return redis.Redis(port=server.port, socket_timeout=30)
 
 
 def _load(args: argparse.Namespace) -> None:
@@ -38,8 +46,8 @@ def _load(args: argparse.Namespace) -> None:
     src = read_source(args.data)
     t_read = time.perf_counter() - t0
     n_users, n_rests = len(src.users.ids), len(src.restaurants.ids)
-    with LocalRedis() as server:
-        client = server.client()
+    with tempfile.TemporaryDirectory(prefix="bench-redis-") as tmp, RedisServer(Path(tmp)) as server:
+        client = _client(server)
         # Baseline: the obvious loader, one pipelined SET per key, 1,000 per round trip.
         n_base = min(args.baseline_rows, n_users)
         values = split_values(pack_users(src.users.features[:n_base]), 120)
@@ -84,7 +92,7 @@ def _load(args: argparse.Namespace) -> None:
 
 
 def _timed(
-    fn: Callable[[bf.Request], object], reqs: list[bf.Request], server: LocalRedis
+    fn: Callable[[bf.Request], object], reqs: list[bf.Request], server: RedisServer
 ) -> tuple[float, float]:
     """(requests per second for one sequential client, Redis CPU µs per request)."""
     for r in reqs[:50]:
@@ -105,8 +113,8 @@ def _fetch(args: argparse.Namespace) -> None:
     reqs = _requests(args.data, args.requests)
     r = src.restaurants
     order = np.argsort(r.ids)
-    with LocalRedis() as server:
-        client = server.client()
+    with tempfile.TemporaryDirectory(prefix="bench-redis-") as tmp, RedisServer(Path(tmp)) as server:
+        client = _client(server)
         version = load_version(client, src, prefix="fc", progress=False).version
         keys = FeatureKeys("fc", version)
         rvalues = split_values(
@@ -187,7 +195,7 @@ def _cluster(args: argparse.Namespace) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(
-        prog="python -m forkcast_features.bench",
+        prog="bench_features.py",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

@@ -1,4 +1,4 @@
-"""Fetch designs for one request (SPEC §5), measured on the real workload by `python -m forkcast_features.bench fetch`.
+"""Fetch designs for one request (SPEC §5), measured on the real workload by `bench_features.py fetch`.
 
 Each design returns the user's features and the features of the candidates within max_dist; all four must agree
 (the benchmark checks it). Redis's own CPU per request is what caps a server: that is the figure to compare.

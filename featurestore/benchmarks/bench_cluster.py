@@ -1,4 +1,4 @@
-"""Hash-tag choice on a local 3-master Redis Cluster, measured by `python -m forkcast_features.bench cluster`.
+"""Hash-tag choice on a local 3-master Redis Cluster, measured by `bench_features.py cluster`.
 
 A request fetches the user plus its in-range candidates (≈ 20-70 after the distance filter). Three restaurant
 key layouts are compared: one tag per version (the layout in forkcast_contract.feature_store: one MGET on one
@@ -8,17 +8,19 @@ request's neighbourhood falls in a few slots).
 
 from __future__ import annotations
 
+import tempfile
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
-from redis.cluster import RedisCluster
+from bench_fetch import Request
+from redis.cluster import RedisCluster as ClusterClient
 
 from forkcast_contract.feature_store import RESTAURANT_VALUE_BYTES, pack_restaurants, split_values
-from forkcast_features.bench_fetch import Request
+from forkcast_devservers.servers import RedisCluster
 from forkcast_features.client import mset
 from forkcast_features.geo import h3_cells, within_bbox
-from forkcast_features.localredis import LocalCluster
 from forkcast_features.source import SourceData
 
 
@@ -38,8 +40,8 @@ def run(src: SourceData, reqs: list[Request]) -> None:
         for q in reqs
     ]
     users = [f"b:v:u:{q.user_id}" for q in reqs]
-    with LocalCluster(3) as cluster:
-        client = RedisCluster.from_url(cluster.url)
+    with tempfile.TemporaryDirectory(prefix="bench-cluster-") as tmp, RedisCluster(Path(tmp), masters=3) as cluster:
+        client = ClusterClient.from_url(cluster.url)
         mset(client, users, [b"u" * 120] * len(users))
         for name, key in layouts.items():
             mset(client, [key(int(i)) for i in ids], values)

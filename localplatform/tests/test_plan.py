@@ -1,0 +1,120 @@
+"""The render -> plan translation (plan.py) on the real local overlay and on edited copies of it; no process starts."""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import shutil
+import stat
+from pathlib import Path
+
+import pytest
+import yaml
+
+from forkcast_delivery.render import Render, render
+from forkcast_local.local_secrets import LocalSecrets
+from forkcast_local.plan import RUN_KINDS, ContainerPlan, Planner, PlanError, expand
+
+ROOT = Path(__file__).resolve().parents[2]
+OVERLAY = ROOT / "manifests" / "overlays" / "local"
+
+
+def _planner(rendered: Render, tmp: Path, overlay_dir: Path = OVERLAY) -> Planner:
+    provided = yaml.safe_load((ROOT / "manifests" / "provided-by-cluster.yaml").read_text())["secrets"]
+    ports = iter(range(31000, 32000))
+    return Planner(
+        render=rendered,
+        root=ROOT,
+        overlay_dir=overlay_dir,
+        pods_dir=tmp / "pods",
+        secrets=LocalSecrets(tmp / "secrets", provided),
+        port_for=lambda workload, name, number: next(ports),
+        bin_dir=tmp / "bin",
+        extra_hosts={"seaweed": {8333: 30333}},
+    )
+
+
+@pytest.fixture(scope="module")
+def local_render() -> Render:
+    return render(OVERLAY)
+
+
+def _plans(rendered: Render, tmp: Path) -> dict[str, ContainerPlan]:
+    return {p.name: p for p in _planner(rendered, tmp).plans() if not p.init}
+
+
+def test_expand_follows_kubernetes_variable_references() -> None:
+    env = {"A": "1", "B": "two"}
+    assert expand("$(A)-$(B)", env) == "1-two"
+    assert expand("$(MISSING)", env) == "$(MISSING)"  # unresolved: left unchanged
+    assert expand("$$(A)", env) == "$(A)"  # $$ escapes
+    assert expand("cost $$5", env) == "cost $5"
+
+
+def test_every_workload_of_the_render_is_planned(local_render: Render, tmp_path: Path) -> None:
+    workloads = {d["metadata"]["name"] for d in local_render.docs if d["kind"] in RUN_KINDS}
+    assert {"gateway", "inference", "online-auc", "drift", "alert-receiver", "redis"} <= workloads
+    planned = {p.workload for p in _planner(local_render, tmp_path).plans()}
+    assert planned == workloads
+
+
+def test_environment_ports_and_service_names_are_localised(local_render: Render, tmp_path: Path) -> None:
+    planner = _planner(local_render, tmp_path)
+    plans = {p.name: p for p in planner.plans() if not p.init}
+    gateway, inference = plans["gateway"], plans["inference"]
+    assert gateway.env["FORKCAST_ENVIRONMENT"] == "local"
+    assert gateway.env["FORKCAST_HOST"] == "127.0.0.1"
+    assert gateway.env["FORKCAST_PORT"] == str(gateway.ports["http"])
+    # dns+http://inference-pods:8001 -> the inference pod's loopback port
+    assert gateway.env["FORKCAST_UPSTREAMS"] == f"dns+http://127.0.0.1:{inference.ports['http']}"
+    # A URL's user ("gateway") is not mistaken for the gateway Service; its host "redis" is mapped.
+    redis_port = plans["redis"].ports["redis"]
+    assert gateway.env["REDIS_URL"].startswith("redis://gateway:")
+    assert gateway.env["REDIS_URL"].endswith(f"@127.0.0.1:{redis_port}/0")
+    assert inference.env["S3_ENDPOINT_URL"] == "http://127.0.0.1:30333"
+    assert planner.localise("http://alert-receiver.forkcast-local.svc:9109/alerts") == (
+        f"http://127.0.0.1:{plans['alert-receiver'].ports['http']}/alerts"
+    )
+    # Readiness from the rendered probe, at the loopback port; the grace period of Kubernetes' default.
+    assert inference.readiness is not None and inference.readiness.path == "/readyz"
+    assert inference.readiness.port == inference.ports["http"] and inference.readiness.kind == "http"
+    assert inference.termination_grace_s == 30.0
+
+
+def test_mounted_secrets_are_files_at_the_mount_path_readable_by_the_owner_only(
+    local_render: Render, tmp_path: Path
+) -> None:
+    gateway = _plans(local_render, tmp_path)["gateway"]
+    keys = Path(gateway.env["FORKCAST_API_KEYS_FILE"])
+    assert keys == tmp_path / "pods" / "gateway" / "etc" / "forkcast" / "api-keys" / "keys"
+    assert keys.read_text().startswith("local-demo:")
+    assert stat.S_IMODE(keys.stat().st_mode) == 0o600
+    secret_files = [p for p in (tmp_path / "secrets").rglob("*") if p.is_file()]
+    assert secret_files and all(stat.S_IMODE(p.stat().st_mode) == 0o600 for p in secret_files)
+    # Redis's config file names the pod's paths; they point into the pod's local folder.
+    conf = (tmp_path / "pods" / "redis" / "etc" / "redis" / "conf" / "redis.conf").read_text()
+    assert f"dir {tmp_path / 'pods' / 'redis' / 'data'}" in conf
+
+
+def test_a_workload_deleted_from_the_base_is_not_planned(tmp_path: Path) -> None:
+    copy_root = tmp_path / "tree"
+    for folder in ("manifests", "rollouts"):
+        shutil.copytree(ROOT / folder, copy_root / folder)
+    kustomization = copy_root / "manifests" / "base" / "kustomization.yaml"
+    text = kustomization.read_text()
+    assert "  - drift.yaml\n" in text
+    kustomization.write_text(text.replace("  - drift.yaml\n", ""))
+    rendered = render(copy_root / "manifests" / "overlays" / "local")
+    plans = _planner(rendered, tmp_path, copy_root / "manifests" / "overlays" / "local").plans()
+    assert "drift" not in {p.workload for p in plans}
+    assert {"gateway", "inference", "online-auc"} <= {p.workload for p in plans}
+
+
+def test_a_command_that_is_no_console_script_is_refused_by_name(local_render: Render, tmp_path: Path) -> None:
+    docs = copy.deepcopy(list(local_render.docs))
+    for doc in docs:
+        if doc["kind"] == "Deployment" and doc["metadata"]["name"] == "gateway":
+            doc["spec"]["template"]["spec"]["containers"][0]["command"] = ["forkcast-gatewy"]
+    broken = dataclasses.replace(local_render, docs=tuple(docs))
+    with pytest.raises(PlanError, match=r"Deployment/gateway container gateway runs 'forkcast-gatewy', not a console"):
+        _planner(broken, tmp_path).plans()

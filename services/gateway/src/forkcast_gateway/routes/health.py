@@ -1,0 +1,51 @@
+"""``GET /healthz`` (the process answers), ``GET /readyz`` (some upstream is ready), ``GET /metrics``; open to all
+(edge.EXEMPT), so probes and Prometheus need no key."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import aiohttp
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from forkcast_gateway.forwarding import Forwarder
+from forkcast_gateway.metrics import Metrics
+from forkcast_gateway.schemas import Health, Readiness
+from forkcast_gateway.upstreams import Upstreams
+
+
+def router(forwarder: Forwarder, upstreams: Upstreams, metrics: Metrics, timeout_s: float) -> APIRouter:
+    api = APIRouter()
+
+    @api.get("/healthz", response_model=Health)
+    async def healthz() -> Health:
+        return Health(status="ok")
+
+    @api.get("/readyz", response_model=Readiness, responses={503: {"model": Readiness}})
+    async def readyz() -> Any:
+        session = forwarder.session
+        assert session is not None
+        timeout = aiohttp.ClientTimeout(total=timeout_s)
+
+        async def probe(base: str) -> bool:
+            try:
+                async with session.get(f"{base}/readyz", timeout=timeout) as r:
+                    return r.status == 200
+            except (aiohttp.ClientError, TimeoutError):
+                return False
+
+        bases = [e.base for e in upstreams.endpoints]
+        results = dict(zip(bases, await asyncio.gather(*(probe(b) for b in bases)), strict=True))
+        ready = any(results.values())
+        return JSONResponse(
+            Readiness(ready=ready, upstreams=results).model_dump(), status_code=200 if ready else 503
+        )
+
+    @api.get("/metrics", response_class=Response)
+    async def prometheus() -> Response:
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    return api
