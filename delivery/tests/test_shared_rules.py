@@ -50,5 +50,5 @@ def test_twin_a_new_overlay_namespace_is_named(contexts: dict[str, Context]) -> 
     namespaces = {ctx.render.namespace for ctx in contexts.values()} | {"forkcast-staging"}
     docs = next(iter(contexts.values())).observability
     problems = mismatches(docs, namespaces)
-    assert "TargetDown: ['forkcast', 'forkcast-dev']" in problems
+    assert "TargetDown: ['forkcast', 'forkcast-dev', 'forkcast-local']" in problems
     assert any(p.startswith("ForkcastRolloutDegraded:") for p in problems)

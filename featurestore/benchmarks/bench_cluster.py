@@ -40,7 +40,10 @@ def run(src: SourceData, reqs: list[Request]) -> None:
         for q in reqs
     ]
     users = [f"b:v:u:{q.user_id}" for q in reqs]
-    with tempfile.TemporaryDirectory(prefix="bench-cluster-") as tmp, RedisCluster(Path(tmp), masters=3) as cluster:
+    with (
+        tempfile.TemporaryDirectory(prefix="bench-cluster-") as tmp,
+        RedisCluster(Path(tmp), masters=3) as cluster,
+    ):
         client = ClusterClient.from_url(cluster.url)
         mset(client, users, [b"u" * 120] * len(users))
         for name, key in layouts.items():

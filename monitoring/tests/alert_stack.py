@@ -1,5 +1,5 @@
 """Helpers for tests that run real Prometheus and Alertmanager processes on free 127.0.0.1 ports (started and
-stopped by ``forkcast_monitoring.prometheus_process``).
+stopped by ``forkcast_devservers``).
 
 The configs are generated from the rendered manifests (PrometheusRule, AlertmanagerConfig, monitors) by
 ``forkcast_monitoring.local_alerting`` (shared with the end-to-end drill): only addresses and timings change, so

@@ -5,16 +5,14 @@ recorder) exactly once, although Alertmanager re-sends the alert several times."
 
 from __future__ import annotations
 
-import shutil
+import os
 import sys
 import time
 import urllib.request
 from pathlib import Path
 from typing import Any
 
-import pytest
 from alert_stack import (
-    ALERTMANAGER_BIN,
     job_scraping,
     render_alertmanager,
     render_prometheus,
@@ -24,12 +22,10 @@ from alert_stack import (
 from prometheus_client import CollectorRegistry, Gauge, start_http_server
 
 from forkcast_contract import metric_names as n
-from forkcast_monitoring.prometheus_process import PROMETHEUS_BIN, free_port, http_ok, prometheus, start, stop
-
-pytestmark = pytest.mark.skipif(
-    shutil.which(PROMETHEUS_BIN) is None or shutil.which(ALERTMANAGER_BIN) is None,
-    reason="needs the Debian packages prometheus and prometheus-alertmanager",
-)
+from forkcast_devservers.ports import free_port
+from forkcast_devservers.process import Proc, spawn, stop
+from forkcast_devservers.ready import http_ok
+from forkcast_devservers.servers import Alertmanager, Prometheus
 
 
 def receiver_metrics(port: int) -> str:
@@ -58,10 +54,10 @@ def test_low_auc_triggers_exactly_one_retrain(tmp_path: Path, recorder: tuple[st
     )
     am_cfg = render_alertmanager(tmp_path, f"http://127.0.0.1:{ports['receiver']}/alerts")
     (webhook_token,) = token_files(tmp_path).values()
-    procs = []
+    procs: list[Proc] = []
     try:
         procs.append(
-            start(
+            spawn(
                 [
                     receiver_bin,
                     *(
@@ -77,20 +73,15 @@ def test_low_auc_triggers_exactly_one_retrain(tmp_path: Path, recorder: tuple[st
                     # forkcast-alert-receiver (key token) of the AlertmanagerConfig.
                     *("--webhook-token-file", str(webhook_token)),
                 ],
-                tmp_path / "receiver.log",
+                # FORKCAST_ENVIRONMENT defaults to production, which refuses loopback development defaults.
+                env={**os.environ, "FORKCAST_ENVIRONMENT": "local"},
+                log=tmp_path / "receiver.log",
             )
         )
-        procs.append(
-            start(
-                [
-                    ALERTMANAGER_BIN,
-                    *(f"--config.file={am_cfg}", f"--storage.path={tmp_path / 'am'}"),
-                    *(f"--web.listen-address=127.0.0.1:{ports['alertmanager']}", "--cluster.listen-address="),
-                ],
-                tmp_path / "alertmanager.log",
-            )
-        )
-        with prometheus(prom_cfg, tmp_path / "tsdb", tmp_path / "prometheus.log"):
+        with (
+            Alertmanager(tmp_path / "alertmanager", config=am_cfg, port=ports["alertmanager"]),
+            Prometheus(tmp_path / "prometheus", config=prom_cfg),
+        ):
             wait_for(lambda: http_ok(f"http://127.0.0.1:{ports['receiver']}/metrics"), 20, "the receiver")
             wait_for(lambda: len(calls) >= 1, 60, "the GitLab trigger")
             # Alertmanager re-sends the firing group every repeat interval (2 s here): wait for two repeats.
@@ -107,7 +98,8 @@ def test_low_auc_triggers_exactly_one_retrain(tmp_path: Path, recorder: tuple[st
     path, form = calls[0]
     assert path == "/api/v4/projects/group%2Fforkcast/trigger/pipeline"
     assert form["token"] == ["s3cret"] and form["ref"] == ["main"]
-    assert form["variables[ALERT_NAME]"] == ["OnlineAucLow"]
-    assert "20261123T101500Z-0123abcd" in form["variables[ALERT_REASON]"][0]
+    assert not [k for k in form if k.startswith("variables")]  # inputs only (issue 18.3)
+    assert form["inputs[alert_name]"] == ["OnlineAucLow"]
+    assert "20261123T101500Z-0123abcd" in form["inputs[alert_reason]"][0]
     assert 'forkcast_retrain_triggers_total{outcome="sent"} 1.0' in metrics
     assert 'outcome="unauthorized"' not in metrics  # no notification of Alertmanager was refused

@@ -12,19 +12,20 @@ import time
 import urllib.request
 
 import numpy as np
+import redis
 import redis.asyncio as aioredis
 from monitoring_support import NOW, drain, write_predictions
 from prometheus_client import CollectorRegistry, generate_latest, start_http_server
 
 from forkcast_contract import metric_names as n
 from forkcast_contract.streams import FEEDBACK_STREAM, PREDICTIONS_STREAM
+from forkcast_devservers.ports import free_port
 from forkcast_devservers.servers import RedisServer
 from forkcast_gateway.feedback import FeedbackWriter
 from forkcast_gateway.schemas import FeedbackEvent
 from forkcast_inference.events import Event
 from forkcast_inference.settings import InferenceSettings  # noqa: F401  (the producer package must import)
 from forkcast_monitoring.online_auc import AucCollector, OnlineAuc
-from forkcast_monitoring.prometheus_process import free_port
 from forkcast_monitoring.settings import MonitoringSettings
 
 
@@ -185,3 +186,29 @@ def _wait(cond: object, timeout_s: float = 10.0) -> None:
     while not cond():  # type: ignore[operator]
         assert time.monotonic() < deadline, "condition not reached"
         time.sleep(0.05)
+
+
+def test_a_late_join_leaves_the_window_at_its_own_event_time(
+    redis_server: RedisServer, settings: MonitoringSettings
+) -> None:
+    """Issue 18.10: a click joins a prediction older than pairs already in the window. Before, eviction walked the
+    window in arrival order and stopped at the first pair still inside it, so the late pair stayed past its time."""
+    client = redis.Redis.from_url(redis_server.url)
+    fast = settings.model_copy(update={"auc_window_s": 30.0})
+    write_predictions(
+        client,
+        [
+            Event("old", NOW - 50, 7, "v1", "fv1", [1], [0.9]),
+            Event("new", NOW - 10, 7, "v1", "fv1", [2], [0.2]),
+        ],
+    )
+    job = OnlineAuc(client, fast, clock=lambda: NOW)
+    job.ensure_groups()
+    write_feedback(redis_server.url, [("new", 2, False, NOW - 9)])
+    drain(job)
+    write_feedback(redis_server.url, [("old", 1, True, NOW - 5)])  # late, but inside the 60 s attribution
+    drain(job)  # computes at NOW: the window starts at NOW - 30
+    assert job.joiner.counts[("feedback", "joined")] == 2
+    w = job.windows["v1"]
+    assert w.times[: w.size].tolist() == [NOW - 10]
+    assert job.estimates["v1"].samples == 1

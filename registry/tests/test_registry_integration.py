@@ -166,9 +166,12 @@ def test_publish_and_verify_time_for_a_model_sized_version(registry: ModelRegist
 def test_a_forged_manifest_naming_an_unknown_file_is_refused_before_any_download(
     registry: ModelRegistry, tmp_path: Path, name: str
 ) -> None:
-    """A manifest written straight to S3 (not by publish) listing a path outside the version, or a file no
-    writer produces: download refuses at the manifest, naming the file, and writes nothing."""
-    good = _manifest(registry, _files(tmp_path, 7), 7, datetime(2026, 1, 1, tzinfo=UTC))
+    """A manifest written straight to S3 (not by publish) listing the version's real files plus a path outside the
+    version or a file no writer produces: download refuses at the manifest, naming the file, and writes nothing
+    (before, it fetched and wrote the listed files into its staging directory and failed only on the missing one)."""
+    files = _files(tmp_path, 7)
+    good = _manifest(registry, files, 7, datetime(2026, 1, 1, tzinfo=UTC))
+    upload_files(registry, good, files)  # the version's real files are there; only the manifest is forged
     payload = b"planted"
     forged = good.model_dump(mode="json")
     forged["files"][name] = {"sha256": bytes_digest(payload).sha256, "size": len(payload)}

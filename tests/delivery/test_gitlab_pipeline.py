@@ -347,7 +347,7 @@ def routed_to_retrain(docs: list[dict[str, Any]]) -> set[str]:
         assert kind in ("=", "!=", "=~"), f"matchType {kind} is outside what this test evaluates"
         if kind == "=~":
             return re.fullmatch(m["value"], value) is not None
-        return (value == m["value"]) == (kind == "=")
+        return bool((value == m["value"]) == (kind == "="))
 
     return {
         rule["alert"]

@@ -177,10 +177,16 @@ def _assert_hardened(doc: dict[str, Any]) -> None:
         resources = container.get("resources", {})
         for kind in ("requests", "limits"):
             assert {"cpu", "memory"} <= set(resources.get(kind, {})), f"{name} has no {kind}"
-        for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
-            assert probe in container, f"{name} has no {probe}"
         image = container["image"]
         assert ":" in image.rsplit("/", 1)[-1] and not image.endswith(":latest"), f"{name}: unpinned {image}"
+        # Init containers run to completion before the others start and may not declare probes ("Init containers
+        # do not support lifecycle, livenessProbe, readinessProbe, or startupProbe",
+        # https://kubernetes.io/docs/concepts/workloads/pods/init-containers/); every other container has all three.
+        if container in pod.get("initContainers", []):
+            assert not {"startupProbe", "livenessProbe", "readinessProbe"} & set(container), name
+            continue
+        for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
+            assert probe in container, f"{name} has no {probe}"
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)

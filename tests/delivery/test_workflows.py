@@ -68,8 +68,9 @@ _CiLoader.add_constructor("!reference", lambda ld, node: ld.construct_sequence(n
 
 
 def _ci_jobs() -> dict[str, Any]:
-    jobs: dict[str, Any] = yaml.load((ROOT / ".gitlab-ci.yml").read_text(), Loader=_CiLoader)
-    return jobs
+    # The file's second document is the pipeline (the first is its spec:inputs header).
+    *_, jobs = yaml.load_all((ROOT / ".gitlab-ci.yml").read_text(), Loader=_CiLoader)
+    return dict(jobs)
 
 
 @pytest.fixture(scope="module")

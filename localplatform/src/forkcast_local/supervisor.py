@@ -71,6 +71,7 @@ class Platform:
     components: list[Component]
     secrets: LocalSecrets
     env: dict[str, str]
+    localise: Callable[[str], str]
 
     def component(self, name: str) -> Component:
         return next(c for c in self.components if c.name == name)
@@ -82,12 +83,14 @@ class Platform:
         return next(p for p in self.plans if p.workload == workload)
 
     def client_env(self) -> dict[str, str]:
-        """The environment of the CLIs run against the platform (retrain, features): what the inference pod gets
-        for Redis and S3, plus MLflow."""
+        """The environment of the CLIs run against the platform (retrain, features): S3 as the inference pod gets
+        it, MLflow, and the features Redis as the feature loader's ACL user (Secret forkcast-redis-loader, the one
+        a `forkcast-features load` pod mounts in the cluster)."""
         inference = self.plan("inference").env
-        keys = ("REDIS_URL", "S3_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "FORKCAST_BUCKET")
+        keys = ("S3_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "FORKCAST_BUCKET")
         return {
             **{k: inference[k] for k in keys if k in inference},
+            "REDIS_URL": self.localise(self.secrets.value("forkcast-redis-loader", "features-url")),
             "AWS_REGION": REGION,
             "MLFLOW_TRACKING_URI": self.url("mlflow"),
             "MLFLOW_S3_ENDPOINT_URL": inference.get("S3_ENDPOINT_URL", ""),
@@ -190,7 +193,7 @@ def prepare(config: PlatformConfig, state: dict[str, Any] | None = None) -> Plat
             inits = [i for i in plans if i.init and i.workload == plan.workload] if main else []
             components.append(_pod_component(config, plan, inits, plan.workload if main else plan.name))
     components += _infra_after(config, tree, rendered, planner, secrets, infra)
-    return Platform(config, rendered, plans, components, secrets, s3)
+    return Platform(config, rendered, plans, components, secrets, s3, planner.localise)
 
 
 def _first_port(rendered: Render, workload: str) -> str:
@@ -335,13 +338,14 @@ def ensure_api_key(platform: Platform) -> str:
     return key
 
 
-def _record(component: Component, proc: Proc, config: PlatformConfig) -> dict[str, Any]:
+def _record(component: Component, proc: Proc, config: PlatformConfig, order: int) -> dict[str, Any]:
     return {
         "proc": proc.to_dict(),
         "log": str(proc.log) if proc.log else None,
         "port": component.port,
         "wanted": config.ports.get(component.name, 0),
         "fingerprint": component.fingerprint,
+        "order": order,
         **component.extra,
     }
 
@@ -362,7 +366,7 @@ def up(config: PlatformConfig, log: Log = print, only: set[str] | None = None) -
             log(f"{name:<14} stopped    (no longer in the render)")
         del records[name]
         write_state(config, state)
-    for component in platform.components:
+    for order, component in enumerate(platform.components):
         if only is not None and component.name not in only:
             continue
         record = records.get(component.name)
@@ -375,10 +379,10 @@ def up(config: PlatformConfig, log: Log = print, only: set[str] | None = None) -
                 continue
             stop(proc)
             why = "changed" if not same else "unhealthy"
-            _start(component, config, state)
+            _start(component, config, state, order)
             log(f"{component.name:<14} restarted  127.0.0.1:{component.port}  ({why})")
         else:
-            _start(component, config, state)
+            _start(component, config, state, order)
             pid = records[component.name]["proc"]["pid"]
             log(f"{component.name:<14} started    127.0.0.1:{component.port}  pid {pid}")
     return platform
@@ -392,10 +396,10 @@ def _healthy_soon(component: Component, proc: Proc) -> bool:
     return True
 
 
-def _start(component: Component, config: PlatformConfig, state: dict[str, Any]) -> None:
+def _start(component: Component, config: PlatformConfig, state: dict[str, Any], order: int) -> None:
     proc = component.launch()
     # The launch waited for health; a launch that failed stopped its process (devservers / Pod) and raised.
-    state["components"][component.name] = _record(component, proc, config)
+    state["components"][component.name] = _record(component, proc, config, order)
     write_state(config, state)
 
 
@@ -403,7 +407,7 @@ def down(config: PlatformConfig, log: Log = print, only: set[str] | None = None)
     """Stop, in reverse start order, exactly the processes recorded in the state (verified by their start time)."""
     state = read_state(config)
     records: dict[str, Any] = state["components"]
-    for name in reversed(list(records)):
+    for name in sorted(records, key=lambda n: int(records[n].get("order", 0)), reverse=True):
         if only is not None and name not in only:
             continue
         record = records[name]

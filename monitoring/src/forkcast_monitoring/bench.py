@@ -2,7 +2,8 @@
 
 ``python -m forkcast_monitoring.bench`` starts a private redis-server on a free 127.0.0.1 port, writes the
 traffic of ``--predictions`` requests (10 candidates each, a feedback entry per candidate, as the simulator
-emits), then drains it in two fresh child processes, each timed with getrusage (user + system CPU, peak RSS):
+emits; the requests of eight API keys in turn, so the per-key share cap is computed at every refresh and binds no
+one), then drains it in two fresh child processes, each timed with getrusage (user + system CPU, peak RSS):
 
 * ``job``: the real ``OnlineAuc`` (consumer groups, batched reads, windowed AUC refreshed every 5 s);
 * ``naive``: one XREAD round trip per entry, a dict join, every pair kept, and the AUC recomputed from scratch
@@ -33,7 +34,7 @@ from forkcast_monitoring.events import parse_feedback, parse_prediction
 from forkcast_monitoring.online_auc import OnlineAuc
 from forkcast_monitoring.settings import MonitoringSettings
 
-CANDIDATES, RATE = 10, 2000.0
+CANDIDATES, RATE, KEYS = 10, 2000.0, 8
 SCRAPE_EVERY = int(15 * RATE)  # predictions between two scrapes at the target rate
 
 
@@ -53,18 +54,20 @@ def write_traffic(client: redis.Redis, predictions: int, seed: int = 0) -> None:
             "model": "v1",
             "fv": "f1",
         }
-        prediction |= {"ids": json.dumps(ids), "scores": json.dumps(scores.round(6).tolist())}
+        key = f"app-{i % KEYS}"
+        prediction |= {"ids": json.dumps(ids), "scores": json.dumps(scores.round(6).tolist()), "key_id": key}
         pipe.xadd(PREDICTIONS_STREAM, prediction)
         for r, c in zip(ids, clicks.tolist(), strict=True):
             feedback: dict[Any, Any] = {"rid": f"r{i}", "restaurant": str(r), "clicked": str(int(c))}
-            pipe.xadd(FEEDBACK_STREAM, feedback | {"ts": f"{ts + 1:.6f}"})
+            pipe.xadd(FEEDBACK_STREAM, feedback | {"ts": f"{ts + 1:.6f}", "key_id": key})
         if i % 500 == 499:
             pipe.execute()
     pipe.execute()
 
 
 def run_job(client: redis.Redis) -> float | None:
-    job = OnlineAuc(client, MonitoringSettings(auc_window_s=3600.0, auc_attribution_s=600.0))
+    settings = MonitoringSettings(environment="local", auc_window_s=3600.0, auc_attribution_s=600.0)
+    job = OnlineAuc(client, settings)
     job.ensure_groups()
     while job.step(block_ms=None):
         pass

@@ -2,8 +2,14 @@
 
 Alertmanager re-sends a firing group every ``repeat_interval`` and two alerts (say online AUC low on two versions)
 often describe one incident, so a trigger is sent only for a firing alert whose fingerprint has not triggered
-before and only when no trigger was sent within ``cooldown_s``: one incident starts one retrain. The CI requires
-the variables ALERT_NAME and ALERT_REASON on triggered pipelines (.gitlab-ci.yml).
+within ``seen_ttl_s`` and only when no trigger was sent within ``cooldown_s``: one incident starts one retrain. The
+fingerprints remembered expire after ``seen_ttl_s`` and are at most ``MAX_SEEN``, so memory stays bounded however
+many alerts arrive.
+
+The trigger passes pipeline *inputs*, not variables (issue 18.3): variables sent with a trigger override the CI's
+own (an image, a namespace), inputs can only take the values ``.gitlab-ci.yml``'s ``spec:inputs`` allow. So
+``alert_name`` is one of ``RETRAIN_ALERTS`` (the alerts the AlertmanagerConfig routes here; any other alert is
+refused and counted as ``unknown_alert``) and ``alert_reason`` is cut down to ``ALERT_REASON_PATTERN``.
 
 Both tokens are read from files (mounted Secrets), never from the environment or the command line: the GitLab
 trigger token (FORKCAST_GITLAB_TOKEN_FILE) and the bearer token Alertmanager must present (FORKCAST_WEBHOOK_TOKEN_FILE),
@@ -17,11 +23,13 @@ import argparse
 import hmac
 import json
 import logging
+import re
 import socket
 import threading
 import time
 import urllib.parse
 import urllib.request
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from http import HTTPStatus
@@ -32,6 +40,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter
 
 from forkcast_contract import metric_names as n
+from forkcast_contract.metric_names import RETRAIN_ALERTS
 from forkcast_monitoring.probes import ProbeHandler, always_ready, handler_class
 from forkcast_monitoring.settings import ReceiverSettings
 
@@ -39,6 +48,20 @@ log = logging.getLogger("forkcast_monitoring.receiver")
 # A refused request's unread body is drained for at most this long / this much before the connection closes.
 LINGER_S = 1.0
 LINGER_BYTES = 64 * 1024
+# The pipeline's alert_reason input accepts exactly this (the CI's spec:inputs regex); anything else is replaced.
+ALERT_REASON_PATTERN = r"^[A-Za-z0-9 .,:=_%()-]{0,200}$"
+ALERT_REASON_MAX = 200
+_REASON_REFUSED = re.compile(r"[^A-Za-z0-9 .,:=_%()-]")
+# The most alert fingerprints remembered at once (each expires after seen_ttl_s anyway).
+MAX_SEEN = 10_000
+
+
+def alert_reason(text: str) -> str:
+    """``text`` as the pipeline's ``alert_reason`` input accepts it: whitespace as one space, every other character
+    outside ``ALERT_REASON_PATTERN`` as ``_``, cut to 200 characters. An annotation is Prometheus-rendered text
+    with label values in it; the pipeline must never see quotes, newlines or shell metacharacters from it."""
+    flat = " ".join(text.split())
+    return _REASON_REFUSED.sub("_", flat)[:ALERT_REASON_MAX]
 
 
 @dataclass(frozen=True)
@@ -49,14 +72,28 @@ class TriggerTarget:
     token: str
 
     def send(self, alert_name: str, reason: str) -> None:
+        """POST /projects/:id/trigger/pipeline with the token and the inputs as form fields of the body.
+
+        GitLab's pipeline trigger API takes ``token``, ``ref`` and ``inputs`` (a hash: "the list of inputs to be
+        used to create the pipeline", the typed values of ``spec:inputs``) beside ``variables``
+        (docs.gitlab.com/api/pipeline_triggers, "Trigger a pipeline with a token"; the `inputs` body parameter of
+        POST /api/v4/projects/{id}/(ref/{ref}/)trigger/pipeline in GitLab's OpenAPI description, and
+        gitlab-org/api/client-go commit 9ad770e4 "Add support for pipeline inputs to trigger API"). A hash travels
+        in a form body as ``inputs[name]=value``, as ``variables[KEY]=value`` does in the documented curl example.
+        The token is in the body, never in the URL (URLs end up in access logs).
+        """
+        if alert_name not in RETRAIN_ALERTS:
+            raise ValueError(
+                f"alert {alert_name!r} is not one that starts a retrain ({', '.join(RETRAIN_ALERTS)})"
+            )
         project = urllib.parse.quote(self.project_id, safe="")
         url = f"{self.gitlab_url.rstrip('/')}/api/v4/projects/{project}/trigger/pipeline"
         body = urllib.parse.urlencode(
             {
                 "token": self.token,
                 "ref": self.ref,
-                "variables[ALERT_NAME]": alert_name,
-                "variables[ALERT_REASON]": reason,
+                "inputs[alert_name]": alert_name,
+                "inputs[alert_reason]": alert_reason(reason) or "no summary",  # the CI requires one
             }
         ).encode()
         with urllib.request.urlopen(
@@ -67,30 +104,47 @@ class TriggerTarget:
 
 
 class Deduplicator:
-    """Which firing alerts deserve a trigger; thread-safe (the HTTP server is threaded)."""
+    """Which firing alerts deserve a trigger; thread-safe (the HTTP server is threaded).
 
-    def __init__(self, cooldown_s: float, clock: Callable[[], float] = time.monotonic) -> None:
-        self.cooldown_s, self.clock = cooldown_s, clock
-        self.seen: set[str] = set()
+    ``seen`` maps each fingerprint to when it was first admitted, oldest first: an entry older than ``seen_ttl_s``
+    is forgotten (a fingerprint still firing then may trigger again, cooldown permitting), and beyond ``max_seen``
+    the oldest goes, so neither a long-running receiver nor a burst of distinct alerts grows it without bound.
+    """
+
+    def __init__(
+        self,
+        cooldown_s: float,
+        clock: Callable[[], float] = time.monotonic,
+        seen_ttl_s: float = 24 * 3600.0,
+        max_seen: int = MAX_SEEN,
+    ) -> None:
+        self.cooldown_s, self.clock, self.seen_ttl_s, self.max_seen = cooldown_s, clock, seen_ttl_s, max_seen
+        self.seen: OrderedDict[str, float] = OrderedDict()
         self.last_trigger: float | None = None
         self.lock = threading.Lock()
+
+    def _forget_old(self, now: float) -> None:
+        while self.seen and (
+            len(self.seen) >= self.max_seen or now - next(iter(self.seen.values())) >= self.seen_ttl_s
+        ):
+            self.seen.popitem(last=False)
 
     def admit(self, fingerprint: str) -> str:
         """'trigger', 'duplicate' or 'cooldown'."""
         with self.lock:
+            now = self.clock()
+            self._forget_old(now)
             if fingerprint in self.seen:
                 return "duplicate"
-            now = self.clock()
+            self.seen[fingerprint] = now
             if self.last_trigger is not None and now - self.last_trigger < self.cooldown_s:
-                self.seen.add(fingerprint)
                 return "cooldown"
-            self.seen.add(fingerprint)
             self.last_trigger = now
             return "trigger"
 
     def resolved(self, fingerprint: str) -> None:
         with self.lock:
-            self.seen.discard(fingerprint)
+            self.seen.pop(fingerprint, None)
 
 
 def handle(payload: dict[str, Any], dedup: Deduplicator, target: TriggerTarget, counter: Counter) -> None:
@@ -99,11 +153,18 @@ def handle(payload: dict[str, Any], dedup: Deduplicator, target: TriggerTarget, 
         if alert.get("status") != "firing":
             dedup.resolved(fingerprint)
             continue
+        labels, notes = alert.get("labels", {}), alert.get("annotations", {})
+        name = str(labels.get("alertname", ""))
+        if (
+            name not in RETRAIN_ALERTS
+        ):  # not an alert the routes send here: it must not start (or block) a retrain
+            log.warning("alert %r does not start a retrain: refused", alert_reason(name))
+            counter.labels("unknown_alert").inc()
+            continue
         outcome = dedup.admit(fingerprint)
         if outcome == "trigger":
-            labels, notes = alert.get("labels", {}), alert.get("annotations", {})
             try:
-                target.send(str(labels.get("alertname", "unknown")), str(notes.get("summary", "alert fired")))
+                target.send(name, str(notes.get("summary", "alert fired")))
                 outcome = "sent"
             except OSError as exc:
                 log.error("retrain trigger failed: %s", exc)
@@ -156,6 +217,7 @@ def make_server(
     target: TriggerTarget,
     cooldown_s: float,
     *,
+    seen_ttl_s: float = 24 * 3600.0,
     auth: WebhookAuth | None = None,
     max_body_bytes: int = 1 << 20,
     request_timeout_s: float = 10.0,
@@ -168,7 +230,7 @@ def make_server(
         ["outcome"],
         registry=registry,
     )
-    dedup = Deduplicator(cooldown_s)
+    dedup = Deduplicator(cooldown_s, seen_ttl_s=seen_ttl_s)
     authority = auth or WebhookAuth(None)
 
     class Handler(ProbeHandler):
@@ -285,6 +347,7 @@ def main(argv: list[str] | None = None) -> int:
         s.port,
         TriggerTarget(s.gitlab_url, s.gitlab_project_id, s.gitlab_ref, token),
         s.cooldown_s,
+        seen_ttl_s=s.seen_ttl_s,
         auth=auth,
         max_body_bytes=s.max_body_bytes,
         request_timeout_s=s.request_timeout_s,

@@ -30,9 +30,9 @@ matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt
 from matplotlib.axes import Axes
 
+from forkcast_devservers.servers import Prometheus
 from forkcast_monitoring.dashboard_data import STEP_S, simulate
 from forkcast_monitoring.dashboards import DASHBOARDS, render
-from forkcast_monitoring.prometheus_process import prometheus
 
 HOURS = 2.0
 
@@ -147,14 +147,14 @@ def main(argv: list[str] | None = None) -> None:
     start = end - HOURS * 3600
     with tempfile.TemporaryDirectory(prefix="forkcast-dash-") as tmp:
         work = Path(tmp)
-        data_dir = work / "data"
-        data_dir.mkdir()
+        retention = ["--storage.tsdb.retention.time=30d"]
+        server = Prometheus(work / "prometheus", config=work / "prometheus.yml", flags=retention)
+        data_dir = server.dir / "tsdb"  # where the server keeps its TSDB: the backfilled blocks go there
+        data_dir.mkdir(parents=True)
         backfill(simulate(start, end, args.seed), data_dir, work)
-        config = work / "prometheus.yml"
-        config.write_text("global:\n  scrape_interval: 1m\n")
-        with prometheus(
-            config, data_dir, work / "prometheus.log", "--storage.tsdb.retention.time=30d"
-        ) as url:
+        server.config.write_text("global:\n  scrape_interval: 1m\n")
+        with server:
+            url = server.url
             # Queries start 10 minutes in: rate() over 5m windows needs history before the first point.
             for name in DASHBOARDS:
                 for path in render_dashboard(name, url, start + 600, end, args.out):

@@ -84,6 +84,9 @@ class ReceiverSettings(ForkcastSettings):
     # authentication, which unsafe_defaults refuses outside environment=local.
     webhook_token_file: Path | None = None
     cooldown_s: float = Field(default=6 * 3600.0, ge=0)
+    # How long a firing alert's fingerprint is remembered (no second trigger for it meanwhile): longer than the
+    # cooldown and Alertmanager's repeat interval (1 h on the retrain route), short enough to bound memory.
+    seen_ttl_s: float = Field(default=24 * 3600.0, gt=0)
     # Alertmanager's webhook body for one group: ~1 KiB per alert, so 1 MiB holds hundreds of alerts.
     max_body_bytes: int = Field(default=1 << 20, ge=1024)
     # How long one request may take to arrive: a client that stalls is cut off instead of holding a thread.

@@ -84,20 +84,23 @@ class Estimate:
 
 
 class Window:
-    """Pairs of one model version, in arrival order, at most ``max_samples`` of them."""
+    """Pairs of one model version, in arrival order, at most ``max_samples`` of them after every ``extend``.
+
+    The arrays hold half as much again: a batch is appended first and the window then shed back under
+    ``max_samples`` looking at all its pairs, the new ones included, so that the flood in a batch pays for itself.
+    """
 
     def __init__(self, window_s: float, max_samples: int, max_key_share: float = 1.0) -> None:
         self.window_s, self.max_key_share = window_s, max_key_share
-        self.times = np.zeros(max_samples, dtype=np.float64)
-        self.scores = np.zeros(max_samples, dtype=np.float64)
-        self.labels = np.zeros(max_samples, dtype=np.bool_)
-        self.keys = np.zeros(max_samples, dtype=np.int32)  # the job's code of each pair's API key id
+        self.capacity = max_samples
+        self.chunk = max(1, max_samples // 2)  # the most pairs appended before a shed
+        room = max_samples + self.chunk
+        self.times = np.zeros(room, dtype=np.float64)
+        self.scores = np.zeros(room, dtype=np.float64)
+        self.labels = np.zeros(room, dtype=np.bool_)
+        self.keys = np.zeros(room, dtype=np.int32)  # the job's code of each pair's API key id
         self.size = 0
         self.shed = 0  # pairs dropped because the window was full (see ``_shed``)
-
-    @property
-    def capacity(self) -> int:
-        return len(self.times)
 
     def add(self, time: float, score: float, clicked: bool, key: int = 0) -> None:
         self.extend([time], [score], [clicked], [key])
@@ -112,18 +115,16 @@ class Window:
         """Append a batch (the job hands over a whole step's pairs at once: four slice assignments)."""
         total = len(times)
         key_list: Sequence[int] = [0] * total if keys is None else keys
-        chunk = max(1, self.capacity // 2)
-        for start in range(0, total, chunk):  # a batch above the capacity goes in pieces, each shed for
-            end = min(total, start + chunk)
-            n = end - start
-            if self.size + n > self.capacity:
-                self._shed(self.size + n - self.capacity + self.capacity // 20)
-            i = self.size
+        for start in range(0, total, self.chunk):  # a batch above the headroom goes in pieces
+            end = min(total, start + self.chunk)
+            i, n = self.size, end - start
             self.times[i : i + n] = times[start:end]
             self.scores[i : i + n] = scores[start:end]
             self.labels[i : i + n] = labels[start:end]
             self.keys[i : i + n] = key_list[start:end]
             self.size += n
+            if self.size > self.capacity:
+                self._shed(self.size - self.capacity + self.capacity // 20)
 
     def _shed(self, count: int) -> None:
         """Drop at least ``count`` pairs (and at most ``count`` + keys - 1): the oldest pairs of the keys holding
@@ -189,7 +190,7 @@ class Window:
         size = len(scores)
         positives = int(labels.sum())
         negatives = size - positives
-        if size < min_samples or positives < min_per_class or negatives < min_per_class:
+        if size < min_samples or min(positives, negatives) < max(min_per_class, 1):
             return Estimate(size, positives, None, None, None, excluded)
         auc = roc_auc(scores, labels)
         lower, upper = hanley_mcneil(auc, positives, negatives)

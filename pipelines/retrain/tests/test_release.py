@@ -32,7 +32,7 @@ from forkcast_retrain.evaluate import run_evaluate
 from forkcast_retrain.gate_policy import TRIGGER_FILE
 from forkcast_retrain.model import RankNet
 from forkcast_retrain.prep import run_prep
-from forkcast_retrain.promote import read_release, release_path
+from forkcast_retrain.promote import promote, read_release, release_path
 from forkcast_retrain.publish import run_publish
 from forkcast_retrain.recipes import RECIPES
 from forkcast_retrain.serving_form import numpy_forward
@@ -320,6 +320,31 @@ def test_export_writes_the_version_files_without_s3(runs: dict[str, Path], tmp_p
         assert (target / name).is_file(), name
     assert (target / MODEL_FILE).read_bytes() == (runs["champion"] / MODEL_FILE).read_bytes()
     assert main(["export", "--out", str(tmp_path / "no-run"), "--to", str(tmp_path / "x")]) == 2
+
+
+def test_promote_verifies_the_manifest_another_overlay_pinned(
+    champion: str, registry: ModelRegistry, git_repo: Path, tmp_path: Path
+) -> None:
+    """prod (the fixture) pins the champion's manifest; promoting the same version to dev verifies against that
+    pin, and a pin that differs (the S3 manifest changed since prod was released) is refused, dev untouched."""
+    repo = tmp_path / "gitops"
+    shutil.copytree(git_repo, repo)
+    dev = release_path(repo, "dev")
+    assert main(["promote", "--version", champion, "--overlay", "dev", "--repo", str(repo)]) == 0
+    assert read_release(dev).manifest_sha256 == read_release(release_path(repo, "prod")).manifest_sha256
+    subprocess.run(["git", "reset", "-q", "--hard", "HEAD~1"], cwd=repo, check=True)
+    before = dev.read_text()
+    prod = release_path(repo, "prod")
+    prod.write_text(prod.read_text().replace(read_release(prod).manifest_sha256, "f" * 64))
+    with pytest.raises(
+        DataError, match="manifest in the registry is not the one prod pinned \\(ffffffffffff"
+    ):
+        promote(registry, repo, "dev", champion)
+    assert dev.read_text() == before
+    # A release file naming a version without its manifest pin is refused where promote reads it.
+    prod.write_text(prod.read_text().replace("f" * 64, ""))
+    with pytest.raises(DataError, match="is not pinned: FORKCAST_MODEL_MANIFEST_SHA256"):
+        promote(registry, repo, "dev", champion)
 
 
 def test_the_gate_bounds_the_loss_against_the_best_recent_champion(

@@ -29,13 +29,14 @@ import aiohttp
 import numpy as np
 import polars as pl
 
-from forkcast_features.localredis import LocalRedis
+from forkcast_devservers.ports import free_port
+from forkcast_devservers.servers import RedisServer
 from forkcast_gateway.auth import hash_key
 
 # The open-loop generator (same schedule, same latency definition), the free-port and /proc CPU helpers are the
 # inference benchmark's, not copies.
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "inference" / "benchmarks"))
-from bench_serve import cpu_seconds, free_port, open_loop
+from bench_serve import cpu_seconds, open_loop
 
 BIN = Path(sys.executable).parent
 KEY = "bench-key"
@@ -114,7 +115,7 @@ def main() -> None:
     for row in df.iter_rows(named=True):
         uid = row.pop("user_id")
         reqs.append((f"u{uid}", json.dumps(row).encode()))
-    with LocalRedis() as redis_server, tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, RedisServer(Path(tmp) / "redis") as redis_server:
         env = {"REDIS_URL": redis_server.url}
         subprocess.run(
             [str(BIN / "forkcast-features"), "load", "--data", str(args.data), "--activate", "--no-progress"],

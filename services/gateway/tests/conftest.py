@@ -5,6 +5,7 @@ trained model, and gateway factories. The data/model/Redis fixtures and helpers 
 
 from __future__ import annotations
 
+import secrets
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -17,11 +18,14 @@ sys.path.insert(0, str(Path(__file__).parents[2] / "inference" / "tests"))
 
 import inference_support as shared
 from gateway_support import ADMIN_KEY, KEY, write_keys
-from inference_support import free_port, start_inference
+from inference_support import start_inference
 
-from forkcast_features.localredis import LocalRedis
+from forkcast_devservers.ports import free_port
+from forkcast_devservers.process import stop
+from forkcast_devservers.servers import RedisServer
 from forkcast_gateway.app import create_app
 from forkcast_gateway.edge import Edge
+from forkcast_gateway.request_ids import RequestIds
 from forkcast_gateway.settings import GatewaySettings
 
 # The inference tests' session fixtures: tiny data, tiny model, a redis-server loaded with its features.
@@ -29,14 +33,17 @@ tiny_data, model_dir, redis_server = shared.tiny_data, shared.model_dir, shared.
 
 
 @pytest.fixture(scope="session")
-def inference_url(redis_server: LocalRedis, model_dir: Path) -> Iterator[str]:
+def inference_url(
+    redis_server: RedisServer, model_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
     port = free_port()
-    proc = start_inference(redis_server.url, model_dir, port)
+    proc = start_inference(
+        redis_server.url, model_dir, port, tmp_path_factory.mktemp("inference") / "inference.log"
+    )
     try:
         yield f"http://127.0.0.1:{port}"
     finally:
-        proc.terminate()
-        proc.wait(10)
+        stop(proc)
 
 
 @pytest.fixture(scope="session")
@@ -46,14 +53,31 @@ def keys_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     )
 
 
+@pytest.fixture(scope="session")
+def request_id_key_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The request-id secret every test gateway shares, so a test can mint ids as the gateway does."""
+    path = tmp_path_factory.mktemp("rid") / "request-id-key"
+    path.write_text("# signing secret\n" + secrets.token_urlsafe(32) + "\n")
+    return path
+
+
+@pytest.fixture(scope="session")
+def ids(request_id_key_file: Path) -> RequestIds:
+    return RequestIds.from_file(request_id_key_file)
+
+
 @pytest.fixture
-def make_gateway(redis_server: LocalRedis, keys_file: Path) -> Callable[..., Edge]:
+def make_gateway(
+    redis_server: RedisServer, keys_file: Path, request_id_key_file: Path
+) -> Callable[..., Edge]:
     """Build a gateway app; keyword arguments override settings (upstreams defaults to nothing useful)."""
 
     def build(**overrides: Any) -> Edge:
         fields: dict[str, Any] = {
+            "environment": "local",  # the default, production, refuses the development settings used here
             "REDIS_URL": redis_server.url,
             "api_keys_file": keys_file,
+            "request_id_key_file": request_id_key_file,
             "access_log": False,
             **overrides,
         }

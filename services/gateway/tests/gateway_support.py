@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -17,15 +16,10 @@ from typing import Any
 
 import uvicorn
 
+from forkcast_devservers.ports import free_port
 from forkcast_gateway.auth import hash_key
 
 KEY, ADMIN_KEY = "k-user-secret-0001", "k-admin-secret-0002"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @contextlib.contextmanager
@@ -61,11 +55,13 @@ def write_keys(path: Path, keys: dict[str, tuple[str, str]]) -> Path:
 
 
 class StandIn:
-    """A scriptable upstream: answers ``status`` after ``delay_s``, records the request ids and paths it got."""
+    """A scriptable upstream: answers ``status`` after ``delay_s``, records the paths and request ids it got
+    (``hits``) and the X-Forkcast-Key-Id headers (``key_ids``)."""
 
     def __init__(self, name: str = "standin", status: int = 200, delay_s: float = 0.0) -> None:
         self.name, self.status, self.delay_s = name, status, delay_s
         self.hits: list[tuple[str, str]] = []
+        self.key_ids: list[list[str]] = []
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] == "lifespan":
@@ -82,6 +78,7 @@ class StandIn:
         rid = dict(scope["headers"]).get(b"x-request-id", b"").decode()
         if scope["path"] != "/readyz":
             self.hits.append((scope["path"], rid))
+            self.key_ids.append([v.decode() for k, v in scope["headers"] if k == b"x-forkcast-key-id"])
         if self.delay_s:
             await asyncio.sleep(self.delay_s)
         body = b'{"restaurants":[]}' if self.status == 200 else b'{"detail":"stand-in failure"}'

@@ -8,9 +8,10 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+import redis
 import requests
 from gateway_support import ADMIN_KEY, KEY, serve
-from inference_support import PREFIX
+from inference_support import PREFIX, RedisServer
 
 from forkcast_contract.feature_store import (
     FeatureKeys,
@@ -19,7 +20,6 @@ from forkcast_contract.feature_store import (
     unpack_restaurants,
     unpack_users,
 )
-from forkcast_features.localredis import LocalRedis
 from forkcast_gateway.edge import Edge
 
 USER, RESTAURANT = 7, 5
@@ -33,8 +33,8 @@ def gateway(make_gateway: Callable[..., Edge], inference_url: str) -> Iterator[s
 
 
 @pytest.fixture
-def keys(redis_server: LocalRedis) -> FeatureKeys:
-    live = redis_server.client().get(pointer_key(PREFIX))
+def keys(redis_server: RedisServer) -> FeatureKeys:
+    live = redis.Redis(port=redis_server.port).get(pointer_key(PREFIX))
     assert isinstance(live, bytes)
     return FeatureKeys(PREFIX, live.decode())
 
@@ -54,9 +54,9 @@ def recommend(url: str, user: int, body: dict[str, Any]) -> dict[str, Any]:
 
 
 def test_user_update_is_seen_by_the_next_recommend(
-    gateway: str, redis_server: LocalRedis, keys: FeatureKeys
+    gateway: str, redis_server: RedisServer, keys: FeatureKeys
 ) -> None:
-    client = redis_server.client()
+    client = redis.Redis(port=redis_server.port)
     original = unpack_users([client.get(keys.user(USER))])[0].tolist()  # type: ignore[list-item]
     updates_before = int(client.hget(meta_key(PREFIX, keys.version), "updates") or 0)  # type: ignore[arg-type]
     before = recommend(gateway, USER, NEAR)["restaurants"]
@@ -77,9 +77,9 @@ def test_user_update_is_seen_by_the_next_recommend(
 
 
 def test_restaurant_move_is_seen_by_the_next_recommend(
-    gateway: str, redis_server: LocalRedis, keys: FeatureKeys
+    gateway: str, redis_server: RedisServer, keys: FeatureKeys
 ) -> None:
-    client = redis_server.client()
+    client = redis.Redis(port=redis_server.port)
     was = unpack_restaurants([client.get(keys.restaurant(RESTAURANT))])  # type: ignore[list-item]
     lat, lng, feats = float(was.latitude[0]), float(was.longitude[0]), was.features[0].tolist()
     away = {
@@ -104,9 +104,9 @@ def test_restaurant_move_is_seen_by_the_next_recommend(
 
 
 def test_a_key_without_admin_scope_is_403_and_writes_nothing(
-    gateway: str, redis_server: LocalRedis, keys: FeatureKeys
+    gateway: str, redis_server: RedisServer, keys: FeatureKeys
 ) -> None:
-    client = redis_server.client()
+    client = redis.Redis(port=redis_server.port)
     before = client.get(keys.user(USER))
     r = put(gateway, f"users/{USER}", {"features": [0.0] * 30}, key=KEY)
     assert r.status_code == 403
@@ -137,9 +137,9 @@ REST_BODY = {"latitude": 13.7, "longitude": 100.5, "features": [0.5] * 10}
     ],
 )
 def test_bad_bodies_are_422_naming_the_field_and_write_nothing(
-    gateway: str, redis_server: LocalRedis, keys: FeatureKeys, path: str, body: Any, field: str, rule: str
+    gateway: str, redis_server: RedisServer, keys: FeatureKeys, path: str, body: Any, field: str, rule: str
 ) -> None:
-    client = redis_server.client()
+    client = redis.Redis(port=redis_server.port)
     before = (client.get(keys.user(USER)), client.get(keys.restaurant(RESTAURANT)))
     r = put(gateway, path, body)
     assert r.status_code == 422, r.text
@@ -148,9 +148,9 @@ def test_bad_bodies_are_422_naming_the_field_and_write_nothing(
 
 
 def test_unknown_ids_are_404_and_create_nothing(
-    gateway: str, redis_server: LocalRedis, keys: FeatureKeys
+    gateway: str, redis_server: RedisServer, keys: FeatureKeys
 ) -> None:
-    client = redis_server.client()
+    client = redis.Redis(port=redis_server.port)
     assert put(gateway, "users/999999999", USER_BODY).status_code == 404
     assert put(gateway, "restaurants/999999999", REST_BODY).status_code == 404
     assert not client.exists(keys.user(999999999), keys.restaurant(999999999))

@@ -8,10 +8,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+import redis
 import requests
 from gateway_support import ADMIN_KEY, KEY, StandIn, serve, write_keys
+from inference_support import RedisServer
 
-from forkcast_features.localredis import LocalRedis
 from forkcast_gateway.auth import KeyFileError, KeyStore, hash_key, parse_key_file
 from forkcast_gateway.edge import Edge
 from forkcast_gateway.ratelimit import _SCRIPT
@@ -142,10 +143,10 @@ def test_leased_tokens_never_exceed_the_global_bucket(redis_server: object) -> N
 
 
 def test_startup_connects_to_redis_and_loads_the_bucket_script(
-    make_gateway: Callable[..., Edge], redis_server: LocalRedis
+    make_gateway: Callable[..., Edge], redis_server: RedisServer
 ) -> None:
     """The first request must not pay the first Redis handshake (70-150 ms measured): startup does it."""
-    client = redis_server.client()
+    client = redis.Redis(port=redis_server.port)
     client.script_flush()
     sha = hashlib.sha1(_SCRIPT.encode()).hexdigest()
     assert client.script_exists(sha) == [False]

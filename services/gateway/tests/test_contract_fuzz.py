@@ -18,10 +18,10 @@ import requests
 from gateway_support import KEY, serve
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from inference_support import RedisServer
 from jsonschema import Draft202012Validator
 
 from forkcast_contract.api import USER_ID_PATTERN
-from forkcast_features.localredis import LocalRedis
 from forkcast_gateway.app import create_app
 from forkcast_gateway.settings import GatewaySettings
 
@@ -32,11 +32,15 @@ FUZZ = settings(
 
 @pytest.fixture(scope="module")
 def live(
-    redis_server: LocalRedis, keys_file: Path, inference_url: str
+    redis_server: RedisServer, keys_file: Path, inference_url: str
 ) -> Iterator[tuple[str, dict[str, Any]]]:
     app = create_app(
         GatewaySettings(
-            REDIS_URL=redis_server.url, api_keys_file=keys_file, upstreams=inference_url, access_log=False
+            environment="local",
+            REDIS_URL=redis_server.url,
+            api_keys_file=keys_file,
+            upstreams=inference_url,
+            access_log=False,
         )
     )
     with serve(app) as url, requests.Session() as session:

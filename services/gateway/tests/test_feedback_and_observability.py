@@ -12,17 +12,19 @@ import requests
 from gateway_support import KEY, StandIn, serve
 
 from forkcast_gateway.edge import Edge
+from forkcast_gateway.request_ids import RequestIds
 
 H = {"x-api-key": KEY}
 
 
 def test_feedback_is_written_once_per_request_and_restaurant(
-    make_gateway: Callable[..., Edge], redis_server: object
+    make_gateway: Callable[..., Edge], redis_server: object, ids: RequestIds
 ) -> None:
     client = redis.Redis.from_url(redis_server.url)  # type: ignore[attr-defined]
     stream = "fc:test:feedback:once"
+    rid = ids.mint("user")
     with serve(make_gateway(feedback_stream=stream)) as gw:
-        event = {"request_id": "rid-1", "restaurant_id": 7, "clicked": True, "time": 1795000000.5}
+        event = {"request_id": rid, "restaurant_id": 7, "clicked": True, "time": 1795000000.5}
         first = requests.post(f"{gw}/feedback", json=event, headers=H, timeout=5)
         again = requests.post(f"{gw}/feedback", json={**event, "clicked": False}, headers=H, timeout=5)
         other = requests.post(f"{gw}/feedback", json={**event, "restaurant_id": 8}, headers=H, timeout=5)
@@ -32,10 +34,11 @@ def test_feedback_is_written_once_per_request_and_restaurant(
         entries = client.xrange(stream)
         assert len(entries) == 2
         assert entries[0][1] == {
-            b"rid": b"rid-1",
+            b"rid": rid.encode(),
             b"restaurant": b"7",
             b"clicked": b"1",
             b"ts": b"1795000000.500000",
+            b"key_id": b"user",
         }
         bad = requests.post(f"{gw}/feedback", json={**event, "clicked": "yes"}, headers=H, timeout=5)
         assert bad.status_code == 422
@@ -43,13 +46,16 @@ def test_feedback_is_written_once_per_request_and_restaurant(
         assert requests.post(f"{gw}/feedback", json=event, timeout=5).status_code == 401
 
 
-def test_feedback_stream_is_bounded(make_gateway: Callable[..., Edge], redis_server: object) -> None:
+def test_feedback_stream_is_bounded(
+    make_gateway: Callable[..., Edge], redis_server: object, ids: RequestIds
+) -> None:
     client = redis.Redis.from_url(redis_server.url)  # type: ignore[attr-defined]
     stream = "fc:test:feedback:bounded"
-    with serve(make_gateway(feedback_stream=stream, feedback_maxlen=10)) as gw, requests.Session() as s:
-        for i in range(400):
-            assert s.post(f"{gw}/feedback", json={"request_id": f"r{i}", "restaurant_id": 1, "clicked": False},
-                          headers=H, timeout=5).status_code == 202  # fmt: skip
+    gateway = make_gateway(feedback_stream=stream, feedback_maxlen=10, feedback_rate_burst=1000)
+    with serve(gateway) as gw, requests.Session() as s:
+        for _ in range(400):
+            assert s.post(f"{gw}/feedback", json={"request_id": ids.mint("user"), "restaurant_id": 1,
+                          "clicked": False}, headers=H, timeout=5).status_code == 202  # fmt: skip
     # MAXLEN ~ trims whole macro nodes (100 entries by default): bounded well below what was written.
     assert client.xlen(stream) <= 110
 
@@ -58,9 +64,9 @@ def test_metrics_and_access_log(make_gateway: Callable[..., Edge], caplog: pytes
     body = b'{"candidate_restaurant_ids":[1],"latitude":1.0,"longitude":1.0}'
     with serve(StandIn()) as up, serve(make_gateway(upstreams=up, access_log=True)) as gw:
         with caplog.at_level(logging.INFO, logger="forkcast_gateway.access"):
-            requests.post(
+            first_rid = requests.post(
                 f"{gw}/recommend/u123", data=body, headers={**H, "x-request-id": "log-me"}, timeout=5
-            )
+            ).headers["x-request-id"]
             requests.post(f"{gw}/recommend/u123", data=b"{", headers=H, timeout=5)
         metrics = requests.get(f"{gw}/metrics", timeout=5).text
     assert (
@@ -74,6 +80,7 @@ def test_metrics_and_access_log(make_gateway: Callable[..., Edge], caplog: pytes
     assert 'forkcast_gateway_upstream_duration_seconds_count{outcome="ok",upstream="stable"} 1.0' in metrics
     assert "forkcast_gateway_in_flight_requests 0.0" in metrics
     lines = [json.loads(r.getMessage()) for r in caplog.records if r.name == "forkcast_gateway.access"]
-    first = next(x for x in lines if x["request_id"] == "log-me")
+    first = next(x for x in lines if x["correlation_id"] == "log-me")
+    assert first["request_id"] == first_rid
     assert first["status"] == 200 and first["key_id"] == "user" and first["route"] == "/recommend/{user_id}"
     assert all(KEY not in r.getMessage() for r in caplog.records)

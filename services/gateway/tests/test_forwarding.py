@@ -85,9 +85,18 @@ def test_connect_timeout_is_retried_on_another_endpoint(make_gateway: Callable[.
 def test_request_id_reaches_upstream_and_500_becomes_502(make_gateway: Callable[..., Edge]) -> None:
     upstream = StandIn(status=500)
     with serve(upstream) as up, serve(make_gateway(upstreams=up, breaker_failures=100)) as gw:
-        r = requests.post(f"{gw}/recommend/u7", data=BODY, headers={**H, "x-request-id": "rid-42"}, timeout=5)
+        r = requests.post(
+            f"{gw}/recommend/u7",
+            data=BODY,
+            headers={**H, "x-request-id": "rid-42", "x-forkcast-key-id": "ops"},  # both the caller's own
+            timeout=5,
+        )
         assert r.status_code == 502
-        assert upstream.hits == [("/recommend/u7", "rid-42")]
+        # The upstream gets the id the gateway minted (and answered with) and the key id of the caller's key,
+        # never the caller's X-Request-ID (kept as the correlation id) or its X-Forkcast-Key-Id.
+        assert upstream.hits == [("/recommend/u7", r.headers["x-request-id"])]
+        assert upstream.key_ids == [["user"]]
+        assert r.headers["x-correlation-id"] == "rid-42"
 
 
 def test_breaker_opens_then_half_opens_to_probe(make_gateway: Callable[..., Edge]) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import socket
 import time
 from collections.abc import Callable, Iterator
@@ -12,6 +13,7 @@ import pytest
 import requests
 from gateway_support import KEY, StandIn, serve
 
+from forkcast_contract.api import REQUEST_ID_PATTERN
 from forkcast_gateway.edge import Edge
 
 GOOD = {"candidate_restaurant_ids": list(range(200)), "latitude": 13.75, "longitude": 100.5}
@@ -89,7 +91,9 @@ def test_good_request_is_forwarded_with_headers(gateway: str, inference_url: str
     r = post(gateway, "u00001", GOOD, **{"x-request-id": "trace-abc-123"})
     assert r.status_code == direct.status_code == 200
     assert r.json() == direct.json()
-    assert r.headers["x-request-id"] == "trace-abc-123"
+    # The caller's id comes back as the correlation id only; the request id is the gateway's (issue 18.1).
+    assert r.headers["x-correlation-id"] == "trace-abc-123"
+    assert re.fullmatch(REQUEST_ID_PATTERN, r.headers["x-request-id"])
     assert r.headers["x-model-version"] == direct.headers["x-model-version"]
     assert r.headers["x-feature-version"] == direct.headers["x-feature-version"]
     assert len(r.json()["restaurants"]) <= 20
@@ -98,8 +102,30 @@ def test_good_request_is_forwarded_with_headers(gateway: str, inference_url: str
 def test_generated_request_id_and_unknown_user_404(gateway: str) -> None:
     r = post(gateway, "999999999", GOOD)
     assert r.status_code == 404
-    assert r.headers["x-request-id"].startswith("gw-")
+    assert re.fullmatch(REQUEST_ID_PATTERN, r.headers["x-request-id"])
+    assert "x-correlation-id" not in r.headers
     assert "x-model-version" in r.headers
+
+
+@pytest.mark.parametrize(
+    ("integral", "plain"),
+    [
+        ({"size": 1.0}, {"size": 1}),
+        ({"candidate_restaurant_ids": [3.0, 1e1]}, {"candidate_restaurant_ids": [3, 10]}),
+    ],
+)
+def test_integral_floats_are_integers_as_the_schema_says(
+    gateway: str, integral: dict[str, Any], plain: dict[str, Any]
+) -> None:
+    """JSON Schema counts 1.0 as an integer, so the published schema admits it; before the fix the server
+    answered 422 int_type (schemathesis, issue 18.8). The upstream gets ints either way."""
+    r, expected = post(gateway, "u00001", {**GOOD, **integral}), post(gateway, "u00001", {**GOOD, **plain})
+    assert r.status_code == expected.status_code == 200, r.text
+    assert r.json() == expected.json()
+    bad = post(gateway, "u00001", {**GOOD, "size": 1.5, "candidate_restaurant_ids": [2.0, "3"]})
+    assert bad.status_code == 422
+    got = {(e["field"], e["rule"]) for e in bad.json()["errors"]}
+    assert got == {("size", "int_type"), ("candidate_restaurant_ids.1", "int_type")}
 
 
 def test_body_over_cap_is_413_by_length_and_by_stream(make_gateway: Callable[..., Edge]) -> None:

@@ -18,6 +18,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -28,19 +29,12 @@ import polars as pl
 import redis
 import uvloop
 
-from forkcast_features.localredis import LocalRedis
+from forkcast_devservers.ports import free_port
+from forkcast_devservers.servers import RedisServer
 
 HERE = Path(__file__).resolve().parent
 BIN = Path(sys.executable).parent
 PREFIX = "fc"
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def cpu_seconds(pid: int) -> float:
@@ -241,7 +235,7 @@ async def open_loop(ports: list[int], reqs: list[bytes], rate: float, seconds: f
 
 
 def measure(
-    name: str, servers: Servers, server_redis: LocalRedis, reqs: list[bytes], args: argparse.Namespace
+    name: str, servers: Servers, server_redis: RedisServer, reqs: list[bytes], args: argparse.Namespace
 ) -> dict[str, object]:
     uvloop.install()
     out: dict[str, object] = {"startup_to_ready_s": servers.startup_s}
@@ -265,7 +259,7 @@ def measure(
 
 
 def closed_levels(
-    name: str, servers: Servers, server_redis: LocalRedis, reqs: list[bytes], args: argparse.Namespace
+    name: str, servers: Servers, server_redis: RedisServer, reqs: list[bytes], args: argparse.Namespace
 ) -> list[dict[str, float]]:
     closed = []
     for conc in args.concurrency:
@@ -308,7 +302,7 @@ def main() -> None:
     reqs_users = build_requests(args.data, args.requests)
     reqs = [r for r, _ in reqs_users]
     results: dict[str, object] = {"workers": args.workers, "requests": len(reqs)}
-    with LocalRedis() as rs:
+    with tempfile.TemporaryDirectory(prefix="bench-redis-") as redis_dir, RedisServer(Path(redis_dir)) as rs:
         env = {
             **os.environ,
             "REDIS_URL": rs.url,
@@ -359,7 +353,7 @@ def main() -> None:
             finally:
                 servers.stop()
         if not args.skip_baseline:
-            load_naive_layout(rs.client(), args.data, set().union(*(u for _, u in reqs_users)))
+            load_naive_layout(redis.Redis(port=rs.port), args.data, set().union(*(u for _, u in reqs_users)))
             ports = [free_port() for _ in range(args.workers)]
             cmds = [
                 (

@@ -15,9 +15,8 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 
 import inference_support as shared
-from inference_support import make_settings
+from inference_support import RedisServer, make_settings
 
-from forkcast_features.localredis import LocalRedis
 from forkcast_inference.app import InferenceApp, create_app
 
 # The session fixtures (tiny data, tiny model, loaded redis-server) live with the helpers, shared with the gateway.
@@ -25,7 +24,7 @@ tiny_data, model_dir, redis_server = shared.tiny_data, shared.model_dir, shared.
 
 
 @pytest.fixture
-def app(redis_server: LocalRedis, model_dir: Path) -> InferenceApp:
+def app(redis_server: RedisServer, model_dir: Path) -> InferenceApp:
     application = create_app(make_settings(redis_server.url, model_dir))
     application.startup()
     return application

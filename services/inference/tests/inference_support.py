@@ -12,12 +12,8 @@ import asyncio
 import math
 import os
 import shutil
-import socket
 import subprocess
 import sys
-import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +23,9 @@ import numpy as np
 import polars as pl
 import pytest
 
-from forkcast_features.localredis import LocalRedis
+from forkcast_devservers.process import Proc, spawn, stop
+from forkcast_devservers.ready import http_ok, wait_until
+from forkcast_devservers.servers import RedisServer
 from forkcast_inference.app import InferenceApp
 from forkcast_inference.settings import InferenceSettings
 
@@ -83,27 +81,17 @@ def model_dir(tiny_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path
 
 
 @pytest.fixture(scope="session")
-def redis_server(tiny_data: Path) -> Iterator[LocalRedis]:
-    """A real redis-server loaded with the tiny dataset's features by the feature-store CLI."""
-    if shutil.which("redis-server") is None:
-        pytest.skip("redis-server not installed (Debian package redis-server)")
-    with LocalRedis() as server:
+def redis_server(tiny_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """A redis-server of its own (forkcast_devservers), loaded with the tiny dataset's features by the feature-store
+    CLI; it overrides the plugin's shared ``redis_server`` for the inference and gateway tests."""
+    with RedisServer(tmp_path_factory.mktemp("redis-features")) as server:
         load_features(server.url, tiny_data)
         yield server
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def start_inference(
-    redis_url: str, model_dir: Path, port: int, timeout_s: float = 30.0
-) -> subprocess.Popen[bytes]:
-    """A real `forkcast-inference` process on 127.0.0.1:``port``, returned once /readyz answers 200.
-
-    The caller stops it by its PID (``proc.terminate()``)."""
+def start_inference(redis_url: str, model_dir: Path, port: int, log: Path, timeout_s: float = 30.0) -> Proc:
+    """A real `forkcast-inference` process on 127.0.0.1:``port``, returned once /readyz answers 200; its output
+    goes to ``log``. The caller stops it with ``forkcast_devservers.process.stop``."""
     env = {
         **os.environ,
         "REDIS_URL": redis_url,
@@ -115,24 +103,18 @@ def start_inference(
         # FORKCAST_ENVIRONMENT defaults to production, which refuses FORKCAST_MODEL_DIR and a loopback Redis.
         "FORKCAST_ENVIRONMENT": "local",
     }
-    proc = subprocess.Popen(
-        [str(BIN / "forkcast-inference")], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
-    )
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(
-                f"forkcast-inference exited: {proc.stderr.read().decode() if proc.stderr else ''}"
-            )
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=1) as r:
-                if r.status == 200:
-                    return proc
-        except (urllib.error.URLError, OSError):
-            pass
-        time.sleep(0.1)
-    proc.terminate()
-    raise RuntimeError("forkcast-inference not ready in time")
+    proc = spawn([str(BIN / "forkcast-inference")], env=env, log=log)
+    try:
+        wait_until(
+            lambda: http_ok(f"http://127.0.0.1:{port}/readyz"),
+            timeout_s=timeout_s,
+            what="forkcast-inference",
+            proc=proc,
+        )
+    except BaseException:
+        stop(proc)
+        raise
+    return proc
 
 
 def make_settings(redis_url: str, model_dir: Path | None, **extra: Any) -> InferenceSettings:

@@ -8,10 +8,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from inference_support import call, make_settings
+from inference_support import RedisServer, call, make_settings
 
 from forkcast_contract.registry_format import SERVING_WEIGHTS_FILE
-from forkcast_features.localredis import LocalRedis
 from forkcast_inference.app import create_app
 from forkcast_registry.registry import ModelRegistry
 from forkcast_registry.settings import RegistrySettings
@@ -42,7 +41,7 @@ def published(
 
 
 def test_starts_from_the_registry_and_serves(
-    published: tuple[str, str, ModelRegistry], redis_server: LocalRedis
+    published: tuple[str, str, ModelRegistry], redis_server: RedisServer
 ) -> None:
     uri, manifest_sha, _ = published
     t0 = time.monotonic()
@@ -61,7 +60,7 @@ def test_starts_from_the_registry_and_serves(
     assert r.status == 200 and r.headers["x-model-version"] == uri.rstrip("/").rsplit("/", 1)[1]
 
 
-def test_wrong_pin_is_not_ready(published: tuple[str, str, ModelRegistry], redis_server: LocalRedis) -> None:
+def test_wrong_pin_is_not_ready(published: tuple[str, str, ModelRegistry], redis_server: RedisServer) -> None:
     uri, _, _ = published
     for pins in ({"FORKCAST_MODEL_MANIFEST_SHA256": "0" * 64}, {"FORKCAST_MODEL_SHA256": "1" * 64}):
         app = create_app(make_settings(redis_server.url, None, FORKCAST_MODEL_URI=uri, **pins))
@@ -71,7 +70,7 @@ def test_wrong_pin_is_not_ready(published: tuple[str, str, ModelRegistry], redis
 
 
 def test_tampered_object_is_refused(
-    published: tuple[str, str, ModelRegistry], redis_server: LocalRedis
+    published: tuple[str, str, ModelRegistry], redis_server: RedisServer
 ) -> None:
     uri, _, registry = published
     version = uri.rstrip("/").rsplit("/", 1)[1]

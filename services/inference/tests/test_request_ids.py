@@ -13,11 +13,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from inference_support import call, drive, make_settings
+import redis
+from inference_support import RedisServer, call, drive, make_settings
 
 from forkcast_contract.api import REQUEST_ID_PATTERN
 from forkcast_contract.streams import NO_KEY_ID, PREDICTION_FIELDS
-from forkcast_features.localredis import LocalRedis
 from forkcast_inference.app import InferenceApp, create_app
 
 MINTED = "AAAAAAAAAAAAAAAAAAAAAA.BBBBBBBBBBBBBBBBBBBBBB"
@@ -40,9 +40,9 @@ def _last_event(app: InferenceApp, client: Any) -> dict[bytes, bytes]:
 
 
 def test_the_event_records_the_gateways_request_id_and_key_id(
-    app: InferenceApp, redis_server: LocalRedis
+    app: InferenceApp, redis_server: RedisServer
 ) -> None:
-    client = redis_server.client()
+    client = redis.Redis(port=redis_server.port)
     r = call(
         app, "POST", "/recommend/1", _near(app), {"x-request-id": MINTED, "x-forkcast-key-id": "client-7"}
     )
@@ -64,9 +64,9 @@ def test_the_event_records_the_gateways_request_id_and_key_id(
     ],
 )
 def test_a_direct_call_gets_an_id_of_its_own_and_no_key(
-    app: InferenceApp, redis_server: LocalRedis, headers: dict[str, str]
+    app: InferenceApp, redis_server: RedisServer, headers: dict[str, str]
 ) -> None:
-    client = redis_server.client()
+    client = redis.Redis(port=redis_server.port)
     r = call(app, "POST", "/recommend/1", _near(app), headers)
     assert r.status == 200
     rid = r.headers["x-request-id"]
@@ -76,27 +76,31 @@ def test_a_direct_call_gets_an_id_of_its_own_and_no_key(
     assert (event[b"rid"].decode(), event[b"key_id"].decode()) == (rid, NO_KEY_ID)
 
 
-def test_a_malformed_key_id_header_is_recorded_as_no_key(app: InferenceApp, redis_server: LocalRedis) -> None:
-    client = redis_server.client()
+def test_a_malformed_key_id_header_is_recorded_as_no_key(
+    app: InferenceApp, redis_server: RedisServer
+) -> None:
+    client = redis.Redis(port=redis_server.port)
     r = call(app, "POST", "/recommend/1", _near(app), {"x-request-id": MINTED, "x-forkcast-key-id": "a b\tc"})
     assert r.status == 200
     assert _last_event(app, client)[b"key_id"] == NO_KEY_ID.encode()
 
 
-def test_prediction_events_go_to_the_events_redis(redis_server: LocalRedis, model_dir: Path) -> None:
+def test_prediction_events_go_to_the_events_redis(
+    redis_server: RedisServer, model_dir: Path, tmp_path: Path
+) -> None:
     """FORKCAST_EVENTS_REDIS_URL set: the events land there, none in the features Redis (issue 18.2)."""
-    with LocalRedis() as events:
+    with RedisServer(tmp_path / "events-redis") as events:
         app = create_app(make_settings(redis_server.url, model_dir, events_redis_url=events.url))
         app.startup()
-        features = redis_server.client()
+        features = redis.Redis(port=redis_server.port)
         features.delete(app.settings.events_stream)
         assert call(app, "POST", "/recommend/1", _near(app), {"x-request-id": MINTED}).status == 200
         assert app.events.flush() == 1
-        assert events.client().xlen(app.settings.events_stream) == 1
+        assert redis.Redis(port=events.port).xlen(app.settings.events_stream) == 1
         assert features.exists(app.settings.events_stream) == 0
 
 
-def test_a_body_that_trickles_in_is_cut_at_the_deadline(redis_server: LocalRedis, model_dir: Path) -> None:
+def test_a_body_that_trickles_in_is_cut_at_the_deadline(redis_server: RedisServer, model_dir: Path) -> None:
     """Before the fix the service waited for the body as long as the client dripped it (no read timeout)."""
     app = create_app(make_settings(redis_server.url, model_dir, body_timeout_s=0.2))
     app.startup()

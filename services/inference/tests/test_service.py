@@ -11,11 +11,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from inference_support import PREFIX, call, make_settings
+import redis
+from inference_support import PREFIX, RedisServer, call, make_settings
 
 from forkcast_contract.feature_store import FeatureKeys, pointer_key
 from forkcast_contract.registry_format import version_time
-from forkcast_features.localredis import LocalRedis
 from forkcast_inference.app import InferenceApp, create_app
 
 GOOD = {"candidate_restaurant_ids": [1, 2, 3], "latitude": 13.7, "longitude": 100.5}
@@ -64,9 +64,9 @@ def test_unknown_user_is_404_and_headers_are_set(app: InferenceApp) -> None:
 
 
 def test_corrupt_restaurant_is_skipped_and_unknown_counted(
-    app: InferenceApp, redis_server: LocalRedis
+    app: InferenceApp, redis_server: RedisServer
 ) -> None:
-    client = redis_server.client()
+    client = redis.Redis(port=redis_server.port)
     keys = FeatureKeys(PREFIX, client.get(pointer_key(PREFIX)).decode())  # type: ignore[union-attr]
     lat, lng = app.reader.state.lat[0], app.reader.state.lng[0]  # type: ignore[union-attr]
     body = {"candidate_restaurant_ids": [0], "latitude": lat, "longitude": lng}
@@ -82,10 +82,10 @@ def test_corrupt_restaurant_is_skipped_and_unknown_counted(
     assert 'forkcast_inference_candidates_total{kind="unknown"}' in metrics
 
 
-def test_restaurant_move_is_seen_by_the_next_request(app: InferenceApp, redis_server: LocalRedis) -> None:
+def test_restaurant_move_is_seen_by_the_next_request(app: InferenceApp, redis_server: RedisServer) -> None:
     from forkcast_features.updates import update_restaurant
 
-    client = redis_server.client()
+    client = redis.Redis(port=redis_server.port)
     state = app.reader.state
     assert state is not None
     lat, lng = float(state.lat[5]), float(state.lng[5])
@@ -100,7 +100,7 @@ def test_restaurant_move_is_seen_by_the_next_request(app: InferenceApp, redis_se
 
 
 def test_stalled_redis_gives_503_within_the_deadline_and_recovers(
-    app: InferenceApp, redis_server: LocalRedis
+    app: InferenceApp, redis_server: RedisServer
 ) -> None:
     assert redis_server.proc is not None
     os.kill(redis_server.proc.pid, signal.SIGSTOP)
@@ -119,9 +119,9 @@ def test_stalled_redis_gives_503_within_the_deadline_and_recovers(
 
 
 def test_events_reach_the_bounded_stream_and_failures_are_counted(
-    app: InferenceApp, redis_server: LocalRedis
+    app: InferenceApp, redis_server: RedisServer
 ) -> None:
-    client = redis_server.client()
+    client = redis.Redis(port=redis_server.port)
     client.delete(app.settings.events_stream)
     state = app.reader.state
     assert state is not None
@@ -169,7 +169,7 @@ def test_readiness_and_version(app: InferenceApp) -> None:
 
 
 def test_model_failing_the_probe_is_not_served(
-    redis_server: LocalRedis, model_dir: Path, tmp_path: Path
+    redis_server: RedisServer, model_dir: Path, tmp_path: Path
 ) -> None:
     bad = tmp_path / "bad"
     shutil.copytree(model_dir, bad)
@@ -186,7 +186,7 @@ def test_model_failing_the_probe_is_not_served(
 
 @pytest.mark.parametrize("name", ["serving_weights.npz", "scaler.npz", "probe.npz"])
 def test_truncated_serving_file_is_not_ready_and_does_not_crash(
-    redis_server: LocalRedis, model_dir: Path, tmp_path: Path, name: str
+    redis_server: RedisServer, model_dir: Path, tmp_path: Path, name: str
 ) -> None:
     bad = tmp_path / "bad"
     shutil.copytree(model_dir, bad)
@@ -199,7 +199,7 @@ def test_truncated_serving_file_is_not_ready_and_does_not_crash(
     assert _post(application, "1", GOOD)[0] == 503
 
 
-def test_schema_mismatch_is_not_ready(redis_server: LocalRedis, model_dir: Path, tmp_path: Path) -> None:
+def test_schema_mismatch_is_not_ready(redis_server: RedisServer, model_dir: Path, tmp_path: Path) -> None:
     other = tmp_path / "other"
     shutil.copytree(model_dir, other)
     metrics = json.loads((other / "metrics.json").read_text())
@@ -212,8 +212,8 @@ def test_schema_mismatch_is_not_ready(redis_server: LocalRedis, model_dir: Path,
     assert _post(application, "1", GOOD)[0] == 503
 
 
-def test_no_live_version_is_503(model_dir: Path) -> None:
-    with LocalRedis() as empty:
+def test_no_live_version_is_503(model_dir: Path, tmp_path: Path) -> None:
+    with RedisServer(tmp_path / "empty-redis") as empty:
         application = create_app(make_settings(empty.url, model_dir))
         application.startup()
         assert call(application, "GET", "/readyz").status == 503
@@ -221,8 +221,8 @@ def test_no_live_version_is_503(model_dir: Path) -> None:
         assert status == 503 and headers["retry-after"] == "1"
 
 
-def test_corrupt_user_is_500_and_the_worker_goes_on(app: InferenceApp, redis_server: LocalRedis) -> None:
-    client = redis_server.client()
+def test_corrupt_user_is_500_and_the_worker_goes_on(app: InferenceApp, redis_server: RedisServer) -> None:
+    client = redis.Redis(port=redis_server.port)
     keys = FeatureKeys(PREFIX, client.get(pointer_key(PREFIX)).decode())  # type: ignore[union-attr]
     good = client.get(keys.user(2))
     try:
@@ -234,7 +234,7 @@ def test_corrupt_user_is_500_and_the_worker_goes_on(app: InferenceApp, redis_ser
     assert _post(app, "2", GOOD)[0] == 200
 
 
-def test_console_script_serves_over_http(redis_server: LocalRedis, model_dir: Path) -> None:
+def test_console_script_serves_over_http(redis_server: RedisServer, model_dir: Path) -> None:
     """`forkcast-inference` on uvicorn (uvloop, httptools) from environment variables only."""
     import socket
     import subprocess

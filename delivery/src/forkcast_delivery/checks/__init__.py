@@ -3,28 +3,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+from forkcast_delivery.checks import argocd, commands, env, metrics, network, references, services
+from forkcast_delivery.checks.problem import Check, Problem
 
-from forkcast_delivery.context import Context
-
-
-@dataclass(frozen=True, order=True)
-class Problem:
-    rule: str
-    subject: str  # Kind/name of the object at fault
-    message: str
-
-    def __str__(self) -> str:
-        return f"[{self.rule}] {self.subject}: {self.message}"
-
-
-Check = Callable[[Context], list[Problem]]
+__all__ = ["Check", "Problem", "rules"]
 
 
 def rules() -> dict[str, Check]:
-    from forkcast_delivery.checks import argocd, commands, env, metrics, network, references, services
-
     return {
         "commands": commands.check,
         "services": services.check,

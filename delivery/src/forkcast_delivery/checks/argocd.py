@@ -27,7 +27,7 @@ from typing import Any
 
 import yaml
 
-from forkcast_delivery.checks import Problem
+from forkcast_delivery.checks.problem import Problem
 from forkcast_delivery.context import Context
 from forkcast_delivery.objects import of_kind, ref
 from forkcast_delivery.render import Doc

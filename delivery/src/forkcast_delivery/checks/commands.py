@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 
 from forkcast_delivery import workspace
-from forkcast_delivery.checks import Problem
+from forkcast_delivery.checks.problem import Problem
 from forkcast_delivery.context import Context
 
 RULE = "commands"

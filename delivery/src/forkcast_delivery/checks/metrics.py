@@ -20,7 +20,7 @@ import promql_parser
 
 from forkcast_contract import metric_names
 from forkcast_delivery import workspace
-from forkcast_delivery.checks import Problem
+from forkcast_delivery.checks.problem import Problem
 from forkcast_delivery.context import Context
 from forkcast_delivery.objects import PodTemplate, matches, matches_plain, of_kind, ref, resolve_port
 from forkcast_delivery.render import Doc

@@ -23,7 +23,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from forkcast_delivery.checks import Problem
+from forkcast_delivery.checks.problem import Problem
 from forkcast_delivery.context import Context
 from forkcast_delivery.objects import matches, of_kind, ref
 

@@ -11,7 +11,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from forkcast_delivery.checks import Problem
+from forkcast_delivery.checks.problem import Problem
 from forkcast_delivery.context import Context
 from forkcast_delivery.objects import of_kind, ref
 

@@ -6,7 +6,7 @@ in a cluster: its clients fail with connection refused while every object is sch
 
 from __future__ import annotations
 
-from forkcast_delivery.checks import Problem
+from forkcast_delivery.checks.problem import Problem
 from forkcast_delivery.context import Context
 from forkcast_delivery.objects import matches_plain, of_kind, ref, resolve_port
 

@@ -1,9 +1,9 @@
 """Waiting for a retraining Workflow on the cluster, and fetching the run directory it left in S3.
 
-What the GitLab job `train-on-cluster` (TRAIN_EXECUTOR=argo) does after `forkcast_retrain.workflow.submit`: poll
+What the GitLab job `train-on-cluster` (TRAIN_EXECUTOR=argo) does once it submitted the Workflow: poll
 the Workflow through the Kubernetes API until it finishes (a progress line whenever something changes, at least
 once a minute), then download the run directory its last step wrote to the artifact repository (key scheme:
-`forkcast_retrain.workflow.run_key`) and unpack it into the job's $RUN_DIR, which gate > publish > promote use as
+`forkcast_retrain.workflow_layout.run_key`) and unpack it into the job's $RUN_DIR, which gate > publish > promote use as
 if the CI jobs had trained. Everything that can be checked before submitting (Kubernetes credentials, the bucket)
 is checked first, so a misconfigured job fails in seconds instead of after hours of training.
 """
@@ -23,7 +23,7 @@ from forkcast_registry.errors import BucketMissingError, RegistryError
 from forkcast_registry.s3 import S3Store
 from forkcast_registry.settings import RegistrySettings
 from forkcast_retrain.errors import DataError
-from forkcast_retrain.workflow import CANDIDATE_STEPS, RUN_PATH, run_key, submit
+from forkcast_retrain.workflow_layout import CANDIDATE_STEPS, RUN_PATH, run_key
 
 GROUP, VERSION, PLURAL = "argoproj.io", "v1alpha1", "workflows"
 FAILED_PHASES = frozenset({"Failed", "Error"})
@@ -225,8 +225,20 @@ def _log(line: str) -> None:
     print(line, flush=True)
 
 
-def submit_command(args: Any) -> int:
-    """`workflow submit`: check what can be checked, submit, then optionally wait and fetch the run."""
+def create_workflow(api_client: Any, namespace: str, manifest: dict[str, Any]) -> str:
+    """Create the Workflow ``manifest`` through the Kubernetes API (Argo's controller picks it up); its name."""
+    from kubernetes import client  # optional extra `workflows`: only submitting needs it
+
+    api = client.CustomObjectsApi(api_client)
+    created = api.create_namespaced_custom_object("argoproj.io", "v1alpha1", namespace, "workflows", manifest)
+    if not isinstance(created, dict):
+        raise RuntimeError(f"the API answered {type(created).__name__}, not the created object")
+    return str(created["metadata"]["name"])
+
+
+def submit_command(args: Any, manifest: dict[str, Any]) -> int:
+    """`workflow submit` of ``manifest`` (built and checked by ``workflow.workflow``): check what can be checked,
+    submit, then optionally wait and fetch the run."""
     from kubernetes.client.exceptions import ApiException
 
     try:
@@ -238,7 +250,7 @@ def submit_command(args: Any) -> int:
         print(f"not submitted: {exc}", file=sys.stderr)
         return 2
     try:
-        name = submit(api, args.namespace, dict(args.param), args.entrypoint)
+        name = create_workflow(api, args.namespace, manifest)
     except ApiException as exc:
         print(
             f"not submitted: the Kubernetes API answered {exc.status} {exc.reason}: {exc.body}",

@@ -4,7 +4,9 @@ The release file (``manifests/overlays/<env>/model-release.yaml``, a ConfigMap o
 environment) is the only file this step ever writes, so each promotion is one small reviewable commit that Argo
 CD deploys. Undoing one after an aborted canary is rollback.py's job, which finds the release by the file's
 content (not by this commit's message, which a squash merge may drop). The version is downloaded and verified
-before anything in Git changes.
+before anything in Git changes, against the manifest sha256 another overlay already pinned for it (dev's, when
+prod is proposed); a release that names a version without both pins is refused where it is read
+(registry_format.ModelRelease).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from forkcast_contract.registry_format import (
     RELEASE_FILE_NAME,
     ModelRelease,
 )
+from forkcast_registry.errors import IntegrityError
 from forkcast_registry.registry import ModelRegistry
 from forkcast_retrain.errors import DataError
 
@@ -63,6 +66,12 @@ def parse_release(text: str, where: str) -> ModelRelease:
         raise DataError(f"{where}: {exc}") from exc
 
 
+def overlay_releases(repo: Path) -> dict[str, ModelRelease]:
+    """The release of every overlay in ``repo`` that has a release file, checked (pins included)."""
+    found = sorted((repo / "manifests" / "overlays").glob(f"*/{RELEASE_FILE_NAME}"))
+    return {path.parent.name: read_release(path) for path in found}
+
+
 def _git(repo: Path, *args: str) -> str:
     out = subprocess.run(["git", *args], cwd=repo, capture_output=True, text=True)
     if out.returncode != 0:
@@ -85,7 +94,25 @@ def promote(
     path = release_path(repo, overlay)
     if not path.is_file():
         raise DataError(f"no overlay {overlay!r}: {path} does not exist")
-    local = registry.download(version)  # refuses unknown, incomplete or tampered versions
+    # Another overlay that already releases this version pinned its manifest (dev, before prod is proposed): the
+    # download must verify against that pin, so prod never gets a manifest that changed in S3 after dev ran it.
+    pinned = {
+        other: release.manifest_sha256
+        for other, release in overlay_releases(repo).items()
+        if other != overlay and release.version == version
+    }
+    expected = next(iter(sorted(set(pinned.values()))), None)
+    if len(set(pinned.values())) > 1:
+        raise DataError(f"overlays pin different manifests for {version}: {pinned}; refusing to promote it")
+    try:
+        local = registry.download(version, expected)  # refuses unknown, incomplete or tampered versions
+    except IntegrityError as exc:
+        if expected is None:
+            raise
+        raise DataError(
+            f"{version}'s manifest in the registry is not the one {', '.join(sorted(pinned))} pinned "
+            f"({expected[:12]}…); refusing to promote it: {exc}"
+        ) from exc
     manifest = local.manifest
     if manifest.gate_passed is False:
         raise DataError(f"version {version} failed its gate; refusing to promote it")

@@ -39,23 +39,40 @@ from typing import Any
 
 import yaml
 
-from forkcast_retrain.steps import DATA, RECIPE, RUN, STEPS, Step, step
+from forkcast_retrain.steps import DATA, RECIPE, RUN, Step
+from forkcast_retrain.workflow_layout import (
+    CANDIDATE_ENTRYPOINT,
+    CANDIDATE_STEPS,
+    DATA_PATH,
+    ENTRYPOINT,
+    RUN_PATH,
+    WORK_PATH,
+    data_key,
+    run_key,
+)
+
+# The layout names are part of this module's interface too (the CI call, tests and docs name them from here).
+__all__ = [
+    "CANDIDATE_ENTRYPOINT",
+    "CANDIDATE_STEPS",
+    "ENTRYPOINT",
+    "data_key",
+    "main",
+    "rendered_files",
+    "run_key",
+    "submit",
+    "workflow",
+    "workflow_template",
+]
 
 TEMPLATE_NAME = "forkcast-retrain"
 # The namespace the Argo CD Application forkcast-workflows syncs workflows/ into (deploy/argocd/app-workflows.yaml):
 # training pods apart from the serving namespaces, with their own service account, settings and credentials.
 NAMESPACE = "forkcast-training"
 SERVICE_ACCOUNT = "forkcast-retrain"  # workflows/rbac.yaml: may only report step results to the controller
-# The one DAG: the steps that make a candidate (everything before the gate, whose decision and what follows it stay
-# with the GitLab pipeline). CANDIDATE_ENTRYPOINT is the name callers (CI, tests) use for it.
-ENTRYPOINT = CANDIDATE_ENTRYPOINT = "train-candidate"
-CANDIDATE_STEPS: tuple[Step, ...] = STEPS[: STEPS.index(step("gate"))]
 FETCH_DATA = "fetch-data"  # the first task: the dataset from S3 into the work volume, verified
 IMAGE = "registry.gitlab.com/forkcast/forkcast/retrain:main"
 UID = 10001  # the retrain image's user (pipelines/retrain/Dockerfile: USER 10001:10001)
-WORK_PATH = "/work"
-RUN_PATH = f"{WORK_PATH}/run"
-DATA_PATH = f"{WORK_PATH}/data"
 TMP_PATH = "/tmp"
 # Writable volumes of every step's pod (the root filesystem is read-only): name -> mount path.
 VOLUMES = {"work": WORK_PATH, "tmp": TMP_PATH}
@@ -104,21 +121,6 @@ def _resources(name: str, cpu: str, memory: str) -> dict[str, Any]:
         "requests": {"cpu": cpu, "memory": memory, "ephemeral-storage": storage},
         "limits": {"memory": memory, "ephemeral-storage": storage},
     }
-
-
-# Where each step's run directory lands in the artifact repository's bucket: one scheme for the template (which
-# writes it, with Argo's `{{workflow.name}}`) and for `forkcast_retrain.cluster` (which reads it back after the run).
-RUN_KEY_PREFIX = "forkcast-runs"
-
-
-def run_key(workflow_name: str, step_name: str) -> str:
-    """The S3 key of the run directory (a .tgz holding `run/...`) that step ``step_name`` of a Workflow left."""
-    return f"{RUN_KEY_PREFIX}/{workflow_name}/{step_name}.tgz"
-
-
-def data_key(workflow_name: str) -> str:
-    """The S3 key of the verified dataset (a .tgz holding `data/...`) the fetch-data step of a Workflow left."""
-    return f"{RUN_KEY_PREFIX}/{workflow_name}/data.tgz"
 
 
 def _container(name: str, command: list[str], args: list[str], resources: dict[str, Any]) -> dict[str, Any]:
@@ -297,15 +299,9 @@ def workflow(parameters: dict[str, str], entrypoint: str = ENTRYPOINT) -> dict[s
 
 def submit(api_client: Any, namespace: str, parameters: dict[str, str], entrypoint: str = ENTRYPOINT) -> str:
     """Create the Workflow through the Kubernetes API (Argo's controller picks it up); returns its name."""
-    from kubernetes import client  # optional extra `workflows`: only submitting needs it
+    from forkcast_retrain.cluster import create_workflow  # the Kubernetes client: only submitting needs it
 
-    api = client.CustomObjectsApi(api_client)
-    created = api.create_namespaced_custom_object(
-        "argoproj.io", "v1alpha1", namespace, "workflows", workflow(parameters, entrypoint)
-    )
-    if not isinstance(created, dict):
-        raise RuntimeError(f"the API answered {type(created).__name__}, not the created object")
-    return str(created["metadata"]["name"])
+    return create_workflow(api_client, namespace, workflow(parameters, entrypoint))
 
 
 def _param(text: str) -> tuple[str, str]:
@@ -384,17 +380,19 @@ def main(argv: list[str] | None = None) -> int:
             (args.out / name).write_text(text)
             print(f"wrote {args.out / name}")
         return 0
-    from forkcast_retrain import cluster  # imports this module: loaded only when talking to the cluster
+    # The cluster client (kubernetes, S3) is loaded only when talking to the cluster. It never imports this module
+    # (what both need is in workflow_layout), so the dependency runs one way.
+    from forkcast_retrain import cluster
 
     if args.command == "fetch":
         return cluster.fetch_command(args.bucket, args.workflow, args.out, args.step)
     if args.fetch_run and not args.wait:
         parser.error("--fetch-run needs --wait (the run directory exists once the Workflow succeeded)")
     try:
-        workflow(dict(args.param), args.entrypoint)
+        manifest = workflow(dict(args.param), args.entrypoint)
     except ValueError as exc:
         parser.error(str(exc))
-    return cluster.submit_command(args)
+    return cluster.submit_command(args, manifest)
 
 
 def _bucket_arg(p: argparse.ArgumentParser) -> None:

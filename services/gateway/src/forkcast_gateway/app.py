@@ -121,10 +121,17 @@ def build_api(settings: GatewaySettings, metrics: Metrics, keys: KeyStore | None
     async def _invalid(_: Request, exc: RequestValidationError) -> Response:
         return error_422(list(exc.errors()))
 
-    api.include_router(recommend.router(route))
-    api.include_router(feedback.router(writer, ids, keys, metrics))
-    api.include_router(health.router(forwarder, upstreams, metrics, settings.upstream_timeout_s))
-    api.include_router(admin.router(keys, feature_store, settings.feature_prefix))
+    routers = [
+        recommend.router(route),
+        feedback.router(writer, ids, keys, metrics),
+        health.router(forwarder, upstreams, metrics, settings.upstream_timeout_s),
+        admin.router(keys, feature_store, settings.feature_prefix),
+    ]
+    for r in routers:
+        api.include_router(r)
+    # The Edge's 405 table: FastAPI 0.165 keeps included routers as wrappers without path/methods in api.routes,
+    # so the routers' own routes (their paths already carry their prefixes) are listed beside the app's.
+    api.state.methods = method_table([*api.routes, *(x for r in routers for x in r.routes)])
     openapi.install(api)
     return api
 
@@ -146,7 +153,7 @@ def create_app(settings: GatewaySettings) -> Edge:
         settings.body_timeout_s,
         settings.access_log,
         state.route,
-        method_table(api.routes),
+        state.methods,
     )
 
 
