@@ -62,7 +62,7 @@ pytest: setup ## the test suite (fails when no test ran: pytest exits 5)
 	$(BIN)/pytest
 
 bench-data: setup ## generator benchmark: full preset, against the original row-at-a-time process
-	$(BIN)/python -m forkcast_data.bench --out $(DATA)/bench-full
+	$(BIN)/python datagen/benchmarks/bench_generate.py --out $(DATA)/bench-full
 
 full-data: setup ## the full-size dataset in $(DATA)/full (idempotent: nothing to do when complete)
 	$(BIN)/forkcast-data generate --preset full --out $(DATA)/full --no-progress
@@ -85,7 +85,7 @@ manifests-check: setup ## render every overlay, validate it (strict core kinds, 
 	$(BIN)/pytest tests/delivery delivery/tests -q
 
 bench-train: full-data ## trainer: fast path vs plain autograd, 5-epoch runs of both recipes on full data (~12 min)
-	$(BIN)/python -m forkcast_retrain.bench --data $(DATA)/full --out runs/bench --json runs/bench.json
+	$(BIN)/python pipelines/retrain/benchmarks/bench_train.py --data $(DATA)/full --out runs/bench --json runs/bench.json
 
 # A model version's files for the serving benchmarks (a RankNet trained one epoch on the small preset; its size
 # and cost are those of any RankNet).
@@ -102,7 +102,7 @@ bench-gateway: full-data system-packages $(BENCH_MODEL)/probe.npz ## gateway + i
 	$(BIN)/python services/gateway/benchmarks/bench_gateway.py --data $(DATA)/full --model-dir $(BENCH_MODEL)
 
 bench-monitoring: setup system-packages ## online-AUC job: CPU per prediction and memory at 2,000 predictions/s vs a naive join
-	$(BIN)/python -m forkcast_monitoring.bench --predictions 20000
+	$(BIN)/python monitoring/benchmarks/bench_online_auc.py --predictions 20000
 
 workflows: setup ## regenerate the Argo WorkflowTemplate (workflows/, the cluster's training executor) from the retrain step definitions
 	$(BIN)/python -m forkcast_retrain.workflow render workflows
@@ -113,8 +113,8 @@ dashboards: setup ## regenerate the Grafana dashboard JSON (and its kustomize co
 dashboards-png: setup system-packages ## render every dashboard panel from a real Prometheus into docs/dashboards/
 	$(BIN)/python -m forkcast_monitoring.render_png --out docs/dashboards/
 
-rollout-drill: setup system-packages ## local canary rehearsal from rollouts/: a good model promoted, a slow canary aborted, zero failed requests
-	$(BIN)/pytest -q -s -p no:cacheprovider localplatform/tests/test_rollout_drill.py
+rollout-drill: setup system-packages ## the canary rehearsal of the rendered Rollout: good promoted, worse model and never-ready aborted (and reverted), low traffic paused
+	$(BIN)/pytest -q -s -p no:cacheprovider localplatform/tests/test_canary_drills.py
 
 faults: setup system-packages ## fault drills under load: Redis killed, S3 down, bad versions, feature cutover, worker killed, MLflow down
 	$(BIN)/pytest -q -s -p no:cacheprovider localplatform/tests/test_faults.py

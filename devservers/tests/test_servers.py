@@ -86,9 +86,8 @@ def test_seaweed_bucket_creation_is_signed_and_idempotent(seaweed: Seaweed) -> N
         region_name="us-east-1",
     )
     assert "devservers-test" in {b["Name"] for b in s3.list_buckets()["Buckets"]}
-    wrong = Seaweed(
-        seaweed.dir, access_key=seaweed.access_key, secret_key="not-the-secret", port=seaweed.port
-    )
+    not_the_secret = seaweed.secret_key + "-wrong"
+    wrong = Seaweed(seaweed.dir, access_key=seaweed.access_key, secret_key=not_the_secret, port=seaweed.port)
     with pytest.raises(RuntimeError, match="creating bucket other failed: 403"):
         wrong.create_bucket("other")
 

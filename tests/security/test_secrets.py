@@ -158,6 +158,9 @@ def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in list(os.environ):
         if name.startswith("FORKCAST_") or name == "REDIS_URL":
             monkeypatch.delenv(name)
+    # The settings default to production (issue 18.6), which refuses development defaults; the loopback checks
+    # below are about the local defaults, and the production tests pass their environment explicitly.
+    monkeypatch.setenv("FORKCAST_ENVIRONMENT", "local")
 
 
 @pytest.mark.usefixtures("clean_env")
@@ -213,7 +216,11 @@ def test_gateway_refuses_disabled_auth_outside_local(tmp_path: Path) -> None:
 
 @pytest.mark.usefixtures("clean_env")
 def test_gateway_starts_in_production_with_api_keys_file(tmp_path: Path) -> None:
-    settings = GatewaySettings(**PRODUCTION, api_keys_file=tmp_path / "keys")  # type: ignore[arg-type]
+    settings = GatewaySettings(
+        **PRODUCTION,
+        api_keys_file=tmp_path / "keys",
+        request_id_key_file=tmp_path / "request-id-key",
+    )  # type: ignore[arg-type]
     assert settings.unsafe_defaults() == []
 
 

@@ -76,15 +76,7 @@ def seaweed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Seaweed]:
 @pytest.fixture(scope="session")
 def mlflow(tmp_path_factory: pytest.TempPathFactory, seaweed: Seaweed) -> Iterator[Mlflow]:
     """An mlflow server shared by the session, artifacts in ``s3://mlflow-artifacts/`` on ``seaweed``."""
-    seaweed.create_bucket(MLFLOW_BUCKET)
-    server = Mlflow(
-        tmp_path_factory.mktemp("mlflow"),
-        s3_endpoint=seaweed.endpoint,
-        access_key=seaweed.access_key,
-        secret_key=seaweed.secret_key,
-        bucket=MLFLOW_BUCKET,
-    )
-    with server:
+    with Mlflow.on(seaweed, tmp_path_factory.mktemp("mlflow"), bucket=MLFLOW_BUCKET) as server:
         yield server
 
 

@@ -19,8 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 # Re-exported: the drill modules reach every process helper through this one module.
-from forkcast_local.config import free_port as free_port
-from forkcast_local.health import http_ok as http_ok
+from forkcast_devservers.ports import free_port as free_port
+from forkcast_devservers.ready import http_ok as http_ok
 from forkcast_local.loadgen import request_bodies
 from forkcast_monitoring.prometheus_process import stop as stop_process
 

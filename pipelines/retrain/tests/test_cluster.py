@@ -21,7 +21,8 @@ from typing import Any
 
 import pytest
 
-from forkcast_registry.testing import SeaweedServer, start_seaweed
+from forkcast_devservers.servers import Seaweed
+from forkcast_registry.testing import s3_client
 from forkcast_retrain.workflow import CANDIDATE_ENTRYPOINT, main, run_key
 
 pytest.importorskip("kubernetes", reason="the `workflows` extra of forkcast-retrain")
@@ -120,21 +121,14 @@ def kube(tmp_path: Path) -> Iterator[tuple[FakeApi, Path]]:
         server.server_close()
 
 
-@pytest.fixture(scope="module")
-def seaweed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeaweedServer]:
-    server = start_seaweed(tmp_path_factory.mktemp("seaweed"))
-    s3 = server.client()
-    s3.create_bucket(Bucket=BUCKET)  # the artifact repository's bucket: infrastructure, made once
-    yield server
-    server.stop()
-
-
 @pytest.fixture
-def s3(seaweed: SeaweedServer, monkeypatch: pytest.MonkeyPatch) -> Any:
-    """A client of the artifact bucket; the command under test reads the same S3 settings from the environment."""
-    for name, value in seaweed.env("unused").items():
+def s3(seaweed: Seaweed, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """A client of the artifact bucket (emptied) on the session's SeaweedFS (forkcast_devservers' ``seaweed``
+    fixture); the command under test reads the same S3 settings from the environment."""
+    seaweed.create_bucket(BUCKET)  # the artifact repository's bucket: infrastructure, there before any run
+    for name, value in seaweed.client_env("unused").items():
         monkeypatch.setenv(name, value)
-    client = seaweed.client()
+    client = s3_client(seaweed)
     for obj in client.list_objects_v2(Bucket=BUCKET).get("Contents", []):
         client.delete_object(Bucket=BUCKET, Key=obj["Key"])
     return client

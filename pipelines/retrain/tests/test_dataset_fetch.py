@@ -7,16 +7,16 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from forkcast_contract.dataset import DATASET_MANIFEST_FILE
+from forkcast_devservers.servers import Seaweed
 from forkcast_registry.s3 import S3Store
 from forkcast_registry.settings import RegistrySettings
-from forkcast_registry.testing import SeaweedServer, start_seaweed
+from forkcast_registry.testing import s3_client
 from forkcast_retrain.dataset_fetch import fetch_dataset, main, parse_s3_uri
 from forkcast_retrain.errors import DataError
 from forkcast_retrain.prep import run_prep
@@ -25,19 +25,13 @@ BUCKET = "forkcast-datasets"
 CORRUPTED = "train/train_01.parquet"
 
 
-@pytest.fixture(scope="module")
-def seaweed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeaweedServer]:
-    server = start_seaweed(tmp_path_factory.mktemp("seaweed"))
-    yield server
-    server.stop()
-
-
 @pytest.fixture
-def s3(seaweed: SeaweedServer, monkeypatch: pytest.MonkeyPatch) -> Any:
-    """A client of the dataset bucket (emptied); the step under test reads the same settings from the environment."""
-    for name, value in seaweed.env(BUCKET).items():
+def s3(seaweed: Seaweed, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """A client of the dataset bucket (emptied) on the session's SeaweedFS (forkcast_devservers' ``seaweed``
+    fixture); the step under test reads the same settings from the environment."""
+    for name, value in seaweed.client_env(BUCKET).items():
         monkeypatch.setenv(name, value)
-    client = seaweed.client()
+    client = s3_client(seaweed)
     if BUCKET not in {b["Name"] for b in client.list_buckets()["Buckets"]}:
         client.create_bucket(Bucket=BUCKET)
     for obj in client.list_objects_v2(Bucket=BUCKET).get("Contents", []):

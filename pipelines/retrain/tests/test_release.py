@@ -22,10 +22,11 @@ from forkcast_contract.model_format import METRICS_FILE, MODEL_FILE
 from forkcast_contract.registry_format import PROBE_FILE, PROBE_TOLERANCE, SCALER_FILE, SERVING_WEIGHTS_FILE
 from forkcast_data.generate import GenerateRequest, generate
 from forkcast_data.presets import preset_sizes
+from forkcast_devservers.ports import free_port
+from forkcast_devservers.servers import Mlflow, Seaweed
 from forkcast_registry.errors import VersionNotFoundError
 from forkcast_registry.registry import ModelRegistry
 from forkcast_registry.settings import RegistrySettings
-from forkcast_registry.testing import SeaweedServer, free_port, start_mlflow, start_seaweed
 from forkcast_retrain.cli import main
 from forkcast_retrain.errors import DataError
 from forkcast_retrain.evaluate import run_evaluate
@@ -52,21 +53,19 @@ def _train(data: Path, out: Path, recipe: str, epochs: int) -> Path:
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
-    """SeaweedFS + MLflow server on free loopback ports; the environment the CLI needs; both stopped by PID."""
+    """SeaweedFS + MLflow server of this module's own (forkcast_devservers: its registered model and aliases are
+    this module's); the environment the CLI needs; both stopped by PID."""
     root = tmp_path_factory.mktemp("stack")
-    seaweed: SeaweedServer = start_seaweed(root / "seaweed")
-    env = {**seaweed.env("forkcast-models"), "FORKCAST_MODEL_CACHE": str(root / "cache")}
-    s3 = seaweed.client()
-    s3.create_bucket(Bucket="mlflow-artifacts")
-    mlflow = start_mlflow(root, seaweed)
-    try:
+    with Seaweed(root / "seaweed") as seaweed, Mlflow.on(seaweed, root / "mlflow") as mlflow:
+        env = {
+            **seaweed.client_env("forkcast-models"),
+            "FORKCAST_MODEL_CACHE": str(root / "cache"),
+            "MLFLOW_TRACKING_URI": mlflow.url,
+        }
         with pytest.MonkeyPatch.context() as mp:
-            for k, v in {**env, "MLFLOW_TRACKING_URI": mlflow.uri}.items():
+            for k, v in env.items():
                 mp.setenv(k, v)
-            yield {**env, "MLFLOW_TRACKING_URI": mlflow.uri}
-    finally:
-        mlflow.stop()
-        seaweed.stop()
+            yield env
 
 
 @pytest.fixture(scope="module")

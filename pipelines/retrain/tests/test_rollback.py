@@ -24,10 +24,10 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from forkcast_contract.registry_format import ModelRelease
+from forkcast_devservers.servers import Mlflow, Seaweed
 from forkcast_registry.publish import build_manifest, new_version_id, publish_version
 from forkcast_registry.registry import ModelRegistry
 from forkcast_registry.settings import RegistrySettings
-from forkcast_registry.testing import start_mlflow, start_seaweed
 from forkcast_retrain.cli import main
 from forkcast_retrain.gitops import PushRejectedError
 from forkcast_retrain.images import ImagePin, image_ref, kustomization_path, with_images
@@ -47,21 +47,20 @@ DIGEST_1, DIGEST_2 = "sha256:" + "11" * 32, "sha256:" + "22" * 32
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """SeaweedFS + MLflow server of this module's own (forkcast_devservers), in the environment; yields the
+    tracking URI."""
     root = tmp_path_factory.mktemp("rollback-stack")
-    seaweed = start_seaweed(root / "seaweed")
-    s3 = seaweed.client()
-    for bucket in ("mlflow-artifacts", "forkcast-models"):
-        s3.create_bucket(Bucket=bucket)
-    mlflow = start_mlflow(root, seaweed)
-    try:
+    with Seaweed(root / "seaweed") as seaweed, Mlflow.on(seaweed, root / "mlflow") as mlflow:
+        seaweed.create_bucket("forkcast-models")
+        env = {
+            **seaweed.client_env("forkcast-models"),
+            "FORKCAST_MODEL_CACHE": str(root / "cache"),
+            "MLFLOW_TRACKING_URI": mlflow.url,
+        }
         with pytest.MonkeyPatch.context() as mp:
-            env = {**seaweed.env("forkcast-models"), "FORKCAST_MODEL_CACHE": str(root / "cache")}
-            for k, v in {**env, "MLFLOW_TRACKING_URI": mlflow.uri}.items():
+            for k, v in env.items():
                 mp.setenv(k, v)
-            yield mlflow.uri
-    finally:
-        mlflow.stop()
-        seaweed.stop()
+            yield mlflow.url
 
 
 @pytest.fixture(scope="module")

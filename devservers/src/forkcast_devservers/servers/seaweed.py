@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime
 import hashlib
 import hmac
+import secrets
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -48,11 +49,12 @@ class Seaweed(Server):
         dir: Path,
         *,
         access_key: str = "forkcast",
-        secret_key: str = "forkcast-secret",
+        secret_key: str | None = None,
         port: int | None = None,
         ports: Mapping[str, int] | None = None,
     ) -> None:
-        """``port`` fixes the S3 port; ``ports`` fixes any of ``PORT_FLAGS`` (the rest are chosen free)."""
+        """``port`` fixes the S3 port; ``ports`` fixes any of ``PORT_FLAGS`` (the rest are chosen free).
+        Without ``secret_key`` each server gets a random one (no shared literal credential in the tree)."""
         chosen = dict(zip(PORT_FLAGS, free_ports(len(PORT_FLAGS)), strict=True))
         chosen.update(ports or {})
         if port is not None:
@@ -60,7 +62,7 @@ class Seaweed(Server):
         super().__init__(dir, port=chosen["s3.port"])
         self.ports = chosen
         self.access_key = access_key
-        self.secret_key = secret_key
+        self.secret_key = secret_key if secret_key is not None else secrets.token_urlsafe(24)
 
     @property
     def endpoint(self) -> str:

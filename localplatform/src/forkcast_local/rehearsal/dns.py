@@ -76,7 +76,9 @@ class ServiceDns:
                 continue
             if question.rdtype == dns.rdatatype.A and self._addresses:
                 response.answer.append(
-                    dns.rrset.from_text_list(question.name, TTL_S, dns.rdataclass.IN, dns.rdatatype.A, self._addresses)
+                    dns.rrset.from_text_list(
+                        question.name, TTL_S, dns.rdataclass.IN, dns.rdatatype.A, self._addresses
+                    )
                 )
         return response.to_wire()
 

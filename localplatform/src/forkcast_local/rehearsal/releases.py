@@ -35,7 +35,15 @@ def dataset(root: Path, bin_dir: Path) -> Path:
 def train(data: Path, run: Path, bin_dir: Path, *options: str) -> Path:
     """``forkcast-retrain all`` into ``run`` with ``options`` (once: an existing metrics.json is kept)."""
     if not (run / "metrics.json").is_file():
-        cmd = [str(bin_dir / "forkcast-retrain"), "all", "--data", str(data), "--out", str(run), "--no-progress"]
+        cmd = [
+            str(bin_dir / "forkcast-retrain"),
+            "all",
+            "--data",
+            str(data),
+            "--out",
+            str(run),
+            "--no-progress",
+        ]
         subprocess.run([*cmd, *options], check=True, capture_output=True)
     return run
 
@@ -57,7 +65,10 @@ class Releases:
         shutil.rmtree(repo, ignore_errors=True)
         shutil.copytree(self.config.source / "manifests", repo / "manifests")
         _git(repo.parent, "init", "-q", str(repo))
-        for key, value in (("user.name", "forkcast rehearsal"), ("user.email", "rehearsal@forkcast.localhost")):
+        for key, value in (
+            ("user.name", "forkcast rehearsal"),
+            ("user.email", "rehearsal@forkcast.localhost"),
+        ):
             _git(repo, "config", key, value)
         _git(repo, "add", "-A")
         _git(repo, "commit", "-q", "-m", "manifests as in the working tree")
@@ -66,7 +77,10 @@ class Releases:
         from forkcast_registry.settings import RegistrySettings
 
         settings = RegistrySettings.model_validate(
-            {k: env[k] for k in ("S3_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "FORKCAST_BUCKET")}
+            {
+                k: env[k]
+                for k in ("S3_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "FORKCAST_BUCKET")
+            }
             | {"FORKCAST_MODEL_CACHE": str(self.config.root / "registry-cache")}
         )
         self.registry = ModelRegistry.from_settings(settings)
@@ -108,6 +122,7 @@ class Releases:
             # No MLflow in the rehearsal: the alias moves fail fast on an empty file store (exit 3, which CI's
             # rollback job allows: Git is reverted first and stays reverted).
             "MLFLOW_TRACKING_URI": (self.config.root / "mlruns").as_uri(),
+            "MLFLOW_ALLOW_FILE_STORE": "true",
         }
         cmd = [
             str(Path(self.platform.plan("gateway").argv[0]).parent / "forkcast-retrain"),

@@ -138,7 +138,9 @@ class Rehearsal:
     def _urls(self, plan: ContainerPlan, env: dict[str, str]) -> ContainerPlan:
         """``plan`` with the rehearsal's Redis servers and ``env`` laid over its environment."""
         redis = {"REDIS_URL": self.features_url, "FORKCAST_EVENTS_REDIS_URL": self.events_url}
-        return dataclasses.replace(plan, env=plan.env | {k: v for k, v in redis.items() if k in plan.env} | env)
+        return dataclasses.replace(
+            plan, env=plan.env | {k: v for k, v in redis.items() if k in plan.env} | env
+        )
 
     def _spawn(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> Proc:
         proc = spawn(argv, env={**os.environ, **(env or {})}, log=self.work / f"{name}.log")
@@ -151,8 +153,17 @@ class Rehearsal:
         for podset in (self.stable, self.canary):
             podset.release = dataclasses.replace(podset.release, plan=self._urls(podset.release.plan, {}))
         bin_dir = Path(self.stable_release.plan.argv[0]).parent
-        load = [str(bin_dir / "forkcast-features"), "load", "--data", str(self.data), "--activate", "--no-progress"]
-        subprocess.run(load, env={**os.environ, "REDIS_URL": self.features_url}, check=True, capture_output=True)
+        load = [
+            str(bin_dir / "forkcast-features"),
+            "load",
+            "--data",
+            str(self.data),
+            "--activate",
+            "--no-progress",
+        ]
+        subprocess.run(
+            load, env={**os.environ, "REDIS_URL": self.features_url}, check=True, capture_output=True
+        )
         self.say("features loaded into Redis")
         self.dns = ServiceDns(headless_service(self.stack.docs, self.spec)).start()
         self._online_auc(bin_dir)
@@ -178,15 +189,23 @@ class Rehearsal:
         port = free_port()
         plan = self._urls(
             self.stack.online_auc,
-            {"FORKCAST_METRICS_PORT": str(port), "FORKCAST_AUC_COMPUTE_EVERY_S": f"{AUC_COMPUTE_S / self.scale:g}"},
+            {
+                "FORKCAST_METRICS_PORT": str(port),
+                "FORKCAST_AUC_COMPUTE_EVERY_S": f"{AUC_COMPUTE_S / self.scale:g}",
+            },
         )
         from forkcast_contract.metric_names import ONLINE_AUC_RECENT_WINDOW_S
 
-        plan = dataclasses.replace(plan, argv=(*plan.argv, "--recent-window-s", f"{ONLINE_AUC_RECENT_WINDOW_S / self.scale:g}"))
+        plan = dataclasses.replace(
+            plan, argv=(*plan.argv, "--recent-window-s", f"{ONLINE_AUC_RECENT_WINDOW_S / self.scale:g}")
+        )
         pod = Pod.start(plan, log=self.work / "online-auc.log")
         self.pods.append(pod)
         self.auc_target = ScrapedPod(
-            "online-auc-0", self.spec.namespace, _template_labels(self.stack.docs, "online-auc"), f"127.0.0.1:{port}"
+            "online-auc-0",
+            self.spec.namespace,
+            _template_labels(self.stack.docs, "online-auc"),
+            f"127.0.0.1:{port}",
         )
 
     def _prometheus(self) -> None:
@@ -217,7 +236,9 @@ class Rehearsal:
             },
         )
         if plan.readiness is not None:
-            plan = dataclasses.replace(plan, readiness=dataclasses.replace(plan.readiness, port=self.gateway_port))
+            plan = dataclasses.replace(
+                plan, readiness=dataclasses.replace(plan.readiness, port=self.gateway_port)
+            )
         self.gateway_plan = plan
 
     def _start_gateway(self) -> None:
@@ -254,7 +275,9 @@ class Rehearsal:
             time_scale=self.scale,
         )
         measure = PrometheusQuery(self.prometheus)
-        self.say(f"update to {self.canary_release.version} (hash {self.canary_release.hash}), x{self.scale:g} time")
+        self.say(
+            f"update to {self.canary_release.version} (hash {self.canary_release.hash}), x{self.scale:g} time"
+        )
         ended_at: float | None = None
         served_at_end: Counter[str] = Counter()
         status = ctl.status()
@@ -268,7 +291,9 @@ class Rehearsal:
             if ended_at is None and self._ended(status):
                 ended_at = time.monotonic()
                 served_at_end = Counter(self.clients.stats.versions)
-                self.say(f"{status.phase} {status.message} at step {status.step_index}, weight {status.weight}")
+                self.say(
+                    f"{status.phase} {status.message} at step {status.step_index}, weight {status.weight}"
+                )
             if ended_at is not None and self._settled(status) and time.monotonic() > ended_at + 1.0:
                 break
             time.sleep(LOOP_S)
@@ -326,7 +351,9 @@ def rehearse(
     timeout_s: float = 300.0,
 ) -> Outcome:
     """Run the canary update of ``stable`` to ``canary`` as the rendered Rollout says; everything is stopped after."""
-    rehearsal = Rehearsal(stack, spec, stable, canary, data=data, work=work, time_scale=time_scale, traffic=traffic)
+    rehearsal = Rehearsal(
+        stack, spec, stable, canary, data=data, work=work, time_scale=time_scale, traffic=traffic
+    )
     try:
         rehearsal.start()
         return rehearsal.run(timeout_s)

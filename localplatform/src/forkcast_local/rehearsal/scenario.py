@@ -27,7 +27,7 @@ class Scenario:
 
     name: str
     canary_training: tuple[str, ...]
-    traffic: Traffic = Traffic()
+    traffic: Traffic = field(default_factory=Traffic)
     bad_sha256: bool = False
     rollback: bool = False
 
@@ -45,9 +45,15 @@ class Result:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The options every canary drill takes."""
-    parser.add_argument("--work", type=Path, required=True, help="folder for the run (data and models are reused)")
-    parser.add_argument("--cache", type=Path, help="folder of the tiny dataset and trained models (default: --work)")
-    parser.add_argument("--time-scale", type=float, default=30.0, help="divide every duration by this (default 30)")
+    parser.add_argument(
+        "--work", type=Path, required=True, help="folder for the run (data and models are reused)"
+    )
+    parser.add_argument(
+        "--cache", type=Path, help="folder of the tiny dataset and trained models (default: --work)"
+    )
+    parser.add_argument(
+        "--time-scale", type=float, default=30.0, help="divide every duration by this (default 30)"
+    )
     parser.add_argument("--timeout", type=float, default=240.0, help="give up after this many seconds")
 
 
@@ -64,7 +70,9 @@ def _break_sha256(repo: Path, overlay: str) -> None:
     subprocess.run(["git", "-C", str(repo), "commit", "-q", "--amend", "--no-edit", "-a"], check=True)
 
 
-def run_scenario(scenario: Scenario, work: Path, *, cache: Path | None, time_scale: float, timeout_s: float) -> Result:
+def run_scenario(
+    scenario: Scenario, work: Path, *, cache: Path | None, time_scale: float, timeout_s: float
+) -> Result:
     config = load_config(root=work / "platform")
     cache = cache or work
     data = dataset(cache, config.bin_dir)
@@ -80,7 +88,10 @@ def run_scenario(scenario: Scenario, work: Path, *, cache: Path | None, time_sca
         if scenario.bad_sha256:
             _break_sha256(config.gitops, config.overlay)
             commit = subprocess.run(
-                ["git", "-C", str(config.gitops), "rev-parse", "HEAD"], check=True, capture_output=True, text=True
+                ["git", "-C", str(config.gitops), "rev-parse", "HEAD"],
+                check=True,
+                capture_output=True,
+                text=True,
             ).stdout.strip()
         canary, _, _ = releases.release()
         outcome = rehearse(
@@ -102,7 +113,9 @@ def report(result: Result) -> str:
     lines = [
         f"stable {result.stable_version} -> canary {result.canary_version}",
         f"phase {o.status.phase} ({o.status.message}) at step {o.status.step_index}, weight {o.status.weight}",
-        f"verdict: {v.decided_by} {v.phase} {v.template or ''}/{v.metric or ''}: {v.message}" if v else "verdict: none",
+        f"verdict: {v.decided_by} {v.phase} {v.template or ''}/{v.metric or ''}: {v.message}"
+        if v
+        else "verdict: none",
         f"requests {o.sent}, failed {o.failed}; served {dict(o.served)}; after the end {dict(o.served_after_end)}",
     ]
     if result.rollback is not None:

@@ -95,7 +95,12 @@ def torchscript_scores(model: Any, mean: F32, std: F32, raw: F32) -> F32:
 def write_serving_form(
     model_path: Path, scaler_path: Path, prepared: Prepared, out_dir: Path
 ) -> dict[str, Path]:
-    """Write serving_weights.npz and probe.npz into ``out_dir`` after checking the numpy forward agrees."""
+    """Write serving_weights.npz and probe.npz into ``out_dir`` after checking the numpy forward agrees.
+
+    The probe ``scores`` are logits, not the probabilities a client is served: the inference service checks its own
+    forward against them (``probe_gap``, where a sigmoid would flatten differences in the tails), and the drift job
+    turns them into served scores itself (``forkcast_contract.drift.served_scores``) before comparing.
+    """
     model = load_torchscript(model_path)
     mean, std = load_scaler(scaler_path)
     weights = layer_weights(model)

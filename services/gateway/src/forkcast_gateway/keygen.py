@@ -37,7 +37,7 @@ def new_key(key_id: str, scopes: frozenset[str] = frozenset()) -> NewKey:
 
 
 def render(new: NewKey) -> str:
-    """What keygen prints: the two values, each under a ``#`` comment (the key file skips ``#`` lines)."""
+    """What keygen prints: the two values, each under a ``#`` comment saying what it is."""
     return (
         "# API key (give it to the client; it is shown once and stored nowhere):\n"
         f"{new.key}\n"

@@ -29,8 +29,9 @@ def _integral(value: Any) -> Any:
     return int(value) if isinstance(value, float) and value.is_integer() else value
 
 
+# The bounds first, then the validator: in the other order pydantic publishes them as unknown "ge"/"le" keys.
 JsonCandidateId = Annotated[
-    int, BeforeValidator(_integral), Field(ge=limits.CANDIDATE_ID_MIN, le=limits.CANDIDATE_ID_MAX)
+    int, Field(ge=limits.CANDIDATE_ID_MIN, le=limits.CANDIDATE_ID_MAX), BeforeValidator(_integral)
 ]
 RequestId = Annotated[
     str, Field(min_length=1, max_length=limits.REQUEST_ID_MAX_LEN, pattern=r"^[\x21-\x7e]+$")

@@ -1,9 +1,10 @@
-"""``python -m forkcast_retrain.bench``: the training benchmark behind ``make bench-train``.
+"""``python pipelines/retrain/benchmarks/bench_train.py``: the training benchmark behind ``make bench-train``.
 
 In one run, on the same data and the same threads: rows/s of the fast path and of the plain autograd loop
 (train steps including Adam, on one gathered click file), then full ``forkcast-retrain all`` runs of both recipes
 in child processes (per-epoch time, peak RSS of the whole process, test accuracy / ROC-AUC). The machine is
 shared, so the comparison is a ratio measured back to back, never an absolute figure against another day.
+Lives beside the package, not in it: training never imports it.
 """
 
 from __future__ import annotations
@@ -90,7 +91,9 @@ def full_run(data: Path, run: Path, recipe: str, extra: list[str]) -> dict[str, 
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m forkcast_retrain.bench", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="python pipelines/retrain/benchmarks/bench_train.py", description=__doc__.splitlines()[0]
+    )
     parser.add_argument(
         "--data", type=Path, default=Path("data/full"), help="dataset directory (default data/full)"
     )

@@ -1,6 +1,7 @@
 """Benchmark of the online-AUC job: CPU per prediction event and peak memory, against a naive baseline.
 
-``python -m forkcast_monitoring.bench`` starts a private redis-server on a free 127.0.0.1 port, writes the
+``python monitoring/benchmarks/bench_online_auc.py`` starts a private redis-server (forkcast_devservers) on a free
+127.0.0.1 port, writes the
 traffic of ``--predictions`` requests (10 candidates each, a feedback entry per candidate, as the simulator
 emits; the requests of eight API keys in turn, so the per-key share cap is computed at every refresh and binds no
 one), then drains it in two fresh child processes, each timed with getrusage (user + system CPU, peak RSS):
@@ -11,6 +12,7 @@ one), then drains it in two fresh child processes, each timed with getrusage (us
 
 The target (issue 9): 2,000 predictions/s with ≤ 20 % of one core, i.e. ≤ 100 µs of CPU per prediction
 including its feedback. Redis' own CPU is not counted (it is another process, on another host in the cluster).
+Lives beside the package, not in it: the job never imports it.
 """
 
 from __future__ import annotations
@@ -18,18 +20,18 @@ from __future__ import annotations
 import argparse
 import json
 import resource
-import shutil
-import socket
 import subprocess
 import sys
 import tempfile
 import time
+from pathlib import Path
 from typing import Any, cast
 
 import numpy as np
 import redis
 
 from forkcast_contract.streams import FEEDBACK_STREAM, PREDICTIONS_STREAM
+from forkcast_devservers.servers import RedisServer
 from forkcast_monitoring.events import parse_feedback, parse_prediction
 from forkcast_monitoring.online_auc import OnlineAuc
 from forkcast_monitoring.settings import MonitoringSettings
@@ -122,15 +124,9 @@ def child(impl: str, url: str, predictions: int) -> None:
     )
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m forkcast_monitoring.bench", description=__doc__.splitlines()[0]
+        prog="python monitoring/benchmarks/bench_online_auc.py", description=__doc__.splitlines()[0]
     )
     parser.add_argument("--predictions", type=int, default=10_000, help="requests of traffic to drain")
     parser.add_argument("--child", choices=["job", "naive"], help=argparse.SUPPRESS)
@@ -139,34 +135,15 @@ def main(argv: list[str] | None = None) -> int:
     if args.child:
         child(args.child, args.redis_url, args.predictions)
         return 0
-    if shutil.which("redis-server") is None:
-        parser.error("needs redis-server (Debian package redis-server)")
-    port = free_port()
-    with tempfile.TemporaryDirectory() as tmp:
-        server = subprocess.Popen(
-            ["redis-server", "--bind", "127.0.0.1", "--port", str(port), "--save", "", "--dir", tmp],
-            stdout=subprocess.DEVNULL,
-        )
-        try:
-            url = f"redis://127.0.0.1:{port}/0"
-            client = redis.Redis.from_url(url)
-            for _ in range(50):
-                try:
-                    client.ping()
-                    break
-                except redis.ConnectionError:
-                    time.sleep(0.1)
-            write_traffic(client, args.predictions)
-            results = {}
-            for impl in ("job", "naive"):
-                cmd = [sys.executable, "-m", "forkcast_monitoring.bench", "--child", impl, "--redis-url", url]
-                out = subprocess.run(
-                    [*cmd, "--predictions", str(args.predictions)], capture_output=True, text=True, check=True
-                )
-                results[impl] = json.loads(out.stdout.strip().splitlines()[-1])
-        finally:
-            server.terminate()
-            server.wait(timeout=10)
+    with tempfile.TemporaryDirectory() as tmp, RedisServer(Path(tmp)) as server:
+        write_traffic(redis.Redis.from_url(server.url), args.predictions)
+        results = {}
+        for impl in ("job", "naive"):
+            cmd = [sys.executable, __file__, "--child", impl, "--redis-url", server.url]
+            out = subprocess.run(
+                [*cmd, "--predictions", str(args.predictions)], capture_output=True, text=True, check=True
+            )
+            results[impl] = json.loads(out.stdout.strip().splitlines()[-1])
     report(results)
     return 0
 

@@ -1,0 +1,27 @@
+"""The generator benchmark (datagen/benchmarks/, outside the package) runs end to end on the tiny preset and
+reports both click-draw rates, their ratio and the generate figures."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+BENCH = Path(__file__).parents[1] / "benchmarks" / "bench_generate.py"
+
+
+def test_bench_compares_the_vectorised_draw_with_the_per_row_loop(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, str(BENCH), "--preset", "tiny", "--loop-rows", "2000", "--out", str(tmp_path / "d")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    loop = re.search(r"original per-row loop : +([\d,]+) rows/s", done.stdout)
+    vec = re.search(r"vectorised \(in memory\): +([\d,]+) rows/s +ratio ([\d,]+)x", done.stdout)
+    assert loop and vec, done.stdout
+    assert int(vec.group(1).replace(",", "")) > int(loop.group(1).replace(",", "")) > 0
+    assert "tiny preset generate (250,000 click rows, written + hashed)" in done.stdout
+    assert (tmp_path / "d" / "dataset.json").is_file()

@@ -1,0 +1,112 @@
+"""The four canary drills on real processes (tiny data, models trained once per session, time x30), each asserting
+its reason: which phase, which template and metric, or the progress deadline, and what the rollback did.
+
+Also, without processes: the DNS stand-in for the headless Service answers the ready pods and nothing else.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import dns.message
+import dns.rcode
+import dns.rdatatype
+import pytest
+
+from forkcast_local.drills import canary_good, canary_low_traffic, canary_never_ready, canary_worse_model
+from forkcast_local.rehearsal import scenario as s
+from forkcast_local.rehearsal.controller import PAUSE_INCONCLUSIVE, TIMED_OUT
+from forkcast_local.rehearsal.dns import ServiceDns
+
+TIME_SCALE = 30.0
+
+
+def test_the_service_dns_answers_the_ready_pods_only() -> None:
+    server = ServiceDns("inference-pods")
+    try:
+        server.set_addresses(["127.9.9.3", "127.9.9.2"])
+        answer = dns.message.from_wire(
+            server.answer(dns.message.make_query("inference-pods.", "A").to_wire())
+        )
+        assert sorted(rr.address for rr in answer.answer[0]) == ["127.9.9.2", "127.9.9.3"]
+        server.set_addresses([])
+        empty = dns.message.from_wire(server.answer(dns.message.make_query("inference-pods.", "A").to_wire()))
+        assert empty.rcode() == dns.rcode.NOERROR and not empty.answer  # a headless Service with no ready pod
+        other = dns.message.from_wire(server.answer(dns.message.make_query("gateway.", "A").to_wire()))
+        assert other.rcode() == dns.rcode.NXDOMAIN
+    finally:
+        server._sock.close()
+
+
+@pytest.fixture(scope="session")
+def cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Tiny dataset and trained models, shared by the four drills."""
+    return tmp_path_factory.mktemp("canary-cache")
+
+
+def _run(scenario: s.Scenario, cache: Path, work: Path) -> s.Result:
+    return s.run_scenario(scenario, work, cache=cache, time_scale=TIME_SCALE, timeout_s=200)
+
+
+def _args(parser_module: object) -> None:
+    parser = argparse.ArgumentParser()
+    parser_module.add_arguments(parser)  # type: ignore[attr-defined]
+    assert parser.parse_args(["--work", "w"]).time_scale > 1
+
+
+def test_good_canary_is_promoted_to_100_percent(cache: Path, tmp_path: Path) -> None:
+    result = _run(canary_good.SCENARIO, cache, tmp_path)
+    o = result.outcome
+    assert (o.status.phase, o.status.weight, o.status.step_index) == ("Healthy", 100, 8), s.report(result)
+    assert o.verdict is None and o.failed == 0
+    assert set(o.served) == {result.stable_version, result.canary_version}  # both served during the update
+    assert set(o.served_after_end) == {result.canary_version}
+    assert canary_good.check(result) == []
+
+
+def test_worse_model_is_aborted_by_the_online_auc_step_while_latency_passes(
+    cache: Path, tmp_path: Path
+) -> None:
+    result = _run(canary_worse_model.SCENARIO, cache, tmp_path)
+    o, v = result.outcome, result.outcome.verdict
+    assert o.status.phase == "Degraded" and v is not None, s.report(result)
+    assert (v.decided_by, v.template, v.metric, v.phase) == (
+        "step 2",
+        "inference-online-auc",
+        "online-auc-vs-stable",
+        "Failed",
+    )
+    assert "failureLimit (1)" in v.message
+    assert o.status.message.startswith("RolloutAborted: Step-based analysis phase error/failed")
+    assert (o.status.weight, o.status.canary_replicas) == (0, 0)
+    assert set(o.served_after_end) == {result.stable_version} and o.failed == 0
+    assert canary_worse_model.check(result) == []
+
+
+def test_never_ready_canary_is_aborted_by_the_progress_deadline_and_reverted(
+    cache: Path, tmp_path: Path
+) -> None:
+    result = _run(canary_never_ready.SCENARIO, cache, tmp_path)
+    o, v = result.outcome, result.outcome.verdict
+    assert o.status.phase == "Degraded" and v is not None, s.report(result)
+    assert (v.decided_by, v.phase, v.template) == ("progressDeadline", TIMED_OUT, None)
+    assert "has timed out progressing" in v.message and o.status.step_index == 0
+    assert result.canary_version not in o.served and o.failed == 0
+    assert result.rollback is not None and result.rollback.returncode in canary_never_ready.ROLLBACK_OK
+    assert result.release_after_rollback == result.stable_version
+    assert canary_never_ready.check(result) == []
+
+
+def test_low_traffic_canary_pauses_inconclusive_and_is_not_aborted(cache: Path, tmp_path: Path) -> None:
+    result = _run(canary_low_traffic.SCENARIO, cache, tmp_path)
+    o, v = result.outcome, result.outcome.verdict
+    assert (o.status.phase, o.status.message) == ("Paused", PAUSE_INCONCLUSIVE), s.report(result)
+    assert v is not None and (v.decided_by, v.template, v.phase) == (
+        "step 2",
+        "inference-online-auc",
+        "Inconclusive",
+    )
+    assert "inconclusiveLimit (3)" in v.message
+    assert o.status.canary_replicas > 0 and o.failed == 0
+    assert canary_low_traffic.check(result) == []
