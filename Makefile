@@ -14,7 +14,7 @@ export OPENBLAS_NUM_THREADS ?= 1
 DATA ?= data
 PACKAGES = $(wildcard */src */*/src)
 
-.PHONY: help setup system-packages demo up down status logs test lint format typecheck pytest full-data bench-data bench-features bench-train bench-serve bench-gateway bench-monitoring manifests-check workflows dashboards dashboards-png rollout-drill faults load drill audit
+.PHONY: help setup system-packages demo up down status logs test lint format typecheck pytest full-data bench-data bench-features bench-train bench-serve bench-gateway bench-monitoring manifests-check workflows dashboards dashboards-png rollout-drill faults load drill drills audit
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -122,8 +122,18 @@ faults: setup system-packages ## fault drills under load: Redis killed, S3 down,
 load: demo ## locust through the gateway of the demo platform: 30 req/s for 60 s (p95 ≤ 100 ms), then a step test to saturation; docs/load/
 	$(BIN)/python -m forkcast_local.load --data $(DATA)/small --out docs/load
 
-drill: setup system-packages ## end to end on small data: serve, drift, alert, retrain (CI's steps), canary, AUC recovers; report in docs/drill/
-	$(BIN)/forkcast-local drill --data $(DATA)/small --preset small --drift 1 --work runs/drill --report docs/drill/report
+NAME ?= end-to-end
+drill: setup system-packages ## one drill: make drill NAME=<name> (default end-to-end: drift, alert, retrain, canary, AUC recovers; report in docs/drill/); names: forkcast-local drill --list
+ifeq ($(NAME),end-to-end)
+	$(BIN)/forkcast-local drill end-to-end --data $(DATA)/small --preset small --drift 1 --work runs/drill --report docs/drill/report
+else
+	$(BIN)/forkcast-local drill $(NAME)
+endif
+
+drills: setup system-packages ## every drill of forkcast-local drill --list, one after the other (stops at the first failure)
+	for name in $$($(BIN)/forkcast-local drill --list | awk 'NR > 2 {print $$1}'); do \
+	  $(MAKE) --no-print-directory drill NAME=$$name || exit 1; \
+	done
 
 audit: setup ## pip-audit the locked dependencies (needs the network; says "audit skipped" with the reason when offline)
 	$(BIN)/python scripts/audit_deps.py --uv $(UV)

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from forkcast_delivery.render import Render, render
+
 from forkcast_local.local_secrets import LocalSecrets
-from forkcast_local.plan import RUN_KINDS, ContainerPlan, Planner, PlanError, expand
+from forkcast_local.plan import RUN_KINDS, ContainerPlan, PlanError, Planner, expand
 
 ROOT = Path(__file__).resolve().parents[2]
 OVERLAY = ROOT / "manifests" / "overlays" / "local"
@@ -116,5 +116,7 @@ def test_a_command_that_is_no_console_script_is_refused_by_name(local_render: Re
         if doc["kind"] == "Deployment" and doc["metadata"]["name"] == "gateway":
             doc["spec"]["template"]["spec"]["containers"][0]["command"] = ["forkcast-gatewy"]
     broken = dataclasses.replace(local_render, docs=tuple(docs))
-    with pytest.raises(PlanError, match=r"Deployment/gateway container gateway runs 'forkcast-gatewy', not a console"):
+    with pytest.raises(
+        PlanError, match=r"Deployment/gateway container gateway runs 'forkcast-gatewy', not a console"
+    ):
         _planner(broken, tmp_path).plans()

@@ -15,7 +15,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import yaml
 
 from forkcast_devservers.ports import free_port
 from forkcast_devservers.process import Proc, group_members, start_ticks
@@ -76,7 +75,9 @@ def _recommend(config: PlatformConfig, key: str | None) -> tuple[int, dict[str, 
         return e.code, dict(e.headers), e.read()
 
 
-def test_up_runs_the_render_and_serves_the_promoted_model_through_the_gateway(platform: PlatformConfig) -> None:
+def test_up_runs_the_render_and_serves_the_promoted_model_through_the_gateway(
+    platform: PlatformConfig,
+) -> None:
     rows = {row.name: row for row in status(platform)}
     assert list(rows) == NAMES
     assert all(row.running and row.healthy for row in rows.values()), rows
@@ -99,7 +100,9 @@ def test_prometheus_evaluates_the_rendered_prometheus_rule(platform: PlatformCon
     groups = _get(f"http://127.0.0.1:{port}/api/v1/rules")["data"]["groups"]  # type: ignore[index]
     served = {(g["name"], r["name"]) for g in groups for r in g["rules"]}
     rendered = load("local", ROOT / "manifests")
-    expected = {(g["name"], r.get("alert") or r.get("record")) for g in rendered.rule_groups for r in g["rules"]}
+    expected = {
+        (g["name"], r.get("alert") or r.get("record")) for g in rendered.rule_groups for r in g["rules"]
+    }
     assert served == expected
     # Every rendered monitor whose workload runs here is a scrape job at that pod's loopback address.
     targets = _get(f"http://127.0.0.1:{port}/api/v1/targets")["data"]["activeTargets"]  # type: ignore[index]
@@ -170,6 +173,8 @@ def test_a_fallback_port_is_kept_across_restarts_until_the_config_changes(tmp_pa
     config = _config(tmp_path, ports)
     fallback = free_port()
     dead = {"proc": None, "fingerprint": "", "port": fallback, "wanted": ports["redis"]}
-    assert _Ports(config, {"redis": dead})("redis") == fallback  # the configured port is free, but redis ran here
+    assert (
+        _Ports(config, {"redis": dead})("redis") == fallback
+    )  # the configured port is free, but redis ran here
     moved = _config(tmp_path, {**ports, "redis": free_port()})
     assert _Ports(moved, {"redis": dead})("redis") == moved.ports["redis"]  # platform.toml changed: it wins

@@ -3,18 +3,13 @@ online-AUC job, and a local HTTP recorder standing in for GitLab's trigger API (
 
 from __future__ import annotations
 
-import sys
 import threading
 import urllib.parse
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 from typing import Any
 
 import pytest
-
-# Helpers shared by the test modules (importlib mode puts no test folder on sys.path by itself).
-sys.path.insert(0, str(Path(__file__).parent))
 
 from forkcast_devservers.servers import RedisServer
 from forkcast_monitoring.settings import MonitoringSettings

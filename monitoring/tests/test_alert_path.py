@@ -9,23 +9,31 @@ import os
 import sys
 import time
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from alert_stack import (
-    job_scraping,
-    render_alertmanager,
-    render_prometheus,
-    token_files,
-    wait_for,
-)
 from prometheus_client import CollectorRegistry, Gauge, start_http_server
 
 from forkcast_contract import metric_names as n
 from forkcast_devservers.ports import free_port
 from forkcast_devservers.process import Proc, spawn, stop
-from forkcast_devservers.ready import http_ok
+from forkcast_devservers.ready import http_ok, wait_until
 from forkcast_devservers.servers import Alertmanager, Prometheus
+from forkcast_monitoring.local_alerting import render_alertmanager, render_prometheus, token_files
+from forkcast_monitoring.manifest_config import load
+
+
+def job_scraping(workload: str, overlay: str = "dev") -> str:
+    """The scrape job (monitor) of the rendered overlay whose pods are ``workload``'s; fails naming it if none."""
+    jobs = [j.name for j in load(overlay).scrape_jobs if workload in j.workloads]
+    if len(jobs) != 1:
+        raise AssertionError(f"overlay {overlay} has {len(jobs)} monitors of workload {workload!r}: {jobs}")
+    return jobs[0]
+
+
+def wait_for(check: Callable[[], bool], timeout_s: float, what: str) -> None:
+    wait_until(check, timeout_s=timeout_s, what=what)
 
 
 def receiver_metrics(port: int) -> str:

@@ -16,7 +16,6 @@ import numpy as np
 import pytest
 import redis
 import torch
-from monitoring_support import NOW, fresh_redis, write_predictions
 from prometheus_client import CollectorRegistry, generate_latest
 
 from forkcast_contract import drift
@@ -38,6 +37,7 @@ from forkcast_inference.model import Provenance, load_files
 from forkcast_inference.ranking import Selection, rank
 from forkcast_monitoring.drift_job import DriftCollector, DriftJob, Reference
 from forkcast_monitoring.references import DirectoryReferences
+from forkcast_monitoring.testing import NOW, fresh_redis, write_predictions
 from forkcast_retrain.cli_release import export_release
 from forkcast_retrain.evaluate import run_evaluate
 from forkcast_retrain.prep import run_prep

@@ -13,7 +13,6 @@ import asyncio
 import numpy as np
 import redis
 import redis.asyncio as aioredis
-from monitoring_support import NOW, brute_auc, capped_offline, drain, write_predictions
 from prometheus_client import CollectorRegistry, generate_latest
 
 from forkcast_contract import metric_names as n
@@ -24,6 +23,7 @@ from forkcast_gateway.schemas import FeedbackEvent
 from forkcast_inference.events import Event
 from forkcast_monitoring.online_auc import AucCollector, OnlineAuc
 from forkcast_monitoring.settings import MonitoringSettings
+from forkcast_monitoring.testing import NOW, brute_auc, capped_offline, drain, write_predictions
 from forkcast_monitoring.window import Window, key_cap
 
 HONEST = [f"app-{i}" for i in range(6)]

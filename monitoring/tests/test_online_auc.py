@@ -14,7 +14,6 @@ import urllib.request
 import numpy as np
 import redis
 import redis.asyncio as aioredis
-from monitoring_support import NOW, drain, write_predictions
 from prometheus_client import CollectorRegistry, generate_latest, start_http_server
 
 from forkcast_contract import metric_names as n
@@ -27,6 +26,7 @@ from forkcast_inference.events import Event
 from forkcast_inference.settings import InferenceSettings  # noqa: F401  (the producer package must import)
 from forkcast_monitoring.online_auc import AucCollector, OnlineAuc
 from forkcast_monitoring.settings import MonitoringSettings
+from forkcast_monitoring.testing import NOW, drain, write_predictions
 
 
 def write_feedback(url: str, items: list[tuple[str, int, bool, float]]) -> None:

@@ -14,7 +14,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from monitoring_support import NOW, brute_auc, drain, fresh_redis, write_predictions
 
 from forkcast_data.generate import GenerateRequest, generate
 from forkcast_data.presets import preset_sizes
@@ -23,6 +22,7 @@ from forkcast_inference.events import Event
 from forkcast_monitoring.online_auc import OnlineAuc
 from forkcast_monitoring.settings import MonitoringSettings
 from forkcast_monitoring.simulator import Simulator
+from forkcast_monitoring.testing import NOW, brute_auc, drain, fresh_redis, write_predictions
 
 REQUESTS, CANDIDATES = 800, 10  # 8,000 joined pairs
 

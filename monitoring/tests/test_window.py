@@ -6,12 +6,12 @@ from __future__ import annotations
 
 import numpy as np
 import redis
-from monitoring_support import brute_auc
 from prometheus_client import CollectorRegistry, generate_latest
 
 from forkcast_contract import metric_names
 from forkcast_monitoring.online_auc import AucCollector, OnlineAuc
 from forkcast_monitoring.settings import MonitoringSettings
+from forkcast_monitoring.testing import brute_auc
 from forkcast_monitoring.window import Window, hanley_mcneil, roc_auc
 
 

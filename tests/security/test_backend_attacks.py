@@ -7,7 +7,9 @@ users (so the ACL is both tight and enough for them, proved by every other test 
 
 from __future__ import annotations
 
+import base64
 import json
+import secrets
 from typing import Any
 
 import pytest
@@ -77,7 +79,7 @@ def test_direct_inference_call_with_forged_gateway_headers_cannot_reach_the_auc(
     ``X-Forkcast-Key-Id: alice``. Inference trusts those headers (only the gateway is meant to reach it) and records
     the prediction under them, but the id carries no valid tag, so the gateway refuses every label on it for every
     key: the online AUC cannot be reached this way. Unknown body fields are refused 422 as at the gateway."""
-    forged = "A" * 22 + "." + "B" * 22
+    forged = ".".join(base64.urlsafe_b64encode(secrets.token_bytes(16)).rstrip(b"=").decode() for _ in "nt")
     body = {"candidate_restaurant_ids": list(range(0, 2000, 3)), "latitude": 13.87, "longitude": 100.58,
             "max_dist": 20000}  # fmt: skip
     headers = {"x-request-id": forged, "x-forkcast-key-id": "alice"}

@@ -17,6 +17,8 @@ import tomllib
 from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[2]
 # The package and its own tests; and this file, which names what it looks for.
 ALLOWED = (ROOT / "devservers", Path(__file__).resolve())
@@ -143,9 +145,21 @@ def describe(graph: dict[str, dict[str, int]], component: list[str]) -> str:
     return "; ".join(edges)
 
 
-def test_free_port_and_the_redis_command_line_live_only_in_devservers() -> None:
-    copies = server_start_copies(ROOT, ALLOWED)
+# One case per top-level folder, so that a failure names the part (and so its owner) that still holds a copy.
+PARTS = sorted(
+    p.name for p in ROOT.iterdir() if p.is_dir() and not p.name.startswith(".") and p.name not in SKIP_DIRS
+)
+
+
+@pytest.mark.parametrize("part", PARTS)
+def test_free_port_and_the_redis_command_line_live_only_in_devservers(part: str) -> None:
+    copies = [f"{part}/{found}" for found in server_start_copies(ROOT / part, ALLOWED)]
     assert not copies, "server-start code outside forkcast_devservers:\n" + "\n".join(copies)
+
+
+def test_every_python_file_lies_in_a_part_checked_above() -> None:
+    assert not [p.name for p in ROOT.glob("*.py")], "a .py file at the root would escape the per-part check"
+    assert {"devservers", "localplatform", "monitoring", "registry", "services", "tests"} <= set(PARTS)
 
 
 def test_the_copy_finder_reports_file_and_line(tmp_path: Path) -> None:

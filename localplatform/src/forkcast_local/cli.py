@@ -46,7 +46,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--preset", default="small", choices=["tiny", "small"], help="dataset preset to generate")
     p.add_argument("--epochs", type=int, default=3, help="training epochs (default %(default)s)")
     p.add_argument("--requests", type=int, default=300, help="requests sent through the gateway")
-    sub.add_parser("drill", add_help=False, help="a scenario on the platform: drill --list, drill NAME --help")
+    sub.add_parser(
+        "drill", add_help=False, help="a scenario on the platform: drill --list, drill NAME --help"
+    )
     return parser
 
 

@@ -139,7 +139,9 @@ def run_demo(config: PlatformConfig, opts: DemoOptions) -> int:
         run = _train(config, opts)
         metrics = json.loads((run / "metrics.json").read_text())
         print(f"    test ROC-AUC {metrics['roc_auc']:.4f}, accuracy {metrics['accuracy']:.4f}")
-    with stage(f"platform up (manifests/overlays/{config.overlay}, with S3, MLflow, Alertmanager, Prometheus)"):
+    with stage(
+        f"platform up (manifests/overlays/{config.overlay}, with S3, MLflow, Alertmanager, Prometheus)"
+    ):
         ctx = up(config, log=lambda line: print(f"    {line}"))
     with stage("gate + publish to S3 and MLflow"):
         published = _publish(config, ctx, run)

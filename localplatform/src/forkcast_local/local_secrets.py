@@ -5,8 +5,9 @@ In a cluster these Secrets come from sealed-secrets or External Secrets; locally
 afterwards, so a restart keeps its passwords and the data written with them. Most keys are random; a few are
 derived from others (``DERIVED``): the Redis URL carries the Redis password and names the ``redis`` Service as the
 cluster's URL would (the plan maps the name to loopback), the ACL Secret holds each Redis user's password hash as
-forkcast_delivery.redis_acl makes it, the gateway's key file holds the sha256 of the local demo key. A key that looks like an address (``url``, ``endpoint``) needs a rule in ``DERIVED``: a random value there
-would only fail later, at a confusing distance.
+forkcast_delivery.redis_acl makes it, the gateway's key file holds the sha256 of the local demo key. A key that
+looks like an address (``url``, ``endpoint``) needs a rule in ``DERIVED``: a random value there would only fail
+later, at a confusing distance.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from forkcast_delivery.redis_acl import password_hash
+
 from forkcast_gateway.auth import hash_key
 
 # The key id of the local demo key in the gateway's key file, and where its clear text lives.
@@ -91,7 +93,9 @@ class LocalSecrets:
         """The keys a Secret has in the cluster (an envFrom secretRef brings each as a variable)."""
         entry = self.provided.get(secret)
         if entry is None:
-            raise SecretError(f"Secret {secret} is neither rendered nor in manifests/provided-by-cluster.yaml")
+            raise SecretError(
+                f"Secret {secret} is neither rendered nor in manifests/provided-by-cluster.yaml"
+            )
         return [str(k) for k in entry.get("keys") or []]
 
     def path(self, secret: str, key: str) -> Path:

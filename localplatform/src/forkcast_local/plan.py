@@ -37,7 +37,8 @@ from typing import Any, Literal
 
 from forkcast_delivery import workspace
 from forkcast_delivery.objects import PodTemplate, matches_plain, of_kind, pod_templates, ref, resolve_port
-from forkcast_delivery.render import Doc, Render
+from forkcast_delivery.render import Render
+
 from forkcast_devservers.binaries import REDIS_SERVER, Binary, MissingBinaryError, locate
 from forkcast_local.local_secrets import LocalSecrets
 
@@ -111,7 +112,9 @@ THIRD_PARTY: dict[str, ThirdParty] = {
     "redis": ThirdParty(REDIS_SERVER, ("--bind", LOOPBACK, "--port", "{port}"), ("redis-server",)),
     # The metrics sidecar of the Redis pods: Debian's prometheus-redis-exporter, when installed.
     "redis_exporter": ThirdParty(
-        Binary(("redis_exporter", "prometheus-redis-exporter"), "the Debian package prometheus-redis-exporter"),
+        Binary(
+            ("redis_exporter", "prometheus-redis-exporter"), "the Debian package prometheus-redis-exporter"
+        ),
         ("--web.listen-address=127.0.0.1:{port}",),
         optional=True,
     ),
@@ -193,8 +196,10 @@ class Planner:
         self.addresses = {(p.workload, cp): lp for p in pods for (_, cp), lp in p.ports.items()}
         out = []
         for pod in pods:
-            for init in pod.template.spec.get("initContainers") or []:
-                out.append(self._plan(pod, dict(init), hosts, init=True))
+            out += [
+                self._plan(pod, dict(i), hosts, init=True)
+                for i in pod.template.spec.get("initContainers") or []
+            ]
             for container in pod.template.spec.get("containers") or []:
                 plan = self._plan(pod, dict(container), hosts)
                 if plan is not None:
@@ -223,10 +228,12 @@ class Planner:
                 local = next((lp for (_, cp), lp in pod.ports.items() if cp == number), None)
                 if local is not None:
                     mapping[int(port["port"])] = local
-            names = [name]
-            for sts in of_kind(self.render.docs, "StatefulSet"):
-                if sts["spec"].get("serviceName") == name and sts["metadata"]["name"] == pod.workload:
-                    names.append(f"{pod.workload}-0.{name}")  # the stable name of the StatefulSet's pod 0
+            # A StatefulSet's pod 0 also has the stable name <pod>.<its headless Service>.
+            names = [name] + [
+                f"{pod.workload}-0.{name}"
+                for sts in of_kind(self.render.docs, "StatefulSet")
+                if sts["spec"].get("serviceName") == name and sts["metadata"]["name"] == pod.workload
+            ]
             for base in names:
                 for full in (base, f"{base}.{ns}", f"{base}.{ns}.svc", f"{base}.{ns}.svc.cluster.local"):
                     hosts[full] = mapping
@@ -250,7 +257,10 @@ class Planner:
         own_ports = {cp: lp for (c, cp), lp in pod.ports.items() if c == cname}
         raw = self._env(container, where)
         env = {k: _localise(v, mounts, hosts, own_ports, exact_port=True) for k, v in raw.items()}
-        argv = [_localise(expand(a, env), mounts, hosts, own_ports, exact_port=True) for a in self._argv(container, where)]
+        argv = [
+            _localise(expand(a, env), mounts, hosts, own_ports, exact_port=True)
+            for a in self._argv(container, where)
+        ]
         readiness = self._probe(pod, container, "readinessProbe", env)
         liveness = self._probe(pod, container, "livenessProbe", env)
         if argv and argv[0] in THIRD_PARTY_MARKERS:
@@ -260,7 +270,9 @@ class Planner:
             party = THIRD_PARTY_MARKERS[argv[0]]
             first = next(iter(own_ports.values()), 0)
             argv = [locate(party.binary), *argv[1:], *(a.format(port=first) for a in party.listen)]
-        names = {str(p.get("name") or p["containerPort"]): int(p["containerPort"]) for _, p in _ports_of(container)}
+        names = {
+            str(p.get("name") or p["containerPort"]): int(p["containerPort"]) for _, p in _ports_of(container)
+        }
         ports = {name: own_ports[number] for name, number in names.items()}
         grace = pod.template.spec.get("terminationGracePeriodSeconds")
         return ContainerPlan(
@@ -285,13 +297,20 @@ class Planner:
             party = THIRD_PARTY.get(repo.rsplit("/", 1)[-1])
             if party is None:
                 raise PlanError(f"{where}: image {image!r} is neither a workspace package nor in THIRD_PARTY")
-            argv = [str(a) for a in (container.get("command") or [])] + [str(a) for a in container.get("args") or []]
+            argv = [str(a) for a in (container.get("command") or [])] + [
+                str(a) for a in container.get("args") or []
+            ]
             if argv and argv[0] in SHELLS:  # e.g. the Redis pods' init container, a shell script
                 found = shutil.which(argv[0])
                 if found is None:
                     raise PlanError(f"{where}: {argv[0]} not found on PATH")
                 return [found, *argv[1:]]
-            if argv and not argv[0].startswith("-") and argv[0] not in party.entrypoint and not argv[0].startswith("/"):
+            if (
+                argv
+                and not argv[0].startswith("-")
+                and argv[0] not in party.entrypoint
+                and not argv[0].startswith("/")
+            ):
                 raise PlanError(f"{where} runs {argv[0]!r}, which {image!r} does not run locally")
             while argv and argv[0] in party.entrypoint:
                 argv = argv[1:]
@@ -363,7 +382,9 @@ class Planner:
         volumes = {v["name"]: v for v in pod.template.spec.get("volumes") or []}
         claims = {c["metadata"]["name"] for c in pod.template.owner["spec"].get("volumeClaimTemplates") or []}
         mounts: dict[str, Path] = {}
-        configs: list[tuple[Path, str]] = []  # ConfigMap files, written once every mount's local path is known
+        configs: list[
+            tuple[Path, str]
+        ] = []  # ConfigMap files, written once every mount's local path is known
         for mount in container.get("volumeMounts") or []:
             path = str(mount["mountPath"])
             local = self.pods_dir / pod.workload / path.lstrip("/")
@@ -381,7 +402,11 @@ class Planner:
             if files is None:  # emptyDir, a volume claim
                 local.mkdir(parents=True, exist_ok=True)
             elif mount.get("subPath"):
-                (configs.append((local, files[mount["subPath"]])) if is_config else _write(local, files[mount["subPath"]]))
+                (
+                    configs.append((local, files[mount["subPath"]]))
+                    if is_config
+                    else _write(local, files[mount["subPath"]])
+                )
             else:
                 for rel, text in files.items():
                     (configs.append((local / rel, text)) if is_config else _write(local / rel, text))
@@ -392,7 +417,9 @@ class Planner:
             _write(target, _paths_in_text(text, mounts))
         return mounts
 
-    def _probe(self, pod: _Pod, container: dict[str, Any], which: str, env: Mapping[str, str]) -> Probe | None:
+    def _probe(
+        self, pod: _Pod, container: dict[str, Any], which: str, env: Mapping[str, str]
+    ) -> Probe | None:
         spec = container.get(which)
         if not spec:
             return None
@@ -401,7 +428,9 @@ class Planner:
         def local_port(port: int | str) -> int:
             number = resolve_port(pod.template, port)
             if number is None or (cname, number) not in pod.ports:
-                raise PlanError(f"{ref(pod.template.owner)} container {cname}: {which} port {port} is not declared")
+                raise PlanError(
+                    f"{ref(pod.template.owner)} container {cname}: {which} port {port} is not declared"
+                )
             return pod.ports[(cname, number)]
 
         common = {
@@ -418,7 +447,9 @@ class Planner:
         if "exec" in spec:
             command = tuple(str(a) for a in spec["exec"]["command"])
             return Probe(None, 0, kind="exec", command=command, **common)  # type: ignore[arg-type]
-        raise PlanError(f"{ref(pod.template.owner)} container {cname}: {which} of an unknown kind {sorted(spec)}")
+        raise PlanError(
+            f"{ref(pod.template.owner)} container {cname}: {which} of an unknown kind {sorted(spec)}"
+        )
 
     @property
     def _packages(self) -> dict[str, workspace.Package]:
@@ -436,7 +467,9 @@ def _tcp_instead(probe: Probe | None, own_ports: Mapping[int, int]) -> Probe | N
     if probe is None or probe.kind != "exec":
         return probe
     port = next(iter(own_ports.values()))
-    return Probe(None, port, probe.period_s, probe.failure_threshold, probe.initial_delay_s, "tcp", (), probe.timeout_s)
+    return Probe(
+        None, port, probe.period_s, probe.failure_threshold, probe.initial_delay_s, "tcp", (), probe.timeout_s
+    )
 
 
 def _ports_of(container: Mapping[str, Any]) -> Iterator[tuple[Mapping[str, Any], Mapping[str, Any]]]:
@@ -473,7 +506,9 @@ def _host_pattern(hosts: Mapping[str, Mapping[int, int]]) -> re.Pattern[str] | N
     names = sorted(hosts, key=len, reverse=True)
     if not names:
         return None
-    return re.compile(r"(?<![\w.-])(" + "|".join(re.escape(n) for n in names) + r")(?::(\d+))?(?![\w-]|\.[a-z])")
+    return re.compile(
+        r"(?<![\w.-])(" + "|".join(re.escape(n) for n in names) + r")(?::(\d+))?(?![\w-]|\.[a-z])"
+    )
 
 
 def _localise(
@@ -508,7 +543,11 @@ def _localise(
         # when the Service has it, else its only port. A bare word equal to a Service name stays as it is.
         if not value[: m.start()].endswith(("//", "@")):
             return m.group(0)
-        local = mapping.get(80) if 80 in mapping else (next(iter(mapping.values())) if len(mapping) == 1 else None)
+        local = (
+            mapping.get(80)
+            if 80 in mapping
+            else (next(iter(mapping.values())) if len(mapping) == 1 else None)
+        )
         return f"{LOOPBACK}:{local}" if local is not None else m.group(0)
 
     # ``dns+http://<headless Service>`` asks the gateway to resolve every pod's address; on loopback there is one

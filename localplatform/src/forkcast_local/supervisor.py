@@ -14,6 +14,7 @@ is restarted. A component no longer in the render is stopped. ``down`` stops exa
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import shutil
@@ -25,8 +26,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-
 from forkcast_delivery.render import Render, render
+
 from forkcast_devservers.ports import free_port, port_free
 from forkcast_devservers.process import Proc, stop
 from forkcast_devservers.ready import wait_until
@@ -113,7 +114,9 @@ def compose(config: PlatformConfig) -> Path:
         if (config.source / folder).is_dir():
             shutil.copytree(config.source / folder, tree / folder)
     if release_file(config).is_file():
-        shutil.copy2(release_file(config), tree / "manifests" / "overlays" / config.overlay / "model-release.yaml")
+        shutil.copy2(
+            release_file(config), tree / "manifests" / "overlays" / config.overlay / "model-release.yaml"
+        )
     return tree
 
 
@@ -136,22 +139,19 @@ class _Ports:
     def __call__(self, key: str) -> int:
         record = self.records.get(key) or {}
         wanted = self.config.ports.get(key, 0)
-        if _alive(record):
-            port = int(record["port"])
-        else:
-            port = self._pick(wanted, record)
+        port = int(record["port"]) if _alive(record) else self._pick(wanted, record)
         self.taken.add(port)
         return port
 
     def _pick(self, wanted: int, record: dict[str, Any]) -> int:
-        order = (record.get("port"), wanted) if record.get("wanted") == wanted else (wanted, record.get("port"))
+        order = (
+            (record.get("port"), wanted) if record.get("wanted") == wanted else (wanted, record.get("port"))
+        )
         if record.get("port") and record.get("proc"):
             # It just died: a killed multi-threaded server's PID reads as a zombie before its last thread has closed
             # the listening socket, so give its port a moment to come free.
-            try:
+            with contextlib.suppress(TimeoutError):
                 wait_until(partial(port_free, int(record["port"])), timeout_s=3.0, what="port")
-            except TimeoutError:
-                pass
         for port in order:
             if port and int(port) not in self.taken and port_free(int(port)):
                 return int(port)
@@ -168,7 +168,9 @@ def prepare(config: PlatformConfig, state: dict[str, Any] | None = None) -> Plat
     tree = compose(config)
     overlay_dir = tree / "manifests" / "overlays" / config.overlay
     rendered = render(overlay_dir)
-    provided = (yaml.safe_load((tree / "manifests" / "provided-by-cluster.yaml").read_text()) or {}).get("secrets")
+    provided = (yaml.safe_load((tree / "manifests" / "provided-by-cluster.yaml").read_text()) or {}).get(
+        "secrets"
+    )
     secrets = LocalSecrets(config.secrets_dir, provided or {})
     ports = _Ports(config, records)
     infra = {name: ports(name) for name in (*INFRA_BEFORE, *INFRA_AFTER)}
@@ -178,7 +180,9 @@ def prepare(config: PlatformConfig, state: dict[str, Any] | None = None) -> Plat
         overlay_dir=overlay_dir,
         pods_dir=config.root / "pods",
         secrets=secrets,
-        port_for=lambda workload, name, number: ports(workload if name == _first_port(rendered, workload) else f"{workload}.{name}"),
+        port_for=lambda workload, name, _: ports(
+            workload if name == _first_port(rendered, workload) else f"{workload}.{name}"
+        ),
         bin_dir=config.bin_dir,
         extra_hosts={"seaweed": {INFRA_HOSTS["seaweed"]: infra["seaweed"]},
                      "mlflow": {INFRA_HOSTS["mlflow"]: infra["mlflow"]}, **config.extra_hosts},
@@ -269,7 +273,12 @@ def run_init(config: PlatformConfig, plan: ContainerPlan, timeout_s: float = 60.
     log = config.log_file(plan.workload)
     with log.open("ab") as out:
         done = subprocess.run(
-            list(plan.argv), env=pod_env(plan), stdout=out, stderr=subprocess.STDOUT, timeout=timeout_s, check=False
+            list(plan.argv),
+            env=pod_env(plan),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            timeout=timeout_s,
+            check=False,
         )
     if done.returncode != 0:
         raise RuntimeError(f"init container {plan.name} exited {done.returncode}; see {log}")
@@ -296,7 +305,10 @@ def _pod_component(
     return Component(
         name,
         port,
-        fingerprint([plan.argv, *(i.argv for i in inits)], plan.env | {f"{i.name}:{k}": v for i in inits for k, v in i.env.items()}),
+        fingerprint(
+            [plan.argv, *(i.argv for i in inits)],
+            plan.env | {f"{i.name}:{k}": v for i in inits for k, v in i.env.items()},
+        ),
         launch,
         partial(probe, plan.liveness),
         partial(probe, plan.readiness),
@@ -316,7 +328,12 @@ def _infra_after(
     am_file = observability.alertmanager_config(am_dir, monitoring, secrets, planner.localise, config.speed)
     addresses = {key: f"127.0.0.1:{port}" for key, port in planner.addresses.items()}
     prom_file = observability.prometheus_config(
-        prom_dir, monitoring, tree / "manifests", addresses, f"127.0.0.1:{infra['alertmanager']}", config.speed
+        prom_dir,
+        monitoring,
+        tree / "manifests",
+        addresses,
+        f"127.0.0.1:{infra['alertmanager']}",
+        config.speed,
     )
     am = Alertmanager(am_dir, config=am_file, port=infra["alertmanager"])
     prom = Prometheus(prom_dir, config=prom_file, port=infra["prometheus"])
@@ -324,7 +341,9 @@ def _infra_after(
     for name, server, path in (("alertmanager", am, am_file), ("prometheus", prom, prom_file)):
         component = _server_component(name, server)
         # A changed generated config (a moved port, a new rule) changes the fingerprint, so `up` restarts it.
-        component.fingerprint = fingerprint(server.argv(), {"config": hashlib.sha256(path.read_bytes()).hexdigest()})
+        component.fingerprint = fingerprint(
+            server.argv(), {"config": hashlib.sha256(path.read_bytes()).hexdigest()}
+        )
         out.append(component)
     return out
 
@@ -354,8 +373,10 @@ def up(config: PlatformConfig, log: Log = print, only: set[str] | None = None) -
     """Start (or keep) every component in order; returns the prepared platform with the ports in use."""
     state = read_state(config)
     records: dict[str, Any] = state["components"]
-    for name, old in records.items():
-        if old.get("proc") and not _alive(old):  # crashed: clear what its process group left (children, ports)
+    for old in records.values():
+        if old.get("proc") and not _alive(
+            old
+        ):  # crashed: clear what its process group left (children, ports)
             stop(Proc.from_dict(old["proc"]), grace_s=5)
     platform = prepare(config, state)
     ensure_api_key(platform)

@@ -1,24 +1,17 @@
 """Fixtures: a real redis-server with the tiny dataset's features, a real `forkcast-inference` process with a tiny
 trained model, and gateway factories. The data/model/Redis fixtures and helpers are the inference tests' own
-(services/inference/tests/inference_support.py), imported by path, not copied.
+(``forkcast_inference.testing``), imported as a module, not copied; the gateway's helpers are
+``forkcast_gateway.testing``.
 """
 
 from __future__ import annotations
 
 import secrets
-import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-
-sys.path.insert(0, str(Path(__file__).parent))
-sys.path.insert(0, str(Path(__file__).parents[2] / "inference" / "tests"))
-
-import inference_support as shared
-from gateway_support import ADMIN_KEY, KEY, write_keys
-from inference_support import start_inference
 
 from forkcast_devservers.ports import free_port
 from forkcast_devservers.process import stop
@@ -27,9 +20,22 @@ from forkcast_gateway.app import create_app
 from forkcast_gateway.edge import Edge
 from forkcast_gateway.request_ids import RequestIds
 from forkcast_gateway.settings import GatewaySettings
+from forkcast_gateway.testing import ADMIN_KEY, KEY, write_keys
 
 # The inference tests' session fixtures: tiny data, tiny model, a redis-server loaded with its features.
-tiny_data, model_dir, redis_server = shared.tiny_data, shared.model_dir, shared.redis_server
+from forkcast_inference.testing import features_redis as redis_server
+from forkcast_inference.testing import model_dir, start_inference, tiny_data
+
+__all__ = [
+    "ids",
+    "inference_url",
+    "keys_file",
+    "make_gateway",
+    "model_dir",
+    "redis_server",
+    "request_id_key_file",
+    "tiny_data",
+]
 
 
 @pytest.fixture(scope="session")

@@ -10,8 +10,6 @@ from typing import Any
 import pytest
 import redis
 import requests
-from gateway_support import ADMIN_KEY, KEY, serve
-from inference_support import PREFIX, RedisServer
 
 from forkcast_contract.feature_store import (
     FeatureKeys,
@@ -20,7 +18,10 @@ from forkcast_contract.feature_store import (
     unpack_restaurants,
     unpack_users,
 )
+from forkcast_devservers.servers import RedisServer
 from forkcast_gateway.edge import Edge
+from forkcast_gateway.testing import ADMIN_KEY, KEY, serve
+from forkcast_inference.testing import PREFIX
 
 USER, RESTAURANT = 7, 5
 NEAR = {"candidate_restaurant_ids": list(range(200)), "latitude": 13.75, "longitude": 100.5}

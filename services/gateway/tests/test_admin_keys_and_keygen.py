@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 import requests
-from gateway_support import ADMIN_KEY, KEY, StandIn, serve, write_keys
 
 from forkcast_gateway.auth import KeyFileError, parse_key_file
 from forkcast_gateway.edge import Edge
 from forkcast_gateway.main import main
+from forkcast_gateway.testing import ADMIN_KEY, KEY, StandIn, serve, write_keys
 
 BODY = b'{"candidate_restaurant_ids":[1],"latitude":1.0,"longitude":1.0}'
 

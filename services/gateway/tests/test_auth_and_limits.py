@@ -10,12 +10,12 @@ from pathlib import Path
 import pytest
 import redis
 import requests
-from gateway_support import ADMIN_KEY, KEY, StandIn, serve, write_keys
-from inference_support import RedisServer
 
+from forkcast_devservers.servers import RedisServer
 from forkcast_gateway.auth import KeyFileError, KeyStore, hash_key, parse_key_file
 from forkcast_gateway.edge import Edge
 from forkcast_gateway.ratelimit import _SCRIPT
+from forkcast_gateway.testing import ADMIN_KEY, KEY, StandIn, serve, write_keys
 
 BODY = b'{"candidate_restaurant_ids":[1],"latitude":1.0,"longitude":1.0}'
 
@@ -111,7 +111,7 @@ def test_token_bucket_holds_across_replicas(make_gateway: Callable[..., Edge], r
 
 
 def test_rate_limit_fails_open_when_redis_is_down(make_gateway: Callable[..., Edge]) -> None:
-    from gateway_support import free_port
+    from forkcast_devservers.ports import free_port
 
     dead_redis = f"redis://127.0.0.1:{free_port()}/0"
     with serve(StandIn()) as up, serve(make_gateway(upstreams=up, REDIS_URL=dead_redis)) as gw:

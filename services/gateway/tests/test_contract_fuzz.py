@@ -15,15 +15,15 @@ from typing import Any
 
 import pytest
 import requests
-from gateway_support import KEY, serve
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from inference_support import RedisServer
 from jsonschema import Draft202012Validator
 
 from forkcast_contract.api import USER_ID_PATTERN
+from forkcast_devservers.servers import RedisServer
 from forkcast_gateway.app import create_app
 from forkcast_gateway.settings import GatewaySettings
+from forkcast_gateway.testing import KEY, serve
 
 FUZZ = settings(
     max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large]

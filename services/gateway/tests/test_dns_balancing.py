@@ -25,10 +25,10 @@ import dns.rdatatype
 import dns.rrset
 import pytest
 import requests
-from gateway_support import KEY, StandIn, serve
 
 from forkcast_gateway.breaker import CircuitBreaker
 from forkcast_gateway.edge import Edge
+from forkcast_gateway.testing import KEY, StandIn, serve
 from forkcast_gateway.upstreams import DnsName, UpstreamConfigError, parse_upstreams
 
 NAME = "inference-pods.test"

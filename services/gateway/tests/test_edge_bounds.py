@@ -13,9 +13,9 @@ from collections.abc import Callable, Iterator
 
 import pytest
 import requests
-from gateway_support import ADMIN_KEY, KEY, StandIn, serve
 
 from forkcast_gateway.edge import Edge
+from forkcast_gateway.testing import ADMIN_KEY, KEY, StandIn, serve
 
 CAP = 4096
 ROUTES = [

@@ -11,9 +11,9 @@ from collections.abc import Callable
 import pytest
 import redis
 import redis.asyncio as aioredis
-from inference_support import RedisServer
 
 from forkcast_contract.feature_store import FeatureKeys, meta_key, pointer_key, user_value
+from forkcast_devservers.servers import RedisServer
 from forkcast_gateway.feature_updates import UpdateConflictError, apply_update
 
 PREFIX = "race"

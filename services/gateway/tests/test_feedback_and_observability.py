@@ -9,10 +9,10 @@ from collections.abc import Callable
 import pytest
 import redis
 import requests
-from gateway_support import KEY, StandIn, serve
 
 from forkcast_gateway.edge import Edge
 from forkcast_gateway.request_ids import RequestIds
+from forkcast_gateway.testing import KEY, StandIn, serve
 
 H = {"x-api-key": KEY}
 

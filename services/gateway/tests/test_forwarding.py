@@ -8,10 +8,11 @@ from collections.abc import Callable
 
 import pytest
 import requests
-from gateway_support import KEY, StandIn, free_port, serve
 
+from forkcast_devservers.ports import free_port
 from forkcast_gateway.breaker import CircuitBreaker, State
 from forkcast_gateway.edge import Edge
+from forkcast_gateway.testing import KEY, StandIn, serve
 from forkcast_gateway.upstreams import UpstreamConfigError, Upstreams, parse_upstreams, user_bucket
 
 BODY = b'{"candidate_restaurant_ids":[1],"latitude":1.0,"longitude":1.0}'

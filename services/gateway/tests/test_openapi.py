@@ -7,12 +7,12 @@ from typing import Any
 
 import pytest
 import requests
-from gateway_support import KEY, serve
 
 from forkcast_contract.api import INT64_MAX
 from forkcast_gateway.edge import Edge
 from forkcast_gateway.openapi import exact_integer_bounds
 from forkcast_gateway.request_ids import RequestIds
+from forkcast_gateway.testing import KEY, serve
 
 
 @pytest.fixture

@@ -11,10 +11,10 @@ from typing import Any
 
 import pytest
 import requests
-from gateway_support import KEY, StandIn, serve
 
 from forkcast_contract.api import REQUEST_ID_PATTERN
 from forkcast_gateway.edge import Edge
+from forkcast_gateway.testing import KEY, StandIn, serve
 
 GOOD = {"candidate_restaurant_ids": list(range(200)), "latitude": 13.75, "longitude": 100.5}
 

@@ -12,7 +12,6 @@ from typing import Any
 import pytest
 import redis
 import requests
-from gateway_support import ADMIN_KEY, KEY, StandIn, serve
 
 from forkcast_contract.api import REQUEST_ID_PATTERN
 from forkcast_contract.streams import FEEDBACK_DEDUP_PREFIX, FEEDBACK_DEDUP_TTL_S
@@ -24,6 +23,7 @@ from forkcast_gateway.request_ids import (
     correlation_id,
     read_secrets,
 )
+from forkcast_gateway.testing import ADMIN_KEY, KEY, StandIn, serve
 
 BODY = b'{"candidate_restaurant_ids":[1],"latitude":1.0,"longitude":1.0}'
 H, ADMIN = {"x-api-key": KEY}, {"x-api-key": ADMIN_KEY}

@@ -1,26 +1,21 @@
-"""Fixtures: a real redis-server loaded by the feature-store CLI, a tiny trained model, and an ASGI driver.
+"""Fixtures: a real redis-server loaded by the feature-store CLI, a tiny trained model, and the app on them.
 
-The redis-server launcher is the feature store's (forkcast_features.localredis), used here only from tests: the
-service itself does not depend on that package.
+The session fixtures and helpers are ``forkcast_inference.testing``'s (shared with the gateway and security tests),
+imported as a module: the feature store's loader runs only from tests; the service itself does not depend on it.
 """
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
 
-# Helpers shared by the test modules (importlib mode puts no test folder on sys.path by itself).
-sys.path.insert(0, str(Path(__file__).parent))
-
-import inference_support as shared
-from inference_support import RedisServer, make_settings
-
+from forkcast_devservers.servers import RedisServer
 from forkcast_inference.app import InferenceApp, create_app
+from forkcast_inference.testing import features_redis as redis_server
+from forkcast_inference.testing import make_settings, model_dir, tiny_data
 
-# The session fixtures (tiny data, tiny model, loaded redis-server) live with the helpers, shared with the gateway.
-tiny_data, model_dir, redis_server = shared.tiny_data, shared.model_dir, shared.redis_server
+__all__ = ["app", "model_dir", "redis_server", "tiny_data"]
 
 
 @pytest.fixture

@@ -11,9 +11,9 @@ import numpy as np
 import polars as pl
 import pytest
 import torch
-from inference_support import Reference, call
 
 from forkcast_inference.app import InferenceApp
+from forkcast_inference.testing import Reference, call
 
 
 @pytest.fixture(scope="module")

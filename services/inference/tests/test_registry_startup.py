@@ -8,11 +8,11 @@ import time
 from pathlib import Path
 
 import pytest
-from inference_support import RedisServer, call, make_settings
 
 from forkcast_contract.registry_format import SERVING_WEIGHTS_FILE
-from forkcast_devservers.servers import Seaweed
+from forkcast_devservers.servers import RedisServer, Seaweed
 from forkcast_inference.app import create_app
+from forkcast_inference.testing import call, make_settings
 from forkcast_registry.registry import ModelRegistry
 from forkcast_registry.settings import RegistrySettings
 from forkcast_registry.testing import publish_files

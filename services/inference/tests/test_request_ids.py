@@ -14,11 +14,12 @@ from typing import Any
 
 import pytest
 import redis
-from inference_support import RedisServer, call, drive, make_settings
 
 from forkcast_contract.api import REQUEST_ID_PATTERN
 from forkcast_contract.streams import NO_KEY_ID, PREDICTION_FIELDS
+from forkcast_devservers.servers import RedisServer
 from forkcast_inference.app import InferenceApp, create_app
+from forkcast_inference.testing import call, drive, make_settings
 
 MINTED = "AAAAAAAAAAAAAAAAAAAAAA.BBBBBBBBBBBBBBBBBBBBBB"
 

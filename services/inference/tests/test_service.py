@@ -12,11 +12,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import redis
-from inference_support import PREFIX, RedisServer, call, make_settings
 
 from forkcast_contract.feature_store import FeatureKeys, pointer_key
 from forkcast_contract.registry_format import version_time
+from forkcast_devservers.servers import RedisServer
 from forkcast_inference.app import InferenceApp, create_app
+from forkcast_inference.testing import PREFIX, call, make_settings
 
 GOOD = {"candidate_restaurant_ids": [1, 2, 3], "latitude": 13.7, "longitude": 100.5}
 # An id in the shape the gateway mints (forkcast_contract.api.REQUEST_ID_PATTERN).

@@ -37,3 +37,42 @@ def test_events_go_to_the_events_redis_when_set(monkeypatch: pytest.MonkeyPatch)
     monkeypatch.setenv("FORKCAST_EVENTS_REDIS_URL", "redis://events:6379/0")
     settings = InferenceSettings()
     assert (settings.redis_url, settings.events_url) == ("redis://features:6379/0", "redis://events:6379/0")
+
+
+@pytest.mark.parametrize(
+    ("pins", "refused"),
+    [
+        ({}, "FORKCAST_MODEL_SHA256, FORKCAST_MODEL_MANIFEST_SHA256"),
+        ({"FORKCAST_MODEL_SHA256": "a" * 64}, "FORKCAST_MODEL_MANIFEST_SHA256"),
+        ({"FORKCAST_MODEL_MANIFEST_SHA256": "b" * 64}, "FORKCAST_MODEL_SHA256"),
+    ],
+    ids=["no-pins", "no-manifest-pin", "no-model-pin"],
+)
+def test_production_refuses_a_release_without_both_pins(
+    monkeypatch: pytest.MonkeyPatch, pins: dict[str, str], refused: str
+) -> None:
+    """Outside local a release names its model and manifest by sha256 (issue 18.6); a missing pin is named."""
+    from pydantic import ValidationError
+
+    monkeypatch.setenv("FORKCAST_ENVIRONMENT", "production")
+    monkeypatch.setenv("REDIS_URL", "redis://features:6379/0")
+    monkeypatch.setenv("FORKCAST_EVENTS_REDIS_URL", "redis://events:6379/0")
+    monkeypatch.setenv("FORKCAST_MODEL_URI", "s3://forkcast-models/v1/")
+    for name in ("FORKCAST_MODEL_SHA256", "FORKCAST_MODEL_MANIFEST_SHA256"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in pins.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(
+        ValidationError, match=f"development defaults: {refused}$|development defaults: {refused} "
+    ):
+        InferenceSettings()
+
+
+def test_production_serves_a_pinned_release(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FORKCAST_ENVIRONMENT", "production")
+    monkeypatch.setenv("REDIS_URL", "redis://features:6379/0")
+    monkeypatch.setenv("FORKCAST_EVENTS_REDIS_URL", "redis://events:6379/0")
+    monkeypatch.setenv("FORKCAST_MODEL_URI", "s3://forkcast-models/v1/")
+    monkeypatch.setenv("FORKCAST_MODEL_SHA256", "a" * 64)
+    monkeypatch.setenv("FORKCAST_MODEL_MANIFEST_SHA256", "b" * 64)
+    assert InferenceSettings().unsafe_defaults() == []

@@ -46,10 +46,11 @@ def main(argv: list[str] | None = None) -> int:
         for drill in drills.values():
             print(f"  {drill.name:<22} {drill.summary}")
         return 0 if argv[:1] in (["--list"], ["-l"], ["--help"], ["-h"]) else 2
-    drill = drills.get(argv[0])
-    if drill is None:
+    found = drills.get(argv[0])
+    if found is None:
         print(f"forkcast-local drill: no drill {argv[0]!r}; known: {', '.join(drills)}", file=sys.stderr)
         return 2
+    drill = found
     parser = argparse.ArgumentParser(prog=f"forkcast-local drill {drill.name}", description=drill.module.__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     drill.module.add_arguments(parser)

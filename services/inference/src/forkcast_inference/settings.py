@@ -65,6 +65,12 @@ class InferenceSettings(EventsRedisSettings):
             unsafe.append("FORKCAST_MODEL_DIR")
         if self.redis_url.startswith("redis://127.0.0.1"):
             unsafe.append("REDIS_URL")
+        # A release without both sha256 pins would serve whatever bytes S3 holds under that version (issue 18.6):
+        # outside local, the model and its manifest must be pinned as promotion writes them.
+        if self.model_uri and not self.model_sha256:
+            unsafe.append(ENV_MODEL_SHA256)
+        if self.model_uri and not self.model_manifest_sha256:
+            unsafe.append(ENV_MODEL_MANIFEST_SHA256)
         return unsafe
 
 

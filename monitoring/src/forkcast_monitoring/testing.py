@@ -1,21 +1,29 @@
-"""Helpers shared by the test modules: producers' encodings, draining the job, an independent AUC."""
+"""Test support for the online-AUC job, importable as a module (extra ``testing``) so that no test folder puts
+itself on ``sys.path``: the producers' encodings, draining the job, an independent AUC and the per-key share rule
+written out plainly. Nothing in the jobs imports it."""
 
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 import redis
 
 from forkcast_contract.streams import PREDICTIONS_STREAM
 from forkcast_devservers.servers import RedisServer
-from forkcast_inference.events import Event
 from forkcast_monitoring.online_auc import OnlineAuc
 
 NOW = 1_800_000_000.0
+
+
+class Encoded(Protocol):
+    """A prediction event as the inference service writes it (``forkcast_inference.events.Event``)."""
+
+    def fields(self) -> Mapping[str, str]: ...
 
 
 @contextmanager
@@ -25,23 +33,25 @@ def fresh_redis() -> Iterator[redis.Redis]:
         yield redis.Redis.from_url(server.url)
 
 
-def write_predictions(client: redis.Redis, events: list[Event], key_ids: list[str] | None = None) -> None:
+def write_predictions(client: redis.Redis, events: Sequence[Encoded], key_ids: list[str] | None = None) -> None:
     """XADD the events in the inference service's encoding; ``key_ids``: the API key id of each (the field the
     gateway's X-Forkcast-Key-Id becomes), else the encoding's own."""
     pipe = client.pipeline(transaction=False)
     for i, e in enumerate(events):
         fields = e.fields() if key_ids is None else {**e.fields(), "key_id": key_ids[i]}
-        pipe.xadd(PREDICTIONS_STREAM, fields)  # type: ignore[arg-type]
+        pipe.xadd(PREDICTIONS_STREAM, dict(fields))  # type: ignore[arg-type]
     pipe.execute()
 
 
 def drain(job: OnlineAuc) -> None:
+    """Read every entry there is, then compute the estimates at the job's clock."""
     while job.step(block_ms=50):
         pass
     job.compute(job.clock())
 
 
 def brute_auc(scores: np.ndarray, labels: np.ndarray) -> float:
+    """ROC-AUC over every (positive, negative) pair, ties counting one half: O(n²), no shared code."""
     pos, neg = scores[labels], scores[~labels]
     diff = pos[:, None] - neg[None, :]
     return float(((diff > 0).sum() + 0.5 * (diff == 0).sum()) / diff.size)

@@ -1,4 +1,7 @@
-"""Test helpers: run an ASGI app on a real loopback port in a thread, API key files, a stand-in upstream.
+"""Test support for the gateway: run an ASGI app on a real loopback port in a thread, API key files, a stand-in
+upstream. Importable as a module (``forkcast_gateway.testing``, extra ``testing``) by the gateway's tests and any
+other suite that drives a gateway, so no test folder reaches into another by path. Nothing in the service imports
+it.
 
 The stand-in upstream is only for faults the real inference service cannot be made to show on demand (a slow
 answer, a 500, counting what reached it); everything else runs against the real service.
