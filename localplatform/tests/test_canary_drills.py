@@ -6,7 +6,6 @@ Also, without processes: the DNS stand-in for the headless Service answers the r
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 import dns.message
@@ -23,7 +22,7 @@ TIME_SCALE = 30.0
 
 
 def test_the_service_dns_answers_the_ready_pods_only() -> None:
-    server = ServiceDns("inference-pods")
+    server = ServiceDns("inference-pods").start()
     try:
         server.set_addresses(["127.9.9.3", "127.9.9.2"])
         answer = dns.message.from_wire(
@@ -36,7 +35,7 @@ def test_the_service_dns_answers_the_ready_pods_only() -> None:
         other = dns.message.from_wire(server.answer(dns.message.make_query("gateway.", "A").to_wire()))
         assert other.rcode() == dns.rcode.NXDOMAIN
     finally:
-        server._sock.close()
+        server.stop()
 
 
 @pytest.fixture(scope="session")
@@ -47,12 +46,6 @@ def cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def _run(scenario: s.Scenario, cache: Path, work: Path) -> s.Result:
     return s.run_scenario(scenario, work, cache=cache, time_scale=TIME_SCALE, timeout_s=200)
-
-
-def _args(parser_module: object) -> None:
-    parser = argparse.ArgumentParser()
-    parser_module.add_arguments(parser)  # type: ignore[attr-defined]
-    assert parser.parse_args(["--work", "w"]).time_scale > 1
 
 
 def test_good_canary_is_promoted_to_100_percent(cache: Path, tmp_path: Path) -> None:

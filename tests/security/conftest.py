@@ -41,7 +41,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from forkcast_contract.streams import FEEDBACK_DEDUP_PREFIX, FEEDBACK_STREAM, PREDICTIONS_STREAM
 from forkcast_devservers.ports import free_port
-from forkcast_devservers.process import Proc, spawn, stop, tail
+from forkcast_devservers.process import Proc, spawn, stop
 from forkcast_devservers.ready import http_ok, wait_until
 from forkcast_devservers.servers import RedisServer
 from forkcast_gateway.keygen import new_key
@@ -73,9 +73,15 @@ BODY = {"candidate_restaurant_ids": list(range(0, 2000, 3)), "latitude": 13.87, 
 def run_cli(name: str, *args: str, env: Mapping[str, str] | None = None) -> None:
     """Run a workspace console script; its output is shown only when it fails."""
     done = subprocess.run(
-        [str(BIN / name), *args], env={**os.environ, **(env or {})}, capture_output=True, text=True, check=False
+        [str(BIN / name), *args],
+        env={**os.environ, **(env or {})},
+        capture_output=True,
+        text=True,
+        check=False,
     )
-    assert done.returncode == 0, f"{name} {' '.join(args)} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+    assert done.returncode == 0, (
+        f"{name} {' '.join(args)} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+    )
 
 
 def start_service(argv: list[str], env: Mapping[str, str], log: Path, ready_url: str, what: str) -> Proc:
@@ -190,7 +196,10 @@ class Stack:
     # -- a client's calls --------------------------------------------------------------------------------------
     def recommend(self, key: str, user: str = "u00042", **headers: str) -> requests.Response:
         r = self.session.post(
-            f"{self.url}/recommend/{user}", json=BODY, headers={"x-api-key": self.keys[key], **headers}, timeout=10
+            f"{self.url}/recommend/{user}",
+            json=BODY,
+            headers={"x-api-key": self.keys[key], **headers},
+            timeout=10,
         )
         return r
 

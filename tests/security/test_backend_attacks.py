@@ -53,28 +53,38 @@ def test_gateway_redis_user_cannot_flush_or_reconfigure(
     assert stack.recommend("alice").status_code == 200
 
 
-def test_gateway_redis_user_cannot_forge_predictions_or_move_the_live_features(stack: Any, baseline: Any) -> None:
+def test_gateway_redis_user_cannot_forge_predictions_or_move_the_live_features(
+    stack: Any, baseline: Any
+) -> None:
     """The gateway's password cannot write a prediction event (which feedback would then join) nor switch the live
     feature version; the inference password cannot write feedback."""
     before = stack.snapshot()
     with stack.events.client("gateway") as gw:
-        assert "permissions to access" in refused(gw, ("XADD", PREDICTIONS_STREAM, "*", "rid", "forged")).lower()
+        assert (
+            "permissions to access" in refused(gw, ("XADD", PREDICTIONS_STREAM, "*", "rid", "forged")).lower()
+        )
     with stack.features.client("gateway") as gw:
         assert "permissions to access" in refused(gw, ("SET", pointer_key("fc"), "forged")).lower()
     with stack.events.client("inference") as inf:
-        assert "permissions to access" in refused(inf, ("XADD", FEEDBACK_STREAM, "*", "rid", "forged")).lower()
+        assert (
+            "permissions to access" in refused(inf, ("XADD", FEEDBACK_STREAM, "*", "rid", "forged")).lower()
+        )
     stack.assert_untouched(before)
 
 
 def test_default_redis_user_is_off(stack: Any) -> None:
     """No password, or the old shared one: the default user is off in both instances."""
     for target in (stack.features, stack.events):
-        with redis.Redis(host="127.0.0.1", port=target.server.port) as anonymous:
-            with pytest.raises(redis.exceptions.AuthenticationError):
-                anonymous.ping()
+        with (
+            redis.Redis(host="127.0.0.1", port=target.server.port) as anonymous,
+            pytest.raises(redis.exceptions.AuthenticationError),
+        ):
+            anonymous.ping()
 
 
-def test_direct_inference_call_with_forged_gateway_headers_cannot_reach_the_auc(stack: Any, baseline: Any) -> None:
+def test_direct_inference_call_with_forged_gateway_headers_cannot_reach_the_auc(
+    stack: Any, baseline: Any
+) -> None:
     """Past the NetworkPolicy, mallory calls inference directly with a request id of the minted shape and
     ``X-Forkcast-Key-Id: alice``. Inference trusts those headers (only the gateway is meant to reach it) and records
     the prediction under them, but the id carries no valid tag, so the gateway refuses every label on it for every

@@ -36,7 +36,11 @@ IDS = [f"{m} {p}" for m, p, _ in ROUTES]
 
 
 def head(stack: Any, method: str, path: str, key: str | None, *extra: str) -> bytes:
-    lines = [f"{method} {path} HTTP/1.1", f"Host: 127.0.0.1:{stack.gateway.port}", "Content-Type: application/json"]
+    lines = [
+        f"{method} {path} HTTP/1.1",
+        f"Host: 127.0.0.1:{stack.gateway.port}",
+        "Content-Type: application/json",
+    ]
     if key is not None:
         lines.append(f"X-API-Key: {stack.keys[key]}")
     return ("\r\n".join([*lines, *extra]) + "\r\n\r\n").encode()
@@ -55,8 +59,10 @@ def test_chunked_body_bomb_without_content_length(
     64 MiB chunked body)."""
     before = stack.snapshot()
     chunk = b"%x\r\n%s\r\n" % (64 * 1024, b" " * 64 * 1024)
-    parts = [head(stack, method, path, key, "Transfer-Encoding: chunked")] + [chunk] * (CAP // (64 * 1024) + 32)
-    answer = raw(stack.gateway.port, parts + [b"0\r\n\r\n"])
+    parts = [head(stack, method, path, key, "Transfer-Encoding: chunked")] + [chunk] * (
+        CAP // (64 * 1024) + 32
+    )
+    answer = raw(stack.gateway.port, [*parts, b"0\r\n\r\n"])
     assert answer.status == 413, answer
     assert detail(answer) == TOO_LARGE
     assert answer.headers.get("connection") == "close"
@@ -69,7 +75,9 @@ def test_content_length_over_the_cap_is_refused_before_auth(
 ) -> None:
     """A Content-Length of a terabyte, no key at all: 413 before the key is even looked at, nothing read."""
     before = stack.snapshot()
-    answer = raw(stack.gateway.port, [head(stack, method, path, None, "Content-Length: 1000000000000"), b"{}"])
+    answer = raw(
+        stack.gateway.port, [head(stack, method, path, None, "Content-Length: 1000000000000"), b"{}"]
+    )
     assert answer.status == 413, answer
     assert detail(answer) == TOO_LARGE
     stack.assert_untouched(before)
@@ -216,7 +224,7 @@ def test_unsafe_x_request_id_is_dropped_not_echoed(stack: Any, baseline: Any, ra
     before = stack.snapshot()
     body = json.dumps({"candidate_restaurant_ids": [1, 2], "latitude": 13.8, "longitude": 100.5}).encode()
     request = head(stack, "POST", "/recommend/u00001", "mallory", f"Content-Length: {len(body)}")
-    request = request.replace(b"\r\n\r\n", f"\r\nX-Request-ID: {value}\r\n\r\n".encode("utf-8"), 1)
+    request = request.replace(b"\r\n\r\n", f"\r\nX-Request-ID: {value}\r\n\r\n".encode(), 1)
     answer = raw(stack.gateway.port, [request + body])
     assert answer.status in (200, 400), answer
     assert "x-correlation-id" not in answer.headers
@@ -321,7 +329,9 @@ def test_broken_key_file_reload_fails_loudly_and_keeps_the_old_keys(stack: Any, 
 # (uvicorn #157, comment of 2022-10-30). In the cluster ingress-nginx sits in front (client_header_timeout,
 # large_client_header_buffers); a client reaching the gateway directly is not bounded. Strict xfail: each test
 # fails the suite the day the gateway bounds it, so the marker is removed with the fix.
-@pytest.mark.xfail(strict=True, reason="open: no header-read deadline in uvicorn (SECURITY.md, what is not protected)")
+@pytest.mark.xfail(
+    strict=True, reason="open: no header-read deadline in uvicorn (SECURITY.md, what is not protected)"
+)
 def test_slow_header_drip_is_cut_at_a_deadline(stack: Any) -> None:
     """One header byte every 0.5 s: a bounded server closes (or answers 408) within a few deadlines."""
     with socket.create_connection(("127.0.0.1", stack.gateway.port), timeout=5) as sock:
@@ -337,7 +347,9 @@ def test_slow_header_drip_is_cut_at_a_deadline(stack: Any) -> None:
     raise AssertionError(f"still open after {stack.body_timeout_s * 4} s of header drip")
 
 
-@pytest.mark.xfail(strict=True, reason="open: no header-size limit with httptools (SECURITY.md, what is not protected)")
+@pytest.mark.xfail(
+    strict=True, reason="open: no header-size limit with httptools (SECURITY.md, what is not protected)"
+)
 def test_header_section_bomb_is_refused(stack: Any, raw: Any) -> None:
     """A 1 MiB header line with a valid key: a bounded server refuses it (431 or 400) instead of buffering it."""
     body = b'{"candidate_restaurant_ids":[1],"latitude":1.0,"longitude":1.0}'

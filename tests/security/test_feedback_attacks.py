@@ -109,7 +109,9 @@ def test_id_of_a_refused_request_cannot_be_labelled(stack: Any, baseline: Any) -
     r = stack.session.post(f"{stack.url}/recommend/u00001", json={}, timeout=5)
     assert r.status_code == 401
     before = stack.snapshot()
-    refused(stack, "mallory", r.headers["x-request-id"], 1, "forged", "request_id was not issued by this gateway")
+    refused(
+        stack, "mallory", r.headers["x-request-id"], 1, "forged", "request_id was not issued by this gateway"
+    )
     stack.assert_untouched(before)
 
 

@@ -69,7 +69,7 @@ def receiver(tmp_path: Path) -> Iterator[Receiver]:
     gitlab = GitLab("")
 
     class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:  # noqa: N802 (the name http.server dispatches to)
+        def do_POST(self) -> None:
             body = self.rfile.read(int(self.headers["Content-Length"])).decode()
             gitlab.calls.append(dict(urllib.parse.parse_qsl(body)) | {"path": self.path})
             self.send_response(201)
@@ -93,7 +93,11 @@ def receiver(tmp_path: Path) -> Iterator[Receiver]:
         "--token-file", str(tmp_path / "trigger-token"), "--webhook-token-file", str(tmp_path / "webhook-token"),
         "--cooldown-s", "3600",
     ]  # fmt: skip
-    env = {**os.environ, "FORKCAST_ENVIRONMENT": "local", "FORKCAST_REQUEST_TIMEOUT_S": str(REQUEST_TIMEOUT_S)}
+    env = {
+        **os.environ,
+        "FORKCAST_ENVIRONMENT": "local",
+        "FORKCAST_REQUEST_TIMEOUT_S": str(REQUEST_TIMEOUT_S),
+    }
     proc = spawn(argv, env=env, log=tmp_path / "receiver.log")
     try:
         url = f"http://127.0.0.1:{port}"
@@ -122,7 +126,13 @@ def alert(name: str = ALERT, fingerprint: str = "fp-auc-low-1", summary: str = "
 def test_forged_alerts_start_nothing_and_do_not_arm_the_cooldown(receiver: Receiver) -> None:
     """No token, a wrong token, the right token under another scheme, the token with a suffix: each 401, counted
     ``unauthorized``, no trigger call. Then Alertmanager's genuine alert with the same fingerprint triggers once."""
-    forged = [None, "Bearer wrong-token", f"Basic {receiver.token}", f"Bearer {receiver.token}x", receiver.token]
+    forged = [
+        None,
+        "Bearer wrong-token",
+        f"Basic {receiver.token}",
+        f"Bearer {receiver.token}x",
+        receiver.token,
+    ]
     for authorization in forged:
         counted = receiver.count("unauthorized")
         r = receiver.post(alert(), authorization)

@@ -49,6 +49,21 @@ def group_members(pgid: int) -> list[int]:
     return members
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of ``pid`` so far (fields 14-15 of ``/proc/<pid>/stat``), for benchmarks."""
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    fields = stat[stat.rindex(")") + 2 :].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def rss_mib(pid: int) -> float:
+    """Resident memory of ``pid`` now (``VmRSS`` of ``/proc/<pid>/status``) in MiB; NaN when not reported."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
 @dataclass(frozen=True)
 class Proc:
     """One process we started: its PID, its start time (which makes the PID unambiguous), argv and log file."""

@@ -41,7 +41,9 @@ def ci_promote_argv(version: str, repo: Path) -> list[str]:
     """The ``forkcast-retrain promote`` line of the promote-dev job, with $VERSION and $GITOPS_DIR filled in."""
     loader = type("_L", (yaml.SafeLoader,), {})
     loader.add_constructor("!reference", lambda ld, node: ld.construct_sequence(node))  # type: ignore[attr-defined]
-    jobs: dict[str, Any] = yaml.load(CI_FILE.read_text(), Loader=loader)
+    # The file opens with a header document (spec:inputs) before `---`; the jobs are the last document
+    # (https://docs.gitlab.com/ci/inputs/: "the header section must be separated from the rest by ---").
+    jobs: dict[str, Any] = list(yaml.load_all(CI_FILE.read_text(), Loader=loader))[-1]
     lines = [s for s in jobs[PROMOTE_JOB]["script"] if str(s).strip().startswith("forkcast-retrain promote")]
     if len(lines) != 1:
         raise PipelineError(

@@ -1,6 +1,6 @@
-"""Transitional: localplatform/tests (test_faults.py, test_rollout_drill.py) still import the inference test helpers
-by path as ``inference_support``. They live in ``forkcast_inference.testing`` now; this file goes as soon as
-localplatform imports that module instead."""
+"""Transitional: localplatform/tests/test_faults.py (through localplatform/tests/conftest.py's sys.path insert)
+still imports the inference test helpers by path as ``inference_support``. They live in
+``forkcast_inference.testing`` now; this file goes as soon as localplatform imports that module instead."""
 
 from forkcast_inference.testing import generate_tiny, train_tiny_model
 
