@@ -48,3 +48,13 @@ def test_redacted_url_hides_the_password_only() -> None:
     assert redacted_url("redis://gateway:s3cret@events:6379/0") == "redis://gateway:***@events:6379/0"
     assert redacted_url("redis://:s3cret@events/1") == "redis://:***@events/1"
     assert redacted_url("redis://events:6379/0") == "redis://events:6379/0"
+
+
+def test_redacted_url_hides_a_password_given_as_a_query_parameter() -> None:
+    """redis-py takes ``?password=`` as well as ``user:password@`` (redis.connection.parse_url passes every query
+    argument on); before the attacker review of issue 18.6 the query form was logged as written."""
+    assert (
+        redacted_url("redis://app@events:6379/0?password=s3cret&socket_timeout=1")
+        == "redis://app@events:6379/0?password=***&socket_timeout=1"
+    )
+    assert redacted_url("redis://events:6379/0?socket_timeout=1") == "redis://events:6379/0?socket_timeout=1"

@@ -10,7 +10,9 @@ import http.client
 import json
 import os
 import re
+import socket
 import threading
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -379,3 +381,66 @@ def test_seen_fingerprints_expire_and_are_bounded() -> None:
         dedup.admit(f"fp{i}")
         assert len(dedup.seen) <= 100
     assert list(dedup.seen)[-1] == "fp9999"
+
+
+# --- attacker review of issue 18.5: the cooldown must not swallow an alert, the deadline must hold a drip -----------
+
+
+def test_an_alert_held_back_by_the_cooldown_triggers_once_the_cooldown_is_over() -> None:
+    """One trigger per cooldown, not one per seen_ttl_s: an alert that fired inside another's cooldown (the first
+    one possibly steered by a client, OnlineAucLow on a canary) is still firing when the cooldown ends, and
+    Alertmanager's next repeat must start the retrain it asked for. Before the fix the cooldown recorded it as
+    seen, so every repeat for the next 24 h was a "duplicate"."""
+    now = [0.0]
+    dedup = Deduplicator(cooldown_s=600, clock=lambda: now[0], seen_ttl_s=24 * 3600)
+    assert dedup.admit("steered") == "trigger"
+    now[0] = 60.0
+    assert dedup.admit("drift") == "cooldown"
+    now[0] = 599.0
+    assert dedup.admit("drift") == "cooldown"  # a repeat still inside the cooldown
+    now[0] = 660.0
+    assert dedup.admit("drift") == "trigger"  # the repeat after it: the held-back alert gets its retrain
+    now[0] = 700.0
+    assert dedup.admit("drift") == "duplicate"  # and from now on it is remembered as any triggered alert
+    assert dedup.admit("steered") == "duplicate"
+
+
+def test_a_client_dripping_its_request_is_cut_off_at_the_deadline(
+    recorder: tuple[str, list[Any]],
+) -> None:
+    """request_timeout_s bounds the whole request, not each read: before the fix the socket timeout applied per
+    recv, so a client sending a byte every 0.2 s (headers first: no token needed) held its thread for as long as
+    it liked against a 0.5 s timeout."""
+    gitlab, _calls = recorder
+    server = make_server(
+        "127.0.0.1", 0, TriggerTarget(gitlab, "1", "main", "t"), cooldown_s=0, request_timeout_s=0.5
+    )
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        with socket.create_connection(("127.0.0.1", server.server_address[1]), timeout=5) as sock:
+            sock.sendall(b"POST /alerts HTTP/1.1\r\nHost: x\r\n")
+            start = time.monotonic()
+            closed_after = None
+            for _ in range(25):  # 5 s of drip at most
+                time.sleep(0.2)
+                try:
+                    sock.sendall(b"X")
+                except OSError:
+                    closed_after = time.monotonic() - start
+                    break
+                sock.settimeout(0.01)
+                try:
+                    if sock.recv(4096) == b"":
+                        closed_after = time.monotonic() - start
+                        break
+                except TimeoutError:
+                    pass
+                except OSError:
+                    closed_after = time.monotonic() - start
+                    break
+        assert closed_after is not None, "the receiver kept a dripping client for 5 s"
+        assert closed_after < 2.0, closed_after
+        # The twin: a request that arrives in time is still served.
+        post(f"http://127.0.0.1:{server.server_address[1]}/alerts", [alert("a1")])
+    finally:
+        server.shutdown()

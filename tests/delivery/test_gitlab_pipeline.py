@@ -782,3 +782,20 @@ def test_the_cluster_job_stops_before_submitting_when_something_is_missing(
     assert result.returncode != 0
     assert message in result.stderr, result.stdout + result.stderr
     assert "submitted workflow" not in result.stdout
+
+
+def unprotected_tags(images: list[str], settings: str) -> list[str]:
+    """The tags of ``images`` that no `Protected container tags` rule named in ``settings`` (docs/operations.md,
+    "GitLab project settings") matches: by default any Developer may push them (GitLab docs, "Protected container
+    tags")."""
+    rules = re.findall(r"\*\*Protected container tags\*\*: a rule for `([^`]+)`", settings)
+    return [image for image in images if not any(re.fullmatch(r, image.rsplit(":", 1)[1]) for r in rules)]
+
+
+def test_the_tag_the_secret_holding_jobs_run_is_protected() -> None:
+    text = (ROOT / "docs" / "operations.md").read_text()
+    settings = text.split("**GitLab project settings the release path needs.**", 1)[1].split("\n## ", 1)[0]
+    assert unprotected_tags([RETRAIN_IMAGE], settings) == []
+    # Twin: without the rule (what the settings said before), the tag is named.
+    without = re.sub(r"- Settings > Packages and registries.*?(?=\n- )", "", settings, flags=re.DOTALL)
+    assert unprotected_tags([RETRAIN_IMAGE], without) == [RETRAIN_IMAGE]

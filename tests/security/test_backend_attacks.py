@@ -18,6 +18,7 @@ import requests
 
 from forkcast_contract.feature_store import pointer_key
 from forkcast_contract.streams import FEEDBACK_STREAM, PREDICTIONS_STREAM
+from forkcast_devservers import resp
 
 # (command, the name Redis gives it in the NOPERM error).
 ADMIN_COMMANDS = [
@@ -73,13 +74,10 @@ def test_gateway_redis_user_cannot_forge_predictions_or_move_the_live_features(
 
 
 def test_default_redis_user_is_off(stack: Any) -> None:
-    """No password, or the old shared one: the default user is off in both instances."""
+    """No credentials: the default user is off in both instances, so even PING is refused (NOAUTH)."""
     for target in (stack.features, stack.events):
-        with (
-            redis.Redis(host="127.0.0.1", port=target.server.port) as anonymous,
-            pytest.raises(redis.exceptions.AuthenticationError),
-        ):
-            anonymous.ping()
+        with pytest.raises(resp.RespError, match=r"^NOAUTH"):
+            resp.command("127.0.0.1", target.server.port, "PING")
 
 
 def test_direct_inference_call_with_forged_gateway_headers_cannot_reach_the_auc(

@@ -10,7 +10,7 @@ the local platform set ``local`` explicitly.
 from __future__ import annotations
 
 from typing import Literal
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from pydantic import AliasChoices, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -63,11 +63,21 @@ class EventsRedisSettings(ForkcastSettings):
 
 
 def redacted_url(url: str) -> str:
-    """``url`` with its password replaced by ``***`` (``redis://app:***@redis:6379/0``), for logs and errors."""
+    """``url`` with its password replaced by ``***`` (``redis://app:***@redis:6379/0``), for logs and errors.
+
+    Both places redis-py reads a password from are covered: the userinfo and a ``password`` query argument
+    (redis.connection.parse_url hands every query argument to the connection, ``?password=…`` included).
+    """
     parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    user = parts.username or ""
-    host = parts.hostname or ""
-    port = f":{parts.port}" if parts.port is not None else ""
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}{port}"))
+    if parts.query:
+        query = [
+            (name, "***" if name == "password" else value)
+            for name, value in parse_qsl(parts.query, keep_blank_values=True)
+        ]
+        parts = parts._replace(query=urlencode(query, safe="*"))
+    if parts.password is not None:
+        user = parts.username or ""
+        host = parts.hostname or ""
+        port = f":{parts.port}" if parts.port is not None else ""
+        parts = parts._replace(netloc=f"{user}:***@{host}{port}")
+    return urlunsplit(parts)

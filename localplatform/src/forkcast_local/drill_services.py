@@ -103,7 +103,12 @@ class Services(ABC):
         """Start without waiting (slow starters run side by side); the PID joins the stack's list."""
         with (self.work / f"{name}.log").open("ab") as log:
             proc = subprocess.Popen(
-                argv, env={**os.environ, **env}, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+                # FORKCAST_ENVIRONMENT defaults to production (issue 18); every drill process is a local one.
+                argv,
+                env={**os.environ, "FORKCAST_ENVIRONMENT": "local", **env},
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
             )
         self.stack.procs.append(proc)
         return proc

@@ -57,7 +57,12 @@ class Stack:
     ) -> int:
         with (self.work / f"{name}.log").open("ab") as log:
             proc = subprocess.Popen(
-                argv, env={**os.environ, **env}, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+                # FORKCAST_ENVIRONMENT defaults to production (issue 18); every drill process is a local one.
+                argv,
+                env={**os.environ, "FORKCAST_ENVIRONMENT": "local", **env},
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
             )
         self.procs.append(proc)
         deadline = time.monotonic() + timeout_s

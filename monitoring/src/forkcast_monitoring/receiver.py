@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import hmac
+import io
 import json
 import logging
 import re
@@ -106,7 +107,7 @@ class TriggerTarget:
 class Deduplicator:
     """Which firing alerts deserve a trigger; thread-safe (the HTTP server is threaded).
 
-    ``seen`` maps each fingerprint to when it was first admitted, oldest first: an entry older than ``seen_ttl_s``
+    ``seen`` maps each fingerprint that triggered to when it did, oldest first: an entry older than ``seen_ttl_s``
     is forgotten (a fingerprint still firing then may trigger again, cooldown permitting), and beyond ``max_seen``
     the oldest goes, so neither a long-running receiver nor a burst of distinct alerts grows it without bound.
     """
@@ -136,9 +137,12 @@ class Deduplicator:
             self._forget_old(now)
             if fingerprint in self.seen:
                 return "duplicate"
-            self.seen[fingerprint] = now
             if self.last_trigger is not None and now - self.last_trigger < self.cooldown_s:
+                # Not remembered: an alert held back here has not triggered, so Alertmanager's first repeat after
+                # the cooldown starts its retrain. Remembering it (as before the attacker review) swallowed every
+                # repeat for seen_ttl_s, so whoever fired any retrain alert first silenced a real one for a day.
                 return "cooldown"
+            self.seen[fingerprint] = now
             self.last_trigger = now
             return "trigger"
 
@@ -173,6 +177,33 @@ def handle(payload: dict[str, Any], dedup: Deduplicator, target: TriggerTarget, 
                     dedup.last_trigger = None
                 outcome = "failed"
         counter.labels(outcome).inc()
+
+
+class DeadlineReader(io.RawIOBase):
+    """A socket's input that ends at ``deadline`` (monotonic): each read may wait only for what is left of it.
+
+    http.server reads a request through ``rfile`` with the socket timeout per read (``StreamRequestHandler.timeout``),
+    which a client sending one byte just inside it renews for ever. Past the deadline a read raises TimeoutError,
+    which BaseHTTPRequestHandler answers by closing the connection ("Request timed out"). After each read the
+    socket's own timeout (``timeout_s``) is put back, so the response is not written under a nearly spent deadline.
+    """
+
+    def __init__(self, sock: socket.socket, deadline: float, timeout_s: float) -> None:
+        super().__init__()
+        self.sock, self.deadline, self.timeout_s = sock, deadline, timeout_s
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        left = self.deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError("request not received within the deadline")
+        self.sock.settimeout(left)
+        try:
+            return self.sock.recv_into(buffer)
+        finally:
+            self.sock.settimeout(self.timeout_s)
 
 
 def read_token(path: Path, what: str) -> str:
@@ -235,6 +266,14 @@ def make_server(
 
     class Handler(ProbeHandler):
         timeout = request_timeout_s  # socket timeout: a stalled client is cut off
+
+        def setup(self) -> None:
+            super().setup()
+            # One deadline for the whole request (line, headers, body), not the per-read socket timeout alone: a
+            # client dripping a byte per read kept its thread for ever before (attacker review of issue 18.5).
+            self.rfile = io.BufferedReader(
+                DeadlineReader(self.connection, time.monotonic() + request_timeout_s, request_timeout_s)
+            )
 
         def do_POST(self) -> None:  # noqa: N802 (the name http.server dispatches to)
             if self.path.split("?", 1)[0] != "/alerts":

@@ -33,7 +33,9 @@ def fresh_redis() -> Iterator[redis.Redis]:
         yield redis.Redis.from_url(server.url)
 
 
-def write_predictions(client: redis.Redis, events: Sequence[Encoded], key_ids: list[str] | None = None) -> None:
+def write_predictions(
+    client: redis.Redis, events: Sequence[Encoded], key_ids: list[str] | None = None
+) -> None:
     """XADD the events in the inference service's encoding; ``key_ids``: the API key id of each (the field the
     gateway's X-Forkcast-Key-Id becomes), else the encoding's own."""
     pipe = client.pipeline(transaction=False)

@@ -15,6 +15,13 @@ therefore yields no AUC unless max_key_share is 1.
 
 Below ``min_samples`` kept pairs, or without both classes, a window has no AUC at all: an exported 0.5 would let a
 canary analysis pass or fail by chance, where no value makes it Inconclusive.
+
+The share bounds how many pairs one key contributes, not how far it moves the AUC: responses show each restaurant's
+score, so a key at exactly its share that clicks the lowest-scored half moved a 0.757 AUC to 0.407 (the attacker
+review of issue 18.1). So an estimate can also carry the range of the AUC with each single key's kept pairs left
+out (``leave_one_key_out``): one key moves at most one end of that range, and the canary analysis decides only
+when both ends agree (rollouts/analysis-templates.yaml inference-online-auc), so one key can pause a canary, never
+decide it. Several colluding keys are not covered: together they hold up to their number times the share.
 """
 
 from __future__ import annotations
@@ -63,6 +70,76 @@ def key_cap(counts: npt.NDArray[np.integer], max_share: float) -> int | None:
     return lo
 
 
+def _tie_groups(sorted_values: npt.NDArray[np.generic]) -> npt.NDArray[np.intp]:
+    """Per position of an ascending array, the index of its run of equal values (0, 0, 1, 2, 2, …)."""
+    starts = np.r_[True, sorted_values[1:] != sorted_values[:-1]]
+    return np.cumsum(starts) - 1
+
+
+def _wins(labels: BOOL, groups: npt.NDArray[np.intp]) -> tuple[F64, F64]:
+    """For pairs in ascending score order split into tie ``groups``: per positive, the negatives below it plus half
+    those tied with it (its share of the Mann-Whitney U), and per negative, the positives above it plus half those
+    tied with it. Both are half-integers, so their sums are exact in float64 (below 2**52)."""
+    neg_in = np.bincount(groups, weights=~labels).astype(np.float64)
+    pos_in = np.bincount(groups, weights=labels).astype(np.float64)
+    neg_before = np.cumsum(neg_in) - neg_in
+    pos_after = pos_in.sum() - np.cumsum(pos_in)
+    return neg_before[groups] + 0.5 * neg_in[groups], pos_after[groups] + 0.5 * pos_in[groups]
+
+
+def leave_one_key_out(
+    scores: F64, labels: BOOL, keys: I32, min_samples: int, min_per_class: int
+) -> tuple[float, float] | None:
+    """(lowest, highest) AUC of the pairs with one key's pairs left out, over every key present; None when one key
+    only is present (leaving it out leaves nothing) or when leaving out some key leaves fewer than ``min_samples``
+    pairs or ``min_per_class`` of a class (that key alone carries the window over its minimum: no range is honest).
+
+    Exact, without K recomputes: U (pairs positive-above-negative, ties one half) of the pairs without key k is
+    U - A_k - B_k + C_k, where A_k sums the wins of k's positives over every negative, B_k the losses of k's
+    negatives to every positive, and C_k is k's own U (the pairs inside k, counted in both A_k and B_k). One sort by
+    score gives A and B; one stable sort of that order by key gives C. All terms are half-integers, so the result
+    equals a recompute over the remaining pairs to rounding of the last division (monitoring/tests/test_loko.py).
+    Measured (monitoring/benchmarks/bench_online_auc.py --loko, 200,000 pairs, the window's default capacity, on
+    this 2-core machine): ≈ 33 ms with K = 8 and ≈ 35 ms with K = 100, against ≈ 0.2 s and 2.4 s for K plain
+    recomputes; the cost is the two sorts, K only adds a bincount's length.
+    """
+    n = len(scores)
+    counts = np.bincount(keys) if n else np.zeros(0, dtype=np.intp)
+    present = np.flatnonzero(counts)
+    if len(present) < 2:
+        return None
+    positives = np.bincount(keys, weights=labels, minlength=len(counts)).astype(np.int64)
+    n_pos = int(positives.sum())
+    rest_pos = n_pos - positives[present]
+    rest_neg = (n - n_pos) - (counts[present] - positives[present])
+    floor = max(min_per_class, 1)
+    if (rest_pos + rest_neg).min() < min_samples or min(rest_pos.min(), rest_neg.min()) < floor:
+        return None
+    order = np.argsort(scores)  # any order of tied scores will do: ties are counted by group
+    s_scores, s_labels, s_keys = scores[order], labels[order], keys[order]
+    wins, losses = _wins(s_labels, _tie_groups(s_scores))
+    u_total = float(wins[s_labels].sum())
+    by_pos = np.bincount(s_keys[s_labels], weights=wins[s_labels], minlength=len(counts))
+    by_neg = np.bincount(s_keys[~s_labels], weights=losses[~s_labels], minlength=len(counts))
+    # The same pairs by key, then score (stable: the score order holds inside each key): tie groups then never
+    # span two keys, and the wins counted inside a key's block are its own U.
+    # int16 when the codes fit: numpy's stable sort is a radix sort for 16-bit ints (≈ 1.7 ms against 4.7 ms for
+    # 200,000 int32 codes here).
+    by_key = np.argsort(s_keys.astype(np.int16) if len(counts) <= 2**15 else s_keys, kind="stable")
+    k_scores, k_labels, k_keys = s_scores[by_key], s_labels[by_key], s_keys[by_key]
+    boundary = np.r_[True, (k_keys[1:] != k_keys[:-1]) | (k_scores[1:] != k_scores[:-1])]
+    groups = np.cumsum(boundary) - 1
+    neg_in = np.bincount(groups, weights=~k_labels)
+    neg_before = np.cumsum(neg_in) - neg_in  # negatives before each group, over all keys
+    key_start = np.searchsorted(k_keys, k_keys, side="left")
+    neg_before_key = np.r_[0.0, np.cumsum(~k_labels)][key_start]  # negatives before each key's block
+    own = neg_before[groups] - neg_before_key + 0.5 * neg_in[groups]
+    inside = np.bincount(k_keys[k_labels], weights=own[k_labels], minlength=len(counts))
+    u_rest = u_total - by_pos[present] - by_neg[present] + inside[present]
+    aucs = u_rest / (rest_pos * rest_neg)
+    return float(aucs.min()), float(aucs.max())
+
+
 def rank_from_newest(keys: I32, times: F64, scores: F64, labels: BOOL) -> npt.NDArray[np.intp]:
     """Per pair, how many pairs of the same key are newer by (time, score, label): 0 for each key's newest."""
     order = np.lexsort((labels, scores, times, keys))  # by key, then oldest first
@@ -81,6 +158,10 @@ class Estimate:
     lower: float | None
     upper: float | None
     excluded: int = 0  # pairs in the window left out because their key held more than its share
+    # Lowest and highest AUC with one key's pairs left out (``leave_one_key_out``); None unless asked for, and
+    # when a single key is present or leaving one out drops the rest below the minimum counts.
+    loko_min: float | None = None
+    loko_max: float | None = None
 
 
 class Window:
@@ -163,8 +244,8 @@ class Window:
         if not keep.all():
             self._compact(keep)
 
-    def kept(self, since: float | None = None) -> tuple[F64, BOOL, int]:
-        """Scores and labels of the pairs an estimate uses, and how many the per-key share left out.
+    def kept(self, since: float | None = None) -> tuple[F64, BOOL, I32, int]:
+        """Scores, labels and key codes of the pairs an estimate uses, and how many the per-key share left out.
 
         ``since``: only pairs whose prediction is at that time or later (the recent window); the share is applied
         to that window's own pairs.
@@ -176,17 +257,20 @@ class Window:
             times, scores, labels, keys = times[inside], scores[inside], labels[inside], keys[inside]
         cap = key_cap(np.bincount(keys), self.max_key_share) if len(keys) else None
         if cap is None:
-            return scores, labels, 0
+            return scores, labels, keys, 0
         keep = rank_from_newest(keys, times, scores, labels) < cap
-        return scores[keep], labels[keep], len(keep) - int(keep.sum())
+        return scores[keep], labels[keep], keys[keep], len(keep) - int(keep.sum())
 
-    def estimate(self, min_samples: int, min_per_class: int, since: float | None = None) -> Estimate:
+    def estimate(
+        self, min_samples: int, min_per_class: int, since: float | None = None, key_range: bool = False
+    ) -> Estimate:
         """The AUC of the kept pairs of the window, or of those whose prediction is at ``since`` or later only.
 
         ``since`` gives versions a common window: the canary analysis compares a canary that has served for minutes
         with a stable version that has served all day, so both are measured over the same recent minutes.
+        ``key_range``: also the leave-one-key-out range (``loko_min``/``loko_max``), which the canary analysis reads.
         """
-        scores, labels, excluded = self.kept(since)
+        scores, labels, keys, excluded = self.kept(since)
         size = len(scores)
         positives = int(labels.sum())
         negatives = size - positives
@@ -194,4 +278,6 @@ class Window:
             return Estimate(size, positives, None, None, None, excluded)
         auc = roc_auc(scores, labels)
         lower, upper = hanley_mcneil(auc, positives, negatives)
-        return Estimate(size, positives, auc, lower, upper, excluded)
+        spread = leave_one_key_out(scores, labels, keys, min_samples, min_per_class) if key_range else None
+        low, high = spread if spread is not None else (None, None)
+        return Estimate(size, positives, auc, lower, upper, excluded, low, high)

@@ -8,6 +8,7 @@ lives here, so that forkcast_devservers stays standard library only.
 from __future__ import annotations
 
 import json
+import secrets
 from pathlib import Path
 from typing import Any
 
@@ -107,12 +108,20 @@ class SeaweedServer(Seaweed):
         return s3_client(self)
 
 
+# The random secret each data directory's server got: a server started again on the same directory (an outage, not a
+# move) keeps the credentials its clients already hold.
+_secrets: dict[Path, str] = {}
+
+
 def start_seaweed(
     data_dir: Path,
     access_key: str = "forkcast",
     secret_key: str | None = None,
     ports: dict[str, int] | None = None,
 ) -> SeaweedServer:
-    """``SeaweedServer(...).start()``; ``ports`` (a stopped server's ``.ports``) brings it back on the same ports."""
+    """``SeaweedServer(...).start()``; ``ports`` (a stopped server's ``.ports``) brings it back on the same ports,
+    and the same ``data_dir`` with the same secret."""
+    if secret_key is None:
+        secret_key = _secrets.setdefault(data_dir.resolve(), secrets.token_urlsafe(24))
     server = SeaweedServer(data_dir, access_key=access_key, secret_key=secret_key, ports=ports)
     return server.start()

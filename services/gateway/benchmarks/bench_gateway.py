@@ -4,9 +4,9 @@ Starts its own redis-server (loaded by `forkcast-features load`), one `forkcast-
 `forkcast-gateway` (auth, rate limit, metrics and access log on), then for each target (inference direct =
 baseline, gateway) runs a closed loop at --concurrency for --seconds with the dataset's real requests
 (1,000 candidates each) and prints throughput, p50/p95, the gateway's added p50 and its CPU µs per request; then
-an open loop through the gateway at --rate req/s for --open-seconds (latency from the *scheduled* send time, the
-inference benchmark's own generator, imported from services/inference/benchmarks/bench_serve.py); last, the time
-to a 503 with a dead upstream. Everything runs on the same cores: read the ratios, not the absolutes.
+an open loop through the gateway at --rate req/s for --open-seconds (latency from the *scheduled* send time: the
+inference benchmark's generator, ``forkcast_devservers.load``); last, the time to a 503 with a dead upstream.
+Everything runs on the same cores: read the ratios, not the absolutes.
 
     python services/gateway/benchmarks/bench_gateway.py --data data/small --model-dir DIR
 """
@@ -29,30 +29,27 @@ import aiohttp
 import numpy as np
 import polars as pl
 
+from forkcast_devservers.load import open_loop
 from forkcast_devservers.ports import free_port
+from forkcast_devservers.process import Proc, cpu_seconds, spawn, stop
+from forkcast_devservers.ready import http_ok, wait_until
 from forkcast_devservers.servers import RedisServer
 from forkcast_gateway.auth import hash_key
-
-# The open-loop generator (same schedule, same latency definition), the free-port and /proc CPU helpers are the
-# inference benchmark's, not copies.
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "inference" / "benchmarks"))
-from bench_serve import cpu_seconds, open_loop
 
 BIN = Path(sys.executable).parent
 KEY = "bench-key"
 
 
-def start(cmd: str, env: dict[str, str], port: int, probe: str = "/readyz") -> subprocess.Popen[bytes]:
-    proc = subprocess.Popen([str(BIN / cmd)], env={**os.environ, **env}, stdout=subprocess.DEVNULL)
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}{probe}", timeout=1):
-                return proc
-        except OSError:
-            time.sleep(0.2)
-    proc.terminate()
-    raise RuntimeError(f"{cmd} did not start")
+def start(cmd: str, env: dict[str, str], port: int, log: Path, probe: str = "/readyz") -> Proc:
+    """``cmd`` from this environment's bin folder, returned once ``probe`` answers 2xx (stopped if it never does)."""
+    proc = spawn([str(BIN / cmd)], env={**os.environ, **env}, log=log)
+    url = f"http://127.0.0.1:{port}{probe}"
+    try:
+        wait_until(lambda: http_ok(url), timeout_s=120, what=f"{cmd} {url}", proc=proc)
+    except BaseException:
+        stop(proc)
+        raise
+    return proc
 
 
 async def closed_loop(url: str, reqs: list[tuple[str, bytes]], conc: int, seconds: float) -> dict[str, float]:
@@ -116,7 +113,8 @@ def main() -> None:
         uid = row.pop("user_id")
         reqs.append((f"u{uid}", json.dumps(row).encode()))
     with tempfile.TemporaryDirectory() as tmp, RedisServer(Path(tmp) / "redis") as redis_server:
-        env = {"REDIS_URL": redis_server.url}
+        # The default environment, production, refuses FORKCAST_MODEL_DIR, a loopback Redis and development keys.
+        env = {"REDIS_URL": redis_server.url, "FORKCAST_ENVIRONMENT": "local"}
         subprocess.run(
             [str(BIN / "forkcast-features"), "load", "--data", str(args.data), "--activate", "--no-progress"],
             env={**os.environ, **env}, check=True, capture_output=True,
@@ -125,12 +123,17 @@ def main() -> None:
         keys.write_text(f"bench:{hash_key(KEY)}\n")
         ip, gp = free_port(), free_port()
         model_dir = str(args.model_dir.resolve())  # the service resolves it as a file URI: must be absolute
-        inf = start("forkcast-inference", {**env, "FORKCAST_PORT": str(ip), "FORKCAST_MODEL_DIR": model_dir,
-                                           "FORKCAST_LOG_LEVEL": "WARNING"}, ip)  # fmt: skip
+        inf_env = {
+            **env,
+            "FORKCAST_PORT": str(ip),
+            "FORKCAST_MODEL_DIR": model_dir,
+            "FORKCAST_LOG_LEVEL": "WARNING",
+        }
+        inf = start("forkcast-inference", inf_env, ip, Path(tmp) / "inference.log")
         gw_env = {**env, "FORKCAST_PORT": str(gp), "FORKCAST_UPSTREAMS": f"http://127.0.0.1:{ip}",
                   "FORKCAST_API_KEYS_FILE": str(keys), "FORKCAST_RATE_PER_S": "100000",
                   "FORKCAST_RATE_BURST": "100000", "FORKCAST_LOG_LEVEL": "INFO"}  # fmt: skip
-        gw = start("forkcast-gateway", gw_env, gp)
+        gw = start("forkcast-gateway", gw_env, gp, Path(tmp) / "gateway.log")
         try:
             out: dict[str, object] = {"date": time.strftime("%Y-%m-%d"), "requests": len(reqs)}
             asyncio.run(closed_loop(f"http://127.0.0.1:{ip}", reqs, args.concurrency, 2))  # warm up
@@ -157,12 +160,11 @@ def main() -> None:
                 )
                 out["open_loop_through_gateway"] = opened
         finally:
-            gw.terminate()
-            gw.wait(10)
+            stop(gw)
         # Dead upstream: the inference process is stopped; each request must be a 503 fast.
-        inf.terminate()
-        inf.wait(10)
-        gw = start("forkcast-gateway", gw_env, gp, probe="/healthz")  # not ready: its upstream is dead
+        stop(inf)
+        # Not ready (its upstream is dead): waited on by /healthz.
+        gw = start("forkcast-gateway", gw_env, gp, Path(tmp) / "gateway-2.log", probe="/healthz")
         try:
             times = []
             for user, body in reqs[:50]:
@@ -186,8 +188,7 @@ def main() -> None:
                 "p50": float(np.median(times)) * 1000,
             }
         finally:
-            gw.terminate()
-            gw.wait(10)
+            stop(gw)
     print(json.dumps(out, indent=2))
 
 

@@ -20,33 +20,22 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
-import urllib.request
+from functools import partial
 from pathlib import Path
 
-import numpy as np
 import polars as pl
 import redis
 import uvloop
 
+from forkcast_devservers.load import closed_loop, open_loop
 from forkcast_devservers.ports import free_port
+from forkcast_devservers.process import cpu_seconds, rss_mib, spawn, stop
+from forkcast_devservers.ready import http_ok, wait_until
 from forkcast_devservers.servers import RedisServer
 
 HERE = Path(__file__).resolve().parent
 BIN = Path(sys.executable).parent
 PREFIX = "fc"
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 def load_naive_layout(client: redis.Redis, data: Path, users: set[int]) -> None:
@@ -69,48 +58,32 @@ READY_TIMEOUT_S = 60.0
 
 
 class Servers:
-    """N server processes we started (stopped by their PIDs)."""
+    """N server processes we started (forkcast_devservers: own process groups, stopped by PID + start time)."""
 
-    def __init__(self, cmds: list[tuple[list[str], dict[str, str]]], ports: list[int]) -> None:
+    def __init__(self, cmds: list[tuple[list[str], dict[str, str]]], ports: list[int], logs: Path) -> None:
         self.ports = ports
         t0 = time.perf_counter()
         self.procs = [
-            subprocess.Popen(c, env=e, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) for c, e in cmds
+            spawn(c, env=e, log=logs / f"server-{p}.log") for (c, e), p in zip(cmds, ports, strict=True)
         ]
-        deadline = time.monotonic() + READY_TIMEOUT_S
-        for port, proc in zip(ports, self.procs, strict=True):
-            reason = "no answer yet"
-            while True:
-                if proc.poll() is not None:
-                    raise RuntimeError(f"server on {port} exited: {proc.stderr.read().decode()[-2000:]}")  # type: ignore[union-attr]
-                try:
-                    with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=1) as r:
-                        if r.status == 200:
-                            break
-                except urllib.error.HTTPError as exc:
-                    reason = exc.read().decode()[:500]
-                except OSError as exc:
-                    reason = str(exc)
-                if time.monotonic() > deadline:
-                    self.stop()
-                    raise RuntimeError(f"server on {port} not ready after {READY_TIMEOUT_S:.0f} s: {reason}")
-                time.sleep(0.05)
+        try:
+            for port, proc in zip(ports, self.procs, strict=True):
+                url = f"http://127.0.0.1:{port}/readyz"
+                wait_until(partial(http_ok, url), timeout_s=READY_TIMEOUT_S, what=url, proc=proc)
+        except BaseException:
+            self.stop()
+            raise
         self.startup_s = time.perf_counter() - t0
 
     def cpu(self) -> float:
         return sum(cpu_seconds(p.pid) for p in self.procs)
 
     def rss(self) -> list[float]:
-        return [rss_mb(p.pid) for p in self.procs]
+        return [rss_mib(p.pid) for p in self.procs]
 
     def stop(self) -> None:
         for p in self.procs:
-            if p.poll() is None:
-                p.terminate()
-                try:
-                    p.wait(timeout=10)
-                except subprocess.TimeoutExpired:
-                    p.kill()
+            stop(p)
 
 
 def build_requests(data: Path, limit: int) -> list[tuple[bytes, set[int]]]:
@@ -124,113 +97,6 @@ def build_requests(data: Path, limit: int) -> list[tuple[bytes, set[int]]]:
             f"Content-Length: {len(body)}\r\n\r\n"
         ).encode()
         out.append((head + body, {uid}))
-    return out
-
-
-class Conn:
-    """One keep-alive HTTP/1.1 connection; reopened once if the server closed it while idle (uvicorn: 5 s)."""
-
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, port: int) -> None:
-        self.reader, self.writer, self.port = reader, writer, port
-
-    async def call(self, raw: bytes) -> int:
-        try:
-            return await self._call(raw)
-        except (asyncio.IncompleteReadError, ConnectionError):
-            self.writer.close()
-            self.reader, self.writer = await asyncio.open_connection("127.0.0.1", self.port)
-            return await self._call(raw)
-
-    async def _call(self, raw: bytes) -> int:
-        self.writer.write(raw)
-        head = await self.reader.readuntil(b"\r\n\r\n")
-        status = int(head[9:12])
-        length = 0
-        for line in head.split(b"\r\n"):
-            if line[:15].lower() == b"content-length:":
-                length = int(line[15:])
-        await self.reader.readexactly(length)
-        return status
-
-
-async def connect(ports: list[int], n: int) -> list[Conn]:
-    conns = []
-    for i in range(n):
-        port = ports[i % len(ports)]
-        r, w = await asyncio.open_connection("127.0.0.1", port)
-        conns.append(Conn(r, w, port))
-    return conns
-
-
-def summary(lat: list[float], seconds: float, errors: int) -> dict[str, float]:
-    a = np.array(lat) * 1000 if lat else np.array([np.nan])
-    return {
-        "requests": len(lat),
-        "errors": errors,
-        "req_per_s": len(lat) / seconds,
-        "p50_ms": float(np.percentile(a, 50)),
-        "p95_ms": float(np.percentile(a, 95)),
-        "p99_ms": float(np.percentile(a, 99)),
-    }
-
-
-async def closed_loop(
-    ports: list[int], reqs: list[bytes], concurrency: int, seconds: float
-) -> dict[str, float]:
-    conns = await connect(ports, concurrency)
-    lat: list[float] = []
-    errors = 0
-    stop = time.perf_counter() + seconds
-
-    async def worker(k: int, conn: Conn) -> None:
-        nonlocal errors
-        i = k
-        while time.perf_counter() < stop:
-            t = time.perf_counter()
-            if await conn.call(reqs[i % len(reqs)]) != 200:
-                errors += 1
-            lat.append(time.perf_counter() - t)
-            i += concurrency
-
-    t0 = time.perf_counter()
-    await asyncio.gather(*(worker(k, c) for k, c in enumerate(conns)))
-    elapsed = time.perf_counter() - t0
-    for c in conns:
-        c.writer.close()
-    return summary(lat, elapsed, errors)
-
-
-async def open_loop(ports: list[int], reqs: list[bytes], rate: float, seconds: float) -> dict[str, float]:
-    """Send at fixed scheduled times; latency counts from the schedule, so queueing delay is not hidden."""
-    conns = await connect(ports, 16)
-    free = list(conns)
-    lat: list[float] = []
-    lag: list[float] = []
-    errors = 0
-    start = time.perf_counter() + 0.1
-    n = int(rate * seconds)
-
-    async def one(i: int) -> None:
-        nonlocal errors
-        scheduled = start + i / rate
-        # The event loop's timers wake up to ~1 ms late; sleep to just before the slot, then spin to it, so the
-        # generator's own lateness is not charged to the server (it is still counted: latency is from the slot).
-        await asyncio.sleep(max(0.0, scheduled - time.perf_counter() - 0.002))
-        while time.perf_counter() < scheduled:
-            pass
-        lag.append(time.perf_counter() - scheduled)
-        port = ports[i % len(ports)]
-        conn = free.pop() if free else Conn(*await asyncio.open_connection("127.0.0.1", port), port)
-        if await conn.call(reqs[i % len(reqs)]) != 200:
-            errors += 1
-        lat.append(time.perf_counter() - scheduled)
-        free.append(conn)
-
-    await asyncio.gather(*(one(i) for i in range(n)))
-    for c in free:
-        c.writer.close()
-    out = summary(lat, seconds, errors)
-    out["send_lag_p95_ms"] = float(np.percentile(np.array(lag) * 1000, 95))
     return out
 
 
@@ -308,6 +174,8 @@ def main() -> None:
             "REDIS_URL": rs.url,
             "FORKCAST_FEATURE_PREFIX": PREFIX,
             "OPENBLAS_NUM_THREADS": "1",
+            # The default, production, refuses FORKCAST_MODEL_DIR and a loopback Redis.
+            "FORKCAST_ENVIRONMENT": "local",
         }
         t = time.perf_counter()
         subprocess.run(
@@ -330,7 +198,7 @@ def main() -> None:
             )
             for pt in ports
         ]
-        servers = Servers(cmds, ports)
+        servers = Servers(cmds, ports, Path(redis_dir))
         try:
             results["service"] = measure("service", servers, rs, reqs, args)
         finally:
@@ -344,7 +212,7 @@ def main() -> None:
                 )
                 for pt in ports
             ]
-            servers = Servers(cmds, ports)
+            servers = Servers(cmds, ports, Path(redis_dir))
             try:
                 variant = argparse.Namespace(
                     **{**vars(args), "open_seconds": 0, "concurrency": args.fastapi_concurrency}
@@ -371,7 +239,7 @@ def main() -> None:
                 )
                 for pt in ports
             ]
-            servers = Servers(cmds, ports)
+            servers = Servers(cmds, ports, Path(redis_dir))
             try:
                 variant = argparse.Namespace(**{**vars(args), "concurrency": args.baseline_concurrency})
                 results["baseline"] = measure("baseline", servers, rs, reqs, variant)

@@ -1,0 +1,120 @@
+"""Alert OnlineAucStarvedByKeyShare (manifests/observability/prometheus-rules.yaml), with promtool: a deployment whose
+labelled traffic comes through too few API keys gets no online AUC at the default FORKCAST_AUC_MAX_KEY_SHARE (one
+key: every pair left out), which silently leaves every canary's online-AUC analysis Inconclusive and OnlineAucLow
+mute; the alert names it after 30 minutes, and stays quiet while most pairs are used. The series are shaped as the
+online-AUC job exports them (monitoring/tests/test_key_share.py checks the exposition: labels model_version, window,
+reason). The rendered online-AUC Deployment sets the share explicitly, where an operator sees and patches it.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from forkcast_delivery.render import render
+
+ROOT = Path(__file__).resolve().parents[2]
+ALERT = "OnlineAucStarvedByKeyShare"
+LABELS = 'namespace="forkcast", job="forkcast/online-auc", instance="10.0.0.7:9108", model_version="v7"'
+
+pytestmark = pytest.mark.skipif(
+    shutil.which("promtool") is None, reason="promtool missing (Debian package prometheus)"
+)
+
+
+def rule() -> dict[str, Any]:
+    (found,) = [
+        r
+        for d in render(ROOT / "manifests" / "observability").docs
+        if d["kind"] == "PrometheusRule"
+        for g in d["spec"]["groups"]
+        for r in g["rules"]
+        if r.get("alert") == ALERT
+    ]
+    assert isinstance(found, dict)
+    return found
+
+
+def promtool(tmp_path: Path, excluded: str, samples: str, expected: list[dict[str, Any]]) -> str:
+    """promtool's verdict on the alert at minute 45 for these series (values in promtool's expanding notation);
+    '' when it agrees with ``expected``."""
+    (tmp_path / "rules.yml").write_text(yaml.safe_dump({"groups": [{"name": "auc", "rules": [rule()]}]}))
+    series = [
+        {
+            "series": f'forkcast_online_auc_excluded_pairs{{{LABELS}, window="{window}", reason="key_share"}}',
+            "values": excluded,
+        }
+        for window in ("long", "recent")
+    ] + [{"series": f"forkcast_online_auc_samples{{{LABELS}}}", "values": samples}]
+    test = {
+        "rule_files": ["rules.yml"],
+        "evaluation_interval": "1m",
+        "tests": [
+            {
+                "interval": "1m",
+                "input_series": series,
+                "alert_rule_test": [{"eval_time": "45m", "alertname": ALERT, "exp_alerts": expected}],
+            }
+        ],
+    }
+    (tmp_path / "test.yml").write_text(yaml.safe_dump(test))
+    proc = subprocess.run(
+        [str(shutil.which("promtool")), "test", "rules", "test.yml"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+    return "" if proc.returncode == 0 else proc.stdout + proc.stderr
+
+
+def test_one_client_key_at_the_default_share_fires(tmp_path: Path) -> None:
+    """One key, share 0.25: the job keeps none of its 1,200 pairs (samples 0), for 45 minutes."""
+    firing = {
+        "exp_labels": {"namespace": "forkcast", "model_version": "v7", "severity": "ticket"},
+        "exp_annotations": {
+            "summary": "100% of the labelled pairs of v7 are left out by the per-key share "
+            "(FORKCAST_AUC_MAX_KEY_SHARE): too few client keys, or one key flooding; its online AUC and the "
+            "canary's online-AUC analysis go without data"
+        },
+    }
+    assert promtool(tmp_path, "1200x50", "0x50", [firing]) == ""
+
+
+@pytest.mark.parametrize(
+    ("excluded", "samples", "why"),
+    [
+        ("0x50", "1200x50", "four keys of equal volume: nothing left out"),
+        ("400x50", "1200x50", "a heavy key loses 25 % of the pairs: the AUC still stands on most of them"),
+        ("0x20 1200x30", "1200x20 0x30", "starved for 25 minutes only at minute 45"),
+    ],
+)
+def test_twin_the_alert_stays_quiet_while_most_pairs_are_used(
+    tmp_path: Path, excluded: str, samples: str, why: str
+) -> None:
+    verdict = promtool(tmp_path, excluded, samples, [])
+    assert verdict == "", why
+
+
+def test_twin_the_one_key_series_do_not_pass_as_quiet(tmp_path: Path) -> None:
+    """The quiet cases above are not quiet because the rule never fires: expecting silence for one key fails."""
+    verdict = promtool(tmp_path, "1200x50", "0x50", [])
+    assert f"alertname: {ALERT}" in verdict and "exp:[]" in verdict.replace(" ", ""), verdict
+
+
+def test_the_rendered_job_states_its_share() -> None:
+    for overlay in ("dev", "prod"):
+        (deployment,) = [
+            d
+            for d in render(ROOT / "manifests" / "overlays" / overlay).docs
+            if d["kind"] == "Deployment" and d["metadata"]["name"] == "online-auc"
+        ]
+        env = {
+            e["name"]: e.get("value") for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]
+        }
+        assert env["FORKCAST_AUC_MAX_KEY_SHARE"] == "0.25", overlay
