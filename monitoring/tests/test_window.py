@@ -61,7 +61,7 @@ def test_eviction_goes_by_each_pairs_own_time_not_its_place() -> None:
     w.extend([150.0, 100.0, 160.0, 120.0], [0.9, 0.8, 0.2, 0.1], [True, True, False, False])
     w.evict(now=170.0)  # horizon 140: the pairs of 100 and 120 are out, wherever they sit
     assert sorted(w.times[: w.size].tolist()) == [150.0, 160.0]
-    scores, labels, _ = w.kept()
+    scores, labels, _, _ = w.kept()
     assert sorted(zip(scores.tolist(), labels.tolist(), strict=True)) == [(0.2, False), (0.9, True)]
 
 

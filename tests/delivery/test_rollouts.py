@@ -11,13 +11,18 @@ from __future__ import annotations
 
 import copy
 import itertools
+import json
 import math
 import re
 import shutil
 import subprocess
+import time
+import urllib.parse
+import urllib.request
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import yaml
 from forkcast_delivery import render as delivery_render
@@ -25,6 +30,10 @@ from forkcast_delivery.checks.metrics import contract_name, metric_names_in
 from forkcast_delivery.checks.references import references
 from forkcast_delivery.context import Context
 from forkcast_delivery.render import Render
+from forkcast_devservers.servers.prometheus import Prometheus
+from forkcast_local.rehearsal import spec as spec_mod
+from forkcast_local.rehearsal.analysis import evaluate
+from forkcast_monitoring.window import Estimate, Window
 
 from forkcast_contract import metric_names
 
@@ -82,13 +91,21 @@ def test_every_referenced_template_exists_and_gets_its_arguments() -> None:
     assert used == set(available), "every AnalysisTemplate is used by the Rollout"
 
 
+def length_guard(condition: str) -> int | None:
+    """N of a condition opening with ``len(result) > N &&`` when N covers every ``result[I]`` it reads (None: it
+    does not, so a short or empty result could satisfy it or make it an evaluation Error)."""
+    m = re.match(r"len\(result\) > (\d+) && ", condition)
+    indices = [int(i) for i in re.findall(r"result\[(\d+)\]", condition)]
+    return int(m[1]) if m and all(i <= int(m[1]) for i in indices) else None
+
+
 @pytest.mark.parametrize("name", sorted(templates()))
 def test_missing_data_is_inconclusive_not_success(name: str) -> None:
     for metric in templates()[name]["spec"]["metrics"]:
         assert set(metric["provider"]) == {"prometheus"}
         success, failure = metric["successCondition"], metric["failureCondition"]
-        # An empty result (too few requests / samples) must satisfy neither condition.
-        assert success.startswith("len(result) > 0 &&") and failure.startswith("len(result) > 0 &&")
+        # An empty (or, for the two-valued online AUC, half) result must satisfy neither condition.
+        assert length_guard(success) is not None and length_guard(failure) is not None, (success, failure)
         assert metric.get("failureLimit", 0) <= 1, "a second failed measurement (in total) aborts the canary"
         query = metric["provider"]["prometheus"]["query"]
         assert re.search(r"and on\(\)\s*\n?.*>= \{\{args\.min-(requests|samples)\}\}", query), (
@@ -472,7 +489,7 @@ def test_twin_analysis_problems_are_named() -> None:
     del temps["inference-p95-latency"]["spec"]["metrics"][0]["consecutiveErrorLimit"]
     auc = temps["inference-online-auc"]["spec"]["metrics"][0]["provider"]["prometheus"]
     auc["query"] = auc["query"].replace(
-        'forkcast_online_auc_recent{namespace="{{args.namespace}}"}', "forkcast_online_auc", 1
+        'forkcast_online_auc_recent_loko_min{namespace="{{args.namespace}}"}', "forkcast_online_auc", 1
     )
     life = canary_seconds(rollout())
     assert analysis_problems(rollout(), temps, 600.0) == [
@@ -484,3 +501,144 @@ def test_twin_analysis_problems_are_named() -> None:
         "inference-p95-latency/p95-latency: consecutiveErrorLimit left to the default (4)",
         "the recent AUC window (600 s) is longer than the canary has served before the online-AUC step (300 s)",
     ]
+
+
+def test_twin_a_condition_reading_past_its_length_guard_is_named() -> None:
+    assert length_guard("len(result) > 1 && result[1] < -0.02") == 1
+    assert length_guard("len(result) > 0 && result[1] < -0.02") is None  # [x] would be an evaluation Error
+    assert length_guard("result[0] >= -0.02") is None
+
+
+# -- one key may pause the online-AUC analysis, never decide it (issue 18.1) --------------------------------------
+#
+# The template's query and conditions, run by a real Prometheus (the version `make system-packages` installs) on
+# series the online-AUC job's own Window computes, evaluated as Argo evaluates them (the rehearsal's port of
+# EvaluateResult and of the condition language, forkcast_local.rehearsal). The clicks are the attacker review's
+# proof: ten honest keys whose clicks follow a model's signal, and optionally one key at exactly its 25 % share that
+# clicks the lowest-scored half of what it was served (steering a canary down) or exactly its top tenth (up).
+
+HONEST_PAIRS, HONEST_KEYS = 30_000, 10
+GOOD, BAD = 0.95, 0.7  # how strongly clicks follow the version's scores (logit shift of a clicked pair)
+CANARY_HASH, STABLE_HASH = "c4n", "s7b"
+
+
+def served_window(rng: np.random.Generator, signal: float, steer: str | None) -> Estimate:
+    """The recent-window estimate of one version, with the leave-one-key-out range, as the job exports it."""
+    clicked = rng.random(HONEST_PAIRS) < 0.1
+    scores = 1 / (1 + np.exp(-(rng.normal(0, 1, HONEST_PAIRS) + clicked * signal)))
+    keys = rng.integers(1, HONEST_KEYS + 1, HONEST_PAIRS)
+    w = Window(3600.0, 200_000, 0.25)
+    w.extend([1000.0] * HONEST_PAIRS, scores.tolist(), clicked.tolist(), keys.tolist())
+    if steer is not None:
+        n = HONEST_PAIRS // 3  # a quarter of the window: the cap leaves all of it in
+        served = 1 / (1 + np.exp(-rng.normal(0, 1, n)))
+        cut = np.quantile(served, 0.5 if steer == "down" else 0.9)
+        steered = served < cut if steer == "down" else served > cut
+        w.extend([1000.0] * n, served.tolist(), steered.tolist(), [0] * n)
+    e = w.estimate(1000, 20, since=0.0, key_range=True)
+    assert e.excluded == 0 and e.auc is not None and e.loko_min is not None and e.loko_max is not None
+    return e
+
+
+# namespace: (canary signal, the steering key's aim or None, the phase Argo must record)
+SCENARIOS = {
+    "honest-good": (GOOD, None, "Successful"),
+    "honest-bad": (BAD, None, "Failed"),
+    "steered-down": (GOOD, "down", "Inconclusive"),
+    "steered-up": (BAD, "up", "Inconclusive"),
+}
+
+
+def openmetrics(estimates: dict[str, tuple[Estimate, Estimate]], end: int) -> str:
+    """The series the query reads, per scenario namespace, a sample a minute for the 10 minutes up to ``end``."""
+    families: dict[str, list[tuple[str, float]]] = {
+        "forkcast_online_auc_recent_loko_min": [],
+        "forkcast_online_auc_recent_loko_max": [],
+        "forkcast_online_auc_recent_samples": [],
+        "forkcast_inference_served_info": [],
+    }
+    for ns, pair in estimates.items():
+        for (version, pod_hash), e in zip((("canary", CANARY_HASH), ("stable", STABLE_HASH)), pair, strict=True):
+            labels = f'namespace="{ns}",model_version="{version}"'
+            families["forkcast_online_auc_recent_loko_min"].append((labels, e.loko_min or 0.0))
+            families["forkcast_online_auc_recent_loko_max"].append((labels, e.loko_max or 0.0))
+            families["forkcast_online_auc_recent_samples"].append((labels, float(e.samples)))
+            families["forkcast_inference_served_info"].append(
+                (f'{labels},rollouts_pod_template_hash="{pod_hash}"', 1.0)
+            )
+    lines = []
+    for name, samples in families.items():
+        kind = "info" if name.endswith("_info") else "gauge"
+        lines.append(f"# TYPE {name.removesuffix('_info') if kind == 'info' else name} {kind}")
+        lines += [f"{name}{{{labels}}} {value!r} {ts}" for labels, value in samples for ts in range(end - 600, end + 1, 60)]
+    return "\n".join([*lines, "# EOF", ""])
+
+
+def test_one_key_can_pause_the_online_auc_analysis_but_never_decide_it(tmp_path: Path) -> None:
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        pytest.fail("promtool is not installed: run `make system-packages` (Debian package `prometheus`)")
+    rng = np.random.default_rng(0)
+    estimates = {
+        ns: (served_window(rng, signal, steer), served_window(rng, GOOD, None))
+        for ns, (signal, steer, _) in SCENARIOS.items()
+    }
+    # What the attack does to the plain AUC difference (the query before issue 18.1's range): it decides.
+    plain = {ns: c.auc - s.auc for ns, (c, s) in estimates.items() if c.auc is not None and s.auc is not None}
+    assert plain["steered-down"] < -0.02 <= plain["honest-good"]
+    assert plain["honest-bad"] < -0.02 <= plain["steered-up"]
+
+    end = int(time.time()) // 60 * 60 - 60
+    (tmp_path / "series.om").write_text(openmetrics(estimates, end))
+    tsdb = tmp_path / "prometheus" / "tsdb"
+    backfill = subprocess.run(
+        [promtool, "tsdb", "create-blocks-from", "openmetrics", str(tmp_path / "series.om"), str(tsdb)],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert backfill.returncode == 0, backfill.stdout + backfill.stderr
+    (tmp_path / "prometheus.yml").write_text("# No scrapes: the series are backfilled.\nglobal: {}\n")
+    doc = templates()["inference-online-auc"]
+    template = spec_mod._template(doc)  # the rehearsal's reader: conditions in its (Argo's expr) subset
+    (metric,) = template.metrics
+    with Prometheus(tmp_path / "prometheus", config=tmp_path / "prometheus.yml") as server:
+
+        def measure(ns: str, **extra: str) -> tuple[str, list[float]]:
+            args = {"namespace": ns, "canary-hash": CANARY_HASH, "stable-hash": STABLE_HASH, **extra}
+            query = spec_mod.render_query(metric, template, args)
+            return query, instant(server.url, query, end)
+
+        phases = {}
+        for ns, (_, _, want) in SCENARIOS.items():
+            query, result = measure(ns)
+            c, s = estimates[ns]
+            assert c.loko_min is not None and c.loko_max is not None
+            assert s.loko_min is not None and s.loko_max is not None
+            # [worst, best] in that order, as Argo's provider hands the vector to the conditions.
+            assert result == pytest.approx([c.loko_min - s.loko_max, c.loko_max - s.loko_min], abs=1e-12), ns
+            phases[ns] = (evaluate(metric, result)[0], want)
+            # sort() orders them, not the order they are written in: swapped operands of `or` give the same
+            # answer, and without sort() the swapped query answers [best, worst] (best passes a bad canary).
+            swapped = swap_bounds(query)
+            assert instant(server.url, swapped, end) == result
+            assert instant(server.url, swapped.replace("sort(", "(", 1), end) == result[::-1]
+        # Too few samples for either version: the guard leaves nothing, so neither condition holds.
+        _, starved = measure("honest-good", **{"min-samples": "1000000"})
+    assert {ns: got for ns, (got, _) in phases.items()} == {ns: want for ns, (_, want) in phases.items()}
+    assert starved == [] and evaluate(metric, starved)[0] == "Inconclusive"
+
+
+def instant(url: str, query: str, at: int) -> list[float]:
+    """An instant query's values in the order Prometheus' API returns them (Argo's provider keeps that order)."""
+    with urllib.request.urlopen(
+        f"{url}/api/v1/query?" + urllib.parse.urlencode({"query": query, "time": at}), timeout=10
+    ) as resp:
+        body = json.load(resp)
+    assert body["status"] == "success" and body["data"]["resultType"] == "vector", body
+    return [float(s["value"][1]) for s in body["data"]["result"]]
+
+
+def swap_bounds(query: str) -> str:
+    """The query with the two label_replace operands of its `or` written the other way round."""
+    m = re.search(r"(\s*label_replace\(.*?\n\s*\))\n(\s*or)\n(\s*label_replace\(.*?\n\s*\))\n", query, re.S)
+    assert m is not None, query
+    return query[: m.start()] + f"{m[3]}\n{m[2]}\n{m[1]}\n" + query[m.end() :]

@@ -55,6 +55,12 @@ ONLINE_AUC_POSITIVES: Final = "forkcast_online_auc_positives"
 # (over the hour-long ONLINE_AUC window stable's would cover an hour and a new canary's only its first minutes).
 ONLINE_AUC_RECENT: Final = "forkcast_online_auc_recent"
 ONLINE_AUC_RECENT_SAMPLES: Final = "forkcast_online_auc_recent_samples"
+# The lowest and highest ONLINE_AUC_RECENT with one API key's pairs left out, over every key in the recent window
+# (label model_version; absent when ONLINE_AUC_RECENT is, when one key only is present, and when leaving out some
+# key leaves the rest below the minimum counts): one key moves at most one end, so the canary analysis, which decides
+# only when both ends agree, can be paused by one key but never decided by it (issue 18.1; window.leave_one_key_out).
+ONLINE_AUC_RECENT_LOKO_MIN: Final = "forkcast_online_auc_recent_loko_min"
+ONLINE_AUC_RECENT_LOKO_MAX: Final = "forkcast_online_auc_recent_loko_max"
 # 5 minutes: the Rollout pauses 5 minutes at its first canary step before the online-AUC analysis, so by the first
 # measurement the canary has served for the whole window (rollouts/inference-rollout.yaml).
 ONLINE_AUC_RECENT_WINDOW_S: Final = 300.0

@@ -45,6 +45,9 @@ class PlatformConfig:
     speed: Speed = Speed()
     # Host names of servers outside the platform (the end-to-end drill's "GitLab"): name -> {port: loopback port}.
     extra_hosts: dict[str, dict[int, int]] = field(default_factory=dict)
+    # Environment laid over a workload's rendered one (workload -> variables): a drill's time compression (the
+    # online-AUC job's window), applied to the plan of the render, never a second description of the workload.
+    env_overrides: dict[str, dict[str, str]] = field(default_factory=dict)
 
     @property
     def overlay(self) -> str:
@@ -82,7 +85,7 @@ def _venv_bin() -> str:
 
 def load_config(path: Path = DEFAULT_CONFIG, root: Path | None = None, **extra: Any) -> PlatformConfig:
     """Read ``path``; the state root is ``root``, else ``$FORKCAST_LOCAL_ROOT``, else ``<repo>/.local``.
-    ``extra`` sets the other fields (``source``, ``speed``, ``extra_hosts``)."""
+    ``extra`` sets the other fields (``source``, ``speed``, ``extra_hosts``, ``env_overrides``)."""
     raw: dict[str, Any] = tomllib.loads(path.read_text())
     root = root or Path(os.environ.get("FORKCAST_LOCAL_ROOT", REPO_ROOT / ".local"))
     root.mkdir(parents=True, exist_ok=True)

@@ -127,6 +127,17 @@ class LocalSecrets:
             self._write(path, "fk-" + secrets.token_urlsafe(24))
         return path.read_text().strip()
 
+    def admit_keys(self, keys: Mapping[str, str]) -> Path:
+        """The gateway's key file (Secret forkcast-api-keys, key ``keys``) with the demo key and ``keys`` (key id ->
+        clear text, e.g. a drill's clients), each as ``id:sha256`` (forkcast_gateway.auth); returns its path. Written
+        before ``up`` renders the gateway's mounted copy of it."""
+        lines = _api_keys(self, "forkcast-api-keys", "keys")
+        lines += "".join(f"{key_id}:{hash_key(key)}\n" for key_id, key in keys.items())
+        path = self.path("forkcast-api-keys", "keys")
+        path.unlink(missing_ok=True)
+        self._write(path, lines)
+        return path
+
     def _write(self, path: Path, text: str) -> None:
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.root.chmod(0o700)

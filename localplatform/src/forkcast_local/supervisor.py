@@ -15,6 +15,7 @@ is restarted. A component no longer in the render is stopped. ``down`` stops exa
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import json
 import shutil
@@ -187,7 +188,7 @@ def prepare(config: PlatformConfig, state: dict[str, Any] | None = None) -> Plat
         extra_hosts={"seaweed": {INFRA_HOSTS["seaweed"]: infra["seaweed"]},
                      "mlflow": {INFRA_HOSTS["mlflow"]: infra["mlflow"]}, **config.extra_hosts},
     )  # fmt: skip
-    plans = planner.plans()
+    plans = [_override(p, config.env_overrides.get(p.workload)) for p in planner.plans()]
     s3 = plans_env(plans, "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "FORKCAST_BUCKET")
     components = _infra_before(config, records, infra, s3)
     for plan in plans:
@@ -198,6 +199,12 @@ def prepare(config: PlatformConfig, state: dict[str, Any] | None = None) -> Plat
             components.append(_pod_component(config, plan, inits, plan.workload if main else plan.name))
     components += _infra_after(config, tree, rendered, planner, secrets, infra)
     return Platform(config, rendered, plans, components, secrets, s3, planner.localise)
+
+
+def _override(plan: ContainerPlan, env: dict[str, str] | None) -> ContainerPlan:
+    """``plan`` with ``env`` laid over its rendered environment (``PlatformConfig.env_overrides``); a changed value
+    changes the component's fingerprint, so ``up`` restarts it."""
+    return dataclasses.replace(plan, env=plan.env | env) if env and not plan.init else plan
 
 
 def _first_port(rendered: Render, workload: str) -> str:

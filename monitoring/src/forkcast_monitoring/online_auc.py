@@ -3,7 +3,8 @@
 Reads both Redis streams from the events Redis (FORKCAST_EVENTS_REDIS_URL, else REDIS_URL) through one consumer
 group each (XREADGROUP), joins them (``join``: same request, same restaurant, same API key), keeps a sliding
 event-time window per model version (``window``: no API key holds more than FORKCAST_AUC_MAX_KEY_SHARE of the pairs
-an estimate uses) and exports the estimates at every scrape. A restart first
+an estimate uses; the recent window also carries the range of its AUC with each single key left out, which the
+canary analysis reads) and exports the estimates at every scrape. A restart first
 re-reads its own pending entries (id ``0``), so predictions still inside the attribution window are joined again;
 feedback is acknowledged once joined or given up, so nothing is counted twice. A Redis outage or restart (an empty
 server, a lost group) is waited out and the group re-created; it never ends the process.
@@ -184,7 +185,9 @@ class OnlineAuc:
                 del self.windows[version]
                 continue
             estimates[version] = window.estimate(self.s.auc_min_samples, self.s.auc_min_per_class)
-            recent[version] = window.estimate(self.s.auc_min_samples, self.s.auc_min_per_class, since)
+            recent[version] = window.estimate(
+                self.s.auc_min_samples, self.s.auc_min_per_class, since, key_range=True
+            )
         self.estimates, self.recent = estimates, recent
         self._next_compute = now + self.s.auc_compute_every_s
 
@@ -245,10 +248,23 @@ class AucCollector(Collector):
             f"Joined pairs of the last {self.job.recent_window_s:g} s",
             labels=["model_version"],
         )
+        loko_min = GaugeMetricFamily(
+            n.ONLINE_AUC_RECENT_LOKO_MIN,
+            f"Lowest ROC-AUC of the last {self.job.recent_window_s:g} s with one API key's pairs left out",
+            labels=["model_version"],
+        )
+        loko_max = GaugeMetricFamily(
+            n.ONLINE_AUC_RECENT_LOKO_MAX,
+            f"Highest ROC-AUC of the last {self.job.recent_window_s:g} s with one API key's pairs left out",
+            labels=["model_version"],
+        )
         for version, e in self.job.recent.items():
             recent_samples.add_metric([version], e.samples)
             if e.auc is not None:
                 recent.add_metric([version], e.auc)
+            if e.loko_min is not None and e.loko_max is not None:
+                loko_min.add_metric([version], e.loko_min)
+                loko_max.add_metric([version], e.loko_max)
         events = CounterMetricFamily(
             n.ONLINE_AUC_EVENTS_TOTAL.removesuffix("_total"),
             "Stream entries by outcome",
@@ -281,6 +297,8 @@ class AucCollector(Collector):
             positives,
             recent,
             recent_samples,
+            loko_min,
+            loko_max,
             events,
             excluded,
             dropped,

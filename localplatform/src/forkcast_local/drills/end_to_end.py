@@ -1,23 +1,410 @@
-"""The whole MLOps loop end to end: serve, drift, OnlineAucLow fires, retrain (CI's steps), canary, AUC recovers.
+"""The whole MLOps loop on the local platform: serve, drift, OnlineAucLow fires, retrain (CI's steps), canary, recover.
 
-serve → feedback (simulator) → online AUC → inject drift → the alert → Alertmanager → alert receiver → "GitLab"
-trigger → the retraining pipeline with CI's calls → gate → publish → promote into a scratch GitOps repo → feature
-cutover → the canary of rollouts/ promoted → the online AUC of the new version recovers; a report of every stage.
-Its options are those of ``forkcast_local.drill`` (``forkcast-local drill end-to-end --help``).
+The platform is ``forkcast-local up`` of the rendered ``local`` overlay, in the drill's own state directory, with the
+time compressed by parameters of the run, not by a second description of the system: Prometheus scrapes and
+evaluates every second with every rule's ``for:`` set to ``--for-s`` and Alertmanager's intervals in seconds
+(``config.Speed``), and the online-AUC job's window, minimum samples and compute period are environment overrides
+of its rendered plan (``PlatformConfig.env_overrides``). The alert receiver's rendered ``FORKCAST_GITLAB_URL``
+(``http://gitlab:8929``) is mapped to the drill's "GitLab" (drill_ci.LocalGitLab) like any Service name.
+
+serve (8 API keys admitted in the gateway's key file: the online-AUC job leaves out a key holding more than a
+quarter of a window) → clicks on the events Redis (clicks.Clicks) → online AUC → drift (the simulated world moves,
+the served features and model do not) → OnlineAucLow fires → Alertmanager → alert receiver → "GitLab" trigger →
+the retraining pipeline with CI's calls (drill_ci.Pipeline) → gate → publish → promote into the scratch GitOps
+clone → feature cutover → the canary rehearsal of the rendered Rollout (``rehearsal.runner.rehearse``: stable and
+canary pods of the two release commits, their AnalysisTemplates against their own Prometheus) → Healthy → ``up``
+rolls the platform's inference pod to the release commit → the online AUC of the new version recovers. A report
+of every stage (JSON and Markdown); every process started is stopped by PID on exit, failure or Ctrl-C.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import itertools
+import json
+import secrets
+import signal
+import subprocess
+import threading
+import time
+import urllib.parse
+import urllib.request
+from functools import partial
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from forkcast_devservers.ready import http_ok, wait_until
+from forkcast_local.clicks import Clicks
+from forkcast_local.config import DEFAULT_CONFIG, PlatformConfig, Speed, load_config
+from forkcast_local.demo import _ensure_gitops
+from forkcast_local.drill_ci import LocalGitLab, Pipeline
+from forkcast_local.drill_report import write_report
+from forkcast_local.rehearsal.podsets import Release
+from forkcast_local.rehearsal.releases import dataset, train
+from forkcast_local.rehearsal.runner import Outcome, Stack, rehearse
+from forkcast_local.rehearsal.spec import RolloutSpec, load
+from forkcast_local.rehearsal.traffic import Clients, Traffic
+from forkcast_local.supervisor import Platform, down, prepare, up
+from forkcast_local.timeline import DrillError, Timeline, wait
 
 NAME = "end-to-end"
+ALERT = "OnlineAucLow"
+# The host and port of the local overlay's FORKCAST_GITLAB_URL (manifests/overlays/local/kustomization.yaml).
+GITLAB_HOST, GITLAB_PORT = "gitlab", 8929
+# As many keys as the rehearsal's traffic: each holds 1/8 of a window, under FORKCAST_AUC_MAX_KEY_SHARE (0.25).
+CLIENT_KEYS = 8
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("options", nargs=argparse.REMAINDER, help="options of the end-to-end drill (--help)")
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--work", type=Path, required=True, help="parent of the run: each run makes WORK/<date-time>/")
+    p.add_argument("--data", type=Path, help="dataset served first (default: the tiny preset in --cache)")
+    p.add_argument("--preset", choices=("tiny", "small"), help="generate --data with this preset first")
+    p.add_argument("--cache", type=Path, help="folder of the tiny dataset and trained baseline (default: WORK)")
+    p.add_argument("--report", type=Path, help="write the report here as .json and .md (default: WORK/report)")
+    p.add_argument("--drift", type=float, default=1.0, help="the simulated world's drift after the steady phase")
+    p.add_argument("--baseline-epochs", type=int, default=1, help="epochs of the release served first (setup)")
+    p.add_argument("--recipe", default="default", help="training recipe of the pipeline (CI's ${RECIPE:-default})")
+    p.add_argument("--window-s", type=float, default=30.0, help="online-AUC event-time window (prod: 3600)")
+    p.add_argument("--for-s", type=int, default=10, help="every alert rule's for: in seconds (prod: 10m)")
+    p.add_argument("--min-samples", type=int, default=1000, help="the online-AUC job's minimum pairs per window")
+    p.add_argument("--time-scale", type=float, default=30.0, help="divide the Rollout's durations by this")
+    p.add_argument("--rate", type=float, default=40.0, help="client requests per second through the gateway")
+    p.add_argument("--min-drop", type=float, default=0.05, help="AUC drop that counts as visible drift")
+    p.add_argument("--tolerance", type=float, default=0.02, help="recovered AUC ≥ pre-drift minus this")
+    p.add_argument("--timeout-s", type=float, default=900.0, help="bound on each long wait of the drill")
+
+
+def platform_config(o: argparse.Namespace, work: Path, gitlab_port: int) -> PlatformConfig:
+    """The platform of the run: the rendered overlay with the drill's time compression, on free ports."""
+    overrides = {
+        "online-auc": {
+            "FORKCAST_AUC_WINDOW_S": f"{o.window_s:g}",
+            "FORKCAST_AUC_MIN_SAMPLES": str(o.min_samples),
+            "FORKCAST_AUC_COMPUTE_EVERY_S": "1",
+            "FORKCAST_AUC_ATTRIBUTION_S": "60",
+        }
+    }
+    config = load_config(
+        DEFAULT_CONFIG,
+        work / "platform",
+        speed=Speed(scrape_s=1.0, rules_for_s=o.for_s, fast_alerts=True),
+        extra_hosts={GITLAB_HOST: {GITLAB_PORT: gitlab_port}},
+        env_overrides=overrides,
+    )
+    return dataclasses.replace(config, ports={})  # never the ports of a `make up` platform
+
+
+def release_of(config: PlatformConfig) -> tuple[Release, Stack, RolloutSpec]:
+    """The inference release the GitOps clone's HEAD renders, the gateway/online-AUC plans, the Rollout spec."""
+    platform = prepare(config)
+    docs: list[dict[str, Any]] = list(platform.render.docs)
+    spec = load(docs)
+    plan = platform.plan("inference")
+    stack = Stack(platform.plan("gateway"), platform.plan("online-auc"), docs)
+    return Release(plan.env.get("FORKCAST_MODEL_VERSION", ""), spec.pod_template, plan), stack, spec
+
+
+class Prom:
+    """Instant and range queries against the platform's Prometheus."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+
+    def query(self, promql: str) -> list[float]:
+        with urllib.request.urlopen(f"{self.url}/api/v1/query?{urllib.parse.urlencode({'query': promql})}") as r:
+            return [float(s["value"][1]) for s in json.load(r)["data"]["result"]]
+
+    def auc(self, version: str, over_s: int = 0) -> float | None:
+        sel = f'forkcast_online_auc{{model_version="{version}"}}'
+        values = self.query(f"avg_over_time({sel}[{over_s}s])" if over_s else sel)
+        return values[0] if values else None
+
+    def samples(self, version: str) -> float:
+        values = self.query(f'forkcast_online_auc_samples{{model_version="{version}"}}')
+        return values[0] if values else 0.0
+
+    def firing(self) -> list[float]:
+        return self.query(f'ALERTS{{alertname="{ALERT}",alertstate="firing"}}')
+
+    def episodes(self, since: float) -> dict[str, int]:
+        """Rising edges of the firing alert per model version, from Prometheus' own ALERTS series."""
+        params = {"query": f'ALERTS{{alertname="{ALERT}",alertstate="firing"}}', "start": str(since),
+                  "end": str(time.time()), "step": "1"}  # fmt: skip
+        with urllib.request.urlopen(f"{self.url}/api/v1/query_range?{urllib.parse.urlencode(params)}") as r:
+            series = json.load(r)["data"]["result"]
+        out: dict[str, int] = {}
+        for s in series:
+            times = [float(t) for t, _ in s["values"]]
+            edges = 1 + sum(1 for a, b in itertools.pairwise(times) if b - a > 1.5)
+            out[s["metric"].get("model_version", "?")] = edges
+        return out
+
+
+class EndToEnd:
+    """One run of the loop on the platform; ``close`` stops exactly what it started."""
+
+    def __init__(self, o: argparse.Namespace, work: Path) -> None:
+        self.o, self.work = o, work
+        self.tl = Timeline()
+        self.report: dict[str, Any] = {"options": {k: str(v) for k, v in vars(o).items()}}
+        self.pipelines: list[Pipeline] = []
+        self.retrain_done = threading.Event()
+        self.retrain_error: BaseException | None = None
+        self.retrain: dict[str, Any] = {}
+        self.gitlab = LocalGitLab(self.on_trigger)
+        self.config = platform_config(o, work, self.gitlab.port)
+        self.keys = {f"drill-{i}": "fk-" + secrets.token_urlsafe(24) for i in range(CLIENT_KEYS)}
+        self.phases: list[dict[str, Any]] = []  # the platform clients' counts, one entry per phase
+        self.clients: Clients | None = None
+        self.clicks: Clicks | None = None
+        self.canary: Outcome | None = None
+        self.started_platform = False
+
+    # -- the platform ------------------------------------------------------------------------------------------
+    def _up(self) -> Platform:
+        self.started_platform = True
+        return up(self.config, log=lambda line: None)
+
+    def _cli(self, *argv: str) -> None:
+        proc = subprocess.run([str(self.config.bin_dir / argv[0]), *argv[1:]], capture_output=True, text=True,
+                              env={"PATH": "/usr/bin:/bin", **self.platform.client_env()})  # fmt: skip
+        if proc.returncode != 0:
+            raise DrillError(f"{' '.join(argv[:2])} failed: {proc.stderr[-2000:]}")
+
+    def _ready(self, *names: str) -> None:
+        for name in names:
+            wait_until(partial(http_ok, f"{self.platform.url(name)}/readyz"), timeout_s=120, what=name)
+
+    def _start_clients(self) -> None:
+        traffic = Traffic(rate_per_s=self.o.rate, workers=2, keys=CLIENT_KEYS)
+        gateway = self.platform.component("gateway").port
+        self.clients = Clients(gateway, list(self.keys.values()), self.data, traffic).start()
+
+    def _stop_clients(self, phase: str) -> None:
+        if self.clients is not None:
+            stats = self.clients.stop()
+            self.phases.append({"phase": phase, "sent": stats.sent, "statuses": dict(stats.statuses),
+                                "versions": dict(stats.versions), "failed": stats.failed})  # fmt: skip
+            self.clients = None
+
+    def pipeline(self, name: str, data: Path, trigger: dict[str, str]) -> Pipeline:
+        p = Pipeline(data, self.work / "runs" / name, self.config.gitops, self.platform.client_env(),
+                     self.config.bin_dir, lambda step, detail: self.tl.mark(f"{name}: {step}", **detail),
+                     self.config.overlay, self.o.recipe, trigger)  # fmt: skip
+        self.pipelines.append(p)
+        return p
+
+    def on_trigger(self, trigger: dict[str, str]) -> None:
+        """What an accepted GitLab trigger starts: the retraining pipeline on the drifted data, in a thread."""
+        self.tl.mark("GitLab trigger received", alert=trigger["alert_name"])
+
+        def run() -> None:
+            try:
+                self.retrain = self.pipeline("retrain", self.drifted, trigger).execute()
+            except BaseException as exc:  # handed to the main thread, which fails the drill with it
+                self.retrain_error = exc
+            finally:
+                self.retrain_done.set()
+
+        threading.Thread(target=run, daemon=True).start()
+
+    # -- the drill ---------------------------------------------------------------------------------------------
+    def run(self) -> dict[str, Any]:
+        o, tl, r = self.o, self.tl, self.report
+        cache = o.cache or self.work
+        bin_dir = self.config.bin_dir
+        if o.data is None:
+            self.data = dataset(cache, bin_dir)
+        else:
+            self.data = o.data.resolve()
+            if o.preset:  # idempotent: nothing to do when the dataset is complete
+                subprocess.run([str(bin_dir / "forkcast-data"), "generate", "--preset", o.preset, "--out",
+                                str(self.data), "--no-progress"], check=True, capture_output=True)  # fmt: skip
+        meta = json.loads((self.data / "dataset.json").read_text())
+        self.drifted = self.work / f"data-drift{o.drift:g}"
+        subprocess.run([str(bin_dir / "forkcast-data"), "generate", "--preset", meta["preset"], "--out",
+                        str(self.drifted), "--drift", str(o.drift), "--no-progress"],
+                       check=True, capture_output=True)  # fmt: skip
+        baseline_run = train(self.data, cache / f"baseline-{meta['fingerprint'][:12]}-e{o.baseline_epochs}",
+                             bin_dir, "--epochs", str(o.baseline_epochs))  # fmt: skip
+        tl.mark("datasets and the baseline run", base=str(self.data), drifted=str(self.drifted))
+
+        # The platform of the render, with the drill's clients admitted in the gateway's key file.
+        self.config.root.mkdir(parents=True, exist_ok=True)
+        _ensure_gitops(self.config)
+        self.platform = prepare(self.config)
+        self.platform.secrets.admit_keys(self.keys)
+        self.platform = self._up()
+        receiver = self.platform.plan("alert-receiver").env
+        if receiver.get("FORKCAST_GITLAB_URL") != self.gitlab.url:
+            raise DrillError(f"the receiver's FORKCAST_GITLAB_URL is {receiver.get('FORKCAST_GITLAB_URL')}, "
+                             f"not the drill's GitLab {self.gitlab.url}: is it still {GITLAB_HOST}:{GITLAB_PORT}?")  # fmt: skip
+        self.gitlab.expect(receiver["FORKCAST_GITLAB_PROJECT_ID"],
+                           self.platform.secrets.value("forkcast-gitlab-trigger", "token").strip())  # fmt: skip
+        tl.mark("platform up (manifests/overlays/local)", components=len(self.platform.components))
+        self._cli("forkcast-features", "load", "--data", str(self.data), "--activate", "--no-progress")
+        self.v1 = self.pipeline("baseline", self.data, {}).bootstrap(baseline_run)["version"]
+        self.platform = self._up()  # the inference pod on the release commit
+        self._ready("inference", "gateway")
+        stable, _, _ = release_of(self.config)
+        tl.mark("serving", version=self.v1, gateway=self.platform.url("gateway"))
+        self._start_clients()
+        prom = Prom(self.platform.url("prometheus"))
+        events = self.platform.localise
+        self.clicks = Clicks(events(self.platform.secrets.value("forkcast-redis-online-auc", "events-url")),
+                             events(self.platform.secrets.value("forkcast-redis-gateway", "events-url")),
+                             self.data).start()  # fmt: skip
+        traffic_at = tl.mark("clients through the gateway, clicks on the events Redis", keys=CLIENT_KEYS)
+
+        # Pre-drift level: a full window of feedback on the served version.
+        wait(lambda: time.time() - traffic_at >= o.window_s and prom.auc(self.v1), o.window_s + 120,
+             f"the online AUC of {self.v1}")  # fmt: skip
+        time.sleep(3)
+        pre = prom.auc(self.v1, over_s=3)
+        assert pre is not None
+        tl.mark("online AUC steady (pre-drift)", auc=round(pre, 4), samples=int(prom.samples(self.v1)))
+        r["versions"] = {"before": self.v1}
+        r["auc"] = {"pre_drift": pre, "tolerance": o.tolerance, "min_drop": o.min_drop}
+        if prom.firing():
+            raise DrillError(f"{ALERT} fires before any drift (AUC {pre:.3f}): the drill cannot measure detection")
+
+        # Drift: the world moves, the served features and model do not.
+        assert self.clicks is not None
+        self.clicks.set_drift(o.drift)
+        drift_at = tl.mark("drift injected", simulator_drift=o.drift)
+        low = pre - o.min_drop
+        visible = wait(lambda: (a if (a := prom.auc(self.v1)) is not None and a <= low else None), 180,
+                       f"AUC ≤ {low:.3f}", 0.25)  # fmt: skip
+        visible_at = tl.mark("AUC drop visible in the window", auc=round(visible, 4))
+        firing = wait(prom.firing, 180, f"{ALERT} firing", 0.25)
+        fired_at = tl.mark(f"{ALERT} firing (Prometheus)", alerts=len(firing))
+        drifted_auc = prom.auc(self.v1, over_s=3)
+        wait(lambda: self.gitlab.calls, 120, "the GitLab trigger", 0.25)
+        trigger_at = self.gitlab.calls[0].at
+        r["auc"] |= {"drifted": drifted_auc, "drop": pre - (drifted_auc or pre)}
+        r["alert"] = {"visible_at": visible_at, "fired_at": fired_at, "trigger_at": trigger_at,
+                      "firing_delay_s": trigger_at - visible_at, "drift_to_trigger_s": trigger_at - drift_at,
+                      "prometheus_firing_delay_s": fired_at - visible_at}  # fmt: skip
+
+        # The pipeline runs in its thread (stages marked as they end); then the release reaches the users.
+        wait(self.retrain_done.is_set, o.timeout_s, "the retraining pipeline", 0.5)
+        if self.retrain_error is not None:
+            raise DrillError(f"retraining pipeline failed: {self.retrain_error}") from self.retrain_error
+        v2 = self.retrain["version"]
+        r["retrain"] = {k: v for k, v in self.retrain.items() if k != "gate_ci"} | {
+            "gate_ci": {k: v for k, v in self.retrain["gate_ci"].items() if k != "checks"}
+        }
+        self._cli("forkcast-features", "load", "--data", str(self.drifted), "--activate", "--no-progress")
+        tl.mark("feature cutover (drifted features live)")
+
+        # The canary of the rendered Rollout, from the release commit of v1 to that of v2.
+        canary, stack, spec = release_of(self.config)
+        tl.mark("canary rehearsal of the release commit", version=v2, time_scale=o.time_scale)
+        self.canary = rehearse(stack, spec, stable, canary, data=self.drifted, work=self.work / "canary",
+                               time_scale=o.time_scale, traffic=Traffic(rate_per_s=o.rate, keys=CLIENT_KEYS),
+                               timeout_s=o.timeout_s)  # fmt: skip
+        status = self.canary.status
+        r["rollout"] = {"phase": status.phase, "weight": status.weight, "step": status.step_index,
+                        "verdict": vars(status.verdict) if status.verdict else None, "sent": self.canary.sent,
+                        "failed": self.canary.failed, "served": dict(self.canary.served),
+                        "seconds": self.canary.seconds}  # fmt: skip
+        if (status.phase, status.weight) != ("Healthy", 100):
+            raise DrillError(f"canary not promoted: {status.phase} {status.message} ({status.verdict})")
+        full_at = tl.mark("canary at 100 % (promoted)", seconds=round(self.canary.seconds, 1))
+        r["retrain_to_100_s"] = full_at - trigger_at
+
+        # One inference pod locally: the clients pause while `up` replaces it with the release commit's.
+        self._stop_clients("before the roll")
+        self.platform = self._up()
+        self._ready("inference")
+        self._start_clients()
+        tl.mark("platform inference on the promoted release", version=v2)
+
+        def recovered() -> float | None:
+            a = prom.auc(v2, over_s=3)
+            ok = a is not None and a >= pre - o.tolerance and prom.samples(v2) >= o.min_samples
+            return a if ok else None
+
+        after = wait(recovered, o.window_s + 120, f"online AUC of {v2} ≥ {pre - o.tolerance:.3f}")
+        tl.mark("online AUC recovered", version=v2, auc=round(after, 4))
+        r["versions"]["after"] = v2
+        r["auc"]["recovered"] = after
+        r["alert_episodes"] = prom.episodes(self.tl.t0)
+        return r
+
+    def close(self) -> None:
+        self._stop_clients("after the roll")
+        if self.clicks is not None:
+            self.clicks.stop()
+        for p in self.pipelines:
+            p.stop()
+        self.gitlab.close()
+        if self.started_platform:
+            down(self.config, log=lambda line: None)
+
+
+def checks(r: dict[str, Any]) -> dict[str, bool]:
+    """The drill's targets, each passed or not."""
+    auc, alert, retrain = r["auc"], r["alert"], r["retrain"]
+    return {
+        "zero failed client requests": r["client"]["failed"] == 0,
+        "one alert episode, for the served version": r["alert_episodes"] == {r["versions"]["before"]: 1},
+        "exactly one retrain trigger": r["triggers"] == 1,
+        f"AUC drop ≥ {auc['min_drop']}": auc["pre_drift"] - auc["drifted"] >= auc["min_drop"],
+        "alert within 120 s of the drop becoming visible": alert["firing_delay_s"] <= 120,
+        "gate passed": bool(retrain.get("gate_passed")),
+        "overlay changed to the new version": bool(retrain.get("overlay_changed")),
+        "canary promoted to 100 %": (r["rollout"]["phase"], r["rollout"]["weight"]) == ("Healthy", 100),
+        "retrain-to-100 % ≤ 300 s": r["retrain_to_100_s"] <= 300,
+        f"AUC recovered (≥ pre-drift − {auc['tolerance']})": auc["recovered"]
+        >= auc["pre_drift"] - auc["tolerance"],
+    }
 
 
 def run(args: argparse.Namespace) -> int:
-    from forkcast_local.drill import main
+    # A fresh state directory per run: no S3 version, release or feature of an earlier run takes part.
+    work = (Path(args.work) / time.strftime("%Y%m%d-%H%M%S")).resolve()
+    work.mkdir(parents=True, exist_ok=True)
 
-    return main(list(args.options))
+    def interrupted(signum: int, frame: FrameType | None) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    previous = signal.signal(signal.SIGTERM, interrupted)
+    e2e = EndToEnd(args, work)
+    ok = False
+    try:
+        report = e2e.run()
+        ok = True
+    except (Exception, KeyboardInterrupt) as exc:  # reported, after every process is stopped
+        report = e2e.report | {"error": f"{type(exc).__name__}: {exc}"}
+        print(f"drill FAILED: {type(exc).__name__}: {exc}", flush=True)
+    finally:
+        e2e.close()
+        signal.signal(signal.SIGTERM, previous)
+    if e2e.clicks is not None and e2e.clicks.error is not None:
+        ok, report["error"] = False, f"the click simulator failed: {e2e.clicks.error!r}"
+    phases = e2e.phases + ([{"phase": "canary", "sent": e2e.canary.sent, "failed": e2e.canary.failed,
+                             "versions": dict(e2e.canary.served)}] if e2e.canary else [])  # fmt: skip
+    versions: dict[str, int] = {}
+    for phase in phases:
+        for version, n in phase["versions"].items():
+            versions[version] = versions.get(version, 0) + n
+    report |= {
+        "stages": e2e.tl.stages,
+        "triggers": len(e2e.gitlab.calls),
+        "gitlab_refused": e2e.gitlab.refused,
+        "client": {"sent": sum(p["sent"] for p in phases), "failed": sum(p["failed"] for p in phases),
+                   "versions": versions, "phases": phases},  # fmt: skip
+        "pipelines": {p.run.name: p.result for p in e2e.pipelines},
+        "work": str(work),
+    }
+    report["checks"] = checks(report) if ok else {}
+    report["ok"] = ok and all(report["checks"].values())
+    base = args.report or work / "report"
+    write_report(report, base)
+    failed = [name for name, passed in report["checks"].items() if not passed]
+    print(f"drill {'PASSED' if report['ok'] else 'FAILED'}{': ' + ', '.join(failed) if failed else ''}")
+    print(f"report: {base.with_suffix('.json')} and {base.with_suffix('.md')}")
+    return 0 if report["ok"] else 1

@@ -1,5 +1,6 @@
-"""`forkcast-gateway`: run the gateway on uvicorn (uvloop + httptools), settings from the environment;
-`forkcast-gateway keygen --id NAME [--admin]` prints a new API key and its key-file line (keygen.py)."""
+"""`forkcast-gateway`: run the gateway on uvicorn (uvloop + httptools, header sections bounded: header_bounds.py),
+settings from the environment; `forkcast-gateway keygen --id NAME [--admin]` prints a new API key and its key-file
+line (keygen.py)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ def serve() -> None:
     import uvicorn
 
     from forkcast_gateway.app import create_app
+    from forkcast_gateway.header_bounds import bounded_protocol
     from forkcast_gateway.settings import get_settings
 
     settings = get_settings()
@@ -27,7 +29,9 @@ def serve() -> None:
         host=settings.host,
         port=settings.port,
         loop="uvloop",
-        http="httptools",
+        # uvicorn's httptools protocol plus a deadline and a size cap on every header section (header_bounds.py:
+        # FORKCAST_HEADER_TIMEOUT_S → 408, FORKCAST_MAX_HEADER_BYTES → 431); uvicorn.Config takes a class here.
+        http=bounded_protocol(settings.max_header_bytes, settings.header_deadline_s),
         lifespan="on",
         access_log=False,
         # Idle keep-alive connections close after 5 s; every body is bounded by FORKCAST_BODY_TIMEOUT_S (→ 408)

@@ -17,6 +17,10 @@ from forkcast_contract.settings import DEV_REDIS_URL, EventsRedisSettings
 from forkcast_contract.streams import FEEDBACK_DEDUP_TTL_S, FEEDBACK_MAXLEN, FEEDBACK_STREAM
 
 DEV_UPSTREAMS = "http://127.0.0.1:8001"
+# ingress-nginx's default ``large-client-header-buffers`` is "4 8k" (kubernetes/ingress-nginx,
+# docs/user-guide/nginx-configuration/configmap.md): at most 4 × 8 KiB of request line and headers. The same total
+# here, so a request that ingress admits is never refused by the gateway behind it.
+MAX_HEADER_BYTES_DEFAULT = 4 * 8 * 1024
 
 
 class GatewaySettings(EventsRedisSettings):
@@ -53,6 +57,11 @@ class GatewaySettings(EventsRedisSettings):
     # One cap and one deadline for the body of every route (body.py): 413 past the cap, 408 past the deadline.
     max_body_bytes: int = Field(default=MAX_BODY_BYTES_DEFAULT, ge=1024)
     body_timeout_s: float = Field(default=5.0, gt=0)
+    # The header section of every request (header_bounds.py): 431 past max_header_bytes, 408 when it is not
+    # complete header_timeout_s after its first byte (the first request: after the connection opened); unset →
+    # body_timeout_s, one deadline for each part of a request (header_deadline_s).
+    max_header_bytes: int = Field(default=MAX_HEADER_BYTES_DEFAULT, ge=1024)
+    header_timeout_s: float | None = Field(default=None, gt=0)
     connect_timeout_s: float = Field(default=0.05, gt=0)
     upstream_timeout_s: float = Field(default=1.0, gt=0)
     max_in_flight: int = Field(default=256, ge=1)
@@ -67,6 +76,11 @@ class GatewaySettings(EventsRedisSettings):
     # key prefix (the inference service's FORKCAST_FEATURE_PREFIX).
     features_redis_url: str | None = None
     feature_prefix: str = Field(default=DEFAULT_PREFIX, min_length=1)
+
+    @property
+    def header_deadline_s(self) -> float:
+        """The header-section deadline in force: FORKCAST_HEADER_TIMEOUT_S, else FORKCAST_BODY_TIMEOUT_S."""
+        return self.body_timeout_s if self.header_timeout_s is None else self.header_timeout_s
 
     def unsafe_defaults(self) -> list[str]:
         unsafe = []
