@@ -85,22 +85,29 @@ def test_absent_with_one_key_or_when_leaving_a_key_out_drops_below_the_minimum()
 SHARE = MonitoringSettings.model_fields["auc_max_key_share"].default
 
 
-def proof_window(attack: str | None) -> Estimate:
-    """Ten honest keys whose clicks follow the scores; ``attack``: one more key holding exactly its share that
-    clicks the lowest-scored half of what it was served ("abort") or exactly the top-scored tenth ("pass")."""
+def proof_windows() -> dict[str | None, Estimate]:
+    """The proof's three windows, drawn from one generator in its order: ten honest keys whose clicks follow the
+    scores; for "abort" and "pass" one more key holding exactly its share that clicks the lowest-scored half of what
+    it was served ("abort") or exactly the top-scored tenth ("pass")."""
     rng = np.random.default_rng(0)
     honest = 30_000
     labels = rng.random(honest) < 0.1
     scores = 1 / (1 + np.exp(-(rng.normal(0, 1, honest) + labels * 0.95)))
     keys = rng.integers(1, 11, honest)
-    w = Window(3600.0, 200_000, SHARE)
-    w.extend([1000.0] * honest, scores.tolist(), labels.tolist(), keys.tolist())
-    if attack is not None:
-        count = honest // 3  # a quarter of the window: nothing is excluded
-        served = 1 / (1 + np.exp(-rng.normal(0, 1, count)))
-        clicked = served < np.quantile(served, 0.5) if attack == "abort" else served > np.quantile(served, 0.9)
-        w.extend([1000.0] * count, served.tolist(), clicked.tolist(), [0] * count)
-    return w.estimate(100, 10, key_range=True)
+    out: dict[str | None, Estimate] = {}
+    for attack in (None, "abort", "pass"):
+        w = Window(3600.0, 200_000, SHARE)
+        w.extend([1000.0] * honest, scores.tolist(), labels.tolist(), keys.tolist())
+        if attack is not None:
+            count = honest // 3  # a quarter of the window: nothing is excluded
+            served = 1 / (1 + np.exp(-rng.normal(0, 1, count)))
+            if attack == "abort":
+                clicked = served < np.quantile(served, 0.5)
+            else:
+                clicked = served > np.quantile(served, 0.9)
+            w.extend([1000.0] * count, served.tolist(), clicked.tolist(), [0] * count)
+        out[attack] = w.estimate(100, 10, key_range=True)
+    return out
 
 
 def test_one_steering_key_at_its_share_makes_the_range_straddle_the_threshold() -> None:
@@ -108,7 +115,8 @@ def test_one_steering_key_at_its_share_makes_the_range_straddle_the_threshold() 
     moves one end of the range only; without it both ends agree. Thresholds: 0.02 below a stable version as good as
     the honest keys (the abort attack on a good canary), and 0.02 above the honest AUC (a stable 0.04 better than
     this canary: the pass attack on a bad canary)."""
-    honest, abort, passed = proof_window(None), proof_window("abort"), proof_window("pass")
+    windows = proof_windows()
+    honest, abort, passed = windows[None], windows["abort"], windows["pass"]
     for e in (honest, abort, passed):
         assert e.auc is not None and e.loko_min is not None and e.loko_max is not None and e.excluded == 0
     assert honest.auc is not None and abort.auc is not None and passed.auc is not None

@@ -322,16 +322,15 @@ def test_broken_key_file_reload_fails_loudly_and_keeps_the_old_keys(stack: Any, 
     assert stack.session.post(f"{gateway.url}/admin/keys/reload", headers=admin, timeout=5).status_code == 409
 
 
-# -- open: what the gateway process does not bound yet (uvicorn 0.54 + httptools) -------------------------------
+# -- the header section: bounded by the gateway's own HTTP protocol ---------------------------------------------
 # uvicorn has no timeout on receiving a request's header section: ``timeout_keep_alive`` covers only the idle time
 # between requests (github.com/Kludex/uvicorn issue #157; the root cause as analysed in
 # github.com/xorbitsai/inference pull request #5213), and its httptools parser has no header-size limit to set
-# (uvicorn #157, comment of 2022-10-30). In the cluster ingress-nginx sits in front (client_header_timeout,
-# large_client_header_buffers); a client reaching the gateway directly is not bounded. Strict xfail: each test
-# fails the suite the day the gateway bounds it, so the marker is removed with the fix.
-@pytest.mark.xfail(
-    strict=True, reason="open: no header-read deadline in uvicorn (SECURITY.md, what is not protected)"
-)
+# (uvicorn #157, comment of 2022-10-30). The gateway runs uvicorn with its own subclass of the httptools protocol
+# (services/gateway/src/forkcast_gateway/header_bounds.py): 408 when a header section is not complete within
+# FORKCAST_HEADER_TIMEOUT_S (unset: FORKCAST_BODY_TIMEOUT_S, 1 s on this stack), 431 past FORKCAST_MAX_HEADER_BYTES
+# (32 KiB, ingress-nginx's 4 × 8k). Its edge cases (exactly the cap, keep-alive, pipelining) are
+# services/gateway/tests/test_header_bounds.py.
 def test_slow_header_drip_is_cut_at_a_deadline(stack: Any) -> None:
     """One header byte every 0.5 s: a bounded server closes (or answers 408) within a few deadlines."""
     with socket.create_connection(("127.0.0.1", stack.gateway.port), timeout=5) as sock:
@@ -347,9 +346,6 @@ def test_slow_header_drip_is_cut_at_a_deadline(stack: Any) -> None:
     raise AssertionError(f"still open after {stack.body_timeout_s * 4} s of header drip")
 
 
-@pytest.mark.xfail(
-    strict=True, reason="open: no header-size limit with httptools (SECURITY.md, what is not protected)"
-)
 def test_header_section_bomb_is_refused(stack: Any, raw: Any) -> None:
     """A 1 MiB header line with a valid key: a bounded server refuses it (431 or 400) instead of buffering it."""
     body = b'{"candidate_restaurant_ids":[1],"latitude":1.0,"longitude":1.0}'

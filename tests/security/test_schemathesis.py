@@ -20,7 +20,7 @@ import pytest
 SCHEMATHESIS = str(Path(sys.executable).parent / "schemathesis")
 # Fixed seed and bounded work: the same cases every run (a failure reproduces), ≤ 35 s and ≤ 25 s on the 2-core VM.
 # One worker: with two, hypothesis' repr of a filter (ast.parse in a second thread) hit CPython 3.11's "SystemError: AST
-# constructor recursion depth mismatch" (cpython gh-106905, fixed in 3.12) and schemathesis reported a Runtime Error.
+# constructor recursion depth mismatch" (cpython gh-106905) and schemathesis reported a Runtime Error.
 COMMON = ["--checks", "all", "--seed", "18", "--no-color", "--request-timeout", "10", "--workers", "1"]
 
 

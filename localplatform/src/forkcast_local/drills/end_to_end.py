@@ -23,6 +23,7 @@ import argparse
 import dataclasses
 import itertools
 import json
+import os
 import secrets
 import signal
 import subprocess
@@ -169,7 +170,7 @@ class EndToEnd:
 
     def _cli(self, *argv: str) -> None:
         proc = subprocess.run([str(self.config.bin_dir / argv[0]), *argv[1:]], capture_output=True, text=True,
-                              env={"PATH": "/usr/bin:/bin", **self.platform.client_env()})  # fmt: skip
+                              env={**os.environ, **self.platform.client_env()})  # fmt: skip
         if proc.returncode != 0:
             raise DrillError(f"{' '.join(argv[:2])} failed: {proc.stderr[-2000:]}")
 
