@@ -114,10 +114,12 @@ dashboards-png: setup system-packages ## render every dashboard panel from a rea
 	$(BIN)/python -m forkcast_monitoring.render_png --out docs/dashboards/
 
 rollout-drill: setup system-packages ## the canary rehearsal of the rendered Rollout: good promoted, worse model and never-ready aborted (and reverted), low traffic paused
-	$(BIN)/pytest -q -s -p no:cacheprovider localplatform/tests/test_canary_drills.py
+	for name in canary-good canary-worse-model canary-never-ready canary-low-traffic; do \
+	  $(MAKE) --no-print-directory drill NAME=$$name || exit 1; \
+	done
 
-faults: setup system-packages ## fault drills under load: Redis killed, S3 down, bad versions, feature cutover, worker killed, MLflow down
-	$(BIN)/pytest -q -s -p no:cacheprovider localplatform/tests/test_faults.py
+faults: setup system-packages ## fault drills on the platform's pods under load: Redis killed, inference killed, S3 down at a pod's start, MLflow down
+	$(MAKE) --no-print-directory drill NAME=faults
 
 load: demo ## locust through the gateway of the demo platform: 30 req/s for 60 s (p95 ≤ 100 ms), then a step test to saturation; docs/load/
 	$(BIN)/python -m forkcast_local.load --data $(DATA)/small --out docs/load
@@ -125,9 +127,9 @@ load: demo ## locust through the gateway of the demo platform: 30 req/s for 60 s
 NAME ?= end-to-end
 drill: setup system-packages ## one drill: make drill NAME=<name> (default end-to-end: drift, alert, retrain, canary, AUC recovers; report in docs/drill/); names: forkcast-local drill --list
 ifeq ($(NAME),end-to-end)
-	$(BIN)/forkcast-local drill end-to-end --data $(DATA)/small --preset small --drift 1 --work runs/drill --report docs/drill/report
+	$(BIN)/forkcast-local drill end-to-end --data $(DATA)/small --preset small --drift 1 --work runs/drill --cache runs/drills/cache --report docs/drill/report
 else
-	$(BIN)/forkcast-local drill $(NAME)
+	$(BIN)/forkcast-local drill $(NAME) --work runs/drills/$(NAME) --cache runs/drills/cache
 endif
 
 drills: setup system-packages ## every drill of forkcast-local drill --list, one after the other (stops at the first failure)

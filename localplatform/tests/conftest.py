@@ -1,9 +1,18 @@
-"""The inference tests' helpers (tiny data, a tiny trained model: services/inference/tests/inference_support.py)
-are importable here as ``inference_support``, the way the gateway tests import them: by path, not copied."""
+"""Shared by the drill tests: one folder for the tiny dataset and the models trained on it, for the whole session.
+
+The canary drills, the end-to-end drill and the fault drills each make what they need there once
+(``rehearsal.releases.dataset`` / ``train`` keep what a folder already holds): the stable release every drill
+starts from is trained one time per session, not once per drill.
+"""
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).parents[2] / "services" / "inference" / "tests"))
+import pytest
+
+
+@pytest.fixture(scope="session")
+def cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Tiny dataset and trained models, shared by every drill of the session."""
+    return tmp_path_factory.mktemp("drill-cache")

@@ -11,7 +11,6 @@ from pathlib import Path
 import dns.message
 import dns.rcode
 import dns.rdatatype
-import pytest
 
 from forkcast_local.drills import canary_good, canary_low_traffic, canary_never_ready, canary_worse_model
 from forkcast_local.rehearsal import scenario as s
@@ -38,12 +37,7 @@ def test_the_service_dns_answers_the_ready_pods_only() -> None:
         server.stop()
 
 
-@pytest.fixture(scope="session")
-def cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Tiny dataset and trained models, shared by the four drills."""
-    return tmp_path_factory.mktemp("canary-cache")
-
-
+# ``cache`` (conftest.py): the tiny dataset and trained models, shared with the other drills of the session.
 def _run(scenario: s.Scenario, cache: Path, work: Path) -> s.Result:
     return s.run_scenario(scenario, work, cache=cache, time_scale=TIME_SCALE, timeout_s=200)
 

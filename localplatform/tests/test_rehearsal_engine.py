@@ -342,7 +342,7 @@ def test_one_failed_metric_ends_the_run_while_an_indefinite_one_is_still_measuri
 
 # -- the Rollout ---------------------------------------------------------------------------------------------------
 
-GOOD = {"error-ratio": [0.0], "p95-latency": [0.01], "online-auc-vs-stable": [0.0]}
+GOOD = {"error-ratio": [0.0], "p95-latency": [0.01], "online-auc-vs-stable": [0.0, 0.0]}
 
 
 def _rollout(
@@ -411,7 +411,7 @@ def test_a_failing_background_metric_aborts_and_scales_the_canary_to_zero(dev: R
 
 
 def test_a_failing_online_auc_step_aborts_while_latency_passes(dev: RolloutSpec) -> None:
-    ctl, statuses = _rollout(dev, GOOD | {"online-auc-vs-stable": [-0.1]})
+    ctl, statuses = _rollout(dev, GOOD | {"online-auc-vs-stable": [-0.1, -0.1]})
     verdict = statuses[-1].verdict
     assert statuses[-1].phase == "Degraded" and verdict is not None
     assert (verdict.decided_by, verdict.template, verdict.phase) == (

@@ -101,10 +101,8 @@ def proof_windows() -> dict[str | None, Estimate]:
         if attack is not None:
             count = honest // 3  # a quarter of the window: nothing is excluded
             served = 1 / (1 + np.exp(-rng.normal(0, 1, count)))
-            if attack == "abort":
-                clicked = served < np.quantile(served, 0.5)
-            else:
-                clicked = served > np.quantile(served, 0.9)
+            half, tenth = np.quantile(served, 0.5), np.quantile(served, 0.9)
+            clicked = served < half if attack == "abort" else served > tenth
             w.extend([1000.0] * count, served.tolist(), clicked.tolist(), [0] * count)
         out[attack] = w.estimate(100, 10, key_range=True)
     return out
@@ -116,18 +114,21 @@ def test_one_steering_key_at_its_share_makes_the_range_straddle_the_threshold() 
     the honest keys (the abort attack on a good canary), and 0.02 above the honest AUC (a stable 0.04 better than
     this canary: the pass attack on a bad canary)."""
     windows = proof_windows()
-    honest, abort, passed = windows[None], windows["abort"], windows["pass"]
-    for e in (honest, abort, passed):
-        assert e.auc is not None and e.loko_min is not None and e.loko_max is not None and e.excluded == 0
-    assert honest.auc is not None and abort.auc is not None and passed.auc is not None
-    assert round(honest.auc, 3) == 0.757 and round(abort.auc, 3) == 0.407 and round(passed.auc, 3) == 0.818
-    down, up = honest.auc - 0.02, honest.auc + 0.02
+    (honest, h_lo, h_hi), (abort, a_lo, a_hi), (passed, p_lo, p_hi) = (
+        (e.auc, e.loko_min, e.loko_max) for e in (windows[None], windows["abort"], windows["pass"])
+    )
+    assert all(e.excluded == 0 for e in windows.values())
+    assert honest is not None and h_lo is not None and h_hi is not None
+    assert abort is not None and a_lo is not None and a_hi is not None
+    assert passed is not None and p_lo is not None and p_hi is not None
+    assert (round(honest, 3), round(abort, 3), round(passed, 3)) == (0.757, 0.407, 0.818)
+    down, up = honest - 0.02, honest + 0.02
     # Without the steering key both ends agree with the AUC on either threshold.
-    assert down < honest.loko_min <= honest.loko_max < up  # type: ignore[operator]
+    assert down < h_lo <= h_hi < up
     # The abort attack: the AUC falls below `down` (a good canary would abort), the range straddles it.
-    assert abort.auc < down and abort.loko_min < down <= abort.loko_max  # type: ignore[operator]
+    assert abort < down and a_lo < down <= a_hi
     # The pass attack: the AUC rises above `up` (a bad canary would pass), the range straddles it.
-    assert passed.auc >= up and passed.loko_min < up <= passed.loko_max  # type: ignore[operator]
+    assert passed >= up and p_lo < up <= p_hi
 
 
 # -- the job's /metrics ---------------------------------------------------------------------------------------------

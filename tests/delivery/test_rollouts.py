@@ -1,6 +1,8 @@
 """Project-side checks of the Argo resources (always run, no ../shared needed): the canary's steps, the analysis
 wiring between the Rollout and its AnalysisTemplates, queries that only read metrics the services export, missing
-data that stays Inconclusive, PromQL that promtool parses (when installed), and the Argo CD Applications; and,
+data that stays Inconclusive, PromQL that promtool parses (when installed), the online-AUC analysis run by a real
+Prometheus on series from the online-AUC job's own Window (one steering key pauses it, never decides it), and the
+Argo CD Applications; and,
 each with a twin that breaks the input on purpose: the progress deadline abort, Argo Rollouts' basic-canary replica
 arithmetic (every setWeight step a distinct canary pod count at every size the HPA allows), Argo CD leaving
 HPA-owned replicas alone, hashed settings ConfigMaps referenced by their hashed names, and analysis limits,
@@ -10,6 +12,7 @@ namespace filters and AUC windows that mean what their comments say.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import itertools
 import json
 import math
@@ -30,12 +33,13 @@ from forkcast_delivery.checks.metrics import contract_name, metric_names_in
 from forkcast_delivery.checks.references import references
 from forkcast_delivery.context import Context
 from forkcast_delivery.render import Render
+
+from forkcast_contract import metric_names
 from forkcast_devservers.servers.prometheus import Prometheus
 from forkcast_local.rehearsal import spec as spec_mod
 from forkcast_local.rehearsal.analysis import evaluate
+from forkcast_local.rehearsal.conditions import parse as parse_condition
 from forkcast_monitoring.window import Estimate, Window
-
-from forkcast_contract import metric_names
 
 ROOT = Path(__file__).resolve().parents[2]
 # Series a histogram / counter / info exports under its registered name.
@@ -555,14 +559,18 @@ def openmetrics(estimates: dict[str, tuple[Estimate, Estimate]], end: int) -> st
         "forkcast_online_auc_recent_loko_min": [],
         "forkcast_online_auc_recent_loko_max": [],
         "forkcast_online_auc_recent_samples": [],
+        "forkcast_online_auc_recent": [],  # read by the twin only (the query before the range)
         "forkcast_inference_served_info": [],
     }
     for ns, pair in estimates.items():
-        for (version, pod_hash), e in zip((("canary", CANARY_HASH), ("stable", STABLE_HASH)), pair, strict=True):
+        for (version, pod_hash), e in zip(
+            (("canary", CANARY_HASH), ("stable", STABLE_HASH)), pair, strict=True
+        ):
             labels = f'namespace="{ns}",model_version="{version}"'
             families["forkcast_online_auc_recent_loko_min"].append((labels, e.loko_min or 0.0))
             families["forkcast_online_auc_recent_loko_max"].append((labels, e.loko_max or 0.0))
             families["forkcast_online_auc_recent_samples"].append((labels, float(e.samples)))
+            families["forkcast_online_auc_recent"].append((labels, e.auc or 0.0))
             families["forkcast_inference_served_info"].append(
                 (f'{labels},rollouts_pod_template_hash="{pod_hash}"', 1.0)
             )
@@ -570,7 +578,11 @@ def openmetrics(estimates: dict[str, tuple[Estimate, Estimate]], end: int) -> st
     for name, samples in families.items():
         kind = "info" if name.endswith("_info") else "gauge"
         lines.append(f"# TYPE {name.removesuffix('_info') if kind == 'info' else name} {kind}")
-        lines += [f"{name}{{{labels}}} {value!r} {ts}" for labels, value in samples for ts in range(end - 600, end + 1, 60)]
+        lines += [
+            f"{name}{{{labels}}} {value!r} {ts}"
+            for labels, value in samples
+            for ts in range(end - 600, end + 1, 60)
+        ]
     return "\n".join([*lines, "# EOF", ""])
 
 
@@ -623,8 +635,51 @@ def test_one_key_can_pause_the_online_auc_analysis_but_never_decide_it(tmp_path:
             assert instant(server.url, swapped.replace("sort(", "(", 1), end) == result[::-1]
         # Too few samples for either version: the guard leaves nothing, so neither condition holds.
         _, starved = measure("honest-good", **{"min-samples": "1000000"})
+        # Twin: the template before the range (one value, canary AUC minus stable AUC) on the same series is
+        # decided by the steering key: it aborts the good canary and passes the bad one.
+        before = {}
+        for ns in SCENARIOS:
+            args = {
+                "namespace": ns,
+                "canary-hash": CANARY_HASH,
+                "stable-hash": STABLE_HASH,
+                "min-samples": "2000",
+            }
+            value = instant(server.url, _substituted_args(PLAIN_DIFFERENCE_QUERY, args), end)
+            before[ns] = evaluate(plain_difference(metric), value)[0]
     assert {ns: got for ns, (got, _) in phases.items()} == {ns: want for ns, (_, want) in phases.items()}
     assert starved == [] and evaluate(metric, starved)[0] == "Inconclusive"
+    assert before == {
+        "honest-good": "Successful",
+        "honest-bad": "Failed",
+        "steered-down": "Failed",
+        "steered-up": "Successful",
+    }
+
+
+# The online-AUC query and conditions before issue 18.1's range (rollouts/analysis-templates.yaml at 7393fd7).
+PLAIN_DIFFERENCE_QUERY = """
+(
+  max(forkcast_online_auc_recent{namespace="{{args.namespace}}"} * on(model_version) group_left() max by (model_version) (forkcast_inference_served_info{namespace="{{args.namespace}}",rollouts_pod_template_hash="{{args.canary-hash}}"}))
+  -
+  max(forkcast_online_auc_recent{namespace="{{args.namespace}}"} * on(model_version) group_left() max by (model_version) (forkcast_inference_served_info{namespace="{{args.namespace}}",rollouts_pod_template_hash="{{args.stable-hash}}"}))
+)
+and on()
+min(forkcast_online_auc_recent_samples{namespace="{{args.namespace}}"} * on(model_version) group_left() max by (model_version) (forkcast_inference_served_info{namespace="{{args.namespace}}",rollouts_pod_template_hash=~"{{args.canary-hash}}|{{args.stable-hash}}"})) >= {{args.min-samples}}
+"""  # noqa: E501
+
+
+def plain_difference(metric: spec_mod.Metric) -> spec_mod.Metric:
+    """The metric with the single-value conditions of before."""
+    return dataclasses.replace(
+        metric,
+        success=parse_condition("len(result) > 0 && result[0] >= -0.02"),
+        failure=parse_condition("len(result) > 0 && result[0] < -0.02"),
+    )
+
+
+def _substituted_args(query: str, args: dict[str, str]) -> str:
+    return re.sub(r"\{\{args\.([\w-]+)\}\}", lambda m: args[m.group(1)], query)
 
 
 def instant(url: str, query: str, at: int) -> list[float]:

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from forkcast_local.config import DEFAULT_CONFIG, load_config, read_state
-from forkcast_local.supervisor import down, status, up
+from forkcast_local.supervisor import down, prepare, status_of, up
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -68,12 +68,15 @@ def main(argv: list[str] | None = None) -> int:
             down(config, only=set(args.components) or None)
         elif args.command == "status":
             ok = True
+            platform = prepare(config)
             print(f"{'component':<14} {'address':<18} {'pid':>8}  health     ready")
-            for row in status(config):
+            for row in status_of(platform):
                 health = "healthy" if row.healthy else ("unhealthy" if row.running else "stopped")
                 ready = "-" if row.ready is None else ("yes" if row.ready else "no")
                 print(f"{row.name:<14} {row.url:<18} {row.pid or '-':>8}  {health:<10} {ready}")
                 ok = ok and row.healthy
+            for skipped in platform.skipped:  # in the render, not started here: said, not hidden
+                print(f"not run locally: {skipped}")
             return 0 if ok else 1
         elif args.command == "logs":
             records = read_state(config)["components"]

@@ -72,7 +72,7 @@ class Pipeline:
     gitops: Path
     env: dict[str, str]
     bin_dir: Path
-    on_stage: Callable[[str, dict[str, Any]], None]
+    on_stage: Callable[[str, dict[str, Any]], object]
     overlay: str
     recipe: str = "default"
     trigger: dict[str, str] = field(default_factory=dict)

@@ -110,10 +110,15 @@ class ThirdParty:
 # file (https://github.com/docker-library/redis/blob/master/docker-entrypoint.sh); later flags win, as in redis.conf.
 THIRD_PARTY: dict[str, ThirdParty] = {
     "redis": ThirdParty(REDIS_SERVER, ("--bind", LOOPBACK, "--port", "{port}"), ("redis-server",)),
-    # The metrics sidecar of the Redis pods: Debian's prometheus-redis-exporter, when installed.
+    # The metrics sidecar of the Redis pods, when an upstream redis_exporter (oliver006/redis_exporter, the rendered
+    # image's v1.88.0) is on PATH. Debian 12's prometheus-redis-exporter (1.45.0-2+b4, `apt-cache show`) is not
+    # used: its --help has --config-command, --redis.user and --redis-only-metrics but not the rendered
+    # --exclude-latency-histogram-metrics and --disable-scrape-endpoint, so it would exit on unknown flags.
     "redis_exporter": ThirdParty(
         Binary(
-            ("redis_exporter", "prometheus-redis-exporter"), "the Debian package prometheus-redis-exporter"
+            ("redis_exporter",),
+            "an upstream redis_exporter >= the rendered image's (Debian 12's prometheus-redis-exporter 1.45 lacks "
+            "the rendered --exclude-latency-histogram-metrics and --disable-scrape-endpoint)",
         ),
         ("--web.listen-address=127.0.0.1:{port}",),
         optional=True,

@@ -74,6 +74,8 @@ class Platform:
     secrets: LocalSecrets
     env: dict[str, str]
     localise: Callable[[str], str]
+    # Containers of the render not run here, each "Kind/name container c: why" (plan.Planner.skipped).
+    skipped: list[str] = field(default_factory=list)
 
     def component(self, name: str) -> Component:
         return next(c for c in self.components if c.name == name)
@@ -198,7 +200,7 @@ def prepare(config: PlatformConfig, state: dict[str, Any] | None = None) -> Plat
             inits = [i for i in plans if i.init and i.workload == plan.workload] if main else []
             components.append(_pod_component(config, plan, inits, plan.workload if main else plan.name))
     components += _infra_after(config, tree, rendered, planner, secrets, infra)
-    return Platform(config, rendered, plans, components, secrets, s3, planner.localise)
+    return Platform(config, rendered, plans, components, secrets, s3, planner.localise, list(planner.skipped))
 
 
 def _override(plan: ContainerPlan, env: dict[str, str] | None) -> ContainerPlan:
@@ -463,8 +465,13 @@ class ComponentStatus:
 
 def status(config: PlatformConfig) -> list[ComponentStatus]:
     """Each component of the render and beside it: address, PID, liveness (its probe) and readiness."""
+    return status_of(prepare(config, read_state(config)))
+
+
+def status_of(platform: Platform) -> list[ComponentStatus]:
+    """``status`` of a prepared platform (its ``skipped`` containers are not components)."""
+    config = platform.config
     state = read_state(config)
-    platform = prepare(config, state)
     rows = []
     for component in platform.components:
         record = state["components"].get(component.name)

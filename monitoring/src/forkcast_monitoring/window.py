@@ -115,7 +115,8 @@ def leave_one_key_out(
     n_pos = int(positives.sum())
     rest_pos = n_pos - positives[present]
     rest_neg = (n - n_pos) - (counts[present] - positives[present])
-    if (rest_pos + rest_neg).min() < min_samples or min(rest_pos.min(), rest_neg.min()) < max(min_per_class, 1):
+    too_few = (rest_pos + rest_neg).min() < min_samples
+    if too_few or min(rest_pos.min(), rest_neg.min()) < max(min_per_class, 1):
         return None
     order = np.argsort(scores)  # any order of tied scores will do: ties are counted by run
     s_scores, s_labels, s_keys = scores[order], labels[order], keys[order]

@@ -59,17 +59,31 @@ CLIENT_KEYS = 8
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--work", type=Path, required=True, help="parent of the run: each run makes WORK/<date-time>/")
+    p.add_argument(
+        "--work", type=Path, required=True, help="parent of the run: each run makes WORK/<date-time>/"
+    )
     p.add_argument("--data", type=Path, help="dataset served first (default: the tiny preset in --cache)")
     p.add_argument("--preset", choices=("tiny", "small"), help="generate --data with this preset first")
-    p.add_argument("--cache", type=Path, help="folder of the tiny dataset and trained baseline (default: WORK)")
-    p.add_argument("--report", type=Path, help="write the report here as .json and .md (default: WORK/report)")
-    p.add_argument("--drift", type=float, default=1.0, help="the simulated world's drift after the steady phase")
-    p.add_argument("--baseline-epochs", type=int, default=1, help="epochs of the release served first (setup)")
-    p.add_argument("--recipe", default="default", help="training recipe of the pipeline (CI's ${RECIPE:-default})")
+    p.add_argument(
+        "--cache", type=Path, help="folder of the tiny dataset and trained baseline (default: WORK)"
+    )
+    p.add_argument(
+        "--report", type=Path, help="write the report here as .json and .md (default: WORK/report)"
+    )
+    p.add_argument(
+        "--drift", type=float, default=1.0, help="the simulated world's drift after the steady phase"
+    )
+    p.add_argument(
+        "--baseline-epochs", type=int, default=1, help="epochs of the release served first (setup)"
+    )
+    p.add_argument(
+        "--recipe", default="default", help="training recipe of the pipeline (CI's ${RECIPE:-default})"
+    )
     p.add_argument("--window-s", type=float, default=30.0, help="online-AUC event-time window (prod: 3600)")
     p.add_argument("--for-s", type=int, default=10, help="every alert rule's for: in seconds (prod: 10m)")
-    p.add_argument("--min-samples", type=int, default=1000, help="the online-AUC job's minimum pairs per window")
+    p.add_argument(
+        "--min-samples", type=int, default=1000, help="the online-AUC job's minimum pairs per window"
+    )
     p.add_argument("--time-scale", type=float, default=30.0, help="divide the Rollout's durations by this")
     p.add_argument("--rate", type=float, default=40.0, help="client requests per second through the gateway")
     p.add_argument("--min-drop", type=float, default=0.05, help="AUC drop that counts as visible drift")
@@ -114,7 +128,9 @@ class Prom:
         self.url = url
 
     def query(self, promql: str) -> list[float]:
-        with urllib.request.urlopen(f"{self.url}/api/v1/query?{urllib.parse.urlencode({'query': promql})}") as r:
+        with urllib.request.urlopen(
+            f"{self.url}/api/v1/query?{urllib.parse.urlencode({'query': promql})}"
+        ) as r:
             return [float(s["value"][1]) for s in json.load(r)["data"]["result"]]
 
     def auc(self, version: str, over_s: int = 0) -> float | None:
@@ -131,8 +147,12 @@ class Prom:
 
     def episodes(self, since: float) -> dict[str, int]:
         """Rising edges of the firing alert per model version, from Prometheus' own ALERTS series."""
-        params = {"query": f'ALERTS{{alertname="{ALERT}",alertstate="firing"}}', "start": str(since),
-                  "end": str(time.time()), "step": "1"}  # fmt: skip
+        params = {
+            "query": f'ALERTS{{alertname="{ALERT}",alertstate="firing"}}',
+            "start": str(since),
+            "end": str(time.time()),
+            "step": "1",
+        }
         with urllib.request.urlopen(f"{self.url}/api/v1/query_range?{urllib.parse.urlencode(params)}") as r:
             series = json.load(r)["data"]["result"]
         out: dict[str, int] = {}
@@ -169,8 +189,12 @@ class EndToEnd:
         return up(self.config, log=lambda line: None)
 
     def _cli(self, *argv: str) -> None:
-        proc = subprocess.run([str(self.config.bin_dir / argv[0]), *argv[1:]], capture_output=True, text=True,
-                              env={**os.environ, **self.platform.client_env()})  # fmt: skip
+        proc = subprocess.run(
+            [str(self.config.bin_dir / argv[0]), *argv[1:]],
+            capture_output=True,
+            text=True,
+            env={**os.environ, **self.platform.client_env()},
+        )
         if proc.returncode != 0:
             raise DrillError(f"{' '.join(argv[:2])} failed: {proc.stderr[-2000:]}")
 
@@ -186,14 +210,29 @@ class EndToEnd:
     def _stop_clients(self, phase: str) -> None:
         if self.clients is not None:
             stats = self.clients.stop()
-            self.phases.append({"phase": phase, "sent": stats.sent, "statuses": dict(stats.statuses),
-                                "versions": dict(stats.versions), "failed": stats.failed})  # fmt: skip
+            self.phases.append(
+                {
+                    "phase": phase,
+                    "sent": stats.sent,
+                    "statuses": dict(stats.statuses),
+                    "versions": dict(stats.versions),
+                    "failed": stats.failed,
+                }
+            )
             self.clients = None
 
     def pipeline(self, name: str, data: Path, trigger: dict[str, str]) -> Pipeline:
-        p = Pipeline(data, self.work / "runs" / name, self.config.gitops, self.platform.client_env(),
-                     self.config.bin_dir, lambda step, detail: self.tl.mark(f"{name}: {step}", **detail),
-                     self.config.overlay, self.o.recipe, trigger)  # fmt: skip
+        p = Pipeline(
+            data,
+            self.work / "runs" / name,
+            self.config.gitops,
+            self.platform.client_env(),
+            self.config.bin_dir,
+            lambda step, detail: self.tl.mark(f"{name}: {step}", **detail),
+            self.config.overlay,
+            self.o.recipe,
+            trigger,
+        )
         self.pipelines.append(p)
         return p
 
@@ -221,15 +260,43 @@ class EndToEnd:
         else:
             self.data = o.data.resolve()
             if o.preset:  # idempotent: nothing to do when the dataset is complete
-                subprocess.run([str(bin_dir / "forkcast-data"), "generate", "--preset", o.preset, "--out",
-                                str(self.data), "--no-progress"], check=True, capture_output=True)  # fmt: skip
+                subprocess.run(
+                    [
+                        str(bin_dir / "forkcast-data"),
+                        "generate",
+                        "--preset",
+                        o.preset,
+                        "--out",
+                        str(self.data),
+                        "--no-progress",
+                    ],
+                    check=True,
+                    capture_output=True,
+                )
         meta = json.loads((self.data / "dataset.json").read_text())
         self.drifted = self.work / f"data-drift{o.drift:g}"
-        subprocess.run([str(bin_dir / "forkcast-data"), "generate", "--preset", meta["preset"], "--out",
-                        str(self.drifted), "--drift", str(o.drift), "--no-progress"],
-                       check=True, capture_output=True)  # fmt: skip
-        baseline_run = train(self.data, cache / f"baseline-{meta['fingerprint'][:12]}-e{o.baseline_epochs}",
-                             bin_dir, "--epochs", str(o.baseline_epochs))  # fmt: skip
+        subprocess.run(
+            [
+                str(bin_dir / "forkcast-data"),
+                "generate",
+                "--preset",
+                meta["preset"],
+                "--out",
+                str(self.drifted),
+                "--drift",
+                str(o.drift),
+                "--no-progress",
+            ],
+            check=True,
+            capture_output=True,
+        )
+        baseline_run = train(
+            self.data,
+            cache / f"baseline-{meta['fingerprint'][:12]}-e{o.baseline_epochs}",
+            bin_dir,
+            "--epochs",
+            str(o.baseline_epochs),
+        )
         tl.mark("datasets and the baseline run", base=str(self.data), drifted=str(self.drifted))
 
         # The platform of the render, with the drill's clients admitted in the gateway's key file.
@@ -240,10 +307,14 @@ class EndToEnd:
         self.platform = self._up()
         receiver = self.platform.plan("alert-receiver").env
         if receiver.get("FORKCAST_GITLAB_URL") != self.gitlab.url:
-            raise DrillError(f"the receiver's FORKCAST_GITLAB_URL is {receiver.get('FORKCAST_GITLAB_URL')}, "
-                             f"not the drill's GitLab {self.gitlab.url}: is it still {GITLAB_HOST}:{GITLAB_PORT}?")  # fmt: skip
-        self.gitlab.expect(receiver["FORKCAST_GITLAB_PROJECT_ID"],
-                           self.platform.secrets.value("forkcast-gitlab-trigger", "token").strip())  # fmt: skip
+            raise DrillError(
+                f"the receiver's FORKCAST_GITLAB_URL is {receiver.get('FORKCAST_GITLAB_URL')}, "
+                f"not the drill's GitLab {self.gitlab.url}: is it still {GITLAB_HOST}:{GITLAB_PORT}?"
+            )
+        self.gitlab.expect(
+            receiver["FORKCAST_GITLAB_PROJECT_ID"],
+            self.platform.secrets.value("forkcast-gitlab-trigger", "token").strip(),
+        )
         tl.mark("platform up (manifests/overlays/local)", components=len(self.platform.components))
         self._cli("forkcast-features", "load", "--data", str(self.data), "--activate", "--no-progress")
         self.v1 = self.pipeline("baseline", self.data, {}).bootstrap(baseline_run)["version"]
@@ -254,14 +325,19 @@ class EndToEnd:
         self._start_clients()
         prom = Prom(self.platform.url("prometheus"))
         events = self.platform.localise
-        self.clicks = Clicks(events(self.platform.secrets.value("forkcast-redis-online-auc", "events-url")),
-                             events(self.platform.secrets.value("forkcast-redis-gateway", "events-url")),
-                             self.data).start()  # fmt: skip
+        self.clicks = Clicks(
+            events(self.platform.secrets.value("forkcast-redis-online-auc", "events-url")),
+            events(self.platform.secrets.value("forkcast-redis-gateway", "events-url")),
+            self.data,
+        ).start()
         traffic_at = tl.mark("clients through the gateway, clicks on the events Redis", keys=CLIENT_KEYS)
 
         # Pre-drift level: a full window of feedback on the served version.
-        wait(lambda: time.time() - traffic_at >= o.window_s and prom.auc(self.v1), o.window_s + 120,
-             f"the online AUC of {self.v1}")  # fmt: skip
+        wait(
+            lambda: time.time() - traffic_at >= o.window_s and prom.auc(self.v1),
+            o.window_s + 120,
+            f"the online AUC of {self.v1}",
+        )
         time.sleep(3)
         pre = prom.auc(self.v1, over_s=3)
         assert pre is not None
@@ -269,15 +345,21 @@ class EndToEnd:
         r["versions"] = {"before": self.v1}
         r["auc"] = {"pre_drift": pre, "tolerance": o.tolerance, "min_drop": o.min_drop}
         if prom.firing():
-            raise DrillError(f"{ALERT} fires before any drift (AUC {pre:.3f}): the drill cannot measure detection")
+            raise DrillError(
+                f"{ALERT} fires before any drift (AUC {pre:.3f}): the drill cannot measure detection"
+            )
 
         # Drift: the world moves, the served features and model do not.
         assert self.clicks is not None
         self.clicks.set_drift(o.drift)
         drift_at = tl.mark("drift injected", simulator_drift=o.drift)
         low = pre - o.min_drop
-        visible = wait(lambda: (a if (a := prom.auc(self.v1)) is not None and a <= low else None), 180,
-                       f"AUC ≤ {low:.3f}", 0.25)  # fmt: skip
+        visible = wait(
+            lambda: a if (a := prom.auc(self.v1)) is not None and a <= low else None,
+            180,
+            f"AUC ≤ {low:.3f}",
+            0.25,
+        )
         visible_at = tl.mark("AUC drop visible in the window", auc=round(visible, 4))
         firing = wait(prom.firing, 180, f"{ALERT} firing", 0.25)
         fired_at = tl.mark(f"{ALERT} firing (Prometheus)", alerts=len(firing))
@@ -285,9 +367,14 @@ class EndToEnd:
         wait(lambda: self.gitlab.calls, 120, "the GitLab trigger", 0.25)
         trigger_at = self.gitlab.calls[0].at
         r["auc"] |= {"drifted": drifted_auc, "drop": pre - (drifted_auc or pre)}
-        r["alert"] = {"visible_at": visible_at, "fired_at": fired_at, "trigger_at": trigger_at,
-                      "firing_delay_s": trigger_at - visible_at, "drift_to_trigger_s": trigger_at - drift_at,
-                      "prometheus_firing_delay_s": fired_at - visible_at}  # fmt: skip
+        r["alert"] = {
+            "visible_at": visible_at,
+            "fired_at": fired_at,
+            "trigger_at": trigger_at,
+            "firing_delay_s": trigger_at - visible_at,
+            "drift_to_trigger_s": trigger_at - drift_at,
+            "prometheus_firing_delay_s": fired_at - visible_at,
+        }
 
         # The pipeline runs in its thread (stages marked as they end); then the release reaches the users.
         wait(self.retrain_done.is_set, o.timeout_s, "the retraining pipeline", 0.5)
@@ -303,14 +390,29 @@ class EndToEnd:
         # The canary of the rendered Rollout, from the release commit of v1 to that of v2.
         canary, stack, spec = release_of(self.config)
         tl.mark("canary rehearsal of the release commit", version=v2, time_scale=o.time_scale)
-        self.canary = rehearse(stack, spec, stable, canary, data=self.drifted, work=self.work / "canary",
-                               time_scale=o.time_scale, traffic=Traffic(rate_per_s=o.rate, keys=CLIENT_KEYS),
-                               timeout_s=o.timeout_s)  # fmt: skip
+        self.canary = rehearse(
+            stack,
+            spec,
+            stable,
+            canary,
+            data=self.drifted,
+            work=self.work / "canary",
+            time_scale=o.time_scale,
+            traffic=Traffic(rate_per_s=o.rate, keys=CLIENT_KEYS),
+            timeout_s=o.timeout_s,
+            world_drift=o.drift,
+        )
         status = self.canary.status
-        r["rollout"] = {"phase": status.phase, "weight": status.weight, "step": status.step_index,
-                        "verdict": vars(status.verdict) if status.verdict else None, "sent": self.canary.sent,
-                        "failed": self.canary.failed, "served": dict(self.canary.served),
-                        "seconds": self.canary.seconds}  # fmt: skip
+        r["rollout"] = {
+            "phase": status.phase,
+            "weight": status.weight,
+            "step": status.step_index,
+            "verdict": vars(status.verdict) if status.verdict else None,
+            "sent": self.canary.sent,
+            "failed": self.canary.failed,
+            "served": dict(self.canary.served),
+            "seconds": self.canary.seconds,
+        }
         if (status.phase, status.weight) != ("Healthy", 100):
             raise DrillError(f"canary not promoted: {status.phase} {status.message} ({status.verdict})")
         full_at = tl.mark("canary at 100 % (promoted)", seconds=round(self.canary.seconds, 1))
@@ -386,8 +488,18 @@ def run(args: argparse.Namespace) -> int:
         signal.signal(signal.SIGTERM, previous)
     if e2e.clicks is not None and e2e.clicks.error is not None:
         ok, report["error"] = False, f"the click simulator failed: {e2e.clicks.error!r}"
-    phases = e2e.phases + ([{"phase": "canary", "sent": e2e.canary.sent, "failed": e2e.canary.failed,
-                             "versions": dict(e2e.canary.served)}] if e2e.canary else [])  # fmt: skip
+    phases = e2e.phases + (
+        [
+            {
+                "phase": "canary",
+                "sent": e2e.canary.sent,
+                "failed": e2e.canary.failed,
+                "versions": dict(e2e.canary.served),
+            }
+        ]
+        if e2e.canary
+        else []
+    )
     versions: dict[str, int] = {}
     for phase in phases:
         for version, n in phase["versions"].items():
@@ -396,8 +508,12 @@ def run(args: argparse.Namespace) -> int:
         "stages": e2e.tl.stages,
         "triggers": len(e2e.gitlab.calls),
         "gitlab_refused": e2e.gitlab.refused,
-        "client": {"sent": sum(p["sent"] for p in phases), "failed": sum(p["failed"] for p in phases),
-                   "versions": versions, "phases": phases},  # fmt: skip
+        "client": {
+            "sent": sum(p["sent"] for p in phases),
+            "failed": sum(p["failed"] for p in phases),
+            "versions": versions,
+            "phases": phases,
+        },
         "pipelines": {p.run.name: p.result for p in e2e.pipelines},
         "work": str(work),
     }

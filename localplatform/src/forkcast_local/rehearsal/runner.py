@@ -111,7 +111,10 @@ class Rehearsal:
         work: Path,
         time_scale: float,
         traffic: Any,
+        world_drift: float = 0.0,
     ) -> None:
+        # The feedback simulator's --drift: the end-to-end drill's canary faces the drifted world.
+        self.world_drift = world_drift
         self.stack, self.spec, self.stable_release, self.canary_release = stack, spec, stable, canary
         self.data, self.work, self.scale, self.traffic = data, work, time_scale, traffic
         self.procs: list[Proc] = []
@@ -180,7 +183,7 @@ class Rehearsal:
         self._publish()
         self.say(f"stable {self.stable_release.version} ready on {self.spec.replicas} pods")
         self._spawn("feedback-sim", [str(bin_dir / "forkcast-feedback-sim"), "--redis-url", self.events_url,
-                                     "--data", str(self.data)])  # fmt: skip
+                                     "--data", str(self.data), "--drift", f"{self.world_drift:g}"])  # fmt: skip
         from forkcast_local.rehearsal.traffic import Clients
 
         self.clients = Clients(self.gateway_port, self.keys, self.data, self.traffic).start()
@@ -349,11 +352,13 @@ def rehearse(
     time_scale: float,
     traffic: Any,
     timeout_s: float = 300.0,
+    world_drift: float = 0.0,
 ) -> Outcome:
     """Run the canary update of ``stable`` to ``canary`` as the rendered Rollout says; everything is stopped after."""
     rehearsal = Rehearsal(
-        stack, spec, stable, canary, data=data, work=work, time_scale=time_scale, traffic=traffic
-    )
+        stack, spec, stable, canary, data=data, work=work, time_scale=time_scale, traffic=traffic,
+        world_drift=world_drift,
+    )  # fmt: skip
     try:
         rehearsal.start()
         return rehearsal.run(timeout_s)

@@ -40,7 +40,7 @@ from forkcast_retrain.serving_form import numpy_forward
 from forkcast_retrain.tracking import CHALLENGER, CHAMPION, REGISTERED_MODEL, Tracker
 from forkcast_retrain.train import TrainOptions, run_train
 
-REPO = Path(__file__).resolve().parents[3]
+REPO = Path(__file__).resolve().parents[4]
 
 
 def _train(data: Path, out: Path, recipe: str, epochs: int) -> Path:

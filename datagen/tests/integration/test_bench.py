@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-BENCH = Path(__file__).parents[1] / "benchmarks" / "bench_generate.py"
+BENCH = Path(__file__).parents[2] / "benchmarks" / "bench_generate.py"
 
 
 def test_bench_compares_the_vectorised_draw_with_the_per_row_loop(tmp_path: Path) -> None:

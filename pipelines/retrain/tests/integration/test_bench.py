@@ -11,7 +11,7 @@ from pathlib import Path
 
 from forkcast_retrain.recipes import RECIPES
 
-BENCH = Path(__file__).parents[1] / "benchmarks" / "bench_train.py"
+BENCH = Path(__file__).parents[2] / "benchmarks" / "bench_train.py"
 
 
 def test_bench_reports_the_step_rates_of_both_code_paths(tiny_data: Path, tmp_path: Path) -> None:

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from forkcast_delivery.context import Context, build, shared_docs
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 OVERLAYS = ("dev", "prod", "local")
 
 

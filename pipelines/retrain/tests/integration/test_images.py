@@ -13,7 +13,7 @@ from forkcast_retrain.cli import main
 from forkcast_retrain.errors import DataError
 from forkcast_retrain.images import ImagePin, image_ref, kustomization_path, read_images, with_images
 
-REPO = Path(__file__).resolve().parents[3]
+REPO = Path(__file__).resolve().parents[4]
 DIGEST = "sha256:" + "ab" * 32
 OTHER = "sha256:" + "cd" * 32
 

@@ -41,7 +41,7 @@ from forkcast_retrain.rollback import (
 )
 from forkcast_retrain.tracking import CHALLENGER, CHAMPION, Tracker
 
-REPO = Path(__file__).resolve().parents[3]
+REPO = Path(__file__).resolve().parents[4]
 DIGEST_1, DIGEST_2 = "sha256:" + "11" * 32, "sha256:" + "22" * 32
 
 

@@ -17,7 +17,7 @@ from forkcast_delivery.context import Context, build
 from forkcast_delivery.objects import matches
 from forkcast_delivery.render import Doc
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 OVERLAYS = ("dev", "prod", "local")
 
 Edit = Callable[[list[Doc]], None]
@@ -81,7 +81,7 @@ def test_metrics_twin_unscraped_online_auc_job(contexts: dict[str, Context]) -> 
         Problem(
             "metrics",
             "AnalysisTemplate/inference-online-auc metric online-auc-vs-stable",
-            "reads forkcast_online_auc_recent: Deployment/online-auc (forkcast-online-auc) is scraped by no "
+            "reads forkcast_online_auc_recent_loko_min: Deployment/online-auc (forkcast-online-auc) is scraped by no "
             "PodMonitor/ServiceMonitor on a named port of its container",
         )
         in problems
@@ -421,6 +421,6 @@ def test_a_workload_removed_from_the_manifests_fails_the_check(tmp_path: Path) -
     assert any(
         p.subject == "AnalysisTemplate/inference-online-auc metric online-auc-vs-stable"
         and p.message
-        == "reads forkcast_online_auc_recent: its producer forkcast-online-auc runs in no workload"
+        == "reads forkcast_online_auc_recent_loko_min: its producer forkcast-online-auc runs in no workload"
         for p in problems
     ), messages(problems)

@@ -9,7 +9,7 @@ from pathlib import Path
 import yaml
 from forkcast_delivery.context import Context
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 def install_section() -> str:

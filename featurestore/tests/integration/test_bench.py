@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-BENCH = Path(__file__).parents[1] / "benchmarks" / "bench_features.py"
+BENCH = Path(__file__).parents[2] / "benchmarks" / "bench_features.py"
 
 
 def _run(*args: str) -> str:

@@ -1,5 +1,7 @@
 """The Kubernetes semantics the checks rely on, on small hand-written objects: selectors, NetworkPolicy rules,
-how command/args combine with an image's ENTRYPOINT/CMD, PromQL metric extraction, rendering errors."""
+how command/args combine with an image's ENTRYPOINT/CMD, PromQL metric extraction, YAML loading.
+
+Unit tests: nothing here runs kubectl (rendering errors are in ../integration/test_render.py)."""
 
 from __future__ import annotations
 
@@ -12,7 +14,7 @@ from forkcast_delivery.checks import network
 from forkcast_delivery.checks.metrics import contract_name, metric_names_in
 from forkcast_delivery.context import Context
 from forkcast_delivery.objects import matches
-from forkcast_delivery.render import Render, RenderError, load_all, render
+from forkcast_delivery.render import Render, load_all
 
 NS = "forkcast"
 
@@ -185,9 +187,3 @@ def test_metric_names_of_a_query() -> None:
 
 def test_yaml_reads_a_bare_equals_sign_as_a_string() -> None:
     assert load_all("matchType: =\n---\n---\na: 1\n") == [{"matchType": "="}, {"a": 1}]
-
-
-def test_render_error_names_the_overlay_and_kustomize_reason(tmp_path: Path) -> None:
-    (tmp_path / "kustomization.yaml").write_text("resources: [missing.yaml]\n")
-    with pytest.raises(RenderError, match=r"kubectl kustomize .* failed: .*missing\.yaml"):
-        render(tmp_path)

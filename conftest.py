@@ -1,0 +1,35 @@
+"""Marks every test with its kind, taken from the folder it lies in, so `pytest -m unit` (or `integration`, `e2e`,
+`model_behaviour`) selects by kind across the whole workspace.
+
+A part whose tests are of several kinds splits its ``tests/`` folder into one subfolder per kind (Made-With-ML's
+tests/code, tests/data, tests/model): ``unit/`` runs in this process alone (no server, no subprocess),
+``integration/`` starts real servers or programs (redis-server, weed, mlflow, prometheus, kubectl, git, a service
+process), ``e2e/`` drives a whole flow across parts, ``model_behaviour/`` holds the behavioural tests of a trained
+model. tests/workspace/test_test_layout.py checks that no test file of such a part lies outside a kind folder.
+A part of a single kind keeps a flat ``tests/`` folder; its tests carry no kind marker.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+KINDS = ("unit", "integration", "e2e", "model_behaviour")
+
+
+def kind_of(path: Path) -> str | None:
+    """The kind folder right below a ``tests`` folder on ``path``, or None when the file lies in none."""
+    parts = path.parts
+    for i, name in enumerate(parts[:-1]):
+        if name == "tests" and parts[i + 1] in KINDS:
+            return parts[i + 1]
+    return None
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Add the kind marker (registered in the root pyproject.toml) to every test in a kind folder."""
+    for item in items:
+        kind = kind_of(item.path)
+        if kind is not None:
+            item.add_marker(kind)

@@ -1,0 +1,426 @@
+"""Faults on the platform's pods under load: Redis and inference killed, S3 down at a pod's start, MLflow down.
+
+The platform is ``forkcast-local up`` of the rendered ``local`` overlay (its own state directory, free ports), serving
+a published release through the gateway while clients send the rows of requests.parquet from several API keys. Each
+fault acts on a pod of the plan as the kubelet or an outage would: a pod is killed by its recorded process (PID and
+start time, SIGKILL) and started again by ``up`` from its ContainerPlan; an extra inference pod is the rendered
+inference container (``Pod.start``) on a port of its own. Every fault returns what clients saw and whether the
+platform behaved as it must, with the reason when it did not:
+
+* ``redis-killed``: the features Redis pod is SIGKILLed; while it is down every request is answered with a 503,
+  fast (p99 ≤ 0.25 s); ``up`` restarts it from its plan (its data from its own appendonly file) and requests are
+  answered 200 again within 5 s.
+* ``inference-killed``: the inference pod is SIGKILLed; no request hangs (each is answered, none waits out the
+  client's timeout); ``up`` restarts it alone and it serves the same release again.
+* ``s3-down``: with S3 stopped, an inference pod started on the model cache of a pod that loaded the release
+  becomes ready and answers exactly as the running pod does; one with an empty cache stays unready, saying S3 is
+  unreachable, and becomes ready on its own once ``up`` has S3 back.
+* ``mlflow-down``: with MLflow frozen (SIGSTOP: connections accepted, never answered), ``forkcast-retrain gate``
+  fails in seconds saying MLflow failed and that nothing was lost; after SIGCONT the same step passes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import http.client
+import json
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from forkcast_devservers.ports import free_port
+from forkcast_devservers.process import Proc
+from forkcast_devservers.ready import http_ok, wait_until
+from forkcast_local.config import DEFAULT_CONFIG, PlatformConfig, load_config, read_state
+from forkcast_local.demo import _ensure_gitops
+from forkcast_local.drill_ci import Pipeline
+from forkcast_local.pods import Pod
+from forkcast_local.rehearsal.releases import dataset, train
+from forkcast_local.supervisor import down, prepare, up
+
+NAME = "faults"
+CLIENT_KEYS = 8
+REDIS_DOWN_P99_S = 0.25  # a 503 while Redis is down comes at least this fast (99th percentile)
+RECOVERY_S = 5.0  # 200s again within this long after the pod is back
+MLFLOW_TIMEOUT_S = (
+    2  # MLFLOW_HTTP_REQUEST_TIMEOUT of the step run while MLflow is frozen (the default is 120 s)
+)
+
+
+@dataclass
+class Answer:
+    """One request as a client saw it; status 0: no answer within the client's timeout, or a broken socket."""
+
+    started: float
+    latency_s: float
+    status: int
+    model_version: str
+    body: bytes = b""
+
+
+@dataclass
+class Probe:
+    """Sequential requests from one key to the gateway (or a pod), every answer recorded, in a thread."""
+
+    port: int
+    key: str
+    bodies: list[tuple[str, bytes]]
+    timeout_s: float = 2.0
+    answers: list[Answer] = field(default_factory=list)
+
+    def one(self, i: int, port: int | None = None) -> Answer:
+        user, body = self.bodies[i % len(self.bodies)]
+        conn = http.client.HTTPConnection("127.0.0.1", port or self.port, timeout=self.timeout_s)
+        t0 = time.monotonic()
+        try:
+            headers = {"content-type": "application/json", "x-api-key": self.key}
+            conn.request("POST", f"/recommend/{user}", body=body, headers=headers)
+            resp = conn.getresponse()
+            payload = resp.read()
+            return Answer(
+                t0, time.monotonic() - t0, resp.status, resp.getheader("x-model-version", ""), payload
+            )
+        except (OSError, http.client.HTTPException):
+            return Answer(t0, time.monotonic() - t0, 0, "")
+        finally:
+            conn.close()
+
+    def during(self, action: Callable[[], None], pace_s: float = 0.01) -> list[Answer]:
+        """Requests sent back to back while ``action`` runs in a thread; every answer, in order."""
+        import threading
+
+        done = threading.Event()
+        error: list[BaseException] = []
+
+        def act() -> None:
+            try:
+                action()
+            except BaseException as exc:
+                error.append(exc)
+            finally:
+                done.set()
+
+        threading.Thread(target=act, daemon=True).start()
+        out, i = [], 0
+        while not done.is_set():
+            out.append(self.one(i))
+            i += 1
+            time.sleep(pace_s)
+        if error:
+            raise error[0]
+        return out
+
+
+@dataclass
+class Result:
+    """A fault's outcome: passed or not, and why not (each failed condition), with the measured figures."""
+
+    name: str
+    problems: list[str]
+    figures: dict[str, Any]
+
+    @property
+    def passed(self) -> bool:
+        return not self.problems
+
+
+def quantile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else 0.0
+
+
+class Faults:
+    """The platform serving a release, and the faults run on its pods; ``close`` stops what it started."""
+
+    def __init__(self, work: Path, cache: Path) -> None:
+        self.work, self.cache = work, cache
+        self.config: PlatformConfig = dataclasses.replace(
+            load_config(DEFAULT_CONFIG, work / "platform"), ports={}
+        )
+        self.keys = {f"faults-{i}": f"fk-faults-{i}-{os.urandom(12).hex()}" for i in range(CLIENT_KEYS)}
+        self.extra: list[Pod] = []
+        self.started = False
+
+    def start(self) -> Faults:
+        bin_dir = self.config.bin_dir
+        self.data = dataset(self.cache, bin_dir)
+        run = train(self.data, self.cache / "stable", bin_dir, "--epochs", "1")
+        _ensure_gitops(self.config)
+        prepare(self.config).secrets.admit_keys(self.keys)
+        self.started = True
+        self.platform = up(self.config, log=lambda _l: None)
+        self.cli("forkcast-features", "load", "--data", str(self.data), "--activate", "--no-progress")
+        env = self.platform.client_env()
+        baseline = Pipeline(
+            self.data,
+            self.work / "runs" / "baseline",
+            self.config.gitops,
+            env,
+            bin_dir,
+            lambda _s, _d: None,
+            self.config.overlay,
+        )
+        self.version = baseline.bootstrap(run)["version"]
+        self.platform = up(self.config, log=lambda _l: None)
+        for name in ("inference", "gateway"):
+            wait_until(lambda n=name: http_ok(f"{self.platform.url(n)}/readyz"), timeout_s=120, what=name)  # type: ignore[misc]
+        from forkcast_local.loadgen import request_bodies
+
+        self.bodies = request_bodies(self.data / "requests.parquet", 100)
+        return self
+
+    def cli(self, *argv: str, extra: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+        env = {**os.environ, **self.platform.client_env(), **(extra or {})}
+        return subprocess.run(
+            [str(self.config.bin_dir / argv[0]), *argv[1:]],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+
+    def probe(self, port: int | None = None) -> Probe:
+        return Probe(
+            port or self.platform.component("gateway").port, next(iter(self.keys.values())), self.bodies
+        )
+
+    def proc(self, component: str) -> Proc:
+        """The recorded process of a component (PID and start time)."""
+        return Proc.from_dict(read_state(self.config)["components"][component]["proc"])
+
+    def kill(self, component: str) -> None:
+        proc = self.proc(component)
+        os.killpg(proc.pid, signal.SIGKILL)
+        wait_until(lambda: not proc.alive(), timeout_s=10, what=f"{component} gone")
+
+    def restart(self, component: str) -> None:
+        """``up`` of that component alone: started again from its ContainerPlan (its recorded port)."""
+        self.platform = up(self.config, log=lambda _l: None, only={component})
+
+    def extra_pod(self, name: str, env: dict[str, str]) -> tuple[Pod, int]:
+        """The rendered inference container again, on a port of its own, with ``env`` laid over its plan."""
+        plan = self.platform.plan("inference")
+        port = free_port()
+        env = plan.env | {"FORKCAST_PORT": str(port)} | env
+        probe = dataclasses.replace(plan.readiness, port=port) if plan.readiness else None
+        plan = dataclasses.replace(plan, env=env, readiness=probe, liveness=probe, ports={"http": port})
+        pod = Pod.start(plan, log=self.work / f"{name}.log")
+        self.extra.append(pod)
+        return pod, port
+
+    # -- the faults ----------------------------------------------------------------------------------------------
+    def redis_killed(self) -> Result:
+        probe, problems = self.probe(), []
+        warm = [probe.one(i) for i in range(5)]
+        marks: dict[str, float] = {}
+
+        def fault() -> None:
+            time.sleep(0.5)
+            self.kill("redis")
+            marks["killed"] = time.monotonic()
+            time.sleep(2.0)
+            marks["restarting"] = time.monotonic()
+            self.restart("redis")
+            marks["back"] = time.monotonic()
+            time.sleep(RECOVERY_S)
+
+        answers = probe.during(fault)
+        outage = [a for a in answers if marks["killed"] <= a.started < marks["restarting"]]
+        first_ok = min(
+            (a.started + a.latency_s for a in answers if a.started >= marks["back"] and a.status == 200),
+            default=float("inf"),
+        )
+        statuses = sorted({a.status for a in outage})
+        p99 = quantile([a.latency_s for a in outage], 0.99)
+        if not all(a.status == 200 for a in warm):
+            problems.append(f"not serving before the fault: {[a.status for a in warm]}")
+        if not outage or statuses != [503]:
+            problems.append(f"requests while Redis was down were answered {statuses}, not only 503")
+        if p99 > REDIS_DOWN_P99_S:
+            problems.append(f"the 503s took {p99:.3f} s at p99 (bound {REDIS_DOWN_P99_S} s)")
+        if first_ok - marks["back"] > RECOVERY_S:
+            problems.append(f"no 200 within {RECOVERY_S} s of Redis being back")
+        tail = [a for a in answers if a.started >= first_ok]
+        if not tail or any(a.status != 200 for a in tail):
+            problems.append(f"after recovery: statuses {sorted({a.status for a in tail})}")
+        figures = {
+            "outage_requests": len(outage),
+            "statuses": statuses,
+            "p99_ms": round(p99 * 1000, 1),
+            "recovery_s": round(first_ok - marks["back"], 2),
+        }
+        return Result("redis-killed", problems, figures)
+
+    def inference_killed(self) -> Result:
+        probe, problems = self.probe(), []
+        before = self.proc("inference")
+        marks: dict[str, float] = {}
+
+        def fault() -> None:
+            time.sleep(0.5)
+            self.kill("inference")
+            marks["killed"] = time.monotonic()
+            time.sleep(1.0)
+            self.restart("inference")
+            wait_until(
+                lambda: http_ok(f"{self.platform.url('inference')}/readyz"), timeout_s=120, what="inference"
+            )
+            marks["ready"] = time.monotonic()
+            time.sleep(1.0)
+
+        answers = probe.during(fault)
+        after = self.proc("inference")
+        hung = [a for a in answers if a.status == 0]
+        down_statuses = sorted({a.status for a in answers if marks["killed"] <= a.started < marks["ready"]})
+        served = {a.model_version for a in answers if a.started >= marks["ready"] and a.status == 200}
+        if hung:
+            problems.append(f"{len(hung)} requests got no answer within {probe.timeout_s} s")
+        if after.pid == before.pid or self.platform.component("inference").port != probe_port(
+            self, "inference"
+        ):
+            problems.append("inference was not started again from its plan on its port")
+        if served != {self.version}:
+            problems.append(f"after the restart the pod served {served}, not {self.version}")
+        return Result(
+            "inference-killed", problems, {"requests": len(answers), "statuses_while_down": down_statuses}
+        )
+
+    def s3_down(self) -> Result:
+        problems: list[str] = []
+        running = self.platform.plan("inference").env["FORKCAST_MODEL_CACHE"]
+        reason, bare = "", None
+        self.kill("seaweed")
+        try:
+            cached, cached_port = self.extra_pod("inference-cached", {"FORKCAST_MODEL_CACHE": running})
+            empty = self.work / "cache-empty"
+            empty.mkdir(exist_ok=True)
+            bare, bare_port = self.extra_pod(
+                "inference-no-cache", {"FORKCAST_MODEL_CACHE": str(empty), "FORKCAST_MODEL_RETRY_MAX_S": "1"}
+            )
+            cached.wait_ready(120)
+            wait_until(
+                lambda: http_ok(f"http://127.0.0.1:{bare_port}/healthz"), timeout_s=120, what="bare pod"
+            )
+            pod_port = self.platform.component("inference").port
+            probe = self.probe()
+            same = all(
+                probe.one(i, cached_port).body == probe.one(i, pod_port).body
+                and probe.one(i, cached_port).status == 200
+                for i in range(10)
+            )
+            if not same:
+                problems.append("the pod started from the cache does not answer as the running pod")
+            status, reason = readyz(bare_port)
+            if status != 503 or "unreachable" not in reason:
+                problems.append(
+                    f"the pod without a cache answered /readyz {status} ({reason!r}), not 503 unreachable"
+                )
+        finally:
+            self.restart("seaweed")
+        back = time.monotonic()
+        try:
+            if bare is not None:
+                bare.wait_ready(30)
+        except (TimeoutError, RuntimeError):
+            problems.append("the pod without a cache never became ready once S3 was back")
+        figures = {"unready_reason": reason[:120], "ready_after_s3_s": round(time.monotonic() - back, 2)}
+        return Result("s3-down", problems, figures)
+
+    def mlflow_down(self) -> Result:
+        problems: list[str] = []
+        run = self.work / "runs" / "baseline"
+        mlflow = self.proc("mlflow")
+        os.killpg(mlflow.pid, signal.SIGSTOP)
+        try:
+            t0 = time.monotonic()
+            done = self.cli(
+                "forkcast-retrain",
+                "gate",
+                "--out",
+                str(run),
+                "--champion",
+                "auto",
+                extra={"MLFLOW_HTTP_REQUEST_TIMEOUT": str(MLFLOW_TIMEOUT_S)},
+            )
+            failed_s = time.monotonic() - t0
+        finally:
+            os.killpg(mlflow.pid, signal.SIGCONT)
+        if (
+            done.returncode != 2
+            or "MLflow failed" not in done.stderr
+            or "Nothing was lost" not in done.stderr
+        ):
+            problems.append(f"gate with MLflow frozen exited {done.returncode}: {done.stderr[-300:]!r}")
+        if failed_s > 30:
+            problems.append(f"gate took {failed_s:.0f} s to fail (bound 30 s)")
+        again = self.cli("forkcast-retrain", "gate", "--out", str(run), "--champion", "auto")
+        if again.returncode != 0:
+            problems.append(f"gate after SIGCONT exited {again.returncode}: {again.stderr[-300:]!r}")
+        return Result("mlflow-down", problems, {"failed_in_s": round(failed_s, 1)})
+
+    def close(self) -> None:
+        for pod in self.extra:
+            pod.terminate()
+        if self.started:
+            down(self.config, log=lambda _l: None)
+
+
+def probe_port(faults: Faults, component: str) -> int:
+    return int(read_state(faults.config)["components"][component]["port"])
+
+
+def readyz(port: int) -> tuple[int, str]:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+    try:
+        conn.request("GET", "/readyz")
+        resp = conn.getresponse()
+        body = resp.read()
+        try:
+            reason = str(json.loads(body).get("reason", ""))
+        except ValueError:
+            reason = body[:200].decode(errors="replace")
+        return resp.status, reason
+    except OSError as exc:
+        return 0, str(exc)
+    finally:
+        conn.close()
+
+
+FAULTS = {
+    "redis-killed": Faults.redis_killed,
+    "inference-killed": Faults.inference_killed,
+    "s3-down": Faults.s3_down,
+    "mlflow-down": Faults.mlflow_down,
+}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--work", type=Path, required=True, help="folder of the run's platform")
+    parser.add_argument(
+        "--cache", type=Path, help="folder of the tiny dataset and trained model (default: --work)"
+    )
+    parser.add_argument(
+        "--only", nargs="*", choices=sorted(FAULTS), help="these faults (default: all, in order)"
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    faults = Faults(Path(args.work).resolve(), Path(args.cache or args.work).resolve())
+    results = []
+    try:
+        faults.start()
+        for name in args.only or FAULTS:
+            result = FAULTS[name](faults)
+            results.append(result)
+            print(f"{'OK  ' if result.passed else 'FAIL'} {name}: {result.figures}", flush=True)
+            for problem in result.problems:
+                print(f"     {problem}", flush=True)
+    finally:
+        faults.close()
+    return 0 if results and all(r.passed for r in results) else 1
