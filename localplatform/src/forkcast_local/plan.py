@@ -109,7 +109,8 @@ class ThirdParty:
 # The official redis image runs redis-server with the container's args when the first one is a flag or a .conf
 # file (https://github.com/docker-library/redis/blob/master/docker-entrypoint.sh); later flags win, as in redis.conf.
 THIRD_PARTY: dict[str, ThirdParty] = {
-    "redis": ThirdParty(REDIS_SERVER, ("--bind", LOOPBACK, "--port", "{port}"), ("redis-server",)),
+    # The program the image names is the one forkcast_devservers runs (REDIS_SERVER.names).
+    "redis": ThirdParty(REDIS_SERVER, ("--bind", LOOPBACK, "--port", "{port}"), REDIS_SERVER.names),
     # The metrics sidecar of the Redis pods, when an upstream redis_exporter (oliver006/redis_exporter, the rendered
     # image's v1.88.0) is on PATH. Debian 12's prometheus-redis-exporter (1.45.0-2+b4, `apt-cache show`) is not
     # used: its --help has --config-command, --redis.user and --redis-only-metrics but not the rendered

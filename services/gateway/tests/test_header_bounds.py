@@ -31,6 +31,8 @@ from forkcast_gateway.testing import KEY, StandIn, serve
 BIN = Path(sys.executable).parent
 CAP = 4096
 DEADLINE_S = 1.0
+# uvloop's clock and timers have millisecond resolution (libuv's uv_now): the cut may come a millisecond early.
+EARLIEST_S = DEADLINE_S - 0.005
 BODY = b'{"candidate_restaurant_ids":[1],"latitude":1.0,"longitude":1.0}'
 SLOW = f"request header section not received within {DEADLINE_S} s"
 LARGE = f"request header section exceeds {CAP} bytes"
@@ -101,7 +103,8 @@ class Conn:
     def __exit__(self, *exc: object) -> None:
         self.sock.close()
 
-    def _fill(self) -> bool:
+    def fill(self) -> bool:
+        """Read once more into the buffer; False when the server closed the connection."""
         chunk = self.sock.recv(65536)
         self.buf += chunk
         return bool(chunk)
@@ -109,21 +112,21 @@ class Conn:
     def answer(self) -> Answer | None:
         """The next response, or None when the server closed without one."""
         while b"\r\n\r\n" not in self.buf:
-            if not self._fill():
+            if not self.fill():
                 return None
         head, _, self.buf = self.buf.partition(b"\r\n\r\n")
         lines = head.decode("latin-1").split("\r\n")
         headers = {k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:])}
         length = int(headers.get("content-length", "0"))
         while len(self.buf) < length:
-            if not self._fill():
+            if not self.fill():
                 break
         body, self.buf = self.buf[:length], self.buf[length:]
         return Answer(int(lines[0].split()[1]), headers, body)
 
     def closed(self) -> bool:
         """True when the server closed the connection (after whatever was already read)."""
-        return not self.buf and not self._fill()
+        return not self.buf and not self.fill()
 
 
 def recommend(path: str = "/recommend/u1", *extra: str, body: bytes = BODY) -> tuple[bytes, bytes]:
@@ -151,13 +154,13 @@ def test_a_header_drip_is_408_at_the_deadline_while_another_client_is_served(gat
     result: list[tuple[Answer | None, float]] = []
 
     def drip() -> None:
+        started = time.monotonic()  # before the connect: the server's deadline runs from its accept
         with Conn(gateway.port) as c:
-            started = time.monotonic()
             c.sock.sendall(b"POST /feedback HTTP/1.1\r\nhost: x\r\nx-slow: ")
             c.sock.settimeout(0.2)
             while time.monotonic() - started < DEADLINE_S * 4:
                 try:
-                    if c._fill():
+                    if c.fill():
                         break
                 except TimeoutError:
                     c.sock.sendall(b"a")
@@ -178,14 +181,14 @@ def test_a_header_drip_is_408_at_the_deadline_while_another_client_is_served(gat
     assert answer is not None and answer.status == 408, answer
     assert answer.body == f'{{"detail": "{SLOW}", "errors": []}}'.encode()
     assert answer.headers["connection"] == "close"
-    assert DEADLINE_S <= elapsed < DEADLINE_S + 0.6, elapsed
+    assert EARLIEST_S <= elapsed < DEADLINE_S + 0.6, elapsed
 
 
 def test_a_connection_that_never_begins_a_request_is_closed_at_the_deadline(gateway: Gateway) -> None:
+    started = time.monotonic()  # before the connect: the server's deadline runs from its accept
     with Conn(gateway.port) as c:
-        started = time.monotonic()
         assert c.closed()  # EOF, no answer: there was no request to answer
-        assert DEADLINE_S <= time.monotonic() - started < DEADLINE_S + 0.6
+        assert EARLIEST_S <= time.monotonic() - started < DEADLINE_S + 0.6
 
 
 def test_the_deadline_restarts_for_each_request_on_a_keep_alive_connection(gateway: Gateway) -> None:
@@ -207,7 +210,7 @@ def test_the_deadline_restarts_for_each_request_on_a_keep_alive_connection(gatew
             408,
             f'{{"detail": "{SLOW}", "errors": []}}'.encode(),
         )
-        assert DEADLINE_S <= time.monotonic() - started < DEADLINE_S + 0.6
+        assert EARLIEST_S <= time.monotonic() - started < DEADLINE_S + 0.6
 
 
 def test_a_1_mib_header_is_431_as_it_streams(gateway: Gateway) -> None:
@@ -224,7 +227,7 @@ def test_a_1_mib_header_is_431_as_it_streams(gateway: Gateway) -> None:
             sent += len(piece)
             c.sock.settimeout(0.01)
             try:
-                if c._fill():
+                if c.fill():
                     break
             except TimeoutError:
                 continue

@@ -9,7 +9,9 @@ platform behaved as it must, with the reason when it did not:
 
 * ``redis-killed``: the features Redis pod is SIGKILLed; while it is down every request is answered with a 503,
   fast (p99 ≤ 0.25 s); ``up`` restarts it from its plan (its data from its own appendonly file) and requests are
-  answered 200 again within 5 s.
+  answered 200 again within 5 s It fails today, for a reason it names: the features written in MULTI/EXEC are not
+  replayed from the appendonly file under the rendered ACL (redis/redis#14541), so users answer 404 after the
+  restart.
 * ``inference-killed``: the inference pod is SIGKILLed; no request hangs (each is answered, none waits out the
   client's timeout); ``up`` restarts it alone and it serves the same release again.
 * ``s3-down``: with S3 stopped, an inference pod started on the model cache of a pod that loaded the release
@@ -199,6 +201,11 @@ class Faults:
         os.killpg(proc.pid, signal.SIGKILL)
         wait_until(lambda: not proc.alive(), timeout_s=10, what=f"{component} gone")
 
+    def log(self, component: str) -> str:
+        """A component's log as it is now (``<state root>/<component>/<component>.log``)."""
+        path = self.config.log_file(component)
+        return path.read_text(errors="replace") if path.is_file() else ""
+
     def restart(self, component: str) -> None:
         """``up`` of that component alone: started again from its ContainerPlan (its recorded port)."""
         self.platform = up(self.config, log=lambda _l: None, only={component})
@@ -249,11 +256,26 @@ class Faults:
         tail = [a for a in answers if a.started >= first_ok]
         if not tail or any(a.status != 200 for a in tail):
             problems.append(f"after recovery: statuses {sorted({a.status for a in tail})}")
+        after = [a for a in answers if a.started >= marks["back"]]
+        lost = [a for a in after if a.status == 404 and b"unknown user" in a.body]
+        # Redis before redis/redis#14541 (fixed by PR #14545) re-checks EXEC against the ACL while it replays its
+        # appendonly file, as the default user, which the rendered ACL turns off: every MULTI/EXEC of the feature
+        # loader is refused and its keys are silently missing after the restart. The pod's log says so.
+        refused = self.log("redis").count(
+            "ACLs rules changed between the moment the transaction was accumulated"
+        )
+        if lost:
+            problems.append(
+                f"features lost when Redis replayed its appendonly file: {len(lost)} answers 404 'unknown user'; "
+                f"{refused} MULTI/EXEC refused on AOF load (redis/redis#14541)"
+            )
         figures = {
             "outage_requests": len(outage),
             "statuses": statuses,
             "p99_ms": round(p99 * 1000, 1),
             "recovery_s": round(first_ok - marks["back"], 2),
+            "unknown_user_404s": len(lost),
+            "aof_exec_refused": refused,
         }
         return Result("redis-killed", problems, figures)
 
@@ -272,6 +294,12 @@ class Faults:
                 lambda: http_ok(f"{self.platform.url('inference')}/readyz"), timeout_s=120, what="inference"
             )
             marks["ready"] = time.monotonic()
+            # The gateway's circuit breaker opened on the failures: it lets requests through again after its
+            # cool-down, so the first 200 through the gateway is awaited (and timed), not assumed.
+            wait_until(
+                lambda: self.probe().one(0).status == 200, timeout_s=30, what="a 200 through the gateway"
+            )
+            marks["first_ok"] = time.monotonic()
             time.sleep(1.0)
 
         answers = probe.during(fault)
@@ -287,9 +315,12 @@ class Faults:
             problems.append("inference was not started again from its plan on its port")
         if served != {self.version}:
             problems.append(f"after the restart the pod served {served}, not {self.version}")
-        return Result(
-            "inference-killed", problems, {"requests": len(answers), "statuses_while_down": down_statuses}
-        )
+        figures = {
+            "requests": len(answers),
+            "statuses_while_down": down_statuses,
+            "ready_to_first_200_s": round(marks["first_ok"] - marks["ready"], 2),
+        }
+        return Result("inference-killed", problems, figures)
 
     def s3_down(self) -> Result:
         problems: list[str] = []
@@ -309,12 +340,9 @@ class Faults:
             )
             pod_port = self.platform.component("inference").port
             probe = self.probe()
-            same = all(
-                probe.one(i, cached_port).body == probe.one(i, pod_port).body
-                and probe.one(i, cached_port).status == 200
-                for i in range(10)
-            )
-            if not same:
+            pairs = [(probe.one(i, cached_port), probe.one(i, pod_port)) for i in range(10)]
+            same = all((a.status, a.body) == (b.status, b.body) for a, b in pairs)
+            if not same or not any(a.status == 200 for a, _ in pairs):
                 problems.append("the pod started from the cache does not answer as the running pod")
             status, reason = readyz(bare_port)
             if status != 503 or "unreachable" not in reason:
@@ -329,7 +357,7 @@ class Faults:
                 bare.wait_ready(30)
         except (TimeoutError, RuntimeError):
             problems.append("the pod without a cache never became ready once S3 was back")
-        figures = {"unready_reason": reason[:120], "ready_after_s3_s": round(time.monotonic() - back, 2)}
+        figures = {"unready_reason": reason[:400], "ready_after_s3_s": round(time.monotonic() - back, 2)}
         return Result("s3-down", problems, figures)
 
     def mlflow_down(self) -> Result:
@@ -392,11 +420,12 @@ def readyz(port: int) -> tuple[int, str]:
         conn.close()
 
 
+# In this order: the Redis restart loses the features today (redis/redis#14541), which the others need.
 FAULTS = {
-    "redis-killed": Faults.redis_killed,
     "inference-killed": Faults.inference_killed,
     "s3-down": Faults.s3_down,
     "mlflow-down": Faults.mlflow_down,
+    "redis-killed": Faults.redis_killed,
 }
 
 

@@ -217,7 +217,7 @@ def test_gate_fails_drifted_data_unless_allowed(champion: str, runs: dict[str, P
 def test_gate_allows_drift_when_an_alert_asked_for_the_run(champion: str, runs: dict[str, Path]) -> None:
     """The retrain an OnlineAucLow/FeatureDriftHigh alert triggered trains on drifted data by definition.
 
-    (Which records count as such a trigger: test_gate_policy.py; without one the same run fails, above.)
+    (Which records count as such a trigger: ../unit/test_gate_policy.py; without one the same run fails, above.)
     """
     trigger = runs["drift"] / TRIGGER_FILE
     record = {"CI_PIPELINE_SOURCE": "trigger", "alert_name": "OnlineAucLow", "alert_reason": "AUC 0.61"}

@@ -15,9 +15,10 @@ ASGI app runs before it is complete.
   ConfigMap ``client-header-timeout``, default 60 s, docs/user-guide/nginx-configuration/configmap.md).
 * **Size.** The header section (request line + header lines) may hold ``max_header_bytes``; past it: 431 Request
   Header Fields Too Large (RFC 6585 §5) and close. While the section is incomplete every byte received since it
-  began counts, so a bomb is cut after at most ``max_header_bytes`` + one read, never buffered whole; a complete
-  section is measured exactly (request line and ``name: value`` lines as sent, the parsed form) when the bytes
-  received could exceed the cap. A request pipelined behind another in the same read is counted from the next read
+  began counts, so a bomb is cut after at most ``max_header_bytes`` + one read (uvloop reads up to 256,000 bytes,
+  UV_STREAM_RECV_BUF_SIZE in uvloop/includes/consts.pxi), never buffered whole; a complete section is measured
+  exactly (request line and ``name: value`` lines as sent, the parsed form) when the bytes received could exceed
+  the cap. A request pipelined behind another in the same read is counted from the next read
   (where it starts inside that read is not known) and measured exactly when complete.
 
 A refusal answers only when no response is in flight on the connection (else pipelined responses would
@@ -29,9 +30,9 @@ the connection closes after that response instead.
 Hot path: per read a few integer operations and one comparison; per request one ``loop.time()`` and three
 overridden parser callbacks. The per-connection timer is armed once and re-armed only when it fires during an open
 header section, never cancelled and re-created per request. benchmarks/bench_header_bounds.py (a keep-alive
-``POST /recommend`` of 1,000 candidates, 6,280 bytes, fed to the protocol on uvloop): ``data_received`` 10.4 µs per
-request with uvicorn's protocol, 12.0 µs with this one, +1.6 µs — about 0.2 % of the gateway's 771 µs of CPU per
-request (BENCHMARKS.md, same 2-core VM).
+``POST /recommend`` of 1,000 candidates, 6,280 bytes, fed to the protocol on uvloop), two runs: ``data_received``
+10.4 / 10.7 µs per request with uvicorn's protocol, 12.0 / 12.3 µs with this one, +1.6 / +1.7 µs — about 0.2 % of
+the gateway's 771 µs of CPU per request (BENCHMARKS.md, same 2-core VM).
 """
 
 from __future__ import annotations

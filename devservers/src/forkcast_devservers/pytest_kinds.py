@@ -1,12 +1,14 @@
 """Marks every test with its kind, taken from the folder it lies in, so `pytest -m unit` (or `integration`, `e2e`,
-`model_behaviour`) selects by kind across the whole workspace.
+`model_behaviour`) selects by kind across the whole workspace. Registered for every test run as a ``pytest11``
+entry point, like the fixtures of ``pytest_plugin``; the markers themselves are registered in the root
+pyproject.toml (``--strict-markers`` refuses an unregistered one).
 
 A part whose tests are of several kinds splits its ``tests/`` folder into one subfolder per kind (Made-With-ML's
-tests/code, tests/data, tests/model): ``unit/`` runs in this process alone (no server, no subprocess),
+tests/code, tests/data, tests/model): ``unit/`` runs in the test process alone (no server, no subprocess),
 ``integration/`` starts real servers or programs (redis-server, weed, mlflow, prometheus, kubectl, git, a service
 process), ``e2e/`` drives a whole flow across parts, ``model_behaviour/`` holds the behavioural tests of a trained
-model. tests/workspace/test_test_layout.py checks that no test file of such a part lies outside a kind folder.
-A part of a single kind keeps a flat ``tests/`` folder; its tests carry no kind marker.
+model. A part of a single kind keeps a flat ``tests/`` folder and its tests carry no kind marker.
+tests/workspace/test_test_layout.py checks that no test file of a split part lies outside a kind folder.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ def kind_of(path: Path) -> str | None:
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Add the kind marker (registered in the root pyproject.toml) to every test in a kind folder."""
+    """Add the kind marker to every test that lies in a kind folder."""
     for item in items:
         kind = kind_of(item.path)
         if kind is not None:
