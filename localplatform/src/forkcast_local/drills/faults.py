@@ -13,7 +13,8 @@ platform behaved as it must, with the reason when it did not:
   replayed from the appendonly file under the rendered ACL (redis/redis#14541), so users answer 404 after the
   restart.
 * ``inference-killed``: the inference pod is SIGKILLed; no request hangs (each is answered, none waits out the
-  client's timeout); ``up`` restarts it alone and it serves the same release again.
+  client's timeout); ``up`` restarts it alone and, once the gateway's circuit breaker lets requests through again,
+  it serves the same release.
 * ``s3-down``: with S3 stopped, an inference pod started on the model cache of a pod that loaded the release
   becomes ready and answers exactly as the running pod does; one with an empty cache stays unready, saying S3 is
   unreachable, and becomes ready on its own once ``up`` has S3 back.
