@@ -478,7 +478,7 @@ def test_the_rollout_notifies_the_pipeline_on_abort() -> None:
 def test_the_receiver_and_argo_start_pipelines_with_separate_credentials() -> None:
     """Two callers, two tokens: the alert receiver's trigger token (a Secret mounted from the overlays' render) and
     Argo Rollouts' API token (its notification Secret, in a header); neither is the other's. (That the receiver
-    sends its token in the POST body is monitoring/tests/test_receiver.py's to check.)"""
+    sends its token in the POST body is monitoring/tests/integration/test_receiver.py's to check.)"""
     from forkcast_delivery.render import load_all, render_text
 
     docs = load_all(render_text(ROOT / "manifests/overlays/dev"))

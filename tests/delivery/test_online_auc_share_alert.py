@@ -2,7 +2,7 @@
 labelled traffic comes through too few API keys gets no online AUC at the default FORKCAST_AUC_MAX_KEY_SHARE (one
 key: every pair left out), which silently leaves every canary's online-AUC analysis Inconclusive and OnlineAucLow
 mute; the alert names it after 30 minutes, and stays quiet while most pairs are used. The series are shaped as the
-online-AUC job exports them (monitoring/tests/test_key_share.py checks the exposition: labels model_version, window,
+online-AUC job exports them (monitoring/tests/integration/test_key_share.py checks the exposition: labels model_version, window,
 reason). The rendered online-AUC Deployment sets the share explicitly, where an operator sees and patches it.
 """
 
@@ -21,9 +21,8 @@ ROOT = Path(__file__).resolve().parents[2]
 ALERT = "OnlineAucStarvedByKeyShare"
 LABELS = 'namespace="forkcast", job="forkcast/online-auc", instance="10.0.0.7:9108", model_version="v7"'
 
-pytestmark = pytest.mark.skipif(
-    shutil.which("promtool") is None, reason="promtool missing (Debian package prometheus)"
-)
+# A missing promtool fails with the install hint (devservers fixture), never skips.
+pytestmark = pytest.mark.usefixtures("promtool")
 
 
 def rule() -> dict[str, Any]:

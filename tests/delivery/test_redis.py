@@ -431,9 +431,8 @@ def promtool_test(tmp_path: Path, used_series: str, max_series: str) -> subproce
     )
 
 
-needs_promtool = pytest.mark.skipif(
-    shutil.which("promtool") is None, reason="promtool missing (Debian package prometheus)"
-)
+# A missing promtool fails with the install hint (devservers fixture), never skips.
+needs_promtool = pytest.mark.usefixtures("promtool")
 
 
 @needs_promtool

@@ -60,7 +60,7 @@ def served_scores(logits: npt.NDArray[np.floating]) -> F64:
     Why here: ``probe.npz`` holds logits (``registry_format``: the service checks its own forward against them,
     where a probability would hide differences in its saturated tails), while prediction events carry the served
     probabilities. The drift job profiles the probe in the served space through this function; comparing the two
-    spaces directly read a score PSI of about 8 with no drift at all (monitoring/tests/test_drift.py).
+    spaces directly read a score PSI of about 8 with no drift at all (monitoring/tests/integration/test_drift.py).
     ``0.5 * (1 + tanh(x / 2))`` equals 1 / (1 + e^-x) without overflow for large |x|.
     """
     x = np.asarray(logits, dtype=np.float64)

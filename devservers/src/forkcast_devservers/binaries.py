@@ -29,6 +29,9 @@ class Binary:
 REDIS_SERVER = Binary(("redis-server",), "the Debian package redis-server (`make system-packages`)")
 REDIS_CLI = Binary(("redis-cli",), "the Debian package redis-tools (`make system-packages`)")
 PROMETHEUS = Binary(("prometheus",), "the Debian package prometheus (`make system-packages`)")
+PROMTOOL = Binary(("promtool",), "the Debian package prometheus (`make system-packages`)")
+# Debian ships amtool with Alertmanager.
+AMTOOL = Binary(("amtool",), "the Debian package prometheus-alertmanager (`make system-packages`)")
 # Debian installs Alertmanager as prometheus-alertmanager; upstream tarballs call it alertmanager.
 ALERTMANAGER = Binary(
     ("prometheus-alertmanager", "alertmanager"),

@@ -24,11 +24,24 @@ from typing import Any
 
 import pytest
 
+from forkcast_devservers.binaries import AMTOOL, PROMTOOL, locate
 from forkcast_devservers.ports import free_port as _free_port
 from forkcast_devservers.servers import Alertmanager, Mlflow, Prometheus, RedisCluster, RedisServer, Seaweed
 
 MLFLOW_BUCKET = "mlflow-artifacts"
 _names = itertools.count()
+
+
+@pytest.fixture(scope="session")
+def promtool() -> str:
+    """promtool's path; a test that needs it fails with the install hint when it is missing (never skips)."""
+    return locate(PROMTOOL)
+
+
+@pytest.fixture(scope="session")
+def amtool() -> str:
+    """amtool's path; fails with the install hint when it is missing."""
+    return locate(AMTOOL)
 
 
 @pytest.fixture

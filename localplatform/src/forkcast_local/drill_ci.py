@@ -223,11 +223,11 @@ class LocalGitLab:
                 trigger = Trigger(time.time(), self.path, {k: v for k, v in form.items() if k != "token"})
                 gitlab.calls.append(trigger)
                 url = f"{gitlab.url}/{gitlab.project}/-/pipelines/{len(gitlab.calls)}"
+                start(trigger.record(url))  # the pipeline exists before the 201 says so, as in GitLab
                 self.send_response(201)
                 self.send_header("Content-Type", "application/json")
                 self.end_headers()
                 self.wfile.write(json.dumps({"id": len(gitlab.calls), "status": "created"}).encode())
-                start(trigger.record(url))
 
             def _refuse(self, status: int, why: str) -> None:
                 gitlab.refused.append((status, why))

@@ -5,7 +5,7 @@ receivers and scrape jobs from ``kubectl kustomize manifests/overlays/<overlay>`
 as the operator converts it, one job per PodMonitor/ServiceMonitor), both through
 ``forkcast_monitoring.manifest_config``. Only addresses and timings change: every rule's
 ``for:`` and every Alertmanager interval become seconds, and scrapes and evaluations run every second. Used by the
-alert-path test (monitoring/tests/test_alert_path.py) and by the end-to-end drill (``forkcast-local drill``), so
+alert-path test (monitoring/tests/e2e/test_alert_path.py) and by the end-to-end drill (``forkcast-local drill``), so
 both exercise the rules and routes that ship; a job, rule or route the manifests lack is missing here too.
 """
 

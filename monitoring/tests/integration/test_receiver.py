@@ -37,7 +37,7 @@ from forkcast_monitoring.receiver import (
 )
 from forkcast_monitoring.settings import ReceiverSettings
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 
 
 def post(url: str, alerts: list[dict[str, Any]]) -> None:

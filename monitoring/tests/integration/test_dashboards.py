@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,7 +17,7 @@ import yaml
 from forkcast_contract import metric_names
 from forkcast_monitoring import dashboards, manifest_config
 
-COMMITTED = Path(__file__).parents[1] / "dashboards"
+COMMITTED = Path(__file__).parents[2] / "dashboards"
 # The copy kustomize turns into the Grafana sidecar's ConfigMap (it reads files only under its own folder).
 PROVISIONED = manifest_config.MANIFESTS / manifest_config.OBSERVABILITY / "dashboards"
 NAMESPACE_FILTER = f'namespace="${dashboards.NAMESPACE_VAR}"'
@@ -169,7 +168,7 @@ def test_every_metric_a_panel_reads_is_defined_in_the_contract(name: str) -> Non
     } <= used
 
 
-@pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool missing (Debian package prometheus)")
+@pytest.mark.usefixtures("promtool")
 @pytest.mark.parametrize("name", sorted(dashboards.DASHBOARDS))
 def test_every_expression_is_valid_promql(name: str, tmp_path: Path) -> None:
     rules = [{"record": f"dashboard:expr_{i}", "expr": e} for i, e in enumerate(exprs(load(name)))]
@@ -182,10 +181,9 @@ def test_every_expression_is_valid_promql(name: str, tmp_path: Path) -> None:
     assert f"SUCCESS: {len(rules)} rules found" in result.stdout
 
 
+@pytest.mark.usefixtures("promtool")
 def test_promtool_rejects_a_broken_expression(tmp_path: Path) -> None:
     """The check above can fail: promtool refuses an expression with a syntax error."""
-    if shutil.which("promtool") is None:
-        pytest.skip("promtool missing (Debian package prometheus)")
     path = tmp_path / "rules.yml"
     rule = {"record": "dashboard:broken", "expr": "sum by (le) (rate(forkcast_online_auc[5m])"}
     path.write_text(yaml.safe_dump({"groups": [{"name": "d", "rules": [rule]}]}))

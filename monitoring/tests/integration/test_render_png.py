@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import pytest
@@ -12,10 +11,7 @@ from forkcast_monitoring import dashboards, render_png
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(
-    shutil.which("prometheus") is None or shutil.which("promtool") is None,
-    reason="prometheus/promtool missing (Debian package prometheus)",
-)
+@pytest.mark.usefixtures("promtool")
 def test_every_panel_renders_with_data_from_a_real_prometheus(tmp_path: Path) -> None:
     render_png.main(["--out", str(tmp_path)])  # raises if any panel's query returns no series
     pngs = sorted(tmp_path.glob("*.png"))

@@ -19,11 +19,10 @@ from forkcast_delivery.checks.metrics import contract_name, metric_names_in
 from forkcast_monitoring import local_alerting, manifest_config
 from forkcast_monitoring.manifest_config import MANIFESTS, load
 
-UNIT_TESTS = Path(__file__).parents[1] / "prometheus" / "tests"
+UNIT_TESTS = Path(__file__).parents[2] / "prometheus" / "tests"
 OVERLAYS = ["dev", "prod"]
-needs_promtool = pytest.mark.skipif(
-    shutil.which("promtool") is None, reason="promtool missing (Debian package prometheus)"
-)
+# A missing promtool fails the test with the install hint (devservers fixture), never skips it.
+needs_promtool = pytest.mark.usefixtures("promtool")
 
 
 def run(*argv: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
@@ -289,9 +288,7 @@ def retrain_route(doc: dict[str, Any]) -> dict[str, Any] | None:
     return None
 
 
-@pytest.mark.skipif(
-    shutil.which("amtool") is None, reason="amtool missing (Debian package prometheus-alertmanager)"
-)
+@pytest.mark.usefixtures("amtool")
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_the_converted_alertmanager_config_is_valid_and_routes_retrain_to_the_webhook(
     overlay: str, tmp_path: Path

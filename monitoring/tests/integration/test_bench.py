@@ -9,7 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-BENCH = Path(__file__).parents[1] / "benchmarks" / "bench_online_auc.py"
+BENCH = Path(__file__).parents[2] / "benchmarks" / "bench_online_auc.py"
 
 
 def test_bench_drains_both_implementations_and_they_agree() -> None:
