@@ -120,3 +120,28 @@ def test_a_command_that_is_no_console_script_is_refused_by_name(local_render: Re
         PlanError, match=r"Deployment/gateway container gateway runs 'forkcast-gatewy', not a console"
     ):
         _planner(broken, tmp_path).plans()
+
+
+def test_status_lists_a_rendered_container_not_run_here_with_its_reason(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The Redis pods' exporter sidecar is in the render; where its program is missing (Debian's package lacks the
+    rendered flags) `forkcast-local status` says so instead of hiding it."""
+    from forkcast_devservers.binaries import Binary
+    from forkcast_local import cli, plan
+
+    absent = Binary(("redis_exporter-not-installed",), "an upstream redis_exporter (test)")
+    monkeypatch.setitem(
+        plan.THIRD_PARTY,
+        "redis_exporter",
+        dataclasses.replace(plan.THIRD_PARTY["redis_exporter"], binary=absent),
+    )
+    monkeypatch.setattr(
+        plan, "THIRD_PARTY_MARKERS", {f"<third-party:{n}>": p for n, p in plan.THIRD_PARTY.items()}
+    )
+    assert cli.main(["--root", str(tmp_path), "status"]) == 1  # nothing runs in a fresh root
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("not run locally: ")]
+    assert lines and all(
+        "container exporter" in line and "redis_exporter-not-installed" in line for line in lines
+    )
+    assert {line.split()[3] for line in lines} == {"StatefulSet/redis", "StatefulSet/redis-events"}

@@ -2,8 +2,9 @@
 labelled traffic comes through too few API keys gets no online AUC at the default FORKCAST_AUC_MAX_KEY_SHARE (one
 key: every pair left out), which silently leaves every canary's online-AUC analysis Inconclusive and OnlineAucLow
 mute; the alert names it after 30 minutes, and stays quiet while most pairs are used. The series are shaped as the
-online-AUC job exports them (monitoring/tests/integration/test_key_share.py checks the exposition: labels model_version, window,
-reason). The rendered online-AUC Deployment sets the share explicitly, where an operator sees and patches it.
+online-AUC job exports them (monitoring/tests/integration/test_key_share.py checks the exposition: labels
+model_version, window, reason). The rendered online-AUC Deployment sets the share explicitly, where an operator
+sees and patches it.
 """
 
 from __future__ import annotations

@@ -86,8 +86,9 @@ DRIFT_LAST_RUN_TIME: Final = "forkcast_drift_last_run_timestamp_seconds"
 # Alert receiver (monitoring): retraining triggers sent to GitLab, label outcome (sent, cooldown, failed, …).
 RETRAIN_TRIGGERS_TOTAL: Final = "forkcast_retrain_triggers_total"
 # The alerts (PrometheusRule names) that the AlertmanagerConfig routes to the alert receiver: the only values of the
-# retrain pipeline's ``alert_name`` input. The receiver refuses any other; monitoring/tests/integration/test_receiver.py checks
-# this tuple against the rendered manifests, and the CI's ``spec:inputs`` options list the same names.
+# retrain pipeline's ``alert_name`` input. The receiver refuses any other;
+# monitoring/tests/integration/test_receiver.py checks this tuple against the rendered manifests, and the CI's
+# ``spec:inputs`` options list the same names.
 RETRAIN_ALERTS: Final = ("FeatureDriftHigh", "OnlineAucLow")
 
 # The program (console script) that exports each name, by prefix: the manifests check (forkcast-manifests) follows

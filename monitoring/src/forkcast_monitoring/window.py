@@ -99,7 +99,8 @@ def leave_one_key_out(
     U - A_k - B_k + C_k, where A_k sums the wins of k's positives over every negative, B_k the losses of k's
     negatives to every positive, and C_k is k's own U (the pairs inside k, counted in both A_k and B_k). One sort by
     score gives A and B; one stable sort of that order by key gives C. All terms are half-integers, so the result
-    equals a recompute over the remaining pairs to the rounding of the last division (monitoring/tests/integration/test_loko.py).
+    equals a recompute over the remaining pairs to the rounding of the last division
+    (monitoring/tests/integration/test_loko.py).
     Measured (timeit, best of 5, 200,000 pairs: the window's default capacity; 10 % positives; this 2-core
     machine): ≈ 34,000 µs with K = 8 and ≈ 38,000 µs with K = 100, against ≈ 210,000 µs and ≈ 2,900,000 µs for K
     plain recomputes (roc_auc over each remainder; one roc_auc is ≈ 29,000 µs). The score sort dominates; K only
