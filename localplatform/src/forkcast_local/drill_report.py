@@ -29,8 +29,8 @@ def render_markdown(r: dict[str, Any]) -> str:
         f"Run {started} on {platform.node()} ({platform.machine()}, "
         f"{platform.python_implementation()} {platform.python_version()}); data `{opts.get('data', '?')}`, "
         f"drift {opts.get('drift', '?')}, AUC window {opts.get('window_s', '?')} s, rules' `for:` "
-        f"{opts.get('for_s', '?')} s, Rollout time scale ×{opts.get('time_scale', '?')}, "
-        f"MLflow: {opts.get('mlflow', '?')}.",
+        f"{opts.get('for_s', '?')} s, Rollout time scale ×{opts.get('time_scale', '?')}; the platform of "
+        f"manifests/overlays/local in `{r.get('work', '?')}/platform`.",
         "",
     ]
     if "error" in r:
@@ -55,7 +55,8 @@ def render_markdown(r: dict[str, Any]) -> str:
         f"| gate (CI's call, the run's trigger.json naming the alert) | {ci_gate} | passed |",
         f"| drift the gate reported and allowed | {allowed} | |",
         f"| overlay changed to the new version | {retrain.get('overlay_changed', '–')} | True |",
-        f"| client requests | {client.get('sent', 0)} sent, statuses {client.get('statuses', {})} | |",
+        f"| client requests | {client.get('sent', 0)} sent; per phase "
+        f"{[(p['phase'], p['sent'], p['failed']) for p in client.get('phases', [])]} (phase, sent, failed) | |",
         f"| failed client requests (non-200) | {client.get('failed', '–')} | 0 |",
         "",
         "| # | stage | time | elapsed (s) | detail |",
