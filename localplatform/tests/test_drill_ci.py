@@ -5,6 +5,7 @@ field is refused, each with its own status."""
 from __future__ import annotations
 
 import json
+import threading
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -12,7 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from forkcast_local.drill_ci import LocalGitLab, ci_promote_argv
+from forkcast_devservers.process import start_ticks, tail
+from forkcast_devservers.ready import wait_until
+from forkcast_local.drill_ci import LocalGitLab, Pipeline, ci_promote_argv
 
 PROJECT, TOKEN = "forkcast/forkcast", "trigger-token"
 
@@ -79,3 +82,30 @@ def test_the_promote_line_of_ci_goes_to_the_platforms_overlay(tmp_path: Path) ->
     assert argv[:1] == ["promote"] and argv[argv.index("--overlay") + 1] == "local"
     assert argv[argv.index("--version") + 1] == "v1" and argv[argv.index("--repo") + 1] == str(tmp_path)
     assert json.dumps(argv).count("$") == 0
+
+
+def test_stopping_a_pipeline_stops_its_running_step_and_what_the_step_forked(tmp_path: Path) -> None:
+    """``Pipeline.stop`` (forkcast_devservers' stop by process group): the CLI and its child both end, and the
+    stopped step does not read as a success."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    step = (
+        bin_dir / "forkcast-retrain"
+    )  # a step that forks a child and waits for it, as a CLI's workers would
+    step.write_text("#!/bin/sh\nsleep 60 &\necho $! \nwait\n")
+    step.chmod(0o755)
+    run = tmp_path / "run"
+    run.mkdir()
+    pipeline = Pipeline(tmp_path, run, tmp_path, {}, bin_dir, lambda *_: None, "dev")
+    codes: list[int] = []
+    caller = threading.Thread(target=lambda: codes.append(pipeline._call("train", ["train"])))
+    caller.start()
+    wait_until(lambda: tail(run / "train.log", 1).strip().isdigit(), timeout_s=10, what="the step's child")
+    child = int(tail(run / "train.log", 1))
+
+    pipeline.stop()
+    caller.join(timeout=15)
+
+    assert codes and codes[0] != 0, "a stopped step read as a success"
+    assert start_ticks(child) is None, "the step's child outlived Pipeline.stop()"
+    assert pipeline.procs == []

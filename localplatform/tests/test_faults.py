@@ -45,13 +45,9 @@ def test_mlflow_frozen_the_gate_fails_fast_saying_so_then_passes(platform: f.Fau
     assert result.figures["failed_in_s"] < 30
 
 
-# Last: the restart loses the features (see the mark), which the faults above need.
-@pytest.mark.xfail(
-    strict=True,
-    reason="Redis 7.0 refuses the feature loader's MULTI/EXEC when it replays its appendonly file under the rendered "
-    "ACL (default user off; redis/redis#14541, fixed by PR #14545): the features are lost on a restart. The "
-    "manifests' Redis must change; strict, so the fix turns this into a failure that says to remove the mark.",
-)
+# Its restart must bring the loaded features back from the append-only file: with the rendered ACL's default user
+# off, Redis dropped every replayed MULTI/EXEC (redis/redis#14541) and every user answered 404; the default user is now
+# on with a random digest (manifests/base/redis-config.yaml, tests/delivery/test_redis.py).
 def test_features_redis_killed_answers_503_fast_and_recovers_from_its_plan(platform: f.Faults) -> None:
     result = platform.redis_killed()
     assert result.figures["statuses"] == [503], result

@@ -1,8 +1,10 @@
 """The two Redis instances as rendered (issue 18 points 2 and 6): each service's ACL user can do what the service
 does and nothing an attacker holding its password would want (FLUSHALL, CONFIG SET, another service's keys), proved
 on a real redis-server started with the rendered redis.conf directives and ACL file; the init container builds the
-same ACL file as forkcast_delivery.redis_acl; maxmemory leaves the headroom its comment promises; the memory alert
-fires above 85 % for 10 minutes and not otherwise (promtool); every pod's Redis URL names a user of that instance.
+same ACL file as forkcast_delivery.redis_acl; the default user, on for the AOF replay, takes no password, and
+transactions and scripts survive a restart (redis/redis#14541); maxmemory leaves the headroom its comment
+promises; the memory alert fires above 85 % for 10 minutes and not otherwise (promtool); every pod's Redis URL names
+a user of that instance.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import re
 import secrets
 import shutil
 import subprocess
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -90,6 +93,7 @@ def config_map(docs: list[Doc], instance: str) -> Doc:
 class Running:
     server: RedisServer
     passwords: dict[str, str]
+    aclfile: Path
 
     def client(self, user: str) -> redis.Redis:
         return redis.Redis(
@@ -113,7 +117,17 @@ def running(
     unprotected = ["--enable-debug-command", "yes", "--enable-module-command", "yes"]
     server = RedisServer(folder, conf=redis_acl.flags(config) + unprotected, aclfile=folder / "users.acl")
     with server:
-        yield Running(server, passwords)
+        yield Running(server, passwords, folder / "users.acl")
+
+
+# The default user's line as the init container and redis_acl.fill write it: a random digest, every permission.
+DEFAULT_LINE = re.compile(r"^user default on #([0-9a-f]{64}) ~\* &\* \+@all$", re.MULTILINE)
+
+
+def default_digest(acl: str) -> str:
+    found = DEFAULT_LINE.search(acl)
+    assert found is not None, acl
+    return found.group(1)
 
 
 def allowed(instance: str, client: redis.Redis, user: str) -> None:
@@ -221,9 +235,21 @@ def test_each_user_does_its_job_and_nothing_it_should_not(running: Running) -> N
     if instance == "redis-events":
         with pytest.raises(resp.RespError, match=r"^WRONGPASS"):
             resp.command(running.server.host, running.server.port, "PING", username="loader", password="x")
-    # The default user is off: a connection without a user can do nothing.
+
+
+def test_no_connection_can_authenticate_as_default(running: Running) -> None:
+    """The default user is on (for the AOF replay) with a random digest nobody knows a preimage of: a connection
+    without AUTH can run nothing, and AUTH as default answers WRONGPASS whatever the password (empty, the old
+    requirepass habit, the digest itself, another user's password)."""
+    host, port = running.server.host, running.server.port
     with pytest.raises(resp.RespError, match=r"^NOAUTH"):
-        resp.command(running.server.host, running.server.port, "PING")
+        resp.command(host, port, "PING")
+    digest = default_digest(running.aclfile.read_text())
+    for guess in ("", "nopass", "default", digest, running.passwords["gateway"], secrets.token_hex(32)):
+        with pytest.raises(resp.RespError, match=r"^WRONGPASS"):
+            resp.command(host, port, "PING", username="default", password=guess)
+        with pytest.raises(resp.RespError, match=r"^WRONGPASS"):  # AUTH <password> alone is AUTH default
+            resp.command(host, port, "PING", password=guess or "x")
 
 
 def test_a_wrong_password_is_refused(running: Running) -> None:
@@ -234,6 +260,101 @@ def test_a_wrong_password_is_refused(running: Running) -> None:
 def test_the_rendered_policy_and_bound_are_live(running: Running) -> None:
     memory = running.client("exporter").info("memory")
     assert (memory["maxmemory"], memory["maxmemory_policy"]) == (900 * 1024 * 1024, "noeviction")
+
+
+# --- the append-only file survives a restart -------------------------------------------------------------------
+
+# What an older template said, and what Redis before redis/redis#14545 loses with it: the AOF is replayed as the
+# default user, and EXEC re-checks that user's ACL (redis-config.yaml's comment).
+DEFAULT_OFF = "user default off resetpass -@all"
+
+
+@dataclass(frozen=True)
+class Replayed:
+    """What a restarted instance holds of the writes made before the restart."""
+
+    plain: bool  # the control: a write outside any transaction
+    transactional: bool  # the MULTI/EXEC (features: the loader's) or the two-write script's effects (events)
+    log: str  # the server's log, for the reason of a loss
+
+
+def write_restart_read(
+    docs: list[Doc], instance: str, folder: Path, *, default_line: str | None = None
+) -> Replayed:
+    """A redis-server with the rendered directives (``appendonly yes``) and ACL file (its first line replaced by
+    ``default_line`` when given); the services' writes, a stop (SIGTERM: the AOF is flushed) and a start on the
+    same directory; then what is there."""
+    config = config_map(docs, instance)
+    template = str(config["data"][redis_acl.ACL_KEY])
+    if default_line is not None:
+        template = "\n".join([default_line, *template.splitlines()[1:]]) + "\n"
+    passwords = {user: secrets.token_hex(16) for user in USERS[instance]}
+    aclfile = folder / "users.acl"
+    aclfile.write_text(
+        redis_acl.fill(template, {u: redis_acl.password_hash(p) for u, p in passwords.items()})
+    )
+    flags = redis_acl.flags(config)
+    assert flags[flags.index("--appendonly") + 1] == "yes", "the rendered Redis keeps an append-only file"
+    server = RedisServer(folder, conf=flags, aclfile=aclfile)
+
+    def client(user: str) -> redis.Redis:
+        return redis.Redis(host=server.host, port=server.port, username=user, password=passwords[user])
+
+    with server:
+        if instance == "redis":
+            client("loader").set(KEYS.restaurant_revision, 7)
+            with client("loader").pipeline(transaction=True) as pipe:  # as forkcast-features writes a batch
+                pipe.mset({KEYS.user(1): b"u" * 120, KEYS.restaurant(1): b"r" * 48})
+                pipe.set(pointer_key(DEFAULT_PREFIX), KEYS.version)
+                pipe.execute()
+        else:
+            client("inference").xadd(PREDICTIONS_STREAM, {"rid": "r1", "ids": "[7]"})
+            # EVALSHA (redis-py's Script); its two writes reach the AOF as MULTI SET XADD EXEC.
+            assert client("gateway").register_script(FEEDBACK)(keys=[MARKER, FEEDBACK_STREAM]) is not None
+    with server:  # the same object: the same port and directory, the AOF replayed
+        wait_loaded(client("exporter"))
+        if instance == "redis":
+            reader = client("loader")
+            plain = reader.get(KEYS.restaurant_revision) == b"7"
+            transactional = reader.mget([KEYS.user(1), pointer_key(DEFAULT_PREFIX)]) == [
+                b"u" * 120,
+                KEYS.version.encode(),
+            ]
+        else:
+            plain = client("drift").xlen(PREDICTIONS_STREAM) == 1
+            # The click and its dedup marker: a replay of the same feedback is refused (SET NX fails).
+            transactional = (
+                client("online-auc").xlen(FEEDBACK_STREAM) == 1
+                and client("gateway").register_script(FEEDBACK)(keys=[MARKER, FEEDBACK_STREAM]) is None
+            )
+    return Replayed(plain, transactional, server.log.read_text())
+
+
+def wait_loaded(client: redis.Redis, timeout_s: float = 10.0) -> None:
+    """Until INFO says the AOF is replayed (a client may connect while Redis is still loading)."""
+    deadline = time.monotonic() + timeout_s
+    while client.info("persistence")["loading"] != 0:
+        assert time.monotonic() < deadline, "Redis still loading its append-only file"
+        time.sleep(0.05)
+
+
+@pytest.mark.parametrize("instance", INSTANCES)
+def test_transactions_and_scripts_survive_a_restart(tmp_path: Path, docs: list[Doc], instance: str) -> None:
+    replayed = write_restart_read(docs, instance, tmp_path)
+    assert (replayed.plain, replayed.transactional) == (True, True), replayed.log
+    assert "NOPERM" not in replayed.log
+
+
+@pytest.mark.parametrize("instance", INSTANCES)
+def test_twin_default_off_loses_every_transaction_on_a_restart(
+    tmp_path: Path, docs: list[Doc], instance: str
+) -> None:
+    """The template before the fix, on the Redis installed here (7.0; redis:7.4.2 in the pods is the same): the
+    plain write comes back, the transaction does not, and the log says why. A Redis with redis/redis#14545 keeps
+    both, and this twin then fails: the random default digest is still right, only this proof of the bug goes."""
+    replayed = write_restart_read(docs, instance, tmp_path, default_line=DEFAULT_OFF)
+    assert (replayed.plain, replayed.transactional) == (True, False), replayed.log
+    assert "NOPERM ACLs rules changed between the moment the transaction was accumulated" in replayed.log
 
 
 # --- the init container ---------------------------------------------------------------------------------------
@@ -251,6 +372,7 @@ def run_init(
 ) -> subprocess.CompletedProcess[str]:
     """The rendered init container's script, run by sh with its three paths moved under tmp_path."""
     script, env = init_script(docs, instance)
+    tmp_path.mkdir(exist_ok=True)
     template, hash_dir, out = tmp_path / "template.acl", tmp_path / "hashes", tmp_path / "acl" / "users.acl"
     template.write_text(config_map(docs, instance)["data"][redis_acl.ACL_KEY])
     hash_dir.mkdir()
@@ -282,8 +404,35 @@ def test_the_init_container_builds_the_file_the_python_builder_builds(
     proc = run_init(tmp_path, docs, instance, hashes)
     assert proc.returncode == 0, proc.stderr
     built = (tmp_path / "acl" / "users.acl").read_text()
-    assert built == redis_acl.acl_file(config_map(docs, instance), passwords)
+    # The default user's digest is random at each start: the same file once the init container's digest is given.
+    digest = default_digest(built)
+    assert built == redis_acl.acl_file(config_map(docs, instance), passwords, default_digest=digest)
     assert "#{" not in built
+    # A second start draws another digest, and so does each Python build.
+    again = run_init(tmp_path / "again", docs, instance, hashes)
+    assert again.returncode == 0, again.stderr
+    assert default_digest((tmp_path / "again" / "acl" / "users.acl").read_text()) != digest
+    first, second = (default_digest(redis_acl.acl_file(config_map(docs, instance), passwords)) for _ in "12")
+    assert len({digest, first, second}) == 3
+
+
+@pytest.mark.parametrize("instance", INSTANCES)
+def test_twin_a_secret_for_the_default_user_stops_the_pod(
+    tmp_path: Path, docs: list[Doc], instance: str
+) -> None:
+    """Whoever chose the default user's hash could log in with every permission: a Secret key ``default`` (or a
+    password given to redis_acl) is refused, even a well-formed one."""
+    hashes = {user: redis_acl.password_hash("pw") for user in (*USERS[instance], "default")}
+    proc = run_init(tmp_path, docs, instance, hashes)
+    assert (proc.returncode, proc.stderr.strip()) == (
+        1,
+        "acl: default: its hash is random at every start and may not come from a Secret",
+    )
+    assert not (tmp_path / "acl" / "users.acl").exists()
+    with pytest.raises(redis_acl.AclError, match=r"^default: its hash is random at every start"):
+        redis_acl.fill(config_map(docs, instance)["data"][redis_acl.ACL_KEY], hashes)
+    with pytest.raises(redis_acl.AclError, match=r"^default: its hash is random at every start"):
+        redis_acl.acl_file(config_map(docs, instance), {"default": "known", "gateway": "pw"})
 
 
 @pytest.mark.parametrize("instance", INSTANCES)

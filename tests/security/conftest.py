@@ -118,7 +118,7 @@ def start_redis(docs: list[Doc], instance: str, folder: Path) -> RedisInstance:
     maps = redis_acl.config_maps(docs, instance)
     config, template = maps["config"], maps["acl-template"]
     passwords = {user: secrets.token_hex(16) for user in redis_acl.users(template["data"][redis_acl.ACL_KEY])}
-    passwords.pop("default")  # rendered "off": nobody logs in as default
+    passwords.pop("default")  # its digest is random at every start (redis_acl): nobody can log in as default
     passwords[OBSERVER] = secrets.token_hex(16)
     acl = redis_acl.acl_file(template, {u: p for u, p in passwords.items() if u != OBSERVER})
     observer_hash = hashlib.sha256(passwords[OBSERVER].encode()).hexdigest()

@@ -73,8 +73,9 @@ def test_gateway_redis_user_cannot_forge_predictions_or_move_the_live_features(
     stack.assert_untouched(before)
 
 
-def test_default_redis_user_is_off(stack: Any) -> None:
-    """No credentials: the default user is off in both instances, so even PING is refused (NOAUTH)."""
+def test_no_one_can_log_in_as_the_default_redis_user(stack: Any) -> None:
+    """No credentials: the default user's digest is random at every start (it stays on for the AOF replay), so a
+    connection without a user is refused even PING (NOAUTH)."""
     for target in (stack.features, stack.events):
         with pytest.raises(resp.RespError, match=r"^NOAUTH"):
             resp.command("127.0.0.1", target.server.port, "PING")

@@ -8,12 +8,20 @@ management/security/acl/, "#<hash>"). In the cluster an init container of the St
 from the Secret ``forkcast-redis-acl`` (one key per user, its password's sha256 hex); here ``acl_file`` does the same
 from a dict of passwords, for the tests (tests/delivery/test_redis.py starts a real redis-server with it) and for the
 local platform, which generates the passwords under .local/.
+
+The ``default`` user is on with every permission, its ``#{default}`` filled with a digest drawn at random at every
+start and kept nowhere, so no password is known to hash to it and no connection can authenticate as default. It is
+not "off" because Redis replays the append-only file as the default user and, before redis/redis#14545 (valkey
+#3983 the same), re-checks that user's ACL at each replayed EXEC: with default off every MULTI/EXEC (and every Lua
+script's effects, written as MULTI/EXEC) is dropped on a restart (redis/redis#14541). Nobody may choose that digest:
+a Secret or a password for ``default`` is refused.
 """
 
 from __future__ import annotations
 
 import hashlib
 import re
+import secrets
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -23,6 +31,9 @@ from forkcast_delivery.render import Doc
 # The keys of the generated ConfigMaps (manifests/base/redis-config.yaml).
 ACL_KEY = "users.acl"
 CONF_KEY = "redis.conf"
+# The user Redis replays the append-only file as: its hash is random at every start, never provided.
+DEFAULT_USER = "default"
+_DIGEST = re.compile(r"[0-9a-f]{64}")
 _PLACEHOLDER = re.compile(r"#\{([a-z][a-z0-9-]*)\}")
 _USER_LINE = re.compile(r"^user (\S+) ")
 # Directives that say where an instance lives (file paths, port): a local run or a test sets its own.
@@ -47,21 +58,42 @@ def users(template: str) -> list[str]:
     return [m.group(1) for line in template.splitlines() if (m := _USER_LINE.match(line))]
 
 
-def fill(template: str, hashes: Mapping[str, str]) -> str:
+def random_digest() -> str:
+    """A digest for the default user: 32 bytes from the OS's CSPRNG as 64 hex digits, like the init container's
+    ``od -N32 /dev/urandom``; it is nobody's sha256, so nobody knows a password Redis would take for it."""
+    return secrets.token_hex(32)
+
+
+def fill(template: str, hashes: Mapping[str, str], *, default_digest: str | None = None) -> str:
     """The template with every ``#{user}`` replaced by ``#<hash>``; refuses a malformed hash or a missing user,
-    as the init container does (a user left with a placeholder would make Redis refuse the whole file)."""
-    for user, digest in hashes.items():
-        if not re.fullmatch(r"[0-9a-f]{64}", digest):
+    as the init container does (a user left with a placeholder would make Redis refuse the whole file).
+
+    ``#{default}`` takes ``default_digest``, or a fresh ``random_digest()`` when none is given (a test passes the
+    init container's, to compare the two builds); a hash for ``default`` in ``hashes`` is refused, as the init
+    container refuses a Secret key ``default``: whoever chose it could log in with every permission."""
+    if DEFAULT_USER in hashes:
+        raise AclError(
+            f"{DEFAULT_USER}: its hash is random at every start and may not be provided "
+            "(whoever knew its password would hold every permission)"
+        )
+    filled = {**hashes, DEFAULT_USER: random_digest() if default_digest is None else default_digest}
+    for user, digest in filled.items():
+        if not _DIGEST.fullmatch(digest):
             raise AclError(f"{user}: not a lowercase sha256 hex digest")
-    missing = sorted({m.group(1) for m in _PLACEHOLDER.finditer(template)} - set(hashes))
+    missing = sorted({m.group(1) for m in _PLACEHOLDER.finditer(template)} - set(filled))
     if missing:
         raise AclError(f"no password hash for user(s) {', '.join(missing)}")
-    return _PLACEHOLDER.sub(lambda m: f"#{hashes[m.group(1)]}", template)
+    return _PLACEHOLDER.sub(lambda m: f"#{filled[m.group(1)]}", template)
 
 
-def acl_file(configmap: Doc, passwords: Mapping[str, str]) -> str:
-    """The ACL file a pod mounting ``configmap`` runs with, for these users' passwords."""
-    return fill(str(configmap["data"][ACL_KEY]), {u: password_hash(p) for u, p in passwords.items()})
+def acl_file(configmap: Doc, passwords: Mapping[str, str], *, default_digest: str | None = None) -> str:
+    """The ACL file a pod mounting ``configmap`` runs with, for these users' passwords (``default`` has none:
+    its digest is random unless ``default_digest`` is given, see ``fill``)."""
+    return fill(
+        str(configmap["data"][ACL_KEY]),
+        {u: password_hash(p) for u, p in passwords.items()},
+        default_digest=default_digest,
+    )
 
 
 def directives(configmap: Doc) -> dict[str, str]:

@@ -167,6 +167,20 @@ def stop(proc: Proc, *, grace_s: float = 10.0) -> None:
     _reap(pid)
 
 
+def wait_exit(proc: Proc) -> int | None:
+    """Block until ``proc``, a child of this process (from ``spawn``), exits; its exit status as ``subprocess``
+    reports it (minus the signal number when a signal ended it), or None when ``stop`` collected it first.
+
+    For callers that run a command to its end in a thread and may ``stop`` it from another: whichever of the two
+    reaps the child, neither blocks forever and a stopped command never reads as a success.
+    """
+    try:
+        _, status = os.waitpid(proc.pid, 0)
+    except ChildProcessError:
+        return None
+    return os.waitstatus_to_exitcode(status)
+
+
 def tail(path: Path, n: int) -> str:
     """The last ``n`` lines of ``path`` (empty when it does not exist), for error messages."""
     try:

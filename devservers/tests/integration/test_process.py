@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -10,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from forkcast_devservers.process import Proc, group_members, spawn, start_ticks, stop, tail
+from forkcast_devservers.process import Proc, group_members, spawn, start_ticks, stop, tail, wait_exit
 from forkcast_devservers.ready import wait_until
 
 SLEEPER = [sys.executable, "-c", "import time; time.sleep(60)"]
@@ -104,3 +105,12 @@ def test_spawn_passes_exactly_the_environment_given(tmp_path: Path) -> None:
     )
     wait_until(lambda: not proc.alive(), timeout_s=10, what="env printer")
     assert tail(log, 1) == "['FCDV_ONE']"
+
+
+def test_wait_exit_reports_the_status_or_none_when_stop_reaped_it(tmp_path: Path) -> None:
+    assert wait_exit(spawn([sys.executable, "-c", "raise SystemExit(3)"])) == 3
+    proc = spawn(SLEEPER)
+    stop(proc, grace_s=5)
+    # stop reaps its own child as it waits (None here), unless the child turned zombie between two of its looks;
+    # either way a stopped command never reads as a success.
+    assert wait_exit(proc) in (None, -signal.SIGTERM)

@@ -16,7 +16,7 @@ import json
 import os
 import shlex
 import shutil
-import subprocess
+import signal
 import threading
 import time
 import urllib.parse
@@ -28,6 +28,8 @@ from typing import Any
 
 import yaml
 
+from forkcast_devservers.process import Proc, spawn, wait_exit
+from forkcast_devservers.process import stop as stop_process
 from forkcast_local.config import REPO_ROOT
 from forkcast_retrain.gate_policy import TRIGGER_FILE
 from forkcast_retrain.steps import DATA, RECIPE, RUN, STEPS
@@ -77,22 +79,22 @@ class Pipeline:
     recipe: str = "default"
     trigger: dict[str, str] = field(default_factory=dict)
     result: dict[str, Any] = field(default_factory=dict)
-    procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    procs: list[Proc] = field(default_factory=list)
 
     def _call(self, name: str, args: list[str]) -> int:
-        log = self.run / f"{name}.log"
-        with log.open("ab") as sink:
-            proc = subprocess.Popen(
-                [str(self.bin_dir / "forkcast-retrain"), *args],
-                env={**os.environ, **self.env},
-                stdout=sink,
-                stderr=subprocess.STDOUT,
-                cwd=REPO_ROOT,
-            )
-            self.procs.append(proc)
-            code = proc.wait()
+        """Run one ``forkcast-retrain`` step to its end; its exit status (not 0 when ``stop`` ended it)."""
+        proc = spawn(
+            [str(self.bin_dir / "forkcast-retrain"), *args],
+            env={**os.environ, **self.env},
+            cwd=REPO_ROOT,
+            log=self.run / f"{name}.log",
+        )
+        self.procs.append(proc)
+        try:
+            code = wait_exit(proc)
+        finally:
             self.procs.remove(proc)
-        return code
+        return -signal.SIGTERM if code is None else code
 
     def _step(self, name: str, args: list[str]) -> None:
         if self._call(name, args) != 0:
@@ -166,14 +168,9 @@ class Pipeline:
             raise PipelineError(f"gate failed ({failed}); see {self.run / 'gate.log'}")
 
     def stop(self) -> None:
-        """Terminate the step running now (a CLI this pipeline started, by its PID), kill it after 10 s."""
+        """Stop the step running now (a CLI this pipeline started, with what it forked): SIGTERM, SIGKILL after 10 s."""
         for proc in list(self.procs):
-            proc.terminate()
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=10)
+            stop_process(proc)
 
 
 @dataclass

@@ -213,6 +213,11 @@ class OnlineAuc:
                 self.backlog = True
 
 
+def _by_version(name: str, documentation: str) -> GaugeMetricFamily:
+    """A gauge with one series per model version (every per-version figure of the online-AUC job)."""
+    return GaugeMetricFamily(name, documentation, labels=["model_version"])
+
+
 class AucCollector(Collector):
     """Builds the metrics at scrape time from the job's last estimates: a version without enough data has no AUC."""
 
@@ -220,17 +225,11 @@ class AucCollector(Collector):
         self.job = job
 
     def collect(self) -> Iterator[Metric]:
-        auc = GaugeMetricFamily(
-            n.ONLINE_AUC, "ROC-AUC of joined predictions in the window", labels=["model_version"]
-        )
-        lower = GaugeMetricFamily(n.ONLINE_AUC_LOWER, "95 % interval, lower end", labels=["model_version"])
-        upper = GaugeMetricFamily(n.ONLINE_AUC_UPPER, "95 % interval, upper end", labels=["model_version"])
-        samples = GaugeMetricFamily(
-            n.ONLINE_AUC_SAMPLES, "Joined pairs in the window", labels=["model_version"]
-        )
-        positives = GaugeMetricFamily(
-            n.ONLINE_AUC_POSITIVES, "Clicked pairs in the window", labels=["model_version"]
-        )
+        auc = _by_version(n.ONLINE_AUC, "ROC-AUC of joined predictions in the window")
+        lower = _by_version(n.ONLINE_AUC_LOWER, "95 % interval, lower end")
+        upper = _by_version(n.ONLINE_AUC_UPPER, "95 % interval, upper end")
+        samples = _by_version(n.ONLINE_AUC_SAMPLES, "Joined pairs in the window")
+        positives = _by_version(n.ONLINE_AUC_POSITIVES, "Clicked pairs in the window")
         for version, e in self.job.estimates.items():
             samples.add_metric([version], e.samples)
             positives.add_metric([version], e.positives)
@@ -238,25 +237,19 @@ class AucCollector(Collector):
                 auc.add_metric([version], e.auc)
                 lower.add_metric([version], e.lower)
                 upper.add_metric([version], e.upper)
-        recent = GaugeMetricFamily(
-            n.ONLINE_AUC_RECENT,
-            f"ROC-AUC of joined predictions of the last {self.job.recent_window_s:g} s",
-            labels=["model_version"],
+        recent = _by_version(
+            n.ONLINE_AUC_RECENT, f"ROC-AUC of joined predictions of the last {self.job.recent_window_s:g} s"
         )
-        recent_samples = GaugeMetricFamily(
-            n.ONLINE_AUC_RECENT_SAMPLES,
-            f"Joined pairs of the last {self.job.recent_window_s:g} s",
-            labels=["model_version"],
+        recent_samples = _by_version(
+            n.ONLINE_AUC_RECENT_SAMPLES, f"Joined pairs of the last {self.job.recent_window_s:g} s"
         )
-        loko_min = GaugeMetricFamily(
+        loko_min = _by_version(
             n.ONLINE_AUC_RECENT_LOKO_MIN,
             f"Lowest ROC-AUC of the last {self.job.recent_window_s:g} s with one API key's pairs left out",
-            labels=["model_version"],
         )
-        loko_max = GaugeMetricFamily(
+        loko_max = _by_version(
             n.ONLINE_AUC_RECENT_LOKO_MAX,
             f"Highest ROC-AUC of the last {self.job.recent_window_s:g} s with one API key's pairs left out",
-            labels=["model_version"],
         )
         for version, e in self.job.recent.items():
             recent_samples.add_metric([version], e.samples)

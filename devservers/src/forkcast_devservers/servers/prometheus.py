@@ -15,11 +15,8 @@ from forkcast_devservers.ready import http_ok
 from forkcast_devservers.servers.base import HOST, Server
 
 
-class Prometheus(Server):
-    """Prometheus with ``config``, its TSDB under ``dir/tsdb``; ``flags`` adds command-line flags
-    (``--web.enable-lifecycle``, ``--enable-feature=...``)."""
-
-    what = "prometheus"
+class _Configured(Server):
+    """What the two share: a ``config`` file, extra command-line ``flags``, an HTTP ``url`` and ``/-/ready``."""
 
     def __init__(
         self, dir: Path, *, config: Path, port: int | None = None, flags: Sequence[str] = ()
@@ -31,6 +28,16 @@ class Prometheus(Server):
     @property
     def url(self) -> str:
         return f"http://{HOST}:{self.port}"
+
+    def ready(self) -> bool:
+        return http_ok(f"{self.url}/-/ready")
+
+
+class Prometheus(_Configured):
+    """Prometheus with ``config``, its TSDB under ``dir/tsdb``; ``flags`` adds command-line flags
+    (``--web.enable-lifecycle``, ``--enable-feature=...``)."""
+
+    what = "prometheus"
 
     def argv(self) -> list[str]:
         return [
@@ -41,25 +48,11 @@ class Prometheus(Server):
             *self.flags,
         ]
 
-    def ready(self) -> bool:
-        return http_ok(f"{self.url}/-/ready")
 
-
-class Alertmanager(Server):
+class Alertmanager(_Configured):
     """Alertmanager with ``config``, data under ``dir/data``, clustering off (one instance, no gossip port)."""
 
     what = "alertmanager"
-
-    def __init__(
-        self, dir: Path, *, config: Path, port: int | None = None, flags: Sequence[str] = ()
-    ) -> None:
-        super().__init__(dir, port=port)
-        self.config = config
-        self.flags = tuple(flags)
-
-    @property
-    def url(self) -> str:
-        return f"http://{HOST}:{self.port}"
 
     def argv(self) -> list[str]:
         return [
@@ -71,6 +64,3 @@ class Alertmanager(Server):
             "--cluster.listen-address=",
             *self.flags,
         ]
-
-    def ready(self) -> bool:
-        return http_ok(f"{self.url}/-/ready")

@@ -9,16 +9,13 @@ stable ReplicaSet. No client request fails while pods start and terminate.
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 from forkcast_local.rehearsal import scenario as s
 
 NAME = "canary-good"
 SCENARIO = s.Scenario("good", ("--epochs", "1", "--seed", "1"))
 
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    s.add_arguments(parser)
+add_arguments = s.add_arguments  # the options every canary drill takes
 
 
 def check(result: s.Result) -> list[str]:
@@ -28,16 +25,8 @@ def check(result: s.Result) -> list[str]:
         problems.append(f"expected Healthy at 100 %, got {o.status.phase} at {o.status.weight} %")
     if o.verdict is not None:
         problems.append(f"a verdict was reached: {o.verdict}")
-    if o.failed:
-        problems.append(f"{o.failed} client requests failed")
-    return problems
+    return problems + s.client_failures(result)
 
 
 def run(args: argparse.Namespace) -> int:
-    result = s.run_scenario(
-        SCENARIO, Path(args.work), cache=args.cache, time_scale=args.time_scale, timeout_s=args.timeout
-    )
-    print(s.report(result))
-    problems = check(result)
-    print("\n".join(problems) or "OK: the canary was promoted")
-    return 1 if problems else 0
+    return s.run_drill(SCENARIO, args, check, "OK: the canary was promoted")

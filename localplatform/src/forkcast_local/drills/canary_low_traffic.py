@@ -10,7 +10,6 @@ keeps its pods and nothing is rolled back.
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 from forkcast_local.rehearsal import scenario as s
 from forkcast_local.rehearsal.controller import PAUSE_INCONCLUSIVE
@@ -22,9 +21,7 @@ SCENARIO = s.Scenario(
 )
 TEMPLATE = "inference-online-auc"
 
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    s.add_arguments(parser)
+add_arguments = s.add_arguments  # the options every canary drill takes
 
 
 def check(result: s.Result) -> list[str]:
@@ -36,16 +33,8 @@ def check(result: s.Result) -> list[str]:
         problems.append(f"expected {TEMPLATE} Inconclusive past its inconclusiveLimit, got {v}")
     if o.status.canary_replicas == 0:
         problems.append("the paused canary was scaled down (an abort, not a pause)")
-    if o.failed:
-        problems.append(f"{o.failed} client requests failed")
-    return problems
+    return problems + s.client_failures(result)
 
 
 def run(args: argparse.Namespace) -> int:
-    result = s.run_scenario(
-        SCENARIO, Path(args.work), cache=args.cache, time_scale=args.time_scale, timeout_s=args.timeout
-    )
-    print(s.report(result))
-    problems = check(result)
-    print("\n".join(problems) or f"OK: paused Inconclusive by {TEMPLATE}")
-    return 1 if problems else 0
+    return s.run_drill(SCENARIO, args, check, f"OK: paused Inconclusive by {TEMPLATE}")

@@ -11,7 +11,6 @@ scratch GitOps clone: the overlay releases the stable version again.
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 from forkcast_local.rehearsal import scenario as s
 from forkcast_local.rehearsal.controller import TIMED_OUT
@@ -21,16 +20,14 @@ SCENARIO = s.Scenario("never-ready", ("--epochs", "1", "--seed", "2"), bad_sha25
 # CI's rollback job allows exit 3 (Git reverted, MLflow aliases not moved); the rehearsal runs no MLflow.
 ROLLBACK_OK = (0, 3)
 
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    s.add_arguments(parser)
+add_arguments = s.add_arguments  # the options every canary drill takes
 
 
 def check(result: s.Result) -> list[str]:
-    o, problems = result.outcome, []
-    v = o.verdict
-    if o.status.phase != "Degraded" or v is None:
-        return [f"expected an abort, got {o.status.phase} ({o.status.message})"]
+    o = result.outcome
+    v, problems = s.aborted(result)
+    if v is None:
+        return problems
     if (v.decided_by, v.phase) != ("progressDeadline", TIMED_OUT):
         problems.append(f"expected the progress deadline to abort, got {v}")
     if result.canary_version in o.served:
@@ -39,16 +36,8 @@ def check(result: s.Result) -> list[str]:
         problems.append(f"rollback failed: {result.rollback.stderr if result.rollback else 'not run'}")
     if result.release_after_rollback != result.stable_version:
         problems.append(f"after the rollback the overlay releases {result.release_after_rollback}")
-    if o.failed:
-        problems.append(f"{o.failed} client requests failed")
-    return problems
+    return problems + s.client_failures(result)
 
 
 def run(args: argparse.Namespace) -> int:
-    result = s.run_scenario(
-        SCENARIO, Path(args.work), cache=args.cache, time_scale=args.time_scale, timeout_s=args.timeout
-    )
-    print(s.report(result))
-    problems = check(result)
-    print("\n".join(problems) or "OK: aborted by the progress deadline and reverted")
-    return 1 if problems else 0
+    return s.run_drill(SCENARIO, args, check, "OK: aborted by the progress deadline and reverted")

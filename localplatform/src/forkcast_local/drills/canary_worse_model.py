@@ -11,7 +11,6 @@ traffic again.
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 from forkcast_local.rehearsal import scenario as s
 
@@ -19,31 +18,21 @@ NAME = "canary-worse-model"
 SCENARIO = s.Scenario("worse", ("--recipe", "original", "--epochs", "1"))
 TEMPLATE, METRIC = "inference-online-auc", "online-auc-vs-stable"
 
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    s.add_arguments(parser)
+add_arguments = s.add_arguments  # the options every canary drill takes
 
 
 def check(result: s.Result) -> list[str]:
     """Degraded by the online-AUC step's Failed run, the background analyses not Failed, stable serving after."""
-    o, problems = result.outcome, []
-    v = o.verdict
-    if o.status.phase != "Degraded" or v is None:
-        return [f"expected an abort, got {o.status.phase} ({o.status.message})"]
+    o = result.outcome
+    v, problems = s.aborted(result)
+    if v is None:
+        return problems
     if (v.template, v.metric, v.phase) != (TEMPLATE, METRIC, "Failed") or not v.decided_by.startswith("step"):
         problems.append(f"expected the {TEMPLATE} step analysis to fail, got {v}")
     if set(o.served_after_end) - {result.stable_version}:
         problems.append(f"after the abort the canary still served: {dict(o.served_after_end)}")
-    if o.failed:
-        problems.append(f"{o.failed} client requests failed")
-    return problems
+    return problems + s.client_failures(result)
 
 
 def run(args: argparse.Namespace) -> int:
-    result = s.run_scenario(
-        SCENARIO, Path(args.work), cache=args.cache, time_scale=args.time_scale, timeout_s=args.timeout
-    )
-    print(s.report(result))
-    problems = check(result)
-    print("\n".join(problems) or f"OK: aborted by {TEMPLATE}/{METRIC}")
-    return 1 if problems else 0
+    return s.run_drill(SCENARIO, args, check, f"OK: aborted by {TEMPLATE}/{METRIC}")

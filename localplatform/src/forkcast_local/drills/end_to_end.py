@@ -44,7 +44,7 @@ from forkcast_local.drill_ci import LocalGitLab, Pipeline
 from forkcast_local.drill_report import write_report
 from forkcast_local.rehearsal.podsets import Release
 from forkcast_local.rehearsal.releases import dataset, train
-from forkcast_local.rehearsal.runner import Outcome, Stack, rehearse
+from forkcast_local.rehearsal.runner import Outcome, Stack, Update, rehearse
 from forkcast_local.rehearsal.spec import RolloutSpec, load
 from forkcast_local.rehearsal.traffic import Clients, Traffic
 from forkcast_local.supervisor import Platform, down, prepare, up
@@ -390,7 +390,7 @@ class EndToEnd:
         # The canary of the rendered Rollout, from the release commit of v1 to that of v2.
         canary, stack, spec = release_of(self.config)
         tl.mark("canary rehearsal of the release commit", version=v2, time_scale=o.time_scale)
-        self.canary = rehearse(
+        update = Update(
             stack,
             spec,
             stable,
@@ -399,9 +399,9 @@ class EndToEnd:
             work=self.work / "canary",
             time_scale=o.time_scale,
             traffic=Traffic(rate_per_s=o.rate, keys=CLIENT_KEYS),
-            timeout_s=o.timeout_s,
             world_drift=o.drift,
         )
+        self.canary = rehearse(update, timeout_s=o.timeout_s)
         status = self.canary.status
         r["rollout"] = {
             "phase": status.phase,

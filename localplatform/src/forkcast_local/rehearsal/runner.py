@@ -1,4 +1,4 @@
-"""The rehearsal with real processes: ``rehearse`` runs one canary update of the rendered Rollout to its end.
+"""The rehearsal with real processes: ``rehearse`` runs one canary ``Update`` of the rendered Rollout to its end.
 
 What runs: a features Redis and an events Redis (forkcast_devservers), the rendered gateway, online-AUC job and
 inference containers (``Pod`` with their ``ContainerPlan``), the feedback simulator, a Prometheus scraping the pods
@@ -97,34 +97,45 @@ def _template_labels(docs: list[Doc], workload: str) -> dict[str, str]:
     raise ValueError(f"the render has no workload {workload}")
 
 
+@dataclass(frozen=True)
+class Update:
+    """What to rehearse: the update of ``stable`` to ``canary`` under the rendered ``spec``, with the features of
+    ``data``, the client ``traffic`` (a ``traffic.Traffic``) and every cluster duration divided by ``time_scale``;
+    ``work`` holds the logs. ``world_drift`` is the feedback simulator's --drift (the end-to-end drill's canary faces
+    the drifted world)."""
+
+    stack: Stack
+    spec: RolloutSpec
+    stable: Release
+    canary: Release
+    data: Path
+    work: Path
+    time_scale: float
+    traffic: Any
+    world_drift: float = 0.0
+
+
 class Rehearsal:
     """One canary update, from the stable release fully available to Healthy, Paused or Degraded."""
 
-    def __init__(
-        self,
-        stack: Stack,
-        spec: RolloutSpec,
-        stable: Release,
-        canary: Release,
-        *,
-        data: Path,
-        work: Path,
-        time_scale: float,
-        traffic: Any,
-        world_drift: float = 0.0,
-    ) -> None:
-        # The feedback simulator's --drift: the end-to-end drill's canary faces the drifted world.
-        self.world_drift = world_drift
-        self.stack, self.spec, self.stable_release, self.canary_release = stack, spec, stable, canary
-        self.data, self.work, self.scale, self.traffic = data, work, time_scale, traffic
+    def __init__(self, update: Update) -> None:
+        self.world_drift = update.world_drift
+        self.stack, self.spec = update.stack, update.spec
+        self.stable_release, self.canary_release = update.stable, update.canary
+        self.data, self.work, self.scale, self.traffic = (
+            update.data,
+            update.work,
+            update.time_scale,
+            update.traffic,
+        )
         self.procs: list[Proc] = []
         self.servers: list[Any] = []
         self.pods: list[Pod] = []
         self.log: list[str] = []
         self.port = free_port()
-        hosts = addresses(f"{work}{os.getpid()}{time.time()}")
-        self.stable = PodSet(stable, self.port, hosts, work / "pods", time_scale)
-        self.canary = PodSet(canary, self.port, hosts, work / "pods", time_scale)
+        hosts = addresses(f"{self.work}{os.getpid()}{time.time()}")
+        self.stable = PodSet(update.stable, self.port, hosts, self.work / "pods", self.scale)
+        self.canary = PodSet(update.canary, self.port, hosts, self.work / "pods", self.scale)
         self._targets_seen: tuple[str, ...] = ()
 
     def say(self, text: str) -> None:
@@ -341,24 +352,9 @@ class Rehearsal:
             server.stop()
 
 
-def rehearse(
-    stack: Stack,
-    spec: RolloutSpec,
-    stable: Release,
-    canary: Release,
-    *,
-    data: Path,
-    work: Path,
-    time_scale: float,
-    traffic: Any,
-    timeout_s: float = 300.0,
-    world_drift: float = 0.0,
-) -> Outcome:
-    """Run the canary update of ``stable`` to ``canary`` as the rendered Rollout says; everything is stopped after."""
-    rehearsal = Rehearsal(
-        stack, spec, stable, canary, data=data, work=work, time_scale=time_scale, traffic=traffic,
-        world_drift=world_drift,
-    )  # fmt: skip
+def rehearse(update: Update, *, timeout_s: float = 300.0) -> Outcome:
+    """Run ``update`` as the rendered Rollout says, for at most ``timeout_s``; everything is stopped after."""
+    rehearsal = Rehearsal(update)
     try:
         rehearsal.start()
         return rehearsal.run(timeout_s)

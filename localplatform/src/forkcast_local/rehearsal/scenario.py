@@ -1,8 +1,9 @@
 """One canary drill end to end: tiny data and models, two releases promoted in a scratch GitOps clone, the update.
 
 Shared by the four ``drills/canary_*.py``: each names its canary (how it is trained, or how its release is broken),
-the client traffic and the time scale; ``run_scenario`` does the rest and returns the rehearsal's ``Outcome`` and,
-for a canary the Rollout aborted, what the rollback job did to the clone.
+the client traffic and the time scale, and says what must hold at the end (its ``check``); ``run_scenario`` does the
+rest and returns the rehearsal's ``Outcome`` and, for a canary the Rollout aborted, what the rollback job did to the
+clone. ``run_drill`` is every canary drill's ``run``; ``aborted`` and ``client_failures`` are the checks they share.
 """
 
 from __future__ import annotations
@@ -10,12 +11,14 @@ from __future__ import annotations
 import argparse
 import re
 import subprocess
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from forkcast_local.config import load_config
+from forkcast_local.rehearsal.controller import Verdict
 from forkcast_local.rehearsal.releases import Releases, dataset, train
-from forkcast_local.rehearsal.runner import Outcome, rehearse
+from forkcast_local.rehearsal.runner import Outcome, Update, rehearse
 from forkcast_local.rehearsal.traffic import Traffic
 
 STABLE_TRAINING = ("--epochs", "1")
@@ -94,10 +97,9 @@ def run_scenario(
                 text=True,
             ).stdout.strip()
         canary, _, _ = releases.release()
-        outcome = rehearse(
-            stack, spec, stable, canary, data=data, work=work / "rehearsal", time_scale=time_scale,
-            traffic=scenario.traffic, timeout_s=timeout_s,
-        )  # fmt: skip
+        update = Update(stack, spec, stable, canary, data=data, work=work / "rehearsal", time_scale=time_scale,
+                        traffic=scenario.traffic)  # fmt: skip
+        outcome = rehearse(update, timeout_s=timeout_s)
         result = Result(outcome, stable_version, canary_version, commit)
         if scenario.rollback and outcome.status.phase == "Degraded":
             result.rollback = releases.rollback(canary_version)
@@ -122,3 +124,31 @@ def report(result: Result) -> str:
         lines.append(f"rollback exit {result.rollback.returncode}: {result.rollback.stdout.strip()[-300:]}")
         lines.append(f"release after rollback: {result.release_after_rollback}")
     return "\n".join(lines)
+
+
+def aborted(result: Result) -> tuple[Verdict | None, list[str]]:
+    """The verdict of an aborted update (phase Degraded), else None and the one problem that says what happened."""
+    o = result.outcome
+    if o.status.phase != "Degraded" or o.verdict is None:
+        return None, [f"expected an abort, got {o.status.phase} ({o.status.message})"]
+    return o.verdict, []
+
+
+def client_failures(result: Result) -> list[str]:
+    """What every canary drill demands: no client request failed while pods started, served and terminated."""
+    failed = result.outcome.failed
+    return [f"{failed} client requests failed"] if failed else []
+
+
+def run_drill(
+    scenario: Scenario, args: argparse.Namespace, check: Callable[[Result], list[str]], success: str
+) -> int:
+    """A canary drill's ``run``: the scenario with the options of ``add_arguments``, its report, then each problem
+    ``check`` finds (exit status 1) or ``success`` (exit status 0)."""
+    result = run_scenario(
+        scenario, Path(args.work), cache=args.cache, time_scale=args.time_scale, timeout_s=args.timeout
+    )
+    print(report(result))
+    problems = check(result)
+    print("\n".join(problems) or success)
+    return 1 if problems else 0
