@@ -38,7 +38,7 @@ CHAMPION_SINCE_TAG = "forkcast.champion_since"
 # measures a challenger against.
 ROLLED_BACK_TAG = "forkcast.rolled_back"
 # MLflow's own defaults retry an unreachable server for minutes (7 retries, backoff factor 2: one `gate` against a
-# stopped server hung for over 100 s, measured by the fault drill in localplatform/tests/test_faults.py). A release
+# stopped server hung for over 100 s, measured by the fault drill in localplatform/tests/e2e/test_faults.py). A release
 # step fails in seconds instead, says so, and is run again once MLflow answers: the run directory holds everything
 # the MLflow run is built from, so nothing is lost. Set the variables to override.
 HTTP_DEFAULTS = {

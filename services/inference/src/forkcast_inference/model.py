@@ -96,7 +96,7 @@ def load_files(directory: Path, provenance: Provenance) -> LoadedModel:
         folded = FoldedModel.fold(weights, mean, std)
         gap = probe_check(folded, directory / PROBE_FILE)
     # A truncated .npz is a BadZipFile (not an OSError): uncaught, it crashed the service at startup instead of
-    # leaving it unready with the reason (found by the fault drill localplatform/tests/test_faults.py).
+    # leaving it unready with the reason (found by the fault drill localplatform/tests/e2e/test_faults.py).
     except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile, ModelFormatError) as exc:
         raise ModelLoadError(f"cannot read the serving form in {directory}: {exc}") from exc
     return LoadedModel(folded, provenance, gap)

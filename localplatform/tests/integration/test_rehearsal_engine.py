@@ -20,7 +20,7 @@ from forkcast_local.rehearsal.controller import CanaryController, Status
 from forkcast_local.rehearsal.replicas import ReplicaSet, basic_canary_counts
 from forkcast_local.rehearsal.spec import Metric, RolloutSpec, SpecError, Template
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 @pytest.fixture(scope="module")

@@ -58,6 +58,8 @@ def test_the_abort_drills_refuse_an_update_that_was_not_aborted() -> None:
     """The shared check (``scenario.aborted``): a Healthy end is reported as such, before any other problem."""
     for drill in (canary_worse_model, canary_never_ready):
         assert drill.check(_ended("Healthy", None, failed=1)) == ["expected an abort, got Healthy ()"]
+        paused = Verdict("step 2", "Inconclusive", "past inconclusiveLimit (3)", "inference-online-auc")
+        assert drill.check(_ended("Paused", paused)) == ["expected an abort, got Paused ()"]
     wrong = Verdict("background", "Failed", "error ratio", "inference-error-ratio", "error-ratio")
     assert canary_worse_model.check(_ended("Degraded", wrong, weight=0, after="v1")) == [
         f"expected the inference-online-auc step analysis to fail, got {wrong}"

@@ -15,7 +15,7 @@ from forkcast_delivery.render import Render, render
 from forkcast_local.local_secrets import LocalSecrets
 from forkcast_local.plan import RUN_KINDS, ContainerPlan, PlanError, Planner, expand
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 OVERLAY = ROOT / "manifests" / "overlays" / "local"
 
 

@@ -23,7 +23,7 @@ from forkcast_local.demo import DemoOptions, run_demo
 from forkcast_local.supervisor import _Ports, down, prepare, status, up
 from forkcast_monitoring.manifest_config import load
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 # What `up` runs: S3 and MLflow beside the render, every workload of manifests/overlays/local, then monitoring.
 WORKLOADS = ["redis", "redis-events", "alert-receiver", "drift", "gateway", "online-auc", "inference"]
 NAMES = ["seaweed", "mlflow", *WORKLOADS, "alertmanager", "prometheus"]

@@ -29,7 +29,7 @@ from forkcast_local.rehearsal.scrape import (
 )
 from forkcast_local.rehearsal.spec import SpecError
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 HASH_LABEL = "rollouts-pod-template-hash"
 
 
