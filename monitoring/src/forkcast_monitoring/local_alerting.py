@@ -21,7 +21,6 @@ import yaml
 
 from forkcast_monitoring.manifest_config import DEFAULT_OVERLAY, MANIFESTS, SecretRef, load, secret_refs
 
-ALERTMANAGER_BIN = "prometheus-alertmanager"
 RULES_FILE = "forkcast-rules.yml"
 # A job's targets: one "host:port", or groups of (addresses, labels) when targets of one job differ in labels
 # (the stable and canary pods of the inference Rollout, which the AnalysisTemplates select on).
