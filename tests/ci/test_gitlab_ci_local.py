@@ -58,15 +58,16 @@ def _git(repo: Path, *args: str) -> str:
 
 @pytest.fixture(scope="module")
 def gcl() -> list[str]:
-    """The gitlab-ci-local command, fetched once through npx; skip when npm cannot deliver it."""
+    """The gitlab-ci-local command, fetched once through npx from the npm registry. A missing node/npx or a failed
+    fetch fails the test with what to install: the pipeline is never silently left unrun."""
     if shutil.which("npx") is None:
-        pytest.skip("npx not installed (node 20 is needed to run gitlab-ci-local)")
+        pytest.fail("npx not installed: gitlab-ci-local needs Node.js 20 with npm (https://nodejs.org)")
     try:
         probe = subprocess.run([*GCL, "--version"], capture_output=True, text=True, timeout=240)
     except subprocess.TimeoutExpired:
-        pytest.skip("npx could not fetch gitlab-ci-local@4.73.0 within 240 s")
+        pytest.fail("npx could not fetch gitlab-ci-local@4.73.0 from the npm registry within 240 s")
     if probe.returncode != 0 or "4.73.0" not in probe.stdout:
-        pytest.skip(f"npx could not fetch gitlab-ci-local@4.73.0: {probe.stderr.strip()[-300:]}")
+        pytest.fail(f"npx could not fetch gitlab-ci-local@4.73.0: {probe.stderr.strip()[-300:]}")
     return GCL
 
 

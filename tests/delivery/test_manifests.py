@@ -22,7 +22,7 @@ from forkcast_contract.registry_format import ModelRelease
 from forkcast_retrain.promote import release_path, render_release
 
 ROOT = Path(__file__).resolve().parents[2]
-OVERLAYS = ("dev", "prod")
+OVERLAYS = ("dev", "prod", "local")
 SHARED_VALIDATOR = ROOT.parent / "shared" / "tools" / "validate-manifests"
 
 

@@ -9,9 +9,10 @@ platform behaved as it must, with the reason when it did not:
 
 * ``redis-killed``: the features Redis pod is SIGKILLed; while it is down every request is answered with a 503,
   fast (p99 ≤ 0.25 s); ``up`` restarts it from its plan (its data from its own appendonly file) and requests are
-  answered 200 again within 5 s It fails today, for a reason it names: the features written in MULTI/EXEC are not
-  replayed from the appendonly file under the rendered ACL (redis/redis#14541), so users answer 404 after the
-  restart.
+  answered 200 again within 5 s, every user still known. It found that the features written in MULTI/EXEC were not
+  replayed from the appendonly file when the rendered ACL turned the ``default`` user off (redis/redis#14541; the
+  AOF client runs as default): the ACL now keeps default on with a digest random at every start
+  (manifests/base/redis-config.yaml), and the drill names the lost users and the refused EXECs if it happens again.
 * ``inference-killed``: the inference pod is SIGKILLed; no request hangs (each is answered, none waits out the
   client's timeout); ``up`` restarts it alone and, once the gateway's circuit breaker lets requests through again,
   it serves the same release.
@@ -421,7 +422,8 @@ def readyz(port: int) -> tuple[int, str]:
         conn.close()
 
 
-# In this order: the Redis restart loses the features today (redis/redis#14541), which the others need.
+# In this order: the Redis restart runs last, so a restart that lost the features (redis/redis#14541, fixed in the
+# rendered ACL) would not take the other faults' features with it.
 FAULTS = {
     "inference-killed": Faults.inference_killed,
     "s3-down": Faults.s3_down,
