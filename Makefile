@@ -104,6 +104,7 @@ bench-serve: full-data system-packages $(BENCH_MODEL)/probe.npz ## inference: op
 
 bench-gateway: full-data system-packages $(BENCH_MODEL)/probe.npz ## gateway + inference end to end vs inference called directly
 	$(BIN)/python services/gateway/benchmarks/bench_gateway.py --data $(DATA)/full --model-dir $(BENCH_MODEL)
+	$(BIN)/python services/gateway/benchmarks/bench_header_bounds.py
 
 bench-monitoring: setup system-packages ## online-AUC job: CPU per prediction and memory at 2,000 predictions/s vs a naive join
 	$(BIN)/python monitoring/benchmarks/bench_online_auc.py --predictions 20000
