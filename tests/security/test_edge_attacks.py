@@ -169,6 +169,7 @@ def test_slow_headers_do_not_block_other_clients(stack: Any, baseline: Any) -> N
     """Header-section slowloris: thirty connections send their request line and then one header byte every 0.2 s.
     The gateway keeps serving an honest client meanwhile (asyncio: an idle socket costs a file descriptor, not a
     worker)."""
+    before = stack.snapshot()
     socks = []
     try:
         for _ in range(30):
@@ -185,6 +186,7 @@ def test_slow_headers_do_not_block_other_clients(stack: Any, baseline: Any) -> N
     finally:
         for s in socks:
             s.close()
+    stack.assert_untouched(before, predictions_added=1)
 
 
 # -- header injection -------------------------------------------------------------------------------------------
@@ -334,21 +336,25 @@ def test_broken_key_file_reload_fails_loudly_and_keeps_the_old_keys(stack: Any, 
 # FORKCAST_HEADER_TIMEOUT_S (unset: FORKCAST_BODY_TIMEOUT_S, 1 s on this stack), 431 past FORKCAST_MAX_HEADER_BYTES
 # (32 KiB, ingress-nginx's 4 × 8k). Its edge cases (exactly the cap, keep-alive, pipelining) are
 # services/gateway/tests/test_header_bounds.py.
-def test_slow_header_drip_is_cut_at_a_deadline(stack: Any, raw: Any) -> None:
+def test_slow_header_drip_is_cut_at_a_deadline(stack: Any, baseline: Any, raw: Any) -> None:
     """One header byte every 0.5 s: the gateway answers 408 for the header section at its deadline and closes."""
+    before = stack.snapshot()
     drip = [b"POST /feedback HTTP/1.1\r\nHost: x\r\nX-Slow: ", *([b"a"] * int(stack.body_timeout_s * 8))]
     answer = raw(stack.gateway.port, drip, gap_s=0.5)
     assert answer.status == 408, answer
     assert json.loads(answer.body)["detail"].startswith("request header section not received within"), answer
     assert answer.headers.get("connection") == "close", answer
     assert answer.elapsed_s < stack.body_timeout_s * 4, answer
+    stack.assert_untouched(before)
 
 
-def test_header_section_bomb_is_refused(stack: Any, raw: Any) -> None:
+def test_header_section_bomb_is_refused(stack: Any, baseline: Any, raw: Any) -> None:
     """A 1 MiB header line with a valid key: refused 431 as it streams (header cap), never buffered whole."""
+    before = stack.snapshot()
     body = b'{"candidate_restaurant_ids":[1],"latitude":1.0,"longitude":1.0}'
     request = head(stack, "POST", "/recommend/u00001", "mallory", f"Content-Length: {len(body)}",
                    "X-Padding: " + "p" * CAP)  # fmt: skip
     answer = raw(stack.gateway.port, [request + body])
     assert answer.status == 431, answer
     assert json.loads(answer.body)["detail"].startswith("request header section exceeds"), answer
+    stack.assert_untouched(before)
