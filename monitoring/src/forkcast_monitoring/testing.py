@@ -12,10 +12,11 @@ from typing import Protocol
 
 import numpy as np
 import redis
+from prometheus_client import CollectorRegistry, generate_latest
 
 from forkcast_contract.streams import PREDICTIONS_STREAM
 from forkcast_devservers.servers import RedisServer
-from forkcast_monitoring.online_auc import OnlineAuc
+from forkcast_monitoring.online_auc import AucCollector, OnlineAuc
 
 NOW = 1_800_000_000.0
 
@@ -50,6 +51,13 @@ def drain(job: OnlineAuc) -> None:
     while job.step(block_ms=50):
         pass
     job.compute(job.clock())
+
+
+def scrape(job: OnlineAuc) -> str:
+    """The job's /metrics exposition as Prometheus would read it (its collector in a registry of its own)."""
+    registry = CollectorRegistry()
+    registry.register(AucCollector(job))
+    return generate_latest(registry).decode()
 
 
 def brute_auc(scores: np.ndarray, labels: np.ndarray) -> float:

@@ -13,7 +13,6 @@ import asyncio
 import numpy as np
 import redis
 import redis.asyncio as aioredis
-from prometheus_client import CollectorRegistry, generate_latest
 
 from forkcast_contract import metric_names as n
 from forkcast_contract.streams import FEEDBACK_FIELDS, FEEDBACK_STREAM
@@ -21,9 +20,9 @@ from forkcast_devservers.servers import RedisServer
 from forkcast_gateway.feedback import FeedbackWriter
 from forkcast_gateway.schemas import FeedbackEvent
 from forkcast_inference.events import Event
-from forkcast_monitoring.online_auc import AucCollector, OnlineAuc
+from forkcast_monitoring.online_auc import OnlineAuc
 from forkcast_monitoring.settings import MonitoringSettings
-from forkcast_monitoring.testing import NOW, brute_auc, capped_offline, drain, write_predictions
+from forkcast_monitoring.testing import NOW, brute_auc, capped_offline, drain, scrape, write_predictions
 from forkcast_monitoring.window import Window, key_cap
 
 HONEST = [f"app-{i}" for i in range(6)]
@@ -130,12 +129,6 @@ def write_feedback(url: str, items: list[tuple[str, int, bool, float, str]]) -> 
         await client.aclose()
 
     asyncio.run(go())
-
-
-def scrape(job: OnlineAuc) -> str:
-    registry = CollectorRegistry()
-    registry.register(AucCollector(job))
-    return generate_latest(registry).decode()
 
 
 def test_feedback_from_another_key_is_refused_and_counted(

@@ -10,12 +10,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import redis
-from prometheus_client import CollectorRegistry, generate_latest
 
 from forkcast_contract import metric_names as n
-from forkcast_monitoring.online_auc import AucCollector, OnlineAuc
+from forkcast_monitoring.online_auc import OnlineAuc
 from forkcast_monitoring.settings import MonitoringSettings
-from forkcast_monitoring.testing import brute_auc
+from forkcast_monitoring.testing import brute_auc, scrape
 from forkcast_monitoring.window import Estimate, Window, leave_one_key_out
 
 I32 = np.int32
@@ -135,10 +134,8 @@ def test_one_steering_key_at_its_share_makes_the_range_straddle_the_threshold() 
 
 
 def exposition(job: OnlineAuc) -> dict[str, float]:
-    registry = CollectorRegistry()
-    registry.register(AucCollector(job))
     out = {}
-    for line in generate_latest(registry).decode().splitlines():
+    for line in scrape(job).splitlines():
         if line.startswith(n.ONLINE_AUC_RECENT_LOKO_MIN) or line.startswith(n.ONLINE_AUC_RECENT_LOKO_MAX):
             name, value = line.rsplit(" ", 1)
             out[name] = float(value)

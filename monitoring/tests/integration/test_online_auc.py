@@ -14,7 +14,7 @@ import urllib.request
 import numpy as np
 import redis
 import redis.asyncio as aioredis
-from prometheus_client import CollectorRegistry, generate_latest, start_http_server
+from prometheus_client import CollectorRegistry, start_http_server
 
 from forkcast_contract import metric_names as n
 from forkcast_contract.streams import FEEDBACK_STREAM, PREDICTIONS_STREAM
@@ -26,7 +26,7 @@ from forkcast_inference.events import Event
 from forkcast_inference.settings import InferenceSettings  # noqa: F401  (the producer package must import)
 from forkcast_monitoring.online_auc import AucCollector, OnlineAuc
 from forkcast_monitoring.settings import MonitoringSettings
-from forkcast_monitoring.testing import NOW, drain, write_predictions
+from forkcast_monitoring.testing import NOW, drain, scrape, write_predictions
 
 
 def write_feedback(url: str, items: list[tuple[str, int, bool, float]]) -> None:
@@ -60,12 +60,6 @@ def traffic(
     sc, lb = np.array(scores), np.array(labels)
     diff = sc[lb][:, None] - sc[~lb][None, :]
     return events, feedback, float((diff > 0).mean())
-
-
-def scrape(job: OnlineAuc) -> str:
-    registry = CollectorRegistry()
-    registry.register(AucCollector(job))
-    return generate_latest(registry).decode()
 
 
 def test_joins_and_computes_auc_per_model_version(

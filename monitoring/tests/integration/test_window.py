@@ -6,12 +6,11 @@ from __future__ import annotations
 
 import numpy as np
 import redis
-from prometheus_client import CollectorRegistry, generate_latest
 
 from forkcast_contract import metric_names
-from forkcast_monitoring.online_auc import AucCollector, OnlineAuc
+from forkcast_monitoring.online_auc import OnlineAuc
 from forkcast_monitoring.settings import MonitoringSettings
-from forkcast_monitoring.testing import brute_auc
+from forkcast_monitoring.testing import brute_auc, scrape
 from forkcast_monitoring.window import Window, hanley_mcneil, roc_auc
 
 
@@ -124,9 +123,7 @@ def test_the_job_exports_both_windows_per_version(settings: MonitoringSettings) 
     w.window_s = 1000.0
     job.windows["v7"] = w
     job.compute(now=1000.0)  # recent window: pairs at t >= 700
-    registry = CollectorRegistry()
-    registry.register(AucCollector(job))
-    text = generate_latest(registry).decode()
+    text = scrape(job)
     recent = times >= 700.0
     want = brute_auc(scores[recent], labels[recent])
     (line,) = [

@@ -8,6 +8,7 @@ not a move), which the fault drills rely on.
 from __future__ import annotations
 
 import os
+from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
@@ -21,7 +22,7 @@ from forkcast_devservers.ready import wait_until
 HOST = "127.0.0.1"
 
 
-class Server:
+class Server(ABC):
     """Base of the servers in this package; use it as a context manager or call ``start``/``stop``."""
 
     #: The name used in log file names and error messages.
@@ -41,17 +42,17 @@ class Server:
         """The file the server's stdout and stderr go to."""
         return self.dir / f"{self.what}.log"
 
+    @abstractmethod
     def argv(self) -> list[str]:
         """The command line (the binary located by ``forkcast_devservers.binaries``)."""
-        raise NotImplementedError
 
     def env(self) -> Mapping[str, str]:
         """Variables added to this process's environment for the server."""
         return {}
 
+    @abstractmethod
     def ready(self) -> bool:
         """True once the server answers its clients."""
-        raise NotImplementedError
 
     def start(self) -> Self:
         """Start the server and wait until it is ready; on failure nothing is left running."""
