@@ -47,6 +47,10 @@ SCRAPE_S = 15.0  # the PodMonitors' interval
 DNS_REFRESH_S = 2.0  # the gateway's FORKCAST_DNS_REFRESH_S default
 AUC_COMPUTE_S = 5.0  # the online-AUC job's FORKCAST_AUC_COMPUTE_EVERY_S default
 # Prometheus' rate() needs two samples of a new series: the scrape is never slower than this once compressed.
+# How long the clients keep calling once the end has propagated: the window `served_after_end` counts.
+AFTER_END_S = 1.5
+# Requests in flight when the gateway drops an endpoint still finish there: 10 s client timeout, ~ms in practice.
+IN_FLIGHT_S = 0.5
 MAX_SCRAPE_S = 0.5
 MIN_SCRAPE_S = 0.25
 
@@ -54,7 +58,13 @@ MIN_SCRAPE_S = 0.25
 @dataclass
 class Outcome:
     """How the update ended, with what the drills assert: the last status (phase, message, verdict, weight), the
-    releases that answered before and after the end, and the client's failures."""
+    releases that answered in all and after the end had propagated, and the client's failures.
+
+    "After the end" starts once the pods match the final status (every wanted pod ready, the others gone from the
+    Service) and one gateway DNS refresh period plus an in-flight margin has passed: as in a cluster, where a
+    scaled-down pod leaves the endpoints first and clients see that only at their next resolution, requests sent in
+    that window may still reach the old pods (CI once counted one canary answer 0.1 s after the abort decision).
+    """
 
     status: Status
     served: Counter[str]
@@ -245,7 +255,7 @@ class Rehearsal:
                 "FORKCAST_API_KEYS_FILE": str(keys_file),
                 "FORKCAST_UPSTREAMS": f"dns+http://{self.dns.name}:{self.port}",
                 "FORKCAST_DNS_SERVER": self.dns.server,
-                "FORKCAST_DNS_REFRESH_S": f"{max(DNS_REFRESH_S / self.scale, 0.05):g}",
+                "FORKCAST_DNS_REFRESH_S": f"{self.dns_refresh_s:g}",
                 "FORKCAST_DNS_RETRY_S": "0.05",
             },
         )
@@ -254,6 +264,15 @@ class Rehearsal:
                 plan, readiness=dataclasses.replace(plan.readiness, port=self.gateway_port)
             )
         self.gateway_plan = plan
+
+    @property
+    def dns_refresh_s(self) -> float:
+        return max(DNS_REFRESH_S / self.scale, 0.05)
+
+    @property
+    def propagation_s(self) -> float:
+        """From the pods' final state to every client seeing it: one gateway DNS refresh, then in-flight requests."""
+        return self.dns_refresh_s + IN_FLIGHT_S
 
     def _start_gateway(self) -> None:
         pod = Pod.start(self.gateway_plan, log=self.work / "gateway.log")
@@ -293,6 +312,8 @@ class Rehearsal:
             f"update to {self.canary_release.version} (hash {self.canary_release.hash}), x{self.scale:g} time"
         )
         ended_at: float | None = None
+        settled_at: float | None = None
+        snapshot_at: float | None = None
         served_at_end: Counter[str] = Counter()
         status = ctl.status()
         while time.monotonic() - started < timeout_s:
@@ -304,11 +325,19 @@ class Rehearsal:
             self._publish()
             if ended_at is None and self._ended(status):
                 ended_at = time.monotonic()
-                served_at_end = Counter(self.clients.stats.versions)
                 self.say(
                     f"{status.phase} {status.message} at step {status.step_index}, weight {status.weight}"
                 )
-            if ended_at is not None and self._settled(status) and time.monotonic() > ended_at + 1.0:
+            if ended_at is not None and settled_at is None and self._settled(status):
+                settled_at = time.monotonic()
+            if (
+                settled_at is not None
+                and snapshot_at is None
+                and time.monotonic() > settled_at + self.propagation_s
+            ):
+                snapshot_at = time.monotonic()
+                served_at_end = Counter(self.clients.stats.versions)
+            if snapshot_at is not None and time.monotonic() > snapshot_at + AFTER_END_S:
                 break
             time.sleep(LOOP_S)
         else:
