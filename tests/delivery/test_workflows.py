@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import copy
 import http.server
-import itertools
 import json
 import os
 import re
@@ -27,16 +26,15 @@ import yaml
 from forkcast_delivery import render as delivery_render
 from forkcast_delivery.checks.argocd import project_refusals
 
-from forkcast_retrain.steps import DATA, RECIPE, RUN, STEPS, step
+from forkcast_retrain import workflow_torchrun as torchrun
+from forkcast_retrain.steps import DATA, DATA_VERSION, RECIPE, RUN, STEPS, step
 from forkcast_retrain.workflow import (
     CANDIDATE_ENTRYPOINT,
     CANDIDATE_STEPS,
     ENTRYPOINT,
-    FETCH_DATA,
     NAMESPACE,
     TEMPLATE_NAME,
     TMP_PATH,
-    data_key,
     main,
     rendered_files,
     run_key,
@@ -52,8 +50,14 @@ DOCKERFILE = ROOT / "pipelines" / "retrain" / "Dockerfile"
 APPLICATION = ROOT / "deploy" / "argocd" / "app-workflows.yaml"
 PROJECT = ROOT / "deploy" / "argocd" / "project.yaml"
 PROVIDED = ROOT / "manifests" / "provided-by-cluster.yaml"
-CI_VALUES = {RUN: "$RUN_DIR", DATA: "$FORKCAST_DATA_DIR", RECIPE: "${RECIPE:-default}"}
-DATASET = "s3://forkcast-datasets/datasets/small/"
+# The GitLab jobs' spelling of each placeholder: the dataset is the pipeline's inputs, interpolated at creation.
+CI_VALUES = {
+    RUN: "$RUN_DIR",
+    DATA: "$[[ inputs.dataset ]]",
+    DATA_VERSION: "$[[ inputs.dataset_version ]]",
+    RECIPE: "${RECIPE:-default}",
+}
+DATASET = "s3://forkcast-lake/datasets/small"
 # Argo Workflows docs/workflow-rbac.md, "The minimum for the executor to function".
 EXECUTOR_RULES = [
     {"apiGroups": ["argoproj.io"], "resources": ["workflowtaskresults"], "verbs": ["create", "patch"]}
@@ -203,7 +207,7 @@ def test_twin_the_run_folder_off_a_volume_is_caught_naming_the_step_and_path() -
         "prep writes /work/run: not on a writable volume mounted in its container, and not created in the image"
         " for uid 10001" in problems
     )
-    assert any(p.startswith(f"{FETCH_DATA} writes /work/data:") for p in problems)
+    assert any(p.startswith("train-workers writes /work/run:") for p in problems)
 
 
 def test_twin_a_read_only_or_non_emptydir_mount_does_not_count_as_writable() -> None:
@@ -238,13 +242,14 @@ def test_twin_a_directory_the_image_makes_for_its_user_counts_and_another_uid_do
 
 
 def gpu_requests(doc: dict[str, Any]) -> list[str]:
-    """Templates that ask for a GPU (a podSpecPatch, or an nvidia.com/gpu resource) or a workflow parameter for one."""
+    """Templates that ask for a GPU (an nvidia.com/gpu resource in the container or a podSpecPatch, or a patch
+    touching the containers at all) or a workflow parameter for one. The training pods' patch sets only their
+    hostname and subdomain (the rendezvous), which is no GPU."""
     found = [f"parameter {p['name']}" for p in doc["spec"]["arguments"]["parameters"] if "gpu" in p["name"]]
-    found += [
-        f"template {t['name']}"
-        for t in doc["spec"]["templates"]
-        if "podSpecPatch" in t or "nvidia.com/gpu" in json.dumps(t.get("container", {}))
-    ]
+    for t in doc["spec"]["templates"]:
+        patch = json.loads(t.get("podSpecPatch", "{}"))
+        if "nvidia.com/gpu" in json.dumps(t.get("container", {})) or set(patch) - {"hostname", "subdomain"}:
+            found.append(f"template {t['name']}")
     return found
 
 
@@ -493,48 +498,71 @@ def test_the_gitlab_job_runs_the_same_call_as_the_workflow(s: Any) -> None:
     )
 
 
-def test_the_dag_fetches_the_data_then_chains_the_steps_passing_data_and_run() -> None:
+def _templates() -> dict[str, dict[str, Any]]:
+    return {t["name"]: t for t in workflow_template()["spec"]["templates"]}
+
+
+def test_the_dag_chains_the_steps_passing_the_run_and_fans_train_out() -> None:
     spec = workflow_template()["spec"]
     (dag,) = [t for t in spec["templates"] if "dag" in t]
     assert dag["name"] == spec["entrypoint"] == ENTRYPOINT == CANDIDATE_ENTRYPOINT
-    tasks = dag["dag"]["tasks"]
-    assert [t["name"] for t in tasks] == [FETCH_DATA, *(s.name for s in CANDIDATE_STEPS)]
+    tasks = {t["name"]: t for t in dag["dag"]["tasks"]}
+    workers = "train" + torchrun.WORKERS_SUFFIX
+    assert list(tasks) == ["prep", "train", workers, "evaluate"]
     assert CANDIDATE_STEPS[-1].name == "evaluate"
-    data = {"name": "data", "from": f"{{{{tasks.{FETCH_DATA}.outputs.artifacts.data}}}}"}
-    for i, (before, task) in enumerate(itertools.pairwise(tasks)):
-        assert task["dependencies"] == [before["name"]]
-        run = [{"name": "run", "from": f"{{{{tasks.{before['name']}.outputs.artifacts.run}}}}"}] if i else []
-        assert task["arguments"]["artifacts"] == [data, *run]
+    assert "dependencies" not in tasks["prep"] and "arguments" not in tasks["prep"]
+    from_prep = [{"name": "run", "from": "{{tasks.prep.outputs.artifacts.run}}"}]
+    for name in ("train", workers):
+        assert tasks[name]["dependencies"] == ["prep"]
+        assert tasks[name]["arguments"]["artifacts"] == from_prep
+    # evaluate reads pod 0's run directory: the only training pod with an output artifact.
+    assert tasks["evaluate"]["dependencies"] == ["train"]
+    assert tasks["evaluate"]["arguments"]["artifacts"] == [
+        {"name": "run", "from": "{{tasks.train.outputs.artifacts.run}}"}
+    ]
+    templates = _templates()
+    assert "outputs" not in templates[workers]
+    assert templates["train"]["outputs"]["artifacts"][0]["s3"]["key"] == run_key("{{workflow.name}}", "train")
 
 
-def test_the_first_step_downloads_the_dataset_parameter_into_the_work_volume() -> None:
+def test_prep_reads_the_dataset_parameters_from_s3_and_no_step_moves_data() -> None:
+    """The dataset is the Workflow's parameters, read by prep from S3; nothing downloads it into an artifact."""
     spec = workflow_template()["spec"]
     params = {p["name"]: p for p in spec["arguments"]["parameters"]}
     assert "value" not in params["dataset"], "the dataset has no default: each run names one"
-    (fetch,) = [t for t in spec["templates"] if t["name"] == FETCH_DATA]
-    assert fetch["container"]["command"] == ["python", "-m", "forkcast_retrain.dataset_fetch"]
-    assert fetch["container"]["args"] == [
-        "--dataset",
-        "{{workflow.parameters.dataset}}",
-        "--out",
-        "/work/data",
+    assert params["dataset_version"]["value"] == "", "empty: the newest version"
+    prep = _templates()["prep"]
+    assert prep["container"]["args"] == [
+        *("prep", "--data", "{{workflow.parameters.dataset}}"),
+        *("--data-version", "{{workflow.parameters.dataset_version}}", "--out", "/work/run"),
     ]
-    (out,) = fetch["outputs"]["artifacts"]
-    assert (out["name"], out["path"], out["s3"]["key"]) == (
-        "data",
-        "/work/data",
-        data_key("{{workflow.name}}"),
-    )
-    assert (ROOT / "pipelines/retrain/src/forkcast_retrain/dataset_fetch.py").is_file()
-    assert "COPY pipelines/retrain/src pipelines/retrain/src" in DOCKERFILE.read_text()
+    artifacts = [
+        a["name"]
+        for t in spec["templates"]
+        for side in ("inputs", "outputs")
+        for a in t.get(side, {}).get("artifacts", [])
+    ]
+    assert set(artifacts) == {"run"}, artifacts
+    # Every step downloads what it reads into the work volume, never $HOME on the read-only root filesystem.
+    for t in spec["templates"]:
+        if "container" in t:
+            assert {"name": "FORKCAST_DATASET_CACHE", "value": "/work/datasets"} in t["container"]["env"]
+    assert not (ROOT / "pipelines/retrain/src/forkcast_retrain/dataset_fetch.py").exists()
 
 
-def test_every_step_has_requests_retries_hardening_and_an_s3_run_artifact() -> None:
+def test_every_step_has_requests_retries_hardening_and_runs_the_step_call() -> None:
     spec = workflow_template()["spec"]
     assert spec["artifactRepositoryRef"] == {"configMap": "artifact-repositories", "key": "forkcast-s3"}
-    templates = {t["name"]: t for t in spec["templates"]}
-    for name in [FETCH_DATA, *(s.name for s in CANDIDATE_STEPS)]:
-        t = templates[name]
+    templates = _templates()
+    values = {
+        RUN: "/work/run",
+        DATA: "{{workflow.parameters.dataset}}",
+        DATA_VERSION: "{{workflow.parameters.dataset_version}}",
+        RECIPE: "{{workflow.parameters.recipe}}",
+    }
+    for name, t in templates.items():
+        if "container" not in t:
+            continue
         resources = t["container"]["resources"]
         assert set(resources["requests"]) == {"cpu", "memory", "ephemeral-storage"}
         assert resources["limits"]["memory"] == resources["requests"]["memory"]
@@ -543,14 +571,191 @@ def test_every_step_has_requests_retries_hardening_and_an_s3_run_artifact() -> N
         )
         assert int(t["retryStrategy"]["limit"]) >= 1
         sc = t["container"]["securityContext"]
-        assert sc["capabilities"]["drop"] == ["ALL"] and sc["readOnlyRootFilesystem"] is True
+        assert sc["capabilities"]["drop"] == ["ALL"] and sc["readOnlyRootFilesystem"] is True, name
     for s in CANDIDATE_STEPS:
         t = templates[s.name]
-        assert t["container"]["args"] == s.argv(
-            {RUN: "/work/run", DATA: "/work/data", RECIPE: "{{workflow.parameters.recipe}}"}
+        call = s.argv(values)
+        if s.name == "train":
+            command = [*t["container"]["command"], *t["container"]["args"]]
+            launcher = torchrun.launcher("{{inputs.parameters.node}}")
+            assert command[: len(launcher)] == launcher
+            assert command[len(launcher) :] == [*call, "--threads", s.resources.cpu]
+        else:
+            assert t["container"]["args"] == call
+            (out,) = t["outputs"]["artifacts"]
+            assert out["s3"]["key"] == run_key("{{workflow.name}}", s.name)
+
+
+# --- torchrun on N pods: the rendezvous wiring --------------------------------------------------------------
+
+
+def _flag(command: list[str], name: str) -> str | None:
+    return command[command.index(name) + 1] if name in command else None
+
+
+def rendezvous_problems(docs: list[dict[str, Any]]) -> list[str]:
+    """Every training pod runs torchrun with N = the one parameter, its own node rank and the rendezvous endpoint;
+    pod 0 is node rank 0 and hosts the store; the endpoint's host is pod 0's DNS name under a headless Service
+    whose selector matches exactly the training pods, on the endpoint's port; the workers are pods 1..N-1."""
+    template = _one(docs, "WorkflowTemplate", TEMPLATE_NAME)
+    spec = template["spec"]
+    services = [d for d in docs if d["kind"] == "Service"]
+    nodes = f"{{{{workflow.parameters.{torchrun.NODES_PARAMETER}}}}}"
+    problems = []
+    if torchrun.NODES_PARAMETER not in {p["name"] for p in spec["arguments"]["parameters"]}:
+        problems.append(f"no workflow parameter {torchrun.NODES_PARAMETER}")
+    pods = [t for t in spec["templates"] if t.get("container", {}).get("command") == ["torchrun"]]
+    if not pods:
+        return [*problems, "no template runs torchrun"]
+    endpoints = set()
+    for t in pods:
+        command = t["container"]["args"]
+        rank = f"{{{{inputs.parameters.{torchrun.NODE_INPUT}}}}}"
+        if _flag(command, "--nnodes") != nodes:
+            problems.append(f"{t['name']}: --nnodes {_flag(command, '--nnodes')}, not {nodes}")
+        if _flag(command, "--node-rank") != rank:
+            problems.append(f"{t['name']}: --node-rank {_flag(command, '--node-rank')}, not its node input")
+        if _flag(command, "--rdzv-backend") != "static":
+            problems.append(f"{t['name']}: rendezvous backend {_flag(command, '--rdzv-backend')}, not static")
+        endpoint = _flag(command, "--rdzv-endpoint")
+        if endpoint is None:
+            problems.append(f"{t['name']}: no --rdzv-endpoint")
+            continue
+        endpoints.add(endpoint)
+        patch = json.loads(t.get("podSpecPatch", "{}"))
+        if patch.get("hostname") != f"train-{rank}":
+            problems.append(f"{t['name']}: pod hostname {patch.get('hostname')}, not train-<node>")
+        labels = t.get("metadata", {}).get("labels", {})
+        selecting = [
+            svc
+            for svc in services
+            if svc["spec"].get("selector") and svc["spec"]["selector"].items() <= labels.items()
+        ]
+        if [svc["metadata"]["name"] for svc in selecting] != [patch.get("subdomain")]:
+            problems.append(
+                f"{t['name']}: selected by Services {[s['metadata']['name'] for s in selecting]}, its subdomain"
+                f" is {patch.get('subdomain')}"
+            )
+    for t in spec["templates"]:
+        if t in pods or "container" not in t:
+            continue
+        labels = t.get("metadata", {}).get("labels", {})
+        problems.extend(
+            f"Service {svc['metadata']['name']} also selects {t['name']}'s pods"
+            for svc in services
+            if svc["spec"].get("selector", {}).items() <= labels.items()
         )
-        (out,) = t["outputs"]["artifacts"]
-        assert out["s3"]["key"] == run_key("{{workflow.name}}", s.name)
+    if len(endpoints) != 1:
+        return [*problems, f"the training pods meet at {sorted(endpoints)}, not one endpoint"]
+    host, _, port = next(iter(endpoints)).rpartition(":")
+    hostname, _, subdomain = host.partition(".")
+    by_name = {svc["metadata"]["name"]: svc for svc in services}
+    svc = by_name.get(subdomain)
+    if hostname != "train-0" or svc is None:
+        problems.append(f"the endpoint {host} is not pod 0 under a rendered Service")
+    elif svc["spec"].get("clusterIP") != "None" or not svc["spec"].get("publishNotReadyAddresses"):
+        problems.append(f"Service {subdomain} is not headless with publishNotReadyAddresses")
+    elif [p_["port"] for p_ in svc["spec"]["ports"]] != [int(port)]:
+        problems.append(f"Service {subdomain} serves ports {svc['spec']['ports']}, the endpoint uses {port}")
+    (dag,) = [t for t in spec["templates"] if "dag" in t]
+    for task in dag["dag"]["tasks"]:
+        if task["template"] not in {t["name"] for t in pods}:
+            continue
+        given = {a["name"]: a["value"] for a in task["arguments"]["parameters"]}
+        if "withSequence" in task:
+            seq = task["withSequence"]
+            want = f"{{{{=asInt(workflow.parameters.{torchrun.NODES_PARAMETER}) - 1}}}}"
+            if (seq.get("start"), seq.get("count"), given.get(torchrun.NODE_INPUT)) != (
+                "1",
+                want,
+                "{{item}}",
+            ):
+                problems.append(f"task {task['name']} does not run pods 1..N-1: {seq}, node {given}")
+        elif given.get(torchrun.NODE_INPUT) != "0":
+            problems.append(f"task {task['name']} runs node {given.get(torchrun.NODE_INPUT)}, not pod 0")
+    if "mutexes" not in spec.get("synchronization", {}):
+        problems.append("no mutex: two Workflows would share the rendezvous names")
+    return problems
+
+
+def test_every_training_pod_meets_at_pod_0_through_the_headless_service(
+    rendered: list[dict[str, Any]],
+) -> None:
+    assert rendezvous_problems(rendered) == []
+    assert torchrun.endpoint() == "train-0.forkcast-train:29400"
+
+
+def _break_train(docs: list[dict[str, Any]], change: Any) -> list[dict[str, Any]]:
+    docs = copy.deepcopy(docs)
+    for t in _one(docs, "WorkflowTemplate", TEMPLATE_NAME)["spec"]["templates"]:
+        if t["name"] == "train" + torchrun.WORKERS_SUFFIX:
+            change(t)
+    return docs
+
+
+def _set_flag(t: dict[str, Any], name: str, value: str) -> None:
+    args = t["container"]["args"]
+    args[args.index(name) + 1] = value
+
+
+@pytest.mark.parametrize(
+    ("break_it", "message"),
+    [
+        (
+            lambda docs: _break_train(docs, lambda t: _set_flag(t, "--nnodes", "2")),
+            "train-workers: --nnodes 2, not {{workflow.parameters.train_nodes}}",
+        ),
+        (
+            lambda docs: _break_train(
+                docs, lambda t: _set_flag(t, "--rdzv-endpoint", "train-1.forkcast-train:29400")
+            ),
+            "the training pods meet at",
+        ),
+        (
+            lambda docs: _break_train(
+                docs, lambda t: t["metadata"]["labels"].update({"forkcast.io/role": "trainer"})
+            ),
+            "train-workers: selected by Services [], its subdomain is forkcast-train",
+        ),
+        (
+            lambda docs: [
+                {
+                    **d,
+                    "spec": {
+                        **d["spec"],
+                        "templates": [
+                            {**t, "metadata": {"labels": dict(torchrun.SELECTOR)}}
+                            if t["name"] == "prep"
+                            else t
+                            for t in d["spec"]["templates"]
+                        ],
+                    },
+                }
+                if d["kind"] == "WorkflowTemplate"
+                else d
+                for d in docs
+            ],
+            "Service forkcast-train also selects prep's pods",
+        ),
+        (
+            lambda docs: [d for d in docs if d["kind"] != "Service"],
+            "the endpoint train-0.forkcast-train is not pod 0 under a rendered Service",
+        ),
+        (
+            lambda docs: [
+                {**d, "spec": {**d["spec"], "clusterIP": "10.0.0.9"}} if d["kind"] == "Service" else d
+                for d in docs
+            ],
+            "Service forkcast-train is not headless",
+        ),
+    ],
+    ids=["literal-n", "other-endpoint", "label-typo", "selects-prep", "no-service", "not-headless"],
+)
+def test_twin_broken_rendezvous_wiring_is_named(
+    rendered: list[dict[str, Any]], break_it: Any, message: str
+) -> None:
+    problems = rendezvous_problems(break_it(copy.deepcopy(rendered)))
+    assert any(message in p for p in problems), problems
 
 
 def test_a_step_without_a_value_for_its_placeholder_is_refused() -> None:
@@ -617,8 +822,18 @@ def test_submit_creates_a_workflow_from_the_template_through_the_kubernetes_api(
         ({"recipe": "default"}, ENTRYPOINT, "workflow parameter(s) dataset required"),
         ({"dataset": "/data/small"}, ENTRYPOINT, "is not an s3:// URI"),
         ({"dataset": DATASET}, "retrain", "unknown entrypoint retrain"),
+        (
+            {"dataset": DATASET, "train_nodes": "0"},
+            ENTRYPOINT,
+            "train_nodes='0': expected a whole number 1..64",
+        ),
+        (
+            {"dataset": DATASET, "train_nodes": "400"},
+            ENTRYPOINT,
+            "train_nodes='400': expected a whole number",
+        ),
     ],
-    ids=["gpus", "no-dataset", "node-path", "full-retrain"],
+    ids=["gpus", "no-dataset", "node-path", "full-retrain", "no-pods", "too-many-pods"],
 )
 def test_submit_refuses_what_the_template_would_refuse(
     parameters: dict[str, str], entrypoint: str, message: str

@@ -6,6 +6,7 @@ schema drift is caught where the data is read, not as a silently wrong model.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final, Literal
@@ -116,6 +117,30 @@ class DatasetManifest(BaseModel):
     def rows(self, prefix: str) -> int:
         """Total rows of the files whose path starts with ``prefix`` (e.g. ``train/``)."""
         return sum(f.rows for f in self.files if f.path.startswith(prefix))
+
+
+def file_entry(root: Path, path: Path, rows: int) -> FileEntry:
+    """Describe a written file for ``dataset.json`` (its path below ``root``, size and sha256 of its bytes).
+
+    Here, not in the generator, because every writer of a dataset directory (``forkcast-data generate``, the lake's
+    training table) must describe its files alike for the fingerprint to mean one thing.
+    """
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return FileEntry(
+        path=path.relative_to(root).as_posix(),
+        rows=rows,
+        bytes=path.stat().st_size,
+        sha256=digest.hexdigest(),
+    )
+
+
+def dataset_fingerprint(files: list[FileEntry]) -> str:
+    """One hash of the whole dataset's content: changes if any file's bytes change."""
+    lines = "".join(f"{f.path}\t{f.sha256}\n" for f in sorted(files, key=lambda f: f.path))
+    return hashlib.sha256(lines.encode()).hexdigest()
 
 
 def read_manifest(data_dir: Path) -> DatasetManifest:

@@ -8,14 +8,24 @@ bytes. One compact binary value per entity:
   of 1e-7 degree (≈ 1.1 cm, so displacement stays far within 0.5 m; float32 would lose up to 0.4 m of
   longitude near 100° E), followed by 10 little-endian float32 (48 bytes).
 
-Hash tags (Redis Cluster): every restaurant key of a version, and that version's restaurant revision counter,
-share the tag ``{<version>:r}``, so they live in one slot: a request's candidates are one MGET on one node and a
-restaurant update plus its revision bump is one MULTI. User keys carry no tag and spread over all slots. The
-choice and its measurements are in featurestore/README.md.
+Hash tags, standalone Redis (and versions loaded before copies existed): every restaurant key of a version, and
+that version's restaurant revision counter, share the tag ``{<version>:r}``, so they live in one slot: a request's
+candidates are one MGET and a restaurant update plus its revision bump is one atomic step.
+
+Redis Cluster (issue 19): user keys carry no tag and spread over all slots. The small restaurant table is written
+once per master as a *copy* ``c<j>`` under the tag ``{<prefix>:c<j>}``, ``j`` chosen at load so that the tag's slot
+belongs to that master (``VersionMeta.restaurant_copies`` lists them). The tag does not name the version, so the
+copy's slot also holds a copy of the live pointer, ``<prefix>:live:{<prefix>:c<j>}``, and the copy's revision
+counter: a request reads [pointer copy, revision, in-range restaurants] as ONE MGET from the copy on its user's
+node, plus the user's GET in the same pipeline — one round trip to one node, and no key that every request reads.
+Cutover writes the canonical pointer, then each pointer copy; a reader checks the pointer copy it read in the same
+MGET as the data, and every key it reads names one version, so no request mixes versions. The measurements behind
+the choice (against H3-cell tags and one tag per version) are in featurestore/BENCHMARKS.md.
 
 Control keys: ``<prefix>:live`` holds the live version name (the pointer; one atomic SET switches it),
 ``<prefix>:meta:<version>`` a small hash per version (:class:`VersionMeta`), ``<prefix>:versions`` the set of
-known versions. A reader reads the pointer, then only keys of that version: no request mixes versions.
+known versions, ``<prefix>:copies`` the set of every restaurant copy name ever loaded (the pointer copies cutover
+keeps in step). A reader reads the pointer, then only keys of that version: no request mixes versions.
 """
 
 from __future__ import annotations
@@ -58,10 +68,11 @@ def version_name(source_fingerprint: str, schema_hash: str) -> str:
 
 @dataclass(frozen=True)
 class FeatureKeys:
-    """Key names of one feature version."""
+    """Key names of one feature version; ``copy`` names one Cluster copy of its restaurants ("" = the single table)."""
 
     prefix: str
     version: str
+    copy: str = ""
 
     @property
     def user_base(self) -> str:
@@ -70,8 +81,12 @@ class FeatureKeys:
 
     @property
     def restaurant_tag(self) -> str:
-        """The Redis Cluster hash tag shared by all restaurant keys of this version."""
-        return f"{{{self.version}:r}}"
+        """The hash tag of this version's restaurant keys (of this copy, on a Cluster)."""
+        return copy_tag(self.prefix, self.copy) if self.copy else f"{{{self.version}:r}}"
+
+    def with_copy(self, copy: str) -> FeatureKeys:
+        """The keys of the same version in restaurant copy ``copy``."""
+        return FeatureKeys(self.prefix, self.version, copy)
 
     @property
     def restaurant_base(self) -> str:
@@ -98,6 +113,31 @@ class FeatureKeys:
 def pointer_key(prefix: str) -> str:
     """The key whose value names the live feature version."""
     return f"{prefix}:live"
+
+
+def copy_tag(prefix: str, copy: str) -> str:
+    """The hash tag of restaurant copy ``copy`` (version-independent, so the pointer copy shares its slot)."""
+    return f"{{{prefix}:{copy}}}"
+
+
+def copy_tag_body(prefix: str, copy: str) -> str:
+    """What Redis hashes for ``copy_tag`` (the text inside the braces), to find the slot of a copy."""
+    return f"{prefix}:{copy}"
+
+
+def pointer_copy_key(prefix: str, copy: str) -> str:
+    """The copy of the live pointer in the slot of restaurant copy ``copy``."""
+    return f"{prefix}:live:{copy_tag(prefix, copy)}"
+
+
+def copies_key(prefix: str) -> str:
+    """The set of every restaurant copy name loaded under ``prefix`` (whose pointer copies cutover updates)."""
+    return f"{prefix}:copies"
+
+
+def parse_copies(text: str) -> list[str]:
+    """``VersionMeta.restaurant_copies`` as a list; [""] (the single table) for a version without copies."""
+    return [c for c in text.split(",") if c] or [""]
 
 
 def meta_key(prefix: str, version: str) -> str:
@@ -128,6 +168,11 @@ class VersionMeta:
     deactivated_at: str = ""
     previous: str = ""
     updates: int = 0
+    # Comma-separated restaurant copy names on a Cluster (see the module docstring); "" = one table, standalone.
+    restaurant_copies: str = ""
+    # The lake snapshot the version was loaded from, as JSON (forkcast_lake Snapshot.record(): uri, version,
+    # fingerprint, tables); "" when it was loaded from a local directory.
+    source_snapshot: str = ""
 
     def to_redis(self) -> dict[str, str]:
         return {k: str(v) for k, v in asdict(self).items()}

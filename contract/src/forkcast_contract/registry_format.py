@@ -102,6 +102,23 @@ class FileDigest(BaseModel):
     size: int = Field(ge=0)
 
 
+class DatasetSnapshot(BaseModel):
+    """Which data trained a version: the dataset's URI, the lake version prep resolved, its fingerprint.
+
+    ``version`` is the lake dataset version (forkcast_lake: the Delta version of its snapshots table) that
+    ``--data-version`` (a number, a time, or nothing for the newest) resolved to, so the same rows can be read again
+    by ``--data-version <version>``; ``tables`` the Delta version of each table it consists of. A local directory
+    (a developer's run) has no lake version: ``version`` None, ``uri`` its path.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    uri: str
+    version: int | None = None
+    fingerprint: str
+    tables: dict[str, int] = Field(default_factory=dict)
+
+
 class VersionManifest(BaseModel):
     """``manifest.json`` of a version: what a reader verifies before loading anything."""
 
@@ -117,6 +134,7 @@ class VersionManifest(BaseModel):
     feature_schema_hash: str
     metrics: dict[str, float]  # the headline test metrics (REQUIRED_METRICS), copied from metrics.json
     gate_passed: bool | None = None  # None: published without a gate report
+    dataset: DatasetSnapshot | None = None  # None: published before releases recorded their snapshot
 
     @field_validator("files")
     @classmethod

@@ -43,3 +43,17 @@ PREDICTION_FIELDS: Final = ("rid", "ts", "user", "model", "fv", "ids", "scores",
 # Field names of a feedback event (gateway → FEEDBACK_STREAM), in the order the gateway's XADD writes them.
 # key_id: the API key id that sent the feedback (the gateway only accepts feedback on its own request ids).
 FEEDBACK_FIELDS: Final = ("rid", "restaurant", "clicked", "ts", "key_id")
+
+# Live feature updates (issue 16.3): one record per single-entity update, written AFTER the feature write succeeded
+# by the gateway's admin route (forkcast_gateway.feature_updates) and by `forkcast-features update-user|
+# update-restaurant` (forkcast_features.updates), so that the lake can tell which values a prediction was served
+# with (the version's values plus every update logged before it). Capped like the others.
+FEATURE_UPDATES_STREAM: Final = "fc:events:feature-updates"
+FEATURE_UPDATES_MAXLEN: Final = 100_000
+
+# Field names of a feature-update event, in the order the producers write them. entity: "user" or "restaurant";
+# id: the entity id; fv: the feature version written to; features: JSON array of the values as stored (float32,
+# written back as the shortest float that reads as that float32); latitude / longitude: the restaurant's new
+# coordinates in degrees ("" for a user); ts: Unix seconds after the write; actor: who asked — the API key id for
+# the gateway's admin route, "cli:<os user>" for the feature-store CLI.
+FEATURE_UPDATE_FIELDS: Final = ("entity", "id", "fv", "features", "latitude", "longitude", "ts", "actor")

@@ -1,8 +1,14 @@
-"""``forkcast-data``: generate the SPEC §2 dataset and describe a generated one."""
+"""``forkcast-data``: generate the SPEC §2 dataset, publish it to the lake, and describe a generated one.
+
+``--out s3://bucket/prefix`` draws into a local staging folder and publishes it as a lake snapshot
+(forkcast_lake.datasets): before, a Path-typed ``--out`` turned ``s3://b/x`` into a local folder ``s3:/b/x``.
+"""
 
 from __future__ import annotations
 
 import argparse
+import hashlib
+import shutil
 import sys
 from pathlib import Path
 
@@ -12,6 +18,11 @@ from forkcast_contract.dataset import read_manifest
 from forkcast_data.generate import GenerateRequest, generate
 from forkcast_data.output import GenerateError
 from forkcast_data.presets import PRESETS, preset_sizes
+from forkcast_lake.datasets import LakeDataError, publish
+from forkcast_lake.datasets_cli import describe_publish
+from forkcast_lake.settings import LakeSettings
+from forkcast_lake.storage import is_remote
+from forkcast_registry.errors import RegistryError
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -26,7 +37,11 @@ def _parser() -> argparse.ArgumentParser:
         "nothing if the dataset is complete.",
     )
     gen.add_argument("--preset", default="tiny", help=f"size preset: {', '.join(PRESETS)} (default: tiny)")
-    gen.add_argument("--out", type=Path, required=True, help="output directory (created if missing)")
+    gen.add_argument(
+        "--out",
+        required=True,
+        help="output directory (created if missing), or s3://bucket/prefix to publish the dataset to the lake",
+    )
     gen.add_argument(
         "--seed", type=int, default=7, help="seed of the whole process (default: 7, the original)"
     )
@@ -49,6 +64,15 @@ def _parser() -> argparse.ArgumentParser:
     gen.add_argument("--force", action="store_true", help="replace whatever dataset --out already holds")
     gen.add_argument("--no-progress", action="store_true", help="no progress bar (e.g. in CI logs)")
 
+    pub = sub.add_parser(
+        "publish",
+        help="upload a finished dataset directory to the lake as a new snapshot",
+        description="Publish DIR (with dataset.json) as Delta tables under --to. Publishing the dataset the "
+        "prefix already holds adds no version and says so.",
+    )
+    pub.add_argument("dir", type=Path, help="dataset directory (holds dataset.json)")
+    pub.add_argument("--to", required=True, help="s3://bucket/prefix of the dataset in the lake")
+
     desc = sub.add_parser("describe", help="print the summary of a generated dataset")
     desc.add_argument("data", type=Path, help="dataset directory (holds dataset.json)")
     return parser
@@ -68,9 +92,16 @@ def _generate(args: argparse.Namespace) -> None:
         raise ValueError(f"--{str(first['loc'][0]).replace('_', '-')}: {first['msg']}") from None
     if args.drift < 0:
         raise ValueError("--drift must be >= 0")
+    remote = is_remote(args.out)
+    # An s3:// --out is drawn into a staging folder named for the URI, so a rerun resumes an interrupted draw.
+    out = (
+        LakeSettings().dataset_cache / "staging" / hashlib.sha256(args.out.encode()).hexdigest()[:16]
+        if remote
+        else Path(args.out)
+    )
     manifest = generate(
         GenerateRequest(
-            out=args.out,
+            out=out,
             preset=args.preset,
             sizes=sizes,
             seed=args.seed,
@@ -80,6 +111,15 @@ def _generate(args: argparse.Namespace) -> None:
         )
     )
     print(f"fingerprint {manifest.fingerprint}")
+    if remote:
+        print(describe_publish(publish(out, args.out)))
+        shutil.rmtree(out)
+
+
+def _publish(args: argparse.Namespace) -> None:
+    if not is_remote(args.to):
+        raise ValueError(f"--to {args.to!r} is not an s3://bucket/prefix URI")
+    print(describe_publish(publish(args.dir, args.to)))
 
 
 def _describe(args: argparse.Namespace) -> None:
@@ -100,9 +140,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "generate":
             _generate(args)
+        elif args.command == "publish":
+            _publish(args)
         else:
             _describe(args)
-    except (GenerateError, ValueError, FileNotFoundError) as exc:
+    except (GenerateError, ValueError, FileNotFoundError, LakeDataError, RegistryError) as exc:
         print(f"forkcast-data: error: {exc}", file=sys.stderr)
         return 2 if isinstance(exc, ValueError) else 1
     except KeyboardInterrupt:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import hashlib
 import json
 import os
 import re
@@ -29,7 +28,9 @@ from forkcast_contract.dataset import (
     USER_FEATURES_FILE,
     DatasetManifest,
     FileEntry,
+    dataset_fingerprint,
 )
+from forkcast_contract.dataset import file_entry as contract_file_entry
 
 RUN_MARKER_FILE = ".forkcast-generate.json"
 _TMP_SUFFIX = ".forkcast-tmp"
@@ -139,17 +140,10 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
 
 
 def file_entry(out: Path, path: Path, rows: int) -> FileEntry:
-    """Describe a written file for ``dataset.json`` (size and sha256 of its bytes)."""
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return FileEntry(
-        path=path.relative_to(out).as_posix(), rows=rows, bytes=path.stat().st_size, sha256=digest.hexdigest()
-    )
+    """Describe a written file for ``dataset.json`` (the contract's rule, shared with the lake's training table)."""
+    return contract_file_entry(out, path, rows)
 
 
 def fingerprint(files: list[FileEntry]) -> str:
-    """One hash of the whole dataset's content: changes if any file's bytes change."""
-    lines = "".join(f"{f.path}\t{f.sha256}\n" for f in sorted(files, key=lambda f: f.path))
-    return hashlib.sha256(lines.encode()).hexdigest()
+    """One hash of the whole dataset's content (the contract's ``dataset_fingerprint``)."""
+    return dataset_fingerprint(files)

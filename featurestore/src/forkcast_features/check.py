@@ -12,11 +12,17 @@ from pathlib import Path
 
 import numpy as np
 
-from forkcast_contract.feature_store import COORD_SCALE, FeatureKeys, unpack_restaurants, unpack_users
+from forkcast_contract.feature_store import (
+    COORD_SCALE,
+    FeatureKeys,
+    parse_copies,
+    unpack_restaurants,
+    unpack_users,
+)
 from forkcast_contract.features import RESTAURANT_FEATURES, USER_FEATURES
 from forkcast_features.client import Client, mget
 from forkcast_features.source import read_source
-from forkcast_features.versions import live_version
+from forkcast_features.versions import live_version, read_meta
 
 # Coordinates are stored in 1e-7 degree steps: half a step is the most a correct value may differ.
 COORD_TOLERANCE_DEG = 0.5 / COORD_SCALE + 1e-12
@@ -51,7 +57,9 @@ def check_consistency(
     version = version or live_version(client, prefix)
     if version is None:
         raise LookupError("no live feature version and none given")
-    keys = FeatureKeys(prefix, version)
+    meta = read_meta(client, prefix, version)
+    # On a Cluster the first restaurant copy; verify (before activation) compares every copy with the source.
+    keys = FeatureKeys(prefix, version, parse_copies(meta.restaurant_copies if meta else "")[0])
     report = CheckReport(version)
     rng = np.random.default_rng(seed)
     users, rests = source.users, source.restaurants

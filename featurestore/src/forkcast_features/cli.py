@@ -7,9 +7,9 @@ FORKCAST_FEATURE_BATCH_ROWS, FORKCAST_FEATURE_GRACE_SECONDS, FORKCAST_FEATURE_VE
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
-from pathlib import Path
 
 import redis
 
@@ -22,6 +22,10 @@ from forkcast_features.source import BadInputError, read_source
 from forkcast_features.status import describe_status
 from forkcast_features.updates import UpdateError, update_restaurant, update_user
 from forkcast_features.verify import VerifyError, verify_version
+from forkcast_features.versions import set_fields
+from forkcast_lake.datasets import LakeDataError
+from forkcast_lake.datasets_read import add_data_arguments, open_data
+from forkcast_registry.errors import RegistryError
 
 log = logging.getLogger("forkcast_features")
 
@@ -33,7 +37,7 @@ def _parser() -> argparse.ArgumentParser:
     load = sub.add_parser(
         "load", help="load a dataset into a new feature version, verify it, optionally activate"
     )
-    load.add_argument("--data", type=Path, required=True, help="dataset directory (with dataset.json)")
+    add_data_arguments(load)
     load.add_argument("--activate", action="store_true", help="switch the live pointer to it once verified")
     load.add_argument("--no-progress", action="store_true", help="hide the progress bar (rows/s)")
 
@@ -59,7 +63,7 @@ def _parser() -> argparse.ArgumentParser:
     )
 
     chk = sub.add_parser("check", help="compare sampled online values with the offline parquet")
-    chk.add_argument("--data", type=Path, required=True, help="dataset directory the version was loaded from")
+    add_data_arguments(chk, help="the dataset the version was loaded from: a directory or s3://bucket/prefix")
     chk.add_argument("--sample", type=int, default=1000, help="ids sampled from each table")
     chk.add_argument("--version", default=None, help="version to check (default: the live one)")
 
@@ -76,7 +80,8 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _load(args: argparse.Namespace, settings: FeatureStoreSettings) -> int:
-    source = read_source(args.data)
+    data = open_data(args.data, args.data_version)
+    source = read_source(data.directory)
     client = connect(settings)
     prefix = settings.feature_prefix
     result = load_version(
@@ -91,6 +96,9 @@ def _load(args: argparse.Namespace, settings: FeatureStoreSettings) -> int:
     report = verify_version(
         client, source, prefix=prefix, version=result.version, sample=settings.feature_verify_sample
     )
+    if data.snapshot is not None:
+        set_fields(client, prefix, result.version, source_snapshot=json.dumps(data.record(), sort_keys=True))
+        print(f"source: {data.snapshot.uri} version {data.snapshot.version}")
     print(f"verified: {report.describe()}")
     if args.activate:
         previous = activate(client, prefix, result.version)
@@ -121,7 +129,8 @@ def _run(args: argparse.Namespace, settings: FeatureStoreSettings) -> int:
             if not collected:
                 print("nothing to collect")
     elif args.command == "check":
-        report = check_consistency(client, prefix, args.data, sample=args.sample, version=args.version)
+        data_dir = open_data(args.data, args.data_version).directory
+        report = check_consistency(client, prefix, data_dir, sample=args.sample, version=args.version)
         print(report.describe())
         return 1 if report.differences else 0
     elif args.command == "update-user":
@@ -138,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         # Built here, not through the cached getter: one CLI run, one fresh read of the environment.
         return _run(args, FeatureStoreSettings())
-    except (BadInputError, FileNotFoundError) as exc:
+    except (BadInputError, FileNotFoundError, LakeDataError, RegistryError, ValueError) as exc:
         print(f"rejected: {exc}", file=sys.stderr)
         return 2
     except (LoadError, VerifyError, CutoverError, UpdateError, LookupError) as exc:

@@ -4,6 +4,9 @@ The version name derives from the source fingerprint, so a rerun after a crash f
 continues from its watermark (``users_loaded`` / ``restaurants_loaded``, written in the same pipeline right after
 each batch's data, so Redis never records rows it has not applied). Rewriting a batch is harmless: values are
 deterministic. The live pointer is never touched here; activation is a separate step (``cutover``).
+
+On a Redis Cluster the restaurants are written once per copy (one per master, ``forkcast_features.copies``), every
+copy of a batch before its watermark, so a resumed load never finds a copy behind another.
 """
 
 from __future__ import annotations
@@ -25,13 +28,16 @@ from forkcast_contract.feature_store import (
     USER_VALUE_BYTES,
     FeatureKeys,
     VersionMeta,
+    copies_key,
     meta_key,
     pack_restaurants,
     pack_users,
+    parse_copies,
     version_name,
 )
 from forkcast_contract.features import feature_schema_hash
 from forkcast_features.client import Client, mset
+from forkcast_features.copies import choose_copies
 from forkcast_features.source import SourceData, read_source
 from forkcast_features.versions import now, read_meta, set_fields, write_meta
 
@@ -56,7 +62,7 @@ def _write_table(
     prefix: str,
     version: str,
     kind: str,
-    base: str,
+    bases: list[str],
     ids: list[int],
     values: bytes,
     width: int,
@@ -68,9 +74,9 @@ def _write_table(
     written = 0
     for lo in range(start, len(ids), batch_rows):
         hi = min(lo + batch_rows, len(ids))
-        keys = [f"{base}{i}" for i in ids[lo:hi]]
         vals = [values[j * width : (j + 1) * width] for j in range(lo, hi)]
-        mset(client, keys, vals, then_hset=(meta_key(prefix, version), watermark, str(hi)))
+        keys = [f"{base}{i}" for base in bases for i in ids[lo:hi]]
+        mset(client, keys, vals * len(bases), then_hset=(meta_key(prefix, version), watermark, str(hi)))
         written += hi - lo
         if bar is not None:
             bar.update(hi - lo)
@@ -104,10 +110,14 @@ def load_version(
                 restaurants=len(rests.ids),
                 state=STATE_LOADING,
                 created_at=now(),
+                restaurant_copies=",".join(choose_copies(client, prefix)),
             )
             write_meta(client, prefix, meta)
+            if meta.restaurant_copies:
+                client.sadd(copies_key(prefix), *parse_copies(meta.restaurant_copies))
         elif meta.state in (STATE_LOADED, STATE_VERIFIED):
             return LoadResult(version, 0, 0, time.perf_counter() - started, resumed=True)
+        copies = parse_copies(meta.restaurant_copies)
         total = len(users.ids) + len(rests.ids)
         done = meta.users_loaded + meta.restaurants_loaded
         bar = tqdm(
@@ -125,7 +135,7 @@ def load_version(
                 prefix,
                 version,
                 "restaurants",
-                keys.restaurant_base,
+                [keys.with_copy(c).restaurant_base for c in copies],
                 rests.ids.tolist(),
                 pack_restaurants(rests.latitude, rests.longitude, rests.features),
                 RESTAURANT_VALUE_BYTES,
@@ -138,7 +148,7 @@ def load_version(
                 prefix,
                 version,
                 "users",
-                keys.user_base,
+                [keys.user_base],
                 users.ids.tolist(),
                 pack_users(users.features),
                 USER_VALUE_BYTES,
@@ -146,7 +156,8 @@ def load_version(
                 batch_rows,
                 bar,
             )
-        client.set(keys.restaurant_revision, 0, nx=True)
+        for c in copies:
+            client.set(keys.with_copy(c).restaurant_revision, 0, nx=True)
         set_fields(client, prefix, version, state=STATE_LOADED, loaded_at=now())
     except redis.RedisError as exc:
         raise LoadError(

@@ -5,17 +5,26 @@ with its own async Redis client (services/gateway/src/forkcast_gateway/feature_u
 and its checks from ``forkcast_contract.feature_store`` (``user_value``, ``restaurant_value``), so they refuse the
 same inputs and write the same bytes; only the few Redis calls are written twice (sync here, asyncio there), because
 the contract may not depend on redis and the gateway may not depend on this package (it pulls polars).
-A restaurant update also bumps the version's restaurant revision in the same MULTI (both keys share one hash
-slot), so a server holding coordinates in memory sees the change on its next request.
+A restaurant update also bumps the version's restaurant revision in the same atomic step (one script on keys that
+share one hash slot), so a server holding coordinates in memory sees the change on its next request. On a Redis
+Cluster it does so in every restaurant copy of the version (``VersionMeta.restaurant_copies``), each copy with its
+own revision: a reader checks the revision of the copy it reads, in the same MGET as the values.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
-from forkcast_contract.feature_store import FeatureKeys, meta_key, restaurant_value, user_value
+from forkcast_contract.feature_store import FeatureKeys, meta_key, parse_copies, restaurant_value, user_value
 from forkcast_features.client import Client
-from forkcast_features.versions import live_version
+from forkcast_features.versions import live_version, read_meta
+
+# SET XX of a restaurant value and INCR of its revision, atomically (both keys in one slot: a copy's tag). A script
+# rather than MULTI so that one code path runs on a single node and on a Cluster.
+_SET_AND_BUMP = """
+if redis.call('SET', KEYS[1], ARGV[1], 'XX') then return redis.call('INCR', KEYS[2]) end
+return false
+"""
 
 
 class UpdateError(ValueError):
@@ -66,10 +75,14 @@ def update_restaurant(
     except ValueError as exc:
         raise UpdateError(f"restaurant {restaurant_id}: {exc}") from None
     keys = _live(client, prefix)
-    pipe = client.pipeline(transaction=True)
-    pipe.set(keys.restaurant(restaurant_id), value, xx=True)
-    pipe.incr(keys.restaurant_revision)
-    written, _ = pipe.execute()
-    if not written:
-        raise UpdateError(f"restaurant {restaurant_id} does not exist in version {keys.version}")
+    meta = read_meta(client, prefix, keys.version)
+    copies = parse_copies(meta.restaurant_copies if meta else "")
+    for n, copy in enumerate(copies):
+        k = keys.with_copy(copy)
+        if client.eval(_SET_AND_BUMP, 2, k.restaurant(restaurant_id), k.restaurant_revision, value) is None:
+            # Only the first copy can refuse: every copy holds the same ids (verified before activation).
+            raise UpdateError(
+                f"restaurant {restaurant_id} does not exist in version {keys.version}"
+                + (f" (copy {copy}, after {n} updated copies)" if n else "")
+            )
     return _confirm(client, prefix, keys)

@@ -1,7 +1,9 @@
 """Verify a loaded version against its source before it may go live.
 
 Two checks: every expected key exists (EXISTS over all ids, so a lost batch is caught, not just a wrong total),
-and a random sample of values equals the packed source byte for byte.
+and a random sample of values equals the packed source byte for byte. On a Cluster both run on every restaurant
+copy (``restaurants_expected`` is then restaurants × copies): a copy that lost a batch would answer the users of
+its master wrongly.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from forkcast_contract.feature_store import (
     FeatureKeys,
     pack_restaurants,
     pack_users,
+    parse_copies,
 )
 from forkcast_features.client import Client, count_existing, mget
 from forkcast_features.source import SourceData
@@ -63,15 +66,17 @@ def verify_version(
     if meta.state not in (STATE_LOADED, STATE_VERIFIED):
         raise VerifyError(f"version {version} is {meta.state}, not loaded: rerun the load to finish it")
     keys = FeatureKeys(prefix, version)
+    copies = [keys.with_copy(c) for c in parse_copies(meta.restaurant_copies)]
     users, rests = source.users, source.restaurants
+    rest_ids = rests.ids.tolist()
     report = VerifyReport(
         version=version,
         users_present=count_existing(client, [f"{keys.user_base}{i}" for i in users.ids.tolist()]),
-        restaurants_present=count_existing(
-            client, [f"{keys.restaurant_base}{i}" for i in rests.ids.tolist()]
+        restaurants_present=sum(
+            count_existing(client, [f"{k.restaurant_base}{i}" for i in rest_ids]) for k in copies
         ),
         users_expected=len(users.ids),
-        restaurants_expected=len(rests.ids),
+        restaurants_expected=len(rests.ids) * len(copies),
         sampled=0,
     )
     rng = np.random.default_rng(seed)
@@ -79,12 +84,14 @@ def verify_version(
     r_rows = rng.choice(len(rests.ids), size=min(sample, len(rests.ids)), replace=False)
     u_expected = pack_users(users.features[u_rows])
     r_expected = pack_restaurants(rests.latitude[r_rows], rests.longitude[r_rows], rests.features[r_rows])
-    u_online = mget(client, [keys.user(int(users.ids[r])) for r in u_rows])
-    r_online = mget(client, [keys.restaurant(int(rests.ids[r])) for r in r_rows])
-    for kind, rows, ids, online, expected in (
-        ("user", u_rows, users.ids, u_online, u_expected),
-        ("restaurant", r_rows, rests.ids, r_online, r_expected),
-    ):
+    checks = [
+        ("user", u_rows, users.ids, mget(client, [keys.user(int(users.ids[r])) for r in u_rows]), u_expected)
+    ]
+    for k in copies:
+        r_online = mget(client, [k.restaurant(int(rests.ids[r])) for r in r_rows])
+        label = f"restaurant (copy {k.copy})" if k.copy else "restaurant"
+        checks.append((label, r_rows, rests.ids, r_online, r_expected))
+    for kind, rows, ids, online, expected in checks:
         width = len(expected) // max(len(rows), 1)
         for j, (row, value) in enumerate(zip(rows.tolist(), online, strict=True)):
             if value != expected[j * width : (j + 1) * width]:

@@ -13,7 +13,13 @@ import json
 from datetime import UTC, datetime
 from pathlib import Path
 
-from forkcast_contract.registry_format import MANIFEST_FILE, FileDigest, VersionManifest, is_version
+from forkcast_contract.registry_format import (
+    MANIFEST_FILE,
+    DatasetSnapshot,
+    FileDigest,
+    VersionManifest,
+    is_version,
+)
 from forkcast_registry.digest import bytes_digest, file_digest
 from forkcast_registry.errors import InvalidArtifactError, VersionExistsError
 from forkcast_registry.registry import ModelRegistry
@@ -38,6 +44,7 @@ def build_manifest(
     feature_schema_hash: str,
     metrics: dict[str, float],
     gate_passed: bool | None,
+    dataset: DatasetSnapshot | None = None,
 ) -> VersionManifest:
     if not is_version(version):
         raise InvalidArtifactError(f"{version!r} is not a version id")
@@ -56,6 +63,7 @@ def build_manifest(
         feature_schema_hash=feature_schema_hash,
         metrics=metrics,
         gate_passed=gate_passed,
+        dataset=dataset,
     )
 
 

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from forkcast_lake.datasets_read import add_data_arguments
 from forkcast_retrain.cli_release import RELEASE_COMMANDS, add_release_commands, run_release_command
 from forkcast_retrain.errors import DataError, TrainingAbortedError
 from forkcast_retrain.recipes import RECIPES
@@ -20,9 +21,7 @@ if TYPE_CHECKING:
 
 
 def _add_data(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--data", type=Path, required=True, help="dataset directory written by `forkcast-data generate`"
-    )
+    add_data_arguments(p)
 
 
 def _add_out(p: argparse.ArgumentParser) -> None:
@@ -134,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         if args.command in ("prep", "all"):
-            run_prep(args.data, args.out)
+            run_prep(args.data, args.out, args.data_version)
             print(f"prep done: {args.out / 'prep'}")
         if args.command in ("train", "all"):
             run_train(args.out, _options(args), log=lambda s: print(s, flush=True))

@@ -8,7 +8,8 @@ gate when allowed explicitly (``--allow-drift``) or when an alert asked for this
 run names it): a retrain *because* the online AUC fell or the features moved trains on data that drifted from the
 champion's by definition, and failing it would leave the degraded model serving. The AUC checks still apply.
 Writes ``gate_report.json`` and ``gate_report.md`` into the run directory (publish carries them into the version)
-and exits non-zero on failure, which is what stops the CI pipeline.
+and exits non-zero on failure, which is what stops the CI pipeline. Both name the dataset snapshot the challenger
+was trained on (``dataset``: URI, lake version, fingerprint), so a reviewer sees which data the decision is about.
 """
 
 from __future__ import annotations
@@ -23,12 +24,18 @@ import torch
 
 from forkcast_contract.dataset import read_manifest
 from forkcast_contract.model_format import MODEL_FILE, SCALER_FILE
-from forkcast_contract.registry_format import DATA_PROFILE_FILE, GATE_REPORT_FILE, GATE_REPORT_MD_FILE
+from forkcast_contract.registry_format import (
+    DATA_PROFILE_FILE,
+    GATE_REPORT_FILE,
+    GATE_REPORT_MD_FILE,
+    DatasetSnapshot,
+)
 from forkcast_retrain.drift import psi
 from forkcast_retrain.evaluate import score_metrics
 from forkcast_retrain.gate_policy import GateThresholds
 from forkcast_retrain.prep import Prepared, load_prepared
 from forkcast_retrain.serving_form import load_scaler, load_torchscript, probe_inputs, torchscript_scores
+from forkcast_retrain.snapshot import describe, snapshot_of
 from forkcast_retrain.stream import FeatureGatherer
 
 
@@ -50,6 +57,8 @@ class GateReport:
     drift: dict[str, Any] = field(default_factory=dict)
     # ROC-AUC on this run's held-out rows of each earlier champion the bound was measured against (version → AUC).
     recent_champions: dict[str, float] = field(default_factory=dict)
+    # The snapshot the challenger trained on (forkcast_contract DatasetSnapshot as a dict: uri, version, ...).
+    dataset: dict[str, Any] = field(default_factory=dict)
 
 
 def score(model_dir: Path, prepared: Prepared) -> dict[str, float]:
@@ -185,6 +194,7 @@ def run_gate(
         checks,
         drift,
         recent,
+        snapshot_of(prepared.info).model_dump(),
     )
     (run_dir / GATE_REPORT_FILE).write_text(json.dumps(asdict(report), indent=2))
     (run_dir / GATE_REPORT_MD_FILE).write_text(render_markdown(report))
@@ -196,6 +206,8 @@ def render_markdown(r: GateReport) -> str:
         f"# Gate report: {'PASSED' if r.passed else 'FAILED'}",
         "",
         f"Champion: {r.champion_version or 'none'}",
+        "",
+        f"Challenger trained on: {describe(DatasetSnapshot.model_validate(r.dataset)) if r.dataset else 'unknown'}",
         "",
         "| metric | challenger | champion |",
         "|---|---|---|",

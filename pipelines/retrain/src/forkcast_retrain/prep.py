@@ -27,7 +27,11 @@ from forkcast_contract.dataset import (
     read_manifest,
 )
 from forkcast_contract.features import RESTAURANT_FEATURES, USER_FEATURES, feature_schema_hash
+from forkcast_lake.datasets import LakeDataError
+from forkcast_lake.datasets_read import open_data
+from forkcast_registry.errors import RegistryError
 from forkcast_retrain.errors import DataError
+from forkcast_retrain.snapshot import local_data_dir
 from forkcast_retrain.tables import IdIndex, read_checked
 
 F32 = npt.NDArray[np.float32]
@@ -64,8 +68,17 @@ def _features(
     return values, IdIndex.build(id_col, frame[id_col].to_numpy().astype(np.int64))
 
 
-def run_prep(data_dir: Path, run_dir: Path) -> Prepared:
-    """Read and check the dataset in ``data_dir``; write ``run_dir/prep/``."""
+def run_prep(data: str | Path, run_dir: Path, data_version: str | None = None) -> Prepared:
+    """Read and check the dataset ``data`` (a directory, or ``s3://…`` at ``data_version``); write ``run_dir/prep/``.
+
+    A lake snapshot is fetched file by file, verified, into a local folder first (forkcast_lake.datasets_read),
+    so what follows reads a directory either way; prep.json records the snapshot as ``data_snapshot``.
+    """
+    try:
+        source = open_data(data, data_version)
+    except (LakeDataError, RegistryError, ValueError) as exc:
+        raise DataError(str(exc)) from exc
+    data_dir = source.directory
     manifest = read_manifest(data_dir)
     files = {
         split: sorted(f.path for f in manifest.files if f.path.startswith(f"{folder}/"))
@@ -95,6 +108,7 @@ def run_prep(data_dir: Path, run_dir: Path) -> Prepared:
 
     info: dict[str, Any] = {
         "data_dir": str(data_dir.resolve()),
+        "data_snapshot": source.record(),  # {"uri", "version", "fingerprint", "tables"}; null for a directory
         "data_fingerprint": manifest.fingerprint,
         "preset": manifest.preset,
         "feature_schema_hash": feature_schema_hash(),
@@ -125,6 +139,8 @@ def load_prepared(run_dir: Path) -> Prepared:
     info = json.loads((out / PREP_FILE).read_text())
     if info["feature_schema_hash"] != feature_schema_hash():
         raise DataError(f"{run_dir}: prep was made for another feature layout; run prep again")
+    # Another CI job or Workflow pod than prep's: the same snapshot, fetched from S3 again (forkcast_retrain.snapshot).
+    info["data_dir"] = str(local_data_dir(info))
     scaler = np.load(out / SCALER_FIT_FILE)
     return Prepared(
         users=np.load(out / "users.npy"),

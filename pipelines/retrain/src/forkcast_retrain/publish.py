@@ -1,5 +1,8 @@
 """publish: check a finished run, add the serving form and data profile, upload it as an immutable S3 version.
 
+The version's manifest.json records the dataset snapshot the run trained on (``dataset``: URI, lake version,
+fingerprint, from prep.json), and so do the MLflow model version's tags (data_uri, data_version).
+
 Order matters: everything is validated and the MLflow run exists before the first byte goes to S3; the S3
 version is complete (manifest written) before MLflow hears of it. A failure anywhere leaves nothing visible: an
 S3 upload cut short has no manifest, and an MLflow registration that fails leaves a complete S3 version that is
@@ -23,6 +26,7 @@ from forkcast_retrain.drift import data_profile
 from forkcast_retrain.errors import DataError
 from forkcast_retrain.prep import load_prepared
 from forkcast_retrain.serving_form import write_serving_form
+from forkcast_retrain.snapshot import mlflow_params, read_snapshot
 from forkcast_retrain.tracking import Tracker
 
 RELEASE_DIR = "release"  # RUN/release/: the generated files that go into the version besides the run's own
@@ -91,6 +95,7 @@ def run_publish(
         raise DataError(f"{run_dir}: the gate failed ({GATE_REPORT_FILE}); a failed model is not published")
     files = release_files(run_dir)
     metrics = read_metrics(run_dir)
+    snapshot = read_snapshot(run_dir)
     registry.store.ensure_bucket(create=create_bucket)
     run_id = tracker.ensure_run(run_dir) if tracker else None
     draft = build_manifest(
@@ -102,6 +107,7 @@ def run_publish(
         feature_schema_hash=feature_schema_hash(),
         metrics={k: float(metrics[k]) for k in REQUIRED_METRICS},
         gate_passed=passed,
+        dataset=snapshot,
     )
     model_sha = draft.files[MODEL_FILE].sha256
     version = new_version_id(draft.data_fingerprint, draft.code_revision, model_sha)
@@ -116,6 +122,7 @@ def run_publish(
             "manifest_sha256": digest.sha256,
             "data_fingerprint": manifest.data_fingerprint,
             "code_revision": manifest.code_revision,
+            **mlflow_params(snapshot),
         }
         mlflow_version = tracker.register(run_id, version, uri, tags)
     result = Published(version, uri, digest.sha256, model_sha, mlflow_version)

@@ -13,9 +13,12 @@ from dataclasses import dataclass
 
 # Placeholders an argument may be: each runner maps every one of them to its own spelling.
 RUN = "{run}"  # the run directory the steps hand on to each other
-DATA = "{data}"  # the dataset directory (forkcast-data generate --out)
+# The dataset: an s3:// URI of a published snapshot (forkcast-data publish / generate --out s3://…) or a directory,
+# and which version of it (a number or an ISO-8601 time; empty: the newest), read by prep (forkcast_lake).
+DATA = "{data}"
+DATA_VERSION = "{data_version}"
 RECIPE = "{recipe}"  # the training recipe's name
-PLACEHOLDERS = (RUN, DATA, RECIPE)
+PLACEHOLDERS = (RUN, DATA, DATA_VERSION, RECIPE)
 
 
 @dataclass(frozen=True)
@@ -44,7 +47,12 @@ class Step:
 
 
 STEPS: tuple[Step, ...] = (
-    Step("prep", ("prep", "--data", DATA, "--out", RUN), Resources("1", "2Gi"), needs_data=True),
+    Step(
+        "prep",
+        ("prep", "--data", DATA, "--data-version", DATA_VERSION, "--out", RUN),
+        Resources("1", "2Gi"),
+        needs_data=True,
+    ),
     Step(
         "train",
         ("train", "--out", RUN, "--recipe", RECIPE, "--no-progress"),

@@ -1,7 +1,8 @@
 """MLflow tracking and model registry for the release steps (SPEC §4).
 
-One MLflow run per run directory (its id kept in ``RUN/mlflow_run.json``): params, per-epoch metrics and the
-artifacts of training, then the gate's decision. Publish registers an MLflow model version pointing at the S3
+One MLflow run per run directory (its id kept in ``RUN/mlflow_run.json``): params (the hyper-parameters and the
+dataset snapshot it trained on: data_uri, data_version, data_fingerprint), per-epoch metrics and the artifacts of
+training, then the gate's decision. Publish registers an MLflow model version pointing at the S3
 version (tags: S3 URI, sha256 of model.pt, data fingerprint, code revision) and moves the ``challenger`` alias;
 ``sync-champion`` moves ``champion`` once the prod overlay in Git releases a version (the job after the prod merge
 request is merged, never before anyone approved), and ``rollback`` moves the aliases back after
@@ -25,6 +26,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from forkcast_contract.model_format import METRICS_FILE, MODEL_FILE, SCALER_FILE, TRAIN_LOG_FILE
+from forkcast_retrain.snapshot import mlflow_params, read_snapshot
 
 T = TypeVar("T")
 EXPERIMENT = "forkcast-retrain"
@@ -85,6 +87,7 @@ class Tracker:
             if saved.get("tracking_uri") == self.uri:
                 return str(saved["run_id"])
         metrics = json.loads((run_dir / METRICS_FILE).read_text())
+        snapshot = read_snapshot(run_dir)
         run = self.client.create_run(self._experiment_id(), run_name=run_dir.resolve().name)
         run_id = str(run.info.run_id)
         now = int(time.time() * 1000)
@@ -92,6 +95,7 @@ class Tracker:
         params += [
             Param("data_fingerprint", str(metrics.get("data_fingerprint"))),
             Param("code_revision", str(metrics.get("code_revision"))),
+            *(Param(k, v) for k, v in sorted(mlflow_params(snapshot).items())),
         ]
         series = [
             Metric(key, float(value), now, int(entry.get("epoch", step + 1)))

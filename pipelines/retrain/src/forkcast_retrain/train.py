@@ -12,7 +12,7 @@ import json
 import math
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,7 +37,7 @@ from forkcast_retrain.metrics import BinnedAuc
 from forkcast_retrain.model import build_model, build_optimizer
 from forkcast_retrain.prep import load_prepared
 from forkcast_retrain.recipes import Recipe
-from forkcast_retrain.stream import FeatureGatherer
+from forkcast_retrain.stream import FeatureGatherer, epoch_batches, epoch_files
 
 TRAIN_SUMMARY_FILE = "train.json"
 NAN_BATCH_FILE = "nan_batch.pt"
@@ -58,15 +58,6 @@ class TrainOptions:
 def default_threads(world: World) -> int:
     """All cores shared evenly by the local processes (2 on the 2-core VM; 1 each under a 2-process torchrun)."""
     return max(1, (os.cpu_count() or 1) // world.local_size)
-
-
-def _batches(
-    gatherer: FeatureGatherer, files: list[Path], rng: np.random.Generator, batch_size: int
-) -> Iterator[tuple[Path, int, torch.Tensor, torch.Tensor]]:
-    for path in files:
-        x, y = gatherer.load(path, rng)
-        for start in range(0, len(y), batch_size):
-            yield path, start, x[start : start + batch_size], y[start : start + batch_size]
 
 
 # Training accuracy and AUC are updated every ~256 k rows instead of every batch: one bincount over 256 k rows
@@ -144,8 +135,7 @@ def _train(run_dir: Path, opts: TrainOptions, world: World, log: Callable[[str],
     files = prepared.click_files("train")
     epoch_rows = prepared.info["rows"]["train"]
     for epoch in range(len(history) + 1, recipe.epochs + 1):
-        order = np.random.default_rng([recipe.seed, epoch]).permutation(len(files))
-        mine = [files[i] for i in order[world.rank :: world.size]]
+        mine = epoch_files(files, recipe.seed, epoch, world.rank, world.size)
         rng = np.random.default_rng([recipe.seed, epoch, world.rank])
         auc = BinnedAuc()
         rows, loss_sum, correct = 0, 0.0, 0
@@ -160,14 +150,17 @@ def _train(run_dir: Path, opts: TrainOptions, world: World, log: Callable[[str],
             disable=not (opts.progress and world.is_main),
             mininterval=1.0,
         )
-        batches = _batches(gatherer, mine, rng, recipe.batch_size)
+        step_s = 0.0
+        batches = epoch_batches(gatherer, mine, rng, recipe.batch_size)
         while True:
             batch = next(batches, None)
             n, local_loss = 0, 0.0
             if batch is not None:
-                path, start, x, y = batch
+                path, start, x, y = batch.path, batch.start, batch.x, batch.y
+                step_started = time.perf_counter()
                 loss, logits = step(model, x, y)
                 n, local_loss = len(y), float(loss) * len(y)
+                step_s += time.perf_counter() - step_started
                 if not math.isfinite(local_loss):
                     torch.save(
                         {"x": x.clone(), "y": y.clone(), "model": model.state_dict()},
@@ -195,7 +188,9 @@ def _train(run_dir: Path, opts: TrainOptions, world: World, log: Callable[[str],
                     f"loss became non-finite in epoch {epoch}; the batch is saved in {run_dir / NAN_BATCH_FILE} "
                     "(lower the learning rate or check the inputs)"
                 )
+            step_started = time.perf_counter()
             optimizer.step()
+            step_s += time.perf_counter() - step_started
             rows += n
             loss_sum += local_loss
         bar.close()
@@ -213,13 +208,16 @@ def _train(run_dir: Path, opts: TrainOptions, world: World, log: Callable[[str],
             "rows": rows_all,
             "time_s": round(seconds, 3),
             "rows_per_s": round(rows_all / seconds),
+            # Time inside this rank's train steps (forward, gradients, Adam): the epoch's compute bound. What the
+            # epoch spends beyond it is reading, gathering, bookkeeping (and waiting on other ranks).
+            "step_s": round(step_s, 3),
         }
         if rows_all != epoch_rows:
             raise DataError(f"epoch {epoch} used {rows_all:,} rows but dataset.json lists {epoch_rows:,}")
         history.append(entry)
         log(
             f"epoch {epoch}/{recipe.epochs} loss={entry['loss']:.4f} acc={entry['acc']:.4f} "
-            f"auc={entry['auc']:.4f} rows={rows_all:,} time={seconds:.1f}s"
+            f"auc={entry['auc']:.4f} rows={rows_all:,} time={seconds:.1f}s (train steps {step_s:.1f}s)"
         )
         if world.is_main:
             save_checkpoint(

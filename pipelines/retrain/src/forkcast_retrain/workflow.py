@@ -1,31 +1,35 @@
 """Training on the cluster as an Argo WorkflowTemplate, generated from `forkcast_retrain.steps` (SPEC §7).
 
 Why generated and not hand-written: the GitLab jobs and the cluster must run the same calls, so both derive from
-one step list. Plain dicts emitted as YAML (no hera): the output is small, reviewed as a committed file under
+one step list. Plain dicts emitted as YAML (no hera): the output is small, reviewed as committed files under
 workflows/, and regenerating must give the same bytes (a test checks it). The rest of workflows/ (ServiceAccount
 and executor RBAC, settings, the artifact repository, the kustomization Argo CD syncs) is hand-written beside it.
 
 Argo Workflows is only the executor, never a scheduler: GitLab's schedule and its alert trigger start every
 retraining, and with TRAIN_EXECUTOR=argo the CI job `train-on-cluster` submits this template and waits for it
 (`forkcast_retrain.cluster`). The template therefore runs only the heavy steps that make a candidate,
-fetch-data > prep > train > evaluate, and leaves the run directory in S3 under `run_key`; the gate, publish and
-promote stay in the pipeline, so nothing the cluster trains is ever published without being promoted through Git.
+prep > train > evaluate, and leaves the run directory in S3 under `run_key`; the gate, publish and promote stay in
+the pipeline, so nothing the cluster trains is ever published without being promoted through Git.
+
+Where the data comes from: no step reads a runner's or a node's disk. The parameters `dataset` (an s3:// URI of a
+lake dataset, as `forkcast-data publish` / `generate --out s3://…` write it) and `dataset_version` (a version
+number or an ISO-8601 time; empty: the newest) are the same two values, with the same names, as the GitLab
+pipeline's inputs; prep reads that snapshot from S3 itself (forkcast_lake) and records which version it resolved
+in the run directory, which every later step gets from the artifact repository.
+
+Training runs on N pods (parameter `train_nodes`): `torchrun` data-parallel with a rendezvous on pod 0 through a
+headless Service (`forkcast_retrain.workflow_torchrun`, which says how and why).
 
 Where files live in a step's pod: the retrain image creates nothing outside its user's home (uid 10001,
 pipelines/retrain/Dockerfile), and its root filesystem is read-only here, so every path a step writes is on an
-emptyDir volume: `WORK_PATH` (the run directory and the dataset; kubelet creates an emptyDir world-writable, and
-fsGroup 10001 makes the files Argo's init container unpacks into it group-owned by the step's user) and /tmp. Input
-artifacts whose path lies under a mounted volume are unpacked into that volume by Argo's init container
+emptyDir volume: `WORK_PATH` (the run directory and the dataset cache; kubelet creates an emptyDir world-writable,
+and fsGroup 10001 makes the files Argo's init container unpacks into it group-owned by the step's user) and /tmp.
+Input artifacts whose path lies under a mounted volume are unpacked into that volume by Argo's init container
 (argoproj/argo-workflows workflow/controller/workflowpod.go: "artifact path overlaps with a mounted volume ... init
 would have copied the artifact to the user's volume instead").
 
-Where the data comes from: no step may read a runner's or a node's disk. The `dataset` parameter is the s3:// URI
-of a published dataset directory; the first step (`forkcast_retrain.dataset_fetch`) downloads it and verifies each
-file's sha256 against its dataset.json. Every later step gets that directory as an S3 artifact too, because prep
-records the dataset's path and train and evaluate read the click files from it.
-
-Run ``python -m forkcast_retrain.workflow render workflows`` to regenerate the file and
-``python -m forkcast_retrain.workflow submit --param dataset=s3://B/datasets/D/ --wait --fetch-run run --bucket A``
+Run ``python -m forkcast_retrain.workflow render workflows`` to regenerate the files and
+``python -m forkcast_retrain.workflow submit --param dataset=s3://B/datasets/D --wait --fetch-run run --bucket A``
 to train on the cluster and bring the run directory back (what the CI job `train-on-cluster` does).
 """
 
@@ -39,15 +43,15 @@ from typing import Any
 
 import yaml
 
-from forkcast_retrain.steps import DATA, RECIPE, RUN, Step
+from forkcast_retrain import workflow_torchrun as torchrun
+from forkcast_retrain.steps import DATA, DATA_VERSION, RECIPE, RUN, Step
 from forkcast_retrain.workflow_layout import (
     CANDIDATE_ENTRYPOINT,
     CANDIDATE_STEPS,
-    DATA_PATH,
+    DATASET_CACHE_PATH,
     ENTRYPOINT,
     RUN_PATH,
     WORK_PATH,
-    data_key,
     run_key,
 )
 
@@ -56,7 +60,6 @@ __all__ = [
     "CANDIDATE_ENTRYPOINT",
     "CANDIDATE_STEPS",
     "ENTRYPOINT",
-    "data_key",
     "main",
     "rendered_files",
     "run_key",
@@ -70,7 +73,6 @@ TEMPLATE_NAME = "forkcast-retrain"
 # training pods apart from the serving namespaces, with their own service account, settings and credentials.
 NAMESPACE = "forkcast-training"
 SERVICE_ACCOUNT = "forkcast-retrain"  # workflows/rbac.yaml: may only report step results to the controller
-FETCH_DATA = "fetch-data"  # the first task: the dataset from S3 into the work volume, verified
 IMAGE = "registry.gitlab.com/forkcast/forkcast/retrain:main"
 UID = 10001  # the retrain image's user (pipelines/retrain/Dockerfile: USER 10001:10001)
 TMP_PATH = "/tmp"
@@ -87,6 +89,9 @@ STEP_ENV_FROM = [
     {"configMapRef": {"name": SETTINGS_CONFIGMAP}},
     {"secretRef": {"name": CREDENTIALS_SECRET}},
 ]
+# Where forkcast_lake downloads a dataset snapshot it reads (FORKCAST_DATASET_CACHE): on the work volume, since
+# the default under $HOME is on the read-only root filesystem.
+STEP_ENV = [{"name": "FORKCAST_DATASET_CACHE", "value": DATASET_CACHE_PATH}]
 # Parameters a Workflow must set: no default in the template, refused by `workflow` when absent.
 REQUIRED_PARAMETERS = ("dataset",)
 # Retries only for errors of the infrastructure (pod evicted, node lost), never for a step that failed on its own:
@@ -98,21 +103,23 @@ RETRY = {
 }
 # Node disk the emptyDirs may fill, per step (kubelet evicts a pod past its limit). The full dataset is about 0.5 GB
 # of parquet, extrapolated from the small preset (53 MB: 33.6 MB for 5.6 M click rows, 13.3 MB for 100 k users,
-# measured with `forkcast-data generate --preset small`); fetch-data and prep hold it, its archive on upload and
-# prep's arrays (1 M x 30 and 100 k x 10 float32, ~0.13 GB); train and evaluate hold the dataset and the run.
-EPHEMERAL_STORAGE = {FETCH_DATA: "3Gi", "prep": "3Gi", "train": "2Gi", "evaluate": "2Gi"}
-# Parquet is already compressed: the dataset artifact is archived without gzip work (level 0).
-DATA_ARCHIVE = {"tar": {"compressionLevel": 0}}
-FETCH_DATA_RESOURCES = {"cpu": "500m", "memory": "1Gi"}
+# measured with `forkcast-data generate --preset small`); each step may download the snapshot into its cache, and
+# prep adds its arrays (1 M x 30 and 100 k x 10 float32, ~0.13 GB), which every later step receives in the run.
+EPHEMERAL_STORAGE = {"prep": "3Gi", "train": "3Gi", "evaluate": "3Gi"}
 HEADER = (
-    "# Argo WorkflowTemplate: training a candidate on the cluster (fetch-data > prep > train > evaluate), submitted\n"
-    "# and awaited by the GitLab job train-on-cluster (TRAIN_EXECUTOR=argo), which gates, publishes and promotes.\n"
-    "# Generated by `python -m forkcast_retrain.workflow render workflows` from forkcast_retrain.steps; do not edit.\n"
+    "# Argo WorkflowTemplate: training a candidate on the cluster (prep > train on N pods with torchrun > evaluate),\n"
+    "# submitted and awaited by the GitLab job train-on-cluster (TRAIN_EXECUTOR=argo), which gates, publishes and\n"
+    "# promotes. Generated by `python -m forkcast_retrain.workflow render workflows` from forkcast_retrain.steps.\n"
 )
 
 
 def _values() -> dict[str, str]:
-    return {RUN: RUN_PATH, DATA: DATA_PATH, RECIPE: "{{workflow.parameters.recipe}}"}
+    return {
+        RUN: RUN_PATH,
+        DATA: "{{workflow.parameters.dataset}}",
+        DATA_VERSION: "{{workflow.parameters.dataset_version}}",
+        RECIPE: "{{workflow.parameters.recipe}}",
+    }
 
 
 def _resources(name: str, cpu: str, memory: str) -> dict[str, Any]:
@@ -123,11 +130,12 @@ def _resources(name: str, cpu: str, memory: str) -> dict[str, Any]:
     }
 
 
-def _container(name: str, command: list[str], args: list[str], resources: dict[str, Any]) -> dict[str, Any]:
+def _container(command: list[str], args: list[str], resources: dict[str, Any]) -> dict[str, Any]:
     return {
         "image": "{{workflow.parameters.image}}",
         "command": command,
         "args": args,
+        "env": copy.deepcopy(STEP_ENV),
         "envFrom": copy.deepcopy(STEP_ENV_FROM),  # copies: no YAML anchors in the output
         "resources": resources,
         "volumeMounts": [{"name": n, "mountPath": p} for n, p in VOLUMES.items()],
@@ -140,74 +148,92 @@ def _container(name: str, command: list[str], args: list[str], resources: dict[s
     }
 
 
-def _fetch_data_template() -> dict[str, Any]:
-    args = ["--dataset", "{{workflow.parameters.dataset}}", "--out", DATA_PATH]
+def _run_output(step_name: str) -> dict[str, Any]:
     return {
-        "name": FETCH_DATA,
-        "retryStrategy": copy.deepcopy(RETRY),
-        "container": _container(
-            FETCH_DATA,
-            ["python", "-m", "forkcast_retrain.dataset_fetch"],
-            args,
-            _resources(FETCH_DATA, **FETCH_DATA_RESOURCES),
-        ),
-        "outputs": {
-            "artifacts": [
-                {
-                    "name": "data",
-                    "path": DATA_PATH,
-                    "archive": copy.deepcopy(DATA_ARCHIVE),
-                    "s3": {"key": data_key("{{workflow.name}}")},
-                }
-            ]
-        },
+        "artifacts": [
+            {"name": "run", "path": RUN_PATH, "s3": {"key": run_key("{{workflow.name}}", step_name)}}
+        ]
     }
 
 
 def _step_template(s: Step, first: bool) -> dict[str, Any]:
-    inputs: list[dict[str, Any]] = [{"name": "data", "path": DATA_PATH}]
+    template: dict[str, Any] = {"name": s.name, "retryStrategy": copy.deepcopy(RETRY)}
     if not first:
-        inputs.append({"name": "run", "path": RUN_PATH})
-    return {
-        "name": s.name,
-        "retryStrategy": copy.deepcopy(RETRY),
-        "inputs": {"artifacts": inputs},
-        "container": _container(
-            s.name,
-            ["forkcast-retrain"],
-            s.argv(_values()),
-            _resources(s.name, s.resources.cpu, s.resources.memory),
-        ),
-        "outputs": {
-            "artifacts": [
-                {"name": "run", "path": RUN_PATH, "s3": {"key": run_key("{{workflow.name}}", s.name)}}
-            ]
-        },
-    }
+        template["inputs"] = {"artifacts": [{"name": "run", "path": RUN_PATH}]}
+    template["container"] = _container(
+        ["forkcast-retrain"], s.argv(_values()), _resources(s.name, s.resources.cpu, s.resources.memory)
+    )
+    template["outputs"] = _run_output(s.name)
+    return template
+
+
+def _train_templates(s: Step) -> list[dict[str, Any]]:
+    """Pod 0 (keeps the run directory) and its twin for pods 1..N-1 (no outputs): torchrun on each.
+
+    ``--threads`` is the pod's CPU request: inside a container os.cpu_count() counts the node's cores, not the
+    pod's, and torch would start that many threads on a few cores.
+    """
+    templates = []
+    for name, keeps_run in ((s.name, True), (s.name + torchrun.WORKERS_SUFFIX, False)):
+        node = f"{{{{inputs.parameters.{torchrun.NODE_INPUT}}}}}"
+        args = [*torchrun.launcher(node)[1:], *s.argv(_values()), "--threads", s.resources.cpu]
+        template: dict[str, Any] = {
+            "name": name,
+            "retryStrategy": copy.deepcopy(RETRY),
+            "metadata": torchrun.pod_metadata(node),
+            "podSpecPatch": torchrun.pod_spec_patch(node),
+            "inputs": {
+                "parameters": [{"name": torchrun.NODE_INPUT}],
+                "artifacts": [{"name": "run", "path": RUN_PATH}],
+            },
+            "container": _container(
+                torchrun.launcher(node)[:1], args, _resources(s.name, s.resources.cpu, s.resources.memory)
+            ),
+        }
+        if keeps_run:
+            template["outputs"] = _run_output(s.name)
+        templates.append(template)
+    return templates
 
 
 def _dag(name: str, steps: tuple[Step, ...]) -> dict[str, Any]:
-    data = {"name": "data", "from": f"{{{{tasks.{FETCH_DATA}.outputs.artifacts.data}}}}"}
-    tasks: list[dict[str, Any]] = [{"name": FETCH_DATA, "template": FETCH_DATA}]
-    before = FETCH_DATA
-    for i, s in enumerate(steps):
-        artifacts = [dict(data)]
-        if i:
-            artifacts.append({"name": "run", "from": f"{{{{tasks.{before}.outputs.artifacts.run}}}}"})
-        tasks.append(
-            {
-                "name": s.name,
-                "template": s.name,
-                "dependencies": [before],
-                "arguments": {"artifacts": artifacts},
+    tasks: list[dict[str, Any]] = []
+    before = ""
+    for s in steps:
+        run = [{"name": "run", "from": f"{{{{tasks.{before}.outputs.artifacts.run}}}}"}] if before else []
+        task: dict[str, Any] = {"name": s.name, "template": s.name}
+        if before:
+            task["dependencies"] = [before]
+        if s.name == "train":
+            node = {"parameters": [{"name": torchrun.NODE_INPUT, "value": "0"}], "artifacts": run}
+            workers = {
+                "parameters": [{"name": torchrun.NODE_INPUT, "value": "{{item}}"}],
+                "artifacts": copy.deepcopy(run),  # copies: no YAML anchors in the output
             }
-        )
+            tasks.append({**task, "arguments": node})
+            tasks.append(
+                {
+                    "name": s.name + torchrun.WORKERS_SUFFIX,
+                    "template": s.name + torchrun.WORKERS_SUFFIX,
+                    "dependencies": [before],
+                    "withSequence": torchrun.workers_sequence(),
+                    "arguments": workers,
+                }
+            )
+            # The next step waits for pod 0 only: it holds the run; the workers end with it (the last collective).
+        elif run:
+            tasks.append({**task, "arguments": {"artifacts": run}})
+        else:
+            tasks.append(task)
         before = s.name
     return {"name": name, "dag": {"tasks": tasks}}
 
 
 def workflow_template() -> dict[str, Any]:
-    """The WorkflowTemplate: parameters, the fetch-data template, one template per step, and the DAG chaining them."""
+    """The WorkflowTemplate: parameters, one template per step (two for train), and the DAG chaining them."""
+    templates: list[dict[str, Any]] = [_dag(ENTRYPOINT, CANDIDATE_STEPS)]
+    for i, s in enumerate(CANDIDATE_STEPS):
+        templates += _train_templates(s) if s.name == "train" else [_step_template(s, i == 0)]
     return {
         "apiVersion": "argoproj.io/v1alpha1",
         "kind": "WorkflowTemplate",
@@ -218,6 +244,8 @@ def workflow_template() -> dict[str, Any]:
             "artifactRepositoryRef": ARTIFACT_REPOSITORY,
             "activeDeadlineSeconds": 4 * 3600,
             "podGC": {"strategy": "OnPodSuccess"},
+            # One training at a time: the rendezvous names (train-0.forkcast-train) are fixed.
+            "synchronization": {"mutexes": [{"name": torchrun.MUTEX}]},
             "securityContext": {
                 "runAsNonRoot": True,
                 "runAsUser": UID,
@@ -231,40 +259,56 @@ def workflow_template() -> dict[str, Any]:
                     {"name": "image", "value": IMAGE},
                     {
                         "name": "dataset",
-                        "description": "s3://<bucket>/<dataset directory>/ holding dataset.json and its files",
+                        "description": "s3://<bucket>/<prefix> of a lake dataset (forkcast-data publish)",
+                    },
+                    {
+                        "name": "dataset_version",
+                        "value": "",
+                        "description": "its version number or an ISO-8601 time; empty: the newest",
                     },
                     {"name": "recipe", "value": "default"},
+                    {
+                        "name": torchrun.NODES_PARAMETER,
+                        "value": torchrun.DEFAULT_NODES,
+                        "description": "pods that train together (torchrun, one process each)",
+                    },
                 ]
             },
-            "templates": [
-                _dag(ENTRYPOINT, CANDIDATE_STEPS),
-                _fetch_data_template(),
-                *(_step_template(s, i == 0) for i, s in enumerate(CANDIDATE_STEPS)),
-            ],
+            "templates": templates,
         },
     }
 
 
-def render(doc: dict[str, Any]) -> str:
+def render(doc: dict[str, Any], header: str = HEADER) -> str:
     """The committed form of a document: its header comment, then block YAML in the order built above."""
     body = str(yaml.safe_dump(doc, sort_keys=False, default_flow_style=False, width=110))
-    return HEADER + body
+    return header + body
 
 
 def rendered_files() -> dict[str, str]:
     """File name → content of everything `render` writes (the hand-written files of workflows/ stay as they are)."""
-    return {"workflowtemplate.yaml": render(workflow_template())}
+    return {
+        "workflowtemplate.yaml": render(workflow_template()),
+        "train-rendezvous.yaml": render(torchrun.service(), torchrun.SERVICE_HEADER),
+    }
+
+
+def check_dataset_uri(uri: str) -> None:
+    """Refuse (ValueError) a dataset that is not ``s3://<bucket>/<prefix>``: no step may read a node's disk."""
+    bucket, _, prefix = uri.removeprefix("s3://").partition("/")
+    if not uri.startswith("s3://") or not bucket or not prefix.strip("/"):
+        raise ValueError(
+            f"dataset {uri!r} is not an s3:// URI of a lake dataset (expected s3://<bucket>/<prefix>)"
+        )
 
 
 def workflow(parameters: dict[str, str], entrypoint: str = ENTRYPOINT) -> dict[str, Any]:
     """A Workflow that runs the WorkflowTemplate from ``entrypoint`` with ``parameters`` overriding its defaults.
 
     Refuses (ValueError) what the controller would only refuse after submission, or a step after minutes: an
-    unknown entrypoint or parameter, a required parameter left out, a dataset that is not an s3:// directory URI.
+    unknown entrypoint or parameter, a required parameter left out, a dataset that is not an s3:// URI, a number
+    of training pods that is not 1..MAX_NODES.
     """
-    from forkcast_retrain.dataset_fetch import parse_s3_uri
-    from forkcast_retrain.errors import DataError
-
     if entrypoint != ENTRYPOINT:
         raise ValueError(f"unknown entrypoint {entrypoint}; the template has one: {ENTRYPOINT}")
     known = {p["name"] for p in workflow_template()["spec"]["arguments"]["parameters"]}
@@ -276,12 +320,10 @@ def workflow(parameters: dict[str, str], entrypoint: str = ENTRYPOINT) -> dict[s
     missing = [p for p in REQUIRED_PARAMETERS if not parameters.get(p)]
     if missing:
         raise ValueError(
-            f"workflow parameter(s) {', '.join(missing)} required (dataset: the s3:// URI of a published dataset)"
+            f"workflow parameter(s) {', '.join(missing)} required (dataset: the s3:// URI of a lake dataset)"
         )
-    try:
-        parse_s3_uri(parameters["dataset"])
-    except DataError as exc:
-        raise ValueError(str(exc)) from exc
+    check_dataset_uri(parameters["dataset"])
+    torchrun.check_nodes(parameters.get(torchrun.NODES_PARAMETER, torchrun.DEFAULT_NODES))
     return {
         "apiVersion": "argoproj.io/v1alpha1",
         "kind": "Workflow",
@@ -328,14 +370,14 @@ def build_parser() -> argparse.ArgumentParser:
         type=_param,
         action="append",
         default=[],
-        help="NAME=VALUE: dataset (required, s3://<bucket>/<dataset directory>/), image, recipe",
+        help="NAME=VALUE: dataset (required, s3://<bucket>/<prefix> of a lake dataset), dataset_version (default:"
+        f" the newest), image, recipe, {torchrun.NODES_PARAMETER} (pods training together, default 1)",
     )
     p.add_argument(
         "--entrypoint",
         choices=[ENTRYPOINT],
         default=ENTRYPOINT,
-        help=f"{FETCH_DATA} > {' > '.join(s.name for s in CANDIDATE_STEPS)} (the gate and the rest stay with"
-        " the caller)",
+        help=f"{' > '.join(s.name for s in CANDIDATE_STEPS)} (the gate and the rest stay with the caller)",
     )
     p.add_argument(
         "--kubeconfig", type=Path, help="kubeconfig file (default: $KUBECONFIG, ~/.kube/config or in-cluster)"

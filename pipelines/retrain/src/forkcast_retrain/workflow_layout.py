@@ -14,7 +14,7 @@ ENTRYPOINT = CANDIDATE_ENTRYPOINT = "train-candidate"
 CANDIDATE_STEPS: tuple[Step, ...] = STEPS[: STEPS.index(step("gate"))]
 WORK_PATH = "/work"
 RUN_PATH = f"{WORK_PATH}/run"
-DATA_PATH = f"{WORK_PATH}/data"
+DATASET_CACHE_PATH = f"{WORK_PATH}/datasets"  # where a step downloads the dataset snapshot it reads
 
 # Where each step's run directory lands in the artifact repository's bucket: one scheme for the template (which
 # writes it, with Argo's `{{workflow.name}}`) and for `forkcast_retrain.cluster` (which reads it back after the run).
@@ -24,8 +24,3 @@ RUN_KEY_PREFIX = "forkcast-runs"
 def run_key(workflow_name: str, step_name: str) -> str:
     """The S3 key of the run directory (a .tgz holding `run/...`) that step ``step_name`` of a Workflow left."""
     return f"{RUN_KEY_PREFIX}/{workflow_name}/{step_name}.tgz"
-
-
-def data_key(workflow_name: str) -> str:
-    """The S3 key of the verified dataset (a .tgz holding `data/...`) the fetch-data step of a Workflow left."""
-    return f"{RUN_KEY_PREFIX}/{workflow_name}/data.tgz"

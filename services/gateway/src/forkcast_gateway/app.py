@@ -69,12 +69,18 @@ def build_api(settings: GatewaySettings, metrics: Metrics, keys: KeyStore | None
         max_in_flight=settings.max_in_flight,
         pool_size=settings.pool_size,
     )
+
+    def removed(base: str) -> None:
+        """An endpoint DNS no longer names: drop its metric series and close its pooled connections."""
+        metrics.forget_endpoint(base)
+        forwarder.forget(base)
+
     discovery = DnsDiscovery(
         upstreams,
         make_resolver(settings.dns_server, settings.dns_timeout_s),
         settings.dns_refresh_s,
         settings.dns_retry_s,
-        on_removed=metrics.forget_endpoint,
+        on_removed=removed,
     )
     clients: dict[str, aioredis.Redis] = {}
 

@@ -1,8 +1,10 @@
-"""Forward a validated recommendation request to an inference endpoint over a pooled keep-alive aiohttp session.
+"""Forward a validated recommendation request to an inference endpoint over pooled keep-alive connections.
 
-Why aiohttp and raw bytes (issue 8's measurements on this workload): httpx.AsyncClient cost 1.6-4.4 ms of CPU
-per forwarded request and grew with concurrency (encode/httpx#3215); aiohttp's pooled session cost 0.3-0.5 ms
-including validation; forwarding the bytes that were validated instead of re-serialising saved another 0.6-1 ms.
+Why upstream_pool and raw bytes (measurements on this workload): httpx.AsyncClient cost 1.6-4.4 ms of CPU per
+forwarded request and grew with concurrency (encode/httpx#3215, issue 8); aiohttp's pooled session cost 0.3-0.5 ms
+including validation (issue 8), and its client alone ≈ 3.6× the CPU of upstream_pool's httptools connections
+(upstream_pool.Pool, issue 19); forwarding the bytes that were validated instead of re-serialising saved another
+0.6-1 ms. The request is written as one pre-assembled HTTP/1.1 message.
 
 Bounds, so that the gateway answers fast instead of queueing: at most ``max_in_flight`` forwarded requests (the
 next is a 503 at once), a connect timeout and a total timeout per call, a breaker per endpoint, and exactly one
@@ -18,10 +20,11 @@ X-Forkcast-Key-Id never reaches it.
 
 from __future__ import annotations
 
+import asyncio
+import ssl
 import time
 from dataclasses import dataclass
-
-import aiohttp
+from urllib.parse import urlsplit
 
 from forkcast_contract.api import (
     HEADER_FEATURE_VERSION,
@@ -31,11 +34,17 @@ from forkcast_contract.api import (
 )
 from forkcast_gateway.breaker import CircuitBreaker
 from forkcast_gateway.metrics import Metrics
+from forkcast_gateway.upstream_pool import ConnectFailed, Pool, ProtocolError, Response
 from forkcast_gateway.upstreams import Endpoint, Upstreams
 
-PASSED_HEADERS = tuple((h, h.encode()) for h in (HEADER_MODEL_VERSION, HEADER_FEATURE_VERSION, "retry-after"))
-_JSON_TYPE = {"content-type": "application/json"}
+# The upstream's answer headers relayed to the client, as ASGI sends them (lower-case bytes).
+PASSED_HEADERS = tuple(h.encode() for h in (HEADER_MODEL_VERSION, HEADER_FEATURE_VERSION, "retry-after"))
 _JSON_HEADER = (b"content-type", b"application/json")
+_REQUEST_HEAD = (
+    "POST /recommend/{user} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
+    f"{HEADER_REQUEST_ID}: {{rid}}\r\n{HEADER_KEY_ID}: {{kid}}\r\nContent-Length: {{length}}\r\n\r\n"
+)
+_UNSAFE = frozenset("\r\n")
 
 
 @dataclass(frozen=True)
@@ -53,16 +62,10 @@ class Unavailable(Exception):  # noqa: N818 — names the 503 it becomes
         self.reason = reason
 
 
-# Connection failures, safe to send again elsewhere (see the module docstring for resets).
-# A connect that timed out is one too (nothing reached the upstream): a starved or blackholed endpoint. Before it was
-# listed here, it fell through to TimeoutError and answered 503 without the retry (the load test on the loaded
-# 2-core VM: 4 such 503s in 1,810 requests, each after ~150 ms). ClientOSError covers refused connections
-# (ClientConnectorError) and resets of an open one (a replica killed mid-request).
-_CONNECT_ERRORS = (
-    aiohttp.ClientOSError,
-    aiohttp.ConnectionTimeoutError,
-    aiohttp.ServerDisconnectedError,
-)
+# Connection failures, safe to send again elsewhere (see the module docstring for resets): upstream_pool raises
+# ConnectFailed for a refused connect, a connect that timed out (nothing reached the upstream: a starved or
+# blackholed endpoint; before it was retried, the loaded 2-core VM's load test had 4 such 503s in 1,810 requests,
+# each after ~150 ms), and a connection reset or closed before an answer (a replica killed mid-request).
 
 
 class Forwarder:
@@ -77,24 +80,44 @@ class Forwarder:
         pool_size: int,
     ) -> None:
         self.upstreams, self.metrics = upstreams, metrics
-        self.timeout = aiohttp.ClientTimeout(total=total_timeout_s, sock_connect=connect_timeout_s)
+        self.connect_timeout_s, self.total_timeout_s = connect_timeout_s, total_timeout_s
         self.max_in_flight, self.pool_size = max_in_flight, pool_size
         self.in_flight = 0
-        self.session: aiohttp.ClientSession | None = None
+        self.pools: dict[str, Pool] = {}
+
+    def pool(self, endpoint: Endpoint) -> Pool:
+        """The endpoint's connection pool (made on first use, kept while the endpoint is known)."""
+        pool = self.pools.get(endpoint.base)
+        if pool is None:
+            url = urlsplit(endpoint.base)
+            context = ssl.create_default_context() if url.scheme == "https" else None
+            port = url.port or (443 if context else 80)
+            pool = Pool(
+                url.hostname or "", port, [*(h.decode() for h in PASSED_HEADERS)], self.pool_size, context
+            )
+            self.pools[endpoint.base] = pool
+        return pool
+
+    def forget(self, base: str) -> None:
+        """Close the pooled connections of an endpoint DNS no longer names."""
+        pool = self.pools.pop(base, None)
+        if pool is not None:
+            pool.close()
+
+    async def get(self, endpoint: Endpoint, path: str, timeout_s: float) -> Response:
+        """``GET path`` on ``endpoint`` (the readiness probe); raises as :meth:`upstream_pool.Pool.request`."""
+        pool = self.pool(endpoint)
+        head = f"GET {path} HTTP/1.1\r\nHost: {pool.host_header}\r\n\r\n".encode()
+        loop = asyncio.get_running_loop()
+        return await pool.request(head, self.connect_timeout_s, loop.time() + timeout_s)
 
     async def start(self) -> None:
-        connector = aiohttp.TCPConnector(limit=self.pool_size, keepalive_timeout=30, ttl_dns_cache=300)
-        # No cookie jar, no auto-decompression: the gateway only relays JSON bytes.
-        self.session = aiohttp.ClientSession(
-            connector=connector,
-            timeout=self.timeout,
-            cookie_jar=aiohttp.DummyCookieJar(),
-            auto_decompress=False,
-        )
+        """Nothing to open up front: each endpoint's pool connects on its first request."""
 
     async def stop(self) -> None:
-        if self.session is not None:
-            await self.session.close()
+        for pool in self.pools.values():
+            pool.close()
+        self.pools.clear()
 
     def _track(self, breaker: CircuitBreaker, endpoint: Endpoint) -> None:
         self.metrics.labelled(self.metrics.circuit_state, endpoint.base).set(int(breaker.state))
@@ -112,8 +135,15 @@ class Forwarder:
             self.metrics.in_flight.dec()
 
     async def _send(self, user_text: str, body: bytes, request_id: str, key_id: str) -> Reply:
-        assert self.session is not None, "Forwarder.start() not awaited"
-        headers = {**_JSON_TYPE, HEADER_REQUEST_ID: request_id, HEADER_KEY_ID: key_id}
+        if (
+            _UNSAFE.intersection(user_text)
+            or _UNSAFE.intersection(request_id)
+            or _UNSAFE.intersection(key_id)
+        ):
+            # The route checked the user id, the gateway minted the request id and the key file's pattern bounds
+            # key ids; a CR or LF here would be a bug that splits the upstream request, so it never goes out.
+            raise Unavailable("refused to forward a header value holding CR or LF")
+        deadline = asyncio.get_running_loop().time() + self.total_timeout_s
         tries = 0
         last = "every upstream circuit is open"
         for endpoint in self.upstreams.candidates(user_text):
@@ -125,29 +155,25 @@ class Forwarder:
             tries += 1
             if tries == 2:
                 self.metrics.retries.inc()
+            pool = self.pool(endpoint)
+            head = _REQUEST_HEAD.format(
+                user=user_text, host=pool.host_header, rid=request_id, kid=key_id, length=len(body)
+            )
             t0 = time.perf_counter()
             try:
-                async with self.session.post(
-                    f"{endpoint.base}/recommend/{user_text}", data=body, headers=headers
-                ) as resp:
-                    payload = await resp.read()
-                    status = resp.status
-                    passed = [
-                        (raw, v.encode())
-                        for k, raw in PASSED_HEADERS
-                        if (v := resp.headers.get(k)) is not None
-                    ]
-            except _CONNECT_ERRORS as exc:
+                resp = await pool.request(head.encode() + body, self.connect_timeout_s, deadline)
+            except ConnectFailed as exc:
                 self._failed(endpoint, "connect_error", t0)
                 self.upstreams.refresh_wanted()  # a pod that went away: re-resolve DNS upstreams early
-                last = f"upstream {endpoint.group} unreachable: {type(exc).__name__}"
+                last = f"upstream {endpoint.group} unreachable: {exc}"
                 continue  # nothing was processed: the one retry may go elsewhere
             except TimeoutError:
                 self._failed(endpoint, "timeout", t0)
                 raise Unavailable(f"upstream {endpoint.group} timed out") from None
-            except aiohttp.ClientError as exc:
+            except ProtocolError as exc:
                 self._failed(endpoint, "protocol_error", t0)
-                raise Unavailable(f"upstream {endpoint.group} failed: {type(exc).__name__}") from None
+                raise Unavailable(f"upstream {endpoint.group} failed: {exc}") from None
+            status = resp.status
             outcome = "ok" if status < 500 else "error"
             self.metrics.labelled(self.metrics.upstream, endpoint.group, outcome).observe(
                 time.perf_counter() - t0
@@ -159,8 +185,9 @@ class Forwarder:
             else:
                 breaker.success()
             self._track(breaker, endpoint)
+            passed = [(k, v) for k in PASSED_HEADERS if (v := resp.headers.get(k)) is not None]
             passed.append(_JSON_HEADER)
-            return Reply(status, payload, passed)
+            return Reply(status, resp.body, passed)
         if tries == 0:
             self.metrics.circuit_open.inc()
         raise Unavailable(last)

@@ -40,10 +40,11 @@ from forkcast_inference.api import BadRequestError, parse_request, parse_user_id
 from forkcast_inference.events import Event, EventSink
 from forkcast_inference.features import (
     CorruptUserError,
-    FeatureReader,
+    FeatureSource,
     NoLiveVersionError,
     VersionState,
     connect,
+    open_feature_source,
 )
 from forkcast_inference.metrics import Metrics
 from forkcast_inference.model import LoadedModel, ModelLoadError, load_model
@@ -81,7 +82,7 @@ class InferenceApp:
         self.settings = settings
         self.metrics = Metrics()
         self.redis = connect(settings.redis_url, settings.redis_timeout_s)
-        self.reader = FeatureReader(self.redis, settings.feature_prefix)
+        self.reader: FeatureSource = open_feature_source(settings)
         events = (
             self.redis
             if settings.events_url == settings.redis_url

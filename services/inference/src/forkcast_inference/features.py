@@ -15,12 +15,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import cast
+from typing import Protocol, cast
 
 import numpy as np
 import numpy.typing as npt
 import redis
 from redis.backoff import NoBackoff
+from redis.cluster import RedisCluster
 from redis.retry import Retry
 
 from forkcast_contract.feature_store import (
@@ -34,6 +35,7 @@ from forkcast_contract.feature_store import (
     meta_key,
     pointer_key,
 )
+from forkcast_inference.settings import InferenceSettings
 
 F64 = npt.NDArray[np.float64]
 I64 = npt.NDArray[np.int64]
@@ -89,6 +91,30 @@ def connect(url: str, timeout_s: float) -> redis.Redis:
 SelectFn = Callable[[VersionState], I64]
 
 
+class FeatureSource(Protocol):
+    """What the app needs from a feature store, standalone (``FeatureReader``) or Redis Cluster.
+
+    Both readers keep the same contract: ``fetch`` returns values of one version only (it rereads and reloads when
+    the live pointer or the restaurant revision changed under it) and raises ``NoLiveVersionError`` /
+    ``CorruptUserError`` / ``redis.RedisError`` for the app to map to 503 / 500 / 503.
+    """
+
+    # The version this worker holds (None before the first load); /version reports it.
+    state: VersionState | None
+
+    def load(self, version: str) -> VersionState:
+        """Read ``version``'s metadata and restaurant coordinates and make it the held state."""
+        ...
+
+    def current(self) -> VersionState:
+        """The live version's state, loading it if the live pointer moved (readiness and start)."""
+        ...
+
+    def fetch(self, user_id: int, select: SelectFn) -> Fetched:
+        """The user's vector and the values of the candidates ``select`` picks, all from one version."""
+        ...
+
+
 class FeatureReader:
     """Holds the live version's coordinates; ``fetch`` returns a request's user and candidate values."""
 
@@ -97,6 +123,11 @@ class FeatureReader:
         self.prefix = prefix
         self.pointer = pointer_key(prefix)
         self.state: VersionState | None = None
+        # The hot path's own connection, made like the pool's (AUTH, db, timeouts, no retries) and connected on its
+        # first use; only ``fetch`` (the event loop's thread) uses it. ``load``/``current`` use the pool.
+        pool = client.connection_pool
+        self._conn: redis.connection.AbstractConnection = pool.connection_class(**pool.connection_kwargs)
+        self._wire: MgetWire | None = None
 
     def load(self, version: str) -> VersionState:
         """Read a version's metadata and every restaurant's coordinates (≈ 0.3 s for 100k restaurants)."""
@@ -107,19 +138,9 @@ class FeatureReader:
         keys = FeatureKeys(self.prefix, version)
         # The revision is read before the coordinates: a change in between is seen by the next request.
         revision = cast("bytes | None", self.client.get(keys.restaurant_revision)) or b""
-        n = meta.restaurants
-        lat, lng = np.full(n, np.nan), np.full(n, np.nan)
-        base = keys.restaurant_base
-        for start in range(0, n, _RELOAD_CHUNK):
-            stop = min(start + _RELOAD_CHUNK, n)
-            values = cast("list[bytes | None]", self.client.mget([f"{base}{i}" for i in range(start, stop)]))
-            good = [i for i, v in enumerate(values) if v is not None and len(v) == RESTAURANT_VALUE_BYTES]
-            if good:
-                buf = b"".join(cast("bytes", values[i])[:8] for i in good)
-                coords = np.frombuffer(buf, dtype=COORD_WIRE_DTYPE).reshape(-1, 2) / COORD_SCALE
-                idx = np.asarray(good) + start
-                lat[idx], lng[idx] = coords[:, 0], coords[:, 1]
+        lat, lng = load_coordinates(self.client, keys, meta.restaurants)
         self.state = VersionState(keys, meta, revision, lat, lng)
+        self._wire = MgetWire.of(self.pointer, keys, meta.restaurants)
         return self.state
 
     def current(self) -> VersionState:
@@ -139,13 +160,11 @@ class FeatureReader:
         for _ in range(_MAX_ATTEMPTS):
             ids = select(state)
             keys = state.keys
-            base = keys.restaurant_base
-            values = cast(
-                "list[bytes | None]",
-                self.client.mget(
-                    [self.pointer, keys.restaurant_revision, keys.user(user_id), *[f"{base}{i}" for i in ids]]
-                ),
-            )
+            wire = self._wire
+            if wire is None or wire.version != keys.version:
+                wire = self._wire = MgetWire.of(self.pointer, keys, state.meta.restaurants)
+            self._conn.send_packed_command([wire.mget(user_id, ids.tolist())], check_health=False)  # type: ignore[no-untyped-call]
+            values = cast("list[bytes | None]", self._conn.read_response())
             live = values[0]
             if live is None:
                 raise NoLiveVersionError(f"{self.pointer} names no feature version")
@@ -163,3 +182,74 @@ class FeatureReader:
                 user = np.frombuffer(raw_user, dtype=FEATURE_WIRE_DTYPE)
             return Fetched(keys.version, state.meta.feature_schema_hash, user, ids, values[3:])
         raise NoLiveVersionError("feature version kept changing during the request")
+
+
+def _bulk(key: bytes) -> bytes:
+    """``key`` as a RESP bulk string (https://redis.io/docs/latest/develop/reference/protocol-spec/#bulk-strings)."""
+    return b"$%d\r\n%b\r\n" % (len(key), key)
+
+
+@dataclass(frozen=True)
+class MgetWire:
+    """A version's request MGET, pre-encoded: the command is joined from per-key RESP fragments built at load.
+
+    Why: building the key strings and redis-py's ``mget`` (``pack_command`` + ``execute_command``) cost 60-70 µs
+    of CPU per request for ~50 keys; the same bytes sent with redis-py's ``send_packed_command`` on its own
+    connection cost 21 µs (raw hiredis over a socket: 16 µs), measured 2026-12-05 on this 2-core machine,
+    loaded by other agents (docs/benchmarks.md, "inference CPU per request"). The connection, its AUTH, timeouts,
+    reply parsing (hiredis) and error mapping stay redis-py's. ≈ 30 B per restaurant id of memory.
+    """
+
+    version: str
+    head: bytes  # pointer and revision
+    user_base: bytes
+    restaurants: list[bytes]  # fragment of restaurant id i at index i
+
+    @classmethod
+    def of(cls, pointer: str, keys: FeatureKeys, n: int) -> MgetWire:
+        base = keys.restaurant_base.encode()
+        return cls(
+            keys.version,
+            _bulk(pointer.encode()) + _bulk(keys.restaurant_revision.encode()),
+            keys.user_base.encode(),
+            [_bulk(b"%b%d" % (base, i)) for i in range(n)],
+        )
+
+    def mget(self, user_id: int, ids: list[int]) -> bytes:
+        """``MGET pointer revision user r<id>…``; every id is in [0, n) (the selection only picks loaded ids)."""
+        frags = self.restaurants
+        user = b"%b%d" % (self.user_base, user_id)
+        return b"".join(
+            [b"*%d\r\n$4\r\nMGET\r\n" % (len(ids) + 4), self.head, _bulk(user), *[frags[i] for i in ids]]
+        )
+
+
+def load_coordinates(client: redis.Redis | RedisCluster, keys: FeatureKeys, n: int) -> tuple[F64, F64]:
+    """Coordinates of restaurant ids 0..n-1 of ``keys``' table (NaN: absent or corrupt), in MGETs of one slot.
+
+    Shared by both readers: on a Cluster ``keys`` names one restaurant copy, whose keys share one slot.
+    """
+    lat, lng = np.full(n, np.nan), np.full(n, np.nan)
+    base = keys.restaurant_base
+    for start in range(0, n, _RELOAD_CHUNK):
+        stop = min(start + _RELOAD_CHUNK, n)
+        values = cast("list[bytes | None]", client.mget([f"{base}{i}" for i in range(start, stop)]))
+        good = [i for i, v in enumerate(values) if v is not None and len(v) == RESTAURANT_VALUE_BYTES]
+        if good:
+            buf = b"".join(cast("bytes", values[i])[:8] for i in good)
+            coords = np.frombuffer(buf, dtype=COORD_WIRE_DTYPE).reshape(-1, 2) / COORD_SCALE
+            idx = np.asarray(good) + start
+            lat[idx], lng[idx] = coords[:, 0], coords[:, 1]
+    return lat, lng
+
+
+def open_feature_source(settings: InferenceSettings) -> FeatureSource:
+    """The feature reader ``settings`` name: the one place the app's reader is chosen (standalone or Cluster)."""
+    if settings.redis_cluster:
+        # Imported here: cluster_features builds on this module (VersionState, Fetched, load_coordinates).
+        from forkcast_inference.cluster_features import ClusterFeatureReader, connect_cluster
+
+        return ClusterFeatureReader(
+            connect_cluster(settings.redis_url, settings.redis_timeout_s), settings.feature_prefix
+        )
+    return FeatureReader(connect(settings.redis_url, settings.redis_timeout_s), settings.feature_prefix)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from forkcast_contract.api import MAX_BODY_BYTES_DEFAULT, MAX_CANDIDATES_DEFAULT
 from forkcast_contract.feature_store import DEFAULT_PREFIX
@@ -29,6 +29,9 @@ class InferenceSettings(EventsRedisSettings):
     host: str = "127.0.0.1"
     port: int = Field(default=8001, ge=1, le=65535)
     redis_url: str = Field(default="redis://127.0.0.1:6379/0", validation_alias="REDIS_URL")
+    # FORKCAST_REDIS_CLUSTER, the feature store's setting of the same name: REDIS_URL names one node of a Redis
+    # Cluster and the reader discovers the others (forkcast_inference.cluster_features).
+    redis_cluster: bool = False
     feature_prefix: str = Field(default=DEFAULT_PREFIX, min_length=1)
     # The release written by promotion (contract registry_format): the s3://…/<version>/ directory and pins.
     model_uri: str = Field(default="", validation_alias=ENV_MODEL_URI)
@@ -51,6 +54,16 @@ class InferenceSettings(EventsRedisSettings):
     events_maxlen: int = Field(default=PREDICTIONS_MAXLEN, ge=1)
     events_flush_s: float = Field(default=0.05, gt=0)
     events_buffer: int = Field(default=10_000, ge=1)
+
+    @model_validator(mode="after")
+    def _events_beside_a_cluster(self) -> InferenceSettings:
+        # The event sink is a single-node client: on a Cluster node its XADD would be answered MOVED for most
+        # stream names and every event lost. The cluster runs a separate events Redis anyway (issue 18.2).
+        if self.redis_cluster and self.events_redis_url is None:
+            raise ValueError(
+                "FORKCAST_REDIS_CLUSTER=1 needs FORKCAST_EVENTS_REDIS_URL (a single Redis for the prediction events)"
+            )
+        return self
 
     @field_validator("model_dir")
     @classmethod

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-import aiohttp
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -14,7 +13,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from forkcast_gateway.forwarding import Forwarder
 from forkcast_gateway.metrics import Metrics
 from forkcast_gateway.schemas import Health, Readiness
-from forkcast_gateway.upstreams import Upstreams
+from forkcast_gateway.upstream_pool import ProtocolError
+from forkcast_gateway.upstreams import Endpoint, Upstreams
 
 
 def router(forwarder: Forwarder, upstreams: Upstreams, metrics: Metrics, timeout_s: float) -> APIRouter:
@@ -26,19 +26,15 @@ def router(forwarder: Forwarder, upstreams: Upstreams, metrics: Metrics, timeout
 
     @api.get("/readyz", response_model=Readiness, responses={503: {"model": Readiness}})
     async def readyz() -> Any:
-        session = forwarder.session
-        assert session is not None
-        timeout = aiohttp.ClientTimeout(total=timeout_s)
-
-        async def probe(base: str) -> bool:
+        async def probe(endpoint: Endpoint) -> bool:
             try:
-                async with session.get(f"{base}/readyz", timeout=timeout) as r:
-                    return r.status == 200
-            except (aiohttp.ClientError, TimeoutError):
+                return (await forwarder.get(endpoint, "/readyz", timeout_s)).status == 200
+            except (OSError, TimeoutError, ProtocolError):
                 return False
 
-        bases = [e.base for e in upstreams.endpoints]
-        results = dict(zip(bases, await asyncio.gather(*(probe(b) for b in bases)), strict=True))
+        endpoints = upstreams.endpoints
+        bases = [e.base for e in endpoints]
+        results = dict(zip(bases, await asyncio.gather(*(probe(e) for e in endpoints)), strict=True))
         ready = any(results.values())
         return JSONResponse(
             Readiness(ready=ready, upstreams=results).model_dump(), status_code=200 if ready else 503

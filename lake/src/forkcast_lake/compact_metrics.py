@@ -1,0 +1,74 @@
+"""The compaction's Prometheus metrics (names from forkcast_contract.metric_names) and its HTTP probes.
+
+One small server on ``FORKCAST_METRICS_PORT``: ``/metrics``, ``/healthz`` (200 while the process serves HTTP: the
+job waits out Redis and S3 outages in its loop, so an outage is no reason to restart it) and ``/readyz`` (200 once
+a loop step has completed and the last one did not fail; 503 with the error otherwise), the same contract as the
+monitoring jobs' probes (forkcast_monitoring.probes), which the lake cannot import (services never import each
+other).
+"""
+
+from __future__ import annotations
+
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+from forkcast_contract import metric_names as n
+
+
+class CompactMetrics:
+    """The series ``forkcast-lake compact`` exports, on a registry of its own (tests build several)."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry()
+        r = self.registry
+        self.rows = Counter(n.LAKE_ROWS_COMMITTED_TOTAL, "Rows committed to a served-log table.", ["table"], registry=r)
+        self.commit_seconds = Histogram(
+            n.LAKE_COMMIT_SECONDS,
+            "Seconds per Delta commit of one batch (decode, parquet write, log commit).",
+            ["table"],
+            buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+            registry=r,
+        )
+        self.trimmed = Counter(n.LAKE_TRIMMED_TOTAL, "Stream entries trimmed after commit.", ["stream"], registry=r)
+        self.malformed = Counter(
+            n.LAKE_MALFORMED_TOTAL, "Stream entries that did not decode (no row).", ["stream"], registry=r
+        )
+        self.lag_entries = Gauge(n.LAKE_LAG_ENTRIES, "Stream entries not yet committed.", ["stream"], registry=r)
+        self.lag_seconds = Gauge(
+            n.LAKE_LAG_SECONDS, "Age of the oldest uncommitted stream entry (0: caught up).", ["stream"], registry=r
+        )
+        self.ready_error: str | None = "no step completed yet"
+
+
+def start_server(metrics: CompactMetrics, host: str, port: int) -> ThreadingHTTPServer:
+    """Serve /metrics, /healthz and /readyz on a daemon thread; returns the server (``server_port`` is bound)."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 (the stdlib's name)
+            path = self.path.split("?", 1)[0]
+            if path == "/metrics":
+                self._send(200, generate_latest(metrics.registry), CONTENT_TYPE_LATEST)
+            elif path == "/healthz":
+                self._send(200, b"ok\n")
+            elif path == "/readyz":
+                error = metrics.ready_error
+                self._send(200, b"ready\n") if error is None else self._send(503, f"{error}\n".encode())
+            else:
+                self._send(404, b"not found\n")
+
+        def _send(self, status: int, body: bytes, content_type: str = "text/plain; charset=utf-8") -> None:
+            self.send_response(status)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 (the stdlib's name)
+            return  # probes every few seconds would flood the log
+
+    server = ThreadingHTTPServer((host, port), Handler)
+    threading.Thread(target=server.serve_forever, name="compact-probes", daemon=True).start()
+    return server

@@ -1,0 +1,119 @@
+"""Trimming after commit never removes what the online-AUC job's consumer group has not read or acknowledged, and
+two compactors racing on one group neither skip nor duplicate a row (real redis-server and weed mini)."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections import Counter
+from typing import Any
+
+import pytest
+import redis
+from deltalake import DeltaTable
+from forkcast_devservers.servers import RedisServer, Seaweed
+
+from forkcast_contract.streams import FEEDBACK_STREAM, PREDICTIONS_STREAM
+from forkcast_lake.compact import Compactor
+from forkcast_lake.compact_settings import CompactSettings
+from forkcast_lake.compact_trim import safe_bound
+from forkcast_lake.storage import storage_options
+from forkcast_lake.stream_ids import StreamId
+from forkcast_lake.testing import produce
+
+STREAMS = {"predictions": PREDICTIONS_STREAM, "feedback": FEEDBACK_STREAM}
+AUC_GROUP = "online-auc"
+
+
+@pytest.fixture
+def lake(seaweed: Seaweed, monkeypatch: pytest.MonkeyPatch) -> str:
+    bucket = f"trim-{uuid.uuid4().hex[:8]}"
+    seaweed.create_bucket(bucket)
+    for name, value in seaweed.client_env(bucket).items():
+        monkeypatch.setenv(name, value)
+    return f"s3://{bucket}/lake"
+
+
+def _settings(lake: str, redis_url: str, **extra: Any) -> CompactSettings:
+    return CompactSettings(
+        environment="local", lake_uri=lake, events_redis_url=redis_url, block_ms=20, batch_seconds=3600, **extra
+    )
+
+
+def _drain(compactor: Compactor) -> None:
+    while compactor.step():
+        pass
+    compactor.flush_all()
+
+
+def test_trim_keeps_what_the_online_auc_group_has_not_read_or_acked(
+    redis_server_factory: Any, lake: str
+) -> None:
+    server: RedisServer = redis_server_factory()
+    client = redis.Redis.from_url(server.url)
+    client.xgroup_create(PREDICTIONS_STREAM, AUC_GROUP, id="0", mkstream=True)
+    produce(client, STREAMS, 100, time.time())
+    ids = [entry_id for entry_id, _ in client.xrange(PREDICTIONS_STREAM)]
+    # The online-AUC job read the first 60 predictions and acknowledged the first 40: 40..59 are pending.
+    client.xreadgroup(AUC_GROUP, "auc-0", {PREDICTIONS_STREAM: ">"}, count=60)
+    client.xack(PREDICTIONS_STREAM, AUC_GROUP, *ids[:40])
+
+    compactor = Compactor(client, _settings(lake, server.url))
+    compactor.start()
+    _drain(compactor)
+
+    # Everything is committed, yet the predictions stream keeps the group's oldest pending entry and all after it.
+    assert compactor.streams[PREDICTIONS_STREAM].committed == StreamId.parse(ids[-1])
+    assert [e for e, _ in client.xrange(PREDICTIONS_STREAM)] == ids[40:], "trimmed past a pending entry"
+    bound = safe_bound(client, PREDICTIONS_STREAM, compactor.s.group, compactor.streams[PREDICTIONS_STREAM].committed)
+    assert bound.held_by == f"group {AUC_GROUP} (pending)"
+    # The feedback stream has no other group: trimmed to empty once committed.
+    assert client.xlen(FEEDBACK_STREAM) == 0
+
+    # The group acknowledges everything it read: the stream may now go up to its last-delivered id, no further.
+    client.xack(PREDICTIONS_STREAM, AUC_GROUP, *ids[40:60])
+    compactor.trim(compactor.streams[PREDICTIONS_STREAM])
+    assert [e for e, _ in client.xrange(PREDICTIONS_STREAM)] == ids[60:], "trimmed past unread entries"
+    assert safe_bound(client, PREDICTIONS_STREAM, compactor.s.group, None).held_by == "lake"
+
+
+def test_trim_never_passes_the_committed_position(redis_server_factory: Any, lake: str) -> None:
+    server: RedisServer = redis_server_factory()
+    client = redis.Redis.from_url(server.url)
+    produce(client, STREAMS, 50, time.time())
+    compactor = Compactor(client, _settings(lake, server.url))
+    compactor.start()
+    _drain(compactor)
+    produce(client, STREAMS, 30, time.time(), prefix="late")  # read by nobody yet
+    compactor.trim(compactor.streams[PREDICTIONS_STREAM])
+    left = [fields[b"rid"].decode() for _, fields in client.xrange(PREDICTIONS_STREAM)]
+    assert left == [f"late{i:09d}" for i in range(30)], "entries after the committed position were trimmed"
+
+
+def test_two_compactors_racing_neither_skip_nor_duplicate(redis_server_factory: Any, lake: str) -> None:
+    server: RedisServer = redis_server_factory()
+    client = redis.Redis.from_url(server.url)
+    served = produce(client, STREAMS, 400, time.time())
+    # Two jobs on one consumer group (a rollout that overlaps): the group splits delivery between them.
+    settings = _settings(lake, server.url, read_count=150)
+    a = Compactor(client, settings, consumer="a")
+    b = Compactor(redis.Redis.from_url(server.url), settings, consumer="b")
+    a.start()
+    b.start()
+    for _ in range(3):
+        a.step()
+        b.step()
+    b.flush_all()  # b holds entries after a's: refused (a gap), reloads
+    a.flush_all()
+    for _ in range(20):
+        a.step()
+        b.step()
+        a.flush_all()
+        b.flush_all()
+    options = storage_options(settings)
+    rows = DeltaTable(f"{lake}/served/predictions", storage_options=options).to_pyarrow_table(columns=["rid"])
+    counts = Counter(rows.column("rid").to_pylist())
+    assert sorted(counts) == sorted(served.predictions), "a prediction was skipped"
+    assert max(counts.values()) == 1, "a prediction was committed twice"
+    feedback = DeltaTable(f"{lake}/served/feedback", storage_options=options).to_pyarrow_table(columns=["rid"])
+    assert feedback.num_rows == len(served.feedback)

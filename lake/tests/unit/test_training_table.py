@@ -1,0 +1,127 @@
+"""The point-in-time training table on local Delta tables: labels, features as served, reproducibility.
+
+Each test writes a small served log (forkcast_lake.pit_testing: records in the producers' encoding through the
+compaction's decoders) and a feature dataset directory, builds the table and reads the parquet files back as the
+trainer would (forkcast_retrain.tables.IdIndex over the state ids).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+
+from forkcast_contract.dataset import RESTAURANT_FEATURES_FILE, USER_FEATURES_FILE, read_manifest
+from forkcast_contract.features import USER_FEATURES
+from forkcast_lake.datasets import LakeDataError
+from forkcast_lake.pit_features import STATE_STRIDE
+from forkcast_lake.pit_testing import LogWriter, write_features_dataset
+from forkcast_lake.training_table import training_table
+from forkcast_retrain.tables import IdIndex
+
+T0 = 1_800_000_000.0
+UPDATED = [0.5] * 30  # a user's features after a live update (exact in float32)
+
+
+@pytest.fixture
+def world(tmp_path: Path) -> tuple[str, str, str]:
+    """(lake prefix, features dataset directory, its feature version)."""
+    features = tmp_path / "features"
+    fv = write_features_dataset(features, users=10, restaurants=20)
+    return str(tmp_path / "lake"), str(features), fv
+
+
+def _clicks(out: Path) -> pl.DataFrame:
+    """Every click row of the output with the user's and restaurant's feature rows joined by state id."""
+    clicks = pl.concat(pl.read_parquet(p) for p in sorted(out.glob("t*/t*_*.parquet")))
+    users = pl.read_parquet(out / USER_FEATURES_FILE)
+    rests = pl.read_parquet(out / RESTAURANT_FEATURES_FILE)
+    return clicks.join(users, on="user_id").join(rests, on="restaurant_id", suffix="_r")
+
+
+def _build(
+    lake: str, fv_dir: str, out: Path, since: float = T0 - 60, until: float = T0 + 3600
+) -> pl.DataFrame:
+    training_table(lake, since, until, str(out), [fv_dir], test_fraction=0.5)
+    return _clicks(out)
+
+
+def test_a_feature_updated_after_a_prediction_does_not_leak_into_its_row(
+    world: tuple[str, str, str], tmp_path: Path
+) -> None:
+    lake, fv_dir, fv = world
+    log = LogWriter()
+    log.prediction("before", T0, 3, {1: 0.9}, fv=fv)
+    log.user_update(3, UPDATED, T0 + 5, fv=fv)
+    log.prediction("after", T0 + 10, 3, {1: 0.9}, fv=fv)
+    log.user_update(3, [0.25] * 30, T0 + 20, fv=fv)  # stamped exactly at the next prediction: not before it
+    log.prediction("same-instant", T0 + 20, 3, {2: 0.9}, fv=fv)
+    for rid in ("before", "after", "same-instant"):
+        for r in (1, 2):
+            log.feedback(rid, r, True, T0 + 30)
+    log.commit(lake)
+    rows = _build(lake, fv_dir, tmp_path / "out")
+    snapshot = pl.read_parquet(Path(fv_dir) / USER_FEATURES_FILE).filter(pl.col("user_id") == 3)
+    f00 = {r: rows.filter(pl.col("restaurant_id") == r)["f00"].to_list() for r in (1, 2)}
+    # Restaurant 1 was served twice: before the update (the snapshot's value) and after it (the update's).
+    assert sorted(f00[1]) == sorted([snapshot["f00"][0], 0.5])
+    assert f00[2] == [0.5]  # the update stamped at the prediction's own instant is not in its row
+    # Two states of user 3, two rows of the user table: the snapshot's keeps the id, the update's is sparse.
+    users = pl.read_parquet(tmp_path / "out" / USER_FEATURES_FILE)
+    assert sorted(users["user_id"].to_list()) == [3, 3 + STATE_STRIDE]
+    updated = users.filter(pl.col("user_id") == 3 + STATE_STRIDE).select(USER_FEATURES).row(0)
+    assert list(updated) == UPDATED
+    index = IdIndex.build("user_id", users["user_id"].to_numpy().astype(np.int64))
+    clicks = pl.concat(pl.read_parquet(p) for p in (tmp_path / "out").glob("t*/t*_*.parquet"))
+    assert (index.rows(clicks["user_id"].to_numpy(), "clicks") >= 0).all()  # the trainer finds every state
+
+
+def test_labels_follow_the_online_auc_join(world: tuple[str, str, str], tmp_path: Path) -> None:
+    lake, fv_dir, fv = world
+    log = LogWriter()
+    log.prediction("r", T0, 1, {10: 0.1, 11: 0.2, 12: 0.3, 13: 0.4, 14: 0.5, 15: 0.6}, fv=fv, key="k1")
+    log.prediction(
+        "r", T0, 1, {16: 0.7}, fv=fv, key="k1", arrival=T0 + 1
+    )  # a repeated event: the first counts
+    log.feedback("r", 10, True, T0 + 599)  # within the window: a positive
+    log.feedback("r", 11, True, T0 + 601)  # after the window: a negative
+    log.feedback("r", 12, True, T0 + 5)
+    log.feedback("r", 12, True, T0 + 6)  # the same click again: still one row, one positive
+    log.feedback("r", 13, False, T0 + 5)
+    log.feedback("r", 13, True, T0 + 6)  # a later, different label: the first one stands
+    log.feedback("r", 14, True, T0 + 5, key="k2")  # another key's click: not a label, so a negative
+    log.commit(lake)
+    rows = _build(lake, fv_dir, tmp_path / "out")
+    by_restaurant = dict(zip(rows["restaurant_id"], rows["click"], strict=True))
+    assert by_restaurant == {10: 1, 11: 0, 12: 1, 13: 0, 14: 0, 15: 0}
+
+
+def test_the_table_is_reproducible(world: tuple[str, str, str], tmp_path: Path) -> None:
+    lake, fv_dir, fv = world
+    log = LogWriter()
+    for i in range(40):
+        log.prediction(f"q{i}", T0 + i, i % 10, {i % 20: 0.5, (i + 1) % 20: 0.25}, fv=fv)
+        log.feedback(f"q{i}", i % 20, i % 3 == 0, T0 + i + 1)
+        if i % 7 == 0:
+            log.user_update(i % 10, UPDATED, T0 + i + 0.5, fv=fv)
+    log.commit(lake, batches=4)
+    a, b = tmp_path / "a", tmp_path / "b"
+    _build(lake, fv_dir, a)
+    _build(lake, fv_dir, b)
+    ma, mb = read_manifest(a), read_manifest(b)
+    assert [(f.path, f.sha256) for f in ma.files] == [(f.path, f.sha256) for f in mb.files]
+    assert ma.fingerprint == mb.fingerprint
+    assert ma.rows("train/") + ma.rows("test/") == 80 and min(ma.rows("train/"), ma.rows("test/")) > 0
+
+
+def test_a_feature_version_from_no_given_dataset_is_refused(
+    world: tuple[str, str, str], tmp_path: Path
+) -> None:
+    lake, fv_dir, _ = world
+    log = LogWriter()
+    log.prediction("r", T0, 1, {1: 0.5}, fv="deadbeef")
+    log.commit(lake)
+    with pytest.raises(LakeDataError, match="deadbeef"):
+        _build(lake, fv_dir, tmp_path / "out")

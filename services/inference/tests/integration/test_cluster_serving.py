@@ -1,0 +1,187 @@
+"""The inference on a real 3-master Redis Cluster loaded by `forkcast-features load` (issue 19).
+
+Same model, same data, same requests: the Cluster-backed app must answer byte for byte what the standalone one does,
+each request must read from exactly one master (one GET + one MGET there), and the reads must spread over the
+masters. With a replica per master, a manual failover (CLUSTER FAILOVER on a replica) mid-load may cost a few 503s,
+each counted in the errors metric, but never a wrong answer.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+import pytest
+import redis
+
+from forkcast_contract.dataset import REQUESTS_FILE
+from forkcast_contract.metric_names import INFERENCE_ERRORS
+from forkcast_devservers.ready import wait_until
+from forkcast_devservers.servers import RedisCluster, RedisServer
+from forkcast_inference.app import InferenceApp, create_app
+from forkcast_inference.cluster_features import ClusterFeatureReader
+from forkcast_inference.testing import BIN, PREFIX, Response, call, make_settings
+
+pytestmark = pytest.mark.slow
+
+N_REQUESTS = 150
+
+
+def load_cluster(url: str, data: Path) -> None:
+    """`forkcast-features load --activate` with FORKCAST_REDIS_CLUSTER=1 and REDIS_URL naming one node."""
+    env = {**os.environ, "REDIS_URL": url, "FORKCAST_REDIS_CLUSTER": "1", "FORKCAST_FEATURE_PREFIX": PREFIX}
+    subprocess.run(
+        [str(BIN / "forkcast-features"), "load", "--data", str(data), "--activate", "--no-progress"],
+        env=env,
+        check=True,
+        capture_output=True,
+    )
+
+
+def requests_of(data: Path, n: int) -> list[tuple[str, bytes]]:
+    """(user id, body) of the dataset's first ``n`` requests, sizes capped so the answers stay small."""
+    out = []
+    for row in pl.read_parquet(data / REQUESTS_FILE).head(n).iter_rows(named=True):
+        body = {
+            "latitude": row["latitude"],
+            "longitude": row["longitude"],
+            "candidate_restaurant_ids": row["candidate_restaurant_ids"],
+            "size": min(int(row["size"]), 50),
+            "max_dist": int(row["max_dist"]),
+            "sort_dist": bool(row["sort_dist"]),
+        }
+        out.append((str(row["user_id"]), json.dumps(body).encode()))
+    return out
+
+
+def recommend(app: InferenceApp, user: str, body: bytes) -> Response:
+    return call(app, "POST", f"/recommend/{user}", body, {"content-type": "application/json"})
+
+
+def answer(resp: Response) -> tuple[int, bytes, str, str]:
+    """What must agree between two backends: status, body, model and feature version (not the request id)."""
+    return resp.status, resp.body, resp.headers["x-model-version"], resp.headers["x-feature-version"]
+
+
+def cluster_app(cluster: RedisCluster, model_dir: Path, events: RedisServer) -> InferenceApp:
+    # REDIS_URL names one node (the last: not the one the loader was given); events go to a single Redis.
+    app = create_app(
+        make_settings(cluster.nodes[-1].url, model_dir, redis_cluster=True, events_redis_url=events.url)
+    )
+    app.startup()
+    assert isinstance(app.reader, ClusterFeatureReader)
+    return app
+
+
+def calls(port: int, command: str) -> int:
+    stats = redis.Redis(port=port).info("commandstats")
+    return int(stats.get(f"cmdstat_{command}", {}).get("calls", 0))
+
+
+@pytest.fixture(scope="module")
+def cluster(redis_cluster: RedisCluster, tiny_data: Path) -> RedisCluster:
+    """The session's 3-master Cluster, emptied and loaded with the tiny dataset by the real CLI."""
+    for node in redis_cluster.nodes:
+        redis.Redis(port=node.port).flushall()
+    load_cluster(redis_cluster.nodes[0].url, tiny_data)
+    return redis_cluster
+
+
+@pytest.fixture(scope="module")
+def standalone_answers(redis_server: RedisServer, model_dir: Path, tiny_data: Path) -> list[Any]:
+    app = create_app(make_settings(redis_server.url, model_dir))
+    app.startup()
+    return [answer(recommend(app, u, b)) for u, b in requests_of(tiny_data, N_REQUESTS)]
+
+
+def test_cluster_answers_equal_standalone_one_round_trip_to_one_master_per_request(
+    cluster: RedisCluster,
+    redis_server: RedisServer,
+    model_dir: Path,
+    tiny_data: Path,
+    standalone_answers: list[Any],
+) -> None:
+    app = cluster_app(cluster, model_dir, redis_server)
+    ok, reason = app.readiness()
+    assert ok, reason
+    reqs = requests_of(tiny_data, N_REQUESTS)
+    ports = [n.port for n in cluster.nodes]
+    before = {p: (calls(p, "get"), calls(p, "mget")) for p in ports}
+    got = [answer(recommend(app, u, b)) for u, b in reqs]
+    after = {p: (calls(p, "get"), calls(p, "mget")) for p in ports}
+
+    assert sum(1 for a in standalone_answers if a[0] == 200) > N_REQUESTS * 0.9
+    for i, (mine, theirs) in enumerate(zip(got, standalone_answers, strict=True)):
+        assert mine == theirs, f"request {i} (user {reqs[i][0]}): cluster {mine[:2]} standalone {theirs[:2]}"
+    gets = {p: after[p][0] - before[p][0] for p in ports}
+    mgets = {p: after[p][1] - before[p][1] for p in ports}
+    # One GET (the user) and one MGET (pointer copy, revision, restaurants) per request, on the same master.
+    assert sum(mgets.values()) == len(reqs) and gets == mgets, (gets, mgets)
+    # The reads spread: every master served at least a fifth of the requests (a third each on average).
+    assert all(m >= len(reqs) / 5 for m in mgets.values()), mgets
+
+
+@pytest.fixture
+def replicated(tmp_path: Path, tiny_data: Path) -> Iterator[RedisCluster]:
+    with RedisCluster(tmp_path / "cluster", masters=3, replicas=1) as c:
+        load_cluster(c.url, tiny_data)
+        yield c
+
+
+def _role(node: RedisServer) -> str:
+    return redis.Redis(port=node.port).info("replication")["role"]  # type: ignore[no-any-return]
+
+
+def test_failover_mid_load_gives_no_wrong_answer_and_counts_its_errors(
+    replicated: RedisCluster,
+    redis_server: RedisServer,
+    model_dir: Path,
+    tiny_data: Path,
+    standalone_answers: list[Any],
+) -> None:
+    app = cluster_app(replicated, model_dir, redis_server)
+    reqs = requests_of(tiny_data, N_REQUESTS)
+    replica = next(n for n in replicated.nodes if _role(n) == "slave")
+    failed_over = threading.Event()
+
+    def failover() -> None:
+        time.sleep(0.3)
+        redis.Redis(port=replica.port).execute_command("CLUSTER", "FAILOVER")
+        wait_until(lambda: _role(replica) == "master", timeout_s=20, what="replica promoted")
+        failed_over.set()
+
+    worker = threading.Thread(target=failover)
+    worker.start()
+    statuses: list[int] = []
+    # Serve passes over the requests until one whole pass ran after the promotion.
+    for _ in range(50):
+        after_failover = failed_over.is_set()
+        for i, (user, body) in enumerate(reqs):
+            resp = recommend(app, user, body)
+            statuses.append(resp.status)
+            if resp.status != 503:
+                assert answer(resp) == standalone_answers[i], f"request {i} answered differently"
+        if after_failover:
+            break
+    worker.join()
+    assert failed_over.is_set()
+
+    errors = statuses.count(503)
+    print("DEBUG", len(statuses), errors, app.reader.topology_refreshes)
+    counted = app.metrics.registry.get_sample_value(
+        f"{INFERENCE_ERRORS}_total", {"cause": "redis_unavailable"}
+    )
+    assert set(statuses) <= {200, 404, 503}
+    assert errors == counted, (errors, counted)
+    assert errors <= 20, f"{errors} requests failed during one failover"
+    assert app.reader.topology_refreshes >= 1  # type: ignore[attr-defined]
+    # After the failover every request answers again, from the promoted replica too.
+    last = [recommend(app, u, b).status for u, b in reqs]
+    assert 503 not in last
