@@ -1,8 +1,11 @@
 """The retraining path of `.gitlab-ci.yml` run for real by gitlab-ci-local 4.73.0 (issue 10 §6).
 
 Shell executor (`--force-shell-executor --shell-isolation`): the jobs run on this machine with the workspace's
-virtual environment first on PATH instead of in the retrain image. Tiny data, a real SeaweedFS (the registry) and a
-real MLflow server (sqlite, artifacts on the same S3), both on loopback ports and stopped by PID.
+virtual environment first on PATH instead of in the retrain image, each in a checkout of its own. A real SeaweedFS
+(the lake and the registry) and a real MLflow server (sqlite, artifacts on the same S3), both on loopback ports and
+stopped by PID. The training data is a very small dataset published to the lake (`forkcast-data publish`) and named
+by the pipeline's `dataset` input only: no FORKCAST_DATA_DIR, no directory of this machine; every job that reads the
+data fetches the snapshot from S3 into its own checkout (FORKCAST_DATASET_CACHE), which the test checks.
 
 What never runs here, and how it is kept out without editing the pipeline file: the push pipeline is only listed
 (`--list`, rules evaluated) because its build job needs kaniko and its lint/test jobs the python image; the retrain
@@ -48,6 +51,11 @@ RETRAIN_JOBS = {
     "promote-prod",
 }
 RELEASE = "manifests/overlays/dev/model-release.yaml"
+LAKE_BUCKET = "forkcast-lake"
+DATASET_URI = f"s3://{LAKE_BUCKET}/datasets/ci"
+# The jobs that read the dataset's rows (prep resolves the snapshot; train, evaluate and gate read click files;
+# publish reads dataset.json): each fetches the snapshot into its own checkout.
+DATA_JOBS = ("prep", "train", "evaluate", "gate", "publish")
 GITOPS_URL = "https://gitlab.com/forkcast/forkcast.git"
 
 
@@ -78,6 +86,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
     # Both buckets are infrastructure (created once by the platform), not something a pipeline creates.
     with Seaweed(root / "seaweed") as seaweed, Mlflow.on(seaweed, root / "mlflow") as mlflow:
         seaweed.create_bucket("forkcast-models")
+        seaweed.create_bucket(LAKE_BUCKET)
         yield {
             **seaweed.client_env("forkcast-models"),
             "FORKCAST_MODEL_CACHE": str(root / "cache"),
@@ -87,8 +96,10 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
 
 
 @pytest.fixture(scope="module")
-def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A very small dataset (12 k training rows): the pipeline's speed, not the model's quality, is tested."""
+def data(tmp_path_factory: pytest.TempPathFactory, stack: dict[str, str]) -> tuple[str, str]:
+    """A very small dataset (12 k training rows: the pipeline's speed, not the model's quality, is tested),
+    published to the lake with the CLI an operator uses; (its s3:// URI, its fingerprint). The local folder is
+    deleted once published: nothing can read it."""
     out = tmp_path_factory.mktemp("ci-data") / "data"
     subprocess.run(
         [
@@ -99,7 +110,17 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
         check=True,
         capture_output=True,
     )
-    return out
+    fingerprint = json.loads((out / "dataset.json").read_text())["fingerprint"]
+    published = subprocess.run(
+        [str(VENV_BIN / "forkcast-data"), "publish", str(out), "--to", DATASET_URI],
+        env={**os.environ, **stack},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert published.returncode == 0, published.stdout + published.stderr
+    shutil.rmtree(out)
+    return DATASET_URI, fingerprint
 
 
 @pytest.fixture(scope="module")
@@ -235,7 +256,7 @@ def _pipeline(
     gcl: list[str],
     project: Path,
     stack: dict[str, str],
-    data: Path,
+    data: tuple[str, str],
     gitops: Path,
     extra: dict[str, str],
     argocd: ArgoCDStandIn | None = None,
@@ -245,7 +266,6 @@ def _pipeline(
         **stack,
         **extra,
         **({"FORKCAST_ARGOCD_SERVER": argocd.url, "FORKCAST_ARGOCD_TOKEN": "t0ken"} if argocd else {}),
-        "FORKCAST_DATA_DIR": str(data),
         "GITOPS_TOKEN": "unused-by-a-file-remote",
         # The literal clone URL of `.gitops`, answered by the scratch bare repository.
         "GIT_CONFIG_COUNT": "1",
@@ -254,7 +274,7 @@ def _pipeline(
         "CI_DEFAULT_BRANCH": "main",
     }
     shutil.rmtree(project / ".gitlab-ci-local", ignore_errors=True)
-    result = _run(gcl, project, variables, inputs=inputs)
+    result = _run(gcl, project, variables, inputs={"dataset": data[0], **(inputs or {})})
     return result, project / ".gitlab-ci-local"
 
 
@@ -281,7 +301,7 @@ def test_retraining_pipeline_promotes_into_the_gitops_repo(
     gcl: list[str],
     project: Path,
     stack: dict[str, str],
-    data: Path,
+    data: tuple[str, str],
     gitops: Path,
     argocd: ArgoCDStandIn,
     source: str,
@@ -297,6 +317,21 @@ def test_retraining_pipeline_promotes_into_the_gitops_repo(
     assert trigger["CI_PIPELINE_SOURCE"] == source
     assert trigger["alert_name"] == alert.get("alert_name", "none")
     assert trigger["alert_reason"] == alert.get("alert_reason", "")
+    # The data came from the lake URI alone: prep recorded the snapshot it resolved (the newest: version 0), and
+    # every job that reads rows fetched that snapshot from S3 into its own checkout.
+    uri, fingerprint = data
+    prep = json.loads(next(state.glob("artifacts/prep/**/prep/prep.json")).read_text())
+    assert prep["data_snapshot"]["uri"] == uri and prep["data_snapshot"]["version"] == 0
+    assert prep["data_snapshot"]["fingerprint"] == fingerprint
+    for job in DATA_JOBS:
+        assert list(state.glob(f"builds/{job}/.cache/datasets/{fingerprint}/dataset.json")), job
+    # The release names the snapshot: the gate report publish carried into the version.
+    gate = json.loads(next(state.glob("artifacts/gate/**/gate_report.json")).read_text())
+    assert {k: gate["dataset"][k] for k in ("uri", "version", "fingerprint")} == {
+        "uri": uri,
+        "version": 0,
+        "fingerprint": fingerprint,
+    }
     # promote-dev committed to main: one more commit on the dev release file, now naming the published version.
     assert len(_release_changes(gitops)) == len(before) + 1
     published = json.loads(next(state.glob("artifacts/publish/**/published.json")).read_text())
@@ -316,7 +351,7 @@ def test_retraining_pipeline_promotes_into_the_gitops_repo(
 
 
 def test_a_trigger_without_its_alert_stops_at_prep(
-    gcl: list[str], project: Path, stack: dict[str, str], data: Path, gitops: Path
+    gcl: list[str], project: Path, stack: dict[str, str], data: tuple[str, str], gitops: Path
 ) -> None:
     """The old interface (variables) names no alert: the inputs stay at `none` and prep refuses the trigger."""
     before = _release_changes(gitops)

@@ -85,14 +85,14 @@ DRIFT_LAST_RUN_TIME: Final = "forkcast_drift_last_run_timestamp_seconds"
 
 # Served-log compaction (lake, `forkcast-lake compact`): rows committed per table (label table), the seconds of
 # each Delta commit (label table), entries trimmed from each stream (label stream), entries that did not decode
-# (label stream), and how far each stream is behind the lake: entries not yet committed (label stream; absent
-# while Redis cannot count them) and the age in seconds of the oldest uncommitted entry (0 when caught up), which
+# (label stream), entries read but not yet committed (label stream: the open batch), and how far each stream is
+# behind the lake: the age in seconds of its oldest entry not yet committed (0 when caught up; label stream), which
 # the LakeCompactionLagging alert reads.
 LAKE_ROWS_COMMITTED_TOTAL: Final = "forkcast_lake_rows_committed_total"
 LAKE_COMMIT_SECONDS: Final = "forkcast_lake_commit_seconds"
 LAKE_TRIMMED_TOTAL: Final = "forkcast_lake_trimmed_total"
 LAKE_MALFORMED_TOTAL: Final = "forkcast_lake_malformed_total"
-LAKE_LAG_ENTRIES: Final = "forkcast_lake_lag_entries"
+LAKE_BUFFERED_ENTRIES: Final = "forkcast_lake_buffered_entries"
 LAKE_LAG_SECONDS: Final = "forkcast_lake_lag_seconds"
 
 # Alert receiver (monitoring): retraining triggers sent to GitLab, label outcome (sent, cooldown, failed, …).

@@ -20,11 +20,10 @@ from forkcast_features.loader import LoadError, load_version
 from forkcast_features.settings import FeatureStoreSettings
 from forkcast_features.source import BadInputError, read_source
 from forkcast_features.status import describe_status
-from forkcast_features.updates import UpdateError, update_restaurant, update_user
+from forkcast_features.updates import UpdateError, UpdateLog, update_restaurant, update_user
 from forkcast_features.verify import VerifyError, verify_version
 from forkcast_features.versions import set_fields
-from forkcast_lake.datasets import LakeDataError
-from forkcast_lake.datasets_read import add_data_arguments, open_data
+from forkcast_lake.datasets_read import LakeDataError, add_data_arguments, open_data
 from forkcast_registry.errors import RegistryError
 
 log = logging.getLogger("forkcast_features")
@@ -106,6 +105,13 @@ def _load(args: argparse.Namespace, settings: FeatureStoreSettings) -> int:
     return 0
 
 
+def _update_log(settings: FeatureStoreSettings) -> UpdateLog:
+    """The feature-updates stream in the events Redis (FORKCAST_EVENTS_REDIS_URL, else REDIS_URL)."""
+    timeout = settings.redis_timeout_seconds
+    events = redis.Redis.from_url(settings.events_url, socket_timeout=timeout, socket_connect_timeout=timeout)
+    return UpdateLog(events)
+
+
 def _run(args: argparse.Namespace, settings: FeatureStoreSettings) -> int:
     prefix = settings.feature_prefix
     if args.command == "load":
@@ -134,9 +140,12 @@ def _run(args: argparse.Namespace, settings: FeatureStoreSettings) -> int:
         print(report.describe())
         return 1 if report.differences else 0
     elif args.command == "update-user":
-        print(f"updated user {args.user_id} in {update_user(client, prefix, args.user_id, args.features)}")
+        version = update_user(client, prefix, args.user_id, args.features, _update_log(settings))
+        print(f"updated user {args.user_id} in {version}")
     elif args.command == "update-restaurant":
-        version = update_restaurant(client, prefix, args.restaurant_id, args.lat, args.lng, args.features)
+        version = update_restaurant(
+            client, prefix, args.restaurant_id, args.lat, args.lng, args.features, _update_log(settings)
+        )
         print(f"updated restaurant {args.restaurant_id} in {version}")
     return 0
 

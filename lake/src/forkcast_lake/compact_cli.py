@@ -32,7 +32,7 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         description=(
             "Compact the events Redis streams (FORKCAST_EVENTS_REDIS_URL, else REDIS_URL) into the served/* "
             "Delta tables under FORKCAST_LAKE_URI, exactly once, trimming each stream only below what is "
-            "committed and what every other consumer group has read. Batches close at "
+            "committed and what every consumer group (the online-AUC job's) has read or acknowledged. Batches close at "
             "FORKCAST_COMPACT_BATCH_ENTRIES entries or FORKCAST_COMPACT_BATCH_SECONDS seconds."
         ),
     )

@@ -13,7 +13,14 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
 
 from forkcast_contract import metric_names as n
 
@@ -24,7 +31,9 @@ class CompactMetrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry if registry is not None else CollectorRegistry()
         r = self.registry
-        self.rows = Counter(n.LAKE_ROWS_COMMITTED_TOTAL, "Rows committed to a served-log table.", ["table"], registry=r)
+        self.rows = Counter(
+            n.LAKE_ROWS_COMMITTED_TOTAL, "Rows committed to a served-log table.", ["table"], registry=r
+        )
         self.commit_seconds = Histogram(
             n.LAKE_COMMIT_SECONDS,
             "Seconds per Delta commit of one batch (decode, parquet write, log commit).",
@@ -32,13 +41,20 @@ class CompactMetrics:
             buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
             registry=r,
         )
-        self.trimmed = Counter(n.LAKE_TRIMMED_TOTAL, "Stream entries trimmed after commit.", ["stream"], registry=r)
+        self.trimmed = Counter(
+            n.LAKE_TRIMMED_TOTAL, "Stream entries trimmed after commit.", ["stream"], registry=r
+        )
         self.malformed = Counter(
             n.LAKE_MALFORMED_TOTAL, "Stream entries that did not decode (no row).", ["stream"], registry=r
         )
-        self.lag_entries = Gauge(n.LAKE_LAG_ENTRIES, "Stream entries not yet committed.", ["stream"], registry=r)
+        self.buffered = Gauge(
+            n.LAKE_BUFFERED_ENTRIES, "Stream entries read but not yet committed.", ["stream"], registry=r
+        )
         self.lag_seconds = Gauge(
-            n.LAKE_LAG_SECONDS, "Age of the oldest uncommitted stream entry (0: caught up).", ["stream"], registry=r
+            n.LAKE_LAG_SECONDS,
+            "Age of the oldest uncommitted stream entry (0: caught up).",
+            ["stream"],
+            registry=r,
         )
         self.ready_error: str | None = "no step completed yet"
 

@@ -21,7 +21,6 @@ from forkcast_lake.settings import LakeSettings
 
 FaultPoint = Literal["before-commit", "after-commit", "after-trim"]
 FAULT_POINTS: Final = ("before-commit", "after-commit", "after-trim")
-DEFAULT_GROUP: Final = "lake-compact"
 
 
 class CompactSettings(LakeSettings, EventsRedisSettings):
@@ -32,11 +31,9 @@ class CompactSettings(LakeSettings, EventsRedisSettings):
 
     batch_entries: int = Field(default=50_000, ge=1, validation_alias="FORKCAST_COMPACT_BATCH_ENTRIES")
     batch_seconds: float = Field(default=60.0, gt=0, validation_alias="FORKCAST_COMPACT_BATCH_SECONDS")
-    # XREADGROUP COUNT per stream per round trip, and how long one blocks when the streams are idle.
+    # XREAD COUNT per stream per round trip, and how long one blocks when the streams are idle.
     read_count: int = Field(default=10_000, ge=1, validation_alias="FORKCAST_COMPACT_READ_COUNT")
     block_ms: int = Field(default=1000, ge=1, validation_alias="FORKCAST_COMPACT_BLOCK_MS")
-    # The job's own consumer group: delivery only (NOACK); the committed position lives in the tables' log.
-    group: str = Field(default=DEFAULT_GROUP, min_length=1, validation_alias="FORKCAST_COMPACT_GROUP")
     metrics_host: str = Field(default="127.0.0.1", validation_alias="FORKCAST_METRICS_HOST")
     metrics_port: int = Field(default=9110, ge=0, le=65535, validation_alias="FORKCAST_METRICS_PORT")
     fault: str | None = Field(default=None, validation_alias="FORKCAST_COMPACT_FAULT")
@@ -47,7 +44,9 @@ class CompactSettings(LakeSettings, EventsRedisSettings):
         if value is not None:
             point, _, path = value.partition(":")
             if point not in FAULT_POINTS or not path:
-                raise ValueError(f"FORKCAST_COMPACT_FAULT must be <{'|'.join(FAULT_POINTS)}>:<file>, not {value!r}")
+                raise ValueError(
+                    f"FORKCAST_COMPACT_FAULT must be <{'|'.join(FAULT_POINTS)}>:<file>, not {value!r}"
+                )
         return value
 
     @property

@@ -1,8 +1,8 @@
-"""Trimming a stream only below what every reader is done with: the lake's committed position and every other
-consumer group's unread or unacknowledged entries.
+"""Trimming a stream only below what every reader is done with: the lake's committed position and every consumer
+group's unread or unacknowledged entries (the online-AUC job's).
 
 Redis 7.0 (the version here) has no ``XTRIM … ACKED`` (that came with 8.2's XDELEX/ACKED options), so the bound is
-computed: for each consumer group other than the compaction's own, ``XINFO GROUPS`` gives ``pending`` and
+computed: for each consumer group (the compaction has none of its own), ``XINFO GROUPS`` gives ``pending`` and
 ``last-delivered-id``; a group with pending entries holds the stream from its oldest pending id (``XPENDING`` summary
 form, the smallest id in its PEL), a group without holds it from the entry after ``last-delivered-id``. The lake
 holds it from the entry after its committed position. ``XTRIM MINID`` with the smallest of these bounds then
@@ -34,14 +34,12 @@ def _field(info: dict[Any, Any], name: str) -> Any:
     return info.get(name, info.get(name.encode()))
 
 
-def safe_bound(client: redis.Redis, stream: str, own_group: str, committed: StreamId | None) -> TrimBound:
+def safe_bound(client: redis.Redis, stream: str, committed: StreamId | None) -> TrimBound:
     """The smallest id any reader still needs (see the module docstring)."""
     bounds = [TrimBound(ZERO if committed is None else committed.next(), "lake")]
     for info in client.xinfo_groups(stream):
         name = _field(info, "name")
         name = name.decode() if isinstance(name, bytes) else str(name)
-        if name == own_group:
-            continue  # our group only delivers (NOACK); the committed position above is what holds
         if int(_field(info, "pending")) > 0:
             summary = client.xpending(stream, name)
             oldest = summary["min"]
@@ -52,9 +50,9 @@ def safe_bound(client: redis.Redis, stream: str, own_group: str, committed: Stre
     return min(bounds, key=lambda b: b.min_id)
 
 
-def trim(client: redis.Redis, stream: str, own_group: str, committed: StreamId | None) -> tuple[int, TrimBound]:
+def trim(client: redis.Redis, stream: str, committed: StreamId | None) -> tuple[int, TrimBound]:
     """Trim ``stream`` below the safe bound; returns how many entries went and the bound."""
-    bound = safe_bound(client, stream, own_group, committed)
+    bound = safe_bound(client, stream, committed)
     if bound.min_id == ZERO:
         return 0, bound
     removed = client.xtrim(stream, minid=str(bound.min_id), approximate=False)

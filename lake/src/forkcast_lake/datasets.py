@@ -47,10 +47,13 @@ from forkcast_contract.dataset import (
     FileEntry,
     read_manifest,
 )
+from forkcast_lake.datasets_errors import LakeDataError, SchemaMismatchError
 from forkcast_lake.settings import get_settings
 from forkcast_lake.storage import options_for, split_s3_uri, table_uri
 from forkcast_registry.s3 import S3Store
 from forkcast_registry.settings import RegistrySettings
+
+__all__ = ["LakeDataError", "PublishResult", "SchemaMismatchError", "publish"]
 
 log = logging.getLogger(__name__)
 
@@ -99,14 +102,6 @@ SNAPSHOT_SCHEMA: Final = pa.schema(
         ("published_at", pa.string()),
     ]
 )
-
-
-class LakeDataError(RuntimeError):
-    """A dataset in the lake is missing, incomplete, corrupted or of the wrong schema; the message names what."""
-
-
-class SchemaMismatchError(LakeDataError):
-    """A file's columns differ from the contract's: refused before anything is committed."""
 
 
 def arrow_schema(columns: dict[str, str]) -> pa.Schema:

@@ -12,7 +12,8 @@ import sys
 from pathlib import Path
 
 from forkcast_lake.datasets import LakeDataError, PublishResult, publish
-from forkcast_lake.datasets_read import add_data_arguments, parse_data_version, resolve
+from forkcast_lake.datasets_fetch import resolve
+from forkcast_lake.datasets_read import add_data_arguments, parse_data_version
 from forkcast_lake.storage import is_remote
 from forkcast_registry.errors import RegistryError
 

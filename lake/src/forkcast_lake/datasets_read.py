@@ -1,37 +1,32 @@
-"""Reading a dataset snapshot: resolve ``s3://…`` plus a version or timestamp to table versions, then fetch the files.
+"""Reading a dataset for a consumer: ``--data`` (a directory or ``s3://…``) and ``--data-version`` → a local folder.
 
 Readers (``forkcast-retrain prep``, ``forkcast-features load/check``) get a local dataset directory exactly as
-``forkcast-data generate`` writes one, so their streaming readers stay as they are: the snapshot's files are
-downloaded one at a time in 1 MiB chunks (peak memory independent of file size), each checked against the size
-and sha256 that ``dataset.json`` records, into a cache folder per fingerprint; ``dataset.json`` is written last,
-so a folder that has it is complete and is reused. A local directory passes through untouched.
+``forkcast-data generate`` writes one, so their streaming readers stay as they are. For ``s3://…`` the snapshot
+is resolved and its files downloaded and verified by :mod:`forkcast_lake.datasets_fetch` **in a child process**:
+delta-rs, pyarrow and boto3 plus delta-rs's runtime cost a consumer about 110 MiB of peak RSS whatever the dataset
+size (measured with lake/benchmarks/bench_snapshot_read.py, 2026-12-05: prep +105 MiB on tiny, +110 MiB on small,
+in-process), which the child returns to the system before the consumer starts reading. So the consumer's peak
+memory is today's. This module imports none of them. A local directory passes through untouched.
 """
 
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
+import subprocess
+import sys
 from dataclasses import dataclass, field
 from datetime import datetime
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any, Final
 
-import polars as pl
-import pyarrow as pa
-from botocore.exceptions import BotoCoreError, ClientError
-from deltalake import DeltaTable
-from deltalake.exceptions import TableNotFoundError
+from forkcast_contract.dataset import DatasetManifest, read_manifest
+from forkcast_lake.datasets_errors import LakeDataError
+from forkcast_lake.storage import is_remote
 
-from forkcast_contract.dataset import DATASET_MANIFEST_FILE, DatasetManifest, FileEntry
-from forkcast_lake.datasets import SNAPSHOTS_TABLE, TABLES, LakeDataError, TableSpec
-from forkcast_lake.settings import LakeSettings, get_settings
-from forkcast_lake.storage import is_remote, options_for, split_s3_uri, table_uri
-from forkcast_registry.s3 import S3Store, is_not_found
-from forkcast_registry.settings import RegistrySettings
+__all__ = ["DATA_VERSION_FLAG", "LakeDataError", "LocalData", "Snapshot", "add_data_arguments", "open_data"]
 
 DATA_VERSION_FLAG: Final = "--data-version"
-_CHUNK: Final = 1 << 20
 
 
 def parse_data_version(text: str | None) -> int | datetime | None:
@@ -100,129 +95,33 @@ class LocalData:
         return None if self.snapshot is None else self.snapshot.record()
 
 
-def resolve(
-    uri: str, version: int | datetime | None = None, settings: RegistrySettings | None = None
-) -> Snapshot:
-    """The snapshot ``uri`` held at ``version`` (a dataset version or a time; None = the latest)."""
-    snap_uri = table_uri(uri, SNAPSHOTS_TABLE)
-    options = options_for(snap_uri, settings)
-    try:
-        table = DeltaTable(snap_uri, storage_options=options)
-    except TableNotFoundError:
-        raise LakeDataError(f"{uri}: no dataset published here (no Delta table {SNAPSHOTS_TABLE})") from None
-    except OSError as exc:  # delta-rs: the bucket is missing or S3 refused or is unreachable
-        raise LakeDataError(f"{uri}: cannot read the Delta table {SNAPSHOTS_TABLE}: {exc}") from exc
-    try:
-        if version is not None:
-            table.load_as_version(version)
-    except Exception as exc:  # delta-rs raises a bare DeltaError for a version or time before the table
-        latest = DeltaTable(snap_uri, storage_options=options).version()
-        raise LakeDataError(f"{uri}: no dataset version {version} (versions 0..{latest}): {exc}") from exc
-    rows = pl.from_arrow(table.to_pyarrow_table())
-    assert isinstance(rows, pl.DataFrame)
-    if rows.is_empty():
-        raise LakeDataError(f"{uri}: dataset version {table.version()} holds no snapshot")
-    newest = rows.sort("published_at").row(-1, named=True)
-    return Snapshot(
-        uri=uri,
-        version=table.version(),
-        manifest=DatasetManifest.model_validate_json(newest["dataset_json"]),
-        table_versions={k: int(v) for k, v in json.loads(newest["table_versions"]).items()},
-    )
+def open_data(data: str | Path, data_version: str | int | datetime | None = None) -> LocalData:
+    """A local dataset directory for ``--data`` (a directory, or ``s3://…`` at ``--data-version``).
 
-
-def _table_files(snapshot: Snapshot, spec: TableSpec, settings: RegistrySettings) -> dict[str, str]:
-    """File name → path relative to the table, of ``spec``'s table at the snapshot's version."""
-    uri = table_uri(snapshot.uri, spec.name)
-    options = options_for(uri, settings)
-    try:
-        table = DeltaTable(uri, version=snapshot.table_versions[spec.name], storage_options=options)
-    except TableNotFoundError:
-        raise LakeDataError(f"{snapshot.uri}: table {spec.name} is missing (no Delta log at {uri})") from None
-    except OSError as exc:
-        raise LakeDataError(f"{snapshot.uri}: cannot read table {spec.name} ({uri}): {exc}") from exc
-    except KeyError:
-        raise LakeDataError(
-            f"{snapshot.uri}: snapshot {snapshot.version} names no table {spec.name}"
-        ) from None
-    paths = pa.table(table.get_add_actions(flatten=True)).column("path").to_pylist()
-    return {PurePosixPath(p).name: p for p in paths}
-
-
-def _download(store: S3Store, key: str, entry: FileEntry, dest: Path, what: str) -> None:
-    """Stream one object to ``dest`` via a .partial file; refused unless size and sha256 match ``entry``."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    partial = dest.with_name(dest.name + ".partial")
-    digest, size = hashlib.sha256(), 0
-    try:
-        body = store.client.get_object(Bucket=store.bucket, Key=key)["Body"]
-        with partial.open("wb") as fh:
-            for chunk in body.iter_chunks(_CHUNK):
-                digest.update(chunk)
-                size += len(chunk)
-                fh.write(chunk)
-    except ClientError as exc:
-        partial.unlink(missing_ok=True)
-        if is_not_found(exc):
-            raise LakeDataError(f"{what} is committed in the table but missing from S3 ({key})") from exc
-        raise store.translate(exc, f"get {key}") from exc
-    except BotoCoreError as exc:
-        partial.unlink(missing_ok=True)
-        raise store.translate(exc, f"get {key}") from exc
-    if size != entry.bytes or digest.hexdigest() != entry.sha256:
-        partial.unlink(missing_ok=True)
-        raise LakeDataError(
-            f"{what} is corrupted: {size} bytes with sha256 {digest.hexdigest()}, but dataset.json records "
-            f"{entry.bytes} bytes with sha256 {entry.sha256}"
-        )
-    partial.replace(dest)
-
-
-def materialize(snapshot: Snapshot, cache: Path, settings: RegistrySettings | None = None) -> Path:
-    """Download the snapshot's files, verified, into ``cache/<fingerprint>/``; reuse a complete folder."""
-    manifest = snapshot.manifest
-    out = cache / manifest.fingerprint
-    if (out / DATASET_MANIFEST_FILE).is_file():
-        return out
-    bucket, prefix = split_s3_uri(snapshot.uri)
-    base = get_settings() if settings is None else settings
-    store = S3Store.from_settings(base.model_copy(update={"bucket": bucket}))
-    for spec in TABLES:
-        files = _table_files(snapshot, spec, base)
-        entries = [f for f in manifest.files if spec.holds(f.path)]
-        names = {PurePosixPath(e.path).name for e in entries}
-        if set(files) != names:
-            raise LakeDataError(
-                f"{snapshot.uri}: table {spec.name} version {snapshot.table_versions[spec.name]} holds "
-                f"{sorted(files)}, dataset.json lists {sorted(names)}"
-            )
-        for entry in entries:
-            rel = PurePosixPath(entry.path)
-            if rel.is_absolute() or ".." in rel.parts:
-                raise LakeDataError(
-                    f"{snapshot.uri}: dataset.json lists {entry.path!r}, not inside the dataset"
-                )
-            key = f"{prefix}/{spec.name}/{files[rel.name]}".lstrip("/")
-            _download(
-                store,
-                key,
-                entry,
-                out.joinpath(*rel.parts),
-                f"{snapshot.uri} table {spec.name} file {rel.name}",
-            )
-    (out / DATASET_MANIFEST_FILE).write_bytes(manifest.model_dump_json(indent=2).encode())
-    return out
-
-
-def open_data(
-    data: str | Path, data_version: str | int | datetime | None = None, settings: LakeSettings | None = None
-) -> LocalData:
-    """A local dataset directory for ``--data`` (a directory, or ``s3://…`` at ``--data-version``)."""
+    The S3 settings and the cache folder come from the environment (forkcast_lake.settings.LakeSettings), which
+    the fetching child inherits.
+    """
     version = parse_data_version(data_version) if isinstance(data_version, str) else data_version
     if not is_remote(data):
         if version is not None:
             raise ValueError(f"{DATA_VERSION_FLAG} applies to an s3:// dataset; {data} is a local directory")
         return LocalData(Path(data))
-    s = settings if settings is not None else get_settings()
-    snapshot = resolve(str(data), version, s)
-    return LocalData(materialize(snapshot, s.dataset_cache, s), snapshot)
+    argv = [sys.executable, "-m", "forkcast_lake.datasets_fetch", str(data)]
+    if version is not None:
+        argv += [DATA_VERSION_FLAG, str(version) if isinstance(version, int) else version.isoformat()]
+    done = subprocess.run(argv, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        lines = done.stderr.strip().splitlines()
+        raise LakeDataError(lines[-1].removeprefix("error: ") if lines else f"fetching {data} failed")
+    fetched = json.loads(done.stdout)
+    directory = Path(fetched["directory"])
+    record = fetched["snapshot"]
+    return LocalData(
+        directory,
+        Snapshot(
+            uri=record["uri"],
+            version=int(record["version"]),
+            manifest=read_manifest(directory),
+            table_versions={k: int(v) for k, v in record["tables"].items()},
+        ),
+    )

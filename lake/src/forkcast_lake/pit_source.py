@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from typing import Final
 
 import polars as pl
+from deltalake import DeltaTable
 
 from forkcast_contract.streams import ATTRIBUTION_WINDOW_S, MAX_CLOCK_SKEW_S
 from forkcast_lake.served_log import SERVED_TABLES
@@ -51,11 +52,20 @@ class ServedLog:
 
     base: str
 
+    def table(self, table: str) -> pl.LazyFrame:
+        """The whole table, lazily; a table the compaction has not created yet (no event of its stream so far)
+        reads as empty, with its schema."""
+        uri = table_uri(self.base, table)
+        if not DeltaTable.is_deltatable(uri, storage_options=options_for(uri)):
+            schema = next(t.schema for t in SERVED_TABLES if t.table == table)
+            frame = pl.from_arrow(schema.empty_table())
+            assert isinstance(frame, pl.DataFrame)
+            return frame.lazy()
+        return pl.scan_delta(uri, storage_options=options_for(uri))
+
     def scan(self, table: str, since: float, until: float) -> pl.LazyFrame:
         """Rows of ``table`` with ``since <= ts < until``, reading only the partitions of those days."""
-        uri = table_uri(self.base, table)
-        frame = pl.scan_delta(uri, storage_options=options_for(uri))
-        return frame.filter(
+        return self.table(table).filter(
             pl.col("date").is_between(pl.lit(day(since)), pl.lit(day(until)))
             & (pl.col("ts") >= since)
             & (pl.col("ts") < until)
@@ -88,10 +98,9 @@ class ServedLog:
 
     def feature_updates(self, until: float) -> pl.LazyFrame:
         """Every live feature update stamped before ``until`` (a prediction's values may come from any of them)."""
-        uri = table_uri(self.base, FEATURE_UPDATES_TABLE)
-        frame = pl.scan_delta(uri, storage_options=options_for(uri))
         return (
-            frame.filter((pl.col("date") <= day(until)) & (pl.col("ts") < until))
+            self.table(FEATURE_UPDATES_TABLE)
+            .filter((pl.col("date") <= day(until)) & (pl.col("ts") < until))
             .with_columns(stream_order().alias(UPDATE_ORDER))
             .drop("date", "stream_id")
         )

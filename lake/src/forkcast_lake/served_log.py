@@ -189,7 +189,7 @@ def decode_predictions(entries: Sequence[Entry]) -> Decoded:
         return _one_by_one(decode_predictions, entries)
     if bad:
         keep = [i for i in range(len(cols["rid"])) if i not in bad]
-        cols = {name: [column[i] for i in keep] for name, column in cols.items()}
+        cols = {name: [column[i] for i in keep] for name, column in cols.items() if name != "date"}
         malformed += len(bad)
     try:
         return Decoded(_table(PREDICTIONS_SCHEMA, cols), malformed)
@@ -201,7 +201,14 @@ def _bad_lists(ids: list[object], scores: list[object]) -> set[int]:
     """Rows whose ids and scores are not equally long, non-empty lists of finite numbers."""
     bad = set()
     for i, (a, b) in enumerate(zip(ids, scores, strict=True)):
-        if not isinstance(a, list) or not isinstance(b, list) or len(a) != len(b) or not a or not all(isinstance(x, int) and not isinstance(x, bool) for x in a) or not all(isinstance(x, float | int) and not isinstance(x, bool) and math.isfinite(x) for x in b):
+        if (
+            not isinstance(a, list)
+            or not isinstance(b, list)
+            or len(a) != len(b)
+            or not a
+            or not all(isinstance(x, int) and not isinstance(x, bool) for x in a)
+            or not all(isinstance(x, float | int) and not isinstance(x, bool) and math.isfinite(x) for x in b)
+        ):
             bad.add(i)
     return bad
 

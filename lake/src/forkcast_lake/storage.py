@@ -4,9 +4,11 @@ Concurrent writers are safe because every commit is a put-if-absent of ``_delta_
 2024-08), SeaweedFS and MinIO honour ``If-None-Match: *``, so of two writers racing for one version exactly one
 wins and the other gets a commit conflict, re-reads the log and retries at the next version. delta-rs selects this
 with ``aws_conditional_put=etag`` (object_store's ``S3ConditionalPut::ETagMatch``; delta-rs made it the S3 default
-in delta-io/delta-rs#3091, we set it explicitly so that a change of default cannot silently drop it). The other
-way delta-rs offers, ``AWS_S3_ALLOW_UNSAFE_RENAME``, lets the later of two racing writers overwrite the earlier
-commit; it is refused here (:func:`storage_options` raises if the environment sets it).
+in delta-io/delta-rs#3091, we set it explicitly so that a change of default cannot silently drop it). Older
+delta-rs offered ``AWS_S3_ALLOW_UNSAFE_RENAME``, with which the later of two racing writers overwrites the earlier
+commit; :func:`storage_options` refuses to run when the environment sets it. (deltalake 1.6 itself no longer
+commits without conditional puts: with ``aws_conditional_put=disabled`` a write fails with "PutMode::Create when
+conditional put is disabled not yet implemented" — measured 2026-12-05 on weed mini.)
 """
 
 from __future__ import annotations

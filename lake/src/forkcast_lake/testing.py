@@ -26,7 +26,9 @@ class Served:
     feedback: list[tuple[str, int]]
 
 
-def prediction_fields(rid: str, ts: float, user: int, ids: list[int], scores: list[float], key: str) -> dict[str, str]:
+def prediction_fields(
+    rid: str, ts: float, user: int, ids: list[int], scores: list[float], key: str
+) -> dict[str, str]:
     values = (rid, f"{ts:.6f}", str(user), "v-test", "fv-test", json.dumps(ids, separators=(",", ":")),
               json.dumps(scores, separators=(",", ":")), key)  # fmt: skip
     return dict(zip(PREDICTION_FIELDS, values, strict=True))

@@ -156,12 +156,15 @@ def build(
     )
     split = _split_of(rows["rid"].unique().sort(), test_fraction)
     rows = rows.join(split, on="rid", how="left").sort("ts", "rid", "restaurant_id")
-    clicks: dict[Split, pl.DataFrame] = {}
-    for name, is_test in (("train", False), ("test", True)):
-        part = rows.filter(pl.col("test") == is_test).select(
-            pl.col("user_state").alias("user_id"), pl.col("restaurant_state").alias("restaurant_id"), "click"
-        )
-        clicks[name] = part
+    columns = (
+        pl.col("user_state").alias("user_id"),
+        pl.col("restaurant_state").alias("restaurant_id"),
+        "click",
+    )
+    clicks: dict[Split, pl.DataFrame] = {
+        "train": rows.filter(~pl.col("test")).select(columns),
+        "test": rows.filter(pl.col("test")).select(columns),
+    }
     # Only the states some kept row uses (a state of a dropped pair would be a row nobody trains on).
     users_df = users_df.join(
         rows.select(pl.col("user_state").alias("user_id")).unique(), on="user_id", how="semi"

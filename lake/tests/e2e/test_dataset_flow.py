@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import redis
 
 from forkcast_contract.feature_store import VersionMeta
@@ -17,6 +18,7 @@ from forkcast_devservers.servers import RedisServer, Seaweed
 from forkcast_features.versions import list_versions
 
 BIN = Path(sys.executable).parent
+pytestmark = pytest.mark.slow  # about 40 s: three console scripts, one training epoch on the tiny preset
 
 
 def _run(name: str, *args: str, env: dict[str, str], cwd: Path) -> str:

@@ -18,7 +18,8 @@ from forkcast_contract.dataset import DatasetSizes
 from forkcast_data.generate import GenerateRequest, generate
 from forkcast_devservers.servers import Seaweed
 from forkcast_lake.datasets import LakeDataError, SchemaMismatchError, publish
-from forkcast_lake.datasets_read import open_data, resolve
+from forkcast_lake.datasets_fetch import resolve
+from forkcast_lake.datasets_read import open_data
 from forkcast_lake.settings import get_settings
 from forkcast_lake.storage import storage_options
 

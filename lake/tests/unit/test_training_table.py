@@ -13,12 +13,13 @@ import numpy as np
 import polars as pl
 import pytest
 
-from forkcast_contract.dataset import RESTAURANT_FEATURES_FILE, USER_FEATURES_FILE, read_manifest
+from forkcast_contract.dataset import USER_FEATURES_FILE, read_manifest
 from forkcast_contract.features import USER_FEATURES
 from forkcast_lake.datasets import LakeDataError
 from forkcast_lake.pit_features import STATE_STRIDE
+from forkcast_lake.pit_source import ServedLog
 from forkcast_lake.pit_testing import LogWriter, write_features_dataset
-from forkcast_lake.training_table import training_table
+from forkcast_lake.training_table import TrainingTable, build, training_table
 from forkcast_retrain.tables import IdIndex
 
 T0 = 1_800_000_000.0
@@ -33,19 +34,13 @@ def world(tmp_path: Path) -> tuple[str, str, str]:
     return str(tmp_path / "lake"), str(features), fv
 
 
-def _clicks(out: Path) -> pl.DataFrame:
-    """Every click row of the output with the user's and restaurant's feature rows joined by state id."""
-    clicks = pl.concat(pl.read_parquet(p) for p in sorted(out.glob("t*/t*_*.parquet")))
-    users = pl.read_parquet(out / USER_FEATURES_FILE)
-    rests = pl.read_parquet(out / RESTAURANT_FEATURES_FILE)
-    return clicks.join(users, on="user_id").join(rests, on="restaurant_id", suffix="_r")
-
-
-def _build(
-    lake: str, fv_dir: str, out: Path, since: float = T0 - 60, until: float = T0 + 3600
-) -> pl.DataFrame:
-    training_table(lake, since, until, str(out), [fv_dir], test_fraction=0.5)
-    return _clicks(out)
+def _build(lake: str, fv_dir: str) -> tuple[pl.DataFrame, TrainingTable]:
+    """The table of the hour after T0, and its click rows joined with the feature rows they name."""
+    table = build(ServedLog(lake), T0 - 60, T0 + 3600, [fv_dir])
+    clicks = pl.concat(table.clicks.values())
+    rows = clicks.join(table.users, on="user_id").join(table.restaurants, on="restaurant_id", suffix="_r")
+    assert rows.height == clicks.height  # every click row names a user state and a restaurant state
+    return rows, table
 
 
 def test_a_feature_updated_after_a_prediction_does_not_leak_into_its_row(
@@ -62,20 +57,19 @@ def test_a_feature_updated_after_a_prediction_does_not_leak_into_its_row(
         for r in (1, 2):
             log.feedback(rid, r, True, T0 + 30)
     log.commit(lake)
-    rows = _build(lake, fv_dir, tmp_path / "out")
+    rows, table = _build(lake, fv_dir)
     snapshot = pl.read_parquet(Path(fv_dir) / USER_FEATURES_FILE).filter(pl.col("user_id") == 3)
     f00 = {r: rows.filter(pl.col("restaurant_id") == r)["f00"].to_list() for r in (1, 2)}
     # Restaurant 1 was served twice: before the update (the snapshot's value) and after it (the update's).
     assert sorted(f00[1]) == sorted([snapshot["f00"][0], 0.5])
     assert f00[2] == [0.5]  # the update stamped at the prediction's own instant is not in its row
     # Two states of user 3, two rows of the user table: the snapshot's keeps the id, the update's is sparse.
-    users = pl.read_parquet(tmp_path / "out" / USER_FEATURES_FILE)
+    users = table.users
     assert sorted(users["user_id"].to_list()) == [3, 3 + STATE_STRIDE]
     updated = users.filter(pl.col("user_id") == 3 + STATE_STRIDE).select(USER_FEATURES).row(0)
     assert list(updated) == UPDATED
     index = IdIndex.build("user_id", users["user_id"].to_numpy().astype(np.int64))
-    clicks = pl.concat(pl.read_parquet(p) for p in (tmp_path / "out").glob("t*/t*_*.parquet"))
-    assert (index.rows(clicks["user_id"].to_numpy(), "clicks") >= 0).all()  # the trainer finds every state
+    assert (index.rows(rows["user_id"].to_numpy(), "clicks") >= 0).all()  # the trainer finds every state
 
 
 def test_labels_follow_the_online_auc_join(world: tuple[str, str, str], tmp_path: Path) -> None:
@@ -93,7 +87,7 @@ def test_labels_follow_the_online_auc_join(world: tuple[str, str, str], tmp_path
     log.feedback("r", 13, True, T0 + 6)  # a later, different label: the first one stands
     log.feedback("r", 14, True, T0 + 5, key="k2")  # another key's click: not a label, so a negative
     log.commit(lake)
-    rows = _build(lake, fv_dir, tmp_path / "out")
+    rows, _ = _build(lake, fv_dir)
     by_restaurant = dict(zip(rows["restaurant_id"], rows["click"], strict=True))
     assert by_restaurant == {10: 1, 11: 0, 12: 1, 13: 0, 14: 0, 15: 0}
 
@@ -108,8 +102,8 @@ def test_the_table_is_reproducible(world: tuple[str, str, str], tmp_path: Path) 
             log.user_update(i % 10, UPDATED, T0 + i + 0.5, fv=fv)
     log.commit(lake, batches=4)
     a, b = tmp_path / "a", tmp_path / "b"
-    _build(lake, fv_dir, a)
-    _build(lake, fv_dir, b)
+    for out in (a, b):
+        training_table(lake, T0 - 60, T0 + 3600, str(out), [fv_dir], test_fraction=0.5)
     ma, mb = read_manifest(a), read_manifest(b)
     assert [(f.path, f.sha256) for f in ma.files] == [(f.path, f.sha256) for f in mb.files]
     assert ma.fingerprint == mb.fingerprint
@@ -124,4 +118,4 @@ def test_a_feature_version_from_no_given_dataset_is_refused(
     log.prediction("r", T0, 1, {1: 0.5}, fv="deadbeef")
     log.commit(lake)
     with pytest.raises(LakeDataError, match="deadbeef"):
-        _build(lake, fv_dir, tmp_path / "out")
+        _build(lake, fv_dir)

@@ -97,7 +97,7 @@ async def bench(port: int, n: int, concurrency: int, rounds: int) -> dict[str, A
 
     clients: dict[str, Send] = {"aiohttp": via_aiohttp, "upstream_pool": via_pool}
     best: dict[str, tuple[float, float]] = {}
-    for name, send in clients.items():  # warm both: connections open, code paths hot
+    for send in clients.values():  # warm both: connections open, code paths hot
         await run(send, 2 * concurrency, concurrency)
     for r in range(rounds):
         for name in list(clients) if r % 2 == 0 else list(clients)[::-1]:
@@ -107,7 +107,8 @@ async def bench(port: int, n: int, concurrency: int, rounds: int) -> dict[str, A
     await session.close()
     pool.close()
     out: dict[str, Any] = {
-        name: {"req_s": round(rs, 1), "client_cpu_us_per_request": round(us, 1)} for name, (rs, us) in best.items()
+        name: {"req_s": round(rs, 1), "client_cpu_us_per_request": round(us, 1)}
+        for name, (rs, us) in best.items()
     }
     out["cpu_ratio_aiohttp_over_pool"] = round(best["aiohttp"][1] / best["upstream_pool"][1], 2)
     return out
@@ -123,7 +124,9 @@ def main() -> None:
     if args.serve:
         import uvicorn
 
-        uvicorn.run(upstream, host="127.0.0.1", port=args.serve, loop="uvloop", http="httptools", log_level="error")
+        uvicorn.run(
+            upstream, host="127.0.0.1", port=args.serve, loop="uvloop", http="httptools", log_level="error"
+        )
         return
     port = free_port()
     env = {**os.environ, "OPENBLAS_NUM_THREADS": "1"}

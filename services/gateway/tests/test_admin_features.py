@@ -4,6 +4,7 @@ by the very next /recommend through the gateway; scope, validation and unknown i
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -18,6 +19,7 @@ from forkcast_contract.feature_store import (
     unpack_restaurants,
     unpack_users,
 )
+from forkcast_contract.streams import FEATURE_UPDATE_FIELDS, FEATURE_UPDATES_STREAM
 from forkcast_devservers.servers import RedisServer
 from forkcast_gateway.edge import Edge
 from forkcast_gateway.testing import ADMIN_KEY, KEY, serve
@@ -172,3 +174,57 @@ def test_admin_routes_are_documented(gateway: str) -> None:
     schemas = spec["components"]["schemas"]
     assert schemas["UserFeaturesUpdate"]["properties"]["features"]["minItems"] == 30
     assert schemas["RestaurantFeaturesUpdate"]["properties"]["features"]["maxItems"] == 10
+
+
+def test_an_applied_update_is_logged_with_the_stored_values_and_the_key(
+    make_gateway: Callable[..., Edge],
+    inference_url: str,
+    redis_server: RedisServer,
+    redis_server_factory: Callable[..., RedisServer],
+    keys: FeatureKeys,
+) -> None:
+    events = redis_server_factory()
+    log = redis.Redis(port=events.port)
+    client = redis.Redis(port=redis_server.port)
+    stored = client.get(keys.restaurant(RESTAURANT))
+    assert isinstance(stored, bytes)
+    current = unpack_restaurants([stored])
+    body = {
+        "latitude": float(current.latitude[0]),
+        "longitude": float(current.longitude[0]),
+        "features": current.features[0].tolist(),
+    }
+    in_features_redis = client.xlen(FEATURE_UPDATES_STREAM)  # earlier tests' gateways log to the shared Redis
+    app = make_gateway(upstreams=inference_url, feature_prefix=PREFIX, events_redis_url=events.url)
+    with serve(app) as url:
+        assert put(url, f"restaurants/{RESTAURANT}", body).status_code == 200
+        assert put(url, "users/999999999", {"features": [0.0] * 30}).status_code == 404  # refused: not logged
+    entries = log.xrange(FEATURE_UPDATES_STREAM)
+    assert len(entries) == 1, "exactly the applied update is logged"
+    fields = {k.decode(): v.decode() for k, v in entries[0][1].items()}
+    assert list(fields) == list(FEATURE_UPDATE_FIELDS)
+    assert (fields["entity"], fields["id"], fields["fv"], fields["actor"]) == (
+        "restaurant", str(RESTAURANT), keys.version, "ops"
+    )  # fmt: skip
+    assert json.loads(fields["features"]) == current.features[0].tolist()  # the stored float32 values, exact
+    assert float(fields["latitude"]) == float(current.latitude[0])
+    assert client.xlen(FEATURE_UPDATES_STREAM) == in_features_redis, "the log went to the features Redis"
+
+
+def test_an_update_that_cannot_be_logged_is_503_saying_it_was_applied(
+    make_gateway: Callable[..., Edge],
+    inference_url: str,
+    redis_server: RedisServer,
+    free_port: int,
+    keys: FeatureKeys,
+) -> None:
+    stored = redis.Redis(port=redis_server.port).get(keys.user(USER))
+    assert isinstance(stored, bytes)
+    same = {"features": unpack_users([stored])[0].tolist()}  # the user's own values: nothing changes
+    app = make_gateway(
+        upstreams=inference_url, feature_prefix=PREFIX, events_redis_url=f"redis://127.0.0.1:{free_port}/0"
+    )
+    with serve(app) as url:
+        r = put(url, f"users/{USER}", same)
+    assert r.status_code == 503 and "Retry-After" in r.headers
+    assert f"updated in feature version {keys.version} but the update log is unavailable" in r.json()["detail"]

@@ -1,4 +1,4 @@
-"""`bench-serve` (issue 7): the inference service and a naive baseline on the real workload, in one run.
+"""`bench-serve` (issues 7, 19.3): the inference service, its floor and a naive baseline on the real workload.
 
 Starts its own redis-server (loaded by `forkcast-features load`), N service processes (one per core, as deployed:
 each on its own port, the load generator spreads connections over them), then the naive baseline the same way,
@@ -6,6 +6,10 @@ and measures for each: (a) open loop at --rate req/s for --open-seconds, latency
 (b) closed loop at increasing concurrency (throughput, p50/p95/p99); CPU µs per request of the servers and of
 Redis (from /proc and INFO cpu), memory (RSS) per worker, startup-to-ready time. The load generator runs on the
 same cores: the figures are for this whole machine, and the ratio to the baseline is from the same run.
+
+The floor (``floor_app.py``, issue 19.3) is the same HTTP stack doing the same Redis round trip (same keys, same
+MGET size) and answering a canned body; at ``--floor-concurrency`` it prints ``floor ratio`` = service req/s ÷
+floor req/s and the CPU µs per request of both (the CPU figure varies less than req/s on this shared machine).
 
     python services/inference/benchmarks/bench_serve.py --data data/full --model-dir RUN_OR_VERSION_DIR
 """
@@ -86,17 +90,19 @@ class Servers:
             stop(p)
 
 
-def build_requests(data: Path, limit: int) -> list[tuple[bytes, set[int]]]:
+def build_requests(data: Path, limit: int) -> list[tuple[bytes, set[int], str, str]]:
+    """(raw HTTP request, {user id}, path, body) of the first ``limit`` rows of requests.parquet."""
     df = pl.read_parquet(data / "requests.parquet").head(limit)
     out = []
     for row in df.iter_rows(named=True):
         uid = row.pop("user_id")
-        body = json.dumps(row).encode()
+        body = json.dumps(row)
+        path = f"/recommend/u{uid}"
         head = (
-            f"POST /recommend/u{uid} HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\n"
+            f"POST {path} HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\n"
             f"Content-Length: {len(body)}\r\n\r\n"
         ).encode()
-        out.append((head + body, {uid}))
+        out.append((head + body.encode(), {uid}, path, body))
     return out
 
 
@@ -141,6 +147,31 @@ def closed_levels(
     return closed
 
 
+def floor_ratio(results: dict[str, object], conc: int) -> dict[str, float]:
+    """Service req/s ÷ floor req/s at ``conc`` connections (target ≥ 0.75), with both CPU µs per request; printed."""
+
+    def level(name: str) -> dict[str, float]:
+        closed: list[dict[str, float]] = results[name]["closed_loop"]  # type: ignore[index]
+        return next(c for c in closed if c["concurrency"] == conc)
+
+    svc, flo = level("service"), level("floor")
+    out = {
+        "concurrency": conc,
+        "ratio": svc["req_per_s"] / flo["req_per_s"],
+        "service_req_per_s": svc["req_per_s"],
+        "floor_req_per_s": flo["req_per_s"],
+        "service_cpu_us_per_req": svc["server_cpu_us_per_req"],
+        "floor_cpu_us_per_req": flo["server_cpu_us_per_req"],
+    }
+    print(
+        f"floor ratio {out['ratio']:.2f} at {conc} connections: service {svc['req_per_s']:,.0f} req/s,"
+        f" {svc['server_cpu_us_per_req']:.0f} µs server CPU/req; floor {flo['req_per_s']:,.0f} req/s,"
+        f" {flo['server_cpu_us_per_req']:.0f} µs server CPU/req",
+        flush=True,
+    )
+    return out
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument(
@@ -162,11 +193,18 @@ def main() -> None:
         "--fastapi-concurrency", type=int, nargs="+", default=[4, 8], help="levels for --fastapi-core"
     )
     p.add_argument("--skip-baseline", action="store_true", help="leave out the naive baseline")
+    p.add_argument(
+        "--floor-concurrency",
+        type=int,
+        nargs="+",
+        default=[16],
+        help="levels for the floor (ratio at the last)",
+    )
     p.add_argument("--requests", type=int, default=10_000, help="requests taken from requests.parquet")
     p.add_argument("--out", type=Path, default=None, help="write the JSON results here")
     args = p.parse_args()
     reqs_users = build_requests(args.data, args.requests)
-    reqs = [r for r, _ in reqs_users]
+    reqs = [r for r, *_ in reqs_users]
     results: dict[str, object] = {"workers": args.workers, "requests": len(reqs)}
     with tempfile.TemporaryDirectory(prefix="bench-redis-") as redis_dir, RedisServer(Path(redis_dir)) as rs:
         env = {
@@ -203,6 +241,24 @@ def main() -> None:
             results["service"] = measure("service", servers, rs, reqs, args)
         finally:
             servers.stop()
+        workload = Path(redis_dir) / "requests.jsonl"
+        workload.write_text("".join(json.dumps([path, body]) + "\n" for *_, path, body in reqs_users))
+        ports = [free_port() for _ in range(args.workers)]
+        floor_cmds = [
+            (
+                [sys.executable, str(HERE / "floor_app.py"), "--port", str(pt), "--requests", str(workload)],
+                {**cmds[0][1], "FORKCAST_PORT": str(pt)},
+            )
+            for pt in ports
+        ]
+        servers = Servers(floor_cmds, ports, Path(redis_dir))
+        try:
+            variant = argparse.Namespace(
+                **{**vars(args), "open_seconds": 0, "concurrency": args.floor_concurrency}
+            )
+            results["floor"] = measure("floor", servers, rs, reqs, variant)
+        finally:
+            servers.stop()
         if args.fastapi_core:
             ports = [free_port() for _ in range(args.workers)]
             cmds = [
@@ -221,7 +277,9 @@ def main() -> None:
             finally:
                 servers.stop()
         if not args.skip_baseline:
-            load_naive_layout(redis.Redis(port=rs.port), args.data, set().union(*(u for _, u in reqs_users)))
+            load_naive_layout(
+                redis.Redis(port=rs.port), args.data, set().union(*(u for _, u, *_ in reqs_users))
+            )
             ports = [free_port() for _ in range(args.workers)]
             cmds = [
                 (
@@ -249,6 +307,7 @@ def main() -> None:
     for other in ("baseline", "fastapi_core"):
         if other in results:
             results[f"max_ratio_vs_{other}"] = best(results["service"]) / best(results[other])  # type: ignore[arg-type]
+    results["floor_ratio"] = floor_ratio(results, args.floor_concurrency[-1])
     print(json.dumps(results, indent=1))
     if args.out:
         args.out.write_text(json.dumps(results, indent=1))

@@ -27,11 +27,10 @@ from forkcast_contract.dataset import (
     read_manifest,
 )
 from forkcast_contract.features import RESTAURANT_FEATURES, USER_FEATURES, feature_schema_hash
-from forkcast_lake.datasets import LakeDataError
-from forkcast_lake.datasets_read import open_data
+from forkcast_lake.datasets_read import LakeDataError, open_data
 from forkcast_registry.errors import RegistryError
+from forkcast_retrain.data_source import local_data_dir
 from forkcast_retrain.errors import DataError
-from forkcast_retrain.snapshot import local_data_dir
 from forkcast_retrain.tables import IdIndex, read_checked
 
 F32 = npt.NDArray[np.float32]
@@ -139,7 +138,7 @@ def load_prepared(run_dir: Path) -> Prepared:
     info = json.loads((out / PREP_FILE).read_text())
     if info["feature_schema_hash"] != feature_schema_hash():
         raise DataError(f"{run_dir}: prep was made for another feature layout; run prep again")
-    # Another CI job or Workflow pod than prep's: the same snapshot, fetched from S3 again (forkcast_retrain.snapshot).
+    # Another CI job or Workflow pod than prep's: the same snapshot, fetched from S3 again (data_source).
     info["data_dir"] = str(local_data_dir(info))
     scaler = np.load(out / SCALER_FIT_FILE)
     return Prepared(

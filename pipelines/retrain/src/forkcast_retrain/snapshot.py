@@ -6,9 +6,7 @@ a local directory). Every later step reads it back from there, so the gate repor
 version's manifest name the same URI, version and fingerprint, whatever ``--data-version`` said (a time, or
 nothing for the newest) and whatever was published to the lake since.
 
-The later steps also read the data itself through that record (``local_data_dir``): in CI each step is a job of
-its own, on the cluster a pod of its own, so the folder prep read from is on another machine; the step fetches
-the very same snapshot (by its resolved version, fingerprint checked) from S3 into its own cache instead.
+The later steps read the data itself through the same record (``forkcast_retrain.data_source``).
 """
 
 from __future__ import annotations
@@ -17,14 +15,11 @@ import json
 from pathlib import Path
 from typing import Any
 
-from forkcast_contract.dataset import DATASET_MANIFEST_FILE
 from forkcast_contract.registry_format import DatasetSnapshot
-from forkcast_lake.datasets import LakeDataError
-from forkcast_lake.datasets_read import open_data
-from forkcast_registry.errors import RegistryError
+from forkcast_retrain.data_source import SNAPSHOT_FIELD
 from forkcast_retrain.errors import DataError
+from forkcast_retrain.prep import PREP_DIR, PREP_FILE
 
-SNAPSHOT_FIELD = "data_snapshot"  # prep.json's record of the resolved lake snapshot
 LOCAL = "local"  # the version a local directory reports where a text is needed (MLflow params, the report)
 
 
@@ -38,8 +33,6 @@ def snapshot_of(info: dict[str, Any]) -> DatasetSnapshot:
 
 def read_snapshot(run_dir: Path) -> DatasetSnapshot:
     """The snapshot ``run_dir`` was prepared from, read from its ``prep.json`` alone (no arrays loaded)."""
-    from forkcast_retrain.prep import PREP_DIR, PREP_FILE  # prep reads local_data_dir from here: import late
-
     path = run_dir / PREP_DIR / PREP_FILE
     if not path.is_file():
         raise DataError(
@@ -60,28 +53,3 @@ def mlflow_params(snapshot: DatasetSnapshot) -> dict[str, str]:
 def describe(snapshot: DatasetSnapshot) -> str:
     """One line for people: ``s3://…/full version 3 (fingerprint 0123456789ab)``."""
     return f"{snapshot.uri} version {version_text(snapshot)} (fingerprint {snapshot.fingerprint[:12]})"
-
-
-def local_data_dir(info: dict[str, Any]) -> Path:
-    """The dataset folder of a ``prep.json`` on this machine: prep's own when it is here (the same job, a local
-    run), else the recorded snapshot fetched again from S3 at its resolved version into FORKCAST_DATASET_CACHE."""
-    here = Path(info["data_dir"])
-    if (here / DATASET_MANIFEST_FILE).is_file():
-        return here
-    record = info.get(SNAPSHOT_FIELD)
-    if not record:
-        raise DataError(
-            f"dataset folder {here} is not on this machine, and prep read no lake snapshot to fetch"
-        )
-    recorded = DatasetSnapshot.model_validate(record)
-    try:
-        source = open_data(recorded.uri, str(recorded.version))
-    except (LakeDataError, RegistryError, ValueError) as exc:
-        raise DataError(f"cannot fetch the snapshot prep read ({describe(recorded)}): {exc}") from exc
-    fetched = source.record() or {}
-    if fetched.get("fingerprint") != recorded.fingerprint:
-        raise DataError(
-            f"{recorded.uri} version {recorded.version} now holds dataset {fetched.get('fingerprint')}, not the"
-            f" {recorded.fingerprint} prep read: refusing to mix two datasets in one run"
-        )
-    return source.directory

@@ -1,20 +1,20 @@
-"""Click files turned into model inputs: each file read once into table rows, the features gathered per batch.
+"""Click files turned into model inputs, prepared by a reader thread while the train steps run.
 
-An epoch reads one click file (625 k rows) at a time, shuffles its rows, and maps its ids to feature-table rows
-(15 MB of int64s); the 40 features of a batch are gathered from the standardised tables just before its train
-step. Gathering per batch instead of per file is what keeps an epoch near the cost of its train steps: the
-4096 x 40 batch (640 KB) is written and read back while still in cache, where a whole gathered file (100 MB) is
-written to memory and read back later. Measured on the 2-core VM, 1 torch thread, 625 k rows (/tmp probe kept in
-BENCHMARKS.md, "An epoch at the compute bound"): 46-161 ms per file gathered batch by batch against 157-239 ms
-gathered whole, next to 500-860 ms of train steps. A reader thread reads, checks, shuffles and maps the next file
-while the current one trains (parquet decoding and numpy release the GIL), so reading costs the epoch only what
-it steals from the compute threads.
+An epoch reads one click file (625 k rows) at a time: its rows are checked and shuffled, its ids mapped to
+feature-table rows and the 40 standardised features gathered, chunk by chunk, in a reader thread, so the train
+loop only slices batches off ready chunks. Profiled on full data (2-core VM, 1 torch thread, 6 files, rounds in
+BENCHMARKS.md "An epoch at the compute bound"): reading, shuffling and gathering a whole file in the loop made an
+epoch 1.32-1.44x its train steps; gathering per batch in the loop (cache-hot, 3x cheaper than a whole file) still
+1.18-1.23x; with the reader thread the loop spends 1.05-1.08x its step time. Pre-joined standardised shards were
+not built: they would be 8 GB per epoch to read (50 M x 40 float32) and still need a per-epoch shuffle gather of
+the same width, which is the cost measured here.
 """
 
 from __future__ import annotations
 
+import queue
+import threading
 from collections.abc import Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -116,32 +116,87 @@ def epoch_files(files: list[Path], seed: int, epoch: int, rank: int, world_size:
     return [files[i] for i in order[rank::world_size]]
 
 
+# Rows gathered per hand-over from the reader thread: 16 default batches (10 MB of inputs). Handing over single
+# batches costs a queue round trip and a GIL hand-off per 4096 rows; whole files (100 MB) double the peak memory.
+CHUNK_ROWS = 1 << 16
+# Chunks ready ahead of the train steps: enough to ride out a slow read at a file boundary (one file is ~10 chunks
+# of gather work but one read), little memory (2 x 10 MB).
+_QUEUE_CHUNKS = 2
+
+
+def _chunks(
+    gatherer: FeatureGatherer, files: list[Path], rng: np.random.Generator, chunk_rows: int
+) -> Iterator[Batch]:
+    for path in files:
+        rows = gatherer.rows(path, rng)
+        for start in range(0, len(rows), chunk_rows):
+            end = start + chunk_rows
+            yield Batch(
+                path=path,
+                start=start,
+                source_rows=rows.source_rows[start:end],
+                x=gatherer.gather(rows.user_rows[start:end], rows.restaurant_rows[start:end]),
+                y=rows.labels[start:end],
+            )
+
+
+def _prefetched(items: Iterator[Batch], depth: int) -> Iterator[Batch]:
+    """``items`` produced by a reader thread, at most ``depth`` ahead; its exceptions are raised here, in order."""
+    ready: queue.Queue[Batch | BaseException | None] = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def hand_over(item: Batch | BaseException | None) -> bool:
+        while not stop.is_set():
+            try:
+                ready.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False  # the consumer has gone
+
+    def produce() -> None:
+        try:
+            for item in items:
+                if not hand_over(item):
+                    return
+            hand_over(None)
+        except BaseException as exc:  # handed to the consumer, which raises it where the data was due
+            hand_over(exc)
+
+    reader = threading.Thread(target=produce, name="click-reader", daemon=True)
+    reader.start()
+    try:
+        while (item := ready.get()) is not None:
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()  # an abandoned epoch (error, NaN stop) leaves the reader after at most one more chunk
+        reader.join()
+
+
 def epoch_batches(
-    gatherer: FeatureGatherer, files: list[Path], rng: np.random.Generator, batch_size: int
+    gatherer: FeatureGatherer,
+    files: list[Path],
+    rng: np.random.Generator,
+    batch_size: int,
+    chunk_rows: int = CHUNK_ROWS,
 ) -> Iterator[Batch]:
     """Every row of ``files`` once, in batches of consecutive positions of each shuffled file.
 
-    One reader thread prepares file i+1 (read, check, shuffle, id lookup) while file i's batches are gathered
-    and trained on; the thread draws the shuffles from ``rng`` in file order, so the order is the same as reading
-    without it. A ``DataError`` of a file surfaces when that file's batches are due.
+    A reader thread reads, checks, shuffles and maps each file and gathers its inputs in chunks of
+    ``chunk_rows`` (rounded up to whole batches) while the caller trains on the previous chunk; the train loop
+    only slices. The thread draws the shuffles from ``rng`` in file order, so the batches are exactly those of
+    reading without it. A ``DataError`` of a file surfaces when that file's batches are due.
     """
-    if not files:
-        return
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="click-reader") as reader:
-        pending: Future[ClickRows] = reader.submit(gatherer.rows, files[0], rng)
-        try:
-            for i in range(len(files)):
-                current = pending.result()
-                if i + 1 < len(files):
-                    pending = reader.submit(gatherer.rows, files[i + 1], rng)
-                for start in range(0, len(current), batch_size):
-                    end = start + batch_size
-                    yield Batch(
-                        path=current.path,
-                        start=start,
-                        source_rows=current.source_rows[start:end],
-                        x=gatherer.gather(current.user_rows[start:end], current.restaurant_rows[start:end]),
-                        y=current.labels[start:end],
-                    )
-        finally:
-            pending.cancel()  # an abandoned epoch (error, NaN stop) does not read a file nobody will use
+    chunk_rows = max(1, -(-chunk_rows // batch_size)) * batch_size
+    for chunk in _prefetched(_chunks(gatherer, files, rng, chunk_rows), _QUEUE_CHUNKS):
+        for offset in range(0, len(chunk.y), batch_size):
+            end = offset + batch_size
+            yield Batch(
+                path=chunk.path,
+                start=chunk.start + offset,
+                source_rows=chunk.source_rows[offset:end],
+                x=chunk.x[offset:end],
+                y=chunk.y[offset:end],
+            )

@@ -28,6 +28,7 @@ from forkcast_gateway import openapi
 from forkcast_gateway.auth import KeyStore
 from forkcast_gateway.discovery import DnsDiscovery, make_resolver
 from forkcast_gateway.edge import Edge, method_table
+from forkcast_gateway.feature_updates import UpdateLog
 from forkcast_gateway.feedback import FeedbackWriter
 from forkcast_gateway.forwarding import Forwarder
 from forkcast_gateway.metrics import Metrics
@@ -99,7 +100,11 @@ def build_api(settings: GatewaySettings, metrics: Metrics, keys: KeyStore | None
         events, settings.feedback_stream, settings.feedback_maxlen, settings.feedback_dedup_ttl_s
     )
     route = recommend.RecommendRoute(
-        request_model(settings.max_candidates), forwarder, settings.max_body_bytes, settings.body_timeout_s
+        request_model(settings.max_candidates),
+        forwarder,
+        settings.max_body_bytes,
+        settings.body_timeout_s,
+        settings.max_candidates,
     )
     limiter = RateLimiter(redis, settings.rate_per_s, settings.rate_burst)
     feedback_limiter = RateLimiter(
@@ -148,7 +153,12 @@ def build_api(settings: GatewaySettings, metrics: Metrics, keys: KeyStore | None
         recommend.router(route),
         feedback.router(writer, ids, keys, metrics),
         health.router(forwarder, upstreams, metrics, settings.upstream_timeout_s),
-        admin.router(keys, feature_store, settings.feature_prefix),
+        admin.router(
+            keys,
+            feature_store,
+            settings.feature_prefix,
+            UpdateLog(events, settings.feature_updates_stream, settings.feature_updates_maxlen),
+        ),
     ]
     for r in routers:
         api.include_router(r)

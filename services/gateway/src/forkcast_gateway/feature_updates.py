@@ -10,6 +10,12 @@ reloads its in-memory coordinates when that changes — and HINCRBY the version'
 delete between the read and EXEC aborts the EXEC (WatchError) and the update is retried on the new live version,
 so an acknowledged update is never left in a retired version. Standalone Redis only (the key set of the MULTI
 spans slots), like the inference service's read path.
+
+After the write succeeded, :class:`UpdateLog` appends the update to FEATURE_UPDATES_STREAM in the events Redis (the
+values as stored, forkcast_contract.feature_update_events), which the lake compacts into ``served/feature_updates``
+so that a training row gets the features a prediction was served with. Logging after the write (never before) means
+a logged update always happened; if the XADD fails the route answers 503 and the client's retry writes the same
+value again and logs it (an update logged twice with one value is harmless to the lake's point-in-time join).
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import WatchError
 
 from forkcast_contract.feature_store import FeatureKeys, meta_key, pointer_key
+from forkcast_contract.feature_update_events import Entity, update_event_fields
 
 ATTEMPTS = 3
 
@@ -68,3 +75,16 @@ async def apply_update(
             except WatchError:
                 continue
     raise UpdateConflictError(f"the live feature version changed {ATTEMPTS} times during the update")
+
+
+class UpdateLog:
+    """Appends applied updates to the feature-updates stream (capped with ``MAXLEN ~`` like the other streams)."""
+
+    def __init__(self, client: aioredis.Redis, stream: str, maxlen: int) -> None:
+        self.client, self.stream, self.maxlen = client, stream, maxlen
+
+    async def record(
+        self, entity: Entity, entity_id: int, version: str, value: bytes, actor: str, time: float
+    ) -> None:
+        fields = update_event_fields(entity, entity_id, version, value, time, actor)
+        await self.client.xadd(self.stream, fields, maxlen=self.maxlen, approximate=True)  # type: ignore[arg-type]

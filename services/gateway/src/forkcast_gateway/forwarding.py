@@ -32,7 +32,7 @@ from forkcast_contract.api import (
     HEADER_MODEL_VERSION,
     HEADER_REQUEST_ID,
 )
-from forkcast_gateway.breaker import CircuitBreaker
+from forkcast_gateway.breaker import CircuitBreaker, State
 from forkcast_gateway.metrics import Metrics
 from forkcast_gateway.upstream_pool import ConnectFailed, Pool, ProtocolError, Response
 from forkcast_gateway.upstreams import Endpoint, Upstreams
@@ -83,7 +83,10 @@ class Forwarder:
         self.connect_timeout_s, self.total_timeout_s = connect_timeout_s, total_timeout_s
         self.max_in_flight, self.pool_size = max_in_flight, pool_size
         self.in_flight = 0
+        # Read at scrape time instead of inc()/dec() per request (each takes the gauge's lock).
+        metrics.in_flight.set_function(lambda: self.in_flight)
         self.pools: dict[str, Pool] = {}
+        self.published: dict[str, State] = {}  # endpoint base → breaker state last set on the gauge
 
     def pool(self, endpoint: Endpoint) -> Pool:
         """The endpoint's connection pool (made on first use, kept while the endpoint is known)."""
@@ -100,6 +103,7 @@ class Forwarder:
 
     def forget(self, base: str) -> None:
         """Close the pooled connections of an endpoint DNS no longer names."""
+        self.published.pop(base, None)
         pool = self.pools.pop(base, None)
         if pool is not None:
             pool.close()
@@ -120,19 +124,21 @@ class Forwarder:
         self.pools.clear()
 
     def _track(self, breaker: CircuitBreaker, endpoint: Endpoint) -> None:
-        self.metrics.labelled(self.metrics.circuit_state, endpoint.base).set(int(breaker.state))
+        """Publish the endpoint's breaker state when it differs from the last one published (a gauge set per
+        request took the gauge's lock for a value that almost never changes)."""
+        if self.published.get(endpoint.base) is not breaker.state:
+            self.published[endpoint.base] = breaker.state
+            self.metrics.labelled(self.metrics.circuit_state, endpoint.base).set(int(breaker.state))
 
     async def recommend(self, user_text: str, body: bytes, request_id: str, key_id: str) -> Reply:
         if self.in_flight >= self.max_in_flight:
             self.metrics.overloaded.inc()
             raise Unavailable(f"gateway overloaded ({self.max_in_flight} requests in flight)")
         self.in_flight += 1
-        self.metrics.in_flight.inc()
         try:
             return await self._send(user_text, body, request_id, key_id)
         finally:
             self.in_flight -= 1
-            self.metrics.in_flight.dec()
 
     async def _send(self, user_text: str, body: bytes, request_id: str, key_id: str) -> Reply:
         if (

@@ -14,7 +14,13 @@ from pydantic import Field
 from forkcast_contract.api import MAX_BODY_BYTES_DEFAULT, MAX_CANDIDATES_DEFAULT
 from forkcast_contract.feature_store import DEFAULT_PREFIX
 from forkcast_contract.settings import DEV_REDIS_URL, EventsRedisSettings
-from forkcast_contract.streams import FEEDBACK_DEDUP_TTL_S, FEEDBACK_MAXLEN, FEEDBACK_STREAM
+from forkcast_contract.streams import (
+    FEATURE_UPDATES_MAXLEN,
+    FEATURE_UPDATES_STREAM,
+    FEEDBACK_DEDUP_TTL_S,
+    FEEDBACK_MAXLEN,
+    FEEDBACK_STREAM,
+)
 
 DEV_UPSTREAMS = "http://127.0.0.1:8001"
 # ingress-nginx's default ``large-client-header-buffers`` is "4 8k" (kubernetes/ingress-nginx,
@@ -76,6 +82,9 @@ class GatewaySettings(EventsRedisSettings):
     # key prefix (the inference service's FORKCAST_FEATURE_PREFIX).
     features_redis_url: str | None = None
     feature_prefix: str = Field(default=DEFAULT_PREFIX, min_length=1)
+    # Each applied admin update is logged to this stream in the events Redis (the lake's served log reads it).
+    feature_updates_stream: str = FEATURE_UPDATES_STREAM
+    feature_updates_maxlen: int = Field(default=FEATURE_UPDATES_MAXLEN, ge=1)
 
     @property
     def header_deadline_s(self) -> float:

@@ -4,13 +4,18 @@ other suite that drives a gateway, so no test folder reaches into another by pat
 it.
 
 The stand-in upstream is only for faults the real inference service cannot be made to show on demand (a slow
-answer, a 500, counting what reached it); everything else runs against the real service.
+answer, a 500, counting what reached it); everything else runs against the real service. ``python -m
+forkcast_gateway.testing --name NAME --port PORT`` serves one in its own process (uvicorn), for tests that need
+several upstream processes (tests/integration/test_replica_balancing.py); its ``GET /hits`` answers how many
+requests reached it.
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
+import json
 import threading
 import time
 from collections.abc import Iterator
@@ -78,6 +83,17 @@ class StandIn:
         more = True
         while more:
             more = (await receive()).get("more_body", False)
+        if scope["path"] == "/hits":
+            body = json.dumps({"name": self.name, "hits": len(self.hits)}).encode()
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": 200,
+                    "headers": [(b"content-type", b"application/json")],
+                }
+            )
+            await send({"type": "http.response.body", "body": body})
+            return
         rid = dict(scope["headers"]).get(b"x-request-id", b"").decode()
         if scope["path"] != "/readyz":
             self.hits.append((scope["path"], rid))
@@ -92,3 +108,18 @@ class StandIn:
         ]
         await send({"type": "http.response.start", "status": self.status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
+
+
+def main() -> None:
+    """Serve one StandIn in this process: ``--name`` is its x-model-version, ``--port`` its loopback port."""
+    ap = argparse.ArgumentParser(
+        description="A stand-in upstream (forkcast_gateway.testing.StandIn) on uvicorn."
+    )
+    ap.add_argument("--name", required=True, help="answered as x-model-version; /hits names it too")
+    ap.add_argument("--port", type=int, required=True, help="port on 127.0.0.1")
+    args = ap.parse_args()
+    uvicorn.run(StandIn(args.name), host="127.0.0.1", port=args.port, log_level="warning", access_log=False)
+
+
+if __name__ == "__main__":
+    main()

@@ -172,6 +172,8 @@ class Upstreams:
 
     def candidates(self, user_text: str) -> list[Endpoint]:
         """Endpoints to try in order: the user's group first (round robin), then the other groups."""
+        if len(self.groups) == 1:  # no split to make: skip the user's hash (the usual one-group DNS upstream)
+            return self.groups[0].ordered()
         home = self.group_for(user_text)
         rest = [e for g in self.groups if g is not home for e in g.ordered()]
         return home.ordered() + rest

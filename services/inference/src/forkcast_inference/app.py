@@ -198,7 +198,9 @@ class InferenceApp:
         user_id = parse_user_id(user_text)
         req = parse_request(body, self.settings.max_candidates)
         t0 = time.perf_counter()  # parsing is in the request histogram, not in a stage
-        candidates = np.array(req.candidate_restaurant_ids, dtype=np.int64)
+        ids_in = req.candidate_restaurant_ids
+        # np.fromiter: 18 µs for 1,000 ids where np.array took 25 µs (2026-12-05, docs/benchmarks.md).
+        candidates = np.fromiter(ids_in, dtype=np.int64, count=len(ids_in))
         lat, lng, max_dist = req.latitude, req.longitude, req.max_dist
         chosen: list[Selection] = []
         geo_s = 0.0

@@ -36,6 +36,7 @@ from redis.backoff import NoBackoff
 from redis.cluster import ClusterNode, RedisCluster
 from redis.connection import ConnectionPool
 from redis.crc import key_slot
+from redis.exceptions import RedisClusterException
 from redis.retry import Retry
 
 from forkcast_contract.feature_store import (
@@ -134,12 +135,22 @@ class ClusterFeatureReader:
                 held.copy_of_node[self._node(key_slot(copy_tag_body(self.prefix, copy).encode())).name] = copy
 
     def _node(self, slot: int) -> ClusterNode:
-        return self.cluster.nodes_manager.get_node_from_slot(slot)
+        try:
+            return self.cluster.nodes_manager.get_node_from_slot(slot)
+        except (
+            RedisClusterException
+        ) as exc:  # a slot no master serves (mid-failover): a Redis outage for the app
+            self._stale = True
+            raise redis.ConnectionError(f"slot map: {exc}") from exc
 
     def refresh_topology(self) -> None:
         """Read the slot map again and re-map the copies to the masters that own them now."""
-        self.cluster.nodes_manager.initialize()
         self.topology_refreshes += 1
+        try:
+            self.cluster.nodes_manager.initialize()
+        except RedisClusterException as exc:
+            # redis-py raises this (not a RedisError) while slots are uncovered, e.g. before a replica took over.
+            raise redis.ConnectionError(f"slot map: {exc}") from exc
         self._stale = False
         if self.held is not None:
             self._map_copies(self.held)
@@ -148,7 +159,10 @@ class ClusterFeatureReader:
         """The live version's state, loading it if the live pointer moved (readiness and start)."""
         if self._stale:
             self.refresh_topology()
-        live = cast("bytes | None", self.cluster.get(self.pointer))
+        try:
+            live = cast("bytes | None", self.cluster.get(self.pointer))
+        except RedisClusterException as exc:
+            raise redis.ConnectionError(f"cluster: {exc}") from exc
         if live is None:
             raise NoLiveVersionError(f"{self.pointer} names no feature version")
         name = live.decode()
@@ -165,6 +179,7 @@ class ClusterFeatureReader:
         if held is None:
             self.current()
             held = cast("_Held", self.held)
+        moved: list[Any] = []
         for _ in range(_MAX_ATTEMPTS):
             user_key = held.keys.user(user_id)
             user_node = self._node(key_slot(user_key.encode()))
@@ -191,7 +206,8 @@ class ClusterFeatureReader:
                 mget = ("MGET", keys.restaurant_revision, *rest_keys)
                 self._add(plan, self._node(key_slot(keys.restaurant_revision.encode())), mget)
             replies = self._round_trips(plan)
-            if any(isinstance(r, _TOPOLOGY_ERRORS) for r in replies.values()):
+            moved = [r for r in replies.values() if isinstance(r, _TOPOLOGY_ERRORS)]
+            if moved:
                 self.refresh_topology()
                 continue
             for reply in replies.values():
@@ -217,7 +233,9 @@ class ClusterFeatureReader:
                     raise CorruptUserError(f"user {user_id} value has {len(raw_user)} bytes")
                 user = np.frombuffer(raw_user, dtype=FEATURE_WIRE_DTYPE)
             return Fetched(keys.version, state.meta.feature_schema_hash, user, ids, values[2:])
-        raise NoLiveVersionError("feature version or slot map kept changing during the request")
+        if moved:  # still moving after every attempt: an outage of the store, not a missing version
+            raise redis.ConnectionError(f"slot map kept changing during the request: {moved[0]}")
+        raise NoLiveVersionError("feature version kept changing during the request")
 
     @staticmethod
     def _add(plan: dict[str, tuple[ClusterNode, list[Command]]], node: ClusterNode, command: Command) -> None:

@@ -45,7 +45,9 @@ def select_in_range(
     known = candidates[candidates < n]
     lats, lngs = state.lat[known], state.lng[known]
     unknown = len(candidates) - len(known) + int(np.isnan(lats).sum())
-    box = np.unique(known[bbox_mask(lat, lng, lats, lngs, max_dist)])
+    # Sorted and de-duplicated by hand: np.unique costs 8.9 µs on the ~60 box survivors, this 5.6 µs (2026-12-05).
+    box = np.sort(known[bbox_mask(lat, lng, lats, lngs, max_dist)])
+    box = box[np.concatenate(([True], box[1:] != box[:-1]))]
     disp = haversine_m(lat, lng, state.lat[box], state.lng[box])
     keep = disp <= max_dist
     return Selection(box[keep], disp[keep], len(candidates), unknown)
@@ -71,9 +73,12 @@ def rank(
 
     Order: score descending (or displacement ascending), then id ascending, so the output is deterministic.
     """
-    good = [i for i, v in enumerate(values) if v is not None and len(v) == RESTAURANT_VALUE_BYTES]
-    skipped = len(values) - len(good)
     ids, disp = selection.ids, selection.displacement
+    if None not in values and set(map(len, values)) <= {RESTAURANT_VALUE_BYTES}:  # type: ignore[arg-type]
+        good, skipped = [], 0  # the usual case, checked in C
+    else:
+        good = [i for i, v in enumerate(values) if v is not None and len(v) == RESTAURANT_VALUE_BYTES]
+        skipped = len(values) - len(good)
     if skipped:
         ids, disp = ids[good], disp[good]
         values = [values[i] for i in good]

@@ -173,15 +173,32 @@ def test_failover_mid_load_gives_no_wrong_answer_and_counts_its_errors(
     worker.join()
     assert failed_over.is_set()
 
-    errors = statuses.count(503)
-    print("DEBUG", len(statuses), errors, app.reader.topology_refreshes)
+    # A manual failover moves the slots without an outage: MOVED replies, one slot-map refresh, no error.
+    assert set(statuses) <= {200, 404}, sorted(set(statuses))
+    assert app.reader.topology_refreshes >= 1  # type: ignore[attr-defined]
+
+    # Now the promoted master dies: its users get 503s, each counted, until its replica takes over (after
+    # cluster-node-timeout, lowered to 1 s here); the other masters' users are served meanwhile.
+    for node in replicated.nodes:
+        redis.Redis(port=node.port).config_set("cluster-node-timeout", 1000)
+    replica.stop()
+    outage: list[int] = []
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        batch = []
+        for i, (user, body) in enumerate(reqs):
+            resp = recommend(app, user, body)
+            batch.append(resp.status)
+            if resp.status != 503:
+                assert answer(resp) == standalone_answers[i], f"request {i} answered differently"
+        outage += batch
+        if 503 in outage and 503 not in batch:
+            break
+    errors = outage.count(503)
     counted = app.metrics.registry.get_sample_value(
         f"{INFERENCE_ERRORS}_total", {"cause": "redis_unavailable"}
     )
-    assert set(statuses) <= {200, 404, 503}
-    assert errors == counted, (errors, counted)
-    assert errors <= 20, f"{errors} requests failed during one failover"
-    assert app.reader.topology_refreshes >= 1  # type: ignore[attr-defined]
-    # After the failover every request answers again, from the promoted replica too.
-    last = [recommend(app, u, b).status for u, b in reqs]
-    assert 503 not in last
+    assert set(outage) <= {200, 404, 503}, sorted(set(outage))
+    assert errors > 0 and errors == counted, (errors, counted)
+    assert outage.count(200) > 0  # the other masters' users were served during the outage
+    assert 503 not in outage[-len(reqs) :], "requests still failing 60 s after the master died"

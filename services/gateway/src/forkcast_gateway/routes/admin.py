@@ -7,11 +7,12 @@ have before it looks at keys at all (issue 18.8: schemathesis saw 403 where 405 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import redis.asyncio as aioredis
-from fastapi import APIRouter, Path
+from fastapi import APIRouter, Path, Request
 from fastapi.responses import JSONResponse
 
 from forkcast_contract import api as limits
@@ -22,6 +23,7 @@ from forkcast_gateway.feature_updates import (
     NoLiveVersionError,
     UnknownEntityError,
     UpdateConflictError,
+    UpdateLog,
     apply_update,
 )
 from forkcast_gateway.responses import ERRORS, RETRY, documented, error
@@ -41,12 +43,12 @@ _FEATURE_ERRORS: dict[int | str, dict[str, Any]] = {
     **documented(
         _404="The id does not exist in the live feature version.",
         _409="No feature version is live.",
-        _503="Feature store unavailable or busy; see Retry-After.",
+        _503="Feature store or update log unavailable, or busy; see Retry-After.",
     ),
 }
 
 
-def router(keys: KeyStore | None, store: aioredis.Redis, prefix: str) -> APIRouter:
+def router(keys: KeyStore | None, store: aioredis.Redis, prefix: str, updates: UpdateLog) -> APIRouter:
     api = APIRouter(prefix="/admin")
 
     @api.post(
@@ -70,7 +72,12 @@ def router(keys: KeyStore | None, store: aioredis.Redis, prefix: str) -> APIRout
         return KeysReloaded(keys=count)
 
     async def write(
-        entity: str, entity_id: int, key_of: Callable[[FeatureKeys], str], value: bytes, bump: bool
+        request: Request,
+        entity: Literal["user", "restaurant"],
+        entity_id: int,
+        key_of: Callable[[FeatureKeys], str],
+        value: bytes,
+        bump: bool,
     ) -> FeaturesUpdated | JSONResponse:
         try:
             version = await apply_update(store, prefix, key_of, value, bump_restaurant_revision=bump)
@@ -82,6 +89,16 @@ def router(keys: KeyStore | None, store: aioredis.Redis, prefix: str) -> APIRout
             return error(503, str(exc), RETRY)
         except (aioredis.RedisError, OSError, TimeoutError) as exc:
             return error(503, f"feature store unavailable: {type(exc).__name__}", RETRY)
+        try:  # only after the write succeeded: a logged update always happened
+            await updates.record(entity, entity_id, version, value, request.state.key_id, time.time())
+        except (aioredis.RedisError, OSError, TimeoutError) as exc:
+            log.error("admin update of %s %d applied but not logged: %s", entity, entity_id, exc)
+            return error(
+                503,
+                f"{entity} {entity_id} was updated in feature version {version} but the update log is "
+                f"unavailable ({type(exc).__name__}); send the same update again",
+                RETRY,
+            )
         log.info("admin update of %s %d in feature version %s", entity, entity_id, version)
         return FeaturesUpdated(entity=entity, id=entity_id, feature_version=version)  # type: ignore[arg-type]
 
@@ -95,10 +112,11 @@ def router(keys: KeyStore | None, store: aioredis.Redis, prefix: str) -> APIRout
             Path(pattern=USER_ID_PATTERN, description="`u` + digits or bare digits.", examples=["u00042"]),
         ],
         body: UserFeaturesUpdate,
+        request: Request,
     ) -> FeaturesUpdated | JSONResponse:
         uid = int(user_id.removeprefix("u"))
         value = user_value(body.features)  # the schema already enforced the contract's checks
-        return await write("user", uid, lambda k: FeatureKeys.user(k, uid), value, False)
+        return await write(request, "user", uid, lambda k: FeatureKeys.user(k, uid), value, False)
 
     @api.put(
         "/features/restaurants/{restaurant_id}", response_model=FeaturesUpdated, responses=_FEATURE_ERRORS,
@@ -110,10 +128,11 @@ def router(keys: KeyStore | None, store: aioredis.Redis, prefix: str) -> APIRout
             Path(ge=limits.CANDIDATE_ID_MIN, le=limits.CANDIDATE_ID_MAX, description="Restaurant id."),
         ],
         body: RestaurantFeaturesUpdate,
+        request: Request,
     ) -> FeaturesUpdated | JSONResponse:
         value = restaurant_value(body.latitude, body.longitude, body.features)
         return await write(
-            "restaurant", restaurant_id, lambda k: FeatureKeys.restaurant(k, restaurant_id), value, True
+            request, "restaurant", restaurant_id, lambda k: FeatureKeys.restaurant(k, restaurant_id), value, True
         )
 
     return api

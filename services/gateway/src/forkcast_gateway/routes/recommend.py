@@ -6,8 +6,10 @@
 * :meth:`RecommendRoute.process` from the FastAPI route of :func:`router`, which is what /openapi.json and /docs
   document (and what serves the route when the app runs without the Edge).
 
-The body is validated with pydantic-core's JSON parser in one pass (``model_validate_json``: no intermediate dict,
-≈ 3x cheaper than json.loads + validate for 1,000 ids); 422 bodies have the shape of the FastAPI routes' 422s.
+The body is checked by msgspec first (validation.FastCheck: ≈ half the CPU of pydantic on 1,000 ids); a body it
+refuses is judged by the pydantic model with pydantic-core's JSON parser in one pass (``model_validate_json``: no
+intermediate dict, ≈ 3x cheaper than json.loads + validate), whose errors make the 422 — the shape of the FastAPI
+routes' 422s.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from forkcast_gateway.body import BodyError, receive_body
 from forkcast_gateway.forwarding import Forwarder, Unavailable
 from forkcast_gateway.responses import ERRORS, body_422, documented, error_body, field_errors
 from forkcast_gateway.schemas import RecommendResponse
+from forkcast_gateway.validation import FastCheck
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -66,9 +69,15 @@ def integral_floats(body: bytes, errors: list[Any]) -> Any | None:
 
 class RecommendRoute:
     def __init__(
-        self, model: type[BaseModel], forwarder: Forwarder, max_body_bytes: int, body_timeout_s: float
+        self,
+        model: type[BaseModel],
+        forwarder: Forwarder,
+        max_body_bytes: int,
+        body_timeout_s: float,
+        max_candidates: int,
     ) -> None:
         self.model, self.forwarder = model, forwarder
+        self.fast = FastCheck(max_candidates)
         self.max_body_bytes, self.body_timeout_s = max_body_bytes, body_timeout_s
 
     @staticmethod
@@ -84,6 +93,8 @@ class RecommendRoute:
     def validate(self, body: bytes) -> tuple[bytes, list[Any]]:
         """(the bytes to forward, the validation errors): the body itself when it is valid as sent; re-encoded
         when it was valid only once its integral floats became ints (the inference service takes ints only)."""
+        if self.fast.accepts(body):
+            return body, []
         try:
             self.model.model_validate_json(body)
         except ValidationError as exc:
