@@ -14,7 +14,7 @@ export OPENBLAS_NUM_THREADS ?= 1
 DATA ?= data
 PACKAGES = $(wildcard */src */*/src)
 
-.PHONY: help setup system-packages demo up down status logs test lint format typecheck pytest full-data bench-data bench-features bench-train bench-serve bench-gateway bench-monitoring manifests-check workflows dashboards dashboards-png rollout-drill faults load drill drills audit
+.PHONY: help setup system-packages demo up down status logs test lint format typecheck pytest full-data bench-data bench-features bench-train bench-train-distributed bench-serve bench-gateway bench-monitoring bench-lake-datasets manifests-check workflows dashboards dashboards-png rollout-drill faults load drill drills audit
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -91,6 +91,10 @@ manifests-check: setup ## render every overlay, validate it (strict core kinds, 
 bench-train: full-data ## trainer: fast path vs plain autograd, 5-epoch runs of both recipes on full data (~12 min)
 	$(BIN)/python pipelines/retrain/benchmarks/bench_train.py --data $(DATA)/full --out runs/bench --json runs/bench.json
 
+bench-train-distributed: setup ## data-parallel training: 2 processes (torchrun, gloo) vs 1, same threads in total, small data (~4 min)
+	test -f $(DATA)/small/dataset.json || $(BIN)/forkcast-data generate --preset small --out $(DATA)/small --no-progress
+	$(BIN)/python pipelines/retrain/benchmarks/bench_distributed.py --data $(DATA)/small --out runs/bench-distributed --json runs/bench-distributed.json
+
 # A model version's files for the serving benchmarks (a RankNet trained one epoch on the small preset; its size
 # and cost are those of any RankNet).
 BENCH_MODEL := runs/bench-model
@@ -108,6 +112,19 @@ bench-gateway: full-data system-packages $(BENCH_MODEL)/probe.npz ## gateway + i
 
 bench-monitoring: setup system-packages ## online-AUC job: CPU per prediction and memory at 2,000 predictions/s vs a naive join
 	$(BIN)/python monitoring/benchmarks/bench_online_auc.py --predictions 20000
+
+bench-lake-datasets: setup system-packages ## lake: dataset snapshot read (s3 vs local dir: time, peak RSS) and Delta vs Iceberg commits (~3 min)
+	test -f $(DATA)/small/dataset.json || $(BIN)/forkcast-data generate --preset small --out $(DATA)/small --no-progress
+	$(BIN)/python lake/benchmarks/bench_snapshot_read.py --data $(DATA)/small
+	$(BIN)/python lake/benchmarks/bench_formats.py
+
+.PHONY: bench-lake
+bench-lake: setup system-packages ## lake: served-log compaction events/s and CPU µs/event vs XRANGE+decode alone, with 30 req/s of platform writes (~1 min)
+	OPENBLAS_NUM_THREADS=1 $(BIN)/python lake/benchmarks/bench_compact.py --predictions 20000
+
+.PHONY: bench-lake-training
+bench-lake-training: setup ## lake: point-in-time training table (CPU per served pair vs reading the tables) and maintain (bytes per prediction)
+	$(BIN)/python lake/benchmarks/bench_training_table.py --predictions 50000
 
 workflows: setup ## regenerate the Argo WorkflowTemplate (workflows/, the cluster's training executor) from the retrain step definitions
 	$(BIN)/python -m forkcast_retrain.workflow render workflows

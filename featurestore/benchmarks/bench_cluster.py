@@ -1,9 +1,21 @@
-"""Hash-tag choice on a local 3-master Redis Cluster, measured by `bench_features.py cluster`.
+"""Standalone Redis vs a local 3-master Redis Cluster, and three Cluster layouts for the restaurants (issue 19).
 
-A request fetches the user plus its in-range candidates (≈ 20-70 after the distance filter). Three restaurant
-key layouts are compared: one tag per version (the layout in forkcast_contract.feature_store: one MGET on one
-node), no tag (keys spread over all slots: redis-py splits the MGET by slot), and an H3 res-5 cell tag (a
-request's neighbourhood falls in a few slots).
+Run by `bench_features.py cluster` (and so by `make bench-features`). Every layout serves the same requests (user
++ the in-range candidates picked from coordinates in memory, as the inference does) and is checked to return the
+same bytes. Per layout: req/s of one sequential client, p50/p95 per fetch, the client's CPU µs per request, Redis CPU
+µs per request (used_cpu_user + used_cpu_sys of every node from INFO, before/after), the key share per master and
+the read share per master (MGET+GET calls, and Redis CPU, per master).
+
+Layouts, all loaded by the real loader or written here with the same packed values:
+
+* standalone: `forkcast_inference.features.FeatureReader` on one redis-server (the reference);
+* Cluster, one copy of the restaurants per master (chosen; `forkcast_inference.cluster_features`): ONE round trip
+  to the user's master (GET user + MGET [pointer copy, revision, restaurants]);
+* Cluster, one tag per version (the previous layout): user GET on its master, MGET [revision, restaurants] on the
+  version's one master, GET of the canonical pointer on its master: up to three nodes, the nodes' round trips sent
+  together;
+* Cluster, H3 cell as tag (res 5 and res 4): the user's GET, one MGET per cell of the in-range restaurants, the
+  canonical pointer's GET; one pipeline per node, sent together.
 """
 
 from __future__ import annotations
@@ -11,17 +23,129 @@ from __future__ import annotations
 import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import redis
 from bench_fetch import Request
+from redis.cluster import ClusterNode
 from redis.cluster import RedisCluster as ClusterClient
+from redis.crc import key_slot
 
-from forkcast_contract.feature_store import RESTAURANT_VALUE_BYTES, pack_restaurants, split_values
-from forkcast_devservers.servers import RedisCluster
-from forkcast_features.client import mset
+from forkcast_contract.feature_store import (
+    RESTAURANT_VALUE_BYTES,
+    FeatureKeys,
+    pack_restaurants,
+    pointer_key,
+    split_values,
+)
+from forkcast_devservers.servers import RedisCluster, RedisServer
+from forkcast_features.client import connect, mset
+from forkcast_features.cutover import activate
 from forkcast_features.geo import h3_cells, within_bbox
+from forkcast_features.loader import load_version
+from forkcast_features.settings import FeatureStoreSettings
 from forkcast_features.source import SourceData
+from forkcast_features.verify import verify_version
+from forkcast_inference.cluster_features import ClusterFeatureReader, Command, Plan, round_trips
+from forkcast_inference.features import FeatureReader, VersionState
+from forkcast_inference.features import connect as connect_standalone
+
+PREFIX = "fc"
+I64 = np.ndarray
+
+# One fetch: request index -> (user value, values of the in-range candidates in order).
+Fetch = Callable[[int], tuple[bytes | None, list[bytes | None]]]
+
+
+@dataclass
+class Figures:
+    name: str
+    req_s: float
+    p50_ms: float
+    p95_ms: float
+    client_us: float
+    redis_us: float
+    key_share: list[float]
+    call_share: list[float]
+    cpu_share: list[float]
+
+
+def _stats(ports: list[int]) -> list[tuple[int, float]]:
+    """(GET+MGET calls, CPU seconds) of each node."""
+    out = []
+    for port in ports:
+        c = redis.Redis(port=port)
+        cmd, cpu = c.info("commandstats"), c.info("cpu")
+        calls = sum(int(cmd.get(f"cmdstat_{n}", {}).get("calls", 0)) for n in ("get", "mget"))
+        out.append((calls, float(cpu["used_cpu_user"]) + float(cpu["used_cpu_sys"])))
+        c.close()
+    return out
+
+
+def _share(values: list[float]) -> list[float]:
+    total = sum(values) or 1.0
+    return [v / total for v in values]
+
+
+def _measure(name: str, fetch: Fetch, n: int, ports: list[int], key_share: list[float]) -> Figures:
+    for k in range(min(100, n)):  # warm-up: connections, copies' coordinates
+        fetch(k)
+    lat = np.empty(n)
+    before, cpu0, t0 = _stats(ports), time.process_time(), time.perf_counter()
+    for k in range(n):
+        s = time.perf_counter()
+        fetch(k)
+        lat[k] = time.perf_counter() - s
+    wall, client = time.perf_counter() - t0, time.process_time() - cpu0
+    after = _stats(ports)
+    calls = [float(a[0] - b[0]) for a, b in zip(after, before, strict=True)]
+    cpu = [a[1] - b[1] for a, b in zip(after, before, strict=True)]
+    return Figures(
+        name,
+        n / wall,
+        float(np.percentile(lat, 50) * 1e3),
+        float(np.percentile(lat, 95) * 1e3),
+        client / n * 1e6,
+        sum(cpu) / n * 1e6,
+        key_share,
+        _share(calls),
+        _share(cpu),
+    )
+
+
+def _pct(shares: list[float]) -> str:
+    return " / ".join(f"{s:.0%}" for s in shares)
+
+
+def _print(rows: list[Figures], base: Figures) -> None:
+    print(
+        f"  {'layout':<44} {'req/s':>7} {'ratio':>6} {'p50 ms':>7} {'p95 ms':>7} {'client µs':>9} "
+        f"{'Redis µs':>8}  key share / read share (calls) / Redis CPU share per master"
+    )
+    for f in rows:
+        shares = (
+            "-"
+            if len(f.key_share) == 1
+            else f"{_pct(f.key_share)} | {_pct(f.call_share)} | {_pct(f.cpu_share)}"
+        )
+        print(
+            f"  {f.name:<44} {f.req_s:7,.0f} {f.req_s / base.req_s:5.2f}× {f.p50_ms:7.3f} {f.p95_ms:7.3f} "
+            f"{f.client_us:9.1f} {f.redis_us:8.1f}  {shares}"
+        )
+
+
+def _load(client: redis.Redis | ClusterClient, src: SourceData) -> str:
+    version = load_version(client, src, prefix=PREFIX, progress=False).version
+    verify_version(client, src, prefix=PREFIX, version=version, sample=1000)
+    activate(client, PREFIX, version)
+    return version
+
+
+def _picked(in_range: list[I64]) -> Callable[[int], Callable[[VersionState], I64]]:
+    return lambda k: lambda _state: in_range[k]
 
 
 def run(src: SourceData, reqs: list[Request]) -> None:
@@ -29,38 +153,103 @@ def run(src: SourceData, reqs: list[Request]) -> None:
     order = np.argsort(r.ids)
     ids, lat, lng = r.ids[order], r.latitude[order], r.longitude[order]
     values = split_values(pack_restaurants(lat, lng, r.features[order]), RESTAURANT_VALUE_BYTES)
-    cells = h3_cells(lat, lng, 5)
-    layouts: dict[str, Callable[[int], str]] = {
-        "one tag per version (chosen): one MGET, one node": lambda i: f"b:v:r:{{v:r}}{i}",
-        "no tag: MGET split by slot over 3 nodes": lambda i: f"b:v:r:{i}",
-        "H3 res-5 cell tag: MGET split over a few slots": lambda i: f"b:v:r:{{{cells[i]:x}}}{i}",
-    }
     in_range = [
-        q.candidates[within_bbox(q.lat, q.lng, lat[q.candidates], lng[q.candidates], q.max_dist)]
+        np.unique(q.candidates[within_bbox(q.lat, q.lng, lat[q.candidates], lng[q.candidates], q.max_dist)])
         for q in reqs
     ]
-    users = [f"b:v:u:{q.user_id}" for q in reqs]
-    with (
-        tempfile.TemporaryDirectory(prefix="bench-cluster-") as tmp,
-        RedisCluster(Path(tmp), masters=3) as cluster,
-    ):
-        client = ClusterClient.from_url(cluster.url)
-        mset(client, users, [b"u" * 120] * len(users))
-        for name, key in layouts.items():
-            mset(client, [key(int(i)) for i in ids], values)
-            one_slot = name.startswith("one tag")
+    pick = _picked(in_range)
+    n = len(reqs)
+    print(f"  {n:,} requests, {np.mean([len(x) for x in in_range]):.0f} in-range candidates on average")
+    results: dict[str, list[tuple[bytes | None, list[bytes | None]]]] = {}
+    rows: list[Figures] = []
 
-            def fetch(k: int, key: Callable[[int], str] = key, one_slot: bool = one_slot) -> int:
-                rkeys = [key(int(i)) for i in in_range[k]]
-                client.get(users[k])
-                got = client.mget(rkeys) if one_slot else client.mget_nonatomic(rkeys)
-                return len(got)
+    def check(name: str, fetch: Fetch) -> None:
+        results[name] = [fetch(k) for k in range(min(200, n))]
+        first = next(iter(results.values()))
+        assert results[name] == first, f"{name} returned other bytes than {next(iter(results))}"
 
-            for k in range(min(50, len(reqs))):
-                fetch(k)
-            cpu0, t0 = cluster.cpu_seconds(), time.perf_counter()
-            fetched = sum(fetch(k) for k in range(len(reqs)))
-            wall, cpu = time.perf_counter() - t0, cluster.cpu_seconds() - cpu0
-            assert fetched == sum(len(x) for x in in_range)
-            print(f"  {name:<52} {len(reqs) / wall:6,.0f} req/s  Redis {cpu / len(reqs) * 1e6:6.1f} µs/req")
-        client.close()
+    with tempfile.TemporaryDirectory(prefix="bench-cluster-") as tmp:
+        with RedisServer(Path(tmp) / "standalone") as server:
+            _load(redis.Redis(port=server.port, socket_timeout=60), src)
+            reader = FeatureReader(connect_standalone(server.url, 5.0), PREFIX)
+            reader.current()
+
+            def standalone(k: int) -> tuple[bytes | None, list[bytes | None]]:
+                got = reader.fetch(reqs[k].user_id, pick(k))
+                return (None if got.user is None else got.user.tobytes()), got.values
+
+            check("standalone", standalone)
+            rows.append(_measure("standalone redis-server (reference)", standalone, n, [server.port], [1.0]))
+
+        with RedisCluster(Path(tmp) / "cluster", masters=3) as cluster:
+            admin = connect(
+                FeatureStoreSettings(redis_url=cluster.url, redis_cluster=True, redis_timeout_seconds=60)
+            )
+            assert isinstance(admin, ClusterClient)
+            version = _load(admin, src)
+            ports = [p for _, p in cluster.startup_nodes]
+            creader = ClusterFeatureReader(ClusterClient.from_url(cluster.url, socket_timeout=5.0), PREFIX)
+            creader.current()
+
+            def copies(k: int) -> tuple[bytes | None, list[bytes | None]]:
+                got = creader.fetch(reqs[k].user_id, pick(k))
+                return (None if got.user is None else got.user.tobytes()), got.values
+
+            check("copies", copies)
+            loaded = _share([float(redis.Redis(port=p).dbsize()) for p in ports])
+            rows.append(_measure("Cluster: a restaurant copy per master (chosen)", copies, n, ports, loaded))
+
+            keys = FeatureKeys(PREFIX, version)
+            node_of = admin.nodes_manager.get_node_from_slot
+            pointer = pointer_key(PREFIX)
+            pointer_node = node_of(key_slot(pointer.encode()))
+            # The other layouts' restaurant keys, with the same bytes, beside the loaded version (their requests
+            # read no revision key: a slight advantage to them).
+            layouts: dict[str, Callable[[int], str]] = {
+                "one tag per version (previous layout)": lambda i: f"{keys.restaurant_base}{i}"
+            }
+            for res in (5, 4):
+                cells = h3_cells(lat, lng, res)
+                layouts[f"H3 res-{res} cell as tag"] = lambda i, c=cells, res=res: (
+                    f"b:{version}:h{res}:{{{c[i]:x}}}{i}"
+                )
+            port_of = {f"127.0.0.1:{p}": k for k, p in enumerate(ports)}
+            users_on = np.bincount(
+                [port_of[node_of(key_slot(keys.user(int(u)).encode())).name] for u in src.users.ids.tolist()],
+                minlength=len(ports),
+            )
+            for name, key in layouts.items():
+                rkeys = [key(int(i)) for i in ids]
+                mset(admin, rkeys, values)
+                # This layout's keys per master (users + its restaurants), from the slot map.
+                rests_on = np.bincount(
+                    [port_of[node_of(key_slot(k.encode())).name] for k in rkeys], minlength=len(ports)
+                )
+                share = _share((users_on + rests_on).astype(float).tolist())
+
+                def fetch(k: int, key: Callable[[int], str] = key) -> tuple[bytes | None, list[bytes | None]]:
+                    user_key = keys.user(reqs[k].user_id)
+                    plan: Plan = {}
+                    _add(plan, node_of(key_slot(user_key.encode())), ("GET", user_key))
+                    _add(plan, pointer_node, ("GET", pointer))
+                    by_slot: dict[int, list[str]] = {}
+                    for i in in_range[k].tolist():
+                        rk = key(i)
+                        by_slot.setdefault(key_slot(rk.encode()), []).append(rk)
+                    mgets: list[Command] = []
+                    for slot, rks in by_slot.items():
+                        mgets.append(("MGET", *rks))
+                        _add(plan, node_of(slot), mgets[-1])
+                    replies = round_trips(plan)
+                    got: dict[str, Any] = {}
+                    for cmd in mgets:
+                        got.update(zip(cmd[1:], replies[cmd], strict=True))
+                    return replies[("GET", user_key)], [got[key(i)] for i in in_range[k].tolist()]
+
+                check(name, fetch)
+                rows.append(_measure(f"Cluster: {name}", fetch, n, ports, share))
+    _print(rows, rows[0])
+
+
+def _add(plan: Plan, node: ClusterNode, command: Command) -> None:
+    plan.setdefault(node.name, (node, []))[1].append(command)

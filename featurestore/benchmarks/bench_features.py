@@ -2,7 +2,7 @@
 
     python featurestore/benchmarks/bench_features.py load    --data data/full  # loader rows/s, load+verify, bytes/user
     python featurestore/benchmarks/bench_features.py fetch   --data data/full  # 4 fetch designs, 3 distance filters
-    python featurestore/benchmarks/bench_features.py cluster --data data/full  # restaurant hash tags on 3 masters
+    python featurestore/benchmarks/bench_features.py cluster --data data/full  # standalone vs 3-master Cluster layouts
 
 Each run starts its own redis-server (forkcast_devservers) on a free loopback port in a temporary directory, stopped
 by PID at the end; nothing else is touched. Lives beside the package, not in it: the service never imports it.
@@ -189,7 +189,7 @@ def _requests(data: Path, n: int) -> list[bf.Request]:
 
 def _cluster(args: argparse.Namespace) -> None:
     reqs = _requests(args.data, args.requests)
-    print(f"cluster hash tags: {len(reqs):,} requests, user GET + MGET of the in-range candidates, 3 masters")
+    print(f"standalone vs 3-master Cluster: {len(reqs):,} requests, the user + its in-range candidates each")
     bench_cluster.run(read_source(args.data), reqs)
 
 
@@ -212,7 +212,7 @@ def main(argv: list[str] | None = None) -> int:
         "--data", type=Path, default=Path("data/full"), help="dataset directory (default data/full)"
     )
     fetch.add_argument("--requests", type=int, default=2000, help="requests timed per design")
-    clu = sub.add_parser("cluster", help="restaurant hash-tag layouts on a local 3-master Redis Cluster")
+    clu = sub.add_parser("cluster", help="standalone vs restaurant layouts on a local 3-master Redis Cluster")
     clu.add_argument(
         "--data", type=Path, default=Path("data/full"), help="dataset directory (default data/full)"
     )

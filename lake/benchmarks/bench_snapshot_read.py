@@ -4,7 +4,8 @@ Starts weed mini and redis-server (forkcast_devservers), publishes ``--data`` (d
 ``s3://bench/<preset>``, then runs ``forkcast-retrain prep`` and ``forkcast-features load`` once on the local
 directory and once on the ``s3://`` URI (a cold cache: the snapshot is downloaded and verified), each as its own
 process, and prints each one's peak RSS (``wait4``'s ru_maxrss: the largest of the process and its children, so
-the fetch child counts) with the ratio s3/local measured in this run, and CPU µs per dataset row. Run: ``.venv/bin/python lake/benchmarks/bench_snapshot_read.py [--data DIR]``.
+the fetch child counts) with the ratio s3/local measured in this run, and CPU µs per dataset row.
+Run: ``.venv/bin/python lake/benchmarks/bench_snapshot_read.py [--data DIR]``.
 """
 
 from __future__ import annotations

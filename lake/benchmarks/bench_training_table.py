@@ -84,7 +84,7 @@ def main() -> None:
         print(f"training table:          {t_wall:.2f} s wall, {t_cpu / pairs * 1e6:.2f} µs CPU per pair")
         print(f"ratio training table / floor: {t_wall / f_wall:.1f}x wall, {t_cpu / f_cpu:.1f}x CPU")
         # No concurrent writer here, so vacuum may drop the replaced small files at once (0 h: local only).
-        settings = RetentionSettings(FORKCAST_ENVIRONMENT="local", FORKCAST_LAKE_VACUUM_RETENTION_HOURS=0)  # type: ignore[call-arg]
+        settings = RetentionSettings(environment="local", FORKCAST_LAKE_VACUUM_RETENTION_HOURS=0)  # type: ignore[call-arg]
         now = datetime.fromtimestamp(until, UTC)
         wall = time.perf_counter()
         report = maintain(base, settings, now=now)

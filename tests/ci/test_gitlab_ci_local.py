@@ -5,7 +5,10 @@ virtual environment first on PATH instead of in the retrain image, each in a che
 (the lake and the registry) and a real MLflow server (sqlite, artifacts on the same S3), both on loopback ports and
 stopped by PID. The training data is a very small dataset published to the lake (`forkcast-data publish`) and named
 by the pipeline's `dataset` input only: no FORKCAST_DATA_DIR, no directory of this machine; every job that reads the
-data fetches the snapshot from S3 into its own checkout (FORKCAST_DATASET_CACHE), which the test checks.
+data fetches the snapshot from S3 itself. gitlab-ci-local gives every job with an `image:` the one CI_PROJECT_DIR
+/builds/<group>/<project> under the shell executor (where GitLab gives each a fresh container), so the test points
+FORKCAST_DATASET_CACHE at a folder per job (GitLab expands $CI_JOB_NAME in a variable's value) and checks that each
+of them holds the snapshot: no job read another's download.
 
 What never runs here, and how it is kept out without editing the pipeline file: the push pipeline is only listed
 (`--list`, rules evaluated) because its build job needs kaniko and its lint/test jobs the python image; the retrain
@@ -53,8 +56,8 @@ RETRAIN_JOBS = {
 RELEASE = "manifests/overlays/dev/model-release.yaml"
 LAKE_BUCKET = "forkcast-lake"
 DATASET_URI = f"s3://{LAKE_BUCKET}/datasets/ci"
-# The jobs that read the dataset's rows (prep resolves the snapshot; train, evaluate and gate read click files;
-# publish reads dataset.json): each fetches the snapshot into its own checkout.
+# The jobs that read the dataset (prep resolves the snapshot; train, evaluate and gate read click files; publish
+# reads dataset.json): each fetches the snapshot from S3 into its own cache.
 DATA_JOBS = ("prep", "train", "evaluate", "gate", "publish")
 GITOPS_URL = "https://gitlab.com/forkcast/forkcast.git"
 
@@ -266,6 +269,7 @@ def _pipeline(
         **stack,
         **extra,
         **({"FORKCAST_ARGOCD_SERVER": argocd.url, "FORKCAST_ARGOCD_TOKEN": "t0ken"} if argocd else {}),
+        "FORKCAST_DATASET_CACHE": f"{project.parent / 'dataset-caches'}/$CI_JOB_NAME",
         "GITOPS_TOKEN": "unused-by-a-file-remote",
         # The literal clone URL of `.gitops`, answered by the scratch bare repository.
         "GIT_CONFIG_COUNT": "1",
@@ -274,6 +278,7 @@ def _pipeline(
         "CI_DEFAULT_BRANCH": "main",
     }
     shutil.rmtree(project / ".gitlab-ci-local", ignore_errors=True)
+    shutil.rmtree(project.parent / "dataset-caches", ignore_errors=True)
     result = _run(gcl, project, variables, inputs={"dataset": data[0], **(inputs or {})})
     return result, project / ".gitlab-ci-local"
 
@@ -318,13 +323,14 @@ def test_retraining_pipeline_promotes_into_the_gitops_repo(
     assert trigger["alert_name"] == alert.get("alert_name", "none")
     assert trigger["alert_reason"] == alert.get("alert_reason", "")
     # The data came from the lake URI alone: prep recorded the snapshot it resolved (the newest: version 0), and
-    # every job that reads rows fetched that snapshot from S3 into its own checkout.
+    # every job that reads rows fetched that snapshot from S3 into its own cache.
     uri, fingerprint = data
     prep = json.loads(next(state.glob("artifacts/prep/**/prep/prep.json")).read_text())
     assert prep["data_snapshot"]["uri"] == uri and prep["data_snapshot"]["version"] == 0
     assert prep["data_snapshot"]["fingerprint"] == fingerprint
-    for job in DATA_JOBS:
-        assert list(state.glob(f"builds/{job}/.cache/datasets/{fingerprint}/dataset.json")), job
+    caches = project.parent / "dataset-caches"
+    fetched = {p.parent.parent.name for p in caches.glob(f"*/{fingerprint}/dataset.json")}
+    assert fetched == set(DATA_JOBS), sorted(fetched)
     # The release names the snapshot: the gate report publish carried into the version.
     gate = json.loads(next(state.glob("artifacts/gate/**/gate_report.json")).read_text())
     assert {k: gate["dataset"][k] for k in ("uri", "version", "fingerprint")} == {

@@ -697,7 +697,7 @@ def unawaited_workloads(docs: list[dict[str, Any]], workloads: set[str]) -> list
         if doc.get("kind") not in ("Deployment", "Rollout"):
             continue
         for c in doc["spec"]["template"]["spec"]["containers"]:
-            for name in ("gateway", "inference", "monitoring"):
+            for name in ("gateway", "inference", "monitoring", "lake"):
                 if c["image"].startswith(f"registry.gitlab.com/forkcast/forkcast/{name}"):
                     rendered.add(f"{doc['kind']}/{doc['metadata']['name']}=forkcast-{name}")
     return sorted(rendered ^ workloads)
@@ -732,7 +732,7 @@ def test_code_on_the_default_branch_ships_images_by_digest_and_a_manifest_merge_
     assert not manifests_only & {"release-images", "verify-dev-images", "propose-prod-images"}
     build = resolved("build")
     images = {entry["IMAGE"] for entry in build["parallel"]["matrix"]}
-    assert images == {"gateway", "inference", "retrain", "monitoring"}
+    assert images == {"gateway", "inference", "retrain", "monitoring", "lake"}
     assert any('--digest-file "$CI_PROJECT_DIR/images/$IMAGE.digest"' in line for line in build["script"])
     assert build["artifacts"]["paths"] == ["images/"]
 

@@ -26,6 +26,8 @@ IMAGES = {
     "pipelines/retrain": ("forkcast-retrain", "forkcast-retrain"),
     # One image for the three monitoring jobs; each Deployment names its script (test_monitoring_image_*).
     "monitoring": ("forkcast-monitoring", "forkcast-online-auc"),
+    # The served-log compaction Deployment (manifests/base/lake-compact.yaml) runs `forkcast-lake compact`.
+    "lake": ("forkcast-lake", "forkcast-lake"),
 }
 MONITORING_SCRIPTS = ("forkcast-online-auc", "forkcast-drift", "forkcast-alert-receiver")
 # What the monitoring image must not hold: the training stack and the `sim`/`dashboards`/`local-stack` extras.

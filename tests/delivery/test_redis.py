@@ -26,7 +26,12 @@ from forkcast_delivery import redis_acl
 from forkcast_delivery.render import Doc, render
 
 from forkcast_contract.feature_store import DEFAULT_PREFIX, FeatureKeys, meta_key, pointer_key, versions_key
-from forkcast_contract.streams import FEEDBACK_DEDUP_PREFIX, FEEDBACK_STREAM, PREDICTIONS_STREAM
+from forkcast_contract.streams import (
+    FEATURE_UPDATES_STREAM,
+    FEEDBACK_DEDUP_PREFIX,
+    FEEDBACK_STREAM,
+    PREDICTIONS_STREAM,
+)
 from forkcast_devservers import resp
 from forkcast_devservers.servers import RedisServer
 
@@ -34,13 +39,13 @@ ROOT = Path(__file__).resolve().parents[2]
 INSTANCES = ("redis", "redis-events")
 USERS = {
     "redis": ("gateway", "inference", "drift", "loader", "exporter"),
-    "redis-events": ("gateway", "inference", "online-auc", "drift", "exporter"),
+    "redis-events": ("gateway", "inference", "online-auc", "drift", "lake", "exporter"),
 }
 # The order the services meet the data in: the loader writes the features the others read, inference writes the
 # prediction online-AUC reads.
 ORDER = {
     "redis": ("loader", "gateway", "inference", "drift", "exporter"),
-    "redis-events": ("inference", "gateway", "online-auc", "drift", "exporter"),
+    "redis-events": ("inference", "gateway", "online-auc", "drift", "lake", "exporter"),
 }
 # What no user may run (issue 18.6), with the name Redis gives the command in its NOPERM error.
 FORBIDDEN = (
@@ -160,6 +165,7 @@ def allowed(instance: str, client: redis.Redis, user: str) -> None:
     elif (instance, user) == ("redis-events", "gateway"):
         assert r.register_script(FEEDBACK)(keys=[MARKER, FEEDBACK_STREAM]) is not None
         r.register_script(BUCKET)(keys=[RATE_LIMIT_KEY])
+        r.xadd(FEATURE_UPDATES_STREAM, {"entity": "user", "id": "1"}, maxlen=100_000, approximate=True)
     elif (instance, user) == ("redis-events", "inference"):
         r.xadd(PREDICTIONS_STREAM, {"rid": "r1", "ids": "[7]"}, maxlen=100_000, approximate=True)
     elif (instance, user) == ("redis-events", "online-auc"):
@@ -175,6 +181,14 @@ def allowed(instance: str, client: redis.Redis, user: str) -> None:
         assert r.xack(PREDICTIONS_STREAM, "online-auc", *entry_ids) == 1
     elif (instance, user) == ("redis-events", "drift"):
         assert len(r.xrevrange(PREDICTIONS_STREAM, count=10)) == 1
+    elif (instance, user) == ("redis-events", "lake"):
+        # forkcast_lake.compact: XREAD from its cursor, XRANGE for the lag, the online-AUC group's bounds, XTRIM.
+        streams = (PREDICTIONS_STREAM, FEEDBACK_STREAM, FEATURE_UPDATES_STREAM)
+        assert len(r.xread(dict.fromkeys(streams, "0"))) == 3
+        assert len(r.xrange(FEEDBACK_STREAM, count=1)) == 1
+        assert r.xinfo_groups(PREDICTIONS_STREAM)[0]["name"] in ("online-auc", b"online-auc")
+        assert r.xpending(PREDICTIONS_STREAM, "online-auc")["pending"] == 0
+        assert r.xtrim(FEATURE_UPDATES_STREAM, minid="0-1", approximate=False) == 0
     elif user == "exporter":
         assert r.info("memory")["maxmemory"] == 900 * 1024 * 1024
     else:
@@ -199,6 +213,7 @@ FOREIGN_KEY = {
     ("redis-events", "inference"): ("XADD", FEEDBACK_STREAM, "*", "rid", "forged"),  # cannot forge clicks
     ("redis-events", "online-auc"): ("XLEN", MARKER),
     ("redis-events", "drift"): ("XRANGE", FEEDBACK_STREAM, "-", "+"),
+    ("redis-events", "lake"): ("XRANGE", MARKER, "-", "+"),  # the feedback dedup markers are the gateway's
 }
 # A command the service never runs, refused as a command (online-AUC reads, it never writes; inference only writes).
 FOREIGN_COMMAND = {
@@ -208,6 +223,8 @@ FOREIGN_COMMAND = {
     ("redis-events", "online-auc"): (("XADD", FEEDBACK_STREAM, "*", "rid", "forged"), "xadd"),
     ("redis-events", "inference"): (("XRANGE", PREDICTIONS_STREAM, "-", "+"), "xrange"),
     ("redis-events", "exporter"): (("XLEN", PREDICTIONS_STREAM), "xlen"),
+    # The compaction reads and trims; it never writes an event nor touches the online-AUC group.
+    ("redis-events", "lake"): (("XADD", PREDICTIONS_STREAM, "*", "rid", "forged"), "xadd"),
 }
 
 
@@ -655,6 +672,7 @@ def test_every_redis_url_is_a_user_of_its_instance(docs: list[Doc]) -> None:
         ("online-auc", "FORKCAST_EVENTS_REDIS_URL"),
         ("drift", "REDIS_URL"),
         ("drift", "FORKCAST_EVENTS_REDIS_URL"),
+        ("lake-compact", "FORKCAST_EVENTS_REDIS_URL"),
     }
 
 

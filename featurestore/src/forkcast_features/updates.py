@@ -107,7 +107,7 @@ def update_restaurant(
     keys = _live(client, prefix)
     meta = read_meta(client, prefix, keys.version)
     copies = parse_copies(meta.restaurant_copies if meta else "")
-    for n, copy in enumerate(copies[:1]):
+    for n, copy in enumerate(copies):
         k = keys.with_copy(copy)
         if client.eval(_SET_AND_BUMP, 2, k.restaurant(restaurant_id), k.restaurant_revision, value) is None:
             # Only the first copy can refuse: every copy holds the same ids (verified before activation).

@@ -25,11 +25,13 @@ LakeCompactionLagging alert say so before that happens.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import cast
 
 import redis
 from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
@@ -106,7 +108,7 @@ class Compactor:
             return DeltaTable(st.uri, storage_options=self.options)
         except TableNotFoundError:
             pass
-        try:
+        with contextlib.suppress(CommitFailedError):  # another writer created it first: theirs stands
             DeltaTable.create(
                 st.uri,
                 schema=st.spec.schema,
@@ -114,8 +116,6 @@ class Compactor:
                 mode="ignore",
                 storage_options=self.options,
             )
-        except CommitFailedError:  # another writer created it first: theirs stands
-            pass
         return DeltaTable(st.uri, storage_options=self.options)
 
     # -- one step ------------------------------------------------------------------------------------------------
@@ -128,7 +128,10 @@ class Compactor:
         )
         now = self.clock()
         read = 0
-        streams = reply.items() if isinstance(reply, dict) else reply or []  # RESP3 answers a map
+        # [[stream, [[id, [field, value, …]], …]], …]; RESP3 answers a map of the same.
+        streams = cast(
+            Iterable[tuple[bytes, list[Entry]]], reply.items() if isinstance(reply, dict) else reply or []
+        )
         for key, entries in streams:
             st = self.streams[key.decode() if isinstance(key, bytes) else str(key)]
             if entries and not st.buffer:
@@ -192,7 +195,7 @@ class Compactor:
         for name, st in self.streams.items():
             start = "-" if st.committed is None else f"({st.committed}"
             oldest = self.client.xrange(name, min=start, max="+", count=1)
-            age = max(0.0, now - StreamId.parse(oldest[0][0]).ms / 1000) if oldest else 0.0
+            age = max(0.0, now - StreamId.parse(cast(bytes, oldest[0][0])).ms / 1000) if oldest else 0.0
             self.metrics.lag_seconds.labels(name).set(age)
             self.metrics.buffered.labels(name).set(len(st.buffer))
 

@@ -88,7 +88,7 @@ def run_forever(compactor: Compactor, stop: threading.Event, lag_every_s: float 
                 next_lag = time.monotonic() + lag_every_s
             compactor.metrics.ready_error = None
             backoff = 0.5
-        except (redis.RedisError, OSError, Exception) as exc:  # noqa: BLE001 - an outage must not end the job
+        except (redis.RedisError, OSError, Exception) as exc:
             compactor.metrics.ready_error = f"{type(exc).__name__}: {exc}"
             log.warning("compaction step failed (%s); restarting from the committed positions", exc)
             started = False
@@ -96,5 +96,5 @@ def run_forever(compactor: Compactor, stop: threading.Event, lag_every_s: float 
             backoff = min(backoff * 2, 10.0)
     try:
         compactor.flush_all()
-    except Exception as exc:  # noqa: BLE001 - the uncommitted rest is read again on the next start
+    except Exception as exc:
         log.warning("final commit failed (%s); the next start re-reads it", exc)

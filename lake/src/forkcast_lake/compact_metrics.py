@@ -63,7 +63,7 @@ def start_server(metrics: CompactMetrics, host: str, port: int) -> ThreadingHTTP
     """Serve /metrics, /healthz and /readyz on a daemon thread; returns the server (``server_port`` is bound)."""
 
     class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802 (the stdlib's name)
+        def do_GET(self) -> None:
             path = self.path.split("?", 1)[0]
             if path == "/metrics":
                 self._send(200, generate_latest(metrics.registry), CONTENT_TYPE_LATEST)
@@ -82,7 +82,7 @@ def start_server(metrics: CompactMetrics, host: str, port: int) -> ThreadingHTTP
             self.end_headers()
             self.wfile.write(body)
 
-        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 (the stdlib's name)
+        def log_message(self, format: str, *args: Any) -> None:
             return  # probes every few seconds would flood the log
 
     server = ThreadingHTTPServer((host, port), Handler)

@@ -35,7 +35,7 @@ class CompactSettings(LakeSettings, EventsRedisSettings):
     read_count: int = Field(default=10_000, ge=1, validation_alias="FORKCAST_COMPACT_READ_COUNT")
     block_ms: int = Field(default=1000, ge=1, validation_alias="FORKCAST_COMPACT_BLOCK_MS")
     metrics_host: str = Field(default="127.0.0.1", validation_alias="FORKCAST_METRICS_HOST")
-    metrics_port: int = Field(default=9110, ge=0, le=65535, validation_alias="FORKCAST_METRICS_PORT")
+    metrics_port: int = Field(default=9111, ge=0, le=65535, validation_alias="FORKCAST_METRICS_PORT")
     fault: str | None = Field(default=None, validation_alias="FORKCAST_COMPACT_FAULT")
 
     @field_validator("fault")

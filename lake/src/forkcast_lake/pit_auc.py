@@ -21,7 +21,7 @@ import polars as pl
 from forkcast_contract.metrics_math import roc_auc
 from forkcast_contract.streams import ATTRIBUTION_WINDOW_S
 from forkcast_lake.pit_labels import labelled_pairs
-from forkcast_lake.pit_source import ServedLog
+from forkcast_lake.pit_source import ServedLog, parse_time
 from forkcast_lake.settings import get_settings
 from forkcast_monitoring.settings import MonitoringSettings
 from forkcast_monitoring.window import key_cap, rank_from_newest
@@ -94,7 +94,7 @@ def lake_online_auc(
 
 def _run(args: argparse.Namespace) -> int:
     result = lake_online_auc(
-        ServedLog(args.lake),
+        ServedLog(args.lake or get_settings().lake_uri),
         args.model_version,
         args.since,
         args.until,
@@ -117,13 +117,16 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         help="recompute a model version's online AUC over a window from the served-log tables",
         description=__doc__.splitlines()[0],
     )
-    parser.add_argument("--lake", default=get_settings().lake_uri, help="lake prefix (FORKCAST_LAKE_URI)")
+    parser.add_argument("--lake", default=None, help="lake prefix (default: FORKCAST_LAKE_URI)")
     parser.add_argument("--model-version", required=True, help="the model version whose pairs count")
     parser.add_argument(
-        "--since", type=float, required=True, help="Unix seconds: first prediction time counted"
+        "--since",
+        type=parse_time,
+        required=True,
+        help="first prediction time counted (Unix seconds or ISO-8601)",
     )
     parser.add_argument(
-        "--until", type=float, required=True, help="Unix seconds: predictions before this count"
+        "--until", type=parse_time, required=True, help="predictions before this time count (exclusive)"
     )
     parser.add_argument(
         "--max-key-share",

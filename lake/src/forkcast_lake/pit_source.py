@@ -11,6 +11,7 @@ the ``date`` partition first, so a window reads only its days' files. What this 
 
 from __future__ import annotations
 
+import argparse
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Final
@@ -39,6 +40,21 @@ def stream_order(column: str = "stream_id") -> pl.Expr:
     ms = parts.struct.field("field_0").cast(pl.Int64)
     seq = parts.struct.field("field_1").cast(pl.Int64)
     return pl.when((seq < 2**_SEQ_BITS) & (ms < 2**41)).then(ms * 2**_SEQ_BITS + seq).otherwise(None)
+
+
+def parse_time(text: str) -> float:
+    """A window bound on the command line: Unix seconds, or an ISO-8601 time with a zone."""
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    try:
+        when = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is neither Unix seconds nor an ISO-8601 time") from None
+    if when.tzinfo is None:
+        raise argparse.ArgumentTypeError(f"{text!r} has no time zone (add Z or +00:00)")
+    return when.timestamp()
 
 
 def day(ts: float) -> str:

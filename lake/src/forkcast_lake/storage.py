@@ -1,6 +1,8 @@
 """How delta-rs reaches the lake's S3: the storage options and the table URIs, decided once for every writer.
 
-Concurrent writers are safe because every commit is a put-if-absent of ``_delta_log/<version>.json``: S3 (since
+Concurrent writers are safe because every commit is a put-if-absent of ``_delta_log/<version>.json`` (the Delta
+protocol's "mutual exclusion" requirement: two clients must never both create one log file; delta-io/delta
+PROTOCOL.md): S3 (since
 2024-08), SeaweedFS and MinIO honour ``If-None-Match: *``, so of two writers racing for one version exactly one
 wins and the other gets a commit conflict, re-reads the log and retries at the next version. delta-rs selects this
 with ``aws_conditional_put=etag`` (object_store's ``S3ConditionalPut::ETagMatch``; delta-rs made it the S3 default

@@ -51,7 +51,7 @@ from forkcast_lake.datasets import LakeDataError, publish
 from forkcast_lake.pit_features import RESTAURANT, USER, Entity, served_update, state_ids, state_values
 from forkcast_lake.pit_labels import labelled_pairs
 from forkcast_lake.pit_snapshots import FeatureSource, feature_sources
-from forkcast_lake.pit_source import UPDATE_ORDER, ServedLog
+from forkcast_lake.pit_source import UPDATE_ORDER, ServedLog, parse_time
 from forkcast_lake.settings import get_settings
 from forkcast_lake.storage import is_remote
 
@@ -275,23 +275,18 @@ def training_table(
     return Written(out, manifest.fingerprint, result.version, table)
 
 
-def _time(text: str) -> float:
-    """``--since``/``--until``: Unix seconds or an ISO-8601 time with a zone."""
-    try:
-        return float(text)
-    except ValueError:
-        pass
-    when = datetime.fromisoformat(text)
-    if when.tzinfo is None:
-        raise argparse.ArgumentTypeError(f"{text!r} has no time zone (add Z or +00:00)")
-    return when.timestamp()
+def _fraction(text: str) -> float:
+    value = float(text)
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"{text} is not strictly between 0 and 1: both splits need rows")
+    return value
 
 
 def _run(args: argparse.Namespace) -> int:
     if args.until <= args.since:
         raise SystemExit(f"--until ({args.until}) must be after --since ({args.since})")
     written = training_table(
-        args.lake,
+        args.lake or get_settings().lake_uri,
         args.since,
         args.until,
         args.out,
@@ -322,12 +317,14 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         description=__doc__.splitlines()[0],
     )
     parser.add_argument(
-        "--lake", default=get_settings().lake_uri, help="lake prefix of the served log (FORKCAST_LAKE_URI)"
+        "--lake", default=None, help="lake prefix of the served log (default: FORKCAST_LAKE_URI)"
     )
     parser.add_argument(
-        "--since", type=_time, required=True, help="first prediction time (Unix seconds or ISO-8601)"
+        "--since", type=parse_time, required=True, help="first prediction time (Unix seconds or ISO-8601)"
     )
-    parser.add_argument("--until", type=_time, required=True, help="predictions before this time (exclusive)")
+    parser.add_argument(
+        "--until", type=parse_time, required=True, help="predictions before this time (exclusive)"
+    )
     parser.add_argument(
         "--out", required=True, help="a new local directory, or s3://bucket/prefix to publish to"
     )
@@ -347,7 +344,7 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     )
     parser.add_argument(
         "--test-fraction",
-        type=float,
+        type=_fraction,
         default=DEFAULT_TEST_FRACTION,
         help="share of requests in the test split",
     )

@@ -17,10 +17,10 @@ from pathlib import Path
 import pytest
 import redis
 from deltalake import DeltaTable
-from forkcast_devservers.ports import free_port
-from forkcast_devservers.servers import RedisServer, Seaweed
 
 from forkcast_contract.streams import FEEDBACK_STREAM, PREDICTIONS_STREAM
+from forkcast_devservers.ports import free_port
+from forkcast_devservers.servers import RedisServer, Seaweed
 from forkcast_lake.compact import app_id
 from forkcast_lake.stream_ids import StreamId
 from forkcast_lake.testing import Served, produce
@@ -62,7 +62,9 @@ def _assert_exactly_once(seaweed: Seaweed, lake: str, served: Served) -> None:
     assert sorted(counts) == sorted(served.predictions), "a prediction is missing from the table or foreign"
     assert max(counts.values()) == 1, f"duplicated predictions: {[r for r, c in counts.items() if c > 1][:5]}"
     feedback = _table(seaweed, lake, "served/feedback").to_pyarrow_table(columns=["rid", "restaurant_id"])
-    pairs = Counter(zip(feedback.column("rid").to_pylist(), feedback.column("restaurant_id").to_pylist(), strict=True))
+    pairs = Counter(
+        zip(feedback.column("rid").to_pylist(), feedback.column("restaurant_id").to_pylist(), strict=True)
+    )
     assert sorted(pairs) == sorted(served.feedback), "a feedback event is missing or foreign"
     assert max(pairs.values()) == 1, "duplicated feedback"
 
@@ -96,7 +98,7 @@ def test_sigkill_at_any_point_neither_loses_nor_duplicates(
         name = f"served/{kind}"
         try:
             version = _table(seaweed, lake, name).transaction_version(app_id(stream))
-        except Exception:  # noqa: BLE001 - no table yet (the kill came before the first commit)
+        except Exception:
             version = None
         committed[kind] = None if version is None else StreamId.from_version(version)
     if point == "before-commit":
@@ -115,4 +117,6 @@ def test_sigkill_at_any_point_neither_loses_nor_duplicates(
     assert rerun.wait(120) == 0
     served = Served(first.predictions + second.predictions, first.feedback + second.feedback)
     _assert_exactly_once(seaweed, lake, served)
-    assert client.xlen(PREDICTIONS_STREAM) == 0 and client.xlen(FEEDBACK_STREAM) == 0, "committed entries not trimmed"
+    assert client.xlen(PREDICTIONS_STREAM) == 0 and client.xlen(FEEDBACK_STREAM) == 0, (
+        "committed entries not trimmed"
+    )

@@ -11,9 +11,9 @@ from typing import Any
 import pytest
 import redis
 from deltalake import DeltaTable
-from forkcast_devservers.servers import RedisServer, Seaweed
 
 from forkcast_contract.streams import FEEDBACK_STREAM, PREDICTIONS_STREAM
+from forkcast_devservers.servers import RedisServer, Seaweed
 from forkcast_lake.compact import Compactor
 from forkcast_lake.compact_settings import CompactSettings
 from forkcast_lake.compact_trim import safe_bound
@@ -36,7 +36,12 @@ def lake(seaweed: Seaweed, monkeypatch: pytest.MonkeyPatch) -> str:
 
 def _settings(lake: str, redis_url: str, **extra: Any) -> CompactSettings:
     return CompactSettings(
-        environment="local", lake_uri=lake, events_redis_url=redis_url, block_ms=20, batch_seconds=3600, **extra
+        environment="local",
+        lake_uri=lake,
+        events_redis_url=redis_url,
+        block_ms=20,
+        batch_seconds=3600,
+        **extra,
     )
 
 
@@ -116,5 +121,7 @@ def test_two_compactors_racing_neither_skip_nor_duplicate(redis_server_factory: 
     counts = Counter(rows.column("rid").to_pylist())
     assert sorted(counts) == sorted(served.predictions), "a prediction was skipped"
     assert max(counts.values()) == 1, "a prediction was committed twice"
-    feedback = DeltaTable(f"{lake}/served/feedback", storage_options=options).to_pyarrow_table(columns=["rid"])
+    feedback = DeltaTable(f"{lake}/served/feedback", storage_options=options).to_pyarrow_table(
+        columns=["rid"]
+    )
     assert feedback.num_rows == len(served.feedback)

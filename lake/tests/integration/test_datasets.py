@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import json
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -17,6 +18,7 @@ import pytest
 from forkcast_contract.dataset import DatasetSizes
 from forkcast_data.generate import GenerateRequest, generate
 from forkcast_devservers.servers import Seaweed
+from forkcast_lake.cli import main as cli_main
 from forkcast_lake.datasets import LakeDataError, SchemaMismatchError, publish
 from forkcast_lake.datasets_fetch import resolve
 from forkcast_lake.datasets_read import open_data
@@ -76,9 +78,11 @@ def test_publish_is_idempotent_and_versions_read_back_their_own_bytes(lake: str,
     again = publish(first, lake)
     assert (v0.version, v0.created) == (0, True)
     assert (again.version, again.created) == (0, False)  # the same dataset adds no version
-    time.sleep(0.05)
+    # Delta time travel by time compares with each commit's log-file modification time, which SeaweedFS keeps to
+    # the second: a time more than a second from either commit resolves unambiguously.
+    time.sleep(1.1)
     between = datetime.now(UTC)
-    time.sleep(0.05)
+    time.sleep(1.1)
     v1 = publish(second, lake)
     assert (v1.version, v1.created) == (1, True)
 
@@ -143,3 +147,16 @@ def test_an_unpublished_prefix_is_refused(lake: str, tmp_path: Path) -> None:
     publish(_draw(tmp_path / "a"), lake)  # the bucket exists; the prefix below is empty
     with pytest.raises(LakeDataError, match=r"ds-none: no dataset published here"):
         open_data(lake + "-none")
+
+
+def test_the_lake_cli_publishes_and_shows_a_version(
+    lake: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = _draw(tmp_path / "a")
+    assert cli_main(["dataset", "publish", str(data), "--to", lake]) == 0
+    assert f"published {lake} version 0" in capsys.readouterr().out
+    assert cli_main(["dataset", "show", "--data", lake, "--data-version", "0"]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert (shown["uri"], shown["version"], shown["preset"]) == (lake, 0, "micro")
+    assert cli_main(["dataset", "show", "--data", lake, "--data-version", "7"]) == 1
+    assert "no dataset version 7 (versions 0..0)" in capsys.readouterr().err

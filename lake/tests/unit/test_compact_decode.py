@@ -39,7 +39,12 @@ def test_prediction_rows_keep_the_served_values_bit_for_bit() -> None:
     row = decoded.table.to_pylist()[0]
     assert decoded.table.schema == PREDICTIONS_SCHEMA
     assert row["scores"] == scores and row["restaurant_ids"] == [7, 3, 11, 2**62]
-    assert (row["rid"], row["user_id"], row["key_id"], row["stream_id"]) == ("rid-1", 42, "k1", "1767225599250-0")
+    assert (row["rid"], row["user_id"], row["key_id"], row["stream_id"]) == (
+        "rid-1",
+        42,
+        "k1",
+        "1767225599250-0",
+    )
     assert row["date"] == "2025-12-31"  # 23:59:59.25 UTC: the event's own day, not the compaction's
 
 
@@ -66,7 +71,9 @@ def test_prediction_without_key_id_is_the_direct_call_key() -> None:
 def test_a_malformed_prediction_is_counted_and_its_neighbours_kept(change: dict[str, str], why: str) -> None:
     good = prediction_fields("good", 1e9, 1, [1], [0.5], "k")
     bad = {**prediction_fields("bad", 1e9, 1, [1], [0.5], "k"), **change}
-    decoded = decode_predictions([_entry("1-0", good), _entry("1-1", bad), _entry("1-2", {**good, "rid": "g2"})])
+    decoded = decode_predictions(
+        [_entry("1-0", good), _entry("1-1", bad), _entry("1-2", {**good, "rid": "g2"})]
+    )
     assert decoded.malformed == 1, why
     assert decoded.table.column("rid").to_pylist() == ["good", "g2"], why
 
@@ -89,7 +96,9 @@ def test_feedback_rows_and_malformed_feedback() -> None:
 
 def test_feature_updates_keep_the_stored_float32_values() -> None:
     features = [0.1 * i for i in range(10)]
-    restaurant = update_event_fields("restaurant", 9, "fv1", restaurant_value(13.7, 100.5, features), 1e9, "k1")
+    restaurant = update_event_fields(
+        "restaurant", 9, "fv1", restaurant_value(13.7, 100.5, features), 1e9, "k1"
+    )
     user = update_event_fields("user", 3, "fv1", user_value([1 / 3] * 30), 1e9, "cli:ops")
     decoded = decode_feature_updates([_entry("1-0", restaurant), _entry("1-1", user)])
     assert decoded.table.schema == FEATURE_UPDATES_SCHEMA and decoded.malformed == 0
@@ -126,3 +135,15 @@ def test_stream_ids_round_trip_through_txn_versions_in_order(raw: str) -> None:
 def test_stream_ids_past_the_packed_range_are_refused(raw: str) -> None:
     with pytest.raises(ValueError, match="does not fit"):
         StreamId.parse(raw).to_version()
+
+
+def test_feedback_by_position_and_row_by_row_give_the_same_rows() -> None:
+    entries = [_entry(f"9-{i}", feedback_fields(f"r{i}", i, i % 3 == 0, 1e9 + i / 7, f"k{i % 2}")) for i in range(50)]
+    by_position = decode_feedback(entries)  # the gateway's layout, every value valid: the column-wise path
+    # One record off the layout sends the whole batch row by row; the other rows must come out the same.
+    odd = _entry("9-99", {"ts": "1e9", **feedback_fields("odd", 1, True, 1e9, "k")})
+    row_by_row = decode_feedback([*entries, odd])
+    assert row_by_row.table.num_rows == 51 and row_by_row.malformed == 0
+    assert row_by_row.table.slice(0, 50).equals(by_position.table)
+    clicked = by_position.table.column("clicked").to_pylist()
+    assert clicked == [i % 3 == 0 for i in range(50)]

@@ -10,7 +10,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import polars as pl
+import pytest
 from deltalake import DeltaTable
+from pydantic import ValidationError
 
 from forkcast_lake.pit_testing import LogWriter
 from forkcast_lake.retention import RetentionSettings, compact, drop_days, maintain, vacuum
@@ -64,14 +66,18 @@ def test_old_days_go_after_vacuum_and_recent_ones_stay_untouched(tmp_path: Path)
 
 def test_maintain_applies_the_policy_to_every_table_and_reports_bytes_per_prediction(tmp_path: Path) -> None:
     _served(tmp_path, batches=3)
-    settings = RetentionSettings(FORKCAST_LAKE_KEEP_DAYS=30, FORKCAST_LAKE_VACUUM_RETENTION_HOURS=0)  # type: ignore[call-arg]
+    settings = RetentionSettings(
+        environment="local", FORKCAST_LAKE_KEEP_DAYS=30, FORKCAST_LAKE_VACUUM_RETENTION_HOURS=0
+    )  # type: ignore[call-arg]
     report = maintain(str(tmp_path), settings, now=NOW)
     assert report.cutoff_date == "2027-01-30"
     tables = {t.table: t for t in report.tables}
     assert tables["served/predictions"].rows_deleted == 30 and tables["served/predictions"].rows == 30
     assert tables["served/feedback"].rows == 30
     updates = _rows(table_uri(str(tmp_path), "served/feature_updates"))
-    assert sorted(zip(updates["entity_id"], updates["features"].list.first().cast(pl.Float64).round(2), strict=True)) == [
+    assert sorted(
+        zip(updates["entity_id"], updates["features"].list.first().cast(pl.Float64).round(2), strict=True)
+    ) == [
         (7, 0.4),
         (8, 0.3),
     ]
@@ -79,3 +85,10 @@ def test_maintain_applies_the_policy_to_every_table_and_reports_bytes_per_predic
     stored = sum(t.stored_bytes for t in report.tables)
     assert stored > sum(t.data_bytes for t in report.tables) > 0
     assert report.bytes_per_prediction == stored / 30
+
+
+def test_a_vacuum_retention_under_an_hour_is_refused_outside_local() -> None:
+    with pytest.raises(ValidationError, match="FORKCAST_LAKE_VACUUM_RETENTION_HOURS"):
+        RetentionSettings(environment="production", FORKCAST_LAKE_VACUUM_RETENTION_HOURS=0)  # type: ignore[call-arg]
+    local = RetentionSettings(environment="local", FORKCAST_LAKE_VACUUM_RETENTION_HOURS=0)  # type: ignore[call-arg]
+    assert local.vacuum_retention_hours == 0

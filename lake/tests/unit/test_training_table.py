@@ -7,18 +7,22 @@ trainer would (forkcast_retrain.tables.IdIndex over the state ids).
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
 import polars as pl
 import pytest
 
-from forkcast_contract.dataset import USER_FEATURES_FILE, read_manifest
+from forkcast_contract.dataset import RESTAURANT_FEATURES_FILE, USER_FEATURES_FILE, read_manifest
 from forkcast_contract.features import USER_FEATURES
+from forkcast_lake.cli import main
 from forkcast_lake.datasets import LakeDataError
 from forkcast_lake.pit_features import STATE_STRIDE
 from forkcast_lake.pit_source import ServedLog
 from forkcast_lake.pit_testing import LogWriter, write_features_dataset
+from forkcast_lake.retention import compact
+from forkcast_lake.storage import table_uri
 from forkcast_lake.training_table import TrainingTable, build, training_table
 from forkcast_retrain.tables import IdIndex
 
@@ -102,8 +106,10 @@ def test_the_table_is_reproducible(world: tuple[str, str, str], tmp_path: Path) 
             log.user_update(i % 10, UPDATED, T0 + i + 0.5, fv=fv)
     log.commit(lake, batches=4)
     a, b = tmp_path / "a", tmp_path / "b"
-    for out in (a, b):
-        training_table(lake, T0 - 60, T0 + 3600, str(out), [fv_dir], test_fraction=0.5)
+    training_table(lake, T0 - 60, T0 + 3600, str(a), [fv_dir], test_fraction=0.5)
+    for table in ("predictions", "feedback", "feature_updates"):  # the same rows in other files: one per day
+        compact(table_uri(lake, f"served/{table}"), target_bytes=2**26)
+    training_table(lake, T0 - 60, T0 + 3600, str(b), [fv_dir], test_fraction=0.5)
     ma, mb = read_manifest(a), read_manifest(b)
     assert [(f.path, f.sha256) for f in ma.files] == [(f.path, f.sha256) for f in mb.files]
     assert ma.fingerprint == mb.fingerprint
@@ -119,3 +125,58 @@ def test_a_feature_version_from_no_given_dataset_is_refused(
     log.commit(lake)
     with pytest.raises(LakeDataError, match="deadbeef"):
         _build(lake, fv_dir)
+
+
+def test_the_commands_write_the_table_and_print_the_auc(
+    world: tuple[str, str, str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    lake, fv_dir, fv = world
+    log = LogWriter()
+    for i in range(20):
+        log.prediction(f"c{i}", T0 + i, i % 10, {1: 0.9, 2: 0.1}, fv=fv)
+        log.feedback(f"c{i}", 1, True, T0 + i + 1)
+        log.feedback(f"c{i}", 2, False, T0 + i + 1)
+    log.commit(lake)
+    out = tmp_path / "out"
+    since, until = "2027-01-15T08:00:00+00:00", str(T0 + 20)  # an ISO time and Unix seconds
+    argv = ["--lake", lake, "--since", since, "--until", until]
+    assert main(["training-table", *argv, "--out", str(out), "--features-from", fv_dir]) == 0
+    manifest = read_manifest(out)
+    assert f"fingerprint {manifest.fingerprint}" in capsys.readouterr().out
+    assert manifest.preset == "served-log" and manifest.rows("train/") + manifest.rows("test/") == 40
+    assert main(["online-auc", *argv, "--model-version", "m1", "--max-key-share", "1"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert (printed["samples"], printed["positives"], printed["auc"]) == (40, 20, 1.0)
+
+
+def test_each_feature_version_and_restaurant_update_is_its_own_state(
+    world: tuple[str, str, str], tmp_path: Path
+) -> None:
+    lake, fv_dir, fv = world
+    second_dir = tmp_path / "features-2"
+    fv2 = write_features_dataset(second_dir, users=10, restaurants=20, seed=1)  # the version after a cutover
+    log = LogWriter()
+    log.prediction("old-version", T0, 4, {5: 0.5}, fv=fv)
+    log.restaurant_update(5, 13.75, 100.5, [0.75] * 10, T0 + 1, fv=fv)
+    log.prediction("updated", T0 + 2, 4, {5: 0.5}, fv=fv)
+    log.prediction("new-version", T0 + 3, 4, {5: 0.5}, fv=fv2)  # the update was to the old version only
+    log.commit(lake)
+    table = build(ServedLog(lake), T0 - 60, T0 + 3600, [fv_dir, str(second_dir)])
+    rows = (
+        pl.concat(table.clicks.values())
+        .join(table.users, on="user_id")
+        .join(table.restaurants, on="restaurant_id")
+    )
+    sources = {
+        version: (pl.read_parquet(d / USER_FEATURES_FILE), pl.read_parquet(d / RESTAURANT_FEATURES_FILE))
+        for version, d in ((fv, Path(fv_dir)), (fv2, second_dir))
+    }
+    user_f00 = {v: users.filter(pl.col("user_id") == 4)["f00"][0] for v, (users, _) in sources.items()}
+    rest_f00 = {v: rests.filter(pl.col("restaurant_id") == 5)["f00"][0] for v, (_, rests) in sources.items()}
+    assert sorted(rows["f00"]) == sorted([user_f00[fv], user_f00[fv], user_f00[fv2]])  # user 4: two versions
+    assert sorted(rows["f00_right"]) == sorted(
+        [rest_f00[fv], 0.75, rest_f00[fv2]]
+    )  # restaurant 5: three states
+    updated = table.restaurants.filter(pl.col("f00") == 0.75)
+    assert updated.select("latitude", "longitude").row(0) == pytest.approx((13.75, 100.5), abs=1e-7)
+    assert sorted(table.restaurants["restaurant_id"]) == [5, 5 + STATE_STRIDE, 5 + 2 * STATE_STRIDE]

@@ -56,6 +56,11 @@ def _exporter_password(store: LocalSecrets, secret: str, key: str) -> str:
     return redis_user_password(store, "exporter")
 
 
+def _same_as_models_s3(store: LocalSecrets, secret: str, key: str) -> str:
+    # Secret forkcast-s3-lake: in a cluster its own identity (write on the lake bucket); weed mini has one identity.
+    return store.value("forkcast-s3", key)
+
+
 def _api_keys(store: LocalSecrets, secret: str, key: str) -> str:
     return f"{DEMO_KEY_ID}:{hash_key(store.demo_key())}\n"
 
@@ -67,6 +72,7 @@ DERIVED: dict[tuple[str, str], Callable[[LocalSecrets, str, str], str]] = {
     ("forkcast-redis-acl", "*"): _acl_hash,
     ("forkcast-redis-exporter", "password"): _exporter_password,
     ("forkcast-api-keys", "keys"): _api_keys,
+    ("forkcast-s3-lake", "*"): _same_as_models_s3,
 }
 
 

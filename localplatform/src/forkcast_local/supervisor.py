@@ -20,6 +20,7 @@ import hashlib
 import json
 import shutil
 import subprocess
+import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
@@ -191,7 +192,7 @@ def prepare(config: PlatformConfig, state: dict[str, Any] | None = None) -> Plat
                      "mlflow": {INFRA_HOSTS["mlflow"]: infra["mlflow"]}, **config.extra_hosts},
     )  # fmt: skip
     plans = [_override(p, config.env_overrides.get(p.workload)) for p in planner.plans()]
-    s3 = plans_env(plans, "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "FORKCAST_BUCKET")
+    s3 = plans_env(plans, "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "FORKCAST_BUCKET", "FORKCAST_LAKE_URI")
     components = _infra_before(config, records, infra, s3)
     for plan in plans:
         if not plan.init:
@@ -252,7 +253,9 @@ def _infra_before(
         port=infra["seaweed"],
         ports=internal or None,
     )
-    buckets = [b for b in (s3["FORKCAST_BUCKET"], config.settings["mlflow_artifacts_bucket"]) if b]
+    # The lake's bucket too (FORKCAST_LAKE_URI, s3://<bucket>/…): the served-log compaction writes there.
+    lake = urllib.parse.urlsplit(s3["FORKCAST_LAKE_URI"]).netloc
+    buckets = [b for b in (s3["FORKCAST_BUCKET"], config.settings["mlflow_artifacts_bucket"], lake) if b]
 
     def create_buckets() -> None:
         for bucket in buckets:

@@ -227,4 +227,6 @@ def test_an_update_that_cannot_be_logged_is_503_saying_it_was_applied(
     with serve(app) as url:
         r = put(url, f"users/{USER}", same)
     assert r.status_code == 503 and "Retry-After" in r.headers
-    assert f"updated in feature version {keys.version} but the update log is unavailable" in r.json()["detail"]
+    assert (
+        f"updated in feature version {keys.version} but the update log is unavailable" in r.json()["detail"]
+    )

@@ -40,6 +40,8 @@ SETTINGS: dict[str, tuple[str, ...]] = {
         "forkcast_registry.settings:RegistrySettings",
     ),
     "forkcast-alert-receiver": ("forkcast_monitoring.settings:ReceiverSettings",),
+    # The lake's long-running workload is `forkcast-lake compact` (manifests/base/lake-compact.yaml).
+    "forkcast-lake": ("forkcast_lake.compact_settings:CompactSettings",),
 }
 
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import queue
 import threading
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -181,13 +181,14 @@ def epoch_batches(
     rng: np.random.Generator,
     batch_size: int,
     chunk_rows: int = CHUNK_ROWS,
-) -> Iterator[Batch]:
+) -> Generator[Batch, None, None]:
     """Every row of ``files`` once, in batches of consecutive positions of each shuffled file.
 
     A reader thread reads, checks, shuffles and maps each file and gathers its inputs in chunks of
     ``chunk_rows`` (rounded up to whole batches) while the caller trains on the previous chunk; the train loop
     only slices. The thread draws the shuffles from ``rng`` in file order, so the batches are exactly those of
-    reading without it. A ``DataError`` of a file surfaces when that file's batches are due.
+    reading without it. A ``DataError`` of a file surfaces when that file's batches are due; closing the
+    generator early (or dropping it) stops the thread.
     """
     chunk_rows = max(1, -(-chunk_rows // batch_size)) * batch_size
     for chunk in _prefetched(_chunks(gatherer, files, rng, chunk_rows), _QUEUE_CHUNKS):

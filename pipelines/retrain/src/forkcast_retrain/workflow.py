@@ -295,8 +295,13 @@ def rendered_files() -> dict[str, str]:
 
 def check_dataset_uri(uri: str) -> None:
     """Refuse (ValueError) a dataset that is not ``s3://<bucket>/<prefix>``: no step may read a node's disk."""
-    bucket, _, prefix = uri.removeprefix("s3://").partition("/")
-    if not uri.startswith("s3://") or not bucket or not prefix.strip("/"):
+    from forkcast_lake.storage import split_s3_uri  # the lake's own reading of a dataset URI
+
+    try:
+        _, prefix = split_s3_uri(uri)
+    except ValueError:
+        prefix = ""
+    if not prefix:
         raise ValueError(
             f"dataset {uri!r} is not an s3:// URI of a lake dataset (expected s3://<bucket>/<prefix>)"
         )

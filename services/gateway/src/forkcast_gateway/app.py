@@ -25,6 +25,7 @@ from redis.backoff import NoBackoff
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from forkcast_gateway import openapi
+from forkcast_gateway.access_log import AccessLog
 from forkcast_gateway.auth import KeyStore
 from forkcast_gateway.discovery import DnsDiscovery, make_resolver
 from forkcast_gateway.edge import Edge, method_table
@@ -111,12 +112,17 @@ def build_api(settings: GatewaySettings, metrics: Metrics, keys: KeyStore | None
         redis, settings.feedback_rate_per_s, settings.feedback_rate_burst, prefix=FEEDBACK_KEY_PREFIX
     )
 
+    # The JSON access log is written at log level INFO or finer, as when it went through `logging`.
+    access = AccessLog() if settings.access_log and settings.log_level in ("DEBUG", "INFO") else None
+
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         await forwarder.start()
         await discovery.start()
         await limiter.warm()
         yield
+        if access is not None:
+            access.flush()
         await discovery.stop()
         await forwarder.stop()
         for client in clients.values():
@@ -132,6 +138,7 @@ def build_api(settings: GatewaySettings, metrics: Metrics, keys: KeyStore | None
     )
     api.state.forwarder, api.state.redis, api.state.route = forwarder, redis, route
     api.state.discovery, api.state.limiter, api.state.feedback_limiter = discovery, limiter, feedback_limiter
+    api.state.access = access
 
     @api.exception_handler(RequestValidationError)
     async def _invalid(_: Request, exc: RequestValidationError) -> Response:
@@ -184,7 +191,7 @@ def create_app(settings: GatewaySettings) -> Edge:
         ids,
         settings.max_body_bytes,
         settings.body_timeout_s,
-        settings.access_log,
+        state.access,
         state.route,
         state.methods,
     )

@@ -18,13 +18,13 @@ client-sent X-Forkcast-Key-Id is removed from the request before any route sees 
 from __future__ import annotations
 
 import json
-import logging
 import re
 import time
 from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from typing import Any
 
 from forkcast_contract.api import HEADER_CORRELATION_ID, HEADER_KEY_ID, HEADER_REQUEST_ID
+from forkcast_gateway.access_log import AccessLog
 from forkcast_gateway.auth import KeyStore
 from forkcast_gateway.body import BodyError, receive_body, replay
 from forkcast_gateway.metrics import Metrics
@@ -40,8 +40,6 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 Headers = list[tuple[bytes, bytes]]
 # (path regex, methods) of each route the app serves.
 MethodTable = list[tuple[re.Pattern[str], frozenset[str]]]
-
-access_log = logging.getLogger("forkcast_gateway.access")
 
 # Open to anyone: probes, metrics scraping, and the contract users read.
 EXEMPT = frozenset(
@@ -97,14 +95,14 @@ class Edge:
         ids: RequestIds,
         max_body_bytes: int,
         body_timeout_s: float,
-        log_requests: bool,
+        access: AccessLog | None,
         recommend: RecommendRoute | None = None,
         methods: MethodTable | None = None,
     ) -> None:
         self.app, self.metrics, self.keys, self.ids = app, metrics, keys, ids
         self.limiter, self.feedback_limiter = limiter, feedback_limiter
         self.max_body_bytes, self.body_timeout_s = max_body_bytes, body_timeout_s
-        self.log_requests, self.recommend, self.methods = log_requests, recommend, methods or []
+        self.access, self.recommend, self.methods = access, recommend, methods or []
         # (route, method, status class) → its labelled counter and histogram children. `labels()` costs a lock,
         # a tuple and two dict lookups per call; the key set is bounded (route templates × methods × 5).
         self._red: dict[tuple[str, str, int], tuple[Any, Any]] = {}
@@ -185,22 +183,19 @@ class Edge:
             )
         red[0].inc()
         red[1].observe(elapsed)
-        # The level check first: json.dumps ran for every request even when the logger dropped the line.
-        if self.log_requests and access_log.isEnabledFor(logging.INFO):
-            access_log.info(
-                json.dumps(
-                    {
-                        "ts": round(time.time(), 3),
-                        "request_id": rid,
-                        "correlation_id": None if correlation is None else correlation.decode(),
-                        "method": method,
-                        "route": route,
-                        "status": status,
-                        "ms": round(elapsed * 1000, 3),
-                        "key_id": key_id or "-",
-                        "client": (scope.get("client") or ("-",))[0],
-                    }
-                )
+        if self.access is not None:
+            self.access.record(
+                {
+                    "ts": round(time.time(), 3),
+                    "request_id": rid,
+                    "correlation_id": None if correlation is None else correlation.decode(),
+                    "method": method,
+                    "route": route,
+                    "status": status,
+                    "ms": round(elapsed * 1000, 3),
+                    "key_id": key_id or "-",
+                    "client": (scope.get("client") or ("-",))[0],
+                }
             )
 
     async def _check(self, scope: Scope, path: str, method: str) -> str | tuple[int, str, Headers]:

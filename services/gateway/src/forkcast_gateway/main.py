@@ -18,12 +18,8 @@ def serve() -> None:
 
     settings = get_settings()
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    # The access log is one JSON object per line, nothing around it, so log shippers parse it as is.
-    access = logging.getLogger("forkcast_gateway.access")
-    handler = logging.StreamHandler(sys.stdout)
-    handler.setFormatter(logging.Formatter("%(message)s"))
-    access.addHandler(handler)
-    access.propagate = False
+    # The access log (access_log.py) writes its JSON lines to stdout itself, nothing around them, so log shippers
+    # parse them as they are.
     uvicorn.run(
         create_app(settings),
         host=settings.host,

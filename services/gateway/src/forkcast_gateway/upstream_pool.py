@@ -150,6 +150,7 @@ class Pool:
         self.wanted = frozenset(h.lower().encode() for h in wanted)
         self.idle: deque[_Connection] = deque()
         self.open: set[_Connection] = set()
+        self.connecting = 0  # connects under way (they count against ``limit``)
         # Requests waiting for a connection while ``limit`` are open and busy, first come first served.
         self.waiters: deque[asyncio.Future[_Connection | None]] = deque()
 
@@ -190,8 +191,15 @@ class Pool:
             conn = self._take_idle()
             if conn is not None:
                 return conn
-            if len(self.open) < self.limit:
-                return await self._connect(min(connect_timeout_s, max(0.0, deadline - loop.time())))
+            if len(self.open) + self.connecting < self.limit:
+                self.connecting += 1  # counted before the await: concurrent callers see the slot taken
+                try:
+                    return await self._connect(min(connect_timeout_s, max(0.0, deadline - loop.time())))
+                except BaseException:
+                    self._wake_one()  # the slot is free again: a waiter may try to connect
+                    raise
+                finally:
+                    self.connecting -= 1
             handoff: asyncio.Future[_Connection | None] = loop.create_future()
             self.waiters.append(handoff)
             try:
@@ -205,6 +213,13 @@ class Pool:
             if given is not None:
                 return given
             # None: a connection closed, so a new one may be opened; go round again.
+
+    def _wake_one(self) -> None:
+        while self.waiters:
+            handoff = self.waiters.popleft()
+            if not handoff.done():
+                handoff.set_result(None)
+                return
 
     def _release(self, conn: _Connection) -> None:
         """Hand ``conn`` to the first waiter, else keep it idle; a closed one frees a slot for a waiter."""

@@ -13,13 +13,17 @@ from forkcast_devservers.ports import free_port
 from forkcast_gateway.upstream_pool import ConnectFailed, Pool, ProtocolError
 
 REQUEST = b"POST /recommend/u1 HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{}"
-OK = b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\nx-model-version: m7\r\ncontent-length: 2\r\n\r\n{}"
+OK = (
+    b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\nx-model-version: m7\r\ncontent-length: 2\r\n\r\n{}"
+)
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 
 
 async def read_request(reader: asyncio.StreamReader) -> bytes:
     head = await reader.readuntil(b"\r\n\r\n")
-    length = next(int(x.split(b":")[1]) for x in head.split(b"\r\n") if x.lower().startswith(b"content-length"))
+    length = next(
+        int(x.split(b":")[1]) for x in head.split(b"\r\n") if x.lower().startswith(b"content-length")
+    )
     return head + await reader.readexactly(length)
 
 
@@ -74,7 +78,7 @@ def test_keep_alive_connection_is_reused_and_headers_and_body_come_back() -> Non
 def test_chunked_answer_is_joined_and_connection_close_is_not_reused() -> None:
     chunked = (
         b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n"
-        b"3\r\n{\"a\r\n4\r\n\":1}\r\n0\r\n\r\n"
+        b'3\r\n{"a\r\n4\r\n":1}\r\n0\r\n\r\n'
     )
 
     async def run() -> None:
@@ -106,7 +110,7 @@ def test_limit_makes_requests_wait_for_a_connection() -> None:
 def test_refused_connect_is_connect_failed() -> None:
     async def run() -> None:
         p, loop = pool(free_port()), asyncio.get_running_loop()
-        with pytest.raises(ConnectFailed, match="connect to 127.0.0.1"):
+        with pytest.raises(ConnectFailed, match=r"connect to 127\.0\.0\.1"):
             await p.request(REQUEST, 1.0, loop.time() + 2)
 
     asyncio.run(run())
@@ -129,7 +133,7 @@ def test_close_before_an_answer_is_connect_failed() -> None:
 
 def test_slow_answer_times_out_at_the_deadline_and_the_connection_is_dropped() -> None:
     async def run() -> None:
-        handler, accepted = answering(OK, delay_s=1.0)
+        handler, _ = answering(OK, delay_s=1.0)
         server, port = await serving(handler)
         p, loop = pool(port), asyncio.get_running_loop()
         t0 = loop.time()

@@ -69,6 +69,8 @@ _TOPOLOGY_ERRORS = (
 )
 
 Command = tuple[Any, ...]
+# Commands per node, by node name: what one request sends (one pipeline per node).
+Plan = dict[str, tuple[ClusterNode, list[Command]]]
 
 
 def connect_cluster(url: str, timeout_s: float) -> RedisCluster:
@@ -190,9 +192,7 @@ class ClusterFeatureReader:
             keys = state.keys
             base = keys.restaurant_base
             rest_keys = [f"{base}{i}" for i in ids.tolist()]
-            plan: dict[str, tuple[ClusterNode, list[Command]]] = {
-                user_node.name: (user_node, [("GET", user_key)])
-            }
+            plan: Plan = {user_node.name: (user_node, [("GET", user_key)])}
             if copy:
                 mget: Command = (
                     "MGET",
@@ -238,36 +238,43 @@ class ClusterFeatureReader:
         raise NoLiveVersionError("feature version kept changing during the request")
 
     @staticmethod
-    def _add(plan: dict[str, tuple[ClusterNode, list[Command]]], node: ClusterNode, command: Command) -> None:
+    def _add(plan: Plan, node: ClusterNode, command: Command) -> None:
         plan.setdefault(node.name, (node, []))[1].append(command)
 
-    def _round_trips(self, plan: dict[str, tuple[ClusterNode, list[Command]]]) -> dict[Command, Any]:
-        """Each node's commands as one pipeline, all nodes' sent before any reply is read; replies by command.
-
-        A reply that is an error comes back as the exception object (as in a redis-py pipeline), so the caller
-        can tell a moved slot from a real failure.
-        """
-        taken: list[tuple[ConnectionPool, Any, list[Command]]] = []
-        replies: dict[Command, Any] = {}
+    def _round_trips(self, plan: Plan) -> dict[Command, Any]:
         try:
-            for node, commands in plan.values():
-                pool = cast("redis.Redis", node.redis_connection).connection_pool
-                conn: Any = pool.get_connection()  # redis-py leaves Connection's methods untyped
-                taken.append((pool, conn, commands))
-                conn.send_packed_command(conn.pack_commands(commands), check_health=False)
-            for _, conn, commands in taken:
-                for command in commands:
-                    try:
-                        replies[command] = conn.read_response()
-                    except redis.ResponseError as exc:
-                        replies[command] = exc
+            return round_trips(plan)
         except (redis.ConnectionError, redis.TimeoutError):
-            # A node failed or stalled: its connection may hold half a reply, and the slot map may be stale.
-            for _, conn, _ in taken:
-                conn.disconnect()
-            self._stale = True
+            self._stale = True  # a node failed or stalled: the slot map may be stale
             raise
-        finally:
-            for pool, conn, _ in taken:
-                pool.release(conn)
-        return replies
+
+
+def round_trips(plan: Plan) -> dict[Command, Any]:
+    """Each node's commands as one pipeline, all nodes' sent before any reply is read; replies by command.
+
+    A reply that is an error comes back as the exception object (as in a redis-py pipeline), so the caller can tell
+    a moved slot from a real failure. A connection or timeout error is raised after every connection taken was
+    closed (one may hold half a reply).
+    """
+    taken: list[tuple[ConnectionPool, Any, list[Command]]] = []
+    replies: dict[Command, Any] = {}
+    try:
+        for node, commands in plan.values():
+            pool = cast("redis.Redis", node.redis_connection).connection_pool
+            conn: Any = pool.get_connection()  # redis-py leaves Connection's methods untyped
+            taken.append((pool, conn, commands))
+            conn.send_packed_command(conn.pack_commands(commands), check_health=False)
+        for _, conn, commands in taken:
+            for command in commands:
+                try:
+                    replies[command] = conn.read_response()
+                except redis.ResponseError as exc:
+                    replies[command] = exc
+    except (redis.ConnectionError, redis.TimeoutError):
+        for _, conn, _ in taken:
+            conn.disconnect()
+        raise
+    finally:
+        for pool, conn, _ in taken:
+            pool.release(conn)
+    return replies

@@ -100,7 +100,7 @@ def router(keys: KeyStore | None, store: aioredis.Redis, prefix: str, updates: U
                 RETRY,
             )
         log.info("admin update of %s %d in feature version %s", entity, entity_id, version)
-        return FeaturesUpdated(entity=entity, id=entity_id, feature_version=version)  # type: ignore[arg-type]
+        return FeaturesUpdated(entity=entity, id=entity_id, feature_version=version)
 
     @api.put(
         "/features/users/{user_id}", response_model=FeaturesUpdated, responses=_FEATURE_ERRORS,
@@ -132,7 +132,12 @@ def router(keys: KeyStore | None, store: aioredis.Redis, prefix: str, updates: U
     ) -> FeaturesUpdated | JSONResponse:
         value = restaurant_value(body.latitude, body.longitude, body.features)
         return await write(
-            request, "restaurant", restaurant_id, lambda k: FeatureKeys.restaurant(k, restaurant_id), value, True
+            request,
+            "restaurant",
+            restaurant_id,
+            lambda k: FeatureKeys.restaurant(k, restaurant_id),
+            value,
+            True,
         )
 
     return api

@@ -1,0 +1,116 @@
+"""The floor server of `bench_serve.py` (issue 19.3): the service's HTTP stack and Redis round trip, nothing else.
+
+Same server (uvicorn, uvloop, httptools, one raw ASGI callable), same body reading, and per request the same MGET
+the service sends — the same keys (pointer, revision, user, in-range restaurants) on the same kind of connection
+(redis-py's, pre-encoded command) — then a canned answer of the service's shape. What it skips is exactly the
+service's own work: JSON parsing and validation, the distance filter, scoring, sorting, encoding the answer,
+events and metrics. The MGET of each workload request is computed once at start with the service's own reader and
+selection, so the floor's keys are the service's keys by construction.
+
+Run: ``python floor_app.py --port P --requests FILE`` (FILE: JSON lines ``[path, body]``) with the service's
+environment (REDIS_URL, FORKCAST_FEATURE_PREFIX, …).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from collections.abc import Awaitable, Callable, MutableMapping
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+import numpy as np
+import uvicorn
+
+from forkcast_inference.api import parse_request, parse_user_id
+from forkcast_inference.features import FeatureReader, MgetWire, connect
+from forkcast_inference.ranking import select_in_range
+from forkcast_inference.settings import get_settings
+from forkcast_inference.redis_pipe import RedisPipe
+
+Message = MutableMapping[str, Any]
+# An answer of the service's shape and typical size (20 restaurants).
+CANNED = json.dumps(
+    {
+        "restaurants": [
+            {"id": 10_000 + i, "score": 0.987654321 - i / 97, "displacement": 1234.5678 + i}
+            for i in range(20)
+        ]
+    }
+).encode()
+HEADERS = [(b"content-type", b"application/json"), (b"content-length", str(len(CANNED)).encode())]
+MISS = [(b"content-type", b"application/json"), (b"content-length", b"2")]
+
+
+class FloorApp:
+    """ASGI: ``POST /recommend/…`` of a known request → its MGET, then the canned body; ``GET /readyz`` → 200."""
+
+    def __init__(self, requests: Path) -> None:
+        settings = get_settings()
+        self.reader = FeatureReader(
+            connect(settings.redis_url, settings.redis_timeout_s), settings.feature_prefix
+        )
+        state = self.reader.current()
+        wire = MgetWire.of(self.reader.pointer, state.keys, state.meta.restaurants)
+        self.commands: dict[tuple[str, bytes], bytes] = {}
+        for line in requests.read_text().splitlines():
+            path, body = json.loads(line)
+            req = parse_request(body.encode(), settings.max_candidates)
+            ids = np.array(req.candidate_restaurant_ids, dtype=np.int64)
+            sel = select_in_range(state, ids, req.latitude, req.longitude, req.max_dist)
+            user = parse_user_id(path.removeprefix("/recommend/"))
+            self.commands[(path, body.encode())] = wire.mget(user, sel.ids.tolist())
+        self.pipe = RedisPipe(settings.redis_url, settings.redis_timeout_s)
+
+    async def __call__(
+        self,
+        scope: Message,
+        receive: Callable[[], Awaitable[Message]],
+        send: Callable[[Message], Awaitable[None]],
+    ) -> None:
+        if scope["type"] == "lifespan":
+            while (await receive())["type"] != "lifespan.shutdown":
+                await send({"type": "lifespan.startup.complete"})
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+        chunks = []
+        while True:
+            message = await receive()
+            chunks.append(message.get("body", b""))
+            if not message.get("more_body", False):
+                break
+        command = self.commands.get((scope["path"], b"".join(chunks)))
+        if command is None:
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": 200 if scope["method"] == "GET" else 404,
+                    "headers": MISS,
+                }
+            )
+            await send({"type": "http.response.body", "body": b"{}"})
+            return
+        await self.pipe.call(command)
+
+        await send({"type": "http.response.start", "status": 200, "headers": HEADERS})
+        await send({"type": "http.response.body", "body": CANNED})
+
+
+if __name__ == "__main__":
+    p = argparse.ArgumentParser()
+    p.add_argument("--port", type=int, required=True)
+    p.add_argument("--requests", type=Path, required=True)
+    a = p.parse_args()
+    uvicorn.run(
+        FloorApp(a.requests),
+        host="127.0.0.1",
+        port=a.port,
+        access_log=False,
+        log_level="warning",
+        loop="uvloop",
+        http="httptools",
+        lifespan="on",
+    )
