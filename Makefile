@@ -106,9 +106,10 @@ $(BENCH_MODEL)/probe.npz:
 bench-serve: full-data system-packages $(BENCH_MODEL)/probe.npz ## inference: open loop 30 req/s, closed loop to saturation, vs a naive FastAPI+torch baseline (~7 min)
 	$(BIN)/python services/inference/benchmarks/bench_serve.py --data $(DATA)/full --model-dir $(BENCH_MODEL)
 
-bench-gateway: full-data system-packages $(BENCH_MODEL)/probe.npz ## gateway + inference end to end vs inference called directly
+bench-gateway: full-data system-packages $(BENCH_MODEL)/probe.npz ## gateway + inference end to end vs inference direct and a floor server (floor ratio, CPU µs/request)
 	$(BIN)/python services/gateway/benchmarks/bench_gateway.py --data $(DATA)/full --model-dir $(BENCH_MODEL)
 	$(BIN)/python services/gateway/benchmarks/bench_header_bounds.py
+	$(BIN)/python services/gateway/benchmarks/bench_upstream_client.py
 
 bench-monitoring: setup system-packages ## online-AUC job: CPU per prediction and memory at 2,000 predictions/s vs a naive join
 	$(BIN)/python monitoring/benchmarks/bench_online_auc.py --predictions 20000

@@ -3,7 +3,8 @@
 Run by `bench_features.py cluster` (and so by `make bench-features`). Every layout serves the same requests (user
 + the in-range candidates picked from coordinates in memory, as the inference does) and is checked to return the
 same bytes. Per layout: req/s of one sequential client, p50/p95 per fetch, the client's CPU µs per request, Redis CPU
-µs per request (used_cpu_user + used_cpu_sys of every node from INFO, before/after), the key share per master and
+µs per request (used_cpu_user + used_cpu_sys of every node from INFO, before/after, less the nodes' idle CPU rate
+measured for 1 s just before, times the run's wall time), the key share per master and
 the read share per master (MGET+GET calls, and Redis CPU, per master).
 
 Layouts, all loaded by the real loader or written here with the same packed values:
@@ -54,6 +55,7 @@ from forkcast_inference.features import FeatureReader, VersionState
 from forkcast_inference.features import connect as connect_standalone
 
 PREFIX = "fc"
+IDLE_S = 1.0
 I64 = np.ndarray
 
 # One fetch: request index -> (user value, values of the in-range candidates in order).
@@ -93,6 +95,10 @@ def _share(values: list[float]) -> list[float]:
 def _measure(name: str, fetch: Fetch, n: int, ports: list[int], key_share: list[float]) -> Figures:
     for k in range(min(100, n)):  # warm-up: connections, copies' coordinates
         fetch(k)
+    # The servers' own background CPU (cron, cluster bus), measured idle and taken out of the per-request figure.
+    idle0 = _stats(ports)
+    time.sleep(IDLE_S)
+    idle_rate = sum(a[1] - b[1] for a, b in zip(_stats(ports), idle0, strict=True)) / IDLE_S
     lat = np.empty(n)
     before, cpu0, t0 = _stats(ports), time.process_time(), time.perf_counter()
     for k in range(n):
@@ -109,7 +115,7 @@ def _measure(name: str, fetch: Fetch, n: int, ports: list[int], key_share: list[
         float(np.percentile(lat, 50) * 1e3),
         float(np.percentile(lat, 95) * 1e3),
         client / n * 1e6,
-        sum(cpu) / n * 1e6,
+        max(sum(cpu) - idle_rate * wall, 0.0) / n * 1e6,
         key_share,
         _share(calls),
         _share(cpu),

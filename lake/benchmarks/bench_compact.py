@@ -77,16 +77,22 @@ def serve_load(client: redis.Redis, rps: float, stop: threading.Event, produced:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--predictions", type=int, default=20_000, help="predictions (x11 events) to compact")
-    parser.add_argument("--serve-rps", type=float, default=30.0, help="requests/s of platform writes meanwhile")
+    parser.add_argument(
+        "--serve-rps", type=float, default=30.0, help="requests/s of platform writes meanwhile"
+    )
     parser.add_argument("--batch-entries", type=int, default=50_000, help="FORKCAST_COMPACT_BATCH_ENTRIES")
     parser.add_argument("--read-count", type=int, default=10_000, help="FORKCAST_COMPACT_READ_COUNT")
     args = parser.parse_args()
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
-    with tempfile.TemporaryDirectory() as tmp, RedisServer(Path(tmp) / "redis") as rs, Seaweed(
-        Path(tmp) / "s3"
-    ) as s3:
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        RedisServer(Path(tmp) / "redis") as rs,
+        Seaweed(Path(tmp) / "s3") as s3,
+    ):
         s3.create_bucket("lake")
         for name, value in s3.client_env("lake").items():
             os.environ[name] = value
@@ -98,6 +104,7 @@ def main() -> None:
             batch_entries=args.batch_entries,
             batch_seconds=3600,
             read_count=args.read_count,
+            keep_seconds=0,  # trim all that is committed: the trims are part of the measured work
         )
         client = redis.Redis.from_url(rs.url)
         # Warm-up: create the tables, so the measured run is the steady state (commits to existing tables).
@@ -117,7 +124,9 @@ def main() -> None:
         assert floor_events == events, (floor_events, events)
 
         stop, live = threading.Event(), []
-        load = threading.Thread(target=serve_load, args=(redis.Redis.from_url(rs.url), args.serve_rps, stop, live))
+        load = threading.Thread(
+            target=serve_load, args=(redis.Redis.from_url(rs.url), args.serve_rps, stop, live)
+        )
         assert rs.proc is not None and s3.proc is not None
         servers0 = proc_cpu_s(rs.proc.pid) + proc_cpu_s(s3.proc.pid)
         load.start()
@@ -138,7 +147,8 @@ def main() -> None:
 
         options = storage_options(settings)
         rows = sum(
-            DeltaTable(f"s3://lake/bench/{spec.table}", storage_options=options).count() for spec in SERVED_TABLES
+            DeltaTable(f"s3://lake/bench/{spec.table}", storage_options=options).count()
+            for spec in SERVED_TABLES
         )
         expected = 50 * 11 + events + live[0] * 11
         assert rows == expected, f"table rows {rows} != produced {expected}"

@@ -17,6 +17,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -51,7 +52,7 @@ def _timed(fn: Callable[[], object]) -> tuple[float, float, object]:
 def _delta(uri: str, options: dict[str, str], batches: list[pa.Table]) -> dict[str, float]:
     wall_w, cpu_w = 0.0, 0.0
     for batch in batches:
-        w, c, _ = _timed(lambda b=batch: write_deltalake(uri, b, mode="append", storage_options=options))
+        w, c, _ = _timed(partial(write_deltalake, uri, batch, mode="append", storage_options=options))
         wall_w, cpu_w = wall_w + w, cpu_w + c
     wall_r, cpu_r, table = _timed(lambda: DeltaTable(uri, storage_options=options).to_pyarrow_table())
     wall_t, _, old = _timed(lambda: DeltaTable(uri, version=0, storage_options=options).to_pyarrow_table())
@@ -70,7 +71,7 @@ def _iceberg(catalog: SqlCatalog, batches: list[pa.Table]) -> dict[str, float]:
     table = catalog.create_table("bench.served", schema=batches[0].schema)
     wall_w, cpu_w = 0.0, 0.0
     for batch in batches:
-        w, c, _ = _timed(lambda b=batch: table.append(b))
+        w, c, _ = _timed(partial(table.append, batch))
         wall_w, cpu_w = wall_w + w, cpu_w + c
     first = table.history()[0].snapshot_id
     wall_r, cpu_r, out = _timed(lambda: catalog.load_table("bench.served").scan().to_arrow())

@@ -38,6 +38,8 @@ OPERATOR_VALUES = {
     "GITLAB_TRIGGER_TOKEN": "glptt-example",
     "TRAINING_KEY_ID": "AKIAEXAMPLETRAINING",
     "TRAINING_SECRET": "training-secret",
+    "LAKE_WRITER_KEY_ID": "AKIAEXAMPLELAKE",
+    "LAKE_WRITER_SECRET": "lake-secret",
 }
 # A kubectl that writes `-n NS create secret generic NAME --from-literal=K=V | --from-file=K=PATH` to
 # $SECRETS/NS/NAME/K (and refuses anything else, so a documented command it cannot record fails the test).
@@ -199,7 +201,7 @@ def test_each_documented_redis_url_authenticates_as_its_user(
     assert set(urls) == (
         {"gateway", "inference", "drift", "loader"}
         if name == "redis"
-        else {"gateway", "inference", "online-auc", "drift"}
+        else {"gateway", "inference", "online-auc", "drift", "lake"}
     )
     for user, url in urls.items():
         parts = urllib.parse.urlsplit(url)

@@ -14,6 +14,8 @@ from forkcast_contract.feature_store import (
     VersionMeta,
     pack_restaurants,
     pack_users,
+    parse_copies,
+    pointer_copy_key,
     split_values,
     unpack_restaurants,
     unpack_users,
@@ -62,6 +64,22 @@ def test_restaurants_and_their_revision_share_one_slot_users_spread() -> None:
     assert len(user_slots) > 5000
     assert keys.user(7) == "fc:abcd1234:u:7"
     assert keys.restaurant(7).startswith("fc:abcd1234:r:")
+
+
+def test_a_restaurant_copy_shares_its_slot_with_its_revision_and_pointer_copy_in_every_version() -> None:
+    # The Cluster reader's one MGET per request is [pointer copy, revision, restaurants]: one slot, or CROSSSLOT.
+    for version in ("abcd1234", "0badc0de"):
+        keys = FeatureKeys("fc", version, "c3")
+        slots = {key_slot(keys.restaurant(i).encode()) for i in range(0, 100_000, 997)}
+        assert (
+            slots
+            == {key_slot(keys.restaurant_revision.encode())}
+            == {key_slot(pointer_copy_key("fc", "c3").encode())}
+        )
+        assert keys.restaurant(7) == f"fc:{version}:r:{{fc:c3}}7"
+    # The single table (standalone) keeps its names, so the standalone reader's keys do not move.
+    assert FeatureKeys("fc", "abcd1234").with_copy("").restaurant(7) == "fc:abcd1234:r:{abcd1234:r}7"
+    assert parse_copies("c0,c4,c9") == ["c0", "c4", "c9"] and parse_copies("") == [""]
 
 
 def test_version_name_is_deterministic_and_depends_on_source_and_schema() -> None:

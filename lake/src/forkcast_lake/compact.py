@@ -181,7 +181,10 @@ class Compactor:
         self._hook("after-trim")
 
     def trim(self, st: _Stream) -> int:
-        removed, bound = trim(self.client, st.spec.stream, st.committed)
+        keep_since = StreamId(max(0, int((self.clock() - self.s.keep_seconds) * 1000)), 0)
+        removed, bound = trim(
+            self.client, st.spec.stream, st.committed, keep_since if self.s.keep_seconds else ZERO
+        )
         self.metrics.trimmed.labels(st.spec.stream).inc(removed)
         log.debug(
             "%s: trimmed %d below %s (held by %s)", st.spec.stream, removed, bound.min_id, bound.held_by

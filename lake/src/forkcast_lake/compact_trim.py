@@ -7,7 +7,9 @@ computed: for each consumer group (the compaction has none of its own), ``XINFO 
 form, the smallest id in its PEL), a group without holds it from the entry after ``last-delivered-id``. The lake
 holds it from the entry after its committed position. ``XTRIM MINID`` with the smallest of these bounds then
 removes exactly the entries everyone is done with ("XTRIM", redis.io/docs/latest/commands/xtrim: entries with an id
-lower than MINID are evicted). The exact form is used (no ``~``), so a test can tell a bound that held from one that
+lower than MINID are evicted). A third bound keeps the newest ``keep_s`` seconds of every stream (ids are
+millisecond times): the drift job samples the newest predictions with XREVRANGE, outside any group. The exact form
+is used (no ``~``), so a test can tell a bound that held from one that
 was merely rounded down. A group can only move its bounds forward between the XINFO and the XTRIM (XREADGROUP and
 XACK advance them), so the trim never overtakes a reader.
 """
@@ -34,9 +36,14 @@ def _field(info: dict[Any, Any], name: str) -> Any:
     return info.get(name, info.get(name.encode()))
 
 
-def safe_bound(client: redis.Redis, stream: str, committed: StreamId | None) -> TrimBound:
-    """The smallest id any reader still needs (see the module docstring)."""
+def safe_bound(
+    client: redis.Redis, stream: str, committed: StreamId | None, keep_since: StreamId = ZERO
+) -> TrimBound:
+    """The smallest id any reader still needs (see the module docstring); ``keep_since``: keep every entry from
+    this id on (the recent window), ZERO for none."""
     bounds = [TrimBound(ZERO if committed is None else committed.next(), "lake")]
+    if keep_since != ZERO:
+        bounds.append(TrimBound(keep_since, "the recent window"))
     for info in client.xinfo_groups(stream):
         name = _field(info, "name")
         name = name.decode() if isinstance(name, bytes) else str(name)
@@ -50,9 +57,11 @@ def safe_bound(client: redis.Redis, stream: str, committed: StreamId | None) -> 
     return min(bounds, key=lambda b: b.min_id)
 
 
-def trim(client: redis.Redis, stream: str, committed: StreamId | None) -> tuple[int, TrimBound]:
+def trim(
+    client: redis.Redis, stream: str, committed: StreamId | None, keep_since: StreamId = ZERO
+) -> tuple[int, TrimBound]:
     """Trim ``stream`` below the safe bound; returns how many entries went and the bound."""
-    bound = safe_bound(client, stream, committed)
+    bound = safe_bound(client, stream, committed, keep_since)
     if bound.min_id == ZERO:
         return 0, bound
     removed = client.xtrim(stream, minid=str(bound.min_id), approximate=False)

@@ -266,5 +266,7 @@ def publish(data_dir: Path, uri: str, settings: RegistrySettings | None = None) 
         storage_options=options,
         commit_properties=CommitProperties(custom_metadata={FINGERPRINT_KEY: manifest.fingerprint}),
     )
-    version = DeltaTable(snap_uri, storage_options=options).version()
+    # Our commit's version, found by its fingerprint: another publisher may have appended after it already.
+    history = DeltaTable(snap_uri, storage_options=options).history(20)
+    version = next(int(c["version"]) for c in history if c.get(FINGERPRINT_KEY) == manifest.fingerprint)
     return PublishResult(uri, version, manifest.fingerprint, True, table_versions)

@@ -38,6 +38,7 @@ def _env(seaweed: Seaweed, redis_url: str, lake: str, **extra: str) -> dict[str,
         "FORKCAST_METRICS_PORT": str(free_port()),
         "FORKCAST_COMPACT_BATCH_SECONDS": "0.2",
         "FORKCAST_COMPACT_BLOCK_MS": "50",
+        "FORKCAST_COMPACT_KEEP_SECONDS": "0",  # trim all that is committed (no recent window kept for drift)
         **extra,
     }
 

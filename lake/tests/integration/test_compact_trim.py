@@ -19,7 +19,7 @@ from forkcast_lake.compact_settings import CompactSettings
 from forkcast_lake.compact_trim import safe_bound
 from forkcast_lake.storage import storage_options
 from forkcast_lake.stream_ids import StreamId
-from forkcast_lake.testing import produce
+from forkcast_lake.testing import prediction_fields, produce
 
 STREAMS = {"predictions": PREDICTIONS_STREAM, "feedback": FEEDBACK_STREAM}
 AUC_GROUP = "online-auc"
@@ -35,14 +35,8 @@ def lake(seaweed: Seaweed, monkeypatch: pytest.MonkeyPatch) -> str:
 
 
 def _settings(lake: str, redis_url: str, **extra: Any) -> CompactSettings:
-    return CompactSettings(
-        environment="local",
-        lake_uri=lake,
-        events_redis_url=redis_url,
-        block_ms=20,
-        batch_seconds=3600,
-        **extra,
-    )
+    fields = {"block_ms": 20, "batch_seconds": 3600, "keep_seconds": 0, **extra}  # 0: no recent window kept
+    return CompactSettings(environment="local", lake_uri=lake, events_redis_url=redis_url, **fields)
 
 
 def _drain(compactor: Compactor) -> None:
@@ -125,3 +119,21 @@ def test_two_compactors_racing_neither_skip_nor_duplicate(redis_server_factory: 
         columns=["rid"]
     )
     assert feedback.num_rows == len(served.feedback)
+
+
+def test_the_recent_window_stays_for_the_drift_job(redis_server_factory: Any, lake: str) -> None:
+    """Committed entries younger than FORKCAST_COMPACT_KEEP_SECONDS stay: the drift job samples the newest
+    predictions with XREVRANGE, outside any group; older committed ones go."""
+    server: RedisServer = redis_server_factory()
+    client = redis.Redis.from_url(server.url)
+    old = time.time() - 7200  # two hours ago: entries with explicit old ids, as if written then
+    for i in range(20):
+        fields = prediction_fields(f"old{i}", old, 1, [1], [0.5], "k1")
+        client.xadd(PREDICTIONS_STREAM, fields, id=f"{int(old * 1000) + i}-0")  # type: ignore[arg-type]
+    produce(client, STREAMS, 30, time.time(), prefix="new")
+    compactor = Compactor(client, _settings(lake, server.url, keep_seconds=3600))
+    compactor.start()
+    _drain(compactor)
+    left = [fields[b"rid"].decode() for _, fields in client.xrange(PREDICTIONS_STREAM)]
+    assert left == [f"new{i:09d}" for i in range(30)], "the last hour was trimmed, or older entries were kept"
+    assert client.xlen(FEEDBACK_STREAM) == 300, "recent feedback was trimmed"

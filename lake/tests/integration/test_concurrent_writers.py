@@ -83,7 +83,7 @@ def test_two_processes_appending_at_once_land_every_commit_exactly_once(table: s
     dt = DeltaTable(table, storage_options=storage_options())
     history = sorted(dt.history(), key=lambda c: int(c["version"]))
     assert [int(c["version"]) for c in history] == list(range(2 * COMMITS_PER_WRITER + 1))  # contiguous
-    writers = [c.get("writer") for c in history[1:]]
+    writers = [str(c.get("writer")) for c in history[1:]]
     assert sorted(writers) == ["a"] * COMMITS_PER_WRITER + ["b"] * COMMITS_PER_WRITER  # each commit once
     rows = dt.to_pyarrow_table().to_pylist()
     keys = sorted((r["writer"], r["seq"], r["part"]) for r in rows)

@@ -138,7 +138,9 @@ def test_stream_ids_past_the_packed_range_are_refused(raw: str) -> None:
 
 
 def test_feedback_by_position_and_row_by_row_give_the_same_rows() -> None:
-    entries = [_entry(f"9-{i}", feedback_fields(f"r{i}", i, i % 3 == 0, 1e9 + i / 7, f"k{i % 2}")) for i in range(50)]
+    entries = [
+        _entry(f"9-{i}", feedback_fields(f"r{i}", i, i % 3 == 0, 1e9 + i / 7, f"k{i % 2}")) for i in range(50)
+    ]
     by_position = decode_feedback(entries)  # the gateway's layout, every value valid: the column-wise path
     # One record off the layout sends the whole batch row by row; the other rows must come out the same.
     odd = _entry("9-99", {"ts": "1e9", **feedback_fields("odd", 1, True, 1e9, "k")})

@@ -7,10 +7,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import polars as pl
+import pyarrow as pa
 import pytest
+from deltalake import DeltaTable, write_deltalake
+from deltalake.exceptions import SchemaMismatchError as DeltaSchemaMismatch
 
 from forkcast_contract.dataset import CLICK_COLUMNS
-from forkcast_lake.datasets import TABLES, SchemaMismatchError, check_file_schema
+from forkcast_lake.datasets import TABLES, SchemaMismatchError, arrow_schema, check_file_schema
 from forkcast_lake.datasets_read import open_data, parse_data_version
 
 TRAIN = next(t for t in TABLES if t.name == "train")
@@ -64,3 +67,19 @@ def test_a_local_directory_passes_through_and_records_no_snapshot(tmp_path: Path
     assert data.directory == tmp_path and data.record() is None
     with pytest.raises(ValueError, match="--data-version applies to an s3:// dataset"):
         open_data(str(tmp_path), "2")
+
+
+def test_delta_refuses_an_uncastable_column_by_name_but_casts_floats_hence_publish_checks_itself(
+    tmp_path: Path,
+) -> None:
+    """Why publish runs check_file_schema: delta-rs's own enforcement is a cast (deltalake 1.6.6)."""
+    uri = str(tmp_path / "train")
+    DeltaTable.create(uri, schema=arrow_schema(CLICK_COLUMNS))
+    wrong = pa.table({"user_id": [1], "restaurant_id": [2], "click": pa.array([[1]], pa.list_(pa.int64()))})
+    with pytest.raises(DeltaSchemaMismatch, match="Cannot cast field click from List"):
+        write_deltalake(uri, wrong, mode="append")
+    unknown = pa.table({"user_id": [1], "restaurant_id": [2], "clicked": [1]})
+    with pytest.raises(DeltaSchemaMismatch, match="Field clicked not found in schema"):
+        write_deltalake(uri, unknown, mode="append")
+    write_deltalake(uri, pa.table({"user_id": [1], "restaurant_id": [2], "click": [1.0]}), mode="append")
+    assert DeltaTable(uri).version() == 1  # the Float64 column was accepted into the Int64 one

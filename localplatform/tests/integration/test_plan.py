@@ -145,3 +145,19 @@ def test_status_lists_a_rendered_container_not_run_here_with_its_reason(
         "container exporter" in line and "redis_exporter-not-installed" in line for line in lines
     )
     assert {line.split()[3] for line in lines} == {"StatefulSet/redis", "StatefulSet/redis-events"}
+
+
+def test_the_served_log_compaction_runs_locally_from_the_render(local_render: Render, tmp_path: Path) -> None:
+    """`forkcast-local up` runs lake-compact (image forkcast-lake) as `forkcast-lake compact`, against the events
+    Redis as user lake and the local S3 with the same identity as the other pods (weed mini has one)."""
+    plans = _plans(local_render, tmp_path)
+    lake, inference = plans["lake-compact"], plans["inference"]
+    assert Path(lake.argv[0]).name == "forkcast-lake" and tuple(lake.argv[1:]) == ("compact",)
+    events_port = plans["redis-events/redis"].ports["redis"]
+    assert lake.env["FORKCAST_EVENTS_REDIS_URL"].startswith("redis://lake:")
+    assert lake.env["FORKCAST_EVENTS_REDIS_URL"].endswith(f"@127.0.0.1:{events_port}/0")
+    assert lake.env["FORKCAST_LAKE_URI"] == "s3://forkcast-lake"
+    assert lake.env["S3_ENDPOINT_URL"] == "http://127.0.0.1:30333"
+    assert lake.env["AWS_ACCESS_KEY_ID"] == inference.env["AWS_ACCESS_KEY_ID"]
+    assert lake.env["FORKCAST_METRICS_PORT"] == str(lake.ports["metrics"])
+    assert lake.readiness is not None and lake.readiness.path == "/readyz"

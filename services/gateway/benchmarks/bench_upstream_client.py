@@ -1,6 +1,6 @@
 """The gateway's upstream client alone: aiohttp's pooled ClientSession against forkcast_gateway.upstream_pool.Pool.
 
-Both send the same requests (``POST /recommend/<user>`` with a 1,000-candidate JSON body, 6,280 bytes, and the
+Both send the same requests (``POST /recommend/<user>`` with a 1,000-candidate JSON body, 8,074 bytes, and the
 two headers the forwarder adds) from one uvloop process, ``--concurrency`` in flight over keep-alive connections,
 to one upstream process on loopback that answers a canned 1.6 KB JSON body (uvicorn + httptools, a raw ASGI app:
 the same for both clients, in its own process so its CPU is not counted). Printed: requests/s and this process's

@@ -3,9 +3,9 @@ endpoint — the gateway's only upstream client on the /recommend hot path.
 
 Why not aiohttp's ClientSession (which the gateway used until 2026-12-05): per forwarded request it builds a
 ClientRequest, a yarl URL, two CIMultiDicts of headers, a timer context, a StreamReader and a ClientResponse.
-Measured on the 2-core VM with benchmarks/bench_upstream_client.py (16 concurrent requests of a 6,280-byte body to
-one loopback upstream answering 1.6 KB, client CPU per request): figures in the module comment next to
-:class:`Pool`. httptools (the parser uvicorn uses for the server side, already installed with it) does the HTTP
+Measured on the 2-core VM with benchmarks/bench_upstream_client.py (16 concurrent requests of an 8,074-byte body to
+one loopback upstream answering 1.6 KB, client CPU per request): the figures are in the docstring of
+:class:`Pool`. httptools (the parser of uvicorn's server protocol, a declared dependency) does the HTTP
 parsing; what is written here is the pooling, the timeouts and the mapping of failures, which the forwarder needs
 anyway to tell "nothing reached the upstream" (retry elsewhere) from "it timed out" (503) — :class:`ConnectFailed`
 and :class:`TimeoutError`, as aiohttp's ClientOSError/ServerDisconnectedError and its timeouts did.
@@ -128,9 +128,9 @@ class _Connection(asyncio.Protocol):
 class Pool:
     """Keep-alive connections to one endpoint (``host``, ``port``), shared by every request to it.
 
-    Client CPU per request, 16 in flight, 6,280-byte request, 1.6 KB answer, loopback, benchmarks/
+    Client CPU per request, 16 in flight, 8,074-byte request body, 1.6 KB answer, loopback, benchmarks/
     bench_upstream_client.py on the 2-core VM, 2026-12-05 (other agents loading the machine): aiohttp
-    ClientSession 165 µs, this pool 46 µs (3.6× less).
+    ClientSession 97.6 µs, this pool 22.7 µs (4.3× less; 6,771 vs 11,764 req/s, best of 3 rounds each).
     """
 
     def __init__(
@@ -151,6 +151,7 @@ class Pool:
         self.idle: deque[_Connection] = deque()
         self.open: set[_Connection] = set()
         self.connecting = 0  # connects under way (they count against ``limit``)
+        self.draining = False  # set by drain()/close(): no connection goes back to ``idle``
         # Requests waiting for a connection while ``limit`` are open and busy, first come first served.
         self.waiters: deque[asyncio.Future[_Connection | None]] = deque()
 
@@ -223,6 +224,8 @@ class Pool:
 
     def _release(self, conn: _Connection) -> None:
         """Hand ``conn`` to the first waiter, else keep it idle; a closed one frees a slot for a waiter."""
+        if self.draining:
+            conn.close()
         if conn.closed:
             self.open.discard(conn)
         while self.waiters:
@@ -256,7 +259,18 @@ class Pool:
             self._release(conn)
         return response
 
+    def drain(self) -> None:
+        """Close the idle connections now and each busy one when its answer is in (an endpoint DNS dropped: a
+        terminating pod still finishes what it was sent)."""
+        self.draining = True
+        while self.idle:
+            conn = self.idle.pop()
+            conn.close()
+            self.open.discard(conn)
+
     def close(self) -> None:
+        """Close every connection now, busy ones too (shutdown)."""
+        self.draining = True
         for conn in list(self.open):
             conn.close()
         self.open.clear()

@@ -170,3 +170,20 @@ def test_connection_closed_while_idle_is_not_handed_out() -> None:
         server.close()
 
     asyncio.run(run())
+
+
+def test_drain_lets_the_request_in_flight_finish_then_closes_its_connection() -> None:
+    async def run() -> None:
+        handler, _ = answering(OK, delay_s=0.1)
+        server, port = await serving(handler)
+        p, loop = pool(port), asyncio.get_running_loop()
+        await p.request(REQUEST, 1.0, loop.time() + 2)  # one idle connection
+        busy = asyncio.create_task(p.request(REQUEST, 1.0, loop.time() + 2))
+        await asyncio.sleep(0.02)  # the busy request has taken the one connection
+        assert len(p.open) == 1 and not p.idle
+        p.drain()
+        assert (await busy).status == 200, "drain cut off a request in flight"
+        assert not p.idle and not p.open, "a drained pool kept a connection"
+        server.close()
+
+    asyncio.run(run())

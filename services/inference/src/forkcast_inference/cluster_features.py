@@ -91,6 +91,10 @@ class _Held:
     meta: VersionMeta
     copies: list[str]
     copy_of_node: dict[str, str] = field(default_factory=dict)
+    node_of_copy: dict[str, ClusterNode] = field(
+        default_factory=dict
+    )  # computed once per slot map, not per request
+    pointer_of_copy: dict[str, str] = field(default_factory=dict)
     states: dict[str, VersionState] = field(default_factory=dict)
 
 
@@ -134,7 +138,10 @@ class ClusterFeatureReader:
         held.copy_of_node = {}
         for copy in reversed(held.copies):  # the first copy wins where two share a master
             if copy:
-                held.copy_of_node[self._node(key_slot(copy_tag_body(self.prefix, copy).encode())).name] = copy
+                node = self._node(key_slot(copy_tag_body(self.prefix, copy).encode()))
+                held.copy_of_node[node.name] = copy
+                held.node_of_copy[copy] = node
+                held.pointer_of_copy[copy] = pointer_copy_key(self.prefix, copy)
 
     def _node(self, slot: int) -> ClusterNode:
         try:
@@ -194,13 +201,8 @@ class ClusterFeatureReader:
             rest_keys = [f"{base}{i}" for i in ids.tolist()]
             plan: Plan = {user_node.name: (user_node, [("GET", user_key)])}
             if copy:
-                mget: Command = (
-                    "MGET",
-                    pointer_copy_key(self.prefix, copy),
-                    keys.restaurant_revision,
-                    *rest_keys,
-                )
-                self._add(plan, self._node(key_slot(copy_tag_body(self.prefix, copy).encode())), mget)
+                mget: Command = ("MGET", held.pointer_of_copy[copy], keys.restaurant_revision, *rest_keys)
+                self._add(plan, held.node_of_copy[copy], mget)
             else:  # a version loaded as one table: the canonical pointer lives in a slot of its own
                 self._add(plan, self._node(key_slot(self.pointer.encode())), ("GET", self.pointer))
                 mget = ("MGET", keys.restaurant_revision, *rest_keys)

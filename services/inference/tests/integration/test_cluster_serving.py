@@ -20,6 +20,7 @@ from typing import Any
 import polars as pl
 import pytest
 import redis
+from pydantic import ValidationError
 
 from forkcast_contract.dataset import REQUESTS_FILE
 from forkcast_contract.metric_names import INFERENCE_ERRORS
@@ -202,3 +203,12 @@ def test_failover_mid_load_gives_no_wrong_answer_and_counts_its_errors(
     assert errors > 0 and errors == counted, (errors, counted)
     assert outage.count(200) > 0  # the other masters' users were served during the outage
     assert 503 not in outage[-len(reqs) :], "requests still failing 60 s after the master died"
+
+
+def test_cluster_mode_without_an_events_redis_is_refused_at_start() -> None:
+    # The event sink is a single-node client: on a Cluster node most XADDs would be answered MOVED, events lost.
+    with pytest.raises(ValidationError, match="FORKCAST_EVENTS_REDIS_URL"):
+        make_settings("redis://127.0.0.1:7000/0", None, redis_cluster=True)
+    assert make_settings(
+        "redis://127.0.0.1:7000/0", None, redis_cluster=True, events_redis_url="redis://e:1/0"
+    )
