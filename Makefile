@@ -111,8 +111,9 @@ bench-gateway: full-data system-packages $(BENCH_MODEL)/probe.npz ## gateway + i
 	$(BIN)/python services/gateway/benchmarks/bench_header_bounds.py
 	$(BIN)/python services/gateway/benchmarks/bench_upstream_client.py
 
-bench-monitoring: setup system-packages ## online-AUC job: CPU per prediction and memory at 2,000 predictions/s vs a naive join
-	$(BIN)/python monitoring/benchmarks/bench_online_auc.py --predictions 20000
+bench-monitoring: setup system-packages ## online-AUC job: CPU per prediction and memory at 2,000 predictions/s vs a naive join, real answer sizes (~3 min)
+	test -f $(DATA)/small/dataset.json || $(BIN)/forkcast-data generate --preset small --out $(DATA)/small --no-progress
+	$(BIN)/python monitoring/benchmarks/bench_online_auc.py --predictions 20000 --data $(DATA)/small
 
 bench-lake-datasets: setup system-packages ## lake: dataset snapshot read (s3 vs local dir: time, peak RSS) and Delta vs Iceberg commits (~3 min)
 	test -f $(DATA)/small/dataset.json || $(BIN)/forkcast-data generate --preset small --out $(DATA)/small --no-progress

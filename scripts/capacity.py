@@ -1,4 +1,4 @@
-"""The capacity plan's arithmetic: docs/capacity.toml (measured costs, target, policy) -> the tables of docs/capacity.md.
+"""The capacity plan's arithmetic: docs/capacity.toml (measured costs, target, policy) -> docs/capacity.md's tables.
 
     python scripts/capacity.py              # print the tables
     python scripts/capacity.py --write      # put them into docs/capacity.md, between its capacity markers
@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import re
 import sys
 import tomllib
 from dataclasses import dataclass
@@ -26,7 +25,12 @@ import numpy as np
 import pyarrow.parquet as pq
 from redis.connection import Connection
 
-from forkcast_contract.feature_store import RESTAURANT_VALUE_BYTES, USER_VALUE_BYTES, FeatureKeys
+from forkcast_contract.feature_store import (
+    RESTAURANT_VALUE_BYTES,
+    USER_VALUE_BYTES,
+    FeatureKeys,
+    pointer_copy_key,
+)
 from forkcast_contract.geo import haversine_m, within_bbox
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -57,6 +61,12 @@ def _bulk(n: int) -> int:
     return len(f"${n}\r\n") + n + 2
 
 
+def _packed(*args: str) -> int:
+    """Bytes of one command as redis-py writes it to the socket."""
+    chunks: list[bytes] = Connection().pack_command(*args)  # type: ignore[no-untyped-call]
+    return sum(len(c) for c in chunks)
+
+
 def redis_bytes_per_request(restaurants: int, answer: float) -> tuple[float, float]:
     """Bytes sent to and received from the features Cluster per request, for the inference's reads.
 
@@ -67,17 +77,11 @@ def redis_bytes_per_request(restaurants: int, answer: float) -> tuple[float, flo
     keys = FeatureKeys("fc", "0" * 8, "c1000")
     width = len(str(restaurants - 1))
     n = round(answer)
-    pack = Connection().pack_command
-    sent = sum(map(len, pack("GET", keys.user(10**8)))) + sum(
-        map(
-            len,
-            pack(
-                "MGET",
-                "fc:live:{fc:c1000}",
-                keys.restaurant_revision,
-                *([keys.restaurant(10 ** (width - 1))] * n),
-            ),
-        )
+    sent = _packed("GET", keys.user(10**8)) + _packed(
+        "MGET",
+        pointer_copy_key("fc", "c1000"),
+        keys.restaurant_revision,
+        *([keys.restaurant(10 ** (width - 1))] * n),
     )
     received = (
         _bulk(USER_VALUE_BYTES)
@@ -103,7 +107,7 @@ def plan(inputs: dict[str, Any]) -> list[Row]:
         cores = rate * m[cpu] / 1e6 / p["cpu_utilisation"]
         pods = math.ceil(cores / p["pod_cores"])
         add("serving", f"{name} cores", f"R × {cpu} / 1e6 / cpu_utilisation", f"{cores:.1f}")
-        add("serving", f"{name} pods", f"⌈cores / pod_cores⌉ (+1 to survive losing one)", f"{pods} (+1)")
+        add("serving", f"{name} pods", "⌈cores / pod_cores⌉ (+1 to survive losing one)", f"{pods} (+1)")
     worker_mb = m["inference_worker_rss_mb"] + (
         (t["restaurants"] - MEASURED_RESTAURANTS) * COORD_BYTES_PER_RESTAURANT / 1e6
     )
@@ -221,18 +225,36 @@ def plan(inputs: dict[str, Any]) -> list[Row]:
         "bytes per day × lake_keep_days",
         f"{per_day * p['lake_keep_days'] / 1e12:.1f} TB",
     )
+    compact_cores = rate * (1 + answer) * m["lake_compact_cpu_us"] / 1e6
+    add(
+        "lake",
+        "compaction job cores",
+        "R × (1 + answer_restaurants) events × lake_compact_cpu_us / 1e6",
+        f"{compact_cores:.1f}",
+    )
 
     # -- training -------------------------------------------------------------------------------------------------
     pod_rows = m["train_epoch_rows"] / m["train_epoch_s"]
-    efficiency = m["train_scaling_2proc"]
+    scaling = inputs["measured"]["train_scaling_2proc"]
+    # Until make bench-train-distributed has a dated figure, N pods are shown at N times one pod: a bound, not a plan.
+    measured = bool(scaling["date"])
+    efficiency = m["train_scaling_2proc"] if measured else 1.0
     add("training", "rows/s of one 2-core pod", "train_epoch_rows / train_epoch_s", f"{pod_rows / 1e6:.2f} M")
     for n in t["training_pods"]:
         speed = pod_rows * (1 if n == 1 else n * efficiency)
+        if n == 1:
+            formula = "epoch_rows / pod rows/s"
+        elif measured:
+            formula = "epoch_rows / (pod rows/s × N × train_scaling_2proc)"
+        else:
+            formula = (
+                "epoch_rows / (pod rows/s × N): a lower bound, the 2-process scaling is not measured yet"
+            )
         add(
             "training",
             f"{t['epoch_rows'] / 1e9:g} B-row epoch on {n} pod{'s' if n > 1 else ''}",
-            "epoch_rows / (pod rows/s × N × train_scaling_2proc)" if n > 1 else "epoch_rows / pod rows/s",
-            _duration(t["epoch_rows"] / speed),
+            formula,
+            ("≥ " if n > 1 and not measured else "") + _duration(t["epoch_rows"] / speed),
         )
     return rows
 
@@ -254,17 +276,25 @@ def render(inputs: dict[str, Any]) -> str:
     lines += [f"| {r.section} | {r.quantity} | {r.formula} | {r.value} |" for r in plan(inputs)]
     lines += ["", "| input | value | what | measured by | recorded in | date |", "|---|---|---|---|---|---|"]
     for name, v in inputs["measured"].items():
-        lines.append(
-            f"| `{name}` | {v['value']:,} | {v['what']} | `{v['command']}` | {v['file']} | {v['date'] or 'not yet'} |"
-        )
+        source = f"`{v['command']}` | {v['file']} | {v['date'] or 'not yet'}"
+        lines.append(f"| `{name}` | {_number(v['value'])} | {v['what']} | {source} |")
     return "\n".join(lines)
 
 
-def doc_block(doc: str) -> str:
-    found = re.search(re.escape(BEGIN) + r"\n(.*?)\n" + re.escape(END), doc, re.S)
-    if found is None:
+def _number(value: float) -> str:
+    return f"{value:,.0f}" if float(value).is_integer() else f"{value:,}"
+
+
+def _block_span(doc: str) -> tuple[int, int]:
+    """Where the generated tables sit in the doc: between the two markers."""
+    if BEGIN not in doc or END not in doc:
         raise SystemExit(f"{DOC}: no capacity markers")
-    return found.group(1)
+    return doc.index(BEGIN) + len(BEGIN), doc.index(END)
+
+
+def doc_block(doc: str) -> str:
+    start, end = _block_span(doc)
+    return doc[start:end].strip("\n")
 
 
 def answer_bytes(data: Path) -> tuple[float, float]:
@@ -328,7 +358,8 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{DOC} is stale: run python scripts/capacity.py --write", file=sys.stderr)
                 return 1
             return 0
-        DOC.write_text(doc.replace(current, tables))
+        start, end = _block_span(doc)
+        DOC.write_text(f"{doc[:start]}\n{tables}\n{doc[end:]}")
         return 0
     print(tables)
     return 0

@@ -50,7 +50,13 @@ from forkcast_features.loader import load_version
 from forkcast_features.settings import FeatureStoreSettings
 from forkcast_features.source import SourceData
 from forkcast_features.verify import verify_version
-from forkcast_inference.cluster_features import ClusterFeatureReader, Command, Plan, round_trips
+from forkcast_inference.cluster_features import (
+    ClusterFeatureReader,
+    Command,
+    NodeConnections,
+    Plan,
+    round_trips,
+)
 from forkcast_inference.features import FeatureReader, VersionState
 from forkcast_inference.features import connect as connect_standalone
 
@@ -93,7 +99,7 @@ def _share(values: list[float]) -> list[float]:
 
 
 def _measure(name: str, fetch: Fetch, n: int, ports: list[int], key_share: list[float]) -> Figures:
-    for k in range(min(100, n)):  # warm-up: connections, copies' coordinates
+    for k in range(min(500, n)):  # warm-up: connections, caches
         fetch(k)
     # The servers' own background CPU (cron, cluster bus), measured idle and taken out of the per-request figure.
     idle0 = _stats(ports)
@@ -174,18 +180,20 @@ def run(src: SourceData, reqs: list[Request]) -> None:
         first = next(iter(results.values()))
         assert results[name] == first, f"{name} returned other bytes than {next(iter(results))}"
 
-    with tempfile.TemporaryDirectory(prefix="bench-cluster-") as tmp:
-        with RedisServer(Path(tmp) / "standalone") as server:
-            _load(redis.Redis(port=server.port, socket_timeout=60), src)
-            reader = FeatureReader(connect_standalone(server.url, 5.0), PREFIX)
-            reader.current()
+    with (
+        tempfile.TemporaryDirectory(prefix="bench-cluster-") as tmp,
+        RedisServer(Path(tmp) / "standalone") as server,
+    ):
+        _load(redis.Redis(port=server.port, socket_timeout=60), src)
+        reader = FeatureReader(connect_standalone(server.url, 5.0), PREFIX)
+        reader.current()
 
-            def standalone(k: int) -> tuple[bytes | None, list[bytes | None]]:
-                got = reader.fetch(reqs[k].user_id, pick(k))
-                return (None if got.user is None else got.user.tobytes()), got.values
+        def standalone(k: int) -> tuple[bytes | None, list[bytes | None]]:
+            got = reader.fetch(reqs[k].user_id, pick(k))
+            return (None if got.user is None else got.user.tobytes()), got.values
 
-            check("standalone", standalone)
-            rows.append(_measure("standalone redis-server (reference)", standalone, n, [server.port], [1.0]))
+        check("standalone", standalone)
+        rows.append(_measure("standalone redis-server (reference)", standalone, n, [server.port], [1.0]))
 
         with RedisCluster(Path(tmp) / "cluster", masters=3) as cluster:
             admin = connect(
@@ -204,11 +212,17 @@ def run(src: SourceData, reqs: list[Request]) -> None:
             check("copies", copies)
             loaded = _share([float(redis.Redis(port=p).dbsize()) for p in ports])
             rows.append(_measure("Cluster: a restaurant copy per master (chosen)", copies, n, ports, loaded))
+            # Both again, in the other order: the shared VM's speed drifts within a run.
+            rows.append(
+                _measure("standalone redis-server (second round)", standalone, n, [server.port], [1.0])
+            )
+            rows.append(_measure("Cluster: a copy per master (second round)", copies, n, ports, loaded))
 
             keys = FeatureKeys(PREFIX, version)
             node_of = admin.nodes_manager.get_node_from_slot
             pointer = pointer_key(PREFIX)
             pointer_node = node_of(key_slot(pointer.encode()))
+            conns = NodeConnections()
             # The other layouts' restaurant keys, with the same bytes, beside the loaded version (their requests
             # read no revision key: a slight advantage to them).
             layouts: dict[str, Callable[[int], str]] = {
@@ -246,7 +260,7 @@ def run(src: SourceData, reqs: list[Request]) -> None:
                     for slot, rks in by_slot.items():
                         mgets.append(("MGET", *rks))
                         _add(plan, node_of(slot), mgets[-1])
-                    replies = round_trips(plan)
+                    replies = round_trips(plan, conns)
                     got: dict[str, Any] = {}
                     for cmd in mgets:
                         got.update(zip(cmd[1:], replies[cmd], strict=True))

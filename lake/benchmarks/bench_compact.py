@@ -28,9 +28,9 @@ from pathlib import Path
 
 import redis
 from deltalake import DeltaTable
-from forkcast_devservers.servers import RedisServer, Seaweed
 
 from forkcast_contract.streams import FEEDBACK_STREAM, PREDICTIONS_STREAM
+from forkcast_devservers.servers import RedisServer, Seaweed
 from forkcast_lake.compact import Compactor
 from forkcast_lake.compact_settings import CompactSettings
 from forkcast_lake.served_log import SERVED_TABLES
@@ -152,15 +152,25 @@ def main() -> None:
         )
         expected = 50 * 11 + events + live[0] * 11
         assert rows == expected, f"table rows {rows} != produced {expected}"
-        print(f"bench-lake compact: {events:,} events ({args.predictions:,} predictions + feedback), "
-              f"{args.serve_rps:g} req/s of platform writes meanwhile ({live[0] * 11:,} events)")  # fmt: skip
-        print(f"  floor (XRANGE + decode, no write): {floor_events / floor_wall:,.0f} events/s, "
-              f"{floor_cpu / events * 1e6:.1f} CPU µs/event")  # fmt: skip
-        print(f"  compaction (read, decode, Delta commit to weed mini, XTRIM): {compacted / wall:,.0f} events/s, "
-              f"{cpu / compacted * 1e6:.1f} CPU µs/event in the job + {servers / compacted * 1e6:.1f} in "
-              f"redis-server and weed mini")  # fmt: skip
-        print(f"  ratio compaction/floor: {(compacted / wall) / (floor_events / floor_wall):.2f} of the floor's rate, "
-              f"{(cpu / compacted) / (floor_cpu / events):.2f}x its CPU per event; every row checked: {rows:,}")  # fmt: skip
+        floor_rate, rate = floor_events / floor_wall, compacted / wall
+        floor_us, job_us, servers_us = (
+            floor_cpu / events * 1e6,
+            cpu / compacted * 1e6,
+            servers / compacted * 1e6,
+        )
+        print(
+            f"bench-lake compact: {events:,} events ({args.predictions:,} predictions + feedback), "
+            f"{args.serve_rps:g} req/s of platform writes meanwhile ({live[0] * 11:,} events)"
+        )
+        print(f"  floor (XRANGE + decode, no write): {floor_rate:,.0f} events/s, {floor_us:.1f} CPU µs/event")
+        print(
+            f"  compaction (read, decode, Delta commit to weed mini, XTRIM): {rate:,.0f} events/s, "
+            f"{job_us:.1f} CPU µs/event in the job + {servers_us:.1f} in redis-server and weed mini"
+        )
+        print(
+            f"  ratio compaction/floor: {rate / floor_rate:.2f} of the floor's rate, "
+            f"{job_us / floor_us:.2f}x its CPU per event; every row checked: {rows:,}"
+        )
 
 
 if __name__ == "__main__":

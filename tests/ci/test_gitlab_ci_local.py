@@ -54,6 +54,9 @@ RETRAIN_JOBS = {
     "promote-prod",
 }
 RELEASE = "manifests/overlays/dev/model-release.yaml"
+# One gitlab-ci-local run of the whole retraining pipeline: eight jobs, each a Python process that imports torch,
+# MLflow and delta-rs, five of them fetching the dataset from S3.
+PIPELINE_TIMEOUT_S = 480
 LAKE_BUCKET = "forkcast-lake"
 DATASET_URI = f"s3://{LAKE_BUCKET}/datasets/ci"
 # The jobs that read the dataset (prep resolves the snapshot; train, evaluate and gate read click files; publish
@@ -226,7 +229,13 @@ def _run(
     env = {**os.environ, "PATH": f"{VENV_BIN}{os.pathsep}{os.environ['PATH']}"}
     # gitlab-ci-local takes only a relative --cwd: run it in the project instead.
     return subprocess.run(
-        [*cmd, *extra], cwd=project, capture_output=True, text=True, env=env, timeout=240, check=False
+        [*cmd, *extra],
+        cwd=project,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=PIPELINE_TIMEOUT_S,
+        check=False,
     )
 
 

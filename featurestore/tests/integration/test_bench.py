@@ -39,7 +39,7 @@ def test_cluster_bench_compares_standalone_and_four_cluster_layouts_on_the_same_
         line.strip() for line in out.splitlines() if line.startswith(("  standalone redis", "  Cluster:"))
     ]
     assert rows[0].startswith("standalone redis-server"), rows
-    assert len(rows) == 5 and "a restaurant copy per master (chosen)" in rows[1], rows
+    assert len(rows) == 7 and "a restaurant copy per master (chosen)" in rows[1], rows
     # The chosen layout's key share per master: three shares, each at least 25 %.
     tokens = rows[1].split()
     shares = tokens[tokens.index("|") - 5 : tokens.index("|")]

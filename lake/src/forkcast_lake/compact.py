@@ -9,14 +9,14 @@ with appId ``forkcast-lake-compact/<stream>`` and version = the id of the batch'
 the job reads each table's committed position (delta-rs ``DeltaTable.transaction_version``) and reads the streams
 after it (``XREAD`` from its own cursor: no consumer group, whose delivery state could disagree with the table or be
 split between two readers), writes a batch as ONE commit, and only then trims the stream
-(forkcast_lake.compact_trim: never past the committed position nor past what another consumer group, the
-online-AUC job, has not yet read or acknowledged). So a crash before the commit re-reads the batch (nothing was
-committed); a crash after the commit and before the trim re-reads from the committed position (the committed
-entries are not read again); a crash after the trim finds them gone and the position past them. Two compactors
-racing (a Recreate rollout that overlaps) can neither commit one batch twice nor skip one: each reads every entry
-after the position itself, and writes through the table snapshot it read the position from; delta-rs refuses a
-commit whose appId another commit changed since that snapshot ("Concurrent transaction failed"), upon which the
-loser reloads the position and drops its buffer.
+(forkcast_lake.compact_trim: never past the committed position, nor past what a consumer group, the online-AUC
+job's, has not yet read or acknowledged, nor into the last FORKCAST_COMPACT_KEEP_SECONDS). So a crash before the
+commit re-reads the batch (nothing was committed); a crash after the commit and before the trim re-reads from the
+committed position (the committed entries are not read again); a crash after the trim finds them gone and the
+position past them. Two compactors racing (a Recreate rollout that overlaps) can neither commit one batch twice nor
+skip one: each reads every entry after the position itself, and writes through the table snapshot it read the
+position from; delta-rs refuses a commit whose appId another commit changed since that snapshot ("Concurrent
+transaction failed"), upon which the loser reloads the position and drops its buffer.
 
 What is NOT covered: an entry the producers' own ``MAXLEN ~`` cap removes before the job read it (the job is down
 or slower than the producers for longer than the cap lasts). ``forkcast_lake_lag_seconds`` and the

@@ -26,6 +26,7 @@ from forkcast_lake.stream_ids import StreamId
 from forkcast_lake.testing import Served, produce
 
 STREAMS = {"predictions": PREDICTIONS_STREAM, "feedback": FEEDBACK_STREAM}
+pytestmark = pytest.mark.slow  # two CLI processes per case (≈ 4 s of imports each on the shared VM)
 
 
 def _env(seaweed: Seaweed, redis_url: str, lake: str, **extra: str) -> dict[str, str]:

@@ -59,6 +59,7 @@ def render_markdown(r: dict[str, Any]) -> str:
         f"{[(p['phase'], p['sent'], p['failed']) for p in client.get('phases', [])]} (phase, sent, failed) | |",
         f"| failed client requests (non-200) | {client.get('failed', '–')} | 0 |",
         "",
+        *_lake_lines(r),
         "| # | stage | time | elapsed (s) | detail |",
         "|---|---|---|---|---|",
     ]
@@ -66,6 +67,41 @@ def render_markdown(r: dict[str, Any]) -> str:
         detail = ", ".join(f"{k}={v}" for k, v in s.items() if k not in ("stage", "at", "unix", "elapsed_s"))
         lines.append(f"| {i} | {s['stage']} | {s['at']} | {s['elapsed_s']:.1f} | {detail} |")
     return "\n".join(lines) + "\n"
+
+
+def _lake_lines(r: dict[str, Any]) -> list[str]:
+    """The served log's part: what the retrain trained on, the models on the same traffic, the lake check."""
+    table, same, lake = r.get("training_table"), r.get("same_traffic", {}), r.get("lake_check")
+    lines = []
+    if table:
+        lines += [
+            f"Retrained on `forkcast-lake training-table` of the drifted traffic served from {table['since']:.3f} to "
+            f"{table['until']:.3f} ({table['until'] - table['since']:.1f} s): {table['rows']} rows (train/test by "
+            f"request), click rate {table.get('click_rate')}.",
+            "",
+        ]
+    if same:
+        lines += [
+            "The same traffic: test metrics on the training table's held-out pairs (served features, real clicks):",
+            "",
+            "| model | ROC-AUC | accuracy | logloss |",
+            "|---|---|---|---|",
+            *(
+                f"| {name} | {_f(m.get('roc_auc'))} | {_f(m.get('accuracy'))} | {_f(m.get('logloss'))} |"
+                for name, m in same.items()
+            ),
+            "",
+        ]
+    if lake:
+        job, recomputed = lake["job"], lake["lake"]
+        lines += [
+            f"Lake check ({lake['version']}, predictions in [{lake['since']:.3f}, {lake['until']:.3f})): the job's "
+            f"online AUC {job['auc']!r} ({job['samples']} pairs, {job['positives']} clicked, {job['excluded']} "
+            f"excluded); recomputed from the lake {recomputed['auc']!r} ({recomputed['samples']}, "
+            f"{recomputed['positives']}, {recomputed['excluded']}); |Δ| {lake.get('abs_diff')!r}.",
+            "",
+        ]
+    return lines
 
 
 def write_report(report: dict[str, Any], base: Path) -> None:

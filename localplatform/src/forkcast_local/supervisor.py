@@ -192,7 +192,9 @@ def prepare(config: PlatformConfig, state: dict[str, Any] | None = None) -> Plat
                      "mlflow": {INFRA_HOSTS["mlflow"]: infra["mlflow"]}, **config.extra_hosts},
     )  # fmt: skip
     plans = [_override(p, config.env_overrides.get(p.workload)) for p in planner.plans()]
-    s3 = plans_env(plans, "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "FORKCAST_BUCKET", "FORKCAST_LAKE_URI")
+    s3 = plans_env(
+        plans, "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "FORKCAST_BUCKET", "FORKCAST_LAKE_URI"
+    )
     components = _infra_before(config, records, infra, s3)
     for plan in plans:
         if not plan.init:

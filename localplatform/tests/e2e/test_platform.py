@@ -25,7 +25,16 @@ from forkcast_monitoring.manifest_config import load
 
 ROOT = Path(__file__).resolve().parents[3]
 # What `up` runs: S3 and MLflow beside the render, every workload of manifests/overlays/local, then monitoring.
-WORKLOADS = ["redis", "redis-events", "alert-receiver", "drift", "gateway", "online-auc", "inference"]
+WORKLOADS = [
+    "redis",
+    "redis-events",
+    "alert-receiver",
+    "drift",
+    "gateway",
+    "lake-compact",
+    "online-auc",
+    "inference",
+]
 NAMES = ["seaweed", "mlflow", *WORKLOADS, "alertmanager", "prometheus"]
 
 

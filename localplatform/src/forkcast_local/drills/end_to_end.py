@@ -1,20 +1,30 @@
-"""The whole MLOps loop on the local platform: serve, drift, OnlineAucLow fires, retrain (CI's steps), canary, recover.
+"""The whole MLOps loop on the local platform: serve, drift, alert, retrain on the served log, canary, recover.
 
 The platform is ``forkcast-local up`` of the rendered ``local`` overlay, in the drill's own state directory, with the
 time compressed by parameters of the run, not by a second description of the system: Prometheus scrapes and
 evaluates every second with every rule's ``for:`` set to ``--for-s`` and Alertmanager's intervals in seconds
-(``config.Speed``), and the online-AUC job's window, minimum samples and compute period are environment overrides
-of its rendered plan (``PlatformConfig.env_overrides``). The alert receiver's rendered ``FORKCAST_GITLAB_URL``
-(``http://gitlab:8929``) is mapped to the drill's "GitLab" (drill_ci.LocalGitLab) like any Service name.
+(``config.Speed``), and the online-AUC job's window, minimum samples and compute period and the lake compaction's
+batch length are environment overrides of their rendered plans (``PlatformConfig.env_overrides``). The alert
+receiver's rendered ``FORKCAST_GITLAB_URL`` (``http://gitlab:8929``) is mapped to the drill's "GitLab"
+(drill_ci.LocalGitLab) like any Service name.
 
 serve (8 API keys admitted in the gateway's key file: the online-AUC job leaves out a key holding more than a
-quarter of a window) → clicks on the events Redis (clicks.Clicks) → online AUC → drift (the simulated world moves,
-the served features and model do not) → OnlineAucLow fires → Alertmanager → alert receiver → "GitLab" trigger →
-the retraining pipeline with CI's calls (drill_ci.Pipeline) → gate → publish → promote into the scratch GitOps
-clone → feature cutover → the canary rehearsal of the rendered Rollout (``rehearsal.runner.rehearse``: stable and
-canary pods of the two release commits, their AnalysisTemplates against their own Prometheus) → Healthy → ``up``
-rolls the platform's inference pod to the release commit → the online AUC of the new version recovers. A report
-of every stage (JSON and Markdown); every process started is stopped by PID on exit, failure or Ctrl-C.
+quarter of a window) → clicks on the events Redis (clicks.Clicks) → online AUC, and the ``lake-compact`` workload
+moving every prediction and click into the lake's served-log tables → drift (the simulated world moves, the served
+features and model do not) → OnlineAucLow fires → Alertmanager → alert receiver → "GitLab" trigger → the training
+table of the drifted traffic the platform served (``forkcast-lake training-table``: each served pair, its click,
+the features it was served with) → the retraining pipeline with CI's calls on it (drill_ci.Pipeline) → gate →
+publish → promote into the scratch GitOps clone → the canary rehearsal of the rendered Rollout
+(``rehearsal.runner.rehearse``: stable and canary pods of the two release commits, their AnalysisTemplates against
+their own Prometheus) → Healthy → ``up`` rolls the platform's inference pod to the release commit → the online AUC
+of the new version recovers, on the features that were live all along (no feature cutover: the model learnt the
+drifted world from what was served). Then the lake check (drill_lake): after a pause that empties the online-AUC
+job's window, a burst of traffic shorter than the window; the AUC the job exports for the new version must equal
+``forkcast-lake online-auc`` over the same window and version to 1e-9, with the same pair counts. The report also
+scores, on the held-out pairs of the served log (the same traffic for all), the served model, the model retrained on
+the log and a model trained on a generated drifted dataset (``forkcast-data generate --drift``, the drill's earlier
+retraining data). A report of every stage (JSON and Markdown); every process started is stopped by PID on exit,
+failure or Ctrl-C.
 """
 
 from __future__ import annotations
@@ -27,20 +37,24 @@ import os
 import secrets
 import signal
 import subprocess
+import sys
 import threading
 import time
 import urllib.parse
 import urllib.request
+from concurrent.futures import Future, ThreadPoolExecutor
 from functools import partial
 from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from forkcast_contract.streams import FEEDBACK_STREAM, PREDICTIONS_STREAM
 from forkcast_devservers.ready import http_ok, wait_until
 from forkcast_local.clicks import Clicks
 from forkcast_local.config import DEFAULT_CONFIG, PlatformConfig, Speed, load_config
 from forkcast_local.demo import _ensure_gitops
 from forkcast_local.drill_ci import LocalGitLab, Pipeline
+from forkcast_local.drill_lake import Lake, job_figures
 from forkcast_local.drill_report import write_report
 from forkcast_local.rehearsal.podsets import Release
 from forkcast_local.rehearsal.releases import dataset, train
@@ -49,6 +63,7 @@ from forkcast_local.rehearsal.spec import RolloutSpec, load
 from forkcast_local.rehearsal.traffic import Clients, Traffic
 from forkcast_local.supervisor import Platform, down, prepare, up
 from forkcast_local.timeline import DrillError, Timeline, wait
+from forkcast_monitoring.settings import MonitoringSettings
 
 NAME = "end-to-end"
 ALERT = "OnlineAucLow"
@@ -56,6 +71,10 @@ ALERT = "OnlineAucLow"
 GITLAB_HOST, GITLAB_PORT = "gitlab", 8929
 # As many keys as the rehearsal's traffic: each holds 1/8 of a window, under FORKCAST_AUC_MAX_KEY_SHARE (0.25).
 CLIENT_KEYS = 8
+# The click simulator's consumer group on the prediction stream (forkcast_monitoring.simulator.Simulator.group).
+SIMULATOR_GROUP = "feedback-sim"
+# The lake check's agreement bound: the same pairs give the same AUC up to the rounding of one division.
+AUC_MATCH = 1e-9
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -89,6 +108,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--min-drop", type=float, default=0.05, help="AUC drop that counts as visible drift")
     p.add_argument("--tolerance", type=float, default=0.02, help="recovered AUC ≥ pre-drift minus this")
     p.add_argument("--timeout-s", type=float, default=900.0, help="bound on each long wait of the drill")
+    p.add_argument(
+        "--burst-s",
+        type=float,
+        help="the lake check's burst of traffic (default: a third of --window-s, at most 5 s); shorter than "
+        "the window, so the job's window holds the whole burst when it is read",
+    )
 
 
 def platform_config(o: argparse.Namespace, work: Path, gitlab_port: int) -> PlatformConfig:
@@ -99,7 +124,9 @@ def platform_config(o: argparse.Namespace, work: Path, gitlab_port: int) -> Plat
             "FORKCAST_AUC_MIN_SAMPLES": str(o.min_samples),
             "FORKCAST_AUC_COMPUTE_EVERY_S": "1",
             "FORKCAST_AUC_ATTRIBUTION_S": "60",
-        }
+        },
+        # A batch of the served log closes after 1 s, not 60: the retrain and the lake check wait for its commit.
+        "lake-compact": {"FORKCAST_COMPACT_BATCH_SECONDS": "1"},
     }
     config = load_config(
         DEFAULT_CONFIG,
@@ -163,6 +190,14 @@ class Prom:
         return out
 
 
+def job_settings(env: dict[str, str]) -> dict[str, str]:
+    """The online-AUC job's settings the lake's recomputation must share: its rendered env, else its defaults."""
+    defaults = {name: f.default for name, f in MonitoringSettings.model_fields.items()}
+    fields = ("auc_max_key_share", "auc_attribution_s", "auc_min_samples", "auc_min_per_class",
+              "auc_compute_every_s", "auc_group")  # fmt: skip
+    return {f.removeprefix("auc_"): env.get(f"FORKCAST_{f.upper()}", str(defaults[f])) for f in fields}
+
+
 class EndToEnd:
     """One run of the loop on the platform; ``close`` stops exactly what it started."""
 
@@ -181,6 +216,10 @@ class EndToEnd:
         self.clients: Clients | None = None
         self.clicks: Clicks | None = None
         self.canary: Outcome | None = None
+        self.lake: Lake | None = None
+        self.drift_at = 0.0
+        self.comparison: Future[Path] | None = None
+        self.executor = ThreadPoolExecutor(1, "drifted-model")
         self.started_platform = False
 
     # -- the platform ------------------------------------------------------------------------------------------
@@ -236,13 +275,41 @@ class EndToEnd:
         self.pipelines.append(p)
         return p
 
+    def wait_served_log(self, lake: Lake) -> dict[str, str]:
+        """Wait until every prediction written so far has its clicks and the lake holds both; the last ids."""
+        lake.wait_clicked(SIMULATOR_GROUP, lake.last_id(PREDICTIONS_STREAM), 60)
+        return lake.wait_committed((PREDICTIONS_STREAM, FEEDBACK_STREAM), 120)
+
+    def training_table(self) -> Path:
+        """The training table of the drifted traffic served before the trigger (``forkcast-lake training-table``)."""
+        assert self.lake is not None
+        until = time.time()
+        committed = self.wait_served_log(self.lake)
+        out = self.work / "served-log" / "training-table"
+        # From 1 s after the drift: the simulator's batch in flight at the drift (≤ 200 ms) was clicked in the
+        # world before it.
+        table = self.lake.training_table(
+            self.drift_at + 1.0, until, self.data, out, float(job_settings(self._auc_env())["attribution_s"])
+        )
+        self.report["training_table"] = table | {"committed": committed}
+        self.tl.mark(
+            "training table from the served log",
+            rows=table["rows"],
+            since_drift_s=round(until - self.drift_at, 1),
+        )
+        return out
+
+    def _auc_env(self) -> dict[str, str]:
+        return self.platform.plan("online-auc").env
+
     def on_trigger(self, trigger: dict[str, str]) -> None:
-        """What an accepted GitLab trigger starts: the retraining pipeline on the drifted data, in a thread."""
+        """What an accepted GitLab trigger starts: the training table of the served log, then the retraining
+        pipeline on it, in a thread."""
         self.tl.mark("GitLab trigger received", alert=trigger["alert_name"])
 
         def run() -> None:
             try:
-                self.retrain = self.pipeline("retrain", self.drifted, trigger).execute()
+                self.retrain = self.pipeline("retrain", self.training_table(), trigger).execute()
             except BaseException as exc:  # handed to the main thread, which fails the drill with it
                 self.retrain_error = exc
             finally:
@@ -297,6 +364,17 @@ class EndToEnd:
             "--epochs",
             str(o.baseline_epochs),
         )
+        self.baseline_run = baseline_run
+        # The comparison: the model the drill used to retrain, on a generated drifted dataset (trained once per
+        # cache, in a thread while the platform starts and serves).
+        self.comparison = self.executor.submit(
+            train,
+            self.drifted,
+            cache / f"drifted{o.drift:g}-{meta['fingerprint'][:12]}-e{o.baseline_epochs}",
+            bin_dir,
+            "--epochs",
+            str(o.baseline_epochs),
+        )
         tl.mark("datasets and the baseline run", base=str(self.data), drifted=str(self.drifted))
 
         # The platform of the render, with the drill's clients admitted in the gateway's key file.
@@ -316,6 +394,14 @@ class EndToEnd:
             self.platform.secrets.value("forkcast-gitlab-trigger", "token").strip(),
         )
         tl.mark("platform up (manifests/overlays/local)", components=len(self.platform.components))
+        lake_env = self.platform.client_env() | {
+            "FORKCAST_LAKE_URI": self.platform.plan("lake-compact").env["FORKCAST_LAKE_URI"]
+        }
+        self.lake = Lake(
+            lake_env,
+            self.platform.localise(self.platform.secrets.value("forkcast-redis-online-auc", "events-url")),
+            bin_dir,
+        )
         self._cli("forkcast-features", "load", "--data", str(self.data), "--activate", "--no-progress")
         self.v1 = self.pipeline("baseline", self.data, {}).bootstrap(baseline_run)["version"]
         self.platform = self._up()  # the inference pod on the release commit
@@ -352,7 +438,7 @@ class EndToEnd:
         # Drift: the world moves, the served features and model do not.
         assert self.clicks is not None
         self.clicks.set_drift(o.drift)
-        drift_at = tl.mark("drift injected", simulator_drift=o.drift)
+        drift_at = self.drift_at = tl.mark("drift injected", simulator_drift=o.drift)
         low = pre - o.min_drop
         visible = wait(
             lambda: a if (a := prom.auc(self.v1)) is not None and a <= low else None,
@@ -381,11 +467,10 @@ class EndToEnd:
         if self.retrain_error is not None:
             raise DrillError(f"retraining pipeline failed: {self.retrain_error}") from self.retrain_error
         v2 = self.retrain["version"]
+        r["retrain_data"] = str(next(p.data for p in self.pipelines if p.run.name == "retrain"))
         r["retrain"] = {k: v for k, v in self.retrain.items() if k != "gate_ci"} | {
             "gate_ci": {k: v for k, v in self.retrain["gate_ci"].items() if k != "checks"}
         }
-        self._cli("forkcast-features", "load", "--data", str(self.drifted), "--activate", "--no-progress")
-        tl.mark("feature cutover (drifted features live)")
 
         # The canary of the rendered Rollout, from the release commit of v1 to that of v2.
         canary, stack, spec = release_of(self.config)
@@ -395,7 +480,7 @@ class EndToEnd:
             spec,
             stable,
             canary,
-            data=self.drifted,
+            data=self.data,
             work=self.work / "canary",
             time_scale=o.time_scale,
             traffic=Traffic(rate_per_s=o.rate, keys=CLIENT_KEYS),
@@ -435,12 +520,109 @@ class EndToEnd:
         r["versions"]["after"] = v2
         r["auc"]["recovered"] = after
         r["alert_episodes"] = prom.episodes(self.tl.t0)
+        r["lake_check"] = self.lake_check(v2)
+        r["same_traffic"] = self.same_traffic()
         return r
+
+    def lake_check(self, version: str) -> dict[str, Any]:
+        """The online AUC the job exports for ``version`` against the lake's recomputation, same window.
+
+        The job's window at its time ``now`` holds the pairs predicted at or after ``now - window_s``; the drill
+        never learns that ``now`` to the microsecond, so it makes the window's content known instead: traffic
+        pauses until the job has dropped ``version``'s window (every pair older than the window), then a burst
+        shorter than the window runs from ``since``; the job is read after it has read every event and computed
+        again, but before ``since + window_s``, so its window is exactly the burst's labelled pairs.
+        """
+        o, lake = self.o, self.lake
+        assert lake is not None
+        job = job_settings(self._auc_env())
+        url = self.platform.url("online-auc")
+        burst_s = o.burst_s if o.burst_s is not None else min(o.window_s / 3, 5.0)
+        self._stop_clients("before the lake check")
+        lake.wait_clicked(SIMULATOR_GROUP, lake.last_id(PREDICTIONS_STREAM), 60)
+        wait(
+            lambda: job_figures(url, version) is None,
+            o.window_s + 60,
+            f"the job's window of {version} empty",
+            0.25,
+        )
+        since = self.tl.mark("lake check: the job's window empty, burst starts", burst_s=burst_s)
+        self._start_clients()
+        time.sleep(burst_s)
+        self._stop_clients("the lake check's burst")
+        lake.wait_clicked(SIMULATOR_GROUP, lake.last_id(PREDICTIONS_STREAM), 60)
+        until = time.time()  # every prediction of the burst is stamped before this
+        group = job["group"]
+        wait(
+            lambda: lake.read_all(PREDICTIONS_STREAM, group) and lake.read_all(FEEDBACK_STREAM, group),
+            60,
+            "the online-AUC job to read every event",
+            0.1,
+        )
+        time.sleep(float(job["compute_every_s"]) + 0.5)  # its next estimate holds them
+        read_at = time.time()
+        figures = job_figures(url, version)
+        if read_at - o.window_s >= since:
+            raise DrillError(
+                f"the job was read {read_at - since:.1f} s after the burst began, not within its {o.window_s:g} s "
+                "window: its horizon may have passed the burst's first predictions (raise --window-s)"
+            )
+        if figures is None:
+            raise DrillError(f"the online-AUC job exports no window for {version} after the burst")
+        committed = lake.wait_committed((PREDICTIONS_STREAM, FEEDBACK_STREAM), 120)
+        recomputed, raw = lake.online_auc(version, since, until, job)
+        self.tl.mark("lake check: online AUC recomputed from the lake", job=figures.auc, lake=recomputed.auc)
+        return {
+            "version": version,
+            "since": since,
+            "until": until,
+            "job_read_at": read_at,
+            "job": vars(figures),
+            "lake": vars(recomputed),
+            "lake_cli": raw,
+            "committed": committed,
+            "job_settings": job,
+            "abs_diff": abs(figures.auc - recomputed.auc)
+            if figures.auc is not None and recomputed.auc is not None
+            else None,
+        }
+
+    def same_traffic(self) -> dict[str, Any]:
+        """Test metrics of the served, the retrained and the generated-drift models on the held-out pairs of the
+        training table (drill_score: the gate's scorer, in a child process)."""
+        assert self.comparison is not None
+        drifted_run = self.comparison.result(timeout=self.o.timeout_s)
+        retrain_run = self.work / "runs" / "retrain"
+        models = {"served (before)": self.baseline_run, "retrained on the served log": retrain_run,
+                  "trained on a generated drifted dataset": drifted_run}  # fmt: skip
+        proc = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "forkcast_local.drill_score",
+                str(retrain_run),
+                *map(str, models.values()),
+            ],
+            capture_output=True,
+            text=True,
+        )
+        if proc.returncode != 0:
+            raise DrillError(
+                f"scoring the models on the served log's held-out pairs failed: {proc.stderr[-2000:]}"
+            )
+        scores = json.loads(proc.stdout)
+        out = {name: scores[str(path)] for name, path in models.items()}
+        self.tl.mark("models scored on the served log's held-out pairs",
+                     **{k: round(v["roc_auc"], 4) for k, v in out.items()})  # fmt: skip
+        return out
 
     def close(self) -> None:
         self._stop_clients("after the roll")
         if self.clicks is not None:
             self.clicks.stop()
+        if self.lake is not None:
+            self.lake.close()
+        self.executor.shutdown(wait=False, cancel_futures=True)
         for p in self.pipelines:
             p.stop()
         self.gitlab.close()
@@ -450,7 +632,9 @@ class EndToEnd:
 
 def checks(r: dict[str, Any]) -> dict[str, bool]:
     """The drill's targets, each passed or not."""
-    auc, alert, retrain = r["auc"], r["alert"], r["retrain"]
+    auc, alert, retrain, lake = r["auc"], r["alert"], r["retrain"], r["lake_check"]
+    job, recomputed = lake["job"], lake["lake"]
+    same = {k: job[k] == recomputed[k] for k in ("samples", "positives", "excluded")}
     return {
         "zero failed client requests": r["client"]["failed"] == 0,
         "one alert episode, for the served version": r["alert_episodes"] == {r["versions"]["before"]: 1},
@@ -463,6 +647,12 @@ def checks(r: dict[str, Any]) -> dict[str, bool]:
         "retrain-to-100 % ≤ 300 s": r["retrain_to_100_s"] <= 300,
         f"AUC recovered (≥ pre-drift − {auc['tolerance']})": auc["recovered"]
         >= auc["pre_drift"] - auc["tolerance"],
+        "retrained on the served log's training table": r["retrain_data"] == r["training_table"]["out"]
+        and r["training_table"]["preset"] == "served-log"
+        and min(r["training_table"]["rows"].values()) > 0,
+        f"job's online AUC = the lake's (same pairs, |Δ| ≤ {AUC_MATCH:g})": all(same.values())
+        and lake["abs_diff"] is not None
+        and lake["abs_diff"] <= AUC_MATCH,
     }
 
 

@@ -1,10 +1,12 @@
-"""Where a step after prep reads the dataset from: the folder prep read, or the same snapshot fetched from S3 again.
+"""Where a step after prep reads the dataset from: the lake snapshot prep resolved, through this step's own cache.
 
-In CI each step is a job of its own, on the cluster a pod of its own, so the folder prep read the dataset from (its
-``data_dir`` in prep.json) is on another machine. prep recorded which lake snapshot that was (``data_snapshot``:
-URI, resolved dataset version, fingerprint), so a later step fetches the very same snapshot (by version, its
-fingerprint checked) into its own FORKCAST_DATASET_CACHE (forkcast_lake.datasets_read): every step reads the data
-from S3, none from another machine's disk, and no step can read rows another publish added meanwhile.
+In CI each step is a job of its own, on the cluster a pod of its own, so the folder prep read a lake dataset into
+(its ``data_dir`` in prep.json) is on another machine. prep recorded which snapshot that was (``data_snapshot``:
+URI, resolved dataset version, fingerprint), so every later step reads the very same snapshot (by version, its
+fingerprint checked) through its own FORKCAST_DATASET_CACHE (forkcast_lake.datasets_read: downloaded once per
+cache, reused when complete there): every step reads the data from S3, none from another job's folder, and none
+can read rows another publish added meanwhile. Only a local dataset directory (a developer's run) is read where
+prep read it.
 """
 
 from __future__ import annotations
@@ -23,16 +25,16 @@ SNAPSHOT_FIELD = "data_snapshot"  # prep.json's record of the resolved lake snap
 
 
 def local_data_dir(info: dict[str, Any]) -> Path:
-    """The dataset folder of a ``prep.json`` on this machine: prep's own when it is here (the same job, a local
-    run), else the recorded snapshot fetched again from S3 at its resolved version into FORKCAST_DATASET_CACHE."""
-    here = Path(info["data_dir"])
-    if (here / DATASET_MANIFEST_FILE).is_file():
-        return here
+    """The dataset folder of a ``prep.json`` for this step: the recorded lake snapshot at its resolved version in
+    FORKCAST_DATASET_CACHE (fetched from S3 unless this cache holds it), or prep's local dataset directory."""
     record = info.get(SNAPSHOT_FIELD)
     if not record:
-        raise DataError(
-            f"dataset folder {here} is not on this machine, and prep read no lake snapshot to fetch"
-        )
+        here = Path(info["data_dir"])
+        if not (here / DATASET_MANIFEST_FILE).is_file():
+            raise DataError(
+                f"dataset folder {here} is not on this machine, and prep read no lake snapshot to fetch"
+            )
+        return here
     recorded = DatasetSnapshot.model_validate(record)
     try:
         source = open_data(recorded.uri, str(recorded.version))

@@ -2,12 +2,12 @@
 
 An epoch reads one click file (625 k rows) at a time: its rows are checked and shuffled, its ids mapped to
 feature-table rows and the 40 standardised features gathered, chunk by chunk, in a reader thread, so the train
-loop only slices batches off ready chunks. Profiled on full data (2-core VM, 1 torch thread, 6 files, rounds in
-BENCHMARKS.md "An epoch at the compute bound"): reading, shuffling and gathering a whole file in the loop made an
-epoch 1.32-1.44x its train steps; gathering per batch in the loop (cache-hot, 3x cheaper than a whole file) still
-1.18-1.23x; with the reader thread the loop spends 1.05-1.08x its step time. Pre-joined standardised shards were
-not built: they would be 8 GB per epoch to read (50 M x 40 float32) and still need a per-epoch shuffle gather of
-the same width, which is the cost measured here.
+loop only slices batches off ready chunks. Profiled on full data (benchmarks/profile_epoch.py: 2-core shared VM,
+1 torch thread, 4 files, 2 rounds, load average ~10 from other agents, 2026-12-05), each slice's time over the
+time inside its own train steps: the whole file read, shuffled and gathered in the loop 1.40-1.45x; per-batch
+gathers in the loop (cache-hot: 1.4-3x cheaper than a whole-file gather) 1.28x; the reader thread 1.06-1.08x.
+Pre-joined standardised shards were not built: they would be 8 GB per epoch to read (50 M x 40 float32) and still
+need a per-epoch shuffle gather of the same width, which is the cost measured here.
 """
 
 from __future__ import annotations

@@ -6,10 +6,14 @@ The original recipe's full run is left out: it would add half a minute and test 
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+from forkcast_retrain.prep import run_prep
 from forkcast_retrain.recipes import RECIPES
 
 BENCH = Path(__file__).parents[2] / "benchmarks" / "bench_train.py"
@@ -47,3 +51,17 @@ def test_bench_reports_the_step_rates_and_the_epoch_over_step_only_ratio(
     step_only_s = 200_000 / results["steps"][f"batch_{RECIPES['default'].batch_size}"]["fast"]
     assert full["epoch_vs_step_only"] == [round(epoch_s / step_only_s, 3)]
     assert "default: epoch time / step-only time [" in done.stdout
+
+
+def test_epoch_profile_times_the_three_ways_of_feeding_the_steps(tiny_data: Path, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    run_prep(tiny_data, run)
+    cmd = [sys.executable, str(BENCH.parent / "profile_epoch.py"), "--run", str(run), "--files", "1"]
+    done = subprocess.run([*cmd, "--rounds", "1"], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    found = re.findall(r"([a-z-]+) ([\d.]+) s / steps ([\d.]+) s = ([\d.]+)x", done.stdout)
+    assert [name for name, *_ in found] == ["whole-file", "per-batch", "reader-thread"]
+    for _, total, steps, ratio in found:
+        assert 0 < float(steps) <= float(total)  # a slice's steps are part of it
+        # printed to 2 decimals from unrounded times: within the rounding of sub-second slices
+        assert float(ratio) >= 1.0 and float(ratio) == pytest.approx(float(total) / float(steps), rel=0.1)

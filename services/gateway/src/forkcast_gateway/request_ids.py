@@ -97,7 +97,11 @@ class RequestIds:
         self.secrets = list(secret_list)
         if not self.secrets:
             raise RequestIdKeyError("no request-id secret")
-        self._signing = self.secrets[0]
+        # One keyed HMAC state per secret, copied per id: hmac.digest(secret, …) set the key up again on every call
+        # (OpenSSL 3.0.19 here: 4.2 µs per call against 2.1 µs for copy + update + digest, timeit, 2-core VM under
+        # load, 2026-12-05).
+        self._keyed = [hmac.new(secret, digestmod=hashlib.sha256) for secret in self.secrets]
+        self._signing = self._keyed[0]
 
     @classmethod
     def from_file(cls, path: Path | None) -> RequestIds:
@@ -109,9 +113,11 @@ class RequestIds:
         return cls(read_secrets(path))
 
     @staticmethod
-    def _tag(secret: bytes, nonce: bytes, key_id: str) -> bytes:
+    def _tag(keyed: hmac.HMAC, nonce: bytes, key_id: str) -> bytes:
         # The nonce has a fixed length, so nonce ‖ key id splits one way only.
-        return hmac.digest(secret, nonce + key_id.encode(), hashlib.sha256)[:TAG_BYTES]
+        mac = keyed.copy()
+        mac.update(nonce + key_id.encode())
+        return mac.digest()[:TAG_BYTES]
 
     def mint(self, key_id: str) -> str:
         nonce = secrets.token_bytes(NONCE_BYTES)
@@ -124,12 +130,12 @@ class RequestIds:
         nonce, tag = _unb64(nonce_text, NONCE_BYTES), _unb64(tag_text, TAG_BYTES)
         if not dot or nonce is None or tag is None:
             return Verdict.MALFORMED
-        for secret in self.secrets:
-            if hmac.compare_digest(tag, self._tag(secret, nonce, key_id)):
+        for keyed in self._keyed:
+            if hmac.compare_digest(tag, self._tag(keyed, nonce, key_id)):
                 return Verdict.OWN
         for other in other_key_ids:
             if other != key_id and any(
-                hmac.compare_digest(tag, self._tag(secret, nonce, other)) for secret in self.secrets
+                hmac.compare_digest(tag, self._tag(keyed, nonce, other)) for keyed in self._keyed
             ):
                 return Verdict.FOREIGN_KEY
         return Verdict.FORGED

@@ -247,8 +247,8 @@ class Pool:
         conn = await self._acquire(connect_timeout_s, deadline)
         waiter: asyncio.Future[Response] = loop.create_future()
         timer = loop.call_at(deadline, _expire, waiter)
-        conn.send(request, waiter)
         try:
+            conn.send(request, waiter)
             response = await waiter
         except BaseException:
             # Timed out, cancelled or failed mid-response: the connection's state is unknown, so it is not reused.
