@@ -156,13 +156,13 @@ def plan(inputs: dict[str, Any]) -> list[Row]:
 
     add(
         "network",
-        "requests in (client → gateway → inference)",
+        "requests, on each hop (client → gateway → inference)",
         "R × request_bytes × 8",
         gbit(m["request_bytes"]),
     )
     add(
         "network",
-        "answers out (inference → gateway → client)",
+        "answers, on each hop (inference → gateway → client)",
         "R × answer_restaurants × answer_bytes_per_restaurant × 8 (bodies)",
         gbit(answer_bytes),
     )

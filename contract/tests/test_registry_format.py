@@ -13,6 +13,7 @@ from forkcast_contract.model_format import MODEL_FILE
 from forkcast_contract.registry_format import (
     KNOWN_VERSION_FILES,
     PROBE_TOLERANCE,
+    DatasetSnapshot,
     ModelRelease,
     VersionManifest,
     probe_gap,
@@ -61,6 +62,24 @@ def test_a_manifest_lists_only_known_file_names() -> None:
     for name in ("../model.pt", "/etc/passwd", "sub/model.pt", "model.pt.bak", ""):
         with pytest.raises(ValidationError, match=f"lists files no version holds: {re.escape(repr(name))}"):
             VersionManifest.model_validate(_manifest({MODEL_FILE: _DIGEST, name: _DIGEST}))
+
+
+def test_a_manifest_records_the_dataset_snapshot_and_older_ones_still_load() -> None:
+    """Versions published before releases recorded their data load with ``dataset`` None; a recorded snapshot
+    survives the JSON round trip the registry makes, and a snapshot without a fingerprint is refused."""
+    assert VersionManifest.model_validate(_manifest({MODEL_FILE: _DIGEST})).dataset is None
+    snap = {
+        "uri": "s3://forkcast-lake/datasets/full",
+        "version": 3,
+        "fingerprint": "f" * 64,
+        "tables": {"users": 2},
+    }
+    manifest = VersionManifest.model_validate({**_manifest({MODEL_FILE: _DIGEST}), "dataset": snap})
+    assert VersionManifest.model_validate_json(manifest.model_dump_json()).dataset == DatasetSnapshot(**snap)
+    with pytest.raises(ValidationError, match=r"dataset\.fingerprint\n  Field required"):
+        VersionManifest.model_validate(
+            {**_manifest({MODEL_FILE: _DIGEST}), "dataset": {"uri": snap["uri"], "version": 3}}
+        )
 
 
 _PINNED = {

@@ -2,7 +2,7 @@
 
 ``python monitoring/benchmarks/bench_online_auc.py --data data/small`` starts a private redis-server
 (forkcast_devservers) on a free 127.0.0.1 port, writes the traffic of ``--predictions`` requests, then drains it in
-two fresh child processes, each timed with getrusage (user + system CPU, peak RSS).
+two fresh child processes, each timed with getrusage (user + system CPU) and measured by its own peak RSS (VmHWM).
 
 The traffic is the size real answers have: prediction i answers request i mod n of the dataset's
 ``requests.parquet`` as the inference would (its candidates within ``max_dist`` by the same bounding box and
@@ -166,8 +166,9 @@ def run_naive(client: redis.Redis, feedback_entries: int, predictions: int) -> t
 def peak_rss_kib() -> int:
     """This process's own peak RSS: VmHWM, which starts afresh at exec.
 
-    Not getrusage's ru_maxrss: Linux keeps it across fork and exec, so a child reported its parent's peak (the
-    parent holding the dataset's requests made both children read 291 MiB on 2026-12-05).
+    Not getrusage's ru_maxrss: Linux carries into it, at exec, the high-water mark of the memory the child had
+    before exec, i.e. shared with its parent by the fork (or vfork) that started it, so a child reported the
+    parent's size (the parent holding the dataset's requests made both children read 291 MiB on 2026-12-05).
     """
     for line in Path("/proc/self/status").read_text().splitlines():
         if line.startswith("VmHWM:"):

@@ -103,6 +103,7 @@ def test_formulas_on_hand_worked_inputs(capacity: ModuleType) -> None:
         "train_scaling_2proc": 0.8,
     }.items():
         m[name]["value"] = value
+    m["train_scaling_2proc"]["date"] = "2026-12-05"
     rows = capacity.plan(inputs)
     assert _value(rows, "inference cores") == "3.0"
     assert _value(rows, "inference pods") == "2 (+1)"
@@ -112,6 +113,9 @@ def test_formulas_on_hand_worked_inputs(capacity: ModuleType) -> None:
     assert _value(rows, "bytes kept") == "0.9 TB"
     assert _value(rows, "1 B-row epoch on 1 pod") == "8 min"
     assert _value(rows, "1 B-row epoch on 4 pods") == "3 min"
+    # an undated scaling figure is not used: N pods are shown as a bound, N times one pod (10^9 / 8 M rows/s)
+    m["train_scaling_2proc"]["date"] = ""
+    assert _value(capacity.plan(inputs), "1 B-row epoch on 4 pods") == "≥ 2 min"
 
 
 def test_redis_reply_bytes_follow_resp(capacity: ModuleType) -> None:

@@ -3,10 +3,13 @@ reports both click-draw rates, their ratio and the generate figures; both draws 
 
 from __future__ import annotations
 
+import importlib.util
 import re
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 BENCH = Path(__file__).parents[2] / "benchmarks" / "bench_generate.py"
 
@@ -38,3 +41,17 @@ def test_bench_compares_the_vectorised_draw_with_the_per_row_loop(tmp_path: Path
     assert int(vec.group(1).replace(",", "")) > int(loop.group(1).replace(",", "")) > 0
     assert "tiny preset generate (250,000 click rows, written + hashed)" in done.stdout
     assert (tmp_path / "d" / "dataset.json").is_file()
+
+
+def test_both_draws_run_the_same_rounds(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    spec = importlib.util.spec_from_file_location("bench_generate", BENCH)
+    assert spec is not None and spec.loader is not None
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    calls: dict[str, list[int]] = {"loop": [], "vectorised": []}
+    monkeypatch.setattr(bench, "original_loop", lambda _e, _rows, i: calls["loop"].append(i))
+    monkeypatch.setattr(bench, "vectorised", lambda _e, _rows, i: calls["vectorised"].append(i))
+    monkeypatch.setattr(bench, "generate", lambda _request: None)  # the dataset write is not what is checked
+    bench.main(["--preset", "tiny", "--rounds", "3", "--out", str(tmp_path / "d")])
+    # before: the loop ran once against the vectorised draw's best of 5
+    assert calls == {"loop": [0, 1, 2], "vectorised": [0, 1, 2]}

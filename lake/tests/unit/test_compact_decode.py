@@ -118,7 +118,10 @@ def test_update_event_fields_follow_the_contract_order() -> None:
 
 
 def test_the_synthetic_predictions_match_the_inference_producer() -> None:
-    events = pytest.importorskip("forkcast_inference.events")  # the real producer's encoding
+    from forkcast_inference import (
+        events,
+    )  # the real producer's encoding (a workspace member, always installed)
+
     event = events.Event("rid-1", 1e9 + 0.5, 42, "v-test", "fv-test", [3, 1], [0.25, 1 / 3], "k1")
     assert prediction_fields("rid-1", 1e9 + 0.5, 42, [3, 1], [0.25, 1 / 3], "k1") == event.fields()
 

@@ -32,7 +32,7 @@ from forkcast_devservers.process import Proc, spawn, wait_exit
 from forkcast_devservers.process import stop as stop_process
 from forkcast_local.config import REPO_ROOT
 from forkcast_retrain.gate_policy import TRIGGER_FILE
-from forkcast_retrain.steps import DATA, RECIPE, RUN, STEPS
+from forkcast_retrain.steps import DATA, DATA_VERSION, RECIPE, RUN, STEPS
 
 CI_FILE = REPO_ROOT / ".gitlab-ci.yml"
 PROMOTE_JOB = "promote-dev"
@@ -105,7 +105,9 @@ class Pipeline:
         self.run.mkdir(parents=True, exist_ok=True)
         # What CI's prep job writes first (.records-trigger): where the pipeline came from.
         (self.run / TRIGGER_FILE).write_text(json.dumps(self.trigger))
-        values = {RUN: str(self.run), DATA: str(self.data), RECIPE: self.recipe}
+        # DATA_VERSION empty, as CI's `dataset_version` input defaults: the drill's data is a local directory,
+        # which has no versions (prep refuses one for it).
+        values = {RUN: str(self.run), DATA: str(self.data), DATA_VERSION: "", RECIPE: self.recipe}
         for step in STEPS:
             args = step.argv(values)
             if step.name == "gate":

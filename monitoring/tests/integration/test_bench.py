@@ -51,6 +51,12 @@ def write_dataset(out: Path) -> None:
     )
 
 
+def _field(pattern: str, line: str) -> str:
+    found = re.search(pattern, line)
+    assert found is not None, f"{pattern!r} not in {line!r}"
+    return found.group(1)
+
+
 def test_bench_serves_real_answer_sizes_reads_in_batches_and_both_agree(tmp_path: Path) -> None:
     write_dataset(tmp_path)
     done = subprocess.run(
@@ -65,10 +71,10 @@ def test_bench_serves_real_answer_sizes_reads_in_batches_and_both_agree(tmp_path
     assert "3 requests): mean 3.3, p5-p95 2-5" in done.stdout, done.stdout
     lines = dict(re.findall(r"^ *(job|naive): (.*)$", done.stdout, re.M))
     assert set(lines) == {"job", "naive"}, done.stdout
-    aucs = {k: re.search(r"AUC ([\d.]+)", v).group(1) for k, v in lines.items()}  # type: ignore[union-attr]
+    aucs = {k: _field(r"AUC ([\d.]+)", v) for k, v in lines.items()}
     assert aucs["job"] == aucs["naive"], "the job and the naive join scored different pairs"
     # 300 predictions + 1,000 feedback entries fit in one read of each stream (+1 empty read at the end): the
     # baseline no longer pays a round trip per entry (it made 1,300 before)
-    reads = {k: int(re.search(r"([\d,]+) reads of ≤ 2,000", v).group(1)) for k, v in lines.items()}  # type: ignore[union-attr]
+    reads = {k: int(_field(r"([\d,]+) reads of ≤ 2,000", v).replace(",", "")) for k, v in lines.items()}
     assert reads["naive"] <= 4, lines["naive"]
     assert re.search(r"ratio naive/job CPU: [\d.]+x; target ≤ 100 µs/prediction: (met|NOT met)", done.stdout)

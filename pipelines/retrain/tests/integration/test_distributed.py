@@ -51,14 +51,14 @@ def test_two_process_torchrun_matches_single_process(tiny_data: Path, tmp_path: 
 
 @pytest.mark.slow
 def test_two_agents_with_the_workflow_pods_command_train_together_and_pod_0_keeps_the_run(
-    tiny_data: Path, tmp_path: Path
+    micro_data: Path, tmp_path: Path
 ) -> None:
     """The training pods' torchrun command (forkcast_retrain.workflow_torchrun.launcher) run as two agents, one per
     "pod" with its own copy of prep's run directory, pod 0's DNS name being this machine's loopback: they meet,
     train on every row together, and the run directory of node 0 is the one rank 0 wrote (the one the Workflow
     keeps); node 1's holds none of rank 0's outputs."""
     prepared = tmp_path / "prepared"
-    run_prep(tiny_data, prepared)
+    run_prep(micro_data, prepared)
     port = free_port()
     substitutions = {
         "{{workflow.parameters.train_nodes}}": "2",  # what Argo substitutes for each pod
@@ -85,6 +85,6 @@ def test_two_agents_with_the_workflow_pods_command_train_together_and_pod_0_keep
     assert [agent.returncode for agent in agents] == [0, 0], [err[-2000:] for _, err in outputs]
     summary = json.loads((runs[0] / "train.json").read_text())
     assert summary["world_size"] == 2
-    assert [e["rows"] for e in summary["epochs"]] == [200_000]  # both pods' shards: every row once
+    assert [e["rows"] for e in summary["epochs"]] == [12_000]  # both pods' shards (3 files): every row once
     assert (runs[0] / "scaler.npz").is_file()  # rank 0's outputs, written in node 0's run directory only
     assert not (runs[1] / "train.json").exists() and not (runs[1] / "scaler.npz").exists()

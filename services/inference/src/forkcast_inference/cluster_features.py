@@ -191,6 +191,7 @@ class ClusterFeatureReader:
             self.current()
             held = cast("_Held", self.held)
         moved: list[Any] = []
+        reconnected = False
         for _ in range(_MAX_ATTEMPTS):
             user_key = held.keys.user(user_id)
             user_node = self._node(key_slot(user_key.encode()))
@@ -209,7 +210,16 @@ class ClusterFeatureReader:
                 self._add(plan, self._node(key_slot(self.pointer.encode())), ("GET", self.pointer))
                 mget = ("MGET", keys.restaurant_revision, *rest_keys)
                 self._add(plan, self._node(key_slot(keys.restaurant_revision.encode())), mget)
-            replies = self._round_trips(plan)
+            try:
+                replies = self._round_trips(plan)
+            except redis.ConnectionError:
+                # Once per request: a node closed an idle connection (a demoted master does), or the node is gone
+                # and a new slot map names its successor. A timeout is not retried (it would double the deadline).
+                if reconnected:
+                    raise
+                reconnected = True
+                self.refresh_topology()
+                continue
             moved = [r for r in replies.values() if isinstance(r, _TOPOLOGY_ERRORS)]
             if moved:
                 self.refresh_topology()

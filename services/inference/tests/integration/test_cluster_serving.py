@@ -167,7 +167,6 @@ def test_failover_mid_load_gives_no_wrong_answer_and_counts_its_errors(
         for i, (user, body) in enumerate(reqs):
             resp = recommend(app, user, body)
             statuses.append(resp.status)
-            if resp.status == 503: print("DEBUG503", resp.body)
             if resp.status != 503:
                 assert answer(resp) == standalone_answers[i], f"request {i} answered differently"
         if after_failover:
