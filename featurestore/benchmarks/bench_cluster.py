@@ -268,7 +268,12 @@ def run(src: SourceData, reqs: list[Request]) -> None:
 
                 check(name, fetch)
                 rows.append(_measure(f"Cluster: {name}", fetch, n, ports, share))
-    _print(rows, rows[0])
+    # Ratios against the standalone round measured last: the VM's speed moved 25× between rounds in one run
+    # (2026-12-05, load average 12 from other agents), so the adjacent rounds are the comparable pair.
+    _print(rows, rows[2])
+    print(
+        "  ratio: req/s against the standalone second round; µs are CPU per request (they vary less than req/s)"
+    )
 
 
 def _add(plan: Plan, node: ClusterNode, command: Command) -> None:

@@ -7,15 +7,14 @@ agents' load, 2026-12-05) — the largest single piece of the gateway's own CPU 
 How the two stay one rule: :class:`RecommendBody` states the limits of schemas.RecommendRequest (both from
 forkcast_contract.api), and a body it accepts is forwarded as is; any body it refuses goes to the pydantic model,
 which decides (it also admits integral floats such as ``1.0`` for an integer, routes/recommend.integral_floats) and
-writes the documented 422. So msgspec may be stricter than pydantic but never looser: where their defaults differ,
-this check is the narrower one — a float beyond the double range (msgspec decodes ``1e400`` to inf, pydantic
-refuses it: ``allow_inf_nan=False``) is refused here by an explicit finiteness check. tests/unit/test_validation.py
-holds the two to the same verdict on valid bodies and on every refusal rule.
+writes the documented 422. So msgspec may be stricter than pydantic but never looser: the list's configured length
+is checked here (the Struct cannot know the setting), and a number beyond the double range (``1e400``) is refused by
+msgspec 0.22 itself ("Number out of range"), as pydantic refuses it (``allow_inf_nan=False``).
+tests/unit/test_validation.py holds the two to that: never admitted here when the model refuses (hypothesis).
 """
 
 from __future__ import annotations
 
-import math
 from typing import Annotated
 
 import msgspec
@@ -50,4 +49,4 @@ class FastCheck:
             msgspec.DecodeError
         ):  # ValidationError is a subclass: pydantic says why (and may still admit it)
             return False
-        return len(req.candidate_restaurant_ids) <= self.max_candidates and math.isfinite(req.max_dist)
+        return len(req.candidate_restaurant_ids) <= self.max_candidates
