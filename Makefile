@@ -121,8 +121,9 @@ bench-lake-datasets: setup system-packages ## lake: dataset snapshot read (s3 vs
 	$(BIN)/python lake/benchmarks/bench_formats.py
 
 .PHONY: bench-lake
-bench-lake: setup system-packages ## lake: served-log compaction events/s and CPU µs/event vs XRANGE+decode alone, with 30 req/s of platform writes (~1 min)
-	OPENBLAS_NUM_THREADS=1 $(BIN)/python lake/benchmarks/bench_compact.py --predictions 20000
+bench-lake: setup system-packages $(BENCH_MODEL)/probe.npz ## lake: served-log compaction events/s and CPU µs/event vs XRANGE+decode alone, while gateway + inference serve 30 req/s (p95, failures) (~2 min)
+	test -f $(DATA)/small/dataset.json || $(BIN)/forkcast-data generate --preset small --out $(DATA)/small --no-progress
+	OPENBLAS_NUM_THREADS=1 $(BIN)/python lake/benchmarks/bench_compact.py --predictions 20000 --data $(DATA)/small --model-dir $(BENCH_MODEL)
 
 .PHONY: bench-lake-training
 bench-lake-training: setup ## lake: point-in-time training table (CPU per served pair vs reading the tables) and maintain (bytes per prediction)

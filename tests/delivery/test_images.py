@@ -166,6 +166,41 @@ def test_dependencies_export_from_the_lock(image: tuple[str, list[Stage]]) -> No
         assert "\ntorch==" not in out, f"{member} must not depend on torch (only the retrain image has it)"
 
 
+def workspace_members_not_copied(stages: list[Stage]) -> list[str]:
+    """Workspace members (root pyproject [tool.uv.workspace]) whose pyproject.toml no build-stage COPY brings in.
+
+    ``uv export`` with --frozen reads only the lock and passes without them, but ``uv pip install ./member``
+    resolves each ``{ workspace = true }`` source against the workspace and stops on one whose member is absent
+    (measured: the monitoring image without devservers/pyproject.toml fails with "`forkcast-devservers`
+    references a workspace in `tool.uv.sources` … but is not a workspace member"). So every member must be there.
+    """
+    members = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["uv"]["workspace"]["members"]
+    copied = {
+        src
+        for stage in stages
+        for op, args in stage.instructions
+        if op == "COPY" and not args.startswith("--from")
+        for src in args.split()[:-1]
+    }
+    return [m for m in members if f"{m}/pyproject.toml" not in copied]
+
+
+def test_every_workspace_member_pyproject_is_copied(image: tuple[str, list[Stage]]) -> None:
+    folder, stages = image
+    assert workspace_members_not_copied(stages) == [], (
+        f"{folder}/Dockerfile lacks these members' pyproject.toml"
+    )
+
+
+def test_a_member_left_out_of_the_build_context_is_named() -> None:
+    """The twin: a Dockerfile copying every pyproject.toml but the lake's is caught, by member."""
+    stages = parse(ROOT / "lake" / "Dockerfile")
+    stages[0].instructions = [i for i in stages[0].instructions if i != ("COPY", "lake/pyproject.toml lake/")]
+    for stage in stages[1:]:
+        stage.instructions = [i for i in stage.instructions if i != ("COPY", "lake/pyproject.toml lake/")]
+    assert workspace_members_not_copied(stages) == ["lake"]
+
+
 def test_entrypoint_is_a_console_script_that_imports(image: tuple[str, list[Stage]]) -> None:
     folder, stages = image
     member, script = IMAGES[folder]

@@ -43,8 +43,10 @@ def render_markdown(r: dict[str, Any]) -> str:
         f"| online AUC before drift | {_f(auc.get('pre_drift'))} | |",
         f"| online AUC drifted (at the alert) | {_f(auc.get('drifted'))} (drop {_f(auc.get('drop'))}) "
         f"| drop ≥ {auc.get('min_drop', 0.05)} |",
-        f"| online AUC after recovery ({r.get('versions', {}).get('after', '?')}) | {_f(auc.get('recovered'))} "
-        f"| ≥ pre-drift − {auc.get('tolerance', '?')} |",
+        f"| online AUC of the served version on the drifted traffic the retrain learnt from (lake) | "
+        f"{_f(auc.get('served_on_drifted'))} | |",
+        f"| online AUC of the version retrained on the served log ({r.get('versions', {}).get('after', '?')}) | "
+        f"{_f(auc.get('recovered'))} | ≥ the served version's on the drifted traffic + {auc.get('min_gain', '?')} |",
         f"| alert delay: drop visible in the window → GitLab trigger | {_f(alert.get('firing_delay_s'), 1)} s "
         f"| ≤ {TARGETS['firing_delay_s']:.0f} s |",
         f"| drift injected → GitLab trigger | {_f(alert.get('drift_to_trigger_s'), 1)} s | |",

@@ -62,6 +62,9 @@ class Component:
     healthy: Callable[[], bool]
     ready: Callable[[], bool] | None = None
     extra: dict[str, Any] = field(default_factory=dict)  # kept in the state (seaweed's internal ports)
+    # Idempotent set-up run by every `up` once the component is healthy, whether started now or found running
+    # (seaweed's buckets: a render that names a new one, such as the lake's, needs it on a weed already up).
+    ensure: Callable[[], None] | None = None
 
 
 @dataclass
@@ -229,15 +232,14 @@ def plans_env(plans: list[ContainerPlan], *keys: str) -> dict[str, str]:
     return out
 
 
-def _server_component(name: str, server: Server, after: Callable[[], None] | None = None) -> Component:
+def _server_component(name: str, server: Server, ensure: Callable[[], None] | None = None) -> Component:
     def launch() -> Proc:
         server.start()
         assert server.proc is not None
-        if after is not None:
-            after()
         return server.proc
 
-    return Component(name, server.port, fingerprint(server.argv(), dict(server.env())), launch, server.ready)
+    argv_env = fingerprint(server.argv(), dict(server.env()))
+    return Component(name, server.port, argv_env, launch, server.ready, ensure=ensure)
 
 
 def _infra_before(
@@ -255,7 +257,9 @@ def _infra_before(
         port=infra["seaweed"],
         ports=internal or None,
     )
-    # The lake's bucket too (FORKCAST_LAKE_URI, s3://<bucket>/…): the served-log compaction writes there.
+    # The lake's bucket too (FORKCAST_LAKE_URI, s3://<bucket>/…): the served-log compaction writes there. Made by
+    # every `up` (Component.ensure), also on a weed started before the render named the bucket; an existing one is
+    # fine (Seaweed.create_bucket takes 409 BucketAlreadyOwnedByYou as done).
     lake = urllib.parse.urlsplit(s3["FORKCAST_LAKE_URI"]).netloc
     buckets = [b for b in (s3["FORKCAST_BUCKET"], config.settings["mlflow_artifacts_bucket"], lake) if b]
 
@@ -436,6 +440,8 @@ def _start(component: Component, config: PlatformConfig, state: dict[str, Any], 
     # The launch waited for health; a launch that failed stopped its process (devservers / Pod) and raised.
     state["components"][component.name] = _record(component, proc, config, order)
     write_state(config, state)
+    if component.ensure is not None:
+        component.ensure()
 
 
 def down(config: PlatformConfig, log: Log = print, only: set[str] | None = None) -> None:

@@ -1,7 +1,9 @@
 """The end-to-end drill (drills/end_to_end.py) on the platform of the rendered local overlay, tiny preset: every
 stage in order, the alert fired once for the served version, the trigger's inputs recorded as CI records them, the
-canary of the rendered Rollout promoted, the online AUC recovered and no client request failed. Only the time scale
-is compressed (AUC window 10 s, rules' ``for:`` 3 s, Rollout x30)."""
+retrain on the training table of the traffic the platform served (from the lake), the canary of the rendered Rollout
+promoted, the new version's online AUC above the old one's on the drifted traffic, the job's online AUC equal to the
+lake's recomputation, and no client request failed. Only the time scale is compressed (AUC window 10 s, rules'
+``for:`` 3 s, Rollout x30)."""
 
 from __future__ import annotations
 
@@ -61,8 +63,8 @@ def test_the_whole_loop_on_the_platform(cache: Path, tmp_path: Path) -> None:
     assert trigger["alert_reason"] and trigger["CI_PIPELINE_URL"].endswith("/-/pipelines/1")
     retrain = report["retrain"]
     assert retrain["gate_passed"] and retrain["overlay_changed"] and retrain["version"] == v2
-    # The gate passed at once: the drifted data was reported, allowed because the alert asked for the run.
-    assert any("triggered by OnlineAucLow" in d for d in retrain["gate_ci"]["drift_allowed"]), retrain
+    # The gate passed at once, with CI's call (drift, if any, allowed because the alert asked for the run).
+    assert retrain["gate_ci"]["passed"] and retrain["gate_ci"]["failed_checks"] == [], retrain
     release = work / "platform" / "gitops" / "manifests" / "overlays" / "local" / "model-release.yaml"
     assert yaml.safe_load(release.read_text())["data"]["FORKCAST_MODEL_VERSION"] == v2
     rollout = report["rollout"]
@@ -71,7 +73,9 @@ def test_the_whole_loop_on_the_platform(cache: Path, tmp_path: Path) -> None:
 
     auc = report["auc"]
     assert auc["pre_drift"] - auc["drifted"] >= 0.05
-    assert auc["recovered"] >= auc["pre_drift"] - auc["tolerance"]
+    # The version retrained on the log beats the served one on the drifted world, online: the served one's AUC on
+    # the very traffic the table holds (recomputed from the lake) against the new one's after the roll.
+    assert auc["recovered"] >= auc["served_on_drifted"] + auc["min_gain"], auc
     assert report["client"]["failed"] == 0 and report["client"]["sent"] > 0
     assert report["client"]["phases"][-1]["versions"].get(v2, 0) > 0
     assert report["retrain_to_100_s"] <= 300
@@ -87,7 +91,11 @@ def test_the_whole_loop_on_the_platform(cache: Path, tmp_path: Path) -> None:
     assert prep["data_fingerprint"] == table["fingerprint"], "prep read the training table"
     # The same traffic, three models: the one retrained on the log beats the stale one it replaced.
     same = report["same_traffic"]
-    assert set(same) == {"served (before)", "retrained on the served log", "trained on a generated drifted dataset"}
+    assert set(same) == {
+        "served (before)",
+        "retrained on the served log",
+        "trained on a generated drifted dataset",
+    }
     assert same["retrained on the served log"]["roc_auc"] > same["served (before)"]["roc_auc"], same
 
     # The job's online AUC of the new version equals the lake's recomputation: the same pairs, to 1e-9.

