@@ -16,5 +16,6 @@ def describe_status(client: Client, prefix: str) -> str:
             f"restaurants {m.restaurants_loaded:,}/{m.restaurants:,} schema {m.feature_schema_hash} "
             f"source {m.source_fingerprint[:12]} created {m.created_at} verified {m.verified_at or '-'} "
             f"activated {m.activated_at or '-'} retired {m.deactivated_at or '-'} updates {m.updates}"
+            + (f" restaurant copies {m.restaurant_copies}" if m.restaurant_copies else "")
         )
     return "\n".join(lines)

@@ -21,6 +21,7 @@ from forkcast_features.loader import load_version
 from forkcast_features.reader import read_request
 from forkcast_features.settings import FeatureStoreSettings
 from forkcast_features.source import read_source
+from forkcast_features.status import describe_status
 from forkcast_features.updates import update_restaurant
 from forkcast_features.verify import verify_version
 from forkcast_features.versions import read_meta
@@ -59,6 +60,7 @@ def test_load_activate_read_update_gc_on_a_three_master_cluster(
     assert all(n >= 0.25 * sum(per_node) for n in per_node), per_node
     for c in copies:
         assert client.get(pointer_copy_key("fc", c)) == version.encode()
+    assert f"restaurant copies {','.join(copies)}" in describe_status(client, "fc")
     got = read_request(client, "fc", 12, [0, 1, 2, 999_999])
     assert got.version == version and got.user is not None
     assert got.restaurants[3] is None

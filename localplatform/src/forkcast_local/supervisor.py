@@ -414,6 +414,8 @@ def up(config: PlatformConfig, log: Log = print, only: set[str] | None = None) -
             proc = Proc.from_dict(record["proc"])
             same = record.get("fingerprint") == component.fingerprint
             if same and _healthy_soon(component, proc):
+                if component.ensure is not None:
+                    component.ensure()
                 log(f"{component.name:<14} running    127.0.0.1:{component.port}  pid {proc.pid}")
                 continue
             stop(proc)

@@ -236,7 +236,7 @@ class Edge:
     async def _limit(self, path: str, key_id: str) -> str | tuple[int, str, Headers]:
         """``key_id`` when the route's bucket admits the request (NO_KEY, an open route, is not limited), or the
         429. A token of this replica's live lease is spent without a coroutine (the usual case)."""
-        if key_id is NO_KEY:
+        if key_id == NO_KEY:
             return key_id
         limiter = self.feedback_limiter if path == FEEDBACK else self.limiter
         decision = limiter.spend(key_id) or await limiter.take(key_id)

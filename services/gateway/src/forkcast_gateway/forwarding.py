@@ -23,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import ssl
 import time
-from dataclasses import dataclass
+from typing import NamedTuple
 from urllib.parse import urlsplit
 
 from forkcast_contract.api import (
@@ -40,14 +40,15 @@ from forkcast_gateway.upstreams import Endpoint, Upstreams
 # The upstream's answer headers relayed to the client, as ASGI sends them (lower-case bytes).
 PASSED_HEADERS = tuple(h.encode() for h in (HEADER_MODEL_VERSION, HEADER_FEATURE_VERSION, "retry-after"))
 _JSON_HEADER = (b"content-type", b"application/json")
-_REQUEST_HEAD = (
-    "POST /recommend/{user} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
-    f"{HEADER_REQUEST_ID}: {{rid}}\r\n{HEADER_KEY_ID}: {{kid}}\r\nContent-Length: {{length}}\r\n\r\n"
-)
+# The request head after the user id: "\r\nHost: …" up to the request-id header's name.
+_HEAD_MIDDLE = " HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n" + HEADER_REQUEST_ID + ": "
+_HEAD_KEY_ID = f"\r\n{HEADER_KEY_ID}: "
 
 
-@dataclass(frozen=True)
-class Reply:
+class Reply(NamedTuple):
+    """What the route answers. A NamedTuple, not a frozen dataclass: its ``__init__`` (object.__setattr__ per
+    field) cost ≈ 1 µs per request on the 2-core VM (timeit, 2026-12-05)."""
+
     status: int
     body: bytes
     headers: list[tuple[bytes, bytes]]  # as ASGI sends them: no re-encoding per request on the way out
@@ -158,9 +159,11 @@ class Forwarder:
             if tries == 2:
                 self.metrics.retries.inc()
             pool = self.pool(endpoint)
-            head = _REQUEST_HEAD.format(
-                user=user_text, host=pool.host_header, rid=request_id, kid=key_id, length=len(body)
-            )
+            # One concatenation instead of str.format with five keywords (≈ 1 µs less per request).
+            head = (
+                "POST /recommend/" + user_text + pool.head_middle + request_id + _HEAD_KEY_ID + key_id
+                + "\r\nContent-Length: " + str(len(body)) + "\r\n\r\n"
+            )  # fmt: skip
             t0 = time.perf_counter()
             try:
                 resp = await pool.request(head.encode() + body, self.connect_timeout_s, deadline)
@@ -176,8 +179,7 @@ class Forwarder:
                 self._failed(endpoint, "protocol_error", t0)
                 raise Unavailable(f"upstream {endpoint.group} failed: {exc}") from None
             status = resp.status
-            outcome = "ok" if status < 500 else "error"
-            self.metrics.labelled(self.metrics.upstream, endpoint.group, outcome).observe(
+            self.metrics.labelled(self.metrics.upstream, endpoint.group, "ok" if status < 500 else "error").observe(
                 time.perf_counter() - t0
             )
             if status >= 500:
