@@ -13,6 +13,7 @@ def test_every_name_has_one_producer() -> None:
 
 
 def test_a_name_outside_every_prefix_has_none() -> None:
-    assert metric_names.producer("forkcast_lake_rows_total") is None
+    assert metric_names.producer("forkcast_unknown_rows_total") is None
+    assert metric_names.producer("forkcast_lake_rows_total") == "forkcast-lake"
     assert metric_names.producer(metric_names.ONLINE_AUC_RECENT) == "forkcast-online-auc"
     assert metric_names.producer(metric_names.GATEWAY_REQUESTS_TOTAL) == "forkcast-gateway"

@@ -33,6 +33,7 @@ import tempfile
 import time
 from multiprocessing.queues import Queue
 from pathlib import Path
+from typing import cast
 
 import redis
 from deltalake import DeltaTable
@@ -47,7 +48,7 @@ from forkcast_gateway.testing import KEY, write_keys
 from forkcast_inference.testing import load_features, start_inference
 from forkcast_lake.compact import Compactor
 from forkcast_lake.compact_settings import CompactSettings
-from forkcast_lake.served_log import SERVED_TABLES
+from forkcast_lake.served_log import SERVED_TABLES, Entry
 from forkcast_lake.storage import storage_options
 from forkcast_lake.testing import produce
 from forkcast_local.loadgen import request_bodies
@@ -71,7 +72,8 @@ def floor(client: redis.Redis, read_count: int) -> int:
     for spec in SERVED_TABLES:
         start = "-"
         while True:
-            entries = reader.xrange(spec.stream, min=start, max="+", count=read_count)
+            # Raw replies (the callback above): (id, [field, value, …]) pairs of bytes, as the job reads them.
+            entries = cast(list[Entry], reader.xrange(spec.stream, min=start, max="+", count=read_count))
             if not entries:
                 break
             spec.decode(entries)

@@ -86,6 +86,9 @@ class Forwarder:
         # Read at scrape time instead of inc()/dec() per request (each takes the gauge's lock).
         metrics.in_flight.set_function(lambda: self.in_flight)
         self.pools: dict[str, Pool] = {}
+        self.heads: dict[
+            str, str
+        ] = {}  # endpoint base → its request head's middle (_HEAD_MIDDLE with its Host)
         self.published: dict[str, State] = {}  # endpoint base → breaker state last set on the gauge
 
     def pool(self, endpoint: Endpoint) -> Pool:
@@ -99,12 +102,14 @@ class Forwarder:
                 url.hostname or "", port, [*(h.decode() for h in PASSED_HEADERS)], self.pool_size, context
             )
             self.pools[endpoint.base] = pool
+            self.heads[endpoint.base] = _HEAD_MIDDLE.format(host=pool.host_header)
         return pool
 
     def forget(self, base: str) -> None:
         """Drop the pool of an endpoint DNS no longer names: idle connections close now, busy ones after their
         answer (a request in flight to a terminating pod is not cut off)."""
         self.published.pop(base, None)
+        self.heads.pop(base, None)
         pool = self.pools.pop(base, None)
         if pool is not None:
             pool.drain()
@@ -123,6 +128,7 @@ class Forwarder:
         for pool in self.pools.values():
             pool.close()
         self.pools.clear()
+        self.heads.clear()
 
     def _track(self, breaker: CircuitBreaker, endpoint: Endpoint) -> None:
         """Publish the endpoint's breaker state when it differs from the last one published (a gauge set per
@@ -161,7 +167,7 @@ class Forwarder:
             pool = self.pool(endpoint)
             # One concatenation instead of str.format with five keywords (≈ 1 µs less per request).
             head = (
-                "POST /recommend/" + user_text + pool.head_middle + request_id + _HEAD_KEY_ID + key_id
+                "POST /recommend/" + user_text + self.heads[endpoint.base] + request_id + _HEAD_KEY_ID + key_id
                 + "\r\nContent-Length: " + str(len(body)) + "\r\n\r\n"
             )  # fmt: skip
             t0 = time.perf_counter()
@@ -179,9 +185,9 @@ class Forwarder:
                 self._failed(endpoint, "protocol_error", t0)
                 raise Unavailable(f"upstream {endpoint.group} failed: {exc}") from None
             status = resp.status
-            self.metrics.labelled(self.metrics.upstream, endpoint.group, "ok" if status < 500 else "error").observe(
-                time.perf_counter() - t0
-            )
+            self.metrics.labelled(
+                self.metrics.upstream, endpoint.group, "ok" if status < 500 else "error"
+            ).observe(time.perf_counter() - t0)
             if status >= 500:
                 # The upstream answered but cannot serve (Redis down, not ready): its failure, breaker counts it.
                 breaker.failure()

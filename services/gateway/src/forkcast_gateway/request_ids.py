@@ -75,6 +75,14 @@ def read_secrets(path: Path) -> list[bytes]:
     return [line.encode() for line in found]
 
 
+_URLSAFE = bytes.maketrans(b"+/", b"-_")
+_B64_CHARS = (NONCE_BYTES * 4 + 2) // 3  # 22, unpadded; TAG_BYTES is the same size
+
+
+def _b2a(raw: bytes) -> bytes:
+    return binascii.b2a_base64(raw, newline=False)
+
+
 def _b64(raw: bytes) -> str:
     return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
 
@@ -120,8 +128,12 @@ class RequestIds:
         return mac.digest()[:TAG_BYTES]
 
     def mint(self, key_id: str) -> str:
+        # The two base64url parts encoded and translated in one go: 16 bytes are 22 characters and "==", so the
+        # padding is cut by slicing (the same text as _b64; 6.6 → 5.6 µs per id against two _b64 calls, timeit,
+        # 2-core VM under load, 2026-12-05; tests/test_request_ids.py verifies minted ids).
         nonce = secrets.token_bytes(NONCE_BYTES)
-        return f"{_b64(nonce)}.{_b64(self._tag(self._signing, nonce, key_id))}"
+        tag = self._tag(self._signing, nonce, key_id)
+        return (_b2a(nonce)[:_B64_CHARS] + b"." + _b2a(tag)[:_B64_CHARS]).translate(_URLSAFE).decode()
 
     def verify(self, request_id: str, key_id: str, other_key_ids: Iterable[str] = ()) -> Verdict:
         """Whether ``request_id`` was minted for ``key_id``; if not, why (``other_key_ids``: the other keys the
