@@ -20,7 +20,13 @@ from forkcast_features.loader import LoadError, load_version
 from forkcast_features.settings import FeatureStoreSettings
 from forkcast_features.source import BadInputError, read_source
 from forkcast_features.status import describe_status
-from forkcast_features.updates import UpdateError, UpdateLog, update_restaurant, update_user
+from forkcast_features.updates import (
+    UpdateError,
+    UpdateLog,
+    UpdateNotLoggedError,
+    update_restaurant,
+    update_user,
+)
 from forkcast_features.verify import VerifyError, verify_version
 from forkcast_features.versions import set_fields
 from forkcast_lake.datasets_read import LakeDataError, add_data_arguments, open_data
@@ -106,7 +112,19 @@ def _load(args: argparse.Namespace, settings: FeatureStoreSettings) -> int:
 
 
 def _update_log(settings: FeatureStoreSettings) -> UpdateLog:
-    """The feature-updates stream in the events Redis (FORKCAST_EVENTS_REDIS_URL, else REDIS_URL)."""
+    """The feature-updates stream in the events Redis (FORKCAST_EVENTS_REDIS_URL, else REDIS_URL).
+
+    Outside ``local`` the update is refused before anything is written when the events Redis is unset or is the
+    features Redis: the cluster keeps the event streams apart (issue 18.2), and the CLI's ACL user on the features
+    Redis may not XADD, so the update would be applied and its record lost.
+    """
+    if settings.environment != "local" and settings.events_url == settings.redis_url:
+        raise UpdateError(
+            "FORKCAST_EVENTS_REDIS_URL is "
+            + ("unset" if settings.events_redis_url is None else "the features Redis (REDIS_URL)")
+            + f" in environment={settings.environment}: the update would not reach the feature-updates stream; "
+            "nothing was written"
+        )
     timeout = settings.redis_timeout_seconds
     events = redis.Redis.from_url(settings.events_url, socket_timeout=timeout, socket_connect_timeout=timeout)
     return UpdateLog(events)
@@ -140,12 +158,12 @@ def _run(args: argparse.Namespace, settings: FeatureStoreSettings) -> int:
         print(report.describe())
         return 1 if report.differences else 0
     elif args.command == "update-user":
-        version = update_user(client, prefix, args.user_id, args.features, _update_log(settings))
+        log = _update_log(settings)  # refused here, before the write, when the update could not be logged
+        version = update_user(client, prefix, args.user_id, args.features, log)
         print(f"updated user {args.user_id} in {version}")
     elif args.command == "update-restaurant":
-        version = update_restaurant(
-            client, prefix, args.restaurant_id, args.lat, args.lng, args.features, _update_log(settings)
-        )
+        log = _update_log(settings)
+        version = update_restaurant(client, prefix, args.restaurant_id, args.lat, args.lng, args.features, log)
         print(f"updated restaurant {args.restaurant_id} in {version}")
     return 0
 
@@ -162,6 +180,9 @@ def main(argv: list[str] | None = None) -> int:
     except (LoadError, VerifyError, CutoverError, UpdateError, LookupError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    except UpdateNotLoggedError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 3  # its own status: the write happened, a script must resend rather than treat it as refused
     except redis.RedisError as exc:
         print(f"error: Redis: {exc}", file=sys.stderr)
         return 1

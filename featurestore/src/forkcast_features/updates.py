@@ -12,7 +12,8 @@ own revision: a reader checks the revision of the copy it reads, in the same MGE
 
 Given an :class:`UpdateLog` (the CLI always gives one), an update is appended to FEATURE_UPDATES_STREAM in the events
 Redis after the write succeeded (forkcast_contract.feature_update_events: the values as stored), the record the
-lake's served log keeps; the gateway's admin route logs its updates the same way.
+lake's served log keeps; the gateway's admin route logs its updates the same way. A failed append after the write
+raises :class:`UpdateNotLoggedError` ("applied but not logged; resend"): the write cannot be taken back.
 """
 
 from __future__ import annotations
@@ -39,6 +40,24 @@ return false
 
 class UpdateError(ValueError):
     """The update was refused (bad values, unknown entity, or no live version); nothing was written."""
+
+
+class UpdateNotLoggedError(RuntimeError):
+    """The update IS applied in the live version, but its record did not reach the feature-updates stream.
+
+    Not an :class:`UpdateError` (which means nothing was written): the caller must resend the same update so that
+    the lake's served log gets it; until then a training table reads the entity's previous value for it.
+    """
+
+
+def _record(log: UpdateLog, entity: Entity, entity_id: int, version: str, value: bytes) -> None:
+    try:
+        log.record(entity, entity_id, version, value)
+    except redis.RedisError as exc:
+        raise UpdateNotLoggedError(
+            f"{entity} {entity_id} updated in {version}: applied but not logged; resend "
+            f"(appending to {log.stream} failed: {exc})"
+        ) from exc
 
 
 class UpdateLog:
@@ -86,7 +105,7 @@ def update_user(
         raise UpdateError(f"user {user_id} does not exist in version {keys.version}")
     version = _confirm(client, prefix, keys)
     if log is not None:
-        log.record("user", user_id, version, value)
+        _record(log, "user", user_id, version, value)
     return version
 
 
@@ -117,5 +136,5 @@ def update_restaurant(
             )
     version = _confirm(client, prefix, keys)
     if log is not None:
-        log.record("restaurant", restaurant_id, version, value)
+        _record(log, "restaurant", restaurant_id, version, value)
     return version

@@ -7,9 +7,10 @@ The served-log tables (forkcast_lake.served_log: partitioned by ``date``, the UT
    the versions before stay readable (time travel) until vacuumed.
 2. **retention** — predictions and feedback older than ``FORKCAST_LAKE_KEEP_DAYS`` whole days go as one Delta
    ``delete`` on the ``date`` partition column (a metadata-only commit: whole files are removed). Feature updates are
-   kept differently: an update is what an entity's value *is* until the next one, so an old update stays as long
-   as it is its entity's newest in its feature version (only superseded old updates go, by an overwrite of the old
-   partitions with their still-current rows); a training table over recent days then still finds the values served.
+   kept differently: an update is what an entity's value *is* until the next one, so of the updates older than the
+   cutoff the newest per entity and feature version stays, even when a recent update supersedes it (predictions
+   kept between the two were served with it); only old updates another old update replaced go, by an overwrite of
+   the old partitions with their kept rows. A training table over the kept days then still finds the values served.
 3. **vacuum** — files no version newer than ``FORKCAST_LAKE_VACUUM_RETENTION_HOURS`` references are deleted from
    storage (Delta's own rule: 168 h by default, so a reader or writer that started on an older version keeps its
    files for that long; the bytes of dropped days are freed only then).
@@ -159,8 +160,11 @@ def drop_superseded_updates(uri: str, cutoff: str) -> int:
         key = ["feature_version", "entity", "entity_id"]
         order = pl.col("stream_id").str.split_exact("-", 1).struct.unnest()
         ranked = rows.with_columns(order.cast(pl.Int64)).sort([*key, "field_0", "field_1"])
-        newest = ranked.group_by(key, maintain_order=True).last().select("stream_id")
         old = ranked.filter(pl.col("date") < cutoff)
+        # The newest update among the OLD rows, not the table's: an old update superseded only by a recent one
+        # is still the value of the kept predictions served between the two, so it stays until a later old
+        # update replaces it.
+        newest = old.group_by(key, maintain_order=True).last().select("stream_id")
         keep = old.join(newest, on="stream_id", how="semi").drop("field_0", "field_1")
         if keep.height == old.height:
             return 0

@@ -30,7 +30,7 @@ def _served(lake: Path, batches: int = 1) -> None:
             log.prediction(f"{day}{i}", ts + i, i, {1: 0.5, 2: 0.25})
             log.feedback(f"{day}{i}", 1, True, ts + i + 1)
     log.user_update(7, [0.1] * 30, OLD)  # superseded by the next: goes with the old day
-    log.user_update(7, [0.2] * 30, OLD + 60)  # superseded only by a recent update: still goes
+    log.user_update(7, [0.2] * 30, OLD + 60)  # superseded only by a recent update: kept (served until it)
     log.user_update(8, [0.3] * 30, OLD)  # user 8's newest value: kept however old
     log.user_update(7, [0.4] * 30, NEW)
     log.commit(str(lake), batches=batches)
@@ -78,6 +78,7 @@ def test_maintain_applies_the_policy_to_every_table_and_reports_bytes_per_predic
     assert sorted(
         zip(updates["entity_id"], updates["features"].list.first().cast(pl.Float64).round(2), strict=True)
     ) == [
+        (7, 0.2),  # the newest of user 7's old updates: the kept predictions before 0.4 were served with it
         (7, 0.4),
         (8, 0.3),
     ]

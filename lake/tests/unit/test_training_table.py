@@ -8,6 +8,7 @@ trainer would (forkcast_retrain.tables.IdIndex over the state ids).
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +22,7 @@ from forkcast_lake.datasets import LakeDataError
 from forkcast_lake.pit_features import STATE_STRIDE
 from forkcast_lake.pit_source import ServedLog
 from forkcast_lake.pit_testing import LogWriter, write_features_dataset
-from forkcast_lake.retention import compact
+from forkcast_lake.retention import RetentionSettings, compact, maintain
 from forkcast_lake.storage import table_uri
 from forkcast_lake.training_table import TrainingTable, build, training_table
 from forkcast_retrain.tables import IdIndex
@@ -180,3 +181,23 @@ def test_each_feature_version_and_restaurant_update_is_its_own_state(
     updated = table.restaurants.filter(pl.col("f00") == 0.75)
     assert updated.select("latitude", "longitude").row(0) == pytest.approx((13.75, 100.5), abs=1e-7)
     assert sorted(table.restaurants["restaurant_id"]) == [5, 5 + STATE_STRIDE, 5 + 2 * STATE_STRIDE]
+
+
+def test_rows_served_with_an_update_older_than_the_retention_keep_its_values_after_maintain(
+    world: tuple[str, str, str],
+) -> None:
+    """An update from before the retention cutoff, superseded only by a recent one, is still the value the kept
+    predictions between the two were served with: ``maintain`` must not drop it."""
+    lake, fv_dir, fv = world
+    log = LogWriter()
+    log.user_update(3, UPDATED, T0 - 40 * 86400, fv=fv)  # 40 days before: older than a 30-day policy
+    log.prediction("kept", T0, 3, {1: 0.9}, fv=fv)  # inside the policy, served with UPDATED
+    log.user_update(3, [0.25] * 30, T0 + 100, fv=fv)  # the recent update that supersedes it
+    log.commit(lake)
+    settings = RetentionSettings(
+        environment="local", FORKCAST_LAKE_KEEP_DAYS=30, FORKCAST_LAKE_VACUUM_RETENTION_HOURS=0
+    )  # type: ignore[call-arg]
+    maintain(lake, settings, now=datetime.fromtimestamp(T0 + 86400, UTC))
+    rows, _ = _build(lake, fv_dir)
+    assert rows.height == 1
+    assert rows.select(USER_FEATURES).row(0) == tuple(UPDATED)  # not the snapshot's value, not the later one
