@@ -39,13 +39,13 @@ ROOT = Path(__file__).resolve().parents[2]
 INSTANCES = ("redis", "redis-events")
 USERS = {
     "redis": ("gateway", "inference", "drift", "loader", "exporter"),
-    "redis-events": ("gateway", "inference", "online-auc", "drift", "lake", "exporter"),
+    "redis-events": ("gateway", "inference", "online-auc", "drift", "lake", "feature-updates", "exporter"),
 }
 # The order the services meet the data in: the loader writes the features the others read, inference writes the
 # prediction online-AUC reads.
 ORDER = {
     "redis": ("loader", "gateway", "inference", "drift", "exporter"),
-    "redis-events": ("inference", "gateway", "online-auc", "drift", "lake", "exporter"),
+    "redis-events": ("inference", "gateway", "online-auc", "drift", "lake", "feature-updates", "exporter"),
 }
 # What no user may run (issue 18.6), with the name Redis gives the command in its NOPERM error.
 FORBIDDEN = (
@@ -182,13 +182,18 @@ def allowed(instance: str, client: redis.Redis, user: str) -> None:
     elif (instance, user) == ("redis-events", "drift"):
         assert len(r.xrevrange(PREDICTIONS_STREAM, count=10)) == 1
     elif (instance, user) == ("redis-events", "lake"):
-        # forkcast_lake.compact: XREAD from its cursor, XRANGE for the lag, the online-AUC group's bounds, XTRIM.
+        # forkcast_lake.compact: XREAD from its cursor, XRANGE for the lag, XINFO STREAM for the entries the
+        # producers' cap deleted unread, the online-AUC group's bounds, XTRIM.
         streams = (PREDICTIONS_STREAM, FEEDBACK_STREAM, FEATURE_UPDATES_STREAM)
         assert len(r.xread(dict.fromkeys(streams, "0"))) == 3
         assert len(r.xrange(FEEDBACK_STREAM, count=1)) == 1
+        assert r.xinfo_stream(FEEDBACK_STREAM)["max-deleted-entry-id"] == b"0-0"
         assert r.xinfo_groups(PREDICTIONS_STREAM)[0]["name"] in ("online-auc", b"online-auc")
         assert r.xpending(PREDICTIONS_STREAM, "online-auc")["pending"] == 0
         assert r.xtrim(FEATURE_UPDATES_STREAM, minid="0-1", approximate=False) == 0
+    elif (instance, user) == ("redis-events", "feature-updates"):
+        # forkcast_features.updates.UpdateLog: the CLI's live updates, appended after the feature write.
+        r.xadd(FEATURE_UPDATES_STREAM, {"entity": "user", "id": "1"}, maxlen=100_000, approximate=True)
     elif user == "exporter":
         assert r.info("memory")["maxmemory"] == 900 * 1024 * 1024
     else:
@@ -214,6 +219,8 @@ FOREIGN_KEY = {
     ("redis-events", "online-auc"): ("XLEN", MARKER),
     ("redis-events", "drift"): ("XRANGE", FEEDBACK_STREAM, "-", "+"),
     ("redis-events", "lake"): ("XRANGE", MARKER, "-", "+"),  # the feedback dedup markers are the gateway's
+    # The CLI logs feature updates: it cannot forge predictions or clicks.
+    ("redis-events", "feature-updates"): ("XADD", FEEDBACK_STREAM, "*", "rid", "forged"),
 }
 # A command the service never runs, refused as a command (online-AUC reads, it never writes; inference only writes).
 FOREIGN_COMMAND = {
@@ -225,6 +232,8 @@ FOREIGN_COMMAND = {
     ("redis-events", "exporter"): (("XLEN", PREDICTIONS_STREAM), "xlen"),
     # The compaction reads and trims; it never writes an event nor touches the online-AUC group.
     ("redis-events", "lake"): (("XADD", PREDICTIONS_STREAM, "*", "rid", "forged"), "xadd"),
+    # It appends; it cannot read the stream back, nor trim away what the lake has not compacted.
+    ("redis-events", "feature-updates"): (("XRANGE", FEATURE_UPDATES_STREAM, "-", "+"), "xrange"),
 }
 
 

@@ -201,7 +201,7 @@ def test_each_documented_redis_url_authenticates_as_its_user(
     assert set(urls) == (
         {"gateway", "inference", "drift", "loader"}
         if name == "redis"
-        else {"gateway", "inference", "online-auc", "drift", "lake"}
+        else {"gateway", "inference", "online-auc", "drift", "lake", "feature-updates"}
     )
     for user, url in urls.items():
         parts = urllib.parse.urlsplit(url)

@@ -140,6 +140,28 @@ def parse_copies(text: str) -> list[str]:
     return [c for c in text.split(",") if c] or [""]
 
 
+def restaurant_copy_keys(keys: FeatureKeys, restaurant_copies: str) -> list[FeatureKeys]:
+    """The keys a live restaurant update writes: every copy of ``VersionMeta.restaurant_copies`` on a Cluster (each
+    with its own revision, which the readers of that copy check), the single table for a version without copies.
+
+    One definition for every writer of single restaurants (the feature-store CLI, the gateway's admin endpoint), so
+    that neither can miss a copy the other updates.
+    """
+    return [keys.with_copy(copy) for copy in parse_copies(restaurant_copies)]
+
+
+# SET XX of a restaurant value, then INCR of its revision, atomically: KEYS[1] the restaurant key, KEYS[2] its
+# copy's revision, ARGV[1] the value; nil when the restaurant does not exist (nothing written). Both keys share a
+# slot (the copy's tag, or ``{<version>:r}``), so the script runs on one node, standalone or Cluster. Lua text only:
+# the contract does not depend on a Redis client. INCRBY, not INCR: the ACL users that run it (loader, gateway in
+# manifests/base/redis/features.acl) are granted INCRBY, which redis-py's ``incr`` sends, and a script's commands are
+# checked against the caller's user.
+SET_AND_BUMP_SCRIPT: Final = """
+if redis.call('SET', KEYS[1], ARGV[1], 'XX') then return redis.call('INCRBY', KEYS[2], 1) end
+return false
+"""
+
+
 def meta_key(prefix: str, version: str) -> str:
     return f"{prefix}:meta:{version}"
 

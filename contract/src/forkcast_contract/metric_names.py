@@ -87,13 +87,17 @@ DRIFT_LAST_RUN_TIME: Final = "forkcast_drift_last_run_timestamp_seconds"
 # each Delta commit (label table), entries trimmed from each stream (label stream), entries that did not decode
 # (label stream), entries read but not yet committed (label stream: the open batch), and how far each stream is
 # behind the lake: the age in seconds of its oldest entry not yet committed (0 when caught up; label stream), which
-# the LakeCompactionLagging alert reads.
+# the LakeCompactionLagging alert reads. The Unix time each stream was last known committed up to its head (its last
+# commit, or the last check that found nothing left to commit; LakeCommitStale and LakeCommitTimeAbsent read it),
+# and the entries the producers' MAXLEN cap deleted before the job read them (label stream; LakeEntriesLost).
 LAKE_ROWS_COMMITTED_TOTAL: Final = "forkcast_lake_rows_committed_total"
 LAKE_COMMIT_SECONDS: Final = "forkcast_lake_commit_seconds"
 LAKE_TRIMMED_TOTAL: Final = "forkcast_lake_trimmed_total"
 LAKE_MALFORMED_TOTAL: Final = "forkcast_lake_malformed_total"
 LAKE_BUFFERED_ENTRIES: Final = "forkcast_lake_buffered_entries"
 LAKE_LAG_SECONDS: Final = "forkcast_lake_lag_seconds"
+LAKE_LAST_COMMIT_TIMESTAMP: Final = "forkcast_lake_last_commit_timestamp_seconds"
+LAKE_LOST_ENTRIES_TOTAL: Final = "forkcast_lake_lost_entries_total"
 
 # Alert receiver (monitoring): retraining triggers sent to GitLab, label outcome (sent, cooldown, failed, …).
 RETRAIN_TRIGGERS_TOTAL: Final = "forkcast_retrain_triggers_total"

@@ -14,7 +14,11 @@ PREDICTIONS_STREAM: Final = "fc:events:predictions"
 PREDICTIONS_MAXLEN: Final = 100_000
 
 FEEDBACK_STREAM: Final = "fc:events:feedback"
-FEEDBACK_MAXLEN: Final = 100_000
+# Ten times the predictions' cap: a request brings about ten feedback events, so at 30 req/s (300 feedback/s)
+# 1,000,000 entries last ~55 minutes, as the predictions' 100,000 do; at 100,000 they lasted ~5.5 minutes, less
+# than an outage of the lake's compaction takes to page (LakeCommitStale, ~4 minutes) and be acted on, and what the
+# cap deletes unread never reaches the lake. Memory: 98 B per entry (manifests/base/redis/events.conf) = 98 MB.
+FEEDBACK_MAXLEN: Final = 1_000_000
 
 # The online-AUC join: a click counts for a prediction when it comes at most ATTRIBUTION_WINDOW_S after it, and
 # an event stamped up to MAX_CLOCK_SKEW_S in the future is still taken (producers' clocks differ). Monitoring's

@@ -158,12 +158,14 @@ def _run(args: argparse.Namespace, settings: FeatureStoreSettings) -> int:
         print(report.describe())
         return 1 if report.differences else 0
     elif args.command == "update-user":
-        log = _update_log(settings)  # refused here, before the write, when the update could not be logged
-        version = update_user(client, prefix, args.user_id, args.features, log)
+        events = _update_log(settings)  # refused here, before the write, when the update could not be logged
+        version = update_user(client, prefix, args.user_id, args.features, events)
         print(f"updated user {args.user_id} in {version}")
     elif args.command == "update-restaurant":
-        log = _update_log(settings)
-        version = update_restaurant(client, prefix, args.restaurant_id, args.lat, args.lng, args.features, log)
+        events = _update_log(settings)
+        version = update_restaurant(
+            client, prefix, args.restaurant_id, args.lat, args.lng, args.features, events
+        )
         print(f"updated restaurant {args.restaurant_id} in {version}")
     return 0
 

@@ -24,18 +24,18 @@ from collections.abc import Sequence
 
 import redis
 
-from forkcast_contract.feature_store import FeatureKeys, meta_key, parse_copies, restaurant_value, user_value
+from forkcast_contract.feature_store import (
+    SET_AND_BUMP_SCRIPT,
+    FeatureKeys,
+    meta_key,
+    restaurant_copy_keys,
+    restaurant_value,
+    user_value,
+)
 from forkcast_contract.feature_update_events import Entity, update_event_fields
 from forkcast_contract.streams import FEATURE_UPDATES_MAXLEN, FEATURE_UPDATES_STREAM
 from forkcast_features.client import Client
 from forkcast_features.versions import live_version, read_meta
-
-# SET XX of a restaurant value and INCR of its revision, atomically (both keys in one slot: a copy's tag). A script
-# rather than MULTI so that one code path runs on a single node and on a Cluster.
-_SET_AND_BUMP = """
-if redis.call('SET', KEYS[1], ARGV[1], 'XX') then return redis.call('INCR', KEYS[2]) end
-return false
-"""
 
 
 class UpdateError(ValueError):
@@ -125,14 +125,15 @@ def update_restaurant(
         raise UpdateError(f"restaurant {restaurant_id}: {exc}") from None
     keys = _live(client, prefix)
     meta = read_meta(client, prefix, keys.version)
-    copies = parse_copies(meta.restaurant_copies if meta else "")
-    for n, copy in enumerate(copies):
-        k = keys.with_copy(copy)
-        if client.eval(_SET_AND_BUMP, 2, k.restaurant(restaurant_id), k.restaurant_revision, value) is None:
+    for n, k in enumerate(restaurant_copy_keys(keys, meta.restaurant_copies if meta else "")):
+        if (
+            client.eval(SET_AND_BUMP_SCRIPT, 2, k.restaurant(restaurant_id), k.restaurant_revision, value)
+            is None
+        ):
             # Only the first copy can refuse: every copy holds the same ids (verified before activation).
             raise UpdateError(
                 f"restaurant {restaurant_id} does not exist in version {keys.version}"
-                + (f" (copy {copy}, after {n} updated copies)" if n else "")
+                + (f" (copy {k.copy}, after {n} updated copies)" if n else "")
             )
     version = _confirm(client, prefix, keys)
     if log is not None:

@@ -60,3 +60,54 @@ def test_cli_updates_are_logged_to_the_events_redis_after_the_write(
     np.testing.assert_array_equal(np.float32(json.loads(fields["features"])), stored.features[0])
     assert float(fields["latitude"]) == float(stored.latitude[0]) != 13.75000004
     assert not client.exists(FEATURE_UPDATES_STREAM), "the log went to the features Redis"
+
+
+@pytest.mark.parametrize("events_url", [None, "same"], ids=["events-url-unset", "events-url-is-features-url"])
+def test_outside_local_an_update_that_could_not_be_logged_is_refused_before_the_write(
+    live: str,
+    client: redis.Redis,
+    redis_url: str,
+    events_url: str | None,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setenv("FORKCAST_ENVIRONMENT", "production")
+    monkeypatch.setenv("REDIS_URL", redis_url)
+    monkeypatch.delenv("FORKCAST_EVENTS_REDIS_URL", raising=False)
+    if events_url == "same":
+        monkeypatch.setenv("FORKCAST_EVENTS_REDIS_URL", redis_url)
+    monkeypatch.setenv("FORKCAST_FEATURE_PREFIX", "fc")
+    key = FeatureKeys("fc", live).user(3)
+    before = client.get(key)
+    assert main(["update-user", "3", *["0.5"] * 30]) == 2  # rejected: nothing written
+    err = capsys.readouterr().err
+    reason = "unset" if events_url is None else "the features Redis (REDIS_URL)"
+    assert f"FORKCAST_EVENTS_REDIS_URL is {reason} in environment=production" in err
+    assert "nothing was written" in err
+    assert client.get(key) == before, "the refused update was written"
+    assert not client.exists(FEATURE_UPDATES_STREAM)
+
+
+def test_an_update_whose_log_fails_after_the_write_says_applied_but_not_logged(
+    live: str,
+    client: redis.Redis,
+    redis_url: str,
+    redis_server_factory: Callable[..., RedisServer],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    events = redis_server_factory()
+    # The events Redis refuses the append as the cluster's would for a user without +xadd on the stream.
+    redis.Redis.from_url(events.url).acl_setuser(
+        "default", enabled=True, nopass=True, commands=["+@all", "-xadd"], keys=["*"]
+    )
+    monkeypatch.setenv("FORKCAST_ENVIRONMENT", "production")
+    monkeypatch.setenv("REDIS_URL", redis_url)
+    monkeypatch.setenv("FORKCAST_EVENTS_REDIS_URL", events.url)
+    monkeypatch.setenv("FORKCAST_FEATURE_PREFIX", "fc")
+    assert main(["update-user", "3", *["0.5"] * 30]) == 3
+    err = capsys.readouterr().err
+    assert f"user 3 updated in {live}: applied but not logged; resend" in err
+    assert f"appending to {FEATURE_UPDATES_STREAM} failed" in err and "xadd" in err.lower()
+    stored = client.get(FeatureKeys("fc", live).user(3))
+    assert stored is not None and np.frombuffer(stored, dtype=np.float32)[0] == 0.5  # the write did happen

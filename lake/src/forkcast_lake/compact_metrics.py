@@ -56,6 +56,19 @@ class CompactMetrics:
             ["stream"],
             registry=r,
         )
+        self.last_commit = Gauge(
+            n.LAKE_LAST_COMMIT_TIMESTAMP,
+            "Unix time the stream was last known committed up to its head: its last commit, or the last check that "
+            "found nothing left to commit.",
+            ["stream"],
+            registry=r,
+        )
+        self.lost = Counter(
+            n.LAKE_LOST_ENTRIES_TOTAL,
+            "Stream entries deleted (the producers' MAXLEN cap) before the lake read them: never in the lake.",
+            ["stream"],
+            registry=r,
+        )
         self.ready_error: str | None = "no step completed yet"
 
 

@@ -35,8 +35,9 @@ class CompactSettings(LakeSettings, EventsRedisSettings):
     read_count: int = Field(default=10_000, ge=1, validation_alias="FORKCAST_COMPACT_READ_COUNT")
     block_ms: int = Field(default=1000, ge=1, validation_alias="FORKCAST_COMPACT_BLOCK_MS")
     # Entries younger than this stay in the streams even when committed: the drift job samples the newest 5,000
-    # predictions with XREVRANGE (no consumer group); an hour keeps what the producers' MAXLEN cap kept before
-    # (100,000 entries ≈ 55 min at 30 req/s). 0: trim everything committed and read.
+    # predictions with XREVRANGE (no consumer group); an hour keeps about what the producers' MAXLEN caps keep
+    # (forkcast_contract.streams: predictions 100,000 ≈ 55 min at 30 req/s; feedback, ~10 per request, 1,000,000 ≈
+    # 55 min at 300/s). 0: trim everything committed and read.
     keep_seconds: float = Field(default=3600.0, ge=0, validation_alias="FORKCAST_COMPACT_KEEP_SECONDS")
     metrics_host: str = Field(default="127.0.0.1", validation_alias="FORKCAST_METRICS_HOST")
     metrics_port: int = Field(default=9111, ge=0, le=65535, validation_alias="FORKCAST_METRICS_PORT")

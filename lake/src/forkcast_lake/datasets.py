@@ -13,7 +13,8 @@ Layout under ``s3://bucket/prefix`` (one Delta table each, see lake/README.md):
 Publishing the same dataset again adds no version (the latest snapshot already has that fingerprint); a publish
 that crashed between tables is finished by rerunning it (a table already at this dataset's files is not committed
 again). Every table is created with the contract's schema, and a file whose columns differ is refused naming the
-column before anything is committed.
+column before anything is committed; so is a file whose size or sha256 is not dataset.json's, or a fingerprint that
+is not the files' (forkcast_lake.datasets_verify).
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ from forkcast_contract.dataset import (
     read_manifest,
 )
 from forkcast_lake.datasets_errors import LakeDataError, SchemaMismatchError
+from forkcast_lake.datasets_verify import check_fingerprint, verify_files
 from forkcast_lake.settings import get_settings
 from forkcast_lake.storage import options_for, split_s3_uri, table_uri
 from forkcast_registry.s3 import S3Store
@@ -217,9 +219,12 @@ def publish(data_dir: Path, uri: str, settings: RegistrySettings | None = None) 
     """Publish the complete dataset in ``data_dir`` as a new snapshot under ``uri`` (``s3://bucket/prefix``).
 
     Files are uploaded first (to keys no other dataset uses), then each table gets one overwrite commit, then
-    the snapshot row is appended: a reader sees the new version only once all of it is committed.
+    the snapshot row is appended: a reader sees the new version only once all of it is committed. Before anything
+    is uploaded, every file's size and sha256 and the fingerprint are checked against ``dataset.json``.
     """
     manifest = read_manifest(data_dir)
+    check_fingerprint(manifest, str(data_dir))
+    verify_files(data_dir, manifest)
     bucket, prefix = split_s3_uri(uri)
     base = get_settings() if settings is None else settings
     store = S3Store.from_settings(base.model_copy(update={"bucket": bucket}))

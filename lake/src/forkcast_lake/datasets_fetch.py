@@ -13,6 +13,8 @@ import argparse
 import hashlib
 import json
 import sys
+import tempfile
+from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path, PurePosixPath
 from typing import Final
@@ -27,6 +29,7 @@ from forkcast_contract.dataset import DATASET_MANIFEST_FILE, DatasetManifest, Fi
 from forkcast_lake.datasets import SNAPSHOTS_TABLE, TABLES, TableSpec
 from forkcast_lake.datasets_errors import LakeDataError
 from forkcast_lake.datasets_read import DATA_VERSION_FLAG, Snapshot, parse_data_version
+from forkcast_lake.datasets_verify import check_fingerprint
 from forkcast_lake.settings import get_settings
 from forkcast_lake.storage import options_for, split_s3_uri, table_uri
 from forkcast_registry.errors import RegistryError
@@ -59,10 +62,18 @@ def resolve(
     if rows.is_empty():
         raise LakeDataError(f"{uri}: dataset version {table.version()} holds no snapshot")
     newest = rows.sort("published_at").row(-1, named=True)
+    manifest = DatasetManifest.model_validate_json(newest["dataset_json"])
+    where = f"{uri} dataset version {table.version()}"
+    check_fingerprint(manifest, where)
+    if newest["fingerprint"] != manifest.fingerprint:
+        raise LakeDataError(
+            f"{where}: the snapshot row's fingerprint {newest['fingerprint']} is not its dataset.json's "
+            f"({manifest.fingerprint})"
+        )
     return Snapshot(
         uri=uri,
         version=table.version(),
-        manifest=DatasetManifest.model_validate_json(newest["dataset_json"]),
+        manifest=manifest,
         table_versions={k: int(v) for k, v in json.loads(newest["table_versions"]).items()},
     )
 
@@ -112,6 +123,29 @@ def _download(store: S3Store, key: str, entry: FileEntry, dest: Path, what: str)
             f"{entry.bytes} bytes with sha256 {entry.sha256}"
         )
     partial.replace(dest)
+
+
+def verify_tables(snapshot: Snapshot, names: Sequence[str], settings: RegistrySettings | None = None) -> None:
+    """Download the files of tables ``names`` at the snapshot's versions into a scratch folder, each checked
+    against dataset.json's size and sha256 as ``materialize`` checks it, and discard them (for a reader that reads
+    the tables with polars directly and wants the bytes it reads verified first; the files never change)."""
+    bucket, prefix = split_s3_uri(snapshot.uri)
+    base = get_settings() if settings is None else settings
+    store = S3Store.from_settings(base.model_copy(update={"bucket": bucket}))
+    with tempfile.TemporaryDirectory(prefix="forkcast-verify-") as tmp:
+        for spec in (s for s in TABLES if s.name in names):
+            files = _table_files(snapshot, spec, base)
+            for entry in (e for e in snapshot.manifest.files if spec.holds(e.path)):
+                name = PurePosixPath(entry.path).name
+                what = f"{snapshot.uri} table {spec.name} file {name}"
+                if name not in files:
+                    raise LakeDataError(
+                        f"{what} is listed in dataset.json but not in table version "
+                        f"{snapshot.table_versions[spec.name]}"
+                    )
+                key = f"{prefix}/{spec.name}/{files[name]}".lstrip("/")
+                _download(store, key, entry, Path(tmp) / name, what)
+                (Path(tmp) / name).unlink()
 
 
 def materialize(snapshot: Snapshot, cache: Path, settings: RegistrySettings | None = None) -> Path:

@@ -10,22 +10,35 @@ is fingerprinted and matched:
   its ``snapshots`` table (append-only), with the Delta version of each table it consists of, so the users and
   restaurants tables are read time-travelled to exactly those versions, whatever was published there since;
 * a local dataset directory (``dataset.json``): its two feature files.
+
+Every source's fingerprint is recomputed from its dataset.json's ``files``, and the users and restaurants files of
+each feature version the window needs are checked against their recorded size and sha256 before the table is
+built (a lake source's are downloaded once for it: forkcast_lake.datasets_fetch.verify_tables).
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import polars as pl
 from deltalake import DeltaTable
 
-from forkcast_contract.dataset import RESTAURANT_FEATURES_FILE, USER_FEATURES_FILE, read_manifest
+from forkcast_contract.dataset import (
+    RESTAURANT_FEATURES_FILE,
+    USER_FEATURES_FILE,
+    DatasetManifest,
+    read_manifest,
+)
 from forkcast_contract.feature_store import version_name
 from forkcast_contract.features import feature_schema_hash
 from forkcast_lake.datasets import SNAPSHOTS_TABLE, LakeDataError
+from forkcast_lake.datasets_fetch import verify_tables
+from forkcast_lake.datasets_read import Snapshot
+from forkcast_lake.datasets_verify import check_fingerprint, verify_files
 from forkcast_lake.storage import is_remote, options_for, table_uri
 
 
@@ -38,6 +51,8 @@ class FeatureSource:
     where: str  # ``s3://…`` with the table versions, or the directory: for the report and dataset.json
     users: pl.LazyFrame
     restaurants: pl.LazyFrame
+    # Checks the two tables' bytes against dataset.json (run only for the versions a window needs).
+    verify: Callable[[], None]
 
 
 def _lake_sources(uri: str, schema: str) -> list[FeatureSource]:
@@ -45,21 +60,32 @@ def _lake_sources(uri: str, schema: str) -> list[FeatureSource]:
     if not DeltaTable.is_deltatable(snap_uri, storage_options=options_for(snap_uri)):
         raise LakeDataError(f"{uri}: no dataset published here (no Delta table {SNAPSHOTS_TABLE})")
     rows = pl.scan_delta(snap_uri, storage_options=options_for(snap_uri)).select(
-        "fingerprint", "table_versions"
+        "fingerprint", "dataset_json", "table_versions"
     )
     sources = []
-    for fingerprint, versions_json in rows.unique(maintain_order=True).collect().iter_rows():
+    for fingerprint, dataset_json, versions_json in rows.unique(maintain_order=True).collect().iter_rows():
         versions = json.loads(versions_json)
+        manifest = DatasetManifest.model_validate_json(dataset_json)
+        where = f"{uri} (users@{versions['users']}, restaurants@{versions['restaurants']})"
+        check_fingerprint(manifest, where)
+        if fingerprint != manifest.fingerprint:
+            raise LakeDataError(
+                f"{where}: the snapshot row's fingerprint {fingerprint} is not its dataset.json's "
+                f"({manifest.fingerprint})"
+            )
+        # The snapshot's own Delta version is not needed to read its tables: the row names their versions.
+        snapshot = Snapshot(uri=uri, version=-1, manifest=manifest, table_versions=versions)
         users_uri, rests_uri = table_uri(uri, "users"), table_uri(uri, "restaurants")
         sources.append(
             FeatureSource(
                 version_name(fingerprint, schema),
                 fingerprint,
-                f"{uri} (users@{versions['users']}, restaurants@{versions['restaurants']})",
+                where,
                 pl.scan_delta(users_uri, version=versions["users"], storage_options=options_for(users_uri)),
                 pl.scan_delta(
                     rests_uri, version=versions["restaurants"], storage_options=options_for(rests_uri)
                 ),
+                partial(verify_tables, snapshot, ("users", "restaurants")),
             )
         )
     return sources
@@ -67,12 +93,14 @@ def _lake_sources(uri: str, schema: str) -> list[FeatureSource]:
 
 def _local_source(directory: Path, schema: str) -> FeatureSource:
     manifest = read_manifest(directory)
+    check_fingerprint(manifest, str(directory))
     return FeatureSource(
         version_name(manifest.fingerprint, schema),
         manifest.fingerprint,
         str(directory),
         pl.scan_parquet(directory / USER_FEATURES_FILE),
         pl.scan_parquet(directory / RESTAURANT_FEATURES_FILE),
+        partial(verify_files, directory, manifest, (USER_FEATURES_FILE, RESTAURANT_FEATURES_FILE)),
     )
 
 
@@ -92,4 +120,6 @@ def feature_sources(places: Sequence[str], needed: Sequence[str]) -> dict[str, F
             f"feature version(s) {', '.join(missing)} served in the window come from none of the datasets given "
             f"({', '.join(places) or 'none'}): pass the dataset each was loaded from with --features-from"
         )
+    for version in needed:
+        found[version].verify()  # the bytes the table will be built from, before any is read
     return {version: found[version] for version in needed}

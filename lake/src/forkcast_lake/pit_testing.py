@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import polars as pl
-from deltalake import write_deltalake
+from deltalake import CommitProperties, Transaction, write_deltalake
 
 from forkcast_contract.dataset import (
     DATASET_MANIFEST_FILE,
@@ -36,8 +36,10 @@ from forkcast_contract.streams import (
     PREDICTION_FIELDS,
     PREDICTIONS_STREAM,
 )
+from forkcast_lake.compact import app_id
 from forkcast_lake.served_log import PARTITION_BY, SERVED_TABLES
 from forkcast_lake.storage import options_for, table_uri
+from forkcast_lake.stream_ids import StreamId
 
 
 @dataclass
@@ -107,7 +109,8 @@ class LogWriter:
 
     def commit(self, base: str, batches: int = 1) -> None:
         """Append the records to the tables under ``base`` in ``batches`` commits per table (each commit at least
-        one file per day: more batches, more small files), then forget them."""
+        one file per day: more batches, more small files), then forget them. Each commit carries the compaction's
+        ``txn`` (its stream's appId, the batch's last entry id), so the table's committed position is as real."""
         for spec in SERVED_TABLES:
             entries = self.entries.pop(spec.stream, [])
             if not entries:
@@ -117,12 +120,16 @@ class LogWriter:
             for start in range(0, len(entries), size):
                 decoded = spec.decode(entries[start : start + size])
                 assert decoded.malformed == 0, f"{spec.stream}: {decoded.malformed} records did not decode"
+                last = StreamId.parse(entries[start : start + size][-1][0])
                 write_deltalake(
                     uri,
                     decoded.table,
                     mode="append",
                     partition_by=list(PARTITION_BY),
                     storage_options=options_for(uri),
+                    commit_properties=CommitProperties(
+                        app_transactions=[Transaction(app_id(spec.stream), last.to_version())]
+                    ),
                 )
 
 

@@ -187,10 +187,15 @@ def vacuum(uri: str, retention_hours: int) -> int:
     return len(removed)
 
 
+def retention_cutoff(keep_days: int, now: datetime | None = None) -> str:
+    """The first day (``YYYY-MM-DD``, UTC) ``maintain`` keeps predictions and feedback of: today − ``keep_days``."""
+    today = (now or datetime.now(UTC)).astimezone(UTC).date()
+    return (today - timedelta(days=keep_days)).isoformat()
+
+
 def maintain(base: str, settings: RetentionSettings, now: datetime | None = None) -> MaintenanceReport:
     """Compact, apply the retention policy to, vacuum and measure the served-log tables under ``base``."""
-    today = (now or datetime.now(UTC)).astimezone(UTC).date()
-    cutoff = (today - timedelta(days=settings.keep_days)).isoformat()
+    cutoff = retention_cutoff(settings.keep_days, now)
     report = MaintenanceReport(cutoff)
     for name in (PREDICTIONS_TABLE, FEEDBACK_TABLE, FEATURE_UPDATES_TABLE):
         uri = table_uri(base, name)

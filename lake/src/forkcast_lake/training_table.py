@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import logging
+import sys
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -48,10 +49,12 @@ from forkcast_contract.dataset import (
 )
 from forkcast_contract.streams import ATTRIBUTION_WINDOW_S
 from forkcast_lake.datasets import LakeDataError, publish
+from forkcast_lake.pit_complete import IncompleteWindowError, check_labels_complete, check_retained
 from forkcast_lake.pit_features import RESTAURANT, USER, Entity, served_update, state_ids, state_values
 from forkcast_lake.pit_labels import labelled_pairs
 from forkcast_lake.pit_snapshots import FeatureSource, feature_sources
 from forkcast_lake.pit_source import UPDATE_ORDER, ServedLog, parse_time
+from forkcast_lake.retention import RetentionSettings
 from forkcast_lake.settings import get_settings
 from forkcast_lake.storage import is_remote
 
@@ -260,9 +263,20 @@ def training_table(
     attribution_s: float = ATTRIBUTION_WINDOW_S,
     test_fraction: float = DEFAULT_TEST_FRACTION,
     rows_per_file: int = DEFAULT_ROWS_PER_FILE,
+    allow_incomplete: bool = False,
+    keep_days: int | None = None,
+    now: datetime | None = None,
 ) -> Written:
     """Build the training table of [since, until) from the served log under ``lake`` and write it to ``out``
-    (a new local directory, or ``s3://bucket/prefix``: published there as a dataset snapshot)."""
+    (a new local directory, or ``s3://bucket/prefix``: published there as a dataset snapshot).
+
+    Refused (forkcast_lake.pit_complete) when ``since`` is before the retention cutoff of ``keep_days``
+    (FORKCAST_LAKE_KEEP_DAYS when None), and, unless ``allow_incomplete``, when the feedback table is not yet
+    committed up to ``until + attribution_s + MAX_CLOCK_SKEW_S`` (clicks still on their way would be negatives).
+    """
+    check_retained(since, RetentionSettings().keep_days if keep_days is None else keep_days, now)
+    if not allow_incomplete:
+        check_labels_complete(lake, until, attribution_s)
     table = build(
         ServedLog(lake), since, until, features_from, attribution_s=attribution_s, test_fraction=test_fraction
     )
@@ -285,16 +299,21 @@ def _fraction(text: str) -> float:
 def _run(args: argparse.Namespace) -> int:
     if args.until <= args.since:
         raise SystemExit(f"--until ({args.until}) must be after --since ({args.since})")
-    written = training_table(
-        args.lake or get_settings().lake_uri,
-        args.since,
-        args.until,
-        args.out,
-        args.features_from,
-        attribution_s=args.attribution_s,
-        test_fraction=args.test_fraction,
-        rows_per_file=args.rows_per_file,
-    )
+    try:
+        written = training_table(
+            args.lake or get_settings().lake_uri,
+            args.since,
+            args.until,
+            args.out,
+            args.features_from,
+            attribution_s=args.attribution_s,
+            test_fraction=args.test_fraction,
+            rows_per_file=args.rows_per_file,
+            allow_incomplete=args.allow_incomplete,
+        )
+    except IncompleteWindowError as exc:
+        print(f"refused: {exc}", file=sys.stderr)
+        return 2
     t = written.table
     train, test = t.clicks["train"], t.clicks["test"]
     print(
@@ -350,5 +369,11 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     )
     parser.add_argument(
         "--rows-per-file", type=int, default=DEFAULT_ROWS_PER_FILE, help="most click rows per parquet file"
+    )
+    parser.add_argument(
+        "--allow-incomplete",
+        action="store_true",
+        help="build even when the feedback table is not yet committed up to until + attribution + clock skew "
+        "(clicks not yet compacted become negatives)",
     )
     parser.set_defaults(run=_run)

@@ -67,6 +67,9 @@ def test_served_traffic_becomes_a_lake_dataset_the_trainer_trains_on(bucket: str
         for r in ids:
             log.feedback(f"q{i}", r, rng.random() < 0.4, T0 + i + 2)
     log.user_update(0, [0.5] * 30, T0 + 150.5, fv=fv)  # user 0 is served before and after this
+    log.feedback(
+        "later", 0, False, T0 + 300 + 700
+    )  # compacted past until + attribution + skew: labels complete
     log.commit(f"{bucket}/lake", batches=2)
 
     out = f"{bucket}/training/served"

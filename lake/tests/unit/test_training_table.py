@@ -8,6 +8,7 @@ trainer would (forkcast_retrain.tables.IdIndex over the state ids).
 from __future__ import annotations
 
 import json
+import shutil
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from forkcast_contract.dataset import RESTAURANT_FEATURES_FILE, USER_FEATURES_FI
 from forkcast_contract.features import USER_FEATURES
 from forkcast_lake.cli import main
 from forkcast_lake.datasets import LakeDataError
+from forkcast_lake.pit_complete import IncompleteWindowError
 from forkcast_lake.pit_features import STATE_STRIDE
 from forkcast_lake.pit_source import ServedLog
 from forkcast_lake.pit_testing import LogWriter, write_features_dataset
@@ -105,6 +107,7 @@ def test_the_table_is_reproducible(world: tuple[str, str, str], tmp_path: Path) 
         log.feedback(f"q{i}", i % 20, i % 3 == 0, T0 + i + 1)
         if i % 7 == 0:
             log.user_update(i % 10, UPDATED, T0 + i + 0.5, fv=fv)
+    log.feedback("later", 1, False, T0 + 3600 + 700)  # the feedback is compacted past the window's labels
     log.commit(lake, batches=4)
     a, b = tmp_path / "a", tmp_path / "b"
     training_table(lake, T0 - 60, T0 + 3600, str(a), [fv_dir], test_fraction=0.5)
@@ -137,6 +140,7 @@ def test_the_commands_write_the_table_and_print_the_auc(
         log.prediction(f"c{i}", T0 + i, i % 10, {1: 0.9, 2: 0.1}, fv=fv)
         log.feedback(f"c{i}", 1, True, T0 + i + 1)
         log.feedback(f"c{i}", 2, False, T0 + i + 1)
+    log.feedback("later", 1, False, T0 + 20 + 700)  # compacted past until + attribution + skew
     log.commit(lake)
     out = tmp_path / "out"
     since, until = "2027-01-15T08:00:00+00:00", str(T0 + 20)  # an ISO time and Unix seconds
@@ -201,3 +205,67 @@ def test_rows_served_with_an_update_older_than_the_retention_keep_its_values_aft
     rows, _ = _build(lake, fv_dir)
     assert rows.height == 1
     assert rows.select(USER_FEATURES).row(0) == tuple(UPDATED)  # not the snapshot's value, not the later one
+
+
+def _clicked_window(lake: str, fv: str, last_click: float) -> None:
+    """Ten requests in the minute after T0, clicked; the feedback stream compacted up to ``last_click``."""
+    log = LogWriter()
+    for i in range(10):
+        log.prediction(f"w{i}", T0 + i, i, {1: 0.9, 2: 0.1}, fv=fv)
+        log.feedback(f"w{i}", 1, True, T0 + i + 1)
+    log.feedback("last", 1, False, last_click)
+    log.commit(lake)
+
+
+def test_a_window_whose_clicks_may_not_be_compacted_yet_is_refused_unless_allowed(
+    world: tuple[str, str, str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    lake, fv_dir, fv = world
+    until = T0 + 60
+    _clicked_window(lake, fv, last_click=until + 600 + 29)  # one second short of attribution + skew
+    argv = ["training-table", "--lake", lake, "--since", str(T0), "--until", str(until), "--features-from", fv_dir,
+            "--test-fraction", "0.5"]  # fmt: skip
+    assert main([*argv, "--out", str(tmp_path / "a")]) != 0
+    err = capsys.readouterr().err
+    assert "feedback table is committed up to 2027-01-15T08:11:29.000Z" in err
+    assert (
+        "needs it committed up to 2027-01-15T08:11:30.000Z (until + attribution 600 s + clock skew 30 s)"
+        in err
+    )
+    assert not (tmp_path / "a").exists()
+    assert main([*argv, "--out", str(tmp_path / "b"), "--allow-incomplete"]) == 0
+    assert read_manifest(tmp_path / "b").rows("train/") + read_manifest(tmp_path / "b").rows("test/") == 20
+    _clicked_window(lake, fv, last_click=until + 630)  # now exactly far enough
+    assert main([*argv, "--out", str(tmp_path / "c")]) == 0
+
+
+def test_a_feedback_table_without_a_committed_position_is_refused(
+    world: tuple[str, str, str], tmp_path: Path
+) -> None:
+    lake, fv_dir, fv = world
+    _clicked_window(lake, fv, last_click=T0 + 5000)
+    feedback = table_uri(lake, "served/feedback")
+    rows = pl.read_delta(feedback)
+    shutil.rmtree(feedback)
+    rows.write_delta(feedback, delta_write_options={"partition_by": ["date"]})  # the rows, no compaction txn
+    with pytest.raises(IncompleteWindowError, match=r"feedback table has no committed position"):
+        training_table(lake, T0, T0 + 60, str(tmp_path / "out"), [fv_dir], test_fraction=0.5)
+
+
+def test_a_window_starting_before_the_retention_cutoff_is_refused(
+    world: tuple[str, str, str], tmp_path: Path
+) -> None:
+    lake, fv_dir, fv = world
+    _clicked_window(lake, fv, last_click=T0 + 5000)
+    now = datetime.fromtimestamp(T0 + 30 * 86400, UTC)  # 2027-02-14: a 30-day policy keeps 2027-01-15 on
+    with pytest.raises(IncompleteWindowError) as refused:
+        training_table(
+            lake, T0 - 8 * 3600 - 1, T0 + 60, str(tmp_path / "out"), [fv_dir], keep_days=30, now=now
+        )
+    assert "--since 2027-01-14T23:59:59.000Z is before the retention cutoff 2027-01-15" in str(refused.value)
+    assert "FORKCAST_LAKE_KEEP_DAYS=30" in str(refused.value)
+    ok = tmp_path / "ok"
+    written = training_table(
+        lake, T0 - 60, T0 + 60, str(ok), [fv_dir], test_fraction=0.5, keep_days=30, now=now
+    )
+    assert written.table.pairs == 20

@@ -9,6 +9,12 @@ own scores on its probe set (``probe.npz``: training pairs scored at publish, as
 probabilities a client is served).
 Features are counted once per entity, as the profile is.
 
+On a Redis Cluster (``FORKCAST_REDIS_CLUSTER``, issue 19) user keys spread over every slot, so users are read with
+one MGET per slot (redis-py's ``mget_nonatomic``), and a version's restaurants exist only as per-master copies
+(``VersionMeta.restaurant_copies``): the job reads the version's FIRST copy — every copy holds the same values
+(verified at load, and live updates write every copy) — through ``restaurant_copy_keys``, the keys every writer
+uses; a version without copies (standalone) is read from its single table.
+
 References (``references``): in a cluster each served version's files are downloaded from the model registry in
 S3 on first sight and verified against its manifest; locally ``--reference-root`` names one directory per model
 version id, holding the files ``forkcast-retrain export`` writes. A version without a reference, or whose files
@@ -32,12 +38,15 @@ import redis
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
+from redis.cluster import RedisCluster
 
 from forkcast_contract import drift
 from forkcast_contract import metric_names as n
 from forkcast_contract.feature_store import (
     DEFAULT_PREFIX,
     FeatureKeys,
+    meta_key,
+    restaurant_copy_keys,
     unpack_restaurants,
     unpack_users,
 )
@@ -117,22 +126,43 @@ def sample_events(client: redis.Redis, stream: str, count: int) -> dict[str, Sam
     return out
 
 
-def _mget(client: redis.Redis, keys: list[str]) -> list[bytes]:
+FeatureClient = redis.Redis | RedisCluster
+
+
+def features_client(url: str, cluster: bool) -> FeatureClient:
+    """The features Redis: a Cluster client (discovering every node from the URL's) when ``cluster``."""
+    return RedisCluster.from_url(url) if cluster else redis.Redis.from_url(url)
+
+
+def _mget(client: FeatureClient, keys: list[str]) -> list[bytes]:
     values: list[bytes] = []
     for i in range(0, len(keys), _MGET_CHUNK):
-        got = cast(list[bytes | None], client.mget(keys[i : i + _MGET_CHUNK]))
+        chunk = keys[i : i + _MGET_CHUNK]
+        # On a Cluster the keys span slots: one MGET per slot (the reads need not be atomic for a drift sample).
+        got = cast(
+            list[bytes | None],
+            client.mget_nonatomic(chunk) if isinstance(client, RedisCluster) else client.mget(chunk),
+        )
         values += [v for v in got if v is not None]  # evicted or unknown entities: nothing to measure
     return values
 
 
-def served_features(client: redis.Redis, prefix: str, sample: Sample) -> dict[str, npt.NDArray[np.float32]]:
+def _restaurant_keys(client: FeatureClient, prefix: str, version: str) -> FeatureKeys:
+    """The restaurant keys to read for ``version``: its first Cluster copy, or its single table."""
+    # HGETALL, not HGET: the drift ACL user reads metadata hashes whole, as the inference service does.
+    meta = cast(dict[bytes, bytes], client.hgetall(meta_key(prefix, version)))
+    copies = meta.get(b"restaurant_copies", b"").decode()
+    return restaurant_copy_keys(FeatureKeys(prefix, version), copies)[0]
+
+
+def served_features(client: FeatureClient, prefix: str, sample: Sample) -> dict[str, npt.NDArray[np.float32]]:
     """Columns by model-input name: the features of the sample's users and restaurants, once per entity."""
     users, rests = [], []
     for fv, ids in sample.users.items():
         keys = FeatureKeys(prefix, fv)
         users += _mget(client, [keys.user(i) for i in sorted(ids)])
     for fv, ids in sample.restaurants.items():
-        keys = FeatureKeys(prefix, fv)
+        keys = _restaurant_keys(client, prefix, fv)
         rests += _mget(client, [keys.restaurant(i) for i in sorted(ids)])
     columns: dict[str, npt.NDArray[np.float32]] = {}
     try:
@@ -156,7 +186,7 @@ class DriftJob:
 
     def __init__(
         self,
-        client: redis.Redis,
+        client: FeatureClient,
         references: ReferenceSource,
         *,
         events: redis.Redis | None = None,
@@ -173,7 +203,11 @@ class DriftJob:
             min_events,
         )
         self.prefix, self.stream, self.clock = prefix, stream, clock
-        self.events = client if events is None else events
+        if events is None:  # one Redis for both; the prediction stream never lives in a features Cluster
+            if isinstance(client, RedisCluster):
+                raise ValueError("a features Redis Cluster needs the events Redis given separately")
+            events = client
+        self.events = events
         self.references: dict[str, Reference | None] = {}
         self.results: dict[str, Measurement] = {}
         self.last_run = 0.0
@@ -290,7 +324,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=s.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     references = references_from(s)
     job = DriftJob(
-        redis.Redis.from_url(args.redis_url),
+        features_client(args.redis_url, s.redis_cluster),
         references,
         events=redis.Redis.from_url(args.events_redis_url),
         sample_events=args.sample,

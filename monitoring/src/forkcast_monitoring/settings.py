@@ -52,6 +52,8 @@ class DriftSettings(EventsRedisSettings):
     features they name from the features Redis (``redis_url``, REDIS_URL)."""
 
     feature_prefix: str = Field(default=DEFAULT_PREFIX, min_length=1)
+    # FORKCAST_REDIS_CLUSTER: the features Redis is a Redis Cluster (REDIS_URL names any node), as for the loader.
+    redis_cluster: bool = False
     drift_reference_root: Path | None = None
     drift_sample: int = Field(default=5000, ge=1)
     drift_min_events: int = Field(default=200, ge=1)

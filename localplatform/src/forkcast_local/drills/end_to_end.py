@@ -42,13 +42,14 @@ import threading
 import time
 import urllib.parse
 import urllib.request
-from concurrent.futures import Future, ThreadPoolExecutor
 from functools import partial
 from pathlib import Path
 from types import FrameType
 from typing import Any
 
 from forkcast_contract.streams import FEEDBACK_STREAM, PREDICTIONS_STREAM
+from forkcast_devservers.process import Proc, spawn, wait_exit
+from forkcast_devservers.process import stop as stop_process
 from forkcast_devservers.ready import http_ok, wait_until
 from forkcast_local.clicks import Clicks
 from forkcast_local.config import DEFAULT_CONFIG, PlatformConfig, Speed, load_config
@@ -229,8 +230,7 @@ class EndToEnd:
         self.canary: Outcome | None = None
         self.lake: Lake | None = None
         self.drift_at = 0.0
-        self.comparison: Future[Path] | None = None
-        self.executor = ThreadPoolExecutor(1, "drifted-model")
+        self.comparison: Proc | None = None  # the training of the generated-drift model, while it runs
         self.started_platform = False
 
     # -- the platform ------------------------------------------------------------------------------------------
@@ -288,6 +288,7 @@ class EndToEnd:
 
     def wait_served_log(self, lake: Lake) -> dict[str, str]:
         """Wait until every prediction written so far has its clicks and the lake holds both; the last ids."""
+        time.sleep(1.0)  # a prediction stamped just before now reaches the stream milliseconds later
         lake.wait_clicked(SIMULATOR_GROUP, lake.last_id(PREDICTIONS_STREAM), 60)
         return lake.wait_committed((PREDICTIONS_STREAM, FEEDBACK_STREAM), 120)
 
@@ -381,15 +382,14 @@ class EndToEnd:
         )
         self.baseline_run = baseline_run
         # The comparison: the model the drill used to retrain, on a generated drifted dataset (trained once per
-        # cache, in a thread while the platform starts and serves).
-        self.comparison = self.executor.submit(
-            train,
-            self.drifted,
-            cache / f"drifted{o.drift:g}-{meta['fingerprint'][:12]}-e{o.baseline_epochs}",
-            bin_dir,
-            "--epochs",
-            str(o.baseline_epochs),
-        )
+        # cache, as releases.train does, while the platform starts and serves; stopped by close).
+        self.drifted_run = cache / f"drifted{o.drift:g}-{meta['fingerprint'][:12]}-e{o.baseline_epochs}"
+        if not (self.drifted_run / "metrics.json").is_file():
+            self.comparison = spawn(
+                [str(bin_dir / "forkcast-retrain"), "all", "--data", str(self.drifted), "--out",
+                 str(self.drifted_run), "--no-progress", "--epochs", str(o.baseline_epochs)],
+                log=self.work / "drifted-model.log",
+            )  # fmt: skip
         tl.mark("datasets and the baseline run", base=str(self.data), drifted=str(self.drifted))
 
         # The platform of the render, with the drill's clients admitted in the gateway's key file.
@@ -611,8 +611,13 @@ class EndToEnd:
     def same_traffic(self) -> dict[str, Any]:
         """Test metrics of the served, the retrained and the generated-drift models on the held-out pairs of the
         training table (drill_score: the gate's scorer, in a child process)."""
-        assert self.comparison is not None
-        drifted_run = self.comparison.result(timeout=self.o.timeout_s)
+        if self.comparison is not None:
+            code, self.comparison = wait_exit(self.comparison), None
+            if code != 0:
+                raise DrillError(
+                    f"training on the generated drifted dataset failed; see {self.work}/drifted-model.log"
+                )
+        drifted_run = self.drifted_run
         retrain_run = self.work / "runs" / "retrain"
         models = {"served (before)": self.baseline_run, "retrained on the served log": retrain_run,
                   "trained on a generated drifted dataset": drifted_run}  # fmt: skip
@@ -643,7 +648,8 @@ class EndToEnd:
             self.clicks.stop()
         if self.lake is not None:
             self.lake.close()
-        self.executor.shutdown(wait=False, cancel_futures=True)
+        if self.comparison is not None:
+            stop_process(self.comparison)
         for p in self.pipelines:
             p.stop()
         self.gitlab.close()

@@ -20,6 +20,7 @@ from fastapi import FastAPI, Request
 from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
+from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -92,10 +93,16 @@ def build_api(settings: GatewaySettings, metrics: Metrics, keys: KeyStore | None
             clients[url] = redis_client(url, settings.redis_timeout_s)
         return clients[url]
 
-    redis, events, feature_store = (
-        client_for(settings.redis_url),
-        client_for(settings.events_url),
-        client_for(settings.features_redis_url),
+    redis, events = client_for(settings.redis_url), client_for(settings.events_url)
+    # The admin feature updates' Redis; a Cluster (FORKCAST_REDIS_CLUSTER) is discovered from the URL's node.
+    feature_store: aioredis.Redis | RedisCluster = (
+        RedisCluster.from_url(
+            settings.features_redis_url or settings.redis_url,
+            socket_timeout=settings.redis_timeout_s,
+            socket_connect_timeout=settings.redis_timeout_s,
+        )
+        if settings.redis_cluster
+        else client_for(settings.features_redis_url)
     )
     writer = FeedbackWriter(
         events, settings.feedback_stream, settings.feedback_maxlen, settings.feedback_dedup_ttl_s
@@ -127,6 +134,8 @@ def build_api(settings: GatewaySettings, metrics: Metrics, keys: KeyStore | None
         await forwarder.stop()
         for client in clients.values():
             await client.aclose()
+        if isinstance(feature_store, RedisCluster):
+            await feature_store.aclose()
 
     api = FastAPI(
         title="forkcast",

@@ -76,7 +76,8 @@ def header_map(headers: list[tuple[bytes, bytes]]) -> dict[bytes, bytes]:
     """Header name → value, the *first* value of a repeated name (as a scan from the front finds it).
 
     Why one dict: the Edge reads four headers per request; one C-level ``dict`` build replaced a generator scan and
-    three Python loops over the list (≈ 3 µs per request on the 2-core VM under load, 2026-12-05).
+    three Python loops over the list (3.2 → 1.3 µs per request for bench_gateway's 7 request headers, timeit,
+    2-core VM under load, 2026-12-05).
     """
     return dict(reversed(headers))
 

@@ -46,8 +46,8 @@ _HEAD_KEY_ID = f"\r\n{HEADER_KEY_ID}: "
 
 
 class Reply(NamedTuple):
-    """What the route answers. A NamedTuple, not a frozen dataclass: its ``__init__`` (object.__setattr__ per
-    field) cost ≈ 1 µs per request on the 2-core VM (timeit, 2026-12-05)."""
+    """What the route answers. A NamedTuple, not a frozen dataclass, whose ``__init__`` (object.__setattr__ per
+    field) cost 0.70-0.91 µs against 0.31-0.49 µs (timeit, 2-core VM under load, 2026-12-05)."""
 
     status: int
     body: bytes
@@ -165,7 +165,8 @@ class Forwarder:
             if tries == 2:
                 self.metrics.retries.inc()
             pool = self.pool(endpoint)
-            # One concatenation instead of str.format with five keywords (≈ 1 µs less per request).
+            # One concatenation instead of str.format with five keywords: 0.26-0.71 µs against 1.03-2.78 µs
+            # (timeit, 2-core VM under load, 2026-12-05).
             head = (
                 "POST /recommend/" + user_text + self.heads[endpoint.base] + request_id + _HEAD_KEY_ID + key_id
                 + "\r\nContent-Length: " + str(len(body)) + "\r\n\r\n"

@@ -81,6 +81,9 @@ class GatewaySettings(EventsRedisSettings):
     # The admin feature live-update endpoint writes into the feature store: its Redis (default: REDIS_URL) and
     # key prefix (the inference service's FORKCAST_FEATURE_PREFIX).
     features_redis_url: str | None = None
+    # FORKCAST_REDIS_CLUSTER: that features Redis is a Redis Cluster (the URL names any node), as for the loader and
+    # the inference service; the admin update then writes every restaurant copy (feature_updates.py).
+    redis_cluster: bool = False
     feature_prefix: str = Field(default=DEFAULT_PREFIX, min_length=1)
     # Each applied admin update is logged to this stream in the events Redis (the lake's served log reads it).
     feature_updates_stream: str = FEATURE_UPDATES_STREAM

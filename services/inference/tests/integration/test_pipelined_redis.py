@@ -10,7 +10,7 @@ import json
 import time
 from collections.abc import Callable, MutableMapping
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 import redis
@@ -22,8 +22,13 @@ from forkcast_inference.pipelined import PipelinedRedis
 from forkcast_inference.testing import make_settings
 
 
+def _command(*args: str) -> bytes:
+    """One RESP command (hiredis's packer; its stub types a one-element tuple)."""
+    return cast("bytes", pack_command(cast("Any", args)))
+
+
 def _get(key: str) -> bytes:
-    return pack_command(("GET", key))
+    return _command("GET", key)
 
 
 def test_concurrent_requests_share_one_connection_and_each_gets_its_own_reply(
@@ -72,7 +77,7 @@ def test_a_lost_connection_fails_the_waiting_request_and_the_next_one_reconnects
     pipe = PipelinedRedis(admin, timeout_s=3.0)
 
     async def run() -> tuple[BaseException | None, Any]:
-        blocked = asyncio.ensure_future(pipe.execute(pack_command(("BLPOP", "pipe:never", "2"))))
+        blocked = asyncio.ensure_future(pipe.execute(_command("BLPOP", "pipe:never", "2")))
         await asyncio.sleep(0.2)
         admin.client_kill_filter(_type="normal", skipme=True)  # the server drops our pipelined connection
         error = (await asyncio.gather(blocked, return_exceptions=True))[0]

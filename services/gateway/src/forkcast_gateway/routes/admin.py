@@ -14,6 +14,8 @@ from typing import Annotated, Any, Literal
 import redis.asyncio as aioredis
 from fastapi import APIRouter, Path, Request
 from fastapi.responses import JSONResponse
+from redis.asyncio.cluster import RedisCluster
+from redis.exceptions import RedisClusterException
 
 from forkcast_contract import api as limits
 from forkcast_contract.api import USER_ID_PATTERN
@@ -48,7 +50,9 @@ _FEATURE_ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 
-def router(keys: KeyStore | None, store: aioredis.Redis, prefix: str, updates: UpdateLog) -> APIRouter:
+def router(
+    keys: KeyStore | None, store: aioredis.Redis | RedisCluster, prefix: str, updates: UpdateLog
+) -> APIRouter:
     api = APIRouter(prefix="/admin")
 
     @api.post(
@@ -87,7 +91,8 @@ def router(keys: KeyStore | None, store: aioredis.Redis, prefix: str, updates: U
             return error(409, str(exc))
         except UpdateConflictError as exc:
             return error(503, str(exc), RETRY)
-        except (aioredis.RedisError, OSError, TimeoutError) as exc:
+        except (aioredis.RedisError, RedisClusterException, OSError, TimeoutError) as exc:
+            # RedisClusterException is not a RedisError: redis-py raises it while the Cluster's slots are uncovered
             return error(503, f"feature store unavailable: {type(exc).__name__}", RETRY)
         try:  # only after the write succeeded: a logged update always happened
             await updates.record(entity, entity_id, version, value, request.state.key_id, time.time())
