@@ -56,7 +56,9 @@ def promtool(
 ) -> subprocess.CompletedProcess[str]:
     """``promtool test rules`` of ``alert`` alone over ``series`` (name{labels}, values), evaluated at
     ``eval_time``."""
-    (tmp_path / "rules.yml").write_text(yaml.safe_dump({"groups": [{"name": "lake", "rules": [rule(alert)]}]}))
+    (tmp_path / "rules.yml").write_text(
+        yaml.safe_dump({"groups": [{"name": "lake", "rules": [rule(alert)]}]})
+    )
     test = {
         "rule_files": ["rules.yml"],
         "evaluation_interval": "1m",
@@ -191,7 +193,9 @@ def test_no_commit_time_at_all_pages(tmp_path: Path) -> None:
     _quiet(promtool(tmp_path, "LakeCommitTimeAbsent", twin, "15m", expected), "the commit time is exported")
 
 
-def _counter_alert(tmp_path: Path, alert: str, name: str, values: str, summary: str) -> subprocess.CompletedProcess[str]:
+def _counter_alert(
+    tmp_path: Path, alert: str, name: str, values: str, summary: str
+) -> subprocess.CompletedProcess[str]:
     severity = "page" if alert == "LakeEntriesLost" else "warning"
     expected = {"namespace": "forkcast", "stream": FEEDBACK_STREAM, "severity": severity}
     return promtool(

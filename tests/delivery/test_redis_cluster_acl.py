@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import numpy.typing as npt
 import pytest
 import redis
 from forkcast_delivery import redis_acl
@@ -81,12 +82,12 @@ def acl(redis_cluster: Cluster) -> Iterator[Acl]:
     for node in redis_cluster.nodes:
         admin = redis.Redis(port=node.port)
         for user in USERS:
-            admin.execute_command("ACL", "SETUSER", user, "reset", *lines[user])
+            admin.execute_command("ACL", "SETUSER", user, "reset", *lines[user])  # type: ignore[no-untyped-call]
     try:
         yield Acl(redis_cluster, passwords)
     finally:
         for node in redis_cluster.nodes:
-            redis.Redis(port=node.port).execute_command("ACL", "DELUSER", *USERS)
+            redis.Redis(port=node.port).execute_command("ACL", "DELUSER", *USERS)  # type: ignore[no-untyped-call]
         _empty(redis_cluster)
 
 
@@ -113,6 +114,12 @@ def _admin(acl: Acl) -> RedisCluster:
     return RedisCluster(host="127.0.0.1", port=acl.cluster.nodes[0].port)
 
 
+def _copies(admin: RedisCluster, keys: FeatureKeys) -> list[str]:
+    raw = admin.hget(meta_key(DEFAULT_PREFIX, keys.version), "restaurant_copies")
+    assert isinstance(raw, bytes)
+    return parse_copies(raw.decode())
+
+
 def test_the_inference_user_serves_a_request_from_the_cluster(loaded: Acl) -> None:
     admin = _admin(loaded)
     version = admin.get(pointer_key(DEFAULT_PREFIX))
@@ -130,15 +137,18 @@ def test_the_inference_user_serves_a_request_from_the_cluster(loaded: Acl) -> No
     state = reader.current()
     assert state.keys.version == keys.version
 
-    def select(state: VersionState) -> np.ndarray:  # type: ignore[type-arg]
+    def select(state: VersionState) -> npt.NDArray[np.int64]:
         return np.array([RESTAURANT, RESTAURANT + 1], dtype=np.int64)
 
     fetched = asyncio.run(reader.fetch(USER_ID, select))
     assert fetched.version == keys.version
     assert fetched.user is not None and fetched.user.tobytes() == admin.get(keys.user(USER_ID))
     # The values come from the copy on the user's master; every copy holds the same bytes.
-    copy = keys.with_copy(parse_copies(admin.hget(meta_key(DEFAULT_PREFIX, keys.version), "restaurant_copies").decode())[0])  # type: ignore[union-attr]
-    assert list(fetched.values) == [admin.get(copy.restaurant(RESTAURANT)), admin.get(copy.restaurant(RESTAURANT + 1))]
+    copy = keys.with_copy(_copies(admin, keys)[0])
+    assert list(fetched.values) == [
+        admin.get(copy.restaurant(RESTAURANT)),
+        admin.get(copy.restaurant(RESTAURANT + 1)),
+    ]
 
 
 def test_the_gateway_user_updates_every_copy_and_the_drift_user_reads_it(loaded: Acl) -> None:
@@ -146,7 +156,7 @@ def test_the_gateway_user_updates_every_copy_and_the_drift_user_reads_it(loaded:
     live = admin.get(pointer_key(DEFAULT_PREFIX))
     assert isinstance(live, bytes)
     keys = FeatureKeys(DEFAULT_PREFIX, live.decode())
-    copies = parse_copies(admin.hget(meta_key(DEFAULT_PREFIX, keys.version), "restaurant_copies").decode())  # type: ignore[union-attr]
+    copies = _copies(admin, keys)
     assert len(copies) == 3
     value = restaurant_value(13.75, 100.5, [0.5] * 10)
 
@@ -154,7 +164,11 @@ def test_the_gateway_user_updates_every_copy_and_the_drift_user_reads_it(loaded:
         client = AsyncCluster.from_url(loaded.url("gateway"))
         try:
             return await apply_update(
-                client, DEFAULT_PREFIX, lambda k: k.restaurant(RESTAURANT), value, bump_restaurant_revision=True
+                client,
+                DEFAULT_PREFIX,
+                lambda k: k.restaurant(RESTAURANT),
+                value,
+                bump_restaurant_revision=True,
             )
         finally:
             await client.aclose()
@@ -164,7 +178,9 @@ def test_the_gateway_user_updates_every_copy_and_the_drift_user_reads_it(loaded:
         assert admin.get(keys.with_copy(copy).restaurant(RESTAURANT)) == value, copy
 
     drift = features_client(loaded.url("drift"), cluster=True)
-    sample = Sample(events=1, users={keys.version: {USER_ID}}, restaurants={keys.version: {RESTAURANT}}, scores=[])
+    sample = Sample(
+        events=1, users={keys.version: {USER_ID}}, restaurants={keys.version: {RESTAURANT}}, scores=[]
+    )
     columns = served_features(drift, DEFAULT_PREFIX, sample)
     assert len(columns) == 40 and all(len(c) == 1 for c in columns.values())
     assert [float(c[0]) for name, c in columns.items()][30:] == [0.5] * 10

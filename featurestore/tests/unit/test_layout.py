@@ -16,6 +16,7 @@ from forkcast_contract.feature_store import (
     pack_users,
     parse_copies,
     pointer_copy_key,
+    restaurant_copy_keys,
     split_values,
     unpack_restaurants,
     unpack_users,
@@ -80,6 +81,14 @@ def test_a_restaurant_copy_shares_its_slot_with_its_revision_and_pointer_copy_in
     # The single table (standalone) keeps its names, so the standalone reader's keys do not move.
     assert FeatureKeys("fc", "abcd1234").with_copy("").restaurant(7) == "fc:abcd1234:r:{abcd1234:r}7"
     assert parse_copies("c0,c4,c9") == ["c0", "c4", "c9"] and parse_copies("") == [""]
+    # What every single-restaurant writer (CLI, gateway) updates: each copy, its value and revision in one slot.
+    live = FeatureKeys("fc", "abcd1234")
+    targets = restaurant_copy_keys(live, "c0,c4")
+    assert [k.restaurant(7) for k in targets] == ["fc:abcd1234:r:{fc:c0}7", "fc:abcd1234:r:{fc:c4}7"]
+    assert all(
+        key_slot(k.restaurant(7).encode()) == key_slot(k.restaurant_revision.encode()) for k in targets
+    )
+    assert restaurant_copy_keys(live, "") == [live]  # a version without copies: the single table
 
 
 def test_version_name_is_deterministic_and_depends_on_source_and_schema() -> None:

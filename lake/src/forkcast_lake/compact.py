@@ -50,7 +50,7 @@ from deltalake.exceptions import CommitFailedError, TableNotFoundError
 from forkcast_lake.compact_metrics import CompactMetrics
 from forkcast_lake.compact_settings import CompactSettings, FaultPoint
 from forkcast_lake.compact_trim import trim
-from forkcast_lake.served_log import PARTITION_BY, SERVED_TABLES, Entry, ServedTable
+from forkcast_lake.served_log import PARTITION_BY, SERVED_TABLES, Entry, ServedTable, decode_batch
 from forkcast_lake.storage import options_for, table_uri
 from forkcast_lake.stream_ids import ZERO, StreamId
 
@@ -69,7 +69,7 @@ HISTORY_SCAN = 20
 
 def _added_in_history(table: DeltaTable, position: StreamId) -> int | None:
     """How many entries were ever added up to ``position``, as the commit that stored it recorded; None if none."""
-    for info in []:
+    for info in table.history(HISTORY_SCAN):
         if info.get(COMMIT_POSITION_KEY) == str(position) and COMMIT_ADDED_KEY in info:
             return int(info[COMMIT_ADDED_KEY])
     return None
@@ -208,7 +208,7 @@ class Compactor:
         entries, st.buffer = st.buffer, []
         last = StreamId.parse(entries[-1][0])
         started = time.perf_counter()
-        decoded = st.spec.decode(entries)
+        decoded = decode_batch(st.spec, entries)
         self._hook("before-commit")
         counted = (
             {} if st.added is None else {COMMIT_POSITION_KEY: str(last), COMMIT_ADDED_KEY: str(st.added)}

@@ -1,8 +1,13 @@
 """The served log's three tables (what the platform served, what was clicked, which features changed) and the
 decoding of the Redis stream records into them.
 
-Tables, under the lake prefix (``FORKCAST_LAKE_URI``), each a Delta table partitioned by ``date`` (the UTC day of
-the event's own ``ts``, ``YYYY-MM-DD``: a query for a time window reads only its days' files):
+Tables, under the lake prefix (``FORKCAST_LAKE_URI``), each a Delta table partitioned by ``date``: the UTC day,
+``YYYY-MM-DD``, of the Redis stream entry id's milliseconds, i.e. of the events Redis's clock when the producer's
+``XADD`` arrived. Not the event's ``ts``: a feedback's time comes from the client (the gateway takes it as sent,
+up to 1e11, the year 5138), and a client must not choose which partition its rows land in, nor keep them from
+retention (which drops whole ``date`` partitions) by stamping them in the future. ``ts`` stays a column, and
+readers select a window by it; ``date`` is within seconds of ``ts`` for the server-stamped streams (predictions,
+feature updates), so it serves them as a pruning hint:
 
 ``served/predictions`` — one row per prediction event (inference → ``PREDICTIONS_STREAM``):
     ``date`` string (partition), ``stream_id`` string (the Redis entry id ``<ms>-<seq>``; unique in the table),
@@ -23,15 +28,19 @@ the event's own ``ts``, ``YYYY-MM-DD``: a query for a time window reads only its
     30 for a user, 10 for a restaurant), ``latitude`` / ``longitude`` float64 (the stored, 1e-7-degree coordinates;
     null for a user), ``ts`` float64 (Unix seconds after the write), ``actor`` string (API key id or ``cli:<user>``).
 
-A record that does not decode (a missing field, a non-number, ids and scores of different lengths) becomes no row:
-it is counted (``Decoded.malformed``) and the compaction's position still moves past it, so one bad producer cannot
-stall the log. Decoding builds each column as one Python list and hands it to Arrow once; the JSON arrays of a
-batch are parsed in one ``json.loads`` of their concatenation (lake/README.md has the figures).
+A record that does not decode (a missing field, a non-number, ids and scores of different lengths, JSON nested too
+deep for the parser) becomes no row: it is counted (``Decoded.malformed``) and the compaction's position still moves
+past it, so one bad producer cannot stall the log. ``decode_batch`` is the compaction's entry point: whatever a
+decoder raises, it decodes the batch one entry at a time and counts the entries that still fail, so no entry can
+make the job re-read its batch forever. Decoding builds each column as one Python list and hands it to Arrow
+once; the JSON arrays of a batch are parsed in one ``json.loads`` of their concatenation (lake/README.md has the
+figures).
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -47,6 +56,8 @@ from forkcast_contract.streams import (
     NO_KEY_ID,
     PREDICTIONS_STREAM,
 )
+
+log = logging.getLogger("forkcast_lake.served_log")
 
 PARTITION_BY: Final = ("date",)
 
@@ -124,15 +135,16 @@ def _text(raw: bytes) -> str:
     return text
 
 
-def _dates(ts: pa.Array) -> pa.Array:
-    """The UTC day of each Unix-seconds time, ``YYYY-MM-DD`` (vectorised in Arrow)."""
-    micros = pc.cast(pc.round(pc.multiply(ts, 1e6)), pa.int64())
-    return pc.strftime(pc.cast(micros, pa.timestamp("us", tz="UTC")), format="%Y-%m-%d")
+def _dates(stream_ids: pa.Array) -> pa.Array:
+    """The UTC day of each stream entry id's milliseconds (``<ms>-<seq>``: the events Redis's clock), ``YYYY-MM-DD``,
+    vectorised in Arrow. The ids come from the server (``XADD *``), so the days are the partitions' real days."""
+    ms = pc.cast(pc.list_element(pc.split_pattern(stream_ids, "-"), 0), pa.int64())
+    return pc.strftime(pc.cast(ms, pa.timestamp("ms", tz="UTC")), format="%Y-%m-%d")
 
 
 def _table(schema: pa.Schema, columns: dict[str, list[object]]) -> pa.Table:
-    ts = pa.array(columns["ts"], pa.float64())
-    arrays = {"date": _dates(ts), "ts": ts}
+    stream_id = pa.array(columns["stream_id"], pa.string())
+    arrays = {"date": _dates(stream_id), "stream_id": stream_id}
     for field in schema:
         if field.name not in arrays:
             arrays[field.name] = pa.array(columns[field.name], field.type)
@@ -171,7 +183,7 @@ def decode_predictions(entries: Sequence[Entry]) -> Decoded:
             ids, scores = f[b"ids"], f[b"scores"]
             if not ids.startswith(b"[") or not scores.startswith(b"["):
                 raise ValueError("ids/scores are not JSON arrays")
-        except (KeyError, ValueError, UnicodeDecodeError):
+        except (KeyError, ValueError, UnicodeDecodeError, OverflowError):
             malformed += 1
             continue
         for name, value in zip(
@@ -186,7 +198,10 @@ def decode_predictions(entries: Sequence[Entry]) -> Decoded:
         cols["restaurant_ids"] = _json_lists(ids_raw)
         cols["scores"] = _json_lists(scores_raw)
         bad = _bad_lists(cols["restaurant_ids"], cols["scores"])
-    except ValueError:  # one unparseable array in the batch: fall back to one record at a time
+    except (
+        ValueError,
+        RecursionError,
+    ):  # one unparseable array (or one nested too deep): one record at a time
         return _one_by_one(decode_predictions, PREDICTIONS_SCHEMA, entries)
     if bad:
         keep = [i for i in range(len(cols["rid"])) if i not in bad]
@@ -222,7 +237,7 @@ def _one_by_one(
     for entry in entries:
         try:
             one = decode([entry]) if len(entries) > 1 else None
-        except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError, ValueError):
+        except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError, ValueError, RecursionError):
             one = None
         if one is None or one.table.num_rows == 0:
             malformed += 1
@@ -246,12 +261,13 @@ def _feedback_by_position(entries: Sequence[Entry]) -> Decoded | None:
     if not all(len(v) == 10 and tuple(v[0::2]) == _FEEDBACK_LAYOUT for _, v in entries):
         return None
     try:
+        stream_id = pa.array([e for e, _ in entries], pa.binary()).cast(pa.string())
         rid = pa.array([v[1] for _, v in entries], pa.binary()).cast(pa.string())
         restaurant = pc.cast(pa.array([v[3] for _, v in entries], pa.binary()).cast(pa.string()), pa.int64())
         clicked = pa.array([v[5] for _, v in entries], pa.binary())
         ts = pc.cast(pa.array([v[7] for _, v in entries], pa.binary()).cast(pa.string()), pa.float64())
         key = pa.array([v[9] for _, v in entries], pa.binary()).cast(pa.string())
-        stream_id = pa.array([e for e, _ in entries], pa.binary()).cast(pa.string())
+        dates = _dates(stream_id)
     except (pa.ArrowInvalid, pa.ArrowTypeError):
         return None
     valid = pc.and_(
@@ -261,7 +277,7 @@ def _feedback_by_position(entries: Sequence[Entry]) -> Decoded | None:
     if not pc.all(valid).as_py():
         return None
     arrays = {
-        "date": _dates(ts),
+        "date": dates,
         "stream_id": stream_id,
         "rid": rid,
         "restaurant_id": restaurant,
@@ -303,7 +319,10 @@ def decode_feedback(entries: Sequence[Entry]) -> Decoded:
             ("stream_id", "rid", "restaurant_id", "clicked", "ts", "key_id"), row, strict=True
         ):
             cols[name].append(value)
-    return Decoded(_table(FEEDBACK_SCHEMA, cols), malformed)
+    try:
+        return Decoded(_table(FEEDBACK_SCHEMA, cols), malformed)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
+        return _one_by_one(decode_feedback, FEEDBACK_SCHEMA, entries)
 
 
 def decode_feature_updates(entries: Sequence[Entry]) -> Decoded:
@@ -332,7 +351,7 @@ def decode_feature_updates(entries: Sequence[Entry]) -> Decoded:
                 _time(f[b"ts"]),
                 f[b"actor"].decode(),
             )
-        except (KeyError, ValueError, UnicodeDecodeError):
+        except (KeyError, ValueError, UnicodeDecodeError, RecursionError):
             malformed += 1
             continue
         names = ("stream_id", "entity", "entity_id", "feature_version", "features", "latitude", "longitude")
@@ -352,6 +371,32 @@ class ServedTable:
     table: str  # the table's name under the lake prefix
     schema: pa.Schema
     decode: Callable[[Sequence[Entry]], Decoded]
+
+
+def decode_batch(spec: ServedTable, entries: Sequence[Entry]) -> Decoded:
+    """``spec.decode(entries)``, and if that raises anything at all, each entry alone: an entry that still raises
+    is malformed. The decoders turn every failure they know of into ``malformed`` themselves; this is for the one
+    nobody foresaw, which would otherwise fail the batch and the job would re-read it from its committed position
+    for ever."""
+    try:
+        return spec.decode(entries)
+    except Exception:
+        log.exception(
+            "%s: a batch of %d entries failed to decode; decoding one at a time", spec.stream, len(entries)
+        )
+    tables, malformed = [], 0
+    for entry in entries:
+        try:
+            one = spec.decode([entry])
+        except Exception as exc:
+            log.warning(
+                "%s: entry %r did not decode (%s: %s)", spec.stream, entry[0], type(exc).__name__, exc
+            )
+            malformed += 1
+            continue
+        tables.append(one.table)
+        malformed += one.malformed
+    return Decoded(pa.concat_tables(tables) if tables else spec.schema.empty_table(), malformed)
 
 
 SERVED_TABLES: Final = (

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
@@ -90,9 +91,12 @@ def test_real_producers_records_reach_the_tables_intact(
     assert (
         update["latitude"] == float(stored.latitude[0]) == 13.7512346
     )  # quantised to 1e-7 degree, as stored
-    assert (update["entity"], update["entity_id"], update["actor"], update["date"]) == (
-        "restaurant", 12, "ops", "2023-11-14"
+    # Partitioned by the day the events Redis received it (the entry id's ms), the producer's ts kept as a column.
+    arrived = datetime.fromtimestamp(int(update["stream_id"].split("-")[0]) / 1000, UTC).strftime("%Y-%m-%d")
+    assert (update["entity"], update["entity_id"], update["actor"], update["date"], update["ts"]) == (
+        "restaurant", 12, "ops", arrived, 1.7e9 + 1
     )  # fmt: skip
+    assert arrived != "2023-11-14"  # the day of its ts (1.7e9 + 1), which no longer decides the partition
     assert [client.xlen(s) for s in (PREDICTIONS_STREAM, FEEDBACK_STREAM, FEATURE_UPDATES_STREAM)] == [
         0,
         0,

@@ -16,12 +16,15 @@ import polars as pl
 import pytest
 
 from forkcast_contract.dataset import DatasetSizes
+from forkcast_contract.feature_store import version_name
+from forkcast_contract.features import feature_schema_hash
 from forkcast_data.generate import GenerateRequest, generate
 from forkcast_devservers.servers import Seaweed
 from forkcast_lake.cli import main as cli_main
 from forkcast_lake.datasets import LakeDataError, SchemaMismatchError, publish
 from forkcast_lake.datasets_fetch import resolve
 from forkcast_lake.datasets_read import open_data
+from forkcast_lake.pit_snapshots import feature_sources
 from forkcast_lake.settings import get_settings
 from forkcast_lake.storage import storage_options
 
@@ -160,3 +163,18 @@ def test_the_lake_cli_publishes_and_shows_a_version(
     assert (shown["uri"], shown["version"], shown["preset"]) == (lake, 0, "micro")
     assert cli_main(["dataset", "show", "--data", lake, "--data-version", "7"]) == 1
     assert "no dataset version 7 (versions 0..0)" in capsys.readouterr().err
+
+
+def test_a_training_table_feature_source_with_a_corrupted_file_is_refused(
+    lake: str, tmp_path: Path, seaweed: Seaweed
+) -> None:
+    """``forkcast-lake training-table --features-from s3://…`` hashes the users and restaurants files of the feature
+    version it needs before reading them with polars (forkcast_lake.datasets_fetch.verify_tables)."""
+    result = publish(_draw(tmp_path / "a"), lake)
+    fv = version_name(result.fingerprint, feature_schema_hash())
+    assert feature_sources([lake], [fv])[fv].fingerprint == result.fingerprint
+    bucket = lake.split("/")[2]
+    key = f"ds/users/{result.fingerprint[:16]}/user_features.parquet"
+    _s3(seaweed).put_object(Bucket=bucket, Key=key, Body=b"not the published bytes")  # type: ignore[attr-defined]
+    with pytest.raises(LakeDataError, match=r"table users file user_features\.parquet is corrupted"):
+        feature_sources([lake], [fv])

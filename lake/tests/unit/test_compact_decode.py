@@ -4,18 +4,23 @@ producers' encodings, and stream ids ↔ Delta txn versions."""
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 
 import numpy as np
 import pytest
 
 from forkcast_contract.feature_store import restaurant_value, user_value
 from forkcast_contract.feature_update_events import update_event_fields
-from forkcast_contract.streams import FEATURE_UPDATE_FIELDS, NO_KEY_ID
+from forkcast_contract.streams import FEATURE_UPDATE_FIELDS, FEEDBACK_STREAM, NO_KEY_ID
 from forkcast_lake.served_log import (
     FEATURE_UPDATES_SCHEMA,
     FEEDBACK_SCHEMA,
     PREDICTIONS_SCHEMA,
+    SERVED_TABLES,
+    Decoded,
     Entry,
+    ServedTable,
+    decode_batch,
     decode_feature_updates,
     decode_feedback,
     decode_predictions,
@@ -45,7 +50,9 @@ def test_prediction_rows_keep_the_served_values_bit_for_bit() -> None:
         "k1",
         "1767225599250-0",
     )
-    assert row["date"] == "2025-12-31"  # 23:59:59.25 UTC: the event's own day, not the compaction's
+    assert (
+        row["date"] == "2025-12-31"
+    )  # 23:59:59.25 UTC: the day of the entry id (XADD's arrival), not the compaction's
 
 
 def test_prediction_without_key_id_is_the_direct_call_key() -> None:
@@ -152,3 +159,65 @@ def test_feedback_by_position_and_row_by_row_give_the_same_rows() -> None:
     assert row_by_row.table.slice(0, 50).equals(by_position.table)
     clicked = by_position.table.column("clicked").to_pylist()
     assert clicked == [i % 3 == 0 for i in range(50)]
+
+
+# 2025-12-31 23:59:59.250 UTC on the events Redis's clock: the partition day of every row below.
+ARRIVED = "1767225599250"
+DEEP = "[" * 100_000 + "]" * 100_000  # json.loads raises RecursionError on it, not ValueError
+
+
+@pytest.mark.parametrize("off_layout", [False, True], ids=["column-wise path", "row-by-row path"])
+def test_feedback_lands_in_the_day_it_arrived_whatever_time_the_client_sent(off_layout: bool) -> None:
+    # A feedback's ts comes from the client: 1e11 (the year 5138) used to make a partition of that year, and 1e17
+    # made the decoder raise ArrowInvalid (a timestamp out of range), failing the batch on every re-read.
+    times = [1e9, 1e11, 1e17]
+    entries = [
+        _entry(f"{ARRIVED}-{i}", feedback_fields(f"r{i}", i, True, ts, "k")) for i, ts in enumerate(times)
+    ]
+    if off_layout:  # one record with its fields in another order sends the batch row by row
+        entries.append(_entry(f"{ARRIVED}-9", {"ts": "1e17", **feedback_fields("odd", 9, True, 1e17, "k")}))
+    decoded = decode_feedback(entries)
+    assert decoded.malformed == 0
+    assert set(decoded.table.column("date").to_pylist()) == {"2025-12-31"}
+    assert decoded.table.column("ts").to_pylist()[:3] == times  # the client's time is kept as a column
+
+
+def test_predictions_and_updates_are_partitioned_by_arrival_too() -> None:
+    prediction = prediction_fields("rid-1", 1e11, 1, [1], [0.5], "k")
+    assert decode_predictions([_entry(f"{ARRIVED}-0", prediction)]).table.column("date").to_pylist() == [
+        "2025-12-31"
+    ]
+    update = update_event_fields("user", 3, "fv1", user_value([0.5] * 30), 1e11, "k")
+    assert decode_feature_updates([_entry(f"{ARRIVED}-1", update)]).table.column("date").to_pylist() == [
+        "2025-12-31"
+    ]
+
+
+def test_json_nested_too_deep_is_malformed_and_its_neighbours_kept() -> None:
+    good = [_entry(f"7-{i}", prediction_fields(f"r{i}", 1e9, i, [i], [0.5], "k")) for i in range(3)]
+    deep = _entry("7-9", {**prediction_fields("deep", 1e9, 9, [1], [0.5], "k"), "ids": DEEP})
+    decoded = decode_predictions([*good, deep])
+    assert decoded.malformed == 1
+    assert decoded.table.column("rid").to_pylist() == ["r0", "r1", "r2"]
+    update = update_event_fields("user", 3, "fv1", user_value([0.5] * 30), 1e9, "k")
+    updates = decode_feature_updates([_entry("8-0", update), _entry("8-1", {**update, "features": DEEP})])
+    assert (updates.table.num_rows, updates.malformed) == (1, 1)
+
+
+def test_decode_batch_turns_an_unforeseen_decoder_failure_into_one_malformed_entry() -> None:
+    # A decoder that raises on one entry (a failure its own checks did not foresee) fails the whole batch; the
+    # compaction would re-read it from its committed position for ever. decode_batch goes on without it.
+    feedback = next(t for t in SERVED_TABLES if t.stream == FEEDBACK_STREAM)
+
+    def fragile(entries: Sequence[Entry]) -> Decoded:
+        if any(entry_id == b"3-1" for entry_id, _ in entries):
+            raise TypeError("unforeseen")
+        return decode_feedback(entries)
+
+    spec = ServedTable(feedback.stream, feedback.table, feedback.schema, fragile)
+    entries = [_entry(f"3-{i}", feedback_fields(f"r{i}", i, False, 1e9, "k")) for i in range(3)]
+    with pytest.raises(TypeError):
+        spec.decode(entries)
+    decoded = decode_batch(spec, entries)
+    assert decoded.malformed == 1
+    assert decoded.table.column("rid").to_pylist() == ["r0", "r2"]

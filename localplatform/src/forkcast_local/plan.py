@@ -44,6 +44,9 @@ from forkcast_local.local_secrets import LocalSecrets
 
 # The workload kinds that run pods locally (Jobs and CronJobs are run by the drills that need them).
 RUN_KINDS = ("Deployment", "StatefulSet", "Rollout")
+# Rendered kinds that are no long-running pod: not started by `up`, and listed by `status` as not run locally (a
+# CronJob's command is run by hand or by a drill when wanted, e.g. `forkcast-lake maintain`).
+SCHEDULED_KINDS = ("CronJob",)
 LOOPBACK = "127.0.0.1"
 # Kubernetes' default grace: https://kubernetes.io/docs/reference/kubernetes-api/workload-resources/pod-v1/
 # ("terminationGracePeriodSeconds ... Defaults to 30 seconds").
@@ -200,6 +203,13 @@ class Planner:
                 pod.ports[(str(container["name"]), number)] = self.port_for(pod.workload, name, number)
         hosts = self.hosts = self._hosts(pods)
         self.addresses = {(p.workload, cp): lp for p in pods for (_, cp), lp in p.ports.items()}
+        for job in of_kind(self.render.docs, *SCHEDULED_KINDS):
+            template = job["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+            commands = "; ".join(" ".join(c.get("command") or []) for c in template.get("containers") or [])
+            self.skipped.append(
+                f"{ref(job)}: scheduled ({job['spec']['schedule']}), not a long-running pod; run `{commands}` "
+                "by hand when wanted"
+            )
         out = []
         for pod in pods:
             out += [

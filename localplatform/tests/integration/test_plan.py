@@ -140,7 +140,11 @@ def test_status_lists_a_rendered_container_not_run_here_with_its_reason(
         plan, "THIRD_PARTY_MARKERS", {f"<third-party:{n}>": p for n, p in plan.THIRD_PARTY.items()}
     )
     assert cli.main(["--root", str(tmp_path), "status"]) == 1  # nothing runs in a fresh root
-    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("not run locally: ")]
+    lines = [
+        line
+        for line in capsys.readouterr().out.splitlines()
+        if line.startswith("not run locally: ") and " container " in line  # CronJobs: the test below
+    ]
     assert lines and all(
         "container exporter" in line and "redis_exporter-not-installed" in line for line in lines
     )
@@ -161,3 +165,15 @@ def test_the_served_log_compaction_runs_locally_from_the_render(local_render: Re
     assert lake.env["AWS_ACCESS_KEY_ID"] == inference.env["AWS_ACCESS_KEY_ID"]
     assert lake.env["FORKCAST_METRICS_PORT"] == str(lake.ports["metrics"])
     assert lake.readiness is not None and lake.readiness.path == "/readyz"
+
+
+def test_a_cronjob_is_not_started_and_said_not_run_locally(local_render: Render, tmp_path: Path) -> None:
+    """The lake's daily upkeep (CronJob lake-maintain) is in the local render; `up` starts no pod for it (it is no
+    long-running pod) and `status` lists it with its command."""
+    assert [d["metadata"]["name"] for d in local_render.docs if d["kind"] == "CronJob"] == ["lake-maintain"]
+    planner = _planner(local_render, tmp_path)
+    assert "lake-maintain" not in {p.workload for p in planner.plans()}
+    assert (
+        "CronJob/lake-maintain: scheduled (17 3 * * *), not a long-running pod; run `forkcast-lake maintain` by "
+        "hand when wanted" in planner.skipped
+    )

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 import redis
@@ -42,10 +43,11 @@ OLD_R, NEW_R = restaurant_value(13.7, 100.5, [0.0] * 10), restaurant_value(13.8,
 def _copies(client: RedisCluster) -> list[str]:
     """One copy name per master (the slot of ``{gwc:c<j>}`` owned by that master), as the loader picks them."""
     picked: dict[str, str] = {}
+    masters = len(client.get_primaries())  # type: ignore[no-untyped-call]
     for j in range(1000):
-        node = client.get_node_from_key(f"{{{PREFIX}:c{j}}}").name
+        node = client.get_node_from_key(f"{{{PREFIX}:c{j}}}").name  # type: ignore[no-untyped-call]
         picked.setdefault(node, f"c{j}")
-        if len(picked) == len(client.get_primaries()):
+        if len(picked) == masters:
             return sorted(picked.values())
     raise AssertionError("no copy name for some master")
 
@@ -67,7 +69,7 @@ def cluster(redis_cluster: Cluster) -> Iterator[tuple[RedisCluster, list[str]]]:
     for copy in copies:
         client.set(pointer_copy_key(PREFIX, copy), VERSION)
     yield client, copies
-    for node in client.get_primaries():
+    for node in client.get_primaries():  # type: ignore[no-untyped-call]
         r = redis.Redis(host=node.host, port=node.port)
         for key in r.scan_iter(match=f"{PREFIX}:*"):
             r.delete(key)
@@ -81,7 +83,7 @@ def gateway(make_gateway: Callable[..., Edge], redis_cluster: Cluster) -> Iterat
         yield url
 
 
-def _put(url: str, path: str, body: object) -> requests.Response:
+def _put(url: str, path: str, body: dict[str, Any]) -> requests.Response:
     return requests.put(
         f"{url}/admin/features/{path}", json=body, headers={"x-api-key": ADMIN_KEY}, timeout=5
     )
