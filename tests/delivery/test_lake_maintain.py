@@ -47,7 +47,8 @@ def test_the_cronjob_runs_maintain_daily_alone_with_the_lake_credentials(overlay
     assert pod["spec"]["securityContext"] == compact["spec"]["securityContext"]
     assert container["securityContext"] == compactor["securityContext"]
     assert pod["spec"]["automountServiceAccountToken"] is False
-    assert pod["metadata"]["labels"]["app.kubernetes.io/name"] == "lake-maintain"  # its NetworkPolicy's selector
+    # Its NetworkPolicy's selector.
+    assert pod["metadata"]["labels"]["app.kubernetes.io/name"] == "lake-maintain"
 
 
 def test_its_network_policy_admits_s3_and_dns_only() -> None:

@@ -51,13 +51,17 @@ def test_publish_refuses_a_file_whose_bytes_are_not_dataset_json_s_before_upload
     with pytest.raises(LakeDataError) as refused:
         publish(directory, "s3://nowhere/datasets")
     assert f"{USER_FEATURES_FILE} is " in str(refused.value)
-    assert f"but dataset.json records {recorded.bytes} bytes with sha256 {recorded.sha256}" in str(refused.value)
+    assert f"but dataset.json records {recorded.bytes} bytes with sha256 {recorded.sha256}" in str(
+        refused.value
+    )
 
 
 def test_publish_refuses_a_fingerprint_that_is_not_the_files(dataset: tuple[Path, str]) -> None:
     directory, _ = dataset
     _forge_fingerprint(directory)
-    with pytest.raises(LakeDataError, match=f"fingerprint {OTHER} is not the fingerprint of the files it lists"):
+    with pytest.raises(
+        LakeDataError, match=f"fingerprint {OTHER} is not the fingerprint of the files it lists"
+    ):
         publish(directory, "s3://nowhere/datasets")
 
 
@@ -86,7 +90,9 @@ def test_resolve_refuses_a_snapshot_whose_fingerprint_is_not_its_files(
     assert f"{lake} dataset version 1: dataset.json's fingerprint {OTHER}" in str(refused.value)
     assert f"({manifest.fingerprint})" in str(refused.value)
     _snapshot_row(lake, manifest.model_dump_json(), OTHER, 2)  # the row says another dataset than its JSON
-    with pytest.raises(LakeDataError, match=f"the snapshot row's fingerprint {OTHER} is not its dataset.json's"):
+    with pytest.raises(
+        LakeDataError, match=f"the snapshot row's fingerprint {OTHER} is not its dataset.json's"
+    ):
         resolve(str(lake))
 
 
