@@ -335,7 +335,7 @@ def test_broken_key_file_reload_fails_loudly_and_keeps_the_old_keys(stack: Any, 
 # (services/gateway/src/forkcast_gateway/header_bounds.py): 408 when a header section is not complete within
 # FORKCAST_HEADER_TIMEOUT_S (unset: FORKCAST_BODY_TIMEOUT_S, 1 s on this stack), 431 past FORKCAST_MAX_HEADER_BYTES
 # (32 KiB, ingress-nginx's 4 × 8k). Its edge cases (exactly the cap, keep-alive, pipelining) are
-# services/gateway/tests/test_header_bounds.py.
+# services/gateway/tests/integration/test_header_bounds.py.
 def test_slow_header_drip_is_cut_at_a_deadline(stack: Any, baseline: Any, raw: Any) -> None:
     """One header byte every 0.5 s: the gateway answers 408 for the header section at its deadline and closes."""
     before = stack.snapshot()

@@ -201,6 +201,30 @@ def _add_actions(table: DeltaTable) -> Iterator[dict[str, object]]:
     yield from batch.select(["path", "size_bytes"]).to_pylist()
 
 
+def _rows(table: DeltaTable) -> pl.DataFrame:
+    rows = pl.from_arrow(table.to_pyarrow_table())
+    assert isinstance(rows, pl.DataFrame)
+    return rows
+
+
+def committed_row(uri: str, table: DeltaTable, options: dict[str, str] | None) -> dict[str, str]:
+    """The snapshot row that the commit of ``table``'s loaded version appended: the rows at that version less the
+    rows at the one before. Not the newest ``published_at``, which is the publisher's clock: a publisher whose clock
+    is behind would make version N resolve to an older row. The table is append-only (one row per commit) and tiny
+    (one row per publish), so reading both versions whole costs less than parsing the commit's log entry."""
+    version = table.version()
+    rows = _rows(table)
+    if version > 0:
+        before = _rows(DeltaTable(table.table_uri, version=version - 1, storage_options=options))
+        rows = rows.join(before, on=rows.columns, how="anti", nulls_equal=True)
+    if rows.height != 1:
+        raise LakeDataError(
+            f"{uri}: dataset version {version} appended {rows.height} snapshot rows, not one (the {SNAPSHOTS_TABLE} "
+            "table is written only by publish, one row per commit)"
+        )
+    return {k: str(v) for k, v in rows.row(0, named=True).items()}
+
+
 def latest_snapshot(uri: str, settings: RegistrySettings | None = None) -> tuple[int, dict[str, str]] | None:
     """(dataset version, row) of the newest snapshot under ``uri``; None when nothing was published there."""
     snap_uri = table_uri(uri, SNAPSHOTS_TABLE)
@@ -208,11 +232,9 @@ def latest_snapshot(uri: str, settings: RegistrySettings | None = None) -> tuple
     if not DeltaTable.is_deltatable(snap_uri, storage_options=options):
         return None
     table = DeltaTable(snap_uri, storage_options=options)
-    rows = pl.from_arrow(table.to_pyarrow_table()).to_dicts()  # type: ignore[union-attr]
-    if not rows:
+    if _rows(table).is_empty():
         return None
-    newest = max(rows, key=lambda r: str(r["published_at"]))
-    return table.version(), {k: str(v) for k, v in newest.items()}
+    return table.version(), committed_row(uri, table, options)
 
 
 def publish(data_dir: Path, uri: str, settings: RegistrySettings | None = None) -> PublishResult:

@@ -19,14 +19,13 @@ from datetime import datetime
 from pathlib import Path, PurePosixPath
 from typing import Final
 
-import polars as pl
 import pyarrow as pa
 from botocore.exceptions import BotoCoreError, ClientError
 from deltalake import DeltaTable
 from deltalake.exceptions import TableNotFoundError
 
 from forkcast_contract.dataset import DATASET_MANIFEST_FILE, DatasetManifest, FileEntry
-from forkcast_lake.datasets import SNAPSHOTS_TABLE, TABLES, TableSpec
+from forkcast_lake.datasets import SNAPSHOTS_TABLE, TABLES, TableSpec, committed_row
 from forkcast_lake.datasets_errors import LakeDataError
 from forkcast_lake.datasets_read import DATA_VERSION_FLAG, Snapshot, parse_data_version
 from forkcast_lake.datasets_verify import check_fingerprint
@@ -57,11 +56,7 @@ def resolve(
     except Exception as exc:  # delta-rs raises a bare DeltaError for a version or time before the table
         latest = DeltaTable(snap_uri, storage_options=options).version()
         raise LakeDataError(f"{uri}: no dataset version {version} (versions 0..{latest}): {exc}") from exc
-    rows = pl.from_arrow(table.to_pyarrow_table())
-    assert isinstance(rows, pl.DataFrame)
-    if rows.is_empty():
-        raise LakeDataError(f"{uri}: dataset version {table.version()} holds no snapshot")
-    newest = rows.sort("published_at").row(-1, named=True)
+    newest = committed_row(uri, table, options)
     manifest = DatasetManifest.model_validate_json(newest["dataset_json"])
     where = f"{uri} dataset version {table.version()}"
     check_fingerprint(manifest, where)

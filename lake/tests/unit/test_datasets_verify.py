@@ -1,6 +1,7 @@
 """A dataset's files and fingerprint are checked against dataset.json wherever the lake takes one in: publish (every
 file hashed before any upload), resolve (the fingerprint recomputed from ``files``) and the training table's
-feature sources (the two feature files hashed). Each refusal names the file or both fingerprints."""
+feature sources (the two feature files hashed). Each refusal names the file or both fingerprints. Also: a dataset
+version resolves to the row its own commit appended."""
 
 from __future__ import annotations
 
@@ -105,3 +106,20 @@ def test_a_feature_source_is_verified_before_a_training_table_reads_it(dataset: 
     _forge_fingerprint(directory)
     with pytest.raises(LakeDataError, match=f"fingerprint {OTHER} is not the fingerprint of the files"):
         feature_sources([str(directory)], [fv])
+
+
+def test_a_dataset_version_resolves_to_the_row_its_commit_appended_whatever_the_publisher_s_clock(
+    tmp_path: Path,
+) -> None:
+    """Version N is the row committed at Delta version N of ``snapshots``: a publisher whose clock is behind wrote
+    the newer row with the older ``published_at``, and the newest ``published_at`` would name the older dataset."""
+    first, second = tmp_path / "first", tmp_path / "second"
+    write_features_dataset(first, users=5, restaurants=5, seed=1)
+    write_features_dataset(second, users=5, restaurants=5, seed=2)
+    a, b = read_manifest(first), read_manifest(second)
+    lake = tmp_path / "lake"
+    _snapshot_row(lake, a.model_dump_json(), a.fingerprint, 30)
+    _snapshot_row(lake, b.model_dump_json(), b.fingerprint, 10)  # committed later, stamped earlier
+    assert resolve(str(lake), 0).manifest.fingerprint == a.fingerprint
+    assert resolve(str(lake), 1).manifest.fingerprint == b.fingerprint
+    assert resolve(str(lake)).manifest.fingerprint == b.fingerprint  # the latest is the last commit's
