@@ -87,6 +87,8 @@ def test_cli_update_and_check(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     monkeypatch.setenv("REDIS_URL", redis_url)
+    # One Redis for features and the update log: a laptop's setup, refused outside local (test_update_log.py).
+    monkeypatch.setenv("FORKCAST_ENVIRONMENT", "local")
     assert main(["check", "--data", str(tiny_data), "--sample", "200"]) == 0
     assert main(["update-user", "7", *["0.5"] * 30]) == 0
     assert main(["check", "--data", str(tiny_data), "--sample", "20000"]) == 1

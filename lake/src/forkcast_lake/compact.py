@@ -273,17 +273,19 @@ class Compactor:
     def _loss(self, name: str, st: _Stream) -> None:
         """Count the entries trimmed before the job read them (module docstring), each gap once."""
         behind_gap = st.cursor < st.gap_before
-        mark = (
-            st.gap_before if behind_gap else st.cursor.next()
-        )  # every id below it was read or is counted lost
+        # Every id below ``mark`` was read or is counted lost; ``added_below_mark`` entries were ever added below it.
+        mark = st.gap_before if behind_gap else st.cursor.next()
         added_below_mark = st.added_before_gap if behind_gap else st.added
+        learn = st.added is None and not behind_gap
         pipe = self.client.pipeline(transaction=False)
-        pipe.xrange(name, min=f"({st.cursor}", max="+", count=LOSS_PROBE_COUNT)
+        if learn:  # only until the count is known: then XINFO alone
+            pipe.xrange(name, min=f"({st.cursor}", max="+", count=LOSS_PROBE_COUNT)
         pipe.xinfo_stream(name)
         try:
-            after, info = pipe.execute()
+            *probe, info = pipe.execute()
         except redis.ResponseError:  # no such key: nothing was ever added, nothing lost
             return
+        after = probe[0] if learn else []
         added, length = int(info["entries-added"]), int(info["length"])
         last_id = StreamId.parse(cast(bytes, info["last-generated-id"]))
         first = info.get("first-entry")
@@ -301,7 +303,7 @@ class Compactor:
                     first_id,
                 )
                 st.gap_before, st.added_before_gap = first_id, added - length
-        elif st.added is None and not behind_gap and len(after) < LOSS_PROBE_COUNT:
+        elif learn and len(after) < LOSS_PROBE_COUNT:
             # Near the head: the count up to the cursor is the total less the entries after it, provided nothing
             # was added between the two replies. (A gap right after the cursor is taken in here uncounted: the
             # count is learnt after a start without one in the table, and LakeCompactionLagging covers that case.)

@@ -242,10 +242,17 @@ def publish(data_dir: Path, uri: str, settings: RegistrySettings | None = None) 
 
     Files are uploaded first (to keys no other dataset uses), then each table gets one overwrite commit, then
     the snapshot row is appended: a reader sees the new version only once all of it is committed. Before anything
-    is uploaded, every file's size and sha256 and the fingerprint are checked against ``dataset.json``.
+    is uploaded, the fingerprint and then every file's size and sha256 are checked against ``dataset.json``.
     """
     manifest = read_manifest(data_dir)
     check_fingerprint(manifest, str(data_dir))
+    plan: list[tuple[TableSpec, list[FileEntry]]] = []
+    for spec in TABLES:
+        entries = sorted((f for f in manifest.files if spec.holds(f.path)), key=lambda f: f.path)
+        for entry in entries:
+            check_file_schema(data_dir / entry.path, spec)
+        plan.append((spec, entries))
+    # After the schema check (its message names the column), before S3 is asked anything.
     verify_files(data_dir, manifest)
     bucket, prefix = split_s3_uri(uri)
     base = get_settings() if settings is None else settings
@@ -256,12 +263,6 @@ def publish(data_dir: Path, uri: str, settings: RegistrySettings | None = None) 
     if latest is not None and latest[1]["fingerprint"] == manifest.fingerprint:
         version, row = latest
         return PublishResult(uri, version, manifest.fingerprint, False, json.loads(row["table_versions"]))
-    plan: list[tuple[TableSpec, list[FileEntry]]] = []
-    for spec in TABLES:
-        entries = sorted((f for f in manifest.files if spec.holds(f.path)), key=lambda f: f.path)
-        for entry in entries:
-            check_file_schema(data_dir / entry.path, spec)
-        plan.append((spec, entries))
     table_versions: dict[str, int] = {}
     for spec, entries in plan:
         keys = [_data_key(prefix, spec, manifest.fingerprint, e) for e in entries]

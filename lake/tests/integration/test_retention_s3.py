@@ -60,8 +60,8 @@ def test_maintain_beside_a_writer_loses_no_row_and_reports_stored_bytes(
 ) -> None:
     base = f"s3://{bucket}/lake"
     log = LogWriter()
-    for i in range(30):
-        for day, ts in (("old", OLD), ("new", NEW)):
+    for day, ts in (("old", OLD), ("new", NEW)):  # arrival order: ``date`` is the day of the stream id
+        for i in range(30):
             log.prediction(f"{day}{i}", ts + i, i, {1: 0.5, 2: 0.25})
             log.feedback(f"{day}{i}", 1, True, ts + i + 1)
     log.commit(base, batches=5)

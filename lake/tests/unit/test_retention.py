@@ -24,14 +24,15 @@ NEW = NOW.timestamp() - 3600
 
 
 def _served(lake: Path, batches: int = 1) -> None:
+    # In arrival order (a stream's ids never go back, and ``date`` is the day of the id's milliseconds).
     log = LogWriter()
-    for i in range(30):
-        for day, ts in (("old", OLD), ("new", NEW)):
+    for day, ts in (("old", OLD), ("new", NEW)):
+        for i in range(30):
             log.prediction(f"{day}{i}", ts + i, i, {1: 0.5, 2: 0.25})
             log.feedback(f"{day}{i}", 1, True, ts + i + 1)
     log.user_update(7, [0.1] * 30, OLD)  # superseded by the next: goes with the old day
     log.user_update(7, [0.2] * 30, OLD + 60)  # superseded only by a recent update: kept (served until it)
-    log.user_update(8, [0.3] * 30, OLD)  # user 8's newest value: kept however old
+    log.user_update(8, [0.3] * 30, OLD + 61)  # user 8's newest value: kept however old
     log.user_update(7, [0.4] * 30, NEW)
     log.commit(str(lake), batches=batches)
 
