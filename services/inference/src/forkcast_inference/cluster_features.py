@@ -182,13 +182,8 @@ class ClusterFeatureReader:
         return self.state
 
     # -- the hot path --------------------------------------------------------------------------------------------
-    async def fetch(self, user_id: int, select: SelectFn) -> Fetched:
-        """The user and the selected candidates from the user's master, all of one version; see the module doc.
-
-        A coroutine for the ``FeatureSource`` protocol, but its round trips still block the event loop (one per
-        node, on redis-py connections): the pipelined connection (forkcast_inference.pipelined) serves the
-        standalone reader only so far.
-        """
+    def fetch(self, user_id: int, select: SelectFn) -> Fetched:
+        """The user and the selected candidates from the user's master, all of one version; see the module doc."""
         if self._stale:
             self.refresh_topology()
         held = self.held

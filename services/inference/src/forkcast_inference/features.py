@@ -8,8 +8,7 @@ request also reads the live pointer and the version's restaurant revision, and a
 reloads and fetches again, so no request mixes versions or uses stale coordinates.
 
 Standalone Redis only: the MGET spans the pointer, the user and the restaurants' slots (on Redis Cluster the user
-and the pointer would need their own calls). The MGET goes out on the worker's one pipelined asyncio connection
-(forkcast_inference.pipelined), so the event loop serves other requests during the round trip.
+and the pointer would need their own calls).
 """
 
 from __future__ import annotations
@@ -36,7 +35,6 @@ from forkcast_contract.feature_store import (
     meta_key,
     pointer_key,
 )
-from forkcast_inference.pipelined import PipelinedRedis
 from forkcast_inference.settings import InferenceSettings
 
 F64 = npt.NDArray[np.float64]
@@ -112,7 +110,7 @@ class FeatureSource(Protocol):
         """The live version's state, loading it if the live pointer moved (readiness and start)."""
         ...
 
-    async def fetch(self, user_id: int, select: SelectFn) -> Fetched:
+    def fetch(self, user_id: int, select: SelectFn) -> Fetched:
         """The user's vector and the values of the candidates ``select`` picks, all from one version."""
         ...
 
@@ -120,15 +118,15 @@ class FeatureSource(Protocol):
 class FeatureReader:
     """Holds the live version's coordinates; ``fetch`` returns a request's user and candidate values."""
 
-    def __init__(self, client: redis.Redis, prefix: str, timeout_s: float) -> None:
+    def __init__(self, client: redis.Redis, prefix: str) -> None:
         self.client = client
         self.prefix = prefix
         self.pointer = pointer_key(prefix)
         self.state: VersionState | None = None
-        # The hot path's own connection, to the pool's server as the pool's ACL user, shared by the worker's
-        # concurrent requests (pipelined); only ``fetch`` uses it. ``load``/``current`` use the pool (blocking:
-        # at start, on /readyz and on a version change only).
-        self.pipe = PipelinedRedis(client, timeout_s)
+        # The hot path's own connection, made like the pool's (AUTH, db, timeouts, no retries) and connected on its
+        # first use; only ``fetch`` (the event loop's thread) uses it. ``load``/``current`` use the pool.
+        pool = client.connection_pool
+        self._conn: redis.connection.AbstractConnection = pool.connection_class(**pool.connection_kwargs)
         self._wire: MgetWire | None = None
 
     def load(self, version: str) -> VersionState:
@@ -156,12 +154,8 @@ class FeatureReader:
             state = self.load(name)
         return state
 
-    async def fetch(self, user_id: int, select: SelectFn) -> Fetched:
-        """One MGET of [pointer, revision, user, in-range restaurants]; reload and refetch on any change.
-
-        Concurrent calls share the pipelined connection; each uses the ``state`` it started with, so a reload by
-        one request meanwhile never mixes versions in another.
-        """
+    def fetch(self, user_id: int, select: SelectFn) -> Fetched:
+        """One MGET of [pointer, revision, user, in-range restaurants]; reload and refetch on any change."""
         state = self.state or self.current()
         for _ in range(_MAX_ATTEMPTS):
             ids = select(state)
@@ -169,7 +163,8 @@ class FeatureReader:
             wire = self._wire
             if wire is None or wire.version != keys.version:
                 wire = self._wire = MgetWire.of(self.pointer, keys, state.meta.restaurants)
-            values = cast("list[bytes | None]", await self.pipe.execute(wire.mget(user_id, ids.tolist())))
+            self._conn.send_packed_command([wire.mget(user_id, ids.tolist())], check_health=False)  # type: ignore[no-untyped-call]
+            values = cast("list[bytes | None]", self._conn.read_response())
             live = values[0]
             if live is None:
                 raise NoLiveVersionError(f"{self.pointer} names no feature version")
@@ -201,8 +196,8 @@ class MgetWire:
     Why: building the key strings and redis-py's ``mget`` (``pack_command`` + ``execute_command``) cost 60-70 µs
     of CPU per request for ~50 keys; the same bytes sent with redis-py's ``send_packed_command`` on its own
     connection cost 21 µs (raw hiredis over a socket: 16 µs), measured 2026-12-05 on this 2-core machine,
-    loaded by other agents (docs/benchmarks.md, "inference CPU per request"). The bytes go out on the pipelined
-    connection (forkcast_inference.pipelined). ≈ 30 B per restaurant id of memory.
+    loaded by other agents (docs/benchmarks.md, "inference CPU per request"). The connection, its AUTH, timeouts,
+    reply parsing (hiredis) and error mapping stay redis-py's. ≈ 30 B per restaurant id of memory.
     """
 
     version: str
@@ -257,8 +252,4 @@ def open_feature_source(settings: InferenceSettings) -> FeatureSource:
         return ClusterFeatureReader(
             connect_cluster(settings.redis_url, settings.redis_timeout_s), settings.feature_prefix
         )
-    return FeatureReader(
-        connect(settings.redis_url, settings.redis_timeout_s),
-        settings.feature_prefix,
-        settings.redis_timeout_s,
-    )
+    return FeatureReader(connect(settings.redis_url, settings.redis_timeout_s), settings.feature_prefix)
