@@ -15,6 +15,7 @@ import json
 import sys
 import tempfile
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path, PurePosixPath
 from typing import Final
@@ -73,7 +74,7 @@ def resolve(
     )
 
 
-def _table_files(snapshot: Snapshot, spec: TableSpec, settings: RegistrySettings) -> dict[str, str]:
+def _table_files(snapshot: Snapshot | _Tables, spec: TableSpec, settings: RegistrySettings) -> dict[str, str]:
     """File name → path relative to the table, of ``spec``'s table at the snapshot's version."""
     uri = table_uri(snapshot.uri, spec.name)
     options = options_for(uri, settings)
@@ -85,7 +86,7 @@ def _table_files(snapshot: Snapshot, spec: TableSpec, settings: RegistrySettings
         raise LakeDataError(f"{snapshot.uri}: cannot read table {spec.name} ({uri}): {exc}") from exc
     except KeyError:
         raise LakeDataError(
-            f"{snapshot.uri}: snapshot {snapshot.version} names no table {spec.name}"
+            f"{snapshot.uri}: the snapshot of dataset {snapshot.manifest.fingerprint[:12]} names no table {spec.name}"
         ) from None
     paths = pa.table(table.get_add_actions(flatten=True)).column("path").to_pylist()
     return {PurePosixPath(p).name: p for p in paths}
@@ -120,10 +121,26 @@ def _download(store: S3Store, key: str, entry: FileEntry, dest: Path, what: str)
     partial.replace(dest)
 
 
-def verify_tables(snapshot: Snapshot, names: Sequence[str], settings: RegistrySettings | None = None) -> None:
-    """Download the files of tables ``names`` at the snapshot's versions into a scratch folder, each checked
-    against dataset.json's size and sha256 as ``materialize`` checks it, and discard them (for a reader that reads
-    the tables with polars directly and wants the bytes it reads verified first; the files never change)."""
+@dataclass(frozen=True)
+class _Tables:
+    """A snapshot row's dataset and table versions, for a reader that has the row but not its dataset version."""
+
+    uri: str
+    manifest: DatasetManifest
+    table_versions: dict[str, int]
+
+
+def verify_tables(
+    uri: str,
+    manifest: DatasetManifest,
+    table_versions: dict[str, int],
+    names: Sequence[str],
+    settings: RegistrySettings | None = None,
+) -> None:
+    """Download the files of tables ``names`` at ``table_versions`` (a snapshot row's) into a scratch folder, each
+    checked against dataset.json's size and sha256 as ``materialize`` checks it, and discard them (for a reader that
+    reads the tables with polars directly and wants the bytes it reads verified first; the files never change)."""
+    snapshot = _Tables(uri, manifest, table_versions)
     bucket, prefix = split_s3_uri(snapshot.uri)
     base = get_settings() if settings is None else settings
     store = S3Store.from_settings(base.model_copy(update={"bucket": bucket}))

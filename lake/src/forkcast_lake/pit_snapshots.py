@@ -37,7 +37,6 @@ from forkcast_contract.feature_store import version_name
 from forkcast_contract.features import feature_schema_hash
 from forkcast_lake.datasets import SNAPSHOTS_TABLE, LakeDataError
 from forkcast_lake.datasets_fetch import verify_tables
-from forkcast_lake.datasets_read import Snapshot
 from forkcast_lake.datasets_verify import check_fingerprint, verify_files
 from forkcast_lake.storage import is_remote, options_for, table_uri
 
@@ -73,8 +72,6 @@ def _lake_sources(uri: str, schema: str) -> list[FeatureSource]:
                 f"{where}: the snapshot row's fingerprint {fingerprint} is not its dataset.json's "
                 f"({manifest.fingerprint})"
             )
-        # The snapshot's own Delta version is not needed to read its tables: the row names their versions.
-        snapshot = Snapshot(uri=uri, version=-1, manifest=manifest, table_versions=versions)
         users_uri, rests_uri = table_uri(uri, "users"), table_uri(uri, "restaurants")
         sources.append(
             FeatureSource(
@@ -85,7 +82,7 @@ def _lake_sources(uri: str, schema: str) -> list[FeatureSource]:
                 pl.scan_delta(
                     rests_uri, version=versions["restaurants"], storage_options=options_for(rests_uri)
                 ),
-                partial(verify_tables, snapshot, ("users", "restaurants")),
+                partial(verify_tables, uri, manifest, versions, ("users", "restaurants")),
             )
         )
     return sources
