@@ -1,7 +1,10 @@
 """Reading the served-log tables for a time window, in the form the point-in-time joins work on.
 
-The tables and their columns are :mod:`forkcast_lake.served_log`'s. Reads are lazy (``pl.scan_delta``) and filter
-the ``date`` partition first, so a window reads only its days' files. What this adds:
+The tables and their columns are :mod:`forkcast_lake.served_log`'s. Reads are lazy (``pl.scan_delta``) and prune
+on the ``date`` partition first, so a window reads only its days' files. ``date`` is the day an event *arrived* in
+Redis (its stream id's milliseconds, served_log), not its own ``ts``: producers' clocks differ by up to
+MAX_CLOCK_SKEW_S, so the pruning range is widened by that much on both sides and the window itself is decided on
+``ts``, as the online-AUC job decides it. What this adds:
 
 * the stream order of every event, from its Redis entry id ``<ms>-<seq>`` as two integers (``*_ORDER`` columns);
   the online-AUC job sees events in that order, and which of two events on one pair counts depends on it;
@@ -82,7 +85,9 @@ class ServedLog:
     def scan(self, table: str, since: float, until: float) -> pl.LazyFrame:
         """Rows of ``table`` with ``since <= ts < until``, reading only the partitions of those days."""
         return self.table(table).filter(
-            pl.col("date").is_between(pl.lit(day(since)), pl.lit(day(until)))
+            pl.col("date").is_between(
+                pl.lit(day(since - MAX_CLOCK_SKEW_S)), pl.lit(day(until + MAX_CLOCK_SKEW_S))
+            )
             & (pl.col("ts") >= since)
             & (pl.col("ts") < until)
         )
@@ -116,7 +121,7 @@ class ServedLog:
         """Every live feature update stamped before ``until`` (a prediction's values may come from any of them)."""
         return (
             self.table(FEATURE_UPDATES_TABLE)
-            .filter((pl.col("date") <= day(until)) & (pl.col("ts") < until))
+            .filter((pl.col("date") <= day(until + MAX_CLOCK_SKEW_S)) & (pl.col("ts") < until))
             .with_columns(stream_order().alias(UPDATE_ORDER))
             .drop("date", "stream_id")
         )

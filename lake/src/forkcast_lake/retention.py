@@ -1,6 +1,7 @@
 """``forkcast-lake maintain``: small files merged, old days dropped, and what the served log costs per prediction.
 
-The served-log tables (forkcast_lake.served_log: partitioned by ``date``, the UTC day of each event) get, per run:
+The served-log tables (forkcast_lake.served_log: partitioned by ``date``, the UTC day each event
+arrived in Redis: its stream id's milliseconds) get, per run:
 
 1. **compaction** — delta-rs ``optimize.compact``: the small files the compaction job commits (one per batch) are
    rewritten into files of up to ``FORKCAST_LAKE_TARGET_FILE_BYTES``, one commit per table. Rows do not change and
