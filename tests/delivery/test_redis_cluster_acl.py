@@ -39,7 +39,8 @@ from forkcast_contract.feature_store import (
 )
 from forkcast_devservers.servers import RedisCluster as Cluster
 from forkcast_gateway.feature_updates import apply_update
-from forkcast_inference.features import VersionState, open_feature_source
+from forkcast_inference.features import VersionState
+from forkcast_inference.sources import open_feature_source
 from forkcast_inference.testing import make_settings
 from forkcast_inference.testing import tiny_data as tiny_data  # the session fixture: the tiny dataset's files
 from forkcast_monitoring.drift_job import Sample, features_client, served_features
@@ -140,7 +141,7 @@ def test_the_inference_user_serves_a_request_from_the_cluster(loaded: Acl) -> No
     def select(state: VersionState) -> npt.NDArray[np.int64]:
         return np.array([RESTAURANT, RESTAURANT + 1], dtype=np.int64)
 
-    fetched = asyncio.run(reader.fetch(USER_ID, select))
+    fetched = reader.fetch(USER_ID, select)
     assert fetched.version == keys.version
     assert fetched.user is not None and fetched.user.tobytes() == admin.get(keys.user(USER_ID))
     # The values come from the copy on the user's master; every copy holds the same bytes.

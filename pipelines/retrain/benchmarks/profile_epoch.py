@@ -89,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
         parts = []
         for name, source in ways.items():
             total, steps = time_slice(source)
-            parts.append(f"{name} {total:.2f} s / steps {steps:.2f} s = {total / steps:.2f}x")
+            parts.append(f"{name} {total:.4f} s / steps {steps:.4f} s = {total / steps:.2f}x")
         print(" | ".join(parts), flush=True)
     return 0
 

@@ -44,12 +44,12 @@ from forkcast_inference.features import (
     NoLiveVersionError,
     VersionState,
     connect,
-    open_feature_source,
 )
 from forkcast_inference.metrics import Metrics
 from forkcast_inference.model import LoadedModel, ModelLoadError, load_model
 from forkcast_inference.ranking import Selection, rank, select_in_range, warm_up
 from forkcast_inference.settings import InferenceSettings
+from forkcast_inference.sources import open_feature_source
 
 log = logging.getLogger("forkcast_inference")
 

@@ -270,6 +270,11 @@ class NodeConnections:
     in redis-py 8.1 (a micro-measurement of 20,000 rounds on the shared 2-core VM, 2026-12-05), more than the rest
     of the round trip. Safe because a worker calls Redis from one thread only (the app's event loop, synchronously:
     forkcast_inference.app); a connection that failed is closed and reconnects on its next use.
+
+    One connection object per node for the worker's life: ``make_connection`` counts it against the node pool's
+    ``max_connections`` (100 by default in redis-py 8.1) and nothing gives that back, so a new one per slot-map
+    refresh ran the pool out after ~100 refreshes (a dead master costs one per request): every request then failed
+    with MaxConnectionsError, although the slot map already named the promoted replica.
     """
 
     def __init__(self) -> None:
@@ -283,9 +288,9 @@ class NodeConnections:
         return conn
 
     def close(self) -> None:
+        """Drop every socket (nodes may have gone or changed role); each connection reconnects on its next send."""
         for conn in self._conns.values():
             conn.disconnect()
-        self._conns.clear()
 
 
 def round_trips(plan: Plan, connections: NodeConnections) -> dict[Command, Any]:

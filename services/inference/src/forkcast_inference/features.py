@@ -35,7 +35,6 @@ from forkcast_contract.feature_store import (
     meta_key,
     pointer_key,
 )
-from forkcast_inference.settings import InferenceSettings
 
 F64 = npt.NDArray[np.float64]
 I64 = npt.NDArray[np.int64]
@@ -241,15 +240,3 @@ def load_coordinates(client: redis.Redis | RedisCluster, keys: FeatureKeys, n: i
             idx = np.asarray(good) + start
             lat[idx], lng[idx] = coords[:, 0], coords[:, 1]
     return lat, lng
-
-
-def open_feature_source(settings: InferenceSettings) -> FeatureSource:
-    """The feature reader ``settings`` name: the one place the app's reader is chosen (standalone or Cluster)."""
-    if settings.redis_cluster:
-        # Imported here: cluster_features builds on this module (VersionState, Fetched, load_coordinates).
-        from forkcast_inference.cluster_features import ClusterFeatureReader, connect_cluster
-
-        return ClusterFeatureReader(
-            connect_cluster(settings.redis_url, settings.redis_timeout_s), settings.feature_prefix
-        )
-    return FeatureReader(connect(settings.redis_url, settings.redis_timeout_s), settings.feature_prefix)

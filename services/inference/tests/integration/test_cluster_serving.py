@@ -21,13 +21,14 @@ import polars as pl
 import pytest
 import redis
 from pydantic import ValidationError
+from redis.cluster import ClusterNode
 
 from forkcast_contract.dataset import REQUESTS_FILE
 from forkcast_contract.metric_names import INFERENCE_ERRORS
 from forkcast_devservers.ready import wait_until
 from forkcast_devservers.servers import RedisCluster, RedisServer
 from forkcast_inference.app import InferenceApp, create_app
-from forkcast_inference.cluster_features import ClusterFeatureReader
+from forkcast_inference.cluster_features import ClusterFeatureReader, NodeConnections, round_trips
 from forkcast_inference.testing import BIN, PREFIX, Response, call, make_settings
 
 pytestmark = pytest.mark.slow
@@ -164,8 +165,10 @@ def test_failover_mid_load_gives_no_wrong_answer_and_counts_its_errors(
         # (redis/src/cluster.c manualFailoverCheckTimeout): an operator re-issues it, and so does this test.
         deadline = time.monotonic() + 60
         while _role(replica) != "master":
-            assert time.monotonic() < deadline, "replica not promoted within 60 s of repeated CLUSTER FAILOVER"
-            redis.Redis(port=replica.port).execute_command("CLUSTER", "FAILOVER")
+            assert time.monotonic() < deadline, (
+                "replica not promoted within 60 s of repeated CLUSTER FAILOVER"
+            )
+            redis.Redis(port=replica.port).execute_command("CLUSTER", "FAILOVER")  # type: ignore[no-untyped-call]
             try:
                 wait_until(lambda: _role(replica) == "master", timeout_s=8, what="replica promoted")
             except TimeoutError:
@@ -217,6 +220,26 @@ def test_failover_mid_load_gives_no_wrong_answer_and_counts_its_errors(
     assert errors > 0 and errors == counted, (errors, counted)
     assert outage.count(200) > 0  # the other masters' users were served during the outage
     assert 503 not in outage[-len(reqs) :], "requests still failing 60 s after the master died"
+
+
+def test_node_connections_reconnect_after_each_refresh_without_running_the_pool_out(
+    redis_server: RedisServer,
+) -> None:
+    # Each slot-map refresh closes the worker's connections; a dead master costs one refresh per request. Making a
+    # new connection each time ran the node pool's max_connections out (MaxConnectionsError on every request).
+    pool_limit = 2
+    node = ClusterNode(  # type: ignore[no-untyped-call]
+        "127.0.0.1",
+        redis_server.port,
+        redis_connection=redis.Redis(port=redis_server.port, max_connections=pool_limit),
+    )
+    conns = NodeConnections()
+    for _ in range(pool_limit * 3):
+        replies = round_trips({node.name: (node, [("PING",)])}, conns)
+        assert replies == {("PING",): b"PONG"}
+        conns.close()
+    assert node.redis_connection is not None
+    assert node.redis_connection.connection_pool._created_connections == 1
 
 
 def test_cluster_mode_without_an_events_redis_is_refused_at_start() -> None:
