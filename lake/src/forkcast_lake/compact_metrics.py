@@ -2,27 +2,23 @@
 
 One small server on ``FORKCAST_METRICS_PORT``: ``/metrics``, ``/healthz`` (200 while the process serves HTTP: the
 job waits out Redis and S3 outages in its loop, so an outage is no reason to restart it) and ``/readyz`` (200 once
-a loop step has completed and the last one did not fail; 503 with the error otherwise), the same contract as the
-monitoring jobs' probes (forkcast_monitoring.probes), which the lake cannot import (services never import each
-other).
+a loop step has completed and the last one did not fail; 503 with the error otherwise): the monitoring jobs'
+probe server (forkcast_monitoring.probes), which the lake already depends on for the online-AUC pair rule.
 """
 
 from __future__ import annotations
 
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from http.server import ThreadingHTTPServer
 
 from prometheus_client import (
-    CONTENT_TYPE_LATEST,
     CollectorRegistry,
     Counter,
     Gauge,
     Histogram,
-    generate_latest,
 )
 
 from forkcast_contract import metric_names as n
+from forkcast_monitoring.probes import start_probe_server
 
 
 class CompactMetrics:
@@ -73,31 +69,6 @@ class CompactMetrics:
 
 
 def start_server(metrics: CompactMetrics, host: str, port: int) -> ThreadingHTTPServer:
-    """Serve /metrics, /healthz and /readyz on a daemon thread; returns the server (``server_port`` is bound)."""
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            path = self.path.split("?", 1)[0]
-            if path == "/metrics":
-                self._send(200, generate_latest(metrics.registry), CONTENT_TYPE_LATEST)
-            elif path == "/healthz":
-                self._send(200, b"ok\n")
-            elif path == "/readyz":
-                error = metrics.ready_error
-                self._send(200, b"ready\n") if error is None else self._send(503, f"{error}\n".encode())
-            else:
-                self._send(404, b"not found\n")
-
-        def _send(self, status: int, body: bytes, content_type: str = "text/plain; charset=utf-8") -> None:
-            self.send_response(status)
-            self.send_header("Content-Type", content_type)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, format: str, *args: Any) -> None:
-            return  # probes every few seconds would flood the log
-
-    server = ThreadingHTTPServer((host, port), Handler)
-    threading.Thread(target=server.serve_forever, name="compact-probes", daemon=True).start()
-    return server
+    """Serve /metrics, /healthz and /readyz on a daemon thread (monitoring's probe server, the jobs' one way);
+    returns the server (``server_port`` is bound)."""
+    return start_probe_server(host, port, metrics.registry, lambda: metrics.ready_error)

@@ -66,7 +66,7 @@ def test_probes_metrics_and_the_commit_on_stop(
     http = start_server(metrics, "127.0.0.1", 0)
     base = f"http://127.0.0.1:{http.server_port}"
     status, body = _get(f"{base}/readyz")
-    assert (status, body.strip()) == (503, "no step completed yet")
+    assert (status, body.strip()) == (503, "not ready: no step completed yet")
     assert _get(f"{base}/healthz")[0] == 200
 
     produce(client, STREAMS, 40, time.time())

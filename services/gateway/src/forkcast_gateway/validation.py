@@ -9,7 +9,8 @@ this Struct 25.8 µs per body, the same Struct without limits 22.7, untyped ``ms
 (the 69 µs was the load). Of the 22 µs, ≈ 16 µs is making the 1,000 ints (the list left as ``msgspec.Raw``: 6.1 µs);
 checking that raw list with bytes passes instead (translate/count, no ints) cost 19 µs in total, so it was not kept.
 
-How the two stay one rule: :class:`RecommendBody` states the limits of schemas.RecommendRequest (both from
+How the two stay one rule: forkcast_contract.recommend_wire.RecommendBody (the inference decodes with it
+too) states the limits of schemas.RecommendRequest (both from
 forkcast_contract.api), and a body it accepts is forwarded as is; any body it refuses goes to the pydantic model,
 which decides (it also admits integral floats such as ``1.0`` for an integer, routes/recommend.integral_floats) and
 writes the documented 422. So msgspec may be stricter than pydantic but never looser: the list's configured length
@@ -20,24 +21,9 @@ tests/unit/test_validation.py holds the two to that: never admitted here when th
 
 from __future__ import annotations
 
-from typing import Annotated
-
 import msgspec
 
-from forkcast_contract import api as limits
-
-CandidateId = Annotated[int, msgspec.Meta(ge=limits.CANDIDATE_ID_MIN, le=limits.CANDIDATE_ID_MAX)]
-
-
-class RecommendBody(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    """schemas.RecommendRequest's fields and limits (the list's length is checked against the settings)."""
-
-    candidate_restaurant_ids: Annotated[list[CandidateId], msgspec.Meta(min_length=1)]
-    latitude: Annotated[float, msgspec.Meta(ge=limits.LATITUDE_MIN, le=limits.LATITUDE_MAX)]
-    longitude: Annotated[float, msgspec.Meta(ge=limits.LONGITUDE_MIN, le=limits.LONGITUDE_MAX)]
-    size: Annotated[int, msgspec.Meta(ge=limits.SIZE_MIN, le=limits.SIZE_MAX)] = limits.SIZE_DEFAULT
-    max_dist: Annotated[float, msgspec.Meta(ge=limits.MAX_DIST_MIN_M)] = limits.MAX_DIST_DEFAULT_M
-    sort_dist: bool = False
+from forkcast_contract.recommend_wire import RecommendBody
 
 
 class FastCheck:

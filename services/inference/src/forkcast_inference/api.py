@@ -7,29 +7,18 @@ in front of the same core, and msgspec parsing recovers about half of it.
 from __future__ import annotations
 
 import re
-from typing import Annotated, Final
+from typing import Final
 
 import msgspec
 
 from forkcast_contract import api as limits
+from forkcast_contract.recommend_wire import RecommendBody
 
 INT64_MAX: Final = limits.INT64_MAX
 _USER_RE: Final = re.compile(rf"u?([0-9]{{1,{limits.USER_ID_DIGITS_MAX}}})")
 
-CandidateId = Annotated[int, msgspec.Meta(ge=limits.CANDIDATE_ID_MIN, le=limits.CANDIDATE_ID_MAX)]
-
-
-class RecommendRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    """SPEC §6; the limits come from forkcast_contract.api, which the gateway's pydantic schema also uses.
-    Unknown fields are refused (422), as the gateway refuses them: a typo such as ``szie`` is not a silent default
-    (issue 18.6)."""
-
-    candidate_restaurant_ids: Annotated[list[CandidateId], msgspec.Meta(min_length=1)]
-    latitude: Annotated[float, msgspec.Meta(ge=limits.LATITUDE_MIN, le=limits.LATITUDE_MAX)]
-    longitude: Annotated[float, msgspec.Meta(ge=limits.LONGITUDE_MIN, le=limits.LONGITUDE_MAX)]
-    size: Annotated[int, msgspec.Meta(ge=limits.SIZE_MIN, le=limits.SIZE_MAX)] = limits.SIZE_DEFAULT
-    max_dist: Annotated[float, msgspec.Meta(ge=limits.MAX_DIST_MIN_M)] = limits.MAX_DIST_DEFAULT_M
-    sort_dist: bool = False
+# The body's Struct is the contract's, the one the gateway checks it with (one definition of the limits).
+RecommendRequest = RecommendBody
 
 
 class BadRequestError(ValueError):
