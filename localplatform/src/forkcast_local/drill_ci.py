@@ -80,16 +80,23 @@ class Pipeline:
     trigger: dict[str, str] = field(default_factory=dict)
     result: dict[str, Any] = field(default_factory=dict)
     procs: list[Proc] = field(default_factory=list)
+    # Spawning a step and recording it are one step under this lock, and ``stop`` takes it too: otherwise a stop
+    # between the spawn and the append (a loaded CI machine, the child already running) found no step to stop.
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    _stopped: bool = False
 
     def _call(self, name: str, args: list[str]) -> int:
         """Run one ``forkcast-retrain`` step to its end; its exit status (not 0 when ``stop`` ended it)."""
-        proc = spawn(
-            [str(self.bin_dir / "forkcast-retrain"), *args],
-            env={**os.environ, **self.env},
-            cwd=REPO_ROOT,
-            log=self.run / f"{name}.log",
-        )
-        self.procs.append(proc)
+        with self._lock:
+            if self._stopped:
+                return -signal.SIGTERM
+            proc = spawn(
+                [str(self.bin_dir / "forkcast-retrain"), *args],
+                env={**os.environ, **self.env},
+                cwd=REPO_ROOT,
+                log=self.run / f"{name}.log",
+            )
+            self.procs.append(proc)
         try:
             code = wait_exit(proc)
         finally:
@@ -171,7 +178,10 @@ class Pipeline:
 
     def stop(self) -> None:
         """Stop the step running now (a CLI this pipeline started, with what it forked): SIGTERM, SIGKILL after 10 s."""
-        for proc in list(self.procs):
+        with self._lock:
+            self._stopped = True
+            procs = list(self.procs)
+        for proc in procs:
             stop_process(proc)
 
 
