@@ -58,8 +58,8 @@ format: setup ## apply ruff's fixes and formatting
 typecheck: setup ## mypy --strict on every package
 	$(BIN)/mypy $(PACKAGES)
 
-# Two workers, each test file whole on one of them (pytest-xdist --dist loadfile: a file's module fixtures and its
-# servers stay together): most of the suite waits on real servers, deadlines and drills; with two workers the whole
+# Three workers, each test file whole on one of them (pytest-xdist --dist loadfile: a file's module fixtures and its
+# servers stay together): most of the suite waits on real servers, deadlines and drills; with three workers
 # a fresh-clone `.ci/run` (setup + lint + types + 1,423 tests on three workers) took 14 min 29 s on the 2-core VM
 # (2026-12-05). PYTEST_WORKERS=0 runs it in one process.
 PYTEST_WORKERS ?= 3
