@@ -6,15 +6,13 @@ from __future__ import annotations
 
 import threading
 import time
-import uuid
 from typing import Any
 
-import pytest
 import redis
 from deltalake import DeltaTable
 
 from forkcast_contract.streams import FEEDBACK_STREAM
-from forkcast_devservers.servers import RedisServer, Seaweed
+from forkcast_devservers.servers import RedisServer
 from forkcast_lake.compact import Compactor
 from forkcast_lake.compact_cli import run_forever
 from forkcast_lake.compact_settings import CompactSettings
@@ -44,15 +42,6 @@ class _Compactor(Compactor):
         if self.s3_down:
             raise OSError("S3: connection refused")
         super().start()
-
-
-@pytest.fixture
-def lake(seaweed: Seaweed, monkeypatch: pytest.MonkeyPatch) -> str:
-    bucket = f"loss-{uuid.uuid4().hex[:8]}"
-    seaweed.create_bucket(bucket)
-    for name, value in seaweed.client_env(bucket).items():
-        monkeypatch.setenv(name, value)
-    return f"s3://{bucket}/lake"
 
 
 def test_an_s3_outage_still_reports_and_counts_what_the_cap_deleted_unread(

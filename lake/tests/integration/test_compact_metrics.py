@@ -7,16 +7,14 @@ import threading
 import time
 import urllib.error
 import urllib.request
-import uuid
 from typing import Any
 
-import pytest
 import redis
 from deltalake import DeltaTable
 
 from forkcast_contract import metric_names as n
 from forkcast_contract.streams import FEEDBACK_STREAM, PREDICTIONS_STREAM
-from forkcast_devservers.servers import RedisServer, Seaweed
+from forkcast_devservers.servers import RedisServer
 from forkcast_lake.compact import Compactor
 from forkcast_lake.compact_cli import run_forever
 from forkcast_lake.compact_metrics import CompactMetrics, start_server
@@ -43,19 +41,13 @@ def _sample(text: str, name: str, **labels: str) -> float | None:
     return None
 
 
-def test_probes_metrics_and_the_commit_on_stop(
-    redis_server_factory: Any, seaweed: Seaweed, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_probes_metrics_and_the_commit_on_stop(redis_server_factory: Any, lake: str) -> None:
     server: RedisServer = redis_server_factory()
     client = redis.Redis.from_url(server.url)
-    bucket = f"metrics-{uuid.uuid4().hex[:8]}"
-    seaweed.create_bucket(bucket)
-    for name, value in seaweed.client_env(bucket).items():
-        monkeypatch.setenv(name, value)
     # A batch never closes by itself here (1 h, 1M entries): only the stop can commit it.
     settings = CompactSettings(
         environment="local",
-        lake_uri=f"s3://{bucket}/lake",
+        lake_uri=lake,
         events_redis_url=server.url,
         block_ms=50,
         batch_seconds=3600,
@@ -94,7 +86,7 @@ def test_probes_metrics_and_the_commit_on_stop(
         job.join(30)
     # The stop committed the open batches (SIGTERM does the same through run_forever) and trimmed them.
     options = storage_options(settings)
-    assert DeltaTable(f"s3://{bucket}/lake/served/feedback", storage_options=options).count() == 400
+    assert DeltaTable(f"{lake}/served/feedback", storage_options=options).count() == 400
     text = _get(f"{base}/metrics")[1]
     assert _sample(text, n.LAKE_ROWS_COMMITTED_TOTAL, table="served/predictions") == 40
     assert _sample(text, n.LAKE_TRIMMED_TOTAL, stream=FEEDBACK_STREAM) == 400

@@ -5,19 +5,17 @@ Real redis-server and weed mini; the producers' own classes, not copies of their
 from __future__ import annotations
 
 import asyncio
-import uuid
 from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
-import pytest
 import redis
 import redis.asyncio as aioredis
 from deltalake import DeltaTable
 
 from forkcast_contract.feature_store import restaurant_value, unpack_restaurants
 from forkcast_contract.streams import FEATURE_UPDATES_STREAM, FEEDBACK_STREAM, PREDICTIONS_STREAM
-from forkcast_devservers.servers import RedisServer, Seaweed
+from forkcast_devservers.servers import RedisServer
 from forkcast_gateway import feature_updates as updates
 from forkcast_gateway import feedback, schemas
 from forkcast_inference import events
@@ -41,9 +39,7 @@ async def _gateway_writes(url: str) -> None:
     await client.aclose()
 
 
-def test_real_producers_records_reach_the_tables_intact(
-    redis_server_factory: Any, seaweed: Seaweed, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_real_producers_records_reach_the_tables_intact(redis_server_factory: Any, lake: str) -> None:
     server: RedisServer = redis_server_factory()
     client = redis.Redis.from_url(server.url)
     sink = events.EventSink(client, PREDICTIONS_STREAM, 100_000, 100, inference_metrics.Metrics())
@@ -52,13 +48,9 @@ def test_real_producers_records_reach_the_tables_intact(
     assert sink.flush() == 1
     asyncio.run(_gateway_writes(server.url))
 
-    bucket = f"producers-{uuid.uuid4().hex[:8]}"
-    seaweed.create_bucket(bucket)
-    for name, value in seaweed.client_env(bucket).items():
-        monkeypatch.setenv(name, value)
     settings = CompactSettings(
         environment="local",
-        lake_uri=f"s3://{bucket}/lake",
+        lake_uri=lake,
         events_redis_url=server.url,
         block_ms=20,
         keep_seconds=0,

@@ -4,16 +4,14 @@ two compactors racing on one group neither skip nor duplicate a row (real redis-
 from __future__ import annotations
 
 import time
-import uuid
 from collections import Counter
 from typing import Any
 
-import pytest
 import redis
 from deltalake import DeltaTable
 
 from forkcast_contract.streams import FEEDBACK_STREAM, PREDICTIONS_STREAM
-from forkcast_devservers.servers import RedisServer, Seaweed
+from forkcast_devservers.servers import RedisServer
 from forkcast_lake.compact import Compactor
 from forkcast_lake.compact_settings import CompactSettings
 from forkcast_lake.compact_trim import safe_bound
@@ -23,15 +21,6 @@ from forkcast_lake.testing import prediction_fields, produce
 
 STREAMS = {"predictions": PREDICTIONS_STREAM, "feedback": FEEDBACK_STREAM}
 AUC_GROUP = "online-auc"
-
-
-@pytest.fixture
-def lake(seaweed: Seaweed, monkeypatch: pytest.MonkeyPatch) -> str:
-    bucket = f"trim-{uuid.uuid4().hex[:8]}"
-    seaweed.create_bucket(bucket)
-    for name, value in seaweed.client_env(bucket).items():
-        monkeypatch.setenv(name, value)
-    return f"s3://{bucket}/lake"
 
 
 def _settings(lake: str, redis_url: str, **extra: Any) -> CompactSettings:
