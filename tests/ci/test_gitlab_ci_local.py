@@ -43,6 +43,12 @@ from forkcast_devservers.servers import Mlflow, Seaweed
 ROOT = Path(__file__).resolve().parents[2]
 VENV_BIN = Path(sys.executable).parent
 GCL = ["npx", "--yes", "gitlab-ci-local@4.73.0"]
+# What a machine without npx is told (the test fails with it, never skips: `make system-packages` installs Node.js).
+NPX_HINT = (
+    "npx not found on PATH: gitlab-ci-local@4.73.0 runs through npx (Node.js with npm). Run `make system-packages` "
+    "(as root it apt-get installs Debian's nodejs and npm when no npx is present), or install Node.js 20 with npm "
+    "from https://nodejs.org"
+)
 RETRAIN_JOBS = {
     "prep",
     "train",
@@ -75,7 +81,7 @@ def gcl() -> list[str]:
     """The gitlab-ci-local command, fetched once through npx from the npm registry. A missing node/npx or a failed
     fetch fails the test with what to install: the pipeline is never silently left unrun."""
     if shutil.which("npx") is None:
-        pytest.fail("npx not installed: gitlab-ci-local needs Node.js 20 with npm (https://nodejs.org)")
+        pytest.fail(NPX_HINT)
     try:
         probe = subprocess.run([*GCL, "--version"], capture_output=True, text=True, timeout=240)
     except subprocess.TimeoutExpired:

@@ -11,7 +11,8 @@ scope. A missing program is an error naming the package that installs it, never 
 * ``redis_cluster``: a 3-master Redis Cluster for the session.
 * ``seaweed``: one ``weed mini`` (S3) for the session; ``mlflow``: an mlflow server for the session whose
   artifacts go to the ``mlflow-artifacts`` bucket of ``seaweed``.
-* ``prometheus_server`` / ``alertmanager_server``: ``start(config, **options)``, stopped at the end of the test.
+* ``prometheus_server`` / ``alertmanager_server``: ``start(config, **options)``, stopped at the end of the test;
+  ``prometheus`` is the same factory under the name issue 17 gives it.
 * ``free_port``: a free port on 127.0.0.1 below the ephemeral range.
 """
 
@@ -106,6 +107,13 @@ def prometheus_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Call
     yield start
     for server in reversed(started):
         server.stop()
+
+
+@pytest.fixture
+def prometheus(prometheus_server: Callable[..., Prometheus]) -> Callable[..., Prometheus]:
+    """``prometheus_server`` under the fixture name issue 17 lists (``redis_server``, ``seaweed``, ``mlflow``,
+    ``prometheus``): the same factory, so a test asking for both gets one set of servers."""
+    return prometheus_server
 
 
 @pytest.fixture

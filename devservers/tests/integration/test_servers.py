@@ -100,10 +100,13 @@ def test_mlflow_server_stores_artifacts_in_seaweed(mlflow: Mlflow) -> None:
 
 
 def test_prometheus_and_alertmanager_load_their_config(
+    prometheus: Callable[..., Prometheus],
     prometheus_server: Callable[..., Prometheus],
     alertmanager_server: Callable[..., Alertmanager],
     tmp_path: Path,
 ) -> None:
+    """Through ``prometheus``, the issue's name for the ``prometheus_server`` factory (one factory, not two)."""
+    assert prometheus is prometheus_server
     am_cfg = tmp_path / "am.yml"
     am_cfg.write_text("route:\n  receiver: nowhere\nreceivers:\n  - name: nowhere\n")
     am = alertmanager_server(am_cfg)
@@ -114,7 +117,7 @@ def test_prometheus_and_alertmanager_load_their_config(
         f"rule_files: [{rules}]\n"
         f"alerting:\n  alertmanagers:\n    - static_configs:\n        - targets: ['127.0.0.1:{am.port}']\n"
     )
-    prom = prometheus_server(prom_cfg)
+    prom = prometheus(prom_cfg)
     with urllib.request.urlopen(f"{prom.url}/api/v1/rules", timeout=5) as r:
         groups = json.load(r)["data"]["groups"]
     assert [rule["name"] for g in groups for rule in g["rules"]] == ["Always"]

@@ -38,7 +38,7 @@ def create_fastapi_app() -> FastAPI:
     @app.post("/recommend/{user_id}")
     async def recommend(user_id: str, request: Request) -> Response:
         try:
-            status, body, headers = core.recommend(user_id, await request.body(), "bench")
+            status, body, headers = await core.recommend(user_id, await request.body(), "bench")
         except UnavailableError as exc:
             return Response(str(exc), status_code=503)
         return Response(

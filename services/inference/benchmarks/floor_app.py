@@ -1,8 +1,9 @@
 """The floor server of `bench_serve.py` (issue 19.3): the service's HTTP stack and Redis round trip, nothing else.
 
 Same server (uvicorn, uvloop, httptools, one raw ASGI callable), same body reading, and per request the same MGET
-the service sends — the same keys (pointer, revision, user, in-range restaurants) on the same kind of connection
-(redis-py's, pre-encoded command) — then a canned answer of the service's shape. What it skips is exactly the
+the service sends — the same keys (pointer, revision, user, in-range restaurants), pre-encoded, on the same
+Redis client: the service reader's own pipelined asyncio connection (forkcast_inference.pipelined), so the ratio
+compares like with like — then a canned answer of the service's shape. What it skips is exactly the
 service's own work: JSON parsing and validation, the distance filter, scoring, sorting, encoding the answer,
 events and metrics. The MGET of each workload request is computed once at start with the service's own reader and
 selection, so the floor's keys are the service's keys by construction.
@@ -50,7 +51,9 @@ class FloorApp:
     def __init__(self, requests: Path) -> None:
         settings = get_settings()
         self.reader = FeatureReader(
-            connect(settings.redis_url, settings.redis_timeout_s), settings.feature_prefix
+            connect(settings.redis_url, settings.redis_timeout_s),
+            settings.feature_prefix,
+            settings.redis_timeout_s,
         )
         state = self.reader.current()
         wire = MgetWire.of(self.reader.pointer, state.keys, state.meta.restaurants)
@@ -62,7 +65,7 @@ class FloorApp:
             sel = select_in_range(state, ids, req.latitude, req.longitude, req.max_dist)
             user = parse_user_id(path.removeprefix("/recommend/"))
             self.commands[(path, body.encode())] = wire.mget(user, sel.ids.tolist())
-        self.conn = self.reader._conn  # the service's hot-path connection, as the service uses it
+        self.pipe = self.reader.pipe  # the service's hot-path connection, as the service uses it
 
     async def __call__(
         self,
@@ -92,8 +95,7 @@ class FloorApp:
             )
             await send({"type": "http.response.body", "body": b"{}"})
             return
-        self.conn.send_packed_command([command], check_health=False)  # type: ignore[no-untyped-call]
-        self.conn.read_response()
+        await self.pipe.execute(command)
         await send({"type": "http.response.start", "status": 200, "headers": HEADERS})
         await send({"type": "http.response.body", "body": CANNED})
 

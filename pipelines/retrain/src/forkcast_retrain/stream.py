@@ -13,9 +13,9 @@ need a per-epoch shuffle gather of the same width, which is the cost measured he
 from __future__ import annotations
 
 import ctypes
-import queue
 import sys
 import threading
+from collections import deque
 from collections.abc import Generator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -165,39 +165,117 @@ def _chunks(
             )
 
 
-def _prefetched(items: Iterator[Batch], depth: int) -> Iterator[Batch]:
-    """``items`` produced by a reader thread, at most ``depth`` ahead; its exceptions are raised here, in order."""
-    ready: queue.Queue[Batch | BaseException | None] = queue.Queue(maxsize=depth)
-    stop = threading.Event()
+class ReaderThread:
+    """Items of ``items`` produced by a background thread, at most ``depth`` ahead of the consumer.
 
-    def hand_over(item: Batch | BaseException | None) -> bool:
-        while not stop.is_set():
-            try:
-                ready.put(item, timeout=0.1)
-                return True
-            except queue.Full:
-                continue
-        return False  # the consumer has gone
+    Iterate it once; a producer exception is raised in the consumer where that item was due. ``wait_idle`` lets
+    the training benchmark pause the reader between slices of a real epoch (see ``wait_idle``); training itself
+    never calls it. A bounded deque under one condition variable rather than ``queue.Queue``, because "the reader
+    is blocked on a full queue" must be observable without a race (queue.Queue cannot say that).
+    """
 
-    def produce() -> None:
+    def __init__(self, items: Iterator[Batch], depth: int) -> None:
+        self._items = items
+        self._depth = depth
+        self._cond = threading.Condition()
+        self._ready: deque[Batch | BaseException | None] = deque()
+        self._waiting_for_room = False  # the producer holds its next item and the queue is full
+        self._ended = False
+        self._stop = False
+        self._thread = threading.Thread(target=self._produce, name="click-reader", daemon=True)
+        self._thread.start()
+
+    def _hand_over(self, item: Batch | BaseException | None) -> bool:
+        with self._cond:
+            while len(self._ready) >= self._depth and not self._stop:
+                self._waiting_for_room = True
+                self._cond.notify_all()
+                self._cond.wait()
+            self._waiting_for_room = False
+            if self._stop:
+                return False  # the consumer has gone
+            self._ready.append(item)
+            self._cond.notify_all()
+            return True
+
+    def _produce(self) -> None:
         try:
-            for item in items:
-                if not hand_over(item):
+            for item in self._items:
+                if not self._hand_over(item):
                     return
-            hand_over(None)
+            self._hand_over(None)
         except BaseException as exc:  # handed to the consumer, which raises it where the data was due
-            hand_over(exc)
+            self._hand_over(exc)
+        finally:
+            with self._cond:
+                self._ended = True
+                self._cond.notify_all()
 
-    reader = threading.Thread(target=produce, name="click-reader", daemon=True)
-    reader.start()
-    try:
-        while (item := ready.get()) is not None:
-            if isinstance(item, BaseException):
-                raise item
-            yield item
-    finally:
-        stop.set()  # an abandoned epoch (error, NaN stop) leaves the reader after at most one more chunk
-        reader.join()
+    def __iter__(self) -> Iterator[Batch]:
+        try:
+            while True:
+                with self._cond:
+                    while not self._ready and not self._ended:
+                        self._cond.wait()
+                    if not self._ready:
+                        return
+                    item = self._ready.popleft()
+                    # Cleared here, not by the producer when it wakes: until then the flag would still say
+                    # "idle" although the producer is about to work again.
+                    self._waiting_for_room = False
+                    self._cond.notify_all()
+                if item is None:
+                    return
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+        finally:
+            self.close()
+
+    def wait_idle(self) -> None:
+        """Block until the reader has filled the queue and waits for room (or has ended).
+
+        From then until the consumer takes the next item the reader does no work, so the training benchmark can
+        time step-only steps between slices of a real epoch without the reader taking CPU from them or getting
+        ahead for free; the wait itself is counted as epoch time there.
+        """
+        with self._cond:
+            while not (self._waiting_for_room or self._ended):
+                self._cond.wait()
+
+    def close(self) -> None:
+        """Stop the reader (after at most the item it is producing) and join it."""
+        with self._cond:
+            self._stop = True
+            self._cond.notify_all()
+        self._thread.join()
+
+
+def start_reader(
+    gatherer: FeatureGatherer,
+    files: list[Path],
+    rng: np.random.Generator,
+    batch_size: int,
+    chunk_rows: int = CHUNK_ROWS,
+) -> ReaderThread:
+    """A reader thread gathering ``files`` in chunks of ``chunk_rows`` rounded up to whole batches."""
+    _large_blocks_from_mmap()
+    chunk_rows = max(1, -(-chunk_rows // batch_size)) * batch_size
+    return ReaderThread(_chunks(gatherer, files, rng, chunk_rows), _QUEUE_CHUNKS)
+
+
+def slice_batches(reader: ReaderThread, batch_size: int) -> Generator[Batch, None, None]:
+    """The reader's chunks cut into consecutive batches of ``batch_size`` rows (the last of a file may be short)."""
+    for chunk in reader:
+        for offset in range(0, len(chunk.y), batch_size):
+            end = offset + batch_size
+            yield Batch(
+                path=chunk.path,
+                start=chunk.start + offset,
+                source_rows=chunk.source_rows[offset:end],
+                x=chunk.x[offset:end],
+                y=chunk.y[offset:end],
+            )
 
 
 def epoch_batches(
@@ -215,15 +293,4 @@ def epoch_batches(
     reading without it. A ``DataError`` of a file surfaces when that file's batches are due; closing the
     generator early (or dropping it) stops the thread.
     """
-    _large_blocks_from_mmap()
-    chunk_rows = max(1, -(-chunk_rows // batch_size)) * batch_size
-    for chunk in _prefetched(_chunks(gatherer, files, rng, chunk_rows), _QUEUE_CHUNKS):
-        for offset in range(0, len(chunk.y), batch_size):
-            end = offset + batch_size
-            yield Batch(
-                path=chunk.path,
-                start=chunk.start + offset,
-                source_rows=chunk.source_rows[offset:end],
-                x=chunk.x[offset:end],
-                y=chunk.y[offset:end],
-            )
+    yield from slice_batches(start_reader(gatherer, files, rng, batch_size, chunk_rows), batch_size)

@@ -12,7 +12,7 @@ import json
 import math
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,7 +37,12 @@ from forkcast_retrain.metrics import BinnedAuc
 from forkcast_retrain.model import build_model, build_optimizer
 from forkcast_retrain.prep import load_prepared
 from forkcast_retrain.recipes import Recipe
-from forkcast_retrain.stream import FeatureGatherer, epoch_batches, epoch_files
+from forkcast_retrain.stream import Batch, FeatureGatherer, epoch_batches, epoch_files
+
+# What turns an epoch's files into batches: ``stream.epoch_batches`` (gatherer, files, shuffle rng, batch size).
+# A parameter only so that the training benchmark can time step-only steps between slices of this very loop
+# (benchmarks/bench_train.py, ``Interleaved``); training always uses the default.
+Feed = Callable[[FeatureGatherer, list[Path], np.random.Generator, int], Iterator[Batch]]
 
 TRAIN_SUMMARY_FILE = "train.json"
 NAN_BATCH_FILE = "nan_batch.pt"
@@ -94,19 +99,23 @@ def _resume_state(run_dir: Path, opts: TrainOptions, fingerprint: str) -> dict[s
     return state
 
 
-def run_train(run_dir: Path, opts: TrainOptions, log: Callable[[str], None] = print) -> dict[str, Any]:
+def run_train(
+    run_dir: Path, opts: TrainOptions, log: Callable[[str], None] = print, feed: Feed = epoch_batches
+) -> dict[str, Any]:
     """Train into ``run_dir`` (which prep has filled); returns the summary written to ``train.json``."""
     world = init_world()
     finished = False
     try:
-        summary = _train(run_dir, opts, world, log)
+        summary = _train(run_dir, opts, world, log, feed)
         finished = True
         return summary
     finally:
         close_world(world, finished)
 
 
-def _train(run_dir: Path, opts: TrainOptions, world: World, log: Callable[[str], None]) -> dict[str, Any]:
+def _train(
+    run_dir: Path, opts: TrainOptions, world: World, log: Callable[[str], None], feed: Feed
+) -> dict[str, Any]:
     recipe = opts.recipe
     threads = opts.threads or default_threads(world)
     torch.set_num_threads(threads)
@@ -151,7 +160,7 @@ def _train(run_dir: Path, opts: TrainOptions, world: World, log: Callable[[str],
             mininterval=1.0,
         )
         step_s = 0.0
-        batches = epoch_batches(gatherer, mine, rng, recipe.batch_size)
+        batches = feed(gatherer, mine, rng, recipe.batch_size)
         while True:
             batch = next(batches, None)
             n, local_loss = 0, 0.0

@@ -56,7 +56,8 @@ class GatewaySettings(EventsRedisSettings):
     rate_burst: int = Field(default=4000, ge=1)
     # /feedback's own bucket per key, lower than /recommend's: one feedback POST per shown restaurant of a
     # sampled share of responses, not per request; at 200/s a key leaves at most 200 × FEEDBACK_DEDUP_TTL_S
-    # (630 s) ≈ 126,000 dedup markers alive (≈ 15 MB), where 2,000/s for 7 days filled Redis (issue 18.2).
+    # (630 s) ≈ 126,000 dedup markers alive (≈ 22 MB at the 172 B per marker measured in
+    # manifests/base/redis/events.conf), where 2,000/s for 7 days filled Redis (issue 18.2).
     feedback_rate_per_s: float = Field(default=200.0, gt=0)
     feedback_rate_burst: int = Field(default=400, ge=1)
     max_candidates: int = Field(default=MAX_CANDIDATES_DEFAULT, ge=1)

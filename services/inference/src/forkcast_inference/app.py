@@ -4,9 +4,10 @@ Why not FastAPI (the named stack): on this hot path FastAPI + pydantic cost +110
 issue's prototype, and `bench-serve` measures this app against a FastAPI baseline in the same run (BENCHMARKS.md).
 The routes are few and fixed, so a plain ASGI callable is short and easy to read.
 
-Redis is called synchronously from the event loop: one round trip per request takes ≈ 50-100 µs on loopback, less
-than an asyncio client's own overhead, and concurrency comes from one worker process per core. Every call is
-bounded by FORKCAST_REDIS_TIMEOUT_S, so a stalled Redis costs at most that before the 503.
+A request's feature MGET is awaited on the worker's one pipelined asyncio connection (forkcast_inference.pipelined):
+the loop serves other requests during the round trip and concurrent MGETs share socket calls. Start, /readyz and
+a version reload call Redis synchronously (rare). Every call is bounded by FORKCAST_REDIS_TIMEOUT_S, so a stalled
+Redis costs at most that before the 503.
 
 Request ids (issue 18.1): the gateway mints them and sends its id as X-Request-ID with the caller's key id as
 X-Forkcast-Key-Id; the prediction event records both. The service holds no MAC key, so it takes an X-Request-ID
@@ -188,7 +189,7 @@ class InferenceApp:
         return info
 
     # -- the hot path ----------------------------------------------------------------------------------------
-    def recommend(
+    async def recommend(
         self, user_text: str, body: bytes, rid: str, key_id: str = NO_KEY_ID
     ) -> tuple[int, bytes, Headers]:
         m = self.metrics
@@ -214,7 +215,7 @@ class InferenceApp:
             return sel.ids
 
         try:
-            fetched = self.reader.fetch(user_id, select)
+            fetched = await self.reader.fetch(user_id, select)
         except redis.RedisError as exc:
             raise UnavailableError(
                 "redis_unavailable", f"feature store unavailable: {type(exc).__name__}"
@@ -364,7 +365,7 @@ class InferenceApp:
                 status, out, headers = 408, _encode({"detail": detail}), [_JSON, (b"connection", b"close")]
             else:
                 assert isinstance(body, bytes)
-                status, out, headers = self.recommend(user_text, body, rid, key_id)
+                status, out, headers = await self.recommend(user_text, body, rid, key_id)
         except BadRequestError as exc:
             m.errors["bad_request"].inc()
             status, out, headers = 422, _encode({"detail": str(exc)}), [_JSON]

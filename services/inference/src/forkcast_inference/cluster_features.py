@@ -182,8 +182,13 @@ class ClusterFeatureReader:
         return self.state
 
     # -- the hot path --------------------------------------------------------------------------------------------
-    def fetch(self, user_id: int, select: SelectFn) -> Fetched:
-        """The user and the selected candidates from the user's master, all of one version; see the module doc."""
+    async def fetch(self, user_id: int, select: SelectFn) -> Fetched:
+        """The user and the selected candidates from the user's master, all of one version; see the module doc.
+
+        A coroutine for the ``FeatureSource`` protocol, but its round trips still block the event loop (one per
+        node, on redis-py connections): the pipelined connection (forkcast_inference.pipelined) serves the
+        standalone reader only so far.
+        """
         if self._stale:
             self.refresh_topology()
         held = self.held

@@ -8,7 +8,8 @@ request also reads the live pointer and the version's restaurant revision, and a
 reloads and fetches again, so no request mixes versions or uses stale coordinates.
 
 Standalone Redis only: the MGET spans the pointer, the user and the restaurants' slots (on Redis Cluster the user
-and the pointer would need their own calls).
+and the pointer would need their own calls). The MGET goes out on the worker's one pipelined asyncio connection
+(forkcast_inference.pipelined), so the event loop serves other requests during the round trip.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from forkcast_contract.feature_store import (
     meta_key,
     pointer_key,
 )
+from forkcast_inference.pipelined import PipelinedRedis
 
 F64 = npt.NDArray[np.float64]
 I64 = npt.NDArray[np.int64]
@@ -109,7 +111,7 @@ class FeatureSource(Protocol):
         """The live version's state, loading it if the live pointer moved (readiness and start)."""
         ...
 
-    def fetch(self, user_id: int, select: SelectFn) -> Fetched:
+    async def fetch(self, user_id: int, select: SelectFn) -> Fetched:
         """The user's vector and the values of the candidates ``select`` picks, all from one version."""
         ...
 
@@ -117,15 +119,15 @@ class FeatureSource(Protocol):
 class FeatureReader:
     """Holds the live version's coordinates; ``fetch`` returns a request's user and candidate values."""
 
-    def __init__(self, client: redis.Redis, prefix: str) -> None:
+    def __init__(self, client: redis.Redis, prefix: str, timeout_s: float) -> None:
         self.client = client
         self.prefix = prefix
         self.pointer = pointer_key(prefix)
         self.state: VersionState | None = None
-        # The hot path's own connection, made like the pool's (AUTH, db, timeouts, no retries) and connected on its
-        # first use; only ``fetch`` (the event loop's thread) uses it. ``load``/``current`` use the pool.
-        pool = client.connection_pool
-        self._conn: redis.connection.AbstractConnection = pool.connection_class(**pool.connection_kwargs)
+        # The hot path's own connection, to the pool's server as the pool's ACL user, shared by the worker's
+        # concurrent requests (pipelined); only ``fetch`` uses it. ``load``/``current`` use the pool (blocking:
+        # at start, on /readyz and on a version change only).
+        self.pipe = PipelinedRedis(client, timeout_s)
         self._wire: MgetWire | None = None
 
     def load(self, version: str) -> VersionState:
@@ -153,8 +155,12 @@ class FeatureReader:
             state = self.load(name)
         return state
 
-    def fetch(self, user_id: int, select: SelectFn) -> Fetched:
-        """One MGET of [pointer, revision, user, in-range restaurants]; reload and refetch on any change."""
+    async def fetch(self, user_id: int, select: SelectFn) -> Fetched:
+        """One MGET of [pointer, revision, user, in-range restaurants]; reload and refetch on any change.
+
+        Concurrent calls share the pipelined connection; each uses the ``state`` it started with, so a reload by
+        one request meanwhile never mixes versions in another.
+        """
         state = self.state or self.current()
         for _ in range(_MAX_ATTEMPTS):
             ids = select(state)
@@ -162,8 +168,7 @@ class FeatureReader:
             wire = self._wire
             if wire is None or wire.version != keys.version:
                 wire = self._wire = MgetWire.of(self.pointer, keys, state.meta.restaurants)
-            self._conn.send_packed_command([wire.mget(user_id, ids.tolist())], check_health=False)  # type: ignore[no-untyped-call]
-            values = cast("list[bytes | None]", self._conn.read_response())
+            values = cast("list[bytes | None]", await self.pipe.execute(wire.mget(user_id, ids.tolist())))
             live = values[0]
             if live is None:
                 raise NoLiveVersionError(f"{self.pointer} names no feature version")
@@ -195,8 +200,8 @@ class MgetWire:
     Why: building the key strings and redis-py's ``mget`` (``pack_command`` + ``execute_command``) cost 60-70 µs
     of CPU per request for ~50 keys; the same bytes sent with redis-py's ``send_packed_command`` on its own
     connection cost 21 µs (raw hiredis over a socket: 16 µs), measured 2026-12-05 on this 2-core machine,
-    loaded by other agents (docs/benchmarks.md, "inference CPU per request"). The connection, its AUTH, timeouts,
-    reply parsing (hiredis) and error mapping stay redis-py's. ≈ 30 B per restaurant id of memory.
+    loaded by other agents (docs/benchmarks.md, "inference CPU per request"). The bytes go out on the pipelined
+    connection (forkcast_inference.pipelined). ≈ 30 B per restaurant id of memory.
     """
 
     version: str

@@ -11,6 +11,7 @@ import numpy as np
 import numpy.typing as npt
 
 from forkcast_contract.feature_store import (
+    COORD_WIRE_DTYPE,
     FEATURE_WIRE_DTYPE,
     RESTAURANT_VALUE_BYTES,
 )
@@ -21,6 +22,8 @@ from forkcast_inference.folded import FoldedModel, sigmoid
 
 F64 = npt.NDArray[np.float64]
 I64 = npt.NDArray[np.int64]
+# A restaurant value is its two int32 coordinates, then its float32 features (forkcast_contract.feature_store).
+_COORD_BYTES = 2 * COORD_WIRE_DTYPE.itemsize
 
 
 @dataclass
@@ -44,7 +47,8 @@ def select_in_range(
     n = len(state.lat)
     known = candidates[candidates < n]
     lats, lngs = state.lat[known], state.lng[known]
-    unknown = len(candidates) - len(known) + int(np.isnan(lats).sum())
+    # count_nonzero: 0.8 µs on 1,000 coordinates where isnan(...).sum() took 7.4 µs (2026-12-05, timeit).
+    unknown = len(candidates) - len(known) + int(np.count_nonzero(np.isnan(lats)))
     # Sorted and de-duplicated by hand: np.unique costs 8.9 µs on the ~60 box survivors, this 5.6 µs (2026-12-05).
     box = np.sort(known[bbox_mask(lat, lng, lats, lngs, max_dist)])
     if len(box) > 1:
@@ -85,9 +89,16 @@ def rank(
         values = [values[i] for i in good]
     if not len(ids):
         return Ranked(ids, np.empty(0), disp, skipped)
-    raw = np.frombuffer(b"".join(values), dtype=np.uint8).reshape(-1, RESTAURANT_VALUE_BYTES)  # type: ignore[arg-type]
-    feats = raw[:, 8:].copy().view(FEATURE_WIRE_DTYPE).reshape(-1, RESTAURANT_FEATURE_COUNT)
-    scores = sigmoid(model.logits(user.astype(np.float64), feats.astype(np.float64)))
+    # The features of each value (after its 8 bytes of coordinates) viewed in place, converted in one copy: the
+    # uint8 view, slice copy and re-view it replaces cost 1.4 µs more per request (2,000 real requests, 2026-12-05).
+    feats = np.ndarray(
+        (len(values), RESTAURANT_FEATURE_COUNT),
+        FEATURE_WIRE_DTYPE,
+        b"".join(values),  # type: ignore[arg-type]
+        _COORD_BYTES,
+        (RESTAURANT_VALUE_BYTES, FEATURE_WIRE_DTYPE.itemsize),
+    ).astype(np.float64)
+    scores = sigmoid(model.logits(user.astype(np.float64), feats))
     # lexsort: last key is primary; ids is the tie-break.
     order = np.lexsort((ids, disp)) if sort_dist else np.lexsort((ids, -scores))
     order = order[:size]

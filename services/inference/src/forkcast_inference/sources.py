@@ -17,4 +17,8 @@ def open_feature_source(settings: InferenceSettings) -> FeatureSource:
         return ClusterFeatureReader(
             connect_cluster(settings.redis_url, settings.redis_timeout_s), settings.feature_prefix
         )
-    return FeatureReader(connect(settings.redis_url, settings.redis_timeout_s), settings.feature_prefix)
+    return FeatureReader(
+        connect(settings.redis_url, settings.redis_timeout_s),
+        settings.feature_prefix,
+        settings.redis_timeout_s,
+    )

@@ -5,6 +5,7 @@ update in whichever copy it reads (issue 19).
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from pathlib import Path
 
@@ -83,7 +84,7 @@ def test_a_reader_never_mixes_versions_while_the_live_version_flips(
     refused: list[int] = []
     stop = threading.Event()
 
-    def read() -> None:
+    async def read() -> None:
         def select(_state: VersionState) -> np.ndarray:
             return IDS
 
@@ -92,7 +93,7 @@ def test_a_reader_never_mixes_versions_while_the_live_version_flips(
             user = USERS[k % len(USERS)]
             k += 1
             try:
-                got = reader.fetch(user, select)
+                got = await reader.fetch(user, select)
             except NoLiveVersionError:  # flipped under every attempt: the request fails (503), it never mixes
                 refused.append(user)
                 continue
@@ -106,7 +107,7 @@ def test_a_reader_never_mixes_versions_while_the_live_version_flips(
                 if v != rests[i]
             )
 
-    worker = threading.Thread(target=read)
+    worker = threading.Thread(target=asyncio.run, args=(read(),))
     worker.start()
     try:
         for _ in range(15):
@@ -122,6 +123,6 @@ def test_a_reader_never_mixes_versions_while_the_live_version_flips(
     # A live update reaches every copy: the user on each master reads the new coordinates.
     update_restaurant(admin, PREFIX, 3, 13.5, 100.5, [0.25] * 10)
     for user in USERS[:12]:
-        got = reader.fetch(user, lambda _s: np.array([3], dtype=np.int64))
+        got = asyncio.run(reader.fetch(user, lambda _s: np.array([3], dtype=np.int64)))
         assert got.values[0] is not None and got.values[0][:4] == np.int32(135_000_000).tobytes(), user
         assert reader.state is not None and reader.state.lat[3] == 13.5
