@@ -13,6 +13,7 @@ import json
 import os
 import re
 import shlex
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -23,6 +24,9 @@ import yaml
 
 from forkcast_retrain import workflow
 from forkcast_retrain.cli import build_parser
+from forkcast_retrain.cli import main as retrain_main
+from forkcast_retrain.errors import DataError
+from forkcast_retrain.images import ci_image_refs, pin_ci_image
 
 ROOT = Path(__file__).resolve().parents[2]
 RETRAIN_CHAIN = ["prep", "train", "evaluate", "gate", "publish", "promote-dev"]
@@ -34,8 +38,19 @@ STAGES = ["lint", "test", "build", "retrain", "gate", "publish", "promote", "ver
 MAIN_WRITERS = ["promote-dev", "release-images", "rollback"]
 PROD_PROPOSERS = ["promote-prod", "propose-prod-images"]
 GIT_WRITERS = [*MAIN_WRITERS, *PROD_PROPOSERS]
+# The bootstrap reference of the retrain image; release-images replaces it with <repository>/retrain@<digest>.
 RETRAIN_IMAGE = "registry.gitlab.com/forkcast/forkcast/retrain:main"
 GITOPS_URL = "https://gitlab.com/forkcast/forkcast.git"
+
+
+RETRAIN_REPOSITORY = RETRAIN_IMAGE.rsplit(":", 1)[0]
+BUILT = "sha256:" + "5e" * 32
+
+
+def committed_retrain_image() -> str:
+    """The one retrain reference .gitlab-ci.yml holds (every occurrence the same)."""
+    (ref,) = set(ci_image_refs((ROOT / ".gitlab-ci.yml").read_text()))
+    return ref
 
 
 class _GitLabLoader(yaml.SafeLoader):
@@ -618,7 +633,8 @@ def secret_runners_with_variable_images(jobs: dict[str, Any]) -> list[str]:
 
 def test_jobs_holding_secrets_run_a_literal_image() -> None:
     assert secret_runners_with_variable_images(pipeline()) == []
-    assert resolved("rollback")["image"]["name"] == RETRAIN_IMAGE
+    # The committed reference: the bootstrap tag or, once release-images ran, the digest it pinned.
+    assert resolved("rollback")["image"]["name"] == committed_retrain_image()
     # Twin: the image from $RETRAIN_IMAGE (what the pipeline had) is reported, by job and image.
     broken = copy.deepcopy(pipeline())
     broken[".retrain-image"]["image"]["name"] = "$RETRAIN_IMAGE"
@@ -782,7 +798,7 @@ def test_the_cluster_job_submits_the_candidate_dag_waits_and_fetches_the_run() -
         assert args.command == "submit" and args.entrypoint == workflow.CANDIDATE_ENTRYPOINT
         assert args.wait and args.fetch_run is not None and args.bucket
         assert {"image", "recipe", "dataset", "dataset_version", "train_nodes"} == dict(args.param).keys()
-    assert '--fetch-run "$RUN_DIR"' in call and f"--param image={RETRAIN_IMAGE}" in call
+    assert '--fetch-run "$RUN_DIR"' in call and f"--param image={committed_retrain_image()}" in call
     # The image those jobs run has the kubernetes client the submit needs.
     assert "--extra workflows" in (ROOT / "pipelines/retrain/Dockerfile").read_text()
 
@@ -845,3 +861,106 @@ def test_the_tag_the_secret_holding_jobs_run_is_protected() -> None:
     # Twin: without the rule (what the settings said before), the tag is named.
     without = re.sub(r"- Settings > Packages and registries.*?(?=\n- )", "", settings, flags=re.DOTALL)
     assert unprotected_tags([RETRAIN_IMAGE], without) == [RETRAIN_IMAGE]
+
+
+def _secret_holding_jobs(jobs: dict[str, Any]) -> list[str]:
+    """Jobs that run forkcast-retrain or clone with GITOPS_TOKEN (the GitOps / S3 / MLflow secrets)."""
+    names = []
+    for name, raw in jobs.items():
+        if name.startswith(".") or name in ("workflow", "variables", "stages") or not isinstance(raw, dict):
+            continue
+        lines = [str(x) for x in _flat(resolve(jobs, name).get("before_script", []))] + [
+            str(x) for x in resolve(jobs, name).get("script", [])
+        ]
+        if any("forkcast-retrain" in s or "GITOPS_TOKEN" in s or "forkcast_retrain" in s for s in lines):
+            names.append(name)
+    return names
+
+
+def test_the_secret_holding_jobs_and_the_argo_submission_run_one_literal_retrain_reference() -> None:
+    """Every job holding the secrets, and the image train-on-cluster hands the Workflow, is the one literal
+    reference set-images --ci-file rewrites; committed it is the bootstrap tag or a digest, never anything else."""
+    text = (ROOT / ".gitlab-ci.yml").read_text()
+    ref = committed_retrain_image()
+    assert ref == RETRAIN_IMAGE or re.fullmatch(
+        rf"{re.escape(RETRAIN_REPOSITORY)}@sha256:[0-9a-f]{{64}}", ref
+    )
+    assert len(ci_image_refs(text)) == 2  # .retrain-image and train-on-cluster's --param image=
+    jobs = _secret_holding_jobs(pipeline())
+    assert {
+        "prep",
+        "gate",
+        "publish",
+        "promote-dev",
+        "release-images",
+        "rollback",
+        "train-on-cluster",
+    } <= set(jobs)
+    assert {j: resolved(j)["image"]["name"] for j in jobs} == dict.fromkeys(jobs, ref)
+    assert f"--param image={ref} " in " ".join(_cluster_script())
+
+
+def _release_repo(tmp_path: Path) -> Path:
+    """A GitOps clone as release-images sees it: the dev overlay and this .gitlab-ci.yml, committed."""
+    repo = tmp_path / "gitops"
+    shutil.copytree(ROOT / "manifests" / "overlays" / "dev", repo / "manifests" / "overlays" / "dev")
+    shutil.copy(ROOT / ".gitlab-ci.yml", repo / ".gitlab-ci.yml")
+    for args in (["init", "-q", "-b", "main"], ["add", "."], ["commit", "-qm", "seed"]):
+        subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=repo, check=True)
+    return repo
+
+
+def _run_release_images(repo: Path, digests: Path) -> int:
+    """release-images' own set-images call from .gitlab-ci.yml, with its variables set, without the push."""
+    (argv,) = [c for c in _retrain_calls() if c[0] == "set-images" and "--target-branch" in c]
+    given = {"$GITOPS_DIR": str(repo), "$CI_DEFAULT_BRANCH": "main", "images": str(digests)}
+    return retrain_main([*(given.get(w, w) for w in argv), "--no-push"])
+
+
+def test_release_images_pins_the_retrain_image_the_ci_file_runs(tmp_path: Path) -> None:
+    """Before, release-images pinned only the overlay: the CI file kept running retrain:main, a tag whoever may
+    push it chooses. Now the digest the build recorded lands in .retrain-image and in the Argo submission, in the
+    release commit itself, and the next release replaces it."""
+    repo = _release_repo(tmp_path)
+    digests = tmp_path / "images"
+    digests.mkdir()
+    for image in ("gateway", "inference", "monitoring", "lake", "retrain"):
+        (digests / f"{image}.digest").write_text(("sha256:" + image[:1].encode().hex() * 32) + "\n")
+    (digests / "retrain.digest").write_text(BUILT + "\n")
+    assert _run_release_images(repo, digests) == 0
+    text = (repo / ".gitlab-ci.yml").read_text()
+    pinned = f"{RETRAIN_REPOSITORY}@{BUILT}"
+    assert ci_image_refs(text) == [pinned, pinned]
+    _header, body = yaml.load_all(text, Loader=_GitLabLoader)
+    assert body[".retrain-image"]["image"]["name"] == pinned
+    assert f"--param image={pinned} " in body["train-on-cluster"]["script"][-1]
+    committed = subprocess.run(
+        ["git", "show", "--name-only", "--format=%s", "HEAD"],
+        cwd=repo,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    assert ".gitlab-ci.yml" in committed and "manifests/overlays/dev/kustomization.yaml" in committed
+    # The next release moves the pin; nothing else in the file changes.
+    (digests / "retrain.digest").write_text(f"sha256:{'77' * 32}\n")
+    assert _run_release_images(repo, digests) == 0
+    after = (repo / ".gitlab-ci.yml").read_text()
+    assert ci_image_refs(after) == [f"{RETRAIN_REPOSITORY}@sha256:{'77' * 32}"] * 2
+    assert after.replace("77" * 32, "5e" * 32) == text
+
+
+def test_a_ci_file_without_the_literal_retrain_reference_is_refused(tmp_path: Path) -> None:
+    """Twin: a CI file that names the image through a variable again (what the pipeline had before issue 18.3)
+    has nothing to pin: the release job fails and says so instead of committing an unpinned file."""
+    repo = _release_repo(tmp_path)
+    ci = repo / ".gitlab-ci.yml"
+    ci.write_text(ci.read_text().replace(RETRAIN_IMAGE, "$RETRAIN_IMAGE"))
+    digests = tmp_path / "images"
+    digests.mkdir()
+    (digests / "inference.digest").write_text(BUILT + "\n")
+    (digests / "retrain.digest").write_text(BUILT + "\n")
+    with pytest.raises(DataError, match=r"names no <repository>/retrain:main or <repository>/retrain@sha256"):
+        pin_ci_image(ci.read_text(), BUILT)
+    assert _run_release_images(repo, digests) == 2
+    assert "$RETRAIN_IMAGE" in ci.read_text()

@@ -257,3 +257,47 @@ def test_a_job_without_its_console_script_is_named() -> None:
     text = (ROOT / "monitoring" / "pyproject.toml").read_text()
     broken = re.sub(r"^forkcast-drift = .*$", "", text, flags=re.MULTILINE)
     assert missing_scripts(broken) == ["forkcast-drift"]
+
+
+# --- third-party images: pinned by tag, each one named in SECURITY.md (issue 18.3) -------------------------------
+
+
+def third_party_images() -> set[str]:
+    """Every image referenced by tag that forkcast does not build: Dockerfile bases, CI job images, manifests."""
+    found = {stage.base for d in IMAGES for stage in parse(ROOT / d / "Dockerfile")}
+    found |= set(
+        re.findall(r"^\s+(?:image|name):\s+([a-z0-9./-]+:[A-Za-z0-9._-]+)\s*$", _ci_text(), re.MULTILINE)
+    )
+    for path in sorted((ROOT / "manifests" / "base").glob("*.yaml")):
+        found |= set(
+            re.findall(r"^\s+image:\s+([a-z0-9./_-]+:[A-Za-z0-9._-]+)\s*$", path.read_text(), re.MULTILINE)
+        )
+    return {
+        i for i in found if not i.startswith(("registry.gitlab.com/forkcast/", "forkcast-")) and "@" not in i
+    }
+
+
+def _ci_text() -> str:
+    return (ROOT / ".gitlab-ci.yml").read_text()
+
+
+def unlisted_third_party_images(security: str, images: set[str]) -> list[str]:
+    """The images the "Supply chain" entry of SECURITY.md does not name (in backticks, with their tag)."""
+    entry = security.split("- **Supply chain**", 1)[1].split("\n- **", 1)[0]
+    return sorted(i for i in images if f"`{i}`" not in entry)
+
+
+def test_every_third_party_image_is_named_where_security_states_they_are_pinned_by_tag() -> None:
+    """No registry is reachable here, so their digests cannot be looked up and none is invented: SECURITY.md states
+    the limit and names each such image. Before, it said "base images are pinned by tag" without naming them, so
+    a new unpinned image (a CI job's, a sidecar's) came in unseen; now it fails here until it is named."""
+    images = third_party_images()
+    assert {
+        "python:3.11.11-slim-bookworm",
+        "redis:7.4.2-alpine",
+        "gcr.io/kaniko-project/executor:v1.23.2-debug",
+    } <= (images)
+    security = (ROOT / "SECURITY.md").read_text()
+    assert unlisted_third_party_images(security, images) == []
+    # Twin: an image nobody named yet is reported by name.
+    assert unlisted_third_party_images(security, {*images, "busybox:1.37.0"}) == ["busybox:1.37.0"]

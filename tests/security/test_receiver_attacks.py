@@ -50,13 +50,14 @@ class Receiver:
     port: int
     token: str
     gitlab: GitLab
+    metrics_url: str  # its own port: the webhook port serves no /metrics (issue 18.5)
 
     def post(self, payload: Any, authorization: str | None) -> requests.Response:
         headers = {} if authorization is None else {"authorization": authorization}
         return requests.post(f"{self.url}/alerts", json=payload, headers=headers, timeout=5)
 
     def count(self, outcome: str) -> float:
-        text = requests.get(f"{self.url}/metrics", timeout=5).text
+        text = requests.get(f"{self.metrics_url}/metrics", timeout=5).text
         for family in text_string_to_metric_families(text):
             for sample in family.samples:
                 if sample.name == TRIGGERS and sample.labels.get("outcome") == outcome:
@@ -86,12 +87,12 @@ def receiver(tmp_path: Path) -> Iterator[Receiver]:
     webhook_token, trigger_token = "wh-" + os.urandom(16).hex(), "tr-" + os.urandom(16).hex()
     (tmp_path / "webhook-token").write_text(webhook_token + "\n")
     (tmp_path / "trigger-token").write_text(trigger_token + "\n")
-    port = free_port()
+    port, metrics_port = free_port(), free_port()
     argv = [
         str(Path(sys.executable).parent / "forkcast-alert-receiver"),
         "--host", "127.0.0.1", "--port", str(port), "--gitlab-url", gitlab.url, "--project-id", "group/forkcast",
         "--token-file", str(tmp_path / "trigger-token"), "--webhook-token-file", str(tmp_path / "webhook-token"),
-        "--cooldown-s", "3600",
+        "--cooldown-s", "3600", "--metrics-port", str(metrics_port),
     ]  # fmt: skip
     env = {
         **os.environ,
@@ -102,7 +103,7 @@ def receiver(tmp_path: Path) -> Iterator[Receiver]:
     try:
         url = f"http://127.0.0.1:{port}"
         wait_until(lambda: http_ok(f"{url}/readyz"), timeout_s=30, what="forkcast-alert-receiver", proc=proc)
-        yield Receiver(url, port, webhook_token, gitlab)
+        yield Receiver(url, port, webhook_token, gitlab, f"http://127.0.0.1:{metrics_port}")
     finally:
         stop(proc)
         server.shutdown()

@@ -424,3 +424,22 @@ def test_a_workload_removed_from_the_manifests_fails_the_check(tmp_path: Path) -
         == "reads forkcast_online_auc_recent_loko_min: its producer forkcast-online-auc runs in no workload"
         for p in problems
     ), messages(problems)
+
+
+def test_network_twin_alert_receiver_metrics_and_webhook_on_one_port(contexts: dict[str, Context]) -> None:
+    """Issue 18.5: the receiver's webhook port admits Alertmanager only. The policy as it was (Prometheus admitted
+    on 9109, where the webhook is, because the metrics shared the port) is reported; the render passes
+    (test_every_overlay_is_wired), and there Prometheus reaches 9112 and nothing but Alertmanager reaches 9109."""
+
+    def edit(docs: list[Doc]) -> None:
+        policy = find(docs, "NetworkPolicy", "alert-receiver-ingress")
+        for rule in policy["spec"]["ingress"]:
+            for port in rule["ports"]:
+                port["port"] = 9109
+
+    problems = rules()["network"](broken(contexts["prod"], edit))
+    assert sorted(p.message for p in problems) == [
+        "admits prometheus -> alert-receiver on 9109/TCP, which flows.yaml does not list",
+        "flow prometheus -> alert-receiver 9112/TCP of flows.yaml is not admitted: ingress of alert-receiver "
+        "refused by NetworkPolicy/alert-receiver-ingress, NetworkPolicy/default-deny",
+    ], messages(problems)

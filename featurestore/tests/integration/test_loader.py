@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -15,6 +14,7 @@ import pytest
 import redis
 
 from forkcast_contract.feature_store import FeatureKeys, pointer_key
+from forkcast_devservers.ports import free_port
 from forkcast_features.cli import main
 from forkcast_features.cutover import activate
 from forkcast_features.loader import LoadError, load_version
@@ -147,9 +147,7 @@ def test_verify_catches_a_missing_key_and_a_changed_byte(tiny_data: Path, client
 def test_redis_unreachable_is_a_clean_error(
     tiny_data: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    with socket.socket() as s:  # a port nobody listens on once closed
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()  # a port nobody listens on
     monkeypatch.setenv("REDIS_URL", f"redis://127.0.0.1:{port}/0")
     monkeypatch.setenv("FORKCAST_REDIS_TIMEOUT_SECONDS", "0.5")
     assert main(["load", "--data", str(tiny_data), "--no-progress"]) == 1

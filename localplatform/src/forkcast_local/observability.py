@@ -91,3 +91,112 @@ def alertmanager_config(
         "do not edit.\n" + yaml.safe_dump(raw, sort_keys=False)
     )
     return path
+
+
+# -- the canary rehearsal's Prometheus -------------------------------------------------------------------------------
+# The rehearsal's pods come and go as the Rollout scales them, so its Prometheus discovers them from one file_sd target
+# list per rendered monitor, which Prometheus re-reads when it changes (file_sd_config: "Changes to all defined files
+# are detected via disk watches and applied immediately",
+# https://prometheus.io/docs/prometheus/latest/configuration/configuration/#file_sd_config). Each target carries the
+# meta labels Kubernetes SD (role pod) would give the pod, and the job applies the rendered monitor's own
+# ``relabelings`` to them: Prometheus relabels, as it does in the cluster, and drops every ``__`` label afterwards.
+# prometheus-operator writes the RelabelConfig fields in camelCase and passes them through otherwise
+# (https://prometheus-operator.dev/docs/api-reference/api/#monitoring.coreos.com/v1.RelabelConfig).
+_RELABEL_FIELDS = {
+    "sourceLabels": "source_labels",
+    "separator": "separator",
+    "targetLabel": "target_label",
+    "regex": "regex",
+    "modulus": "modulus",
+    "replacement": "replacement",
+    "action": "action",
+}
+
+
+class MonitorError(ValueError):
+    """The render lacks a monitor the rehearsal needs, or one of its fields cannot be turned into Prometheus'."""
+
+
+def _endpoints(docs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Each rendered monitor endpoint by the job name ``manifest_config.scrape_jobs`` gives it."""
+    out: dict[str, dict[str, Any]] = {}
+    for doc in docs:
+        key = {"PodMonitor": "podMetricsEndpoints", "ServiceMonitor": "endpoints"}.get(str(doc.get("kind")))
+        if key is None:
+            continue
+        endpoints = doc["spec"].get(key) or []
+        for i, endpoint in enumerate(endpoints):
+            name = doc["metadata"]["name"]
+            out[name if len(endpoints) == 1 else f"{name}-{i}"] = endpoint
+    return out
+
+
+def relabel_configs(endpoint: Mapping[str, Any], where: str) -> list[dict[str, Any]]:
+    """The endpoint's ``relabelings`` as Prometheus ``relabel_configs`` (action lower-cased, as the operator does)."""
+    out = []
+    for rule in endpoint.get("relabelings") or []:
+        unknown = set(rule) - set(_RELABEL_FIELDS)
+        if unknown:
+            raise MonitorError(
+                f"{where}: relabeling field(s) {sorted(unknown)} have no Prometheus equivalent"
+            )
+        converted = {_RELABEL_FIELDS[k]: v for k, v in rule.items()}
+        if "action" in converted:
+            converted["action"] = str(converted["action"]).lower()
+        out.append(converted)
+    return out
+
+
+def targets_file(targets_dir: Path, job: str) -> Path:
+    """The file_sd target list of the rendered monitor ``job``."""
+    return targets_dir / f"{job}.json"
+
+
+def monitor_of(config: ManifestConfig, workload: str) -> str:
+    """The job (rendered monitor) that scrapes ``workload``'s pods; a render without one is refused, naming it."""
+    jobs = [job.name for job in config.scrape_jobs if workload in job.workloads]
+    if len(jobs) != 1:
+        raise MonitorError(
+            f"the render of overlay {config.overlay} has {len(jobs)} PodMonitor/ServiceMonitor endpoints "
+            f"scraping workload {workload} ({jobs}); the rehearsal needs exactly one"
+        )
+    return jobs[0]
+
+
+def file_sd_prometheus_config(
+    out: Path, config: ManifestConfig, docs: list[dict[str, Any]], manifests: Path, scrape_s: float
+) -> Path:
+    """``out/prometheus.yml`` for pods that come and go: the rendered PrometheusRule as the rule file, one job per
+    rendered monitor reading ``out/targets/<job>.json`` (empty until written) with the monitor's relabelings, scrape
+    and rule evaluation every ``scrape_s``. No Alertmanager: the rehearsal measures, it does not page."""
+    rules = local_alerting.rule_file(out, config.overlay, None, manifests)
+    targets_dir = out / "targets"
+    targets_dir.mkdir(parents=True, exist_ok=True)
+    endpoints = _endpoints(docs)
+    every = f"{max(scrape_s, 0.001) * 1000:.0f}ms"
+    jobs = []
+    for job in config.scrape_jobs:
+        path = targets_file(targets_dir, job.name)
+        if not path.exists():
+            path.write_text("[]")
+        jobs.append(
+            {
+                "job_name": job.name,
+                "metrics_path": job.path,
+                "scrape_interval": every,
+                "file_sd_configs": [{"files": [str(path)], "refresh_interval": "1s"}],
+                "relabel_configs": relabel_configs(endpoints[job.name], f"{job.kind} {job.name}"),
+            }
+        )
+    raw = {
+        "global": {"scrape_interval": every, "evaluation_interval": every},
+        "rule_files": [str(rules)],
+        "scrape_configs": jobs,
+    }
+    path = out / "prometheus.yml"
+    path.write_text(
+        f"# Generated by forkcast-local from manifests/overlays/{config.overlay} (monitors, file_sd targets) and "
+        "manifests/observability (PrometheusRule) for the canary rehearsal; do not edit.\n"
+        + yaml.safe_dump(raw, sort_keys=False)
+    )
+    return path

@@ -15,6 +15,11 @@ Both tokens are read from files (mounted Secrets), never from the environment or
 trigger token (FORKCAST_GITLAB_TOKEN_FILE) and the bearer token Alertmanager must present (FORKCAST_WEBHOOK_TOKEN_FILE),
 compared in constant time. A request without it or with a wrong one is answered 401; one without Content-Length
 411, one above the size cap 413; each rejection is counted under its outcome.
+
+Two ports (issue 18.5): the webhook port (FORKCAST_PORT, 9109) serves POST /alerts and the kubelet's probes, never
+/metrics; the metrics port (FORKCAST_METRICS_PORT, 9112) serves /metrics (and the probe routes) and no webhook. So
+the NetworkPolicy admits Alertmanager alone to the port that can start a pipeline and Prometheus alone to the
+metrics: one shared port had to admit both, and Prometheus' pods could post alerts.
 """
 
 from __future__ import annotations
@@ -42,7 +47,7 @@ from prometheus_client import CollectorRegistry, Counter
 
 from forkcast_contract import metric_names as n
 from forkcast_contract.metric_names import RETRAIN_ALERTS
-from forkcast_monitoring.probes import ProbeHandler, always_ready, handler_class
+from forkcast_monitoring.probes import ProbeHandler, always_ready, handler_class, start_probe_server
 from forkcast_monitoring.settings import ReceiverSettings
 
 log = logging.getLogger("forkcast_monitoring.receiver")
@@ -242,6 +247,13 @@ class WebhookAuth:
         )
 
 
+class WebhookServer(ThreadingHTTPServer):
+    """The webhook port's server; ``registry`` holds its counters, which ``start_probe_server`` serves on the
+    metrics port (never this one)."""
+
+    registry: CollectorRegistry
+
+
 def make_server(
     host: str,
     port: int,
@@ -252,8 +264,9 @@ def make_server(
     auth: WebhookAuth | None = None,
     max_body_bytes: int = 1 << 20,
     request_timeout_s: float = 10.0,
-) -> ThreadingHTTPServer:
-    """POST /alerts (Alertmanager's webhook), and the probe routes GET /metrics, /healthz, /readyz."""
+) -> WebhookServer:
+    """POST /alerts (Alertmanager's webhook) and the probes GET /healthz, /readyz; GET /metrics is 404 here (the
+    counters are served on the metrics port from ``server.registry``)."""
     registry = CollectorRegistry()
     counter = Counter(
         n.RETRAIN_TRIGGERS_TOTAL.removesuffix("_total"),
@@ -274,6 +287,12 @@ def make_server(
             self.rfile = io.BufferedReader(
                 DeadlineReader(self.connection, time.monotonic() + request_timeout_s, request_timeout_s)
             )
+
+        def do_GET(self) -> None:  # noqa: N802 (the name http.server dispatches to)
+            if self.path.split("?", 1)[0] == "/metrics":  # the metrics port's route, not the webhook port's
+                self.reply(404, b"not found: /metrics is on the metrics port\n")
+                return
+            super().do_GET()
 
         def do_POST(self) -> None:  # noqa: N802 (the name http.server dispatches to)
             if self.path.split("?", 1)[0] != "/alerts":
@@ -327,7 +346,8 @@ def make_server(
                 return 400, "malformed"
             return 200, None
 
-    server = ThreadingHTTPServer((host, port), handler_class(registry, always_ready, Handler))
+    server = WebhookServer((host, port), handler_class(registry, always_ready, Handler))
+    server.registry = registry
     server.daemon_threads = True
     return server
 
@@ -337,7 +357,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="forkcast-alert-receiver", description=__doc__.splitlines()[0])
     parser.add_argument("--host", default=s.host, help="address to bind (FORKCAST_HOST)")
     parser.add_argument(
-        "--port", type=int, default=s.port, help="POST /alerts, GET /metrics /healthz /readyz (FORKCAST_PORT)"
+        "--port", type=int, default=s.port, help="POST /alerts, GET /healthz /readyz (FORKCAST_PORT)"
+    )
+    parser.add_argument(
+        "--metrics-port",
+        type=int,
+        default=s.metrics_port,
+        help="GET /metrics /healthz /readyz, no webhook (FORKCAST_METRICS_PORT)",
     )
     parser.add_argument("--gitlab-url", default=s.gitlab_url, help="GitLab base URL (FORKCAST_GITLAB_URL)")
     parser.add_argument(
@@ -364,6 +390,7 @@ def main(argv: list[str] | None = None) -> int:
         update={
             "host": args.host,
             "port": args.port,
+            "metrics_port": args.metrics_port,
             "gitlab_url": args.gitlab_url,
             "gitlab_project_id": args.project_id,
             "gitlab_ref": args.ref,
@@ -393,6 +420,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     if s.webhook_token_file is None:
         log.warning("no FORKCAST_WEBHOOK_TOKEN_FILE: webhooks are not authenticated (environment=local only)")
-    log.info("alert receiver on %s:%d", s.host, s.port)
+    metrics = start_probe_server(s.host, s.metrics_port, server.registry)
+    log.info("alert receiver on %s:%d, metrics on %s:%d", s.host, s.port, s.host, metrics.server_address[1])
     server.serve_forever()
     return 0

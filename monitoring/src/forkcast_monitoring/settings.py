@@ -77,6 +77,9 @@ class ReceiverSettings(ForkcastSettings):
 
     host: str = LOOPBACK
     port: int = Field(default=9109, ge=1, le=65535)
+    # /metrics on a port of its own (issue 18.5): the NetworkPolicy admits Prometheus here and Alertmanager alone
+    # on ``port``, the webhook that starts pipelines. 9108, 9110 and 9111 are online-auc, drift and lake-compact.
+    metrics_port: int = Field(default=9112, ge=1, le=65535)
     gitlab_url: str | None = None
     gitlab_project_id: str | None = None
     gitlab_ref: str = Field(default="main", min_length=1)

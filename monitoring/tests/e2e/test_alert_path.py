@@ -49,7 +49,7 @@ def test_low_auc_triggers_exactly_one_retrain(tmp_path: Path, recorder: tuple[st
     auc.labels("20261101T000000Z-89abcdef").set(0.80)  # a healthy version: must not be part of the trigger
     exporter_port = free_port()
     exporter, _thread = start_http_server(exporter_port, addr="127.0.0.1", registry=registry)
-    ports = {name: free_port() for name in ("alertmanager", "receiver")}
+    ports = {name: free_port() for name in ("alertmanager", "receiver", "receiver-metrics")}
     token = tmp_path / "token"
     token.write_text("s3cret\n")
     receiver_bin = str(Path(sys.executable).parent / "forkcast-alert-receiver")
@@ -71,6 +71,8 @@ def test_low_auc_triggers_exactly_one_retrain(tmp_path: Path, recorder: tuple[st
                     *(
                         "--port",
                         str(ports["receiver"]),
+                        "--metrics-port",
+                        str(ports["receiver-metrics"]),
                         "--gitlab-url",
                         gitlab,
                         "--project-id",

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import threading
-import time
 import urllib.request
 
 import numpy as np
@@ -19,6 +18,7 @@ from prometheus_client import CollectorRegistry, start_http_server
 from forkcast_contract import metric_names as n
 from forkcast_contract.streams import FEEDBACK_STREAM, PREDICTIONS_STREAM
 from forkcast_devservers.ports import free_port
+from forkcast_devservers.ready import wait_until
 from forkcast_devservers.servers import RedisServer
 from forkcast_gateway.feedback import FeedbackWriter
 from forkcast_gateway.schemas import FeedbackEvent
@@ -156,11 +156,17 @@ def test_survives_redis_losing_everything_and_serves_metrics(
         events, feedback, _ = traffic(rng, 20, "v1", NOW - 30)
         write_predictions(client, events[:10])
         write_feedback(redis_server.url, feedback[:50])
-        _wait(lambda: job.joiner.counts[("feedback", "joined")] == 50)
+        wait_until(
+            lambda: job.joiner.counts[("feedback", "joined")] == 50, timeout_s=10.0, what="50 feedback joined"
+        )
         client.flushall()  # a Redis restarted empty: streams and consumer groups are gone
         write_predictions(client, events[10:])
         write_feedback(redis_server.url, feedback[50:])
-        _wait(lambda: job.joiner.counts[("feedback", "joined")] == 100)
+        wait_until(
+            lambda: job.joiner.counts[("feedback", "joined")] == 100,
+            timeout_s=10.0,
+            what="100 feedback joined",
+        )
         registry = CollectorRegistry()
         registry.register(AucCollector(job))
         port = free_port()
@@ -173,13 +179,6 @@ def test_survives_redis_losing_everything_and_serves_metrics(
         stop.set()
         worker.join(timeout=5)
     assert not worker.is_alive()
-
-
-def _wait(cond: object, timeout_s: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not cond():  # type: ignore[operator]
-        assert time.monotonic() < deadline, "condition not reached"
-        time.sleep(0.05)
 
 
 def test_a_late_join_leaves_the_window_at_its_own_event_time(

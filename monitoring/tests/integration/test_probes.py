@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import secrets
-import subprocess
 import sys
 import time
 import urllib.error
@@ -18,6 +17,7 @@ from prometheus_client import CollectorRegistry, Gauge
 from pydantic import ValidationError
 
 from forkcast_devservers.ports import free_port
+from forkcast_devservers.process import spawn, stop
 from forkcast_devservers.servers import RedisServer
 from forkcast_monitoring.probes import redis_ready, start_probe_server
 from forkcast_monitoring.settings import DriftSettings, MonitoringSettings
@@ -108,17 +108,13 @@ def test_a_job_never_logs_a_redis_password(
             "FORKCAST_DRIFT_REFERENCE_ROOT": str(tmp_path),
             "FORKCAST_DRIFT_EVERY_S": "0.2",
         }
-        proc = subprocess.Popen(
-            [str(Path(sys.executable).parent / program)],
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-        )
+        log = tmp_path / f"{program}-{'right' if password == right else 'wrong'}.log"
+        proc = spawn([str(Path(sys.executable).parent / program)], env=env, log=log)
         try:
             time.sleep(3.0)
         finally:
-            proc.terminate()
-            out = proc.communicate(timeout=10)[0].decode()
+            stop(proc)
+        out = log.read_text()
         assert password not in out, out
         assert f"redis://:***@127.0.0.1:{server.port}/0" in out, out
         if password == wrong:

@@ -11,27 +11,32 @@ import json
 import os
 import re
 import socket
+import sys
 import threading
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
-from http.server import ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+from prometheus_client import generate_latest
 from pydantic import ValidationError
 
 from forkcast_contract.metric_names import RETRAIN_ALERTS
+from forkcast_devservers.ports import free_port
+from forkcast_devservers.process import spawn, stop
+from forkcast_devservers.ready import http_ok, wait_until
 from forkcast_monitoring import manifest_config, receiver
 from forkcast_monitoring.receiver import (
     ALERT_REASON_PATTERN,
     Deduplicator,
     TriggerTarget,
     WebhookAuth,
+    WebhookServer,
     alert_reason,
     make_server,
 )
@@ -69,7 +74,7 @@ def test_one_trigger_per_incident(recorder: tuple[str, list[Any]]) -> None:
         post(url, [alert("a1"), alert("b2", version="v3")])  # a second alert of the same incident: cooldown
         post(url, [alert("a1", status="resolved")])
         post(url, [alert("a1")])  # fires again inside the cooldown
-        metrics = urllib.request.urlopen(url.replace("/alerts", "/metrics"), timeout=5).read().decode()
+        metrics = generate_latest(server.registry).decode()
     finally:
         server.shutdown()
     assert len(calls) == 1
@@ -95,7 +100,7 @@ def test_failed_trigger_is_retried_on_the_next_repeat(recorder: tuple[str, list[
     try:
         post(url, [alert("a1")])  # GitLab unreachable
         post(url, [alert("a1")])  # the repeat is tried again, not swallowed as a duplicate
-        metrics = urllib.request.urlopen(url.replace("/alerts", "/metrics"), timeout=5).read().decode()
+        metrics = generate_latest(server.registry).decode()
     finally:
         server.shutdown()
     assert 'forkcast_retrain_triggers_total{outcome="failed"} 2.0' in metrics
@@ -108,7 +113,7 @@ def test_failed_trigger_is_retried_on_the_next_repeat(recorder: tuple[str, list[
 @pytest.fixture
 def guarded(
     recorder: tuple[str, list[Any]], tmp_path: Path
-) -> Iterator[tuple[str, Path, list[Any], ThreadingHTTPServer]]:
+) -> Iterator[tuple[str, Path, list[Any], WebhookServer]]:
     """A receiver that requires the bearer token in a file (as the mounted Secret provides it), body cap 2 KiB."""
     gitlab, calls = recorder
     token = tmp_path / "webhook-token"
@@ -145,9 +150,9 @@ def send(base: str, body: bytes, headers: dict[str, str], chunked: bool = False)
         conn.close()
 
 
-def metrics_of(base: str) -> str:
-    with urllib.request.urlopen(f"{base}/metrics", timeout=5) as resp:
-        return str(resp.read().decode())
+def metrics_of(server: WebhookServer) -> str:
+    """The receiver's counters as the metrics port serves them (test_metrics_and_webhook_have_a_port_each)."""
+    return generate_latest(server.registry).decode()
 
 
 def payload(*alerts: dict[str, Any]) -> bytes:
@@ -155,7 +160,7 @@ def payload(*alerts: dict[str, Any]) -> bytes:
 
 
 def test_webhook_without_or_with_a_wrong_token_is_refused_and_counted(
-    guarded: tuple[str, Path, list[Any], ThreadingHTTPServer],
+    guarded: tuple[str, Path, list[Any], WebhookServer],
 ) -> None:
     base, _token, calls, _ = guarded
     body = payload(alert("a1"))
@@ -165,13 +170,13 @@ def test_webhook_without_or_with_a_wrong_token_is_refused_and_counted(
     assert calls == []
     assert send(base, body, {"Authorization": "Bearer am-secret"}) == 200  # the twin: the right token passes
     assert len(calls) == 1
-    metrics = metrics_of(base)
+    metrics = metrics_of(guarded[3])
     assert 'forkcast_retrain_triggers_total{outcome="unauthorized"} 3.0' in metrics
     assert 'forkcast_retrain_triggers_total{outcome="sent"} 1.0' in metrics
 
 
 def test_rotated_token_takes_effect_without_a_restart(
-    guarded: tuple[str, Path, list[Any], ThreadingHTTPServer],
+    guarded: tuple[str, Path, list[Any], WebhookServer],
 ) -> None:
     base, token, _calls, _ = guarded
     token.write_text("rotated\n")
@@ -180,7 +185,7 @@ def test_rotated_token_takes_effect_without_a_restart(
 
 
 def test_body_without_length_or_above_the_cap_is_refused(
-    guarded: tuple[str, Path, list[Any], ThreadingHTTPServer],
+    guarded: tuple[str, Path, list[Any], WebhookServer],
 ) -> None:
     base, _token, calls, _ = guarded
     auth = {"Authorization": "Bearer am-secret"}
@@ -192,12 +197,12 @@ def test_body_without_length_or_above_the_cap_is_refused(
     assert calls == []
     small = payload(alert("a1"))
     assert len(small) <= 2048 and send(base, small, auth) == 200  # the twin: within the cap it is handled
-    metrics = metrics_of(base)
+    metrics = metrics_of(guarded[3])
     for outcome in ("length_required", "too_large", "malformed"):
         assert f'forkcast_retrain_triggers_total{{outcome="{outcome}"}} 1.0' in metrics, outcome
 
 
-def test_probes_answer_without_a_token(guarded: tuple[str, Path, list[Any], ThreadingHTTPServer]) -> None:
+def test_probes_answer_without_a_token(guarded: tuple[str, Path, list[Any], WebhookServer]) -> None:
     base = guarded[0]
     for path in ("/healthz", "/readyz"):
         with urllib.request.urlopen(base + path, timeout=5) as resp:
@@ -328,7 +333,7 @@ def test_an_alert_not_routed_here_is_refused_and_starts_nothing(recorder: tuple[
         forged["labels"]["alertname"] = "RETRAIN_IMAGE=evil"
         post(url, [forged])
         post(url, [alert("a1")])  # the twin: a routed alert still triggers (the refusal started no cooldown)
-        metrics = urllib.request.urlopen(url.replace("/alerts", "/metrics"), timeout=5).read().decode()
+        metrics = generate_latest(server.registry).decode()
     finally:
         server.shutdown()
     assert [form["inputs[alert_name]"] for _, form in calls] == [["OnlineAucLow"]]
@@ -444,3 +449,43 @@ def test_a_client_dripping_its_request_is_cut_off_at_the_deadline(
         post(f"http://127.0.0.1:{server.server_address[1]}/alerts", [alert("a1")])
     finally:
         server.shutdown()
+
+
+def test_metrics_and_webhook_have_a_port_each(recorder: tuple[str, list[Any]], tmp_path: Path) -> None:
+    """Issue 18.5: the real CLI process serves the webhook on --port and /metrics on --metrics-port, never both on
+    one, so the NetworkPolicy can admit Alertmanager alone to the webhook and Prometheus alone to the metrics.
+    Before, /metrics answered 200 on the webhook port and there was no metrics port."""
+    gitlab, calls = recorder
+    (tmp_path / "trigger").write_text("t\n")
+    port, metrics_port = free_port(), free_port()
+    argv = [
+        str(Path(sys.executable).parent / "forkcast-alert-receiver"),
+        "--host", "127.0.0.1", "--port", str(port), "--metrics-port", str(metrics_port), "--gitlab-url", gitlab,
+        "--project-id", "1", "--token-file", str(tmp_path / "trigger"),
+    ]  # fmt: skip
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FORKCAST_")} | {
+        "FORKCAST_ENVIRONMENT": "local"
+    }
+    proc = spawn(argv, env=env, log=tmp_path / "receiver.log")
+    webhook, metrics = f"http://127.0.0.1:{port}", f"http://127.0.0.1:{metrics_port}"
+    try:
+        wait_until(lambda: http_ok(f"{metrics}/readyz"), timeout_s=30, what="receiver metrics", proc=proc)
+        post(f"{webhook}/alerts", [alert("a1")])
+        with pytest.raises(urllib.error.HTTPError) as on_webhook:
+            urllib.request.urlopen(f"{webhook}/metrics", timeout=5)
+        assert on_webhook.value.code == 404
+        assert b"metrics port" in on_webhook.value.read()
+        with pytest.raises(urllib.error.HTTPError) as on_metrics:  # no do_POST on the metrics port: 501
+            urllib.request.urlopen(
+                urllib.request.Request(f"{metrics}/alerts", data=payload(alert("b2"))), timeout=5
+            )
+        assert on_metrics.value.code == 501
+        with urllib.request.urlopen(f"{metrics}/metrics", timeout=5) as resp:
+            text = resp.read().decode()
+        for probe in ("/healthz", "/readyz"):  # the kubelet probes the webhook port: it answers them
+            with urllib.request.urlopen(webhook + probe, timeout=5) as resp:
+                assert resp.status == 200, probe
+    finally:
+        stop(proc)
+    assert 'forkcast_retrain_triggers_total{outcome="sent"} 1.0' in text
+    assert len(calls) == 1  # the alert posted to the metrics port started nothing

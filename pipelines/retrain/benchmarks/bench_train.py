@@ -171,7 +171,8 @@ def main(argv: list[str] | None = None) -> int:
             blocks = e["block_ratios"]
             print(
                 f"default epoch {i} (interleaved): {e['rows']:,} rows, epoch {e['epoch_s']:.1f} s, step-only "
-                f"{e['step_only_s']:.1f} s (the epoch's own steps {e['own_step_s']:.1f} s), epoch time / step-only time {e['ratio']:.3f}x (target <= 1.2; "
+                f"{e['step_only_s']:.1f} s (the epoch's own steps {e['own_step_s']:.1f} s, waiting for the reader "
+                f"{e['reader_wait_s']:.1f} s), epoch time / step-only time {e['ratio']:.3f}x (target <= 1.2; "
                 f"{len(blocks)} blocks: median {float(np.median(blocks)):.3f}x, min {min(blocks):.3f}x, "
                 f"max {max(blocks):.3f}x; {args.threads} threads)",
                 flush=True,

@@ -46,8 +46,8 @@ def sources(gatherer: FeatureGatherer, files: list[Path], batch: int) -> dict[st
         for path in files:
             rows = gatherer.rows(path, rng)
             for s in range(0, len(rows), batch):
-                x = gatherer.gather(rows.user_rows[s : s + batch], rows.restaurant_rows[s : s + batch])
-                yield x, rows.labels[s : s + batch]
+                _, user_rows, restaurant_rows, labels = rows.part(s, s + batch)
+                yield gatherer.gather(user_rows, restaurant_rows), labels
 
     def reader_thread(rng: np.random.Generator) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         for b in epoch_batches(gatherer, files, rng, batch):

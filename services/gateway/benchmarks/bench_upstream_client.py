@@ -16,7 +16,6 @@ import argparse
 import asyncio
 import json
 import os
-import subprocess
 import sys
 import time
 from collections.abc import Awaitable, Callable
@@ -26,6 +25,7 @@ import aiohttp
 import uvloop
 
 from forkcast_devservers.ports import free_port
+from forkcast_devservers.process import spawn, stop
 from forkcast_devservers.ready import http_ok, wait_until
 from forkcast_gateway.upstream_pool import Pool
 
@@ -130,13 +130,14 @@ def main() -> None:
         return
     port = free_port()
     env = {**os.environ, "OPENBLAS_NUM_THREADS": "1"}
-    proc = subprocess.Popen([sys.executable, __file__, "--serve", str(port)], env=env)
+    proc = spawn([sys.executable, __file__, "--serve", str(port)], env=env)
     try:
-        wait_until(lambda: http_ok(f"http://127.0.0.1:{port}/"), timeout_s=30, what="canned upstream")
+        wait_until(
+            lambda: http_ok(f"http://127.0.0.1:{port}/"), timeout_s=30, what="canned upstream", proc=proc
+        )
         out = uvloop.run(bench(port, args.requests, args.concurrency, args.rounds))
     finally:
-        proc.terminate()
-        proc.wait(10)
+        stop(proc)
     print(json.dumps({"date": time.strftime("%Y-%m-%d"), "concurrency": args.concurrency, **out}, indent=2))
 
 

@@ -15,16 +15,16 @@ features and model do not) → OnlineAucLow fires → Alertmanager → alert rec
 table of the drifted traffic the platform served (``forkcast-lake training-table``: each served pair, its click,
 the features it was served with) → the retraining pipeline with CI's calls on it (drill_ci.Pipeline) → gate →
 publish → promote into the scratch GitOps clone → the canary rehearsal of the rendered Rollout
-(``rehearsal.runner.rehearse``: stable and canary pods of the two release commits, their AnalysisTemplates against
-their own Prometheus) → Healthy → ``up`` rolls the platform's inference pod to the release commit → the online AUC
-of the new version recovers, on the features that were live all along (no feature cutover: the model learnt the
-drifted world from what was served). Then the lake check (drill_lake): after a pause that empties the online-AUC
-job's window, a burst of traffic shorter than the window; the AUC the job exports for the new version must equal
-``forkcast-lake online-auc`` over the same window and version to 1e-9, with the same pair counts. The report also
-scores, on the held-out pairs of the served log (the same traffic for all), the served model, the model retrained on
-the log and a model trained on a generated drifted dataset (``forkcast-data generate --drift``, the drill's earlier
-retraining data). A report of every stage (JSON and Markdown); every process started is stopped by PID on exit,
-failure or Ctrl-C.
+(``rehearsal.runner.rehearse``: stable and canary pods of the two release commits on this platform's Redis, their
+AnalysisTemplates against the rehearsal's Prometheus configured from the render) → Healthy → ``up`` rolls the platform's
+inference pod to the release commit → the online AUC of the new version recovers, on the features that were live all
+along (no feature cutover: the model learnt the drifted world from what was served). Then the lake check (drill_lake):
+after a pause that empties the online-AUC job's window, a burst of traffic shorter than the window; the AUC the job
+exports for the new version must equal ``forkcast-lake online-auc`` over the same window and version to 1e-9, with the
+same pair counts. The report also scores, on the held-out pairs of the served log (the same traffic for all), the served
+model, the model retrained on the log and a model trained on a generated drifted dataset (``forkcast-data generate
+--drift``, the drill's earlier retraining data). A report of every stage (JSON and Markdown); every process started is
+stopped by PID on exit, failure or Ctrl-C.
 """
 
 from __future__ import annotations
@@ -156,7 +156,7 @@ def release_of(config: PlatformConfig) -> tuple[Release, Stack, RolloutSpec]:
     docs: list[dict[str, Any]] = list(platform.render.docs)
     spec = load(docs)
     plan = platform.plan("inference")
-    stack = Stack(platform.plan("gateway"), platform.plan("online-auc"), docs)
+    stack = Stack(platform.plan("gateway"), platform.plan("online-auc"), docs, config)
     return Release(plan.env.get("FORKCAST_MODEL_VERSION", ""), spec.pod_template, plan), stack, spec
 
 

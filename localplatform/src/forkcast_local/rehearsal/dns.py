@@ -6,7 +6,8 @@ address in a headless Service's DNS only while the pod is ready ("the Endpoints 
 A records ... for the ready endpoints", https://kubernetes.io/docs/concepts/services-networking/
 dns-pod-service/#services). Here each pod listens on its own 127.x.y.z address and this server gives the same answer,
 so the gateway's own per-request balancing (forkcast_gateway.discovery) splits traffic by the share of ready pods,
-as Argo Rollouts' basic canary does without a traffic router.
+as Argo Rollouts' basic canary does without a traffic router. It stands in for the cluster's DNS (CoreDNS), which every
+cluster runs and the local platform does not: no rendered workload is a DNS server.
 
 dnspython (already the gateway's resolver) parses and builds the messages; this module only decides the answer.
 """

@@ -1,6 +1,7 @@
 """Releases for a rehearsal, made the way the pipeline makes them: trained, published to S3, promoted by a commit.
 
-``Releases`` runs the local platform's S3 (``supervisor.up`` of the ``seaweed`` component), publishes trained runs as
+``Releases`` runs the local platform's S3 and its StatefulSets (``supervisor.up`` of ``seaweed`` and of the render's
+Redis: running before any release is planned, the plans hold the ports they keep), publishes trained runs as
 registry versions, promotes them with ``forkcast_retrain.promote.promote`` (the function CI's promote job runs) into
 a scratch GitOps clone of ``manifests/`` (the platform's ``config.gitops``), and renders the ``local`` overlay at
 that commit (``supervisor.prepare`` lays the clone's release over the tree): the inference pod template and plan of
@@ -60,7 +61,10 @@ class Releases:
     config: PlatformConfig
 
     def start(self) -> Releases:
-        self.platform: Platform = up(self.config, log=lambda _line: None, only={"seaweed"})
+        stateful = {
+            d["metadata"]["name"] for d in prepare(self.config).render.docs if d["kind"] == "StatefulSet"
+        }
+        self.platform: Platform = up(self.config, log=lambda _line: None, only={"seaweed", *stateful})
         repo = self.config.gitops
         shutil.rmtree(repo, ignore_errors=True)
         shutil.copytree(self.config.source / "manifests", repo / "manifests")
@@ -110,7 +114,7 @@ class Releases:
         docs: list[dict[str, Any]] = list(platform.render.docs)
         spec = load(docs)
         version = platform.plan("inference").env.get("FORKCAST_MODEL_VERSION", "")
-        stack = Stack(platform.plan("gateway"), platform.plan("online-auc"), docs)
+        stack = Stack(platform.plan("gateway"), platform.plan("online-auc"), docs, self.config)
         return Release(version, spec.pod_template, platform.plan("inference")), stack, spec
 
     def rollback(self, version: str) -> subprocess.CompletedProcess[str]:

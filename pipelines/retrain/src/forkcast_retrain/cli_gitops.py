@@ -83,6 +83,12 @@ def add_gitops_commands(sub: Any) -> None:
         help="with --digests: the registry path the images were pushed under (default: each image's newName in the "
         "overlay)",
     )
+    p.add_argument(
+        "--ci-file",
+        type=Path,
+        help="with --digests: also pin the retrain image this CI file (relative to --repo; .gitlab-ci.yml) runs its "
+        "secret-holding jobs in to the digest built for it, in the same commit",
+    )
     p.add_argument("--commit", action="store_true", help="commit the change (and push unless --no-push)")
     p.add_argument("--branch", help="commit on this new branch (a merge request) instead of the current one")
     _add_push(p)
@@ -230,14 +236,19 @@ def _rollback_one(args: argparse.Namespace, aborted: Any) -> int:
 def _set_images(args: argparse.Namespace) -> int:
     from forkcast_retrain.gitops import git, push_with_retry
     from forkcast_retrain.images import (
+        CI_IMAGE,
+        digest_of,
         kustomization_path,
         pins_for_overlay,
         pins_from_digests,
         pins_from_overlay,
         read_images,
+        set_ci_image,
         set_images,
     )
 
+    if args.ci_file is not None and args.digests is None:
+        raise DataError("--ci-file needs --digests (the digest the build recorded for the retrain image)")
     path = kustomization_path(args.repo, args.overlay)
     text = path.read_text()
     if args.digests is not None and not args.registry:
@@ -256,19 +267,34 @@ def _set_images(args: argparse.Namespace) -> int:
         print(f"{args.overlay} does not deploy {', '.join(skipped)}; not pinned")
     if not pins:
         raise DataError(f"none of the images given is listed in {path}")
+    ci_digest = digest_of(args.digests, CI_IMAGE) if args.ci_file is not None else None
     if args.branch:
         git(args.repo, "checkout", "-q", "-b", args.branch)
-    if not set_images(path, pins):
-        print(f"{args.overlay} already pins {', '.join(p.ref for p in pins)}; nothing to do")
+    changed = []
+    if set_images(path, pins):
+        changed.append(path)
+        for pin in pins:
+            print(f"{args.overlay}: {pin.name} -> {pin.ref}")
+    else:
+        print(f"{args.overlay} already pins {', '.join(p.ref for p in pins)}")
+    names = [p.name.removeprefix("forkcast-") for p in pins] if changed else []
+    if ci_digest is not None:
+        ci_path = args.repo / args.ci_file
+        if set_ci_image(ci_path, ci_digest):
+            changed.append(ci_path)
+            names.append(CI_IMAGE)
+            print(f"{args.ci_file}: {CI_IMAGE} -> @{ci_digest}")
+        else:
+            print(f"{args.ci_file} already runs {CI_IMAGE}@{ci_digest}")
+    if not changed:
+        print("nothing to do")
         return 0
-    for pin in pins:
-        print(f"{args.overlay}: {pin.name} -> {pin.ref}")
     if not args.commit:
         return 0
-    rel = str(path.relative_to(args.repo))
-    names = ", ".join(p.name.removeprefix("forkcast-") for p in pins)
-    git(args.repo, "add", "--", rel)
-    git(args.repo, "commit", "-q", "-m", f"Release images ({names}) to {args.overlay}", "--", rel)
+    rels = [str(p.relative_to(args.repo)) for p in changed]
+    git(args.repo, "add", "--", *rels)
+    message = f"Release images ({', '.join(names)}) to {args.overlay}"
+    git(args.repo, "commit", "-q", "-m", message, "--", *rels)
     if not args.no_push:
         target = args.branch or args.target_branch
         result = push_with_retry(

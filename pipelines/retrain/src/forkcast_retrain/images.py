@@ -14,6 +14,15 @@ edit here is small and textual on purpose: only the top-level ``images:`` block 
 Kustomize's semantics (sigs.k8s.io/kustomize api/types/image.go): ``name`` matches the image in the manifests,
 ``newName`` replaces the repository, ``digest`` replaces the tag (``name@digest``); ``digest`` wins over
 ``newTag``, so an entry carries one or the other, never both.
+
+The retrain image is deployed by no overlay: the CI jobs that hold ``GITOPS_TOKEN`` and the S3/MLflow credentials
+run it, and the Argo Workflow they submit runs it too. ``--ci-file .gitlab-ci.yml`` pins it there the same way
+(issue 18.3): every literal reference ``<repository>/retrain:main`` or ``<repository>/retrain@sha256:...`` in the
+file becomes ``<repository>/retrain@<the digest the build recorded>``, committed in the same release commit as the
+dev overlay. A literal in the committed file, not a variable: variables sent with a trigger override the file's
+own, so only a commit to the default branch (reviewed, or this job's) decides the code those jobs run. Before the
+first release there is no digest to write, and the file holds the tag ``:main`` (the bootstrap; protected by the
+"Protected container tags" rule, docs/operations.md).
 """
 
 from __future__ import annotations
@@ -28,6 +37,9 @@ import yaml
 from forkcast_retrain.errors import DataError
 
 KUSTOMIZATION = "kustomization.yaml"
+# The image the CI file runs its secret-holding jobs in: <repository>/retrain, by the bootstrap tag or a digest.
+CI_IMAGE = "retrain"
+BOOTSTRAP_TAG = "main"
 IMAGE_PREFIX = "forkcast-"  # the image names the manifests use: forkcast-gateway, forkcast-inference, ...
 _DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
 _REPOSITORY = re.compile(r"^[a-z0-9][a-z0-9._/:-]*[a-z0-9]$")
@@ -182,3 +194,75 @@ def pins_from_overlay(repo: Path, overlay: str) -> list[ImagePin]:
     if not pins:
         raise DataError(f"overlay {overlay} pins no image by digest; nothing to copy")
     return pins
+
+
+def _ci_refs(image: str) -> re.Pattern[str]:
+    """``<repository>/<image>`` pinned by the bootstrap tag or a digest, as a whole word of the CI file."""
+    return re.compile(
+        rf"(?<![\w./:@-])(?P<repo>[a-z0-9][a-z0-9.-]*(?::[0-9]+)?(?:/[a-z0-9._-]+)*/{re.escape(image)})"
+        rf"(?P<pin>:{BOOTSTRAP_TAG}|@sha256:[0-9a-f]{{64}})(?![\w.:@/-])"
+    )
+
+
+class _GitLabLoader(yaml.SafeLoader):  # type: ignore[misc]  # PyYAML ships untyped
+    """GitLab CI YAML: ``!reference [job, key]`` is a sequence to this loader (only equality is compared)."""
+
+
+_GitLabLoader.add_constructor("!reference", lambda loader, node: loader.construct_sequence(node))
+
+
+def _substitute(value: Any, pattern: re.Pattern[str], ref: str) -> Any:
+    if isinstance(value, str):
+        return pattern.sub(ref, value)
+    if isinstance(value, list):
+        return [_substitute(v, pattern, ref) for v in value]
+    if isinstance(value, dict):
+        return {k: _substitute(v, pattern, ref) for k, v in value.items()}
+    return value
+
+
+def ci_image_refs(text: str, image: str = CI_IMAGE) -> list[str]:
+    """Every literal reference to ``image`` in a CI file, in order (``repo/retrain:main`` or ``repo/retrain@...``)."""
+    return [m.group(0) for m in _ci_refs(image).finditer(text)]
+
+
+def pin_ci_image(text: str, digest: str, image: str = CI_IMAGE) -> str:
+    """``text`` (a ``.gitlab-ci.yml``) with every reference to ``image`` pinned to ``digest``.
+
+    The repository stays the one the file names (reviewed in Git, like an overlay's ``newName``); all references
+    must name the same one. Refused: a file without a reference (nothing would be pinned: renamed image?), and an
+    edit that would change anything but those references once parsed (both YAML documents compared)."""
+    pattern = _ci_refs(image)
+    repos = {m.group("repo") for m in pattern.finditer(text)}
+    if not repos:
+        raise DataError(
+            f"the CI file names no <repository>/{image}:{BOOTSTRAP_TAG} or <repository>/{image}@sha256:... to pin"
+        )
+    if len(repos) > 1:
+        raise DataError(f"the CI file runs {image} from several repositories: {sorted(repos)}")
+    pin = ImagePin(f"{IMAGE_PREFIX}{image}", repos.pop(), digest)
+    result = pattern.sub(pin.ref, text)
+    before = list(yaml.load_all(text, Loader=_GitLabLoader))
+    if list(yaml.load_all(result, Loader=_GitLabLoader)) != _substitute(before, pattern, pin.ref):
+        raise DataError("pinning the CI image would change more than its references; refusing")
+    return result
+
+
+def set_ci_image(path: Path, digest: str, image: str = CI_IMAGE) -> bool:
+    """Pin ``image`` in the CI file at ``path``; False when it already named that digest (nothing written)."""
+    if not path.is_file():
+        raise DataError(f"{path} does not exist")
+    text = path.read_text()
+    new = pin_ci_image(text, digest, image)
+    if new == text:
+        return False
+    path.write_text(new)
+    return True
+
+
+def digest_of(digests: Path, image: str) -> str:
+    """The digest the build recorded for ``image`` (``<digests>/<image>.digest``)."""
+    for pin in pins_from_digests(digests, "unused.invalid"):
+        if pin.name == f"{IMAGE_PREFIX}{image}":
+            return pin.digest
+    raise DataError(f"no {image}.digest in {digests}: did the build job of {image} pass it on?")

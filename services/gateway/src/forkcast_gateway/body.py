@@ -5,16 +5,31 @@ The Edge reads the body of every admitted request through :func:`receive_body` b
 the open routes and unknown paths are bounded exactly like /recommend: a body counted as it streams (a chunked
 body has no Content-Length to check in advance) is cut at the cap (413), and one that trickles in is cut at the
 deadline (408) instead of holding a connection at the client's pace (slowloris).
+
+Why one timer per event loop (:class:`Deadlines`) instead of ``asyncio.timeout`` per read: a read is nearly always
+complete at its first ``receive()`` (the body came with the headers), yet ``asyncio.timeout`` armed and cancelled
+a loop timer and ran its state machine for every request: 4.3-6.1 µs per read against 0.6-0.9 µs here (timeit of a
+7 KB body already received, uvloop, 2-core VM under other agents' load, 2026-12-05; a ``loop.call_later`` per read
+alone cost 2.9-4.0 µs). A read now only notes its deadline; one timer, armed while reads are pending, ticks every
+``TICK_S`` (at most a tenth of the deadline) and cancels the reads past theirs, which end as asyncio.timeout's do
+(Lib/asyncio/timeouts.py, CPython 3.11: ``Task.cancel`` then ``uncancel``, so a cancellation from elsewhere still
+propagates). A dripping body is therefore cut at most one tick after its deadline.
 """
 
 from __future__ import annotations
 
 import asyncio
+import weakref
 from collections.abc import Awaitable, Callable, MutableMapping
-from typing import Any
+from typing import Any, Final
 
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
+
+# How often the pending reads' deadlines are checked (a tenth of the deadline when that is shorter).
+TICK_S: Final = 0.05
+# A pending read's entry once its deadline passed and its task was cancelled (loop times are never negative).
+_EXPIRED: Final = -1.0
 
 
 class BodyError(Exception):
@@ -23,25 +38,78 @@ class BodyError(Exception):
         self.status = status
 
 
+class Deadlines:
+    """The body-read deadlines of one event loop: task → loop time, checked by one timer while any is pending."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.pending: dict[asyncio.Task[Any], float] = {}
+        self._timer: asyncio.TimerHandle | None = None
+        self._tick_s = TICK_S
+
+    def add(self, task: asyncio.Task[Any], timeout_s: float) -> None:
+        self.pending[task] = self.loop.time() + timeout_s
+        if self._timer is None:
+            self._tick_s = min(TICK_S, timeout_s / 10)
+            self._timer = self.loop.call_later(self._tick_s, self._sweep)
+
+    def _sweep(self) -> None:
+        self._timer = None
+        if not self.pending:
+            return
+        now = self.loop.time()
+        for task, deadline in list(self.pending.items()):
+            if _EXPIRED < deadline <= now:
+                self.pending[task] = _EXPIRED
+                task.cancel()
+        self._timer = self.loop.call_later(self._tick_s, self._sweep)
+
+
+_by_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Deadlines] = weakref.WeakKeyDictionary()
+_last: Deadlines | None = None  # the last loop's, so that the usual case (one loop) is one identity check
+
+
+def _deadlines(loop: asyncio.AbstractEventLoop) -> Deadlines:
+    global _last
+    found = _last
+    if found is None or found.loop is not loop:
+        found = _by_loop.get(loop)
+        if found is None:
+            found = _by_loop[loop] = Deadlines(loop)
+        _last = found
+    return found
+
+
 async def receive_body(receive: Receive, limit: int, timeout_s: float) -> bytes:
     """The whole body, or BodyError: 413 past ``limit`` bytes, 408 when it is not complete within ``timeout_s``."""
+    task = asyncio.current_task()
+    if task is None:
+        raise RuntimeError("receive_body must run in a task")
+    deadlines = _deadlines(task.get_loop())
+    cancelling = task.cancelling()
+    deadlines.add(task, timeout_s)
     chunks: list[bytes] = []
     size = 0
     try:
-        async with asyncio.timeout(timeout_s):
-            while True:
-                message = await receive()
-                if message["type"] == "http.disconnect":
-                    raise BodyError(400, "client disconnected before the body was complete")
-                chunk = message.get("body", b"")
-                size += len(chunk)
-                if size > limit:
-                    raise BodyError(413, f"request body exceeds {limit} bytes")
-                chunks.append(chunk)
-                if not message.get("more_body", False):
-                    break
-    except TimeoutError:
-        raise BodyError(408, f"request body not received within {timeout_s} s") from None
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                raise BodyError(400, "client disconnected before the body was complete")
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > limit:
+                raise BodyError(413, f"request body exceeds {limit} bytes")
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+    except asyncio.CancelledError:
+        # Ours only when the sweep cancelled this read and nobody else cancelled the task since (asyncio.timeout's
+        # rule); otherwise the cancellation goes on.
+        if deadlines.pending.get(task) == _EXPIRED and task.uncancel() <= cancelling:
+            raise BodyError(408, f"request body not received within {timeout_s} s") from None
+        raise
+    finally:
+        del deadlines.pending[task]
     return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 

@@ -7,14 +7,87 @@ endpoint of the circuit state is dropped when DNS discovery drops the endpoint.
 from __future__ import annotations
 
 import contextlib
+import math
+from bisect import bisect_left
+from collections.abc import Iterator, Sequence
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge
+from prometheus_client.core import HistogramMetricFamily
+from prometheus_client.utils import floatToGoString
 
 from forkcast_contract import metric_names as n
 
 # Requests through the gateway take ≈ 1-15 ms; the buckets resolve that range and still show a 1 s timeout.
 _BUCKETS = (0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+
+
+class _Observed:
+    """One label set of a :class:`LoopHistogram`: a count per bucket (not cumulative) and the sum."""
+
+    __slots__ = ("bounds", "counts", "sum")
+
+    def __init__(self, bounds: list[float]) -> None:
+        self.bounds, self.counts, self.sum = bounds, [0] * len(bounds), 0.0
+
+    def observe(self, amount: float) -> None:
+        self.counts[bisect_left(self.bounds, amount)] += 1  # the first bucket whose bound is >= amount ("le")
+        self.sum += amount
+
+
+class LoopHistogram:
+    """A labelled histogram observed only on the event loop's thread (the Edge and the forwarder), scraped there too
+    (the async /metrics route), so it needs no lock: a list of counts and a sum per label set.
+
+    Why not prometheus_client's Histogram: its ``observe`` takes the sum's lock and the bucket's lock and walks the
+    bounds in Python, 0.71-3.40 µs per observation against 0.25-0.9 µs here (timeit, 2-core VM under other agents'
+    load, 2026-12-05), and the gateway observes two per request. What Prometheus reads is the same: the family is
+    written by prometheus_client's own HistogramMetricFamily (``_bucket`` per ``le`` with ``+Inf``, ``_count``,
+    ``_sum``); only the ``_created`` series of the library's Histogram is not written.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        documentation: str,
+        labelnames: Sequence[str],
+        buckets: Sequence[float],
+        registry: CollectorRegistry,
+    ) -> None:
+        self.name, self.documentation, self.labelnames = name, documentation, list(labelnames)
+        self.bounds = [float(b) for b in buckets]
+        if self.bounds != sorted(self.bounds):
+            raise ValueError("histogram buckets must be sorted")
+        if not self.bounds or self.bounds[-1] != math.inf:
+            self.bounds.append(math.inf)
+        # The ``le`` labels as prometheus_client writes them ("0.001", "1.0", "+Inf").
+        self.le: list[str] = [floatToGoString(b) for b in self.bounds]  # type: ignore[no-untyped-call]
+        self.children: dict[tuple[str, ...], _Observed] = {}
+        registry.register(self)
+
+    def labels(self, *values: str) -> _Observed:
+        if len(values) != len(self.labelnames):
+            raise ValueError(f"{self.name} takes labels {self.labelnames}, got {values}")
+        child = self.children.get(values)
+        if child is None:
+            child = self.children[values] = _Observed(self.bounds)
+        return child
+
+    def remove(self, *values: str) -> None:
+        del self.children[values]
+
+    def describe(self) -> list[HistogramMetricFamily]:
+        return [HistogramMetricFamily(self.name, self.documentation, labels=self.labelnames)]
+
+    def collect(self) -> Iterator[HistogramMetricFamily]:
+        family = HistogramMetricFamily(self.name, self.documentation, labels=self.labelnames)
+        for values, child in self.children.items():
+            cumulative, buckets = 0, []
+            for le, count in zip(self.le, child.counts, strict=True):
+                cumulative += count
+                buckets.append((le, cumulative))
+            family.add_metric(list(values), buckets, child.sum)
+        yield family
 
 
 class Metrics:
@@ -25,13 +98,13 @@ class Metrics:
             n.GATEWAY_REQUESTS_TOTAL, "Requests by route, method and status class.",
             ["route", "method", "status_class"], registry=r,
         )  # fmt: skip
-        self.duration = Histogram(
+        self.duration = LoopHistogram(
             n.GATEWAY_REQUEST_DURATION_SECONDS, "Time from the request's arrival to the response's last byte.",
-            ["route", "status_class"], buckets=_BUCKETS, registry=r,
+            ["route", "status_class"], _BUCKETS, r,
         )  # fmt: skip
-        self.upstream = Histogram(
+        self.upstream = LoopHistogram(
             n.GATEWAY_UPSTREAM_DURATION_SECONDS, "Time of one forwarded call, by upstream group and outcome.",
-            ["upstream", "outcome"], buckets=_BUCKETS, registry=r,
+            ["upstream", "outcome"], _BUCKETS, r,
         )  # fmt: skip
         self.upstream_errors = Counter(
             n.GATEWAY_UPSTREAM_ERRORS_TOTAL, "Failed forwarded calls by upstream group and kind.",

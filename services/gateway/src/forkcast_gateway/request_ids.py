@@ -24,8 +24,10 @@ import binascii
 import hashlib
 import hmac
 import logging
+import os
 import re
 import secrets
+import weakref
 from collections.abc import Iterable
 from enum import Enum
 from pathlib import Path
@@ -36,6 +38,7 @@ from forkcast_contract.api import CORRELATION_ID_PATTERN
 log = logging.getLogger("forkcast_gateway.request_ids")
 
 NONCE_BYTES: Final = 16
+NONCE_BATCH: Final = 256  # ids minted per os.urandom read
 TAG_BYTES: Final = 16
 SECRET_MIN_CHARS: Final = 32
 # The key id of a request that was refused before a key was known (401, 413 …): no API key can have an empty id
@@ -110,6 +113,11 @@ class RequestIds:
         # load, 2026-12-05).
         self._keyed = [hmac.new(secret, digestmod=hashlib.sha256) for secret in self.secrets]
         self._signing = self._keyed[0]
+        # Nonces are cut from one os.urandom read of NONCE_BATCH ids instead of one read (a getrandom syscall) per
+        # id: secrets.token_bytes(16) 1.22-1.27 µs against ≈ 0.2 µs for a slice (timeit, 2-core VM under load,
+        # 2026-12-05). The same CSPRNG; every nonce is used once; a forked child starts with an empty batch.
+        self._nonces, self._at = b"", 0
+        _MINTERS.add(self)
 
     @classmethod
     def from_file(cls, path: Path | None) -> RequestIds:
@@ -131,7 +139,11 @@ class RequestIds:
         # The two base64url parts encoded and translated in one go: 16 bytes are 22 characters and "==", so the
         # padding is cut by slicing (the same text as _b64; 6.6 → 5.6 µs per id against two _b64 calls, timeit,
         # 2-core VM under load, 2026-12-05; tests/test_request_ids.py verifies minted ids).
-        nonce = secrets.token_bytes(NONCE_BYTES)
+        at = self._at
+        if at == len(self._nonces):
+            self._nonces, at = os.urandom(NONCE_BYTES * NONCE_BATCH), 0
+        self._at = at + NONCE_BYTES
+        nonce = self._nonces[at : at + NONCE_BYTES]
         tag = self._tag(self._signing, nonce, key_id)
         return (_b2a(nonce)[:_B64_CHARS] + b"." + _b2a(tag)[:_B64_CHARS]).translate(_URLSAFE).decode()
 
@@ -151,6 +163,18 @@ class RequestIds:
             ):
                 return Verdict.FOREIGN_KEY
         return Verdict.FORGED
+
+
+_MINTERS: weakref.WeakSet[RequestIds] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    """A forked child must not reuse its parent's unspent nonces."""
+    for minter in _MINTERS:
+        minter._nonces, minter._at = b"", 0
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def correlation_id(raw: bytes | None) -> bytes | None:

@@ -26,6 +26,7 @@ import dns.rrset
 import pytest
 import requests
 
+from forkcast_devservers.ports import free_port
 from forkcast_gateway.breaker import CircuitBreaker
 from forkcast_gateway.edge import Edge
 from forkcast_gateway.testing import KEY, StandIn, serve
@@ -86,9 +87,7 @@ class DnsStub:
 def shared_port(addresses: list[str]) -> int:
     """A TCP port free on every one of ``addresses`` (each upstream binds its own loopback address)."""
     for _ in range(50):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = int(s.getsockname()[1])
+        port = free_port()  # free on 127.0.0.1; the others are tried below
         try:
             with contextlib.ExitStack() as stack:
                 for a in addresses:

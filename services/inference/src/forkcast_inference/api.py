@@ -1,4 +1,5 @@
-"""The request schema of POST /recommend/{user_id} (SPEC §6), decoded and validated in one msgspec pass.
+"""The request schema of POST /recommend/{user_id} (SPEC §6), decoded and validated in one msgspec pass, and the
+answer's shape.
 
 msgspec instead of pydantic: the issue's prototype measured FastAPI + pydantic at +110-170 µs of CPU per request
 in front of the same core, and msgspec parsing recovers about half of it.
@@ -19,6 +20,21 @@ _USER_RE: Final = re.compile(rf"u?([0-9]{{1,{limits.USER_ID_DIGITS_MAX}}})")
 
 # The body's Struct is the contract's, the one the gateway checks it with (one definition of the limits).
 RecommendRequest = RecommendBody
+
+
+class Recommended(msgspec.Struct):
+    """One restaurant of the answer (SPEC §6): ``{"id", "score", "displacement"}`` in this order."""
+
+    id: int
+    score: float
+    displacement: float
+
+
+class Recommendation(msgspec.Struct):
+    """The 200 answer. Built as ``Recommendation(list(map(Recommended, ids, scores, displacements)))``: 10 µs for
+    20 restaurants where the same answer as a list of dicts took 13-14 µs (timeit, 2026-12-05); same bytes."""
+
+    restaurants: list[Recommended]
 
 
 class BadRequestError(ValueError):

@@ -37,7 +37,13 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from forkcast_contract.api import HEADER_KEY_ID, HEADER_REQUEST_ID, KEY_ID_PATTERN, REQUEST_ID_PATTERN
 from forkcast_contract.registry_format import version_time
 from forkcast_contract.streams import NO_KEY_ID
-from forkcast_inference.api import BadRequestError, parse_request, parse_user_id
+from forkcast_inference.api import (
+    BadRequestError,
+    Recommendation,
+    Recommended,
+    parse_request,
+    parse_user_id,
+)
 from forkcast_inference.events import Event, EventSink
 from forkcast_inference.features import (
     CorruptUserError,
@@ -239,14 +245,7 @@ class InferenceApp:
         ranked = rank(model.folded, fetched.user, sel, fetched.values, req.size, req.sort_dist)
         t2 = time.perf_counter()
         ids, scores, disp = ranked.ids.tolist(), ranked.scores.tolist(), ranked.displacement.tolist()
-        out = _encode(
-            {
-                "restaurants": [
-                    {"id": i, "score": s, "displacement": d}
-                    for i, s, d in zip(ids, scores, disp, strict=True)
-                ]
-            }
-        )
+        out = _encode(Recommendation(list(map(Recommended, ids, scores, disp))))
         t3 = time.perf_counter()
         self.events.add(
             Event(

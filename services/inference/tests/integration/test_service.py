@@ -235,39 +235,19 @@ def test_corrupt_user_is_500_and_the_worker_goes_on(app: InferenceApp, redis_ser
     assert _post(app, "2", GOOD)[0] == 200
 
 
-def test_console_script_serves_over_http(redis_server: RedisServer, model_dir: Path) -> None:
-    """`forkcast-inference` on uvicorn (uvloop, httptools) from environment variables only."""
-    import socket
-    import subprocess
-    import sys
-    import urllib.error
+def test_console_script_serves_over_http(redis_server: RedisServer, model_dir: Path, tmp_path: Path) -> None:
+    """`forkcast-inference` on uvicorn (uvloop, httptools) from environment variables only (started, waited for
+    and stopped by forkcast_devservers through start_inference: its log tail is the failure message)."""
     import urllib.request
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    env = {
-        **os.environ,
-        "REDIS_URL": redis_server.url,
-        "FORKCAST_FEATURE_PREFIX": PREFIX,
-        "FORKCAST_MODEL_DIR": str(model_dir),
-        "FORKCAST_PORT": str(port),
-        "FORKCAST_ENVIRONMENT": "local",
-    }
-    exe = str(Path(sys.executable).parent / "forkcast-inference")
-    proc = subprocess.Popen([exe], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    from forkcast_devservers.ports import free_port
+    from forkcast_devservers.process import stop
+    from forkcast_inference.testing import start_inference
+
+    port = free_port()
+    proc = start_inference(redis_server.url, model_dir, port, tmp_path / "inference.log", timeout_s=10.0)
     base = f"http://127.0.0.1:{port}"
     try:
-        t0 = time.monotonic()
-        while True:
-            assert proc.poll() is None, proc.stderr.read().decode()[-2000:]  # type: ignore[union-attr]
-            try:
-                with urllib.request.urlopen(f"{base}/readyz", timeout=1) as r:
-                    if r.status == 200:
-                        break
-            except (urllib.error.URLError, ConnectionError):
-                time.sleep(0.05)
-            assert time.monotonic() - t0 < 10, "not ready within 10 s"
         req = urllib.request.Request(
             f"{base}/recommend/u00003", data=json.dumps(GOOD).encode(), headers={"X-Request-Id": MINTED}
         )
@@ -286,5 +266,4 @@ def test_console_script_serves_over_http(redis_server: RedisServer, model_dir: P
         )
         assert float(geo.split()[1]) < 0.010, geo
     finally:
-        proc.terminate()
-        proc.wait(timeout=10)
+        stop(proc)

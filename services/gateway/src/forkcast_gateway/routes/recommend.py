@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, MutableMapping, Sequence
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Request
@@ -124,7 +124,15 @@ class RecommendRoute:
             return 502, error_body(f"upstream error {reply.status}"), [_JSON]
         return reply.status, reply.body, reply.headers
 
-    async def asgi(self, scope: Scope, receive: Receive, send: Send, user_text: str) -> None:
+    async def asgi(
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        user_text: str,
+        extra: Sequence[tuple[bytes, bytes]] = (),
+    ) -> int:
+        """Serve the request; its status. ``extra``: headers added to the answer (the Edge's request-id headers)."""
         state = scope["state"]
         if _USER_ID.fullmatch(user_text) is None:
             item = {
@@ -142,9 +150,10 @@ class RecommendRoute:
                 status, body, headers = await self.process(
                     user_text, raw, state["request_id"], state["key_id"]
                 )
-        headers = [*headers, (b"content-length", str(len(body)).encode())]
+        headers = [*headers, (b"content-length", str(len(body)).encode()), *extra]
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
+        return status
 
 
 def router(route: RecommendRoute) -> APIRouter:

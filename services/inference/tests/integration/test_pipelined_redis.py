@@ -1,0 +1,188 @@
+"""The worker's pipelined Redis connection (forkcast_inference.pipelined) against real redis-servers: replies matched
+to their requests, one shared connection, a stall or a lost connection failing every waiting request with one
+error and the next request reconnecting, AUTH as the URL's ACL user; and the app serving other requests while a
+request's MGET waits (the blocking MGET it replaces held the event loop for the whole round trip)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Callable, MutableMapping
+from pathlib import Path
+from typing import Any, cast
+
+import pytest
+import redis
+from hiredis import pack_command
+
+from forkcast_devservers.servers import RedisServer
+from forkcast_inference.app import InferenceApp, create_app
+from forkcast_inference.pipelined import PipelinedRedis
+from forkcast_inference.testing import make_settings
+
+
+def _command(*args: str) -> bytes:
+    """One RESP command (hiredis's packer; its stub types a one-element tuple)."""
+    return cast("bytes", pack_command(cast("Any", args)))
+
+
+def _get(key: str) -> bytes:
+    return _command("GET", key)
+
+
+def test_concurrent_requests_share_one_connection_and_each_gets_its_own_reply(
+    redis_server: RedisServer,
+) -> None:
+    admin = redis.Redis.from_url(redis_server.url)
+    admin.mset({f"pipe:{i}": f"value {i}" for i in range(50)})
+    pipe = PipelinedRedis(admin, timeout_s=2.0)
+
+    async def run() -> list[Any]:
+        return await asyncio.gather(*(pipe.execute(_get(f"pipe:{i}")) for i in range(50)))
+
+    assert asyncio.run(run()) == [f"value {i}".encode() for i in range(50)]
+    assert pipe.connects == 1
+
+
+class _CountingTransport:
+    """The connection's transport, counting its writes (each one a send() system call)."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner, self.writes = inner, 0
+
+    def write(self, data: bytes) -> None:
+        self.writes += 1
+        self.inner.write(data)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
+def test_commands_sent_in_one_loop_iteration_go_out_in_one_write(redis_server: RedisServer) -> None:
+    # Before: every command was written as it was sent, 30 requests = 30 writes.
+    admin = redis.Redis.from_url(redis_server.url)
+    admin.mset({f"pipe:{i}": f"value {i}" for i in range(30)})
+    pipe = PipelinedRedis(admin, timeout_s=2.0)
+
+    async def run() -> tuple[list[Any], int]:
+        assert await pipe.execute(_get("pipe:0")) == b"value 0"  # connected
+        proto = pipe._proto
+        assert proto is not None
+        counting = _CountingTransport(proto.transport)
+        proto.transport = cast("Any", counting)
+        replies = await asyncio.gather(*(pipe.execute(_get(f"pipe:{i}")) for i in range(30)))
+        return list(replies), counting.writes
+
+    replies, writes = asyncio.run(run())
+    assert replies == [f"value {i}".encode() for i in range(30)]
+    assert writes == 1
+    assert pipe.connects == 1
+
+
+def test_a_stalled_server_fails_every_waiting_request_with_one_timeout_then_reconnects(
+    redis_server: RedisServer,
+) -> None:
+    admin = redis.Redis.from_url(redis_server.url)
+    admin.set("pipe:stall", b"ok")
+    pipe = PipelinedRedis(admin, timeout_s=0.2)
+
+    async def run() -> tuple[list[Any], Any]:
+        assert await pipe.execute(_get("pipe:stall")) == b"ok"
+        admin.client_pause(700)  # the server answers no client for 0.7 s
+        stalled = await asyncio.gather(
+            *(pipe.execute(_get("pipe:stall")) for _ in range(3)), return_exceptions=True
+        )
+        await asyncio.sleep(0.7)
+        return stalled, await pipe.execute(_get("pipe:stall"))
+
+    stalled, after = asyncio.run(run())
+    assert all(isinstance(e, redis.TimeoutError) for e in stalled), stalled
+    assert {str(e) for e in stalled} == {
+        f"Redis at 127.0.0.1:{redis_server.port} did not answer within 0.2 s (3 pipelined requests failed)"
+    }
+    assert after == b"ok" and pipe.connects == 2  # the stalled connection was dropped, a new one answered
+
+
+def test_a_lost_connection_fails_the_waiting_request_and_the_next_one_reconnects(
+    redis_server: RedisServer,
+) -> None:
+    admin = redis.Redis.from_url(redis_server.url)
+    admin.set("pipe:lost", b"ok")
+    pipe = PipelinedRedis(admin, timeout_s=3.0)
+
+    async def run() -> tuple[BaseException | None, Any]:
+        blocked = asyncio.ensure_future(pipe.execute(_command("BLPOP", "pipe:never", "2")))
+        await asyncio.sleep(0.2)
+        admin.client_kill_filter(_type="normal", skipme=True)  # the server drops our pipelined connection
+        error = (await asyncio.gather(blocked, return_exceptions=True))[0]
+        return error, await pipe.execute(_get("pipe:lost"))
+
+    error, after = asyncio.run(run())
+    assert isinstance(error, redis.ConnectionError)
+    assert str(error).startswith(f"connection to Redis at 127.0.0.1:{redis_server.port} lost"), error
+    assert after == b"ok" and pipe.connects == 2
+
+
+def test_it_authenticates_as_the_urls_acl_user(
+    redis_server_factory: Callable[..., RedisServer], tmp_path: Path
+) -> None:
+    acl = tmp_path / "users.acl"
+    acl.write_text("user default off\nuser reader on >s3cret ~feat:* +get\n")
+    server = redis_server_factory(aclfile=acl, username="reader", password="s3cret")
+    pipe = PipelinedRedis(redis.Redis.from_url(server.url), timeout_s=2.0)
+    assert asyncio.run(pipe.execute(_get("feat:1"))) is None  # authenticated: the default user is off
+    with pytest.raises(
+        redis.ResponseError, match=r"^NOPERM .* access one of the keys"
+    ):  # other:1 is outside ~feat:*
+        asyncio.run(pipe.execute(_get("other:1")))
+
+    wrong = redis.Redis(host=server.host, port=server.port, username="reader", password="wrong")
+    with pytest.raises(redis.AuthenticationError, match="refused AUTH as user reader"):
+        asyncio.run(PipelinedRedis(wrong, timeout_s=2.0).execute(_get("feat:1")))
+
+
+async def _call(app: InferenceApp, method: str, path: str, body: bytes = b"") -> int:
+    """One request through the ASGI app in the running loop; its status."""
+    sent: list[MutableMapping[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    async def send(message: MutableMapping[str, Any]) -> None:
+        sent.append(message)
+
+    await app({"type": "http", "method": method, "path": path, "headers": []}, receive, send)
+    return int(sent[0]["status"])
+
+
+def test_the_app_answers_other_requests_while_a_feature_read_waits(
+    redis_server: RedisServer, model_dir: Path
+) -> None:
+    app = create_app(make_settings(redis_server.url, model_dir, redis_timeout_s=3.0))
+    app.startup()
+    state = app.reader.current()
+    body = json.dumps(
+        {
+            "candidate_restaurant_ids": [1, 2, 3],
+            "latitude": float(state.lat[1]),
+            "longitude": float(state.lng[1]),
+        }
+    ).encode()
+    admin = redis.Redis.from_url(redis_server.url)
+
+    async def run() -> tuple[int, bool, float, int]:
+        assert await _call(app, "POST", "/recommend/1", body) == 200  # connected before the stall
+        admin.client_pause(800)
+        recommend = asyncio.ensure_future(_call(app, "POST", "/recommend/1", body))
+        await asyncio.sleep(0.1)
+        t = time.monotonic()
+        health = await _call(app, "GET", "/healthz")
+        waited = time.monotonic() - t
+        still_waiting = not recommend.done()
+        return health, still_waiting, waited, await recommend
+
+    health, still_waiting, waited, status = asyncio.run(run())
+    # Before: the MGET blocked the loop, so /healthz ran only after the recommendation had finished.
+    assert health == 200 and still_waiting and waited < 0.3, (still_waiting, waited)
+    assert status == 200  # answered once the pause ended, within the 3 s deadline
