@@ -21,6 +21,7 @@ Layouts, all loaded by the real loader or written here with the same packed valu
 
 from __future__ import annotations
 
+import asyncio
 import tempfile
 import time
 from collections.abc import Callable
@@ -185,11 +186,14 @@ def run(src: SourceData, reqs: list[Request]) -> None:
         RedisServer(Path(tmp) / "standalone") as server,
     ):
         _load(redis.Redis(port=server.port, socket_timeout=60), src)
-        reader = FeatureReader(connect_standalone(server.url, 5.0), PREFIX)
+        reader = FeatureReader(connect_standalone(server.url, 5.0), PREFIX, 5.0)
         reader.current()
+        # The readers' fetch is a coroutine (the service awaits it); one loop for the whole run, so the standalone
+        # reader's pipelined connection is made once, as in a worker.
+        loop = asyncio.new_event_loop()
 
         def standalone(k: int) -> tuple[bytes | None, list[bytes | None]]:
-            got = reader.fetch(reqs[k].user_id, pick(k))
+            got = loop.run_until_complete(reader.fetch(reqs[k].user_id, pick(k)))
             return (None if got.user is None else got.user.tobytes()), got.values
 
         check("standalone", standalone)
@@ -206,7 +210,7 @@ def run(src: SourceData, reqs: list[Request]) -> None:
             creader.current()
 
             def copies(k: int) -> tuple[bytes | None, list[bytes | None]]:
-                got = creader.fetch(reqs[k].user_id, pick(k))
+                got = loop.run_until_complete(creader.fetch(reqs[k].user_id, pick(k)))
                 return (None if got.user is None else got.user.tobytes()), got.values
 
             check("copies", copies)

@@ -141,7 +141,7 @@ def test_the_inference_user_serves_a_request_from_the_cluster(loaded: Acl) -> No
     def select(state: VersionState) -> npt.NDArray[np.int64]:
         return np.array([RESTAURANT, RESTAURANT + 1], dtype=np.int64)
 
-    fetched = reader.fetch(USER_ID, select)
+    fetched = asyncio.run(reader.fetch(USER_ID, select))
     assert fetched.version == keys.version
     assert fetched.user is not None and fetched.user.tobytes() == admin.get(keys.user(USER_ID))
     # The values come from the copy on the user's master; every copy holds the same bytes.

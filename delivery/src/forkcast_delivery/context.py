@@ -38,6 +38,12 @@ class Context:
         return self.render.docs
 
     @cached_property
+    def components(self) -> frozenset[str]:
+        """The names (folder names) of the kustomize Components the overlay uses, directly or through the
+        kustomizations it builds on: a flow tagged ``component: <name>`` in flows.yaml is expected only then."""
+        return components_of(self.overlay_dir)
+
+    @cached_property
     def templates(self) -> list[PodTemplate]:
         return pod_templates(self.docs)
 
@@ -61,6 +67,21 @@ class Context:
         if package is None or not package.dockerfile.exists():
             return None
         return workspace.program(container, workspace.read_dockerfile(package.dockerfile))
+
+
+def components_of(kustomization_dir: Path) -> frozenset[str]:
+    """Folder names of the Components a kustomization uses, following its ``resources`` and ``components`` that
+    are kustomization folders (an overlay of an overlay uses what the inner one uses)."""
+    kustomization = load_yaml(kustomization_dir / "kustomization.yaml")
+    found: set[str] = set()
+    for entry in kustomization.get("components") or []:
+        folder = (kustomization_dir / str(entry)).resolve()
+        found |= {folder.name} | components_of(folder)
+    for entry in kustomization.get("resources") or []:
+        folder = kustomization_dir / str(entry)
+        if (folder / "kustomization.yaml").is_file():
+            found |= components_of(folder)
+    return frozenset(found)
 
 
 def load_yaml(path: Path) -> dict[str, Any]:

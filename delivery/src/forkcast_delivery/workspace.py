@@ -39,9 +39,16 @@ def packages(root: Path) -> dict[str, Package]:
 
 
 def image_names(overlay_dir: Path) -> dict[str, str]:
-    """Rendered image repository (newName) -> the base image name it replaces, from the overlay's ``images:``."""
+    """Rendered image repository (newName) -> the base image name it replaces, from the overlay's ``images:`` and
+    those of the overlays it builds on (a ``resources`` entry that is a kustomization folder, such as prod-cluster's
+    ``../prod``): without them an overlay of an overlay would hide every forkcast container from the checks."""
     kustomization: dict[str, Any] = yaml.safe_load((overlay_dir / "kustomization.yaml").read_text())
-    return {e.get("newName", e["name"]): e["name"] for e in kustomization.get("images") or []}
+    names: dict[str, str] = {}
+    for resource in kustomization.get("resources") or []:
+        folder = overlay_dir / str(resource)
+        if (folder / "kustomization.yaml").is_file():
+            names |= image_names(folder)
+    return names | {e.get("newName", e["name"]): e["name"] for e in kustomization.get("images") or []}
 
 
 def repository(image: str) -> str:

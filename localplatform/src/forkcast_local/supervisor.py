@@ -49,6 +49,8 @@ SEAWEED_INTERNAL = tuple(flag for flag in PORT_FLAGS if flag != "s3.port")
 # How the rendered S3 and MLflow are addressed (the local overlay's S3_ENDPOINT_URL, MLFLOW_TRACKING_URI).
 INFRA_HOSTS = {"seaweed": 8333, "mlflow": 5000}
 POD_START_TIMEOUT_S = 120.0
+# The state key of a pod's ports other than its first ("<workload>.<port name>" -> loopback port).
+NAMED_PORTS = "named_ports"
 
 
 @dataclass
@@ -142,12 +144,22 @@ class _Ports:
 
     def __init__(self, config: PlatformConfig, records: dict[str, Any]) -> None:
         self.config, self.records, self.taken = config, records, set[int]()
+        self.picked: dict[str, int] = {}
 
     def __call__(self, key: str) -> int:
         record = self.records.get(key) or {}
         wanted = self.config.ports.get(key, 0)
-        port = int(record["port"]) if _alive(record) else self._pick(wanted, record)
+        # A pod's second port ("<workload>.<port name>", e.g. the alert receiver's metrics port) has no record of its
+        # own: the running pod holds it, so it is the one recorded with that pod. A fresh pick would change the
+        # pod's environment and make every `up` restart it (the receiver then forgot which alerts had triggered).
+        owner = self.records.get(key.partition(".")[0]) or {}
+        held = (owner.get(NAMED_PORTS) or {}).get(key) if "." in key else None
+        if held and not record and _alive(owner):
+            port = int(held)
+        else:
+            port = int(record["port"]) if _alive(record) else self._pick(wanted, record)
         self.taken.add(port)
+        self.picked[key] = port
         return port
 
     def _pick(self, wanted: int, record: dict[str, Any]) -> int:
@@ -204,7 +216,12 @@ def prepare(config: PlatformConfig, state: dict[str, Any] | None = None) -> Plat
             # The main container is named after its workload (its port is the workload's in platform.toml).
             main = plan.container == _main(plans, plan)
             inits = [i for i in plans if i.init and i.workload == plan.workload] if main else []
-            components.append(_pod_component(config, plan, inits, plan.workload if main else plan.name))
+            component = _pod_component(config, plan, inits, plan.workload if main else plan.name)
+            if main:  # its pod's second ports, kept in the state with it (_Ports)
+                component.extra[NAMED_PORTS] = {
+                    k: v for k, v in ports.picked.items() if k.partition(".")[0] == plan.workload and "." in k
+                }
+            components.append(component)
     components += _infra_after(config, tree, rendered, planner, secrets, infra)
     return Platform(config, rendered, plans, components, secrets, s3, planner.localise, list(planner.skipped))
 

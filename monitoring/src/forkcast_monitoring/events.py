@@ -15,7 +15,7 @@ import json
 import math
 import sys
 from dataclasses import dataclass
-from operator import itemgetter
+from itertools import chain
 from typing import NamedTuple
 
 import numpy as np
@@ -65,8 +65,9 @@ def parse_prediction(fields: dict[bytes, bytes]) -> Prediction | None:
         scores = json.loads(fields[b"scores"])
         if not isinstance(ids, list) or not isinstance(scores, list) or len(ids) != len(scores) or not ids:
             return None
-        table = {int(i): float(s) for i, s in zip(ids, scores, strict=True)}
-        if len(table) != len(ids) or not all(math.isfinite(s) for s in table.values()):
+        # The conversions by C-level ``map`` (the same ``int``/``float`` calls a comprehension made, 2x cheaper).
+        table = dict(zip(map(int, ids), map(float, scores), strict=True))
+        if len(table) != len(ids) or not all(map(math.isfinite, table.values())):
             return None
         if min(table) < _INT64_MIN or max(table) > _INT64_MAX:  # the join keeps ids in an int64 array
             return None
@@ -140,54 +141,104 @@ def _feedback(
 
 
 class FeedbackBatch(NamedTuple):
-    """A read's feedback entries as columns (entry i of each), for the join's vectorised path (``Joiner.add_feedback_batch``).
+    """A read's feedback entries as columns, for the join's vectorised path (``Joiner.add_feedback_batch``).
 
-    ``valid`` is False where the entry decodes to None one by one (a time that is not finite or not positive): the
-    join counts those malformed, as it counts ``parse_feedback_flat``'s None.
+    Request ids and key ids are decoded once per distinct value: entry i has request ``request_ids[request[i]]``
+    and key ``key_ids[key[i]]``. ``valid`` is False where the entry decodes to None one by one (a time that is not
+    finite or not positive): the join counts those malformed, as it counts ``parse_feedback_flat``'s None.
     """
 
     entry_ids: list[bytes]
     request_ids: list[str]
+    request: npt.NDArray[np.intp]
     restaurants: npt.NDArray[np.int64]
     clicked: npt.NDArray[np.bool_]
     times: npt.NDArray[np.float64]
     key_ids: list[str]
+    key: npt.NDArray[np.intp]
     valid: npt.NDArray[np.bool_]
 
 
-_KEYS_AT = itemgetter(0, 2, 4, 6, 8)
-_RID, _RESTAURANT, _CLICKED, _TS, _KEY = (itemgetter(i) for i in (1, 3, 5, 7, 9))
-_CLICK_VALUES = frozenset((b"0", b"1"))
+def _distinct(raw: list[bytes]) -> tuple[list[bytes], npt.NDArray[np.intp]]:
+    """The distinct values of ``raw`` in first-seen order and each entry's index among them (hashing in C)."""
+    index = {value: i for i, value in enumerate(dict.fromkeys(raw))}
+    return list(index), np.fromiter(map(index.__getitem__, raw), dtype=np.intp, count=len(raw))
+
+
+_NAMES = b"".join(_FEEDBACK_KEYS)
+_NAME_LENGTHS = list(map(len, _FEEDBACK_KEYS))
+_CLICK_BYTES = np.frombuffer(b"01", dtype=np.uint8)
+_DIGIT_ZERO, _DOT = ord("0"), ord(".")
+_EXACT_POWERS = [float(10**d) for d in range(23)]  # 10**0 .. 10**22: each exactly a float64
+
+
+def parse_times(raw: list[bytes]) -> npt.NDArray[np.float64]:
+    """``float`` of each of ``raw``, equal to it bit for bit; the fixed-point layout producers write is parsed in numpy.
+
+    Why: the gateway writes times as ``f"{t:.6f}"``, 17 significant digits, past the 15 that CPython's
+    correctly-rounded strtod (Python/dtoa.c) parses on its fast path: ``float`` took ≈ 1,000 ns per entry here
+    (2,000 entries, timeit, 2026-12-05), against ≈ 70 ns for ``int`` of the same bytes. When every entry has the
+    same length and a dot at the same place with ASCII digits around it, the digits are read as one integer m < 2**53
+    and divided by 10**d (d <= 22): both operands are exact float64 values and IEEE division rounds once, so the
+    quotient is the correctly rounded value of the decimal: the exact-operands fast path of W. D. Clinger, "How to
+    Read Floating Point Numbers Accurately" (PLDI 1990), which D. M. Gay's strtod (dtoa.c, CPython's Python/dtoa.c;
+    read in nodejs/node deps/v8/src/third_party/dtoa/dtoa.c) takes only up to DBL_DIG = 15 digits, hence
+    ``float``'s slow path on 16-17 (tests/unit/test_events.py compares the two bit for bit),
+    which is what ``float`` returns. Anything else goes through ``float``; ``ValueError`` for what it refuses.
+    """
+    n = len(raw)
+    width = len(raw[0]) if n else 0
+    dot = raw[0].find(b".") if n else -1
+    decimals = width - dot - 1
+    if dot > 0 and decimals <= 22 and width - 1 <= 16 and set(map(len, raw)) == {width}:
+        chars = np.frombuffer(b"".join(raw), dtype=np.uint8).reshape(n, width)
+        digits = np.delete(chars, dot, axis=1).astype(np.int64) - _DIGIT_ZERO
+        if (chars[:, dot] == _DOT).all() and ((digits >= 0) & (digits <= 9)).all():
+            mantissa = digits @ (10 ** np.arange(width - 2, -1, -1, dtype=np.int64))
+            if (mantissa < 2**53).all():
+                return mantissa.astype(np.float64) / _EXACT_POWERS[decimals]
+    return np.fromiter(map(float, raw), dtype=np.float64, count=n)
 
 
 def decode_feedback_batch(entries: list[tuple[bytes, list[bytes] | None]]) -> FeedbackBatch | None:
-    """Every entry of a stream read decoded column by column with C-level ``map``s, or None: then the caller decodes
-    the entries one by one (``parse_feedback_flat``), so an unusual record is refused exactly as before.
+    """Every entry of a stream read decoded column by column, or None: then the caller decodes the entries one by
+    one (``parse_feedback_flat``), so an unusual record is refused exactly as before.
 
     Why: at real answer sizes (≈ 43 feedback entries per prediction) the per-entry ``parse_feedback_flat`` and
-    join were ≈ 60 % of the job's CPU (cProfile, 5,000 predictions, 2026-12-05). The batch is taken only when each
-    entry is one ``_feedback`` decodes the same way: the gateway's field layout, ``clicked`` b"0"/b"1", ids and key
-    ids valid UTF-8, a non-empty request id, a restaurant id within int64 (``int`` on the bytes, as ``_feedback``)
-    and a time ``float`` parses from the bytes (for ASCII, what it parses from the decoded text; anything else
-    raises here and takes the per-entry path). Times that parse but are not finite or not positive are marked
-    invalid rather than refused as a batch.
+    join were ≈ 60 % of the job's CPU (270 of 579 µs per prediction, process_time per stage, 5,000 predictions,
+    2026-12-05). Here the fields are one flat list sliced per column, request and key ids are decoded once per
+    distinct value, and the numbers are parsed by C-level ``map``s. The batch is taken only when each entry is one
+    ``_feedback`` decodes the same way: the gateway's field layout, ``clicked`` b"0"/b"1", ids and key ids valid
+    UTF-8, non-empty request ids, restaurant ids within int64 (``int`` on the bytes, as ``_feedback``) and times
+    ``float`` parses from the bytes (for ASCII what it parses from the decoded text; other bytes raise here and
+    take the per-entry path). Times that parse but are not finite or not positive are marked invalid.
     """
     n = len(entries)
     try:
         values = [fields for _, fields in entries]
-        if not n or set(map(len, values)) != {10} or set(map(_KEYS_AT, values)) != {_FEEDBACK_KEYS}:  # type: ignore[arg-type]
+        if not n or set(map(len, values)) != {10}:  # type: ignore[arg-type]
             return None
-        clicked_raw = list(map(_CLICKED, values))
-        if not _CLICK_VALUES.issuperset(clicked_raw):
+        flat: list[bytes] = list(chain.from_iterable(values))  # type: ignore[arg-type]
+        # Field names and ``clicked`` checked with their lengths (small ints: compared by identity) and their
+        # concatenation (one memcmp), not one bytes comparison per field: ≈ 5x cheaper per entry.
+        names = flat[0::2]
+        if list(map(len, names)) != _NAME_LENGTHS * n or b"".join(names) != _NAMES * n:
             return None
-        request_ids = list(map(bytes.decode, map(_RID, values)))
+        clicked_raw = flat[5::10]
+        clicked_bytes = np.frombuffer(b"".join(clicked_raw), dtype=np.uint8)
+        if set(map(len, clicked_raw)) != {1} or not np.isin(clicked_bytes, _CLICK_BYTES).all():
+            return None
+        rid_raw, request = _distinct(flat[1::10])
+        request_ids = list(map(bytes.decode, rid_raw))
         if "" in request_ids:
             return None
-        restaurants = np.array(list(map(int, map(_RESTAURANT, values))), dtype=np.int64)
-        times = np.fromiter(map(float, map(_TS, values)), dtype=np.float64, count=n)
-        key_ids = list(map(sys.intern, map(bytes.decode, map(_KEY, values))))
+        key_raw, key = _distinct(flat[9::10])
+        key_ids = list(map(sys.intern, map(bytes.decode, key_raw)))
+        restaurants = np.fromiter(map(int, flat[3::10]), dtype=np.int64, count=n)
+        times = parse_times(flat[7::10])
     except (ValueError, TypeError, OverflowError, UnicodeDecodeError):
         return None
-    clicked = np.fromiter(map(b"1".__eq__, clicked_raw), dtype=np.bool_, count=n)
+    clicked = clicked_bytes == ord("1")
     valid = np.isfinite(times) & (times > 0)
-    return FeedbackBatch([entry_id for entry_id, _ in entries], request_ids, restaurants, clicked, times, key_ids, valid)
+    entry_ids = [entry_id for entry_id, _ in entries]
+    return FeedbackBatch(entry_ids, request_ids, request, restaurants, clicked, times, key_ids, key, valid)

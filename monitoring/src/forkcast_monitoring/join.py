@@ -14,10 +14,14 @@ from __future__ import annotations
 from array import array
 from collections import Counter, OrderedDict
 from dataclasses import dataclass
+from itertools import compress
 from typing import NamedTuple
 
+import numpy as np
+import numpy.typing as npt
+
 from forkcast_contract.streams import NO_KEY_ID
-from forkcast_monitoring.events import Feedback, Prediction
+from forkcast_monitoring.events import Feedback, FeedbackBatch, Prediction
 
 
 class Pair(NamedTuple):
@@ -55,6 +59,33 @@ class _Pending:
         self.key_id = prediction.key_id
         self.entry_id = entry_id
         self.joined = 0  # bit i set: candidate i has been joined once
+
+
+class JoinedBatch(NamedTuple):
+    """The pairs a feedback batch joined, as columns in the batch's order: pair j labels a candidate of prediction
+    ``pending[j]`` (an index into ``versions``/``key_ids``, one entry per prediction the batch referred to)."""
+
+    versions: list[str]
+    key_ids: list[str]
+    pending: npt.NDArray[np.intp]
+    times: npt.NDArray[np.float64]
+    scores: npt.NDArray[np.float64]
+    clicked: npt.NDArray[np.bool_]
+
+
+def _bits(mask: int, n: int) -> npt.NDArray[np.bool_]:
+    """``mask``'s low ``n`` bits as booleans, bit i at i (a pending prediction's joined positions)."""
+    if not mask:
+        return np.zeros(n, dtype=np.bool_)
+    raw = np.frombuffer(mask.to_bytes((n + 7) // 8, "little"), dtype=np.uint8)
+    return np.unpackbits(raw, count=n, bitorder="little").astype(np.bool_)
+
+
+def _mask(bits: npt.NDArray[np.bool_]) -> int:
+    return int.from_bytes(np.packbits(bits, bitorder="little").tobytes(), "little")
+
+
+_NO_PENDING = _Pending(Prediction("", 0.0, "", {}), b"")  # stands in for a request not pending: no candidates
 
 
 @dataclass(frozen=True)
@@ -128,6 +159,102 @@ class Joiner:
             return None
         self.to_ack["feedback"].append(entry_id)
         return None
+
+    def add_feedback_batch(self, batch: FeedbackBatch, now: float) -> JoinedBatch:
+        """``add_feedback`` of every entry of ``batch`` in its order, with the same outcomes, counts, acks, orphans
+        and joined pairs (monitoring/tests/unit/test_join_batch.py compares the two on random batches), in numpy.
+
+        Why: at real answer sizes a prediction brings ≈ 43 feedback entries, and the per-entry path (decode, dict
+        lookup, ``array.index``, bit test, a Pair) cost ≈ 9 µs each. Here the only per-entry Python is the
+        request-id lookup; the position of each restaurant in its prediction's response is one sort of the batch's
+        (prediction, restaurant) keys. Exactness: the pending set does not change during a feedback batch (the job
+        adds predictions before and expires after), and an entry is a duplicate exactly when its candidate was
+        joined before the batch or by an earlier entry of the batch, which is the first entry for that candidate
+        that passed the key and lateness checks.
+        """
+        n = len(batch.entry_ids)
+        counts, acks = self.counts, self.to_ack["feedback"]
+        future = batch.valid & (batch.times > now + self.config.max_skew_s)
+        live = batch.valid & ~future
+        counts[("feedback", "malformed")] += n - int(batch.valid.sum())
+        counts[("feedback", "future")] += int(future.sum())
+        live_at = np.flatnonzero(live)
+        rids, key_ids = batch.request_ids, batch.key_ids
+        get = self.pending.get
+        preds = [get(rid) for rid in rids]  # one per distinct request id of the batch
+        is_pending = np.fromiter((p is not None for p in preds), dtype=np.bool_, count=len(preds))
+        loc = batch.request[live_at]
+        found = is_pending[loc]
+        parked = np.zeros(n, dtype=np.bool_)
+        parked[live_at[~found]] = True
+        for i in np.flatnonzero(parked).tolist():  # feedback before its prediction: waits, unacknowledged
+            restaurant, click, time = (
+                int(batch.restaurants[i]),
+                bool(batch.clicked[i]),
+                float(batch.times[i]),
+            )
+            feedback = Feedback(rids[batch.request[i]], restaurant, click, time, key_ids[batch.key[i]])
+            self._park(feedback, batch.entry_ids[i])
+        acks.extend(compress(batch.entry_ids, (~parked).tolist()))
+        versions = [p.model_version if p is not None else "" for p in preds]
+        pred_keys = [p.key_id if p is not None else "" for p in preds]
+        empty = JoinedBatch(
+            versions, pred_keys, np.zeros(0, np.intp), np.zeros(0), np.zeros(0), np.zeros(0, np.bool_)
+        )
+        at = live_at[found]  # entries whose prediction is pending, in batch order
+        if not len(at):
+            return empty
+        at_loc = loc[found]
+        # The candidates of the referred predictions, flat: prediction j's at starts[j] .. starts[j + 1].
+        held = [p if p is not None else _NO_PENDING for p in preds]
+        sizes = np.fromiter((len(p.ids) for p in held), dtype=np.intp, count=len(held))
+        starts = np.r_[0, np.cumsum(sizes)]
+        cand_ids = np.concatenate([np.frombuffer(p.ids, dtype=np.int64) for p in held])
+        cand_scores = np.concatenate([np.frombuffer(p.scores, dtype=np.float64) for p in held])
+        joined_before = np.concatenate([_bits(p.joined, len(p.ids)) for p in held])
+        cand_owner = np.repeat(np.arange(len(held)), sizes)
+        # Position of (prediction, restaurant) among the candidates: both id lists ranked together, then one sorted
+        # key per candidate (a response has each restaurant once) and a binary search per entry.
+        _, rank = np.unique(np.concatenate([cand_ids, batch.restaurants[at]]), return_inverse=True)
+        span = int(rank.max()) + 1
+        cand_key = cand_owner * span + rank[: len(cand_ids)]
+        want = at_loc * span + rank[len(cand_ids) :]
+        order = np.argsort(cand_key)
+        slot = np.minimum(np.searchsorted(cand_key[order], want), len(order) - 1)
+        hit = cand_key[order][slot] == want
+        flat = order[slot]  # the candidate each entry names (meaningful where ``hit``)
+        # Key ids as the batch's codes (distinct bytes decode to distinct text); a prediction's key that no entry
+        # carries gets -1, which no entry has.
+        code_of = {key_id: code for code, key_id in enumerate(key_ids)}
+        key_code = np.fromiter((code_of.get(k, -1) for k in pred_keys), np.intp, len(pred_keys))
+        same_key = batch.key[at] == key_code[at_loc]
+        pred_time = np.fromiter((p.time for p in held), dtype=np.float64, count=len(held))
+        late = batch.times[at] > pred_time[at_loc] + self.config.attribution_s
+        candidate = hit & same_key
+        prior = joined_before[flat] & candidate
+        passing = np.flatnonzero(candidate & ~prior & ~late)  # positions in ``at``, ascending
+        first = np.full(len(cand_ids), len(at), dtype=np.intp)  # per candidate: the first passing entry
+        uniq, first_at = np.unique(flat[passing], return_index=True)
+        first[uniq] = passing[first_at]
+        duplicate = candidate & (prior | (first[flat] < np.arange(len(at))))
+        joins = candidate & ~duplicate & ~late
+        counts[("feedback", "unjoined")] += int((~hit).sum())
+        counts[("feedback", "key_mismatch")] += int((hit & ~same_key).sum())
+        counts[("feedback", "duplicate")] += int(duplicate.sum())
+        counts[("feedback", "late")] += int((candidate & ~duplicate & late).sum())
+        j = np.flatnonzero(joins)
+        clicked = batch.clicked[at[j]]
+        counts[("feedback", "joined")] += len(j)
+        counts[("feedback", "positive")] += int(clicked.sum())
+        if len(j):
+            now_joined = joined_before.copy()
+            now_joined[flat[j]] = True
+            for owner in np.unique(at_loc[j]).tolist():
+                p = held[owner]
+                p.joined = _mask(now_joined[starts[owner] : starts[owner + 1]])
+        return JoinedBatch(
+            versions, pred_keys, at_loc[j], pred_time[at_loc[j]], cand_scores[flat[j]], clicked
+        )
 
     def _park(self, feedback: Feedback, entry_id: bytes) -> None:
         if self.orphan_count >= self.config.max_orphans:

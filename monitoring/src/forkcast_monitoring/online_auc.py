@@ -22,7 +22,10 @@ from itertools import groupby
 from operator import itemgetter
 from typing import cast
 
+import numpy as np
+import numpy.typing as npt
 import redis
+from hiredis import pack_command
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
@@ -30,8 +33,13 @@ from prometheus_client.registry import Collector
 from forkcast_contract import metric_names as n
 from forkcast_contract.settings import redacted_url
 from forkcast_contract.streams import FEEDBACK_STREAM, PREDICTIONS_STREAM
-from forkcast_monitoring.events import as_fields, parse_feedback_flat, parse_prediction
-from forkcast_monitoring.join import JoinConfig, Joiner, Pair
+from forkcast_monitoring.events import (
+    as_fields,
+    decode_feedback_batch,
+    parse_feedback_flat,
+    parse_prediction,
+)
+from forkcast_monitoring.join import JoinConfig, JoinedBatch, Joiner, Pair
 from forkcast_monitoring.probes import redis_ready, start_probe_server
 from forkcast_monitoring.settings import MonitoringSettings, get_settings
 from forkcast_monitoring.window import Estimate, Window
@@ -40,6 +48,10 @@ log = logging.getLogger("forkcast_monitoring.online_auc")
 # One stream's entries as XREADGROUP answers them: (entry id, [field, value, …]); None for an entry trimmed while
 # pending.
 Entries = list[tuple[bytes, list[bytes] | None]]
+# One version's joined pairs as the window takes them: times, scores, labels, key codes.
+Columns = tuple[
+    npt.NDArray[np.float64], npt.NDArray[np.float64], npt.NDArray[np.bool_], npt.NDArray[np.int32]
+]
 
 
 def _raw_reply(response: object, **options: object) -> object:
@@ -106,12 +118,33 @@ class OnlineAuc:
         return out
 
     def _ack(self) -> None:
-        acks = self.joiner.take_acks()
-        pipe = self.client.pipeline(transaction=False)
-        for stream, ids in acks.items():
-            if ids:
-                pipe.xack(self.streams[stream], self.s.auc_group, *ids)
-        pipe.execute()
+        """XACK of every entry the join let go, both streams in one round trip.
+
+        Packed by hiredis and sent on a pooled connection: at ≈ 44 entries acknowledged per prediction, redis-py's
+        pipeline (its serializer inspects every argument in Python) cost ≈ 30 µs per prediction
+        (process_time, 5,000 predictions, 2026-12-05); the inference's event sink packs its XADDs the same way.
+        Every reply is read; on any error the connection is dropped (never reused out of step) and the error
+        raised, which ``run`` waits out like a failed read: the entries stay pending and are re-read.
+        """
+        group = self.s.auc_group
+        commands = [
+            pack_command(("XACK", self.streams[stream], group, *ids))  # type: ignore[arg-type]
+            for stream, ids in self.joiner.take_acks().items()
+            if ids
+        ]
+        if not commands:
+            return
+        pool = self.client.connection_pool
+        conn = pool.get_connection()
+        try:
+            conn.send_packed_command([b"".join(commands)])  # type: ignore[no-untyped-call]
+            for _ in commands:
+                conn.read_response()
+        except BaseException:
+            conn.disconnect()  # type: ignore[no-untyped-call]
+            raise
+        finally:
+            pool.release(conn)
 
     # -- one step ----------------------------------------------------------------------------------------------
     def step(self, block_ms: int | None = 1000, count: int = 2000) -> int:
@@ -144,34 +177,67 @@ class OnlineAuc:
             pairs += joiner.add_prediction(prediction, entry_id, now)
             if prediction is not None:
                 self.last_event_time = max(self.last_event_time, min(prediction.time, now))
-        add_feedback = joiner.add_feedback
-        for entry_id, fields in batches["feedback"]:
-            pair = add_feedback(parse_feedback_flat(fields) if fields else None, entry_id, now)
-            if pair is not None:
-                pairs.append(pair)
-        self._add(pairs)
+        feedback = batches["feedback"]
+        batch = decode_feedback_batch(feedback) if feedback else None
+        joined = None if batch is None else joiner.add_feedback_batch(batch, now)
+        if batch is None:  # an entry the columnar decoder does not take: the whole read one by one
+            add_feedback = joiner.add_feedback
+            for entry_id, fields in feedback:
+                pair = add_feedback(parse_feedback_flat(fields) if fields else None, entry_id, now)
+                if pair is not None:
+                    pairs.append(pair)
+        self._add(pairs, joined)
         joiner.expire(now)
         self._ack()
         if now >= self._next_compute:
             self.compute(now)
         return sum(len(b) for b in batches.values())
 
-    def _add(self, pairs: list[Pair]) -> None:
-        """Hand the step's pairs to their windows, one batch per model version, in the order they were joined."""
-        by_version: dict[str, list[Pair]] = {}
-        for version, run in groupby(pairs, key=itemgetter(0)):  # runs of one version: grouped in C
-            by_version.setdefault(version, []).extend(run)
+    def _code(self, key_id: str) -> int:
         codes = self.key_codes
-        for version, group in by_version.items():
+        return codes[key_id] if key_id in codes else codes.setdefault(key_id, len(codes))
+
+    def _add(self, pairs: list[Pair], joined: JoinedBatch | None = None) -> None:
+        """Hand the step's pairs to their windows, one batch per model version, in the order they were joined:
+        ``pairs`` (feedback that waited for its prediction, and feedback joined one by one) before ``joined``."""
+        by_version: dict[str, list[Columns]] = {}
+        for version, run in groupby(pairs, key=itemgetter(0)):  # runs of one version: grouped in C
+            _, times, scores, labels, key_ids = zip(*run, strict=True)
+            keys = np.fromiter(map(self._code, key_ids), dtype=np.int32, count=len(key_ids))
+            by_version.setdefault(version, []).append(
+                (np.array(times), np.array(scores), np.array(labels, dtype=np.bool_), keys)
+            )
+        if joined is not None and len(joined.pending):
+            owner_keys = np.fromiter(
+                map(self._code, joined.key_ids), dtype=np.int32, count=len(joined.key_ids)
+            )
+            version_of: dict[str, int] = {}
+            owner_version = np.fromiter(
+                (version_of.setdefault(v, len(version_of)) for v in joined.versions),
+                np.intp,
+                len(joined.versions),
+            )
+            pair_version = owner_version[joined.pending]
+            for version, code in version_of.items():
+                take = pair_version == code
+                if take.any():
+                    by_version.setdefault(version, []).append(
+                        (
+                            joined.times[take],
+                            joined.scores[take],
+                            joined.clicked[take],
+                            owner_keys[joined.pending[take]],
+                        )
+                    )
+        for version, parts in by_version.items():
             window = self.windows.get(version)
             if window is None:
                 window = self.windows[version] = Window(
                     self.s.auc_window_s, self.s.auc_max_samples, self.s.auc_max_key_share
                 )
-            _, times, scores, labels, key_ids = zip(*group, strict=True)
-            keys = [codes[k] if k in codes else codes.setdefault(k, len(codes)) for k in key_ids]
+            columns = [np.concatenate(column) for column in zip(*parts, strict=True)]
             shed = window.shed
-            window.extend(times, scores, labels, keys)
+            window.extend(*columns)
             if window.shed > shed:
                 self.dropped["capacity"] += window.shed - shed
 

@@ -19,7 +19,7 @@ compared in constant time. A request without it or with a wrong one is answered 
 Two ports (issue 18.5): the webhook port (FORKCAST_PORT, 9109) serves POST /alerts and the kubelet's probes, never
 /metrics; the metrics port (FORKCAST_METRICS_PORT, 9112) serves /metrics (and the probe routes) and no webhook. So
 the NetworkPolicy admits Alertmanager alone to the port that can start a pipeline and Prometheus alone to the
-metrics: one shared port had to admit both, and Prometheus' pods could post alerts.
+metrics: one shared port had to admit both, so Prometheus' pods could reach the webhook.
 """
 
 from __future__ import annotations

@@ -151,6 +151,38 @@ def rank_from_newest(keys: I32, times: F64, scores: F64, labels: BOOL) -> npt.ND
     return ranks
 
 
+def newest_per_key(keys: I32, times: F64, scores: F64, labels: BOOL, level: int) -> BOOL:
+    """``rank_from_newest(keys, times, scores, labels) < level``, the same mask, without sorting every pair.
+
+    Each key above ``level`` drops its ``n_k - level`` oldest by (time, score, label, position), as the full sort
+    orders them: a partition finds the time of the last pair dropped, every older pair goes, and only the pairs at
+    exactly that time (one prediction's pairs share its time: tens) are sorted. Why: the window sheds 5 % of its
+    capacity at a time, and with 43 pairs per prediction it sheds constantly; the four-key ``lexsort`` of 210,000
+    pairs behind each shed was 152 µs of the job's 373 µs per prediction (process_time per stage, 20,000
+    predictions, 2026-12-05).
+    """
+    n = len(keys)
+    keep = np.ones(n, dtype=np.bool_)
+    counts = np.bincount(keys) if n else np.zeros(0, dtype=np.intp)
+    over = np.flatnonzero(counts > level)
+    if not len(over):
+        return keep
+    # Positions grouped by key, ascending within each (numpy's stable sort is a radix sort for 16-bit ints).
+    by_key = np.argsort(keys.astype(np.int16) if len(counts) <= 2**15 else keys, kind="stable")
+    starts = np.r_[0, np.cumsum(counts)]
+    for key in over.tolist():
+        at = by_key[starts[key] : starts[key + 1]]
+        drop = int(counts[key]) - level
+        t = times[at]
+        last = np.partition(t, drop - 1)[drop - 1]  # the time of the newest pair dropped
+        older = t < last
+        keep[at[older]] = False
+        tied = at[t == last]  # ascending positions: the full sort's order among equal (time, score, label)
+        order = np.lexsort((tied, labels[tied], scores[tied]))
+        keep[tied[order[: drop - int(older.sum())]]] = False
+    return keep
+
+
 @dataclass(frozen=True)
 class Estimate:
     samples: int  # pairs the AUC is computed on (in the window, within the per-key share)
@@ -189,14 +221,14 @@ class Window:
 
     def extend(
         self,
-        times: Sequence[float],
-        scores: Sequence[float],
-        labels: Sequence[bool],
-        keys: Sequence[int] | None = None,
+        times: Sequence[float] | npt.NDArray[np.float64],
+        scores: Sequence[float] | npt.NDArray[np.float64],
+        labels: Sequence[bool] | npt.NDArray[np.bool_],
+        keys: Sequence[int] | npt.NDArray[np.int32] | None = None,
     ) -> None:
         """Append a batch (the job hands over a whole step's pairs at once: four slice assignments)."""
         total = len(times)
-        key_list: Sequence[int] = [0] * total if keys is None else keys
+        key_list: Sequence[int] | npt.NDArray[np.int32] = [0] * total if keys is None else keys
         for start in range(0, total, self.chunk):  # a batch above the headroom goes in pieces
             end = min(total, start + self.chunk)
             i, n = self.size, end - start
@@ -227,8 +259,7 @@ class Window:
                 lo = mid
             else:
                 hi = mid
-        ranks = rank_from_newest(keys, self.times[:n], self.scores[:n], self.labels[:n])
-        keep = ranks < lo
+        keep = newest_per_key(keys, self.times[:n], self.scores[:n], self.labels[:n], lo)
         self.shed += n - int(keep.sum())
         self._compact(keep)
 
@@ -259,7 +290,7 @@ class Window:
         cap = key_cap(np.bincount(keys), self.max_key_share) if len(keys) else None
         if cap is None:
             return scores, labels, keys, 0
-        keep = rank_from_newest(keys, times, scores, labels) < cap
+        keep = newest_per_key(keys, times, scores, labels, cap)
         return scores[keep], labels[keep], keys[keep], len(keep) - int(keep.sum())
 
     def estimate(

@@ -92,14 +92,18 @@ def test_low_auc_triggers_exactly_one_retrain(tmp_path: Path, recorder: tuple[st
             Alertmanager(tmp_path / "alertmanager", config=am_cfg, port=ports["alertmanager"]),
             Prometheus(tmp_path / "prometheus", config=prom_cfg),
         ):
-            wait_for(lambda: http_ok(f"http://127.0.0.1:{ports['receiver']}/metrics"), 20, "the receiver")
+            wait_for(
+                lambda: http_ok(f"http://127.0.0.1:{ports['receiver-metrics']}/metrics"), 20, "the receiver"
+            )
             wait_for(lambda: len(calls) >= 1, 60, "the GitLab trigger")
             # Alertmanager re-sends the firing group every repeat interval (2 s here): wait for two repeats.
             wait_for(
-                lambda: "duplicate" in receiver_metrics(ports["receiver"]), 30, "a repeated notification"
+                lambda: "duplicate" in receiver_metrics(ports["receiver-metrics"]),
+                30,
+                "a repeated notification",
             )
             time.sleep(5)
-            metrics = receiver_metrics(ports["receiver"])
+            metrics = receiver_metrics(ports["receiver-metrics"])
     finally:
         for proc in reversed(procs):
             stop(proc)

@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
-from forkcast_monitoring.events import Feedback, parse_feedback, parse_feedback_flat
+from forkcast_monitoring.events import (
+    Feedback,
+    decode_feedback_batch,
+    parse_feedback,
+    parse_feedback_flat,
+    parse_times,
+)
 
 GOOD = {b"rid": b"r1", b"restaurant": b"42", b"clicked": b"1", b"ts": b"1700000000.5"}
 
@@ -42,3 +49,36 @@ def test_broken_records_are_refused() -> None:
     assert parse_feedback_flat(flat(GOOD)[:-1]) is None  # odd length
     assert parse_feedback_flat(flat({b"rid": b"r1", b"clicked": b"1"})) is None  # fields missing
     assert parse_feedback_flat([]) is None
+
+
+def test_parse_times_equals_float_bit_for_bit() -> None:
+    """The fixed-point fast path (gateway's ``f"{t:.6f}"``) and the ``float`` fallback give ``float``'s value."""
+    rng = np.random.default_rng(7)
+    fixed = [f"{t:.6f}".encode() for t in 1.7e9 + rng.random(20_000) * 1e8]  # 17 digits: the slow strtod path
+    fixed += [b"9999999999.999999", b"0000000000.000001", b"1700000000.000000"]  # m >= 2**53; tiny; round
+    mixed = [b"1700000000.5", b"1.7e9", b" 1700000000.25", b"1_700_000_000.0", b"inf", b"nan", b"-3.000000"]
+    for raw in (fixed, fixed[:1], mixed, [b"1700000000"]):
+        got, want = parse_times(raw), np.array([float(r) for r in raw])
+        assert got.tobytes() == want.tobytes()  # bitwise: NaN included
+    with pytest.raises(ValueError):
+        parse_times([b"1700000000.000000", b"soon"])
+
+
+def test_columnar_decode_equals_the_one_by_one_decode() -> None:
+    rows = [flat(GOOD | {b"key_id": b"app-1"}) for _ in range(3)]
+    rows[1][7] = b"nan"  # decodes, but as an invalid time: malformed one by one
+    rows[2][1], rows[2][3], rows[2][5] = b"r2", b"-17", b"0"
+    batch = decode_feedback_batch([(f"2-{i}".encode(), r) for i, r in enumerate(rows)])
+    assert batch is not None
+    for i, row in enumerate(rows):
+        one = parse_feedback_flat(row)
+        assert bool(batch.valid[i]) == (one is not None)
+        if one is not None:
+            columnar = Feedback(
+                batch.request_ids[batch.request[i]],
+                int(batch.restaurants[i]),
+                bool(batch.clicked[i]),
+                float(batch.times[i]),
+                batch.key_ids[batch.key[i]],
+            )
+            assert columnar == one

@@ -174,7 +174,8 @@ def main(argv: list[str] | None = None) -> int:
                 f"{e['step_only_s']:.1f} s (the epoch's own steps {e['own_step_s']:.1f} s, waiting for the reader "
                 f"{e['reader_wait_s']:.1f} s), epoch time / step-only time {e['ratio']:.3f}x (target <= 1.2; "
                 f"{len(blocks)} blocks: median {float(np.median(blocks)):.3f}x, min {min(blocks):.3f}x, "
-                f"max {max(blocks):.3f}x; {args.threads} threads)",
+                f"max {max(blocks):.3f}x; {args.threads} threads; peak RSS of the benchmark process "
+                f"{ratio['peak_rss_mib']} MiB)",
                 flush=True,
             )
     if not args.skip_full:

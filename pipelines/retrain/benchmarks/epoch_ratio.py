@@ -24,6 +24,7 @@ Why it is fair:
 
 from __future__ import annotations
 
+import resource
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -166,4 +167,6 @@ def interleaved_epochs(
                 "segments": len(segments),
             }
         )
-    return {"threads": threads, "segment_batches": feed.every, "epochs": out}
+    # Peak RSS of this whole process so far (the step comparison's tensors included): an upper bound for training.
+    peak_rss_mib = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+    return {"threads": threads, "segment_batches": feed.every, "epochs": out, "peak_rss_mib": peak_rss_mib}

@@ -15,6 +15,11 @@ And the AppProject of each Application admits what it syncs: the repository, the
 kind of the render (https://argo-cd.readthedocs.io/en/stable/user-guide/projects/); Argo CD refuses the sync
 otherwise.
 
+An overlay that is an alternative to another in the same namespace (manifests/overlays/prod-cluster: prod with the
+features Redis as a Redis Cluster) names, in its kustomization's ``forkcast.io/synced-by`` annotation, the
+Application that syncs it once its ``source.path`` is pointed there: every rule here then holds it to that
+Application, as if it synced it already.
+
 An overlay whose kustomization says it is deployed by something else (``metadata.annotations``
 ``forkcast.io/deployed-by``, e.g. ``forkcast-local`` for manifests/overlays/local, which the local platform runs
 on 127.0.0.1) needs no Application; every other overlay does.
@@ -34,17 +39,27 @@ from forkcast_delivery.render import Doc
 
 RULE = "argocd"
 DEPLOYED_BY = "forkcast.io/deployed-by"
+SYNCED_BY = "forkcast.io/synced-by"
 REPLICAS_POINTERS = ("/spec/replicas",)
 REPLICAS_JQ = (".spec.replicas",)
 
 
 def _syncs(app: dict[str, Any], ctx: Context) -> bool:
+    if app["metadata"]["name"] == _annotation(ctx, SYNCED_BY):
+        return True
     sources = [app["spec"].get("source"), *(app["spec"].get("sources") or [])]
     try:
         wanted = ctx.overlay_dir.resolve().relative_to(ctx.root.resolve()).as_posix()
     except ValueError:  # an overlay outside the repository (a test's scratch copy) is synced by nothing
         return False
     return any(s and str(s.get("path", "")).strip("/") == wanted for s in sources)
+
+
+def _annotation(ctx: Context, name: str) -> str | None:
+    """An annotation of the overlay's kustomization.yaml (its ``metadata``, which kustomize ignores)."""
+    kustomization = yaml.safe_load((ctx.overlay_dir / "kustomization.yaml").read_text()) or {}
+    value = ((kustomization.get("metadata") or {}).get("annotations") or {}).get(name)
+    return None if value is None else str(value)
 
 
 def _ignores(app: dict[str, Any], group: str, kind: str, name: str) -> bool:
@@ -124,9 +139,7 @@ def check(ctx: Context) -> list[Problem]:
 
 def deployed_by(ctx: Context) -> str:
     """Who deploys the overlay: its kustomization's ``forkcast.io/deployed-by`` annotation, else Argo CD."""
-    kustomization = yaml.safe_load((ctx.overlay_dir / "kustomization.yaml").read_text()) or {}
-    annotations = (kustomization.get("metadata") or {}).get("annotations") or {}
-    return str(annotations.get(DEPLOYED_BY, "argocd"))
+    return _annotation(ctx, DEPLOYED_BY) or "argocd"
 
 
 def _hpa_replicas(ctx: Context) -> list[Problem]:

@@ -77,9 +77,13 @@ def peers(ctx: Context) -> dict[str, Peer]:
 
 
 def table(ctx: Context) -> set[Flow]:
+    """The flows the overlay must admit: every untagged flow, and those tagged ``component: <name>`` when the
+    overlay uses that kustomize Component (manifests/components/<name>), so a Component's flows are refused, and
+    probed as such, everywhere else."""
     return {
         Flow(f["from"], f["to"], int(f["port"]), str(f.get("protocol", "TCP")))
         for f in ctx.flows.get("flows") or []
+        if "component" not in f or str(f["component"]) in ctx.components
     }
 
 
@@ -210,7 +214,9 @@ def check(ctx: Context) -> list[Problem]:
     probes = sorted(_probe_ports(ctx, expected))
     for source in known.values():
         for dest in known.values():
-            if source is dest or namespace not in (source.namespace, dest.namespace):
+            # A peer to itself is probed too (pods of one workload talking to each other, as Redis Cluster
+            # nodes do on their bus port): only flows.yaml may admit it.
+            if namespace not in (source.namespace, dest.namespace):
                 continue
             extra = [
                 f"{port}/{protocol}"

@@ -6,8 +6,13 @@ loop only slices batches off ready chunks. Profiled on full data (benchmarks/pro
 1 torch thread, 4 files, 2 rounds, load average ~10 from other agents, 2026-12-05), each slice's time over the
 time inside its own train steps: the whole file read, shuffled and gathered in the loop 1.40-1.45x; per-batch
 gathers in the loop (cache-hot: 1.4-3x cheaper than a whole-file gather) 1.28x; the reader thread 1.06-1.08x.
-Pre-joined standardised shards were not built: they would be 8 GB per epoch to read (50 M x 40 float32) and still
-need a per-epoch shuffle gather of the same width, which is the cost measured here.
+Timed against step-only steps interleaved with the epoch (benchmarks/epoch_ratio.py, small preset, 6 runs), the
+reader thread still cost 1.19-1.69x on this machine, where other agents keep both cores busy and the reader's CPU is taken from the
+steps: so the reader now also does less work. It gathers into a few reused chunk buffers (fresh 10 MB chunks paid
+page faults on every chunk) straight into each table's columns (no torch.cat), and shuffles per chunk instead of
+fancy-indexing whole columns; the batches are the same, bit for bit. Pre-joined standardised shards were not
+built: they would be 8 GB per epoch to read (50 M x 40 float32) and still need a per-epoch shuffle gather of the
+same width, which is the cost measured here.
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ import ctypes
 import sys
 import threading
 from collections import deque
-from collections.abc import Generator, Iterator
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Generic, TypeVar
@@ -176,17 +181,15 @@ def _chunks(
     files: list[Path],
     rng: np.random.Generator,
     chunk_rows: int,
-    free: deque[torch.Tensor],
+    take_buffer: Callable[[], torch.Tensor],
 ) -> Iterator[tuple[Batch, torch.Tensor]]:
-    """Each file's chunks gathered into buffers taken from ``free`` (a new one when none is free)."""
+    """Each file's chunks, each gathered into a (chunk_rows x 40) buffer from ``take_buffer``."""
     for path in files:
         rows = gatherer.rows(path, rng)
         for start in range(0, len(rows), chunk_rows):
             end = min(start + chunk_rows, len(rows))
             source, user_rows, restaurant_rows, labels = rows.part(start, end)
-            buffer = (
-                free.popleft() if free else torch.empty((chunk_rows, gatherer.width), dtype=torch.float32)
-            )
+            buffer = take_buffer()
             x = gatherer.gather(user_rows, restaurant_rows, out=buffer[: end - start])
             batch = Batch(path=path, start=start, source_rows=source, x=x, y=labels)
             yield batch, buffer
@@ -300,15 +303,18 @@ class EpochReader:
     ) -> None:
         _large_blocks_from_mmap()
         self.batch_size = batch_size
-        chunk_rows = max(1, -(-chunk_rows // batch_size)) * batch_size
+        self._chunk_shape = (max(1, -(-chunk_rows // batch_size)) * batch_size, gatherer.width)
         self._free: deque[torch.Tensor] = deque()  # appended here, popped by the reader: deque ops are atomic
-        self._reader = ReaderThread(_chunks(gatherer, files, rng, chunk_rows, self._free), _QUEUE_CHUNKS)
-        self._buffers: set[int] = set()
+        self.buffers_allocated = 0
+        chunks = _chunks(gatherer, files, rng, self._chunk_shape[0], self._take_buffer)
+        self._reader = ReaderThread(chunks, _QUEUE_CHUNKS)
 
-    @property
-    def buffers_used(self) -> int:
-        """How many distinct chunk buffers the epoch has used so far."""
-        return len(self._buffers)
+    def _take_buffer(self) -> torch.Tensor:
+        """A free chunk buffer, or a new one when all are in use (called by the reader thread only)."""
+        if self._free:
+            return self._free.popleft()
+        self.buffers_allocated += 1
+        return torch.empty(self._chunk_shape, dtype=torch.float32)
 
     def wait_idle(self) -> None:
         """Block until the reader thread has filled its queue and waits (see ``ReaderThread.wait_idle``)."""
@@ -317,7 +323,6 @@ class EpochReader:
     def batches(self) -> Generator[Batch, None, None]:
         """Consecutive batches of ``batch_size`` rows of each chunk (the last of a file may be short)."""
         for chunk, buffer in self._reader:
-            self._buffers.add(buffer.data_ptr())
             for offset in range(0, len(chunk.y), self.batch_size):
                 end = offset + self.batch_size
                 yield Batch(

@@ -1,9 +1,12 @@
 """The epoch reader (stream.py): every train row exactly once per epoch across ranks, the right features for each
-row, the same batches as reading each file whole, and a reader thread that stops with its epoch."""
+row, the same batches as reading each file whole, a reader thread that stops with its epoch, reuses a few chunk
+buffers, and can be held idle (for the training benchmark)."""
 
 from __future__ import annotations
 
 import threading
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +17,14 @@ import torch
 from forkcast_contract.features import RESTAURANT_FEATURES, USER_FEATURES
 from forkcast_retrain.errors import DataError
 from forkcast_retrain.prep import Prepared, run_prep
-from forkcast_retrain.stream import FeatureGatherer, epoch_batches, epoch_files
+from forkcast_retrain.stream import (
+    _QUEUE_CHUNKS,
+    EpochReader,
+    FeatureGatherer,
+    ReaderThread,
+    epoch_batches,
+    epoch_files,
+)
 
 # Neither divides the micro files' 4,000 rows, so ragged last batches and chunks are exercised; a chunk is
 # rounded up to 4 batches (6,144 rows), so each file is one short chunk.
@@ -117,4 +127,45 @@ def test_an_abandoned_epoch_stops_its_reader_thread(prepared: Prepared) -> None:
     next(batches)
     assert len(_reader_threads()) == 1  # reading ahead while the first batch trains
     batches.close()  # what a NaN stop or an exception in the train loop does to the generator
+    assert _reader_threads() == []
+
+
+def test_an_epoch_gathers_into_a_few_reused_chunk_buffers(prepared: Prepared) -> None:
+    """48 chunks of 256 rows pass through at most queue depth + 2 buffers (one filled, one trained on): fresh
+    10 MB chunks cost page faults on every chunk (23.9 vs 5.5 ms per 65,536 rows measured). The batches are
+    still right (compared as they come with the whole-file gather), so reuse never overwrites a live batch."""
+    gatherer = FeatureGatherer(prepared, prepared.mean, prepared.std)
+    files = prepared.click_files("train")
+    reader = EpochReader(gatherer, files, np.random.default_rng(5), 256, chunk_rows=256)
+    whole_rng = np.random.default_rng(5)
+    expected = {path: gatherer.load(path, whole_rng) for path in files}
+    chunks = 0
+    for batch in reader.batches():
+        x, y = expected[batch.path]
+        assert torch.equal(batch.x, x[batch.start : batch.start + 256])
+        assert torch.equal(batch.y, y[batch.start : batch.start + 256])
+        chunks += 1
+    assert chunks == sum(-(-len(y) // 256) for _, y in expected.values()) == 48
+    assert reader.buffers_allocated <= _QUEUE_CHUNKS + 2
+
+
+def test_wait_idle_returns_once_the_reader_is_blocked_on_a_full_queue_and_it_stays_blocked() -> None:
+    """What the training benchmark relies on to time step-only steps with the reader doing nothing."""
+    produced: list[int] = []
+
+    def items() -> Iterator[int]:
+        for i in range(20):
+            produced.append(i)
+            yield i
+
+    reader = ReaderThread(items(), depth=2)
+    consumer = iter(reader)
+    taken = [next(consumer) for _ in range(3)]
+    reader.wait_idle()
+    # 3 taken, 2 queued, 1 held by the producer while it waits for room: nothing more until the next take.
+    assert len(produced) == len(taken) + 2 + 1
+    time.sleep(0.05)
+    assert len(produced) == 6
+    assert [*taken, *consumer] == list(range(20))
+    reader.wait_idle()  # an ended reader is idle too
     assert _reader_threads() == []

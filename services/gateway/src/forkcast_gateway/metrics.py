@@ -13,7 +13,7 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
-from prometheus_client.core import HistogramMetricFamily
+from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
 from prometheus_client.utils import floatToGoString
 
 from forkcast_contract import metric_names as n
@@ -33,6 +33,49 @@ class _Observed:
     def observe(self, amount: float) -> None:
         self.counts[bisect_left(self.bounds, amount)] += 1  # the first bucket whose bound is >= amount ("le")
         self.sum += amount
+
+
+class _Counted:
+    """One label set of a :class:`LoopCounter`."""
+
+    __slots__ = ("value",)
+
+    def __init__(self) -> None:
+        self.value = 0.0
+
+    def inc(self, amount: float = 1.0) -> None:
+        self.value += amount
+
+
+class LoopCounter:
+    """A labelled counter incremented only on the event loop's thread, like :class:`LoopHistogram` and for the
+    same reason: prometheus_client's ``Counter.inc`` (a check and a lock) cost 0.33-1.54 µs against 0.05-0.09 µs for
+    an attribute add (timeit, 2-core VM under load, 2026-12-05), once per request. Written by prometheus_client's
+    CounterMetricFamily (``<name>_total`` samples; ``_created`` is not written)."""
+
+    def __init__(
+        self, name: str, documentation: str, labelnames: Sequence[str], registry: CollectorRegistry
+    ) -> None:
+        self.name, self.documentation, self.labelnames = name, documentation, list(labelnames)
+        self.children: dict[tuple[str, ...], _Counted] = {}
+        registry.register(self)
+
+    def labels(self, *values: str) -> _Counted:
+        if len(values) != len(self.labelnames):
+            raise ValueError(f"{self.name} takes labels {self.labelnames}, got {values}")
+        child = self.children.get(values)
+        if child is None:
+            child = self.children[values] = _Counted()
+        return child
+
+    def describe(self) -> list[CounterMetricFamily]:
+        return [CounterMetricFamily(self.name, self.documentation, labels=self.labelnames)]
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        family = CounterMetricFamily(self.name, self.documentation, labels=self.labelnames)
+        for values, child in self.children.items():
+            family.add_metric(list(values), child.value)
+        yield family
 
 
 class LoopHistogram:
@@ -94,9 +137,9 @@ class Metrics:
     def __init__(self) -> None:
         self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
         r = self.registry = CollectorRegistry()
-        self.requests = Counter(
+        self.requests = LoopCounter(
             n.GATEWAY_REQUESTS_TOTAL, "Requests by route, method and status class.",
-            ["route", "method", "status_class"], registry=r,
+            ["route", "method", "status_class"], r,
         )  # fmt: skip
         self.duration = LoopHistogram(
             n.GATEWAY_REQUEST_DURATION_SECONDS, "Time from the request's arrival to the response's last byte.",
