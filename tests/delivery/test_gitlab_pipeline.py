@@ -510,9 +510,18 @@ def test_rollback_asks_about_every_application_that_deploys_an_overlay() -> None
     overlays = {
         a["metadata"]["name"] for a in apps if a["spec"]["source"]["path"].startswith("manifests/overlays/")
     }
-    # Every overlay a cluster runs; `local` is run by `forkcast-local up` on this machine, never by Argo CD.
-    cluster = [p for p in (ROOT / "manifests/overlays").glob("*/") if p.name != "local"]
-    assert asked == overlays and len(overlays) == len(cluster)
+    # Every overlay a cluster runs has its own Application, except those that say who runs them instead: `local`
+    # (forkcast.io/deployed-by: `forkcast-local up` on this machine) and an alternative to an overlay whose
+    # Application syncs it when an operator points it there (forkcast.io/synced-by, e.g. prod-cluster).
+    annotated = {"forkcast.io/deployed-by", "forkcast.io/synced-by"}
+    cluster = []
+    for path in (ROOT / "manifests/overlays").glob("*/"):
+        meta = yaml.safe_load((path / "kustomization.yaml").read_text()).get("metadata") or {}
+        synced_by = (meta.get("annotations") or {}).get("forkcast.io/synced-by")
+        assert synced_by is None or synced_by in overlays, f"{path.name}: synced by unknown {synced_by}"
+        if not annotated & set(meta.get("annotations") or {}):
+            cluster.append(path.name)
+    assert asked == overlays and len(overlays) == len(cluster), (sorted(asked), sorted(overlays), cluster)
 
 
 def test_the_rollout_notifies_the_pipeline_on_abort() -> None:

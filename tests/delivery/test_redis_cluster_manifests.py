@@ -35,6 +35,7 @@ from forkcast_delivery.context import Context, build
 from forkcast_delivery.objects import of_kind
 from forkcast_delivery.render import Doc
 
+from forkcast_devservers.binaries import REDIS_SERVER
 from forkcast_devservers.servers import RedisServer
 from forkcast_devservers.servers.redis import CLUSTER_BUS_OFFSET, _cluster_ports
 
@@ -380,7 +381,7 @@ def cluster(tmp_path: Path, docs: list[Doc]) -> Iterator[list[Node]]:
                 for name, value in fields.items():
                     arg = arg.replace(f"$({name})", value)
                 argv.append(pod.local(container, arg))
-            assert argv[0] == "redis-server"
+            assert argv[0] in REDIS_SERVER.names  # the program the local server runs too
             hostname = argv[argv.index("--cluster-announce-hostname") + 1]
             # The config file (the first argument) as an include, then only the port moved: every other
             # directive, path and flag is the rendered one.

@@ -6,10 +6,11 @@ start order: S3 (SeaweedFS) and MLflow, which a cluster gets from elsewhere, fro
 the render, StatefulSets first; then Alertmanager and Prometheus, configured from the render (observability.py).
 
 State lives in ``.local/state.json``: per component its process (PID + start time: forkcast_devservers.process.Proc),
-port and a fingerprint of its command line and environment. ``up`` is idempotent and restartable: a recorded process
-that is still ours, healthy and unchanged is left alone; a dead one (crash, reboot, kill) is started again on the
-same port when it is free; a live one whose command or environment changed (a newly promoted model, a moved port)
-is restarted. A component no longer in the render is stopped. ``down`` stops exactly the recorded processes.
+port (and a pod's other ports, ``NAMED_PORTS``) and a fingerprint of its command line and environment. ``up`` is
+idempotent and restartable: a recorded process that is still ours, healthy and unchanged is left alone; a dead one
+(crash, reboot, kill) is started again on the same port when it is free; a live one whose command or environment
+changed (a newly promoted model, a moved port) is restarted. A component no longer in the render is stopped. ``down``
+stops exactly the recorded processes.
 """
 
 from __future__ import annotations

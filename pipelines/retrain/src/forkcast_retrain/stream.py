@@ -7,12 +7,13 @@ loop only slices batches off ready chunks. Profiled on full data (benchmarks/pro
 time inside its own train steps: the whole file read, shuffled and gathered in the loop 1.40-1.45x; per-batch
 gathers in the loop (cache-hot: 1.4-3x cheaper than a whole-file gather) 1.28x; the reader thread 1.06-1.08x.
 Timed against step-only steps interleaved with the epoch (benchmarks/epoch_ratio.py, small preset, 6 runs), the
-reader thread still cost 1.19-1.69x on this machine, where other agents keep both cores busy and the reader's CPU is taken from the
-steps: so the reader now also does less work. It gathers into a few reused chunk buffers (fresh 10 MB chunks paid
-page faults on every chunk) straight into each table's columns (no torch.cat), and shuffles per chunk instead of
-fancy-indexing whole columns; the batches are the same, bit for bit. Pre-joined standardised shards were not
-built: they would be 8 GB per epoch to read (50 M x 40 float32) and still need a per-epoch shuffle gather of the
-same width, which is the cost measured here.
+reader thread still cost 1.19-1.69x on this machine, where other agents keep both cores busy and the reader's
+CPU is taken from the steps: so the reader now also does less work. It gathers into a few reused chunk buffers
+(fresh 10 MB chunks paid page faults on every chunk) straight into each table's columns (no torch.cat), and
+shuffles per chunk instead of fancy-indexing whole columns; the batches are the same, bit for bit. Interleaved on
+full data it then took 1.18x the step-only time (BENCHMARKS.md, "An epoch at the compute bound").
+Pre-joined standardised shards were not built: they would be 8 GB per epoch to read (50 M x 40 float32) and still
+need a per-epoch shuffle gather of the same width, which is the cost measured here.
 """
 
 from __future__ import annotations

@@ -39,30 +39,35 @@ class BodyError(Exception):
 
 
 class Deadlines:
-    """The body-read deadlines of one event loop: task → loop time, checked by one timer while any is pending."""
+    """The body-read deadlines of one event loop: task → loop time, checked by one timer while any is pending.
+
+    The loop is held weakly (a closed loop, as tests leave behind, is not kept alive through ``_by_loop``)."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self.loop = loop
+        self.loop_ref = weakref.ref(loop)
         self.pending: dict[asyncio.Task[Any], float] = {}
-        self._timer: asyncio.TimerHandle | None = None
+        self._armed = (
+            False  # a flag, not the TimerHandle: the handle holds the loop, which must stay collectable
+        )
         self._tick_s = TICK_S
 
-    def add(self, task: asyncio.Task[Any], timeout_s: float) -> None:
-        self.pending[task] = self.loop.time() + timeout_s
-        if self._timer is None:
+    def add(self, task: asyncio.Task[Any], loop: asyncio.AbstractEventLoop, timeout_s: float) -> None:
+        self.pending[task] = loop.time() + timeout_s
+        if not self._armed:
+            self._armed = True
             self._tick_s = min(TICK_S, timeout_s / 10)
-            self._timer = self.loop.call_later(self._tick_s, self._sweep)
+            loop.call_later(self._tick_s, self._sweep, loop)
 
-    def _sweep(self) -> None:
-        self._timer = None
+    def _sweep(self, loop: asyncio.AbstractEventLoop) -> None:
         if not self.pending:
+            self._armed = False
             return
-        now = self.loop.time()
+        now = loop.time()
         for task, deadline in list(self.pending.items()):
             if _EXPIRED < deadline <= now:
                 self.pending[task] = _EXPIRED
                 task.cancel()
-        self._timer = self.loop.call_later(self._tick_s, self._sweep)
+        loop.call_later(self._tick_s, self._sweep, loop)
 
 
 _by_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Deadlines] = weakref.WeakKeyDictionary()
@@ -72,7 +77,7 @@ _last: Deadlines | None = None  # the last loop's, so that the usual case (one l
 def _deadlines(loop: asyncio.AbstractEventLoop) -> Deadlines:
     global _last
     found = _last
-    if found is None or found.loop is not loop:
+    if found is None or found.loop_ref() is not loop:
         found = _by_loop.get(loop)
         if found is None:
             found = _by_loop[loop] = Deadlines(loop)
@@ -85,9 +90,10 @@ async def receive_body(receive: Receive, limit: int, timeout_s: float) -> bytes:
     task = asyncio.current_task()
     if task is None:
         raise RuntimeError("receive_body must run in a task")
-    deadlines = _deadlines(task.get_loop())
+    loop = task.get_loop()
+    deadlines = _deadlines(loop)
     cancelling = task.cancelling()
-    deadlines.add(task, timeout_s)
+    deadlines.add(task, loop, timeout_s)
     chunks: list[bytes] = []
     size = 0
     try:

@@ -7,8 +7,10 @@ exposition, and the body deadline (one timer per loop) still ends a slow body in
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import time
+import weakref
 from typing import Any
 
 import pytest
@@ -170,3 +172,20 @@ def test_a_body_past_its_deadline_is_408_within_a_tick_and_other_cancels_propaga
         assert _deadlines(loop).pending == {}
 
     asyncio.run(scenario())
+
+
+def test_the_body_deadlines_keep_no_closed_loop_alive() -> None:
+    """One Deadlines per loop, held by a weak map: a loop that served a read and closed is collected with it."""
+
+    async def whole() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"{}", "more_body": False}
+
+    loops = []
+    for _ in range(3):
+        loop = asyncio.new_event_loop()
+        assert loop.run_until_complete(receive_body(whole, 100, 5.0)) == b"{}"
+        loops.append(weakref.ref(loop))
+        loop.close()
+        del loop
+    gc.collect()
+    assert [ref() for ref in loops] == [None, None, None]
