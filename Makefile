@@ -61,10 +61,11 @@ typecheck: setup ## mypy --strict on every package
 # Three workers, each test file whole on one of them (pytest-xdist --dist loadfile: a file's module fixtures and its
 # servers stay together): most of the suite waits on real servers, deadlines and drills; with three workers
 # a fresh-clone `.ci/run` (setup + lint + types + 1,423 tests on three workers) took 14 min 29 s on the 2-core VM
-# (2026-12-05). PYTEST_WORKERS=0 runs it in one process.
+# (2026-12-05). Files go to the workers in collection order, long ones first (--no-loadscope-reorder and
+# forkcast_devservers.pytest_kinds.longest_first: e2e, then files with a `slow` test). PYTEST_WORKERS=0 runs it in one process.
 PYTEST_WORKERS ?= 3
 pytest: setup ## the test suite (fails when no test ran: pytest exits 5)
-	$(BIN)/pytest -n $(PYTEST_WORKERS) --dist loadfile
+	$(BIN)/pytest -n $(PYTEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 bench-data: setup ## generator benchmark: full preset, against the original row-at-a-time process
 	$(BIN)/python datagen/benchmarks/bench_generate.py --out $(DATA)/bench-full

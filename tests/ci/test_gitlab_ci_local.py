@@ -40,6 +40,9 @@ from mlflow.tracking import MlflowClient
 
 from forkcast_devservers.servers import Mlflow, Seaweed
 
+# Minutes long: `make test` starts such files first (forkcast_devservers.pytest_kinds.longest_first).
+pytestmark = pytest.mark.slow
+
 ROOT = Path(__file__).resolve().parents[2]
 VENV_BIN = Path(sys.executable).parent
 GCL = ["npx", "--yes", "gitlab-ci-local@4.73.0"]

@@ -17,6 +17,9 @@ from typing import Any
 
 import pytest
 
+# Tens of seconds: `make test` starts such files first (forkcast_devservers.pytest_kinds.longest_first).
+pytestmark = pytest.mark.slow
+
 SCHEMATHESIS = str(Path(sys.executable).parent / "schemathesis")
 # Fixed seed and bounded work: the same cases every run (a failure reproduces), ≤ 35 s and ≤ 25 s on the 2-core VM.
 # One worker: with two, hypothesis' repr of a filter (ast.parse in a second thread) hit CPython 3.11's "SystemError: AST

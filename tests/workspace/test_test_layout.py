@@ -119,6 +119,54 @@ def test_minus_m_selects_by_kind_folder(tmp_path: Path) -> None:
     }
 
 
+def test_long_files_are_collected_first_whole_and_otherwise_in_order(tmp_path: Path) -> None:
+    """`make test` hands files to xdist workers in collection order (--no-loadscope-reorder): e2e files first, then
+    files holding a `slow` test, then the rest; each file stays whole and each group keeps its order."""
+    markers = ", ".join(f'"{m}"' for m in PYTEST["markers"])
+    (tmp_path / "pyproject.toml").write_text(
+        f'[tool.pytest.ini_options]\naddopts = "--import-mode=importlib --strict-markers"\nmarkers = [{markers}]\n'
+    )
+    slow = "import pytest\n\n@pytest.mark.slow\ndef test_x() -> None:\n    pass\n\ndef test_y() -> None:\n    pass\n"
+    plain = "def test_x() -> None:\n    pass\n\ndef test_y() -> None:\n    pass\n"
+    files = {
+        "a/tests/unit/test_a.py": plain,
+        "b/tests/integration/test_b.py": slow,
+        "c/tests/e2e/test_c.py": plain,
+        "d/tests/test_d.py": plain,
+        "e/tests/e2e/test_e.py": plain,
+    }
+    for name, text in files.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(text)
+    run = subprocess.run(
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--collect-only", "-q"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert run.returncode == 0, run.stdout + run.stderr
+    order = [line for line in run.stdout.splitlines() if "::" in line]
+    assert order == [
+        "c/tests/e2e/test_c.py::test_x",
+        "c/tests/e2e/test_c.py::test_y",
+        "e/tests/e2e/test_e.py::test_x",
+        "e/tests/e2e/test_e.py::test_y",
+        "b/tests/integration/test_b.py::test_x",
+        "b/tests/integration/test_b.py::test_y",
+        "a/tests/unit/test_a.py::test_x",
+        "a/tests/unit/test_a.py::test_y",
+        "d/tests/test_d.py::test_x",
+        "d/tests/test_d.py::test_y",
+    ]
+
+
+def test_make_test_keeps_the_collection_order_for_the_workers() -> None:
+    """Without --no-loadscope-reorder xdist sorts files by their number of tests and the ordering above is lost."""
+    recipe = (ROOT / "Makefile").read_text().split("\npytest:", 1)[1].split("\n\n", 1)[0]
+    assert "--dist loadfile" in recipe and "--no-loadscope-reorder" in recipe, recipe
+
+
 @pytest.mark.parametrize("folder", PYTEST["testpaths"])
 def test_no_test_skips_for_a_tool_make_setup_installs(folder: str) -> None:
     """A missing tool that `make setup`/`make system-packages` installs is a failure naming the package
