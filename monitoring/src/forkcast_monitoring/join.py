@@ -164,8 +164,9 @@ class Joiner:
         """``add_feedback`` of every entry of ``batch`` in its order, with the same outcomes, counts, acks, orphans
         and joined pairs (monitoring/tests/unit/test_join_batch.py compares the two on random batches), in numpy.
 
-        Why: at real answer sizes a prediction brings ≈ 43 feedback entries, and the per-entry path (decode, dict
-        lookup, ``array.index``, bit test, a Pair) cost ≈ 9 µs each. Here the only per-entry Python is the
+        Why: at real answer sizes a prediction brings ≈ 43 feedback entries, and the job cost ≈ 9-11 µs per entry
+        (monitoring/BENCHMARKS.md), most of it the per-entry decode and join (dict lookup, ``array.index``, bit test,
+        a Pair). Here the only per-entry Python is the
         request-id lookup; the position of each restaurant in its prediction's response is one sort of the batch's
         (prediction, restaurant) keys. Exactness: the pending set does not change during a feedback batch (the job
         adds predictions before and expires after), and an entry is a duplicate exactly when its candidate was
@@ -213,6 +214,10 @@ class Joiner:
         cand_scores = np.concatenate([np.frombuffer(p.scores, dtype=np.float64) for p in held])
         joined_before = np.concatenate([_bits(p.joined, len(p.ids)) for p in held])
         cand_owner = np.repeat(np.arange(len(held)), sizes)
+        # Only predictions that served nothing (never decoded so, but a Prediction can be built so): no candidate.
+        if not len(cand_ids):
+            counts[("feedback", "unjoined")] += len(at)
+            return empty
         # Position of (prediction, restaurant) among the candidates: both id lists ranked together, then one sorted
         # key per candidate (a response has each restaurant once) and a binary search per entry.
         _, rank = np.unique(np.concatenate([cand_ids, batch.restaurants[at]]), return_inverse=True)

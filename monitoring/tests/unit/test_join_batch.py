@@ -128,3 +128,32 @@ def test_a_read_the_columnar_decoder_does_not_take_is_left_to_the_one_by_one_pat
     }
     for why, fields in odd.items():
         assert decode_feedback_batch([(b"2-0", good), (b"2-1", fields)]) is None, why
+
+
+def test_feedback_on_a_prediction_that_served_nothing_is_unjoined_on_both_paths() -> None:
+    fields = [
+        b"rid",
+        b"r0",
+        b"restaurant",
+        b"3",
+        b"clicked",
+        b"1",
+        b"ts",
+        b"1700000001.500000",
+        b"key_id",
+        b"",
+    ]
+    joiners = []
+    for columnar in (False, True):
+        joiner = Joiner(JoinConfig())
+        joiner.add_prediction(Prediction("r0", NOW, "v1", {}), b"1-0", NOW)
+        if columnar:
+            decoded = decode_feedback_batch([(b"2-0", fields)])
+            assert decoded is not None
+            assert len(joiner.add_feedback_batch(decoded, NOW).pending) == 0
+        else:
+            assert joiner.add_feedback(parse_feedback_flat(fields), b"2-0", NOW) is None
+        joiners.append(joiner)
+    assert joiners[0].counts == joiners[1].counts
+    assert joiners[1].counts[("feedback", "unjoined")] == 1
+    assert joiners[1].take_acks()["feedback"] == [b"2-0"]
