@@ -90,7 +90,7 @@ manifests-check: setup ## render every overlay, validate it (strict core kinds, 
 	$(BIN)/forkcast-manifests check
 	$(BIN)/pytest tests/delivery delivery/tests -q
 
-bench-train: full-data ## trainer: fast path vs plain autograd, 5-epoch runs of both recipes, then one epoch interleaved with step-only segments (epoch ÷ step-only ratio) on full data (~15 min quiet, ~25 loaded)
+bench-train: full-data ## trainer: fast path vs plain autograd, 5-epoch runs of both recipes, then one epoch interleaved with step-only segments (epoch ÷ step-only ratio) on full data (5-epoch runs ~12 min; the interleaved part took 4-11 min at load 6-10, 2026-12-05)
 	$(BIN)/python pipelines/retrain/benchmarks/bench_train.py --data $(DATA)/full --out runs/bench --json runs/bench.json
 
 bench-train-distributed: setup ## data-parallel training: 2 processes (torchrun, gloo) vs 1, same threads in total, small data (~4 min)
