@@ -96,7 +96,11 @@ def test_strict_validation_catches_a_misspelt_field(rendered: dict[str, list[dic
 
 @pytest.mark.parametrize(
     "target",
-    [*(f"--kustomize=manifests/overlays/{o}" for o in OVERLAYS), "deploy/argocd", "deploy/argo-rollouts"],
+    [
+        *(f"--kustomize=manifests/overlays/{o}" for o in (*OVERLAYS, "prod-cluster")),
+        "deploy/argocd",
+        "deploy/argo-rollouts",
+    ],
 )
 def test_crd_kinds_pass_upstream_schemas(target: str) -> None:
     if not SHARED_VALIDATOR.exists():
