@@ -44,6 +44,9 @@ GITOPS_URL = "https://gitlab.com/forkcast/forkcast.git"
 
 
 RETRAIN_REPOSITORY = RETRAIN_IMAGE.rsplit(":", 1)[0]
+TEMPLATE = (
+    "workflows/workflowtemplate.yaml"  # the Argo WorkflowTemplate, whose default image release-images pins
+)
 BUILT = "sha256:" + "5e" * 32
 
 
@@ -914,6 +917,8 @@ def _release_repo(tmp_path: Path) -> Path:
     repo = tmp_path / "gitops"
     shutil.copytree(ROOT / "manifests" / "overlays" / "dev", repo / "manifests" / "overlays" / "dev")
     shutil.copy(ROOT / ".gitlab-ci.yml", repo / ".gitlab-ci.yml")
+    (repo / "workflows").mkdir()
+    shutil.copy(ROOT / TEMPLATE, repo / TEMPLATE)
     for args in (["init", "-q", "-b", "main"], ["add", "."], ["commit", "-qm", "seed"]):
         subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=repo, check=True)
     return repo
@@ -951,12 +956,47 @@ def test_release_images_pins_the_retrain_image_the_ci_file_runs(tmp_path: Path) 
         check=True,
     ).stdout.split()
     assert ".gitlab-ci.yml" in committed and "manifests/overlays/dev/kustomization.yaml" in committed
+    # Review 59, L7: the WorkflowTemplate's default image was left at :main, so a Workflow submitted without an
+    # image ran whatever that tag held with the retrain S3 credentials. Now the same commit pins it.
+    assert TEMPLATE in committed
+    assert _template_default_image(repo / TEMPLATE) == pinned
     # The next release moves the pin; nothing else in the file changes.
     (digests / "retrain.digest").write_text(f"sha256:{'77' * 32}\n")
     assert _run_release_images(repo, digests) == 0
     after = (repo / ".gitlab-ci.yml").read_text()
     assert ci_image_refs(after) == [f"{RETRAIN_REPOSITORY}@sha256:{'77' * 32}"] * 2
     assert after.replace("77" * 32, "5e" * 32) == text
+    assert _template_default_image(repo / TEMPLATE) == f"{RETRAIN_REPOSITORY}@sha256:{'77' * 32}"
+
+
+def _template_default_image(path: Path) -> str:
+    (param,) = [
+        p for p in yaml.safe_load(path.read_text())["spec"]["arguments"]["parameters"] if p["name"] == "image"
+    ]
+    return str(param["value"])
+
+
+def test_release_images_refuses_a_template_that_runs_another_repository(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Twin of L7: a template whose image names another repository than the CI file (a fork moved one literal,
+    not the other) would be pinned to a digest that repository never received; the job fails naming both, and
+    writes nothing (neither the overlay, the CI file nor the template)."""
+    repo = _release_repo(tmp_path)
+    template = repo / TEMPLATE
+    template.write_text(template.read_text().replace(RETRAIN_REPOSITORY, "registry.example.com/fork/retrain"))
+    digests = tmp_path / "images"
+    digests.mkdir()
+    (digests / "inference.digest").write_text(BUILT + "\n")
+    (digests / "retrain.digest").write_text(BUILT + "\n")
+    files = (".gitlab-ci.yml", TEMPLATE, "manifests/overlays/dev/kustomization.yaml")
+    before = {p: (repo / p).read_text() for p in files}
+    assert _run_release_images(repo, digests) == 2
+    assert (
+        f"the files run retrain from different repositories (.gitlab-ci.yml from {RETRAIN_REPOSITORY}, "
+        f"{TEMPLATE} from registry.example.com/fork/retrain)"
+    ) in capsys.readouterr().err
+    assert {p: (repo / p).read_text() for p in before} == before
 
 
 def test_a_ci_file_without_the_literal_retrain_reference_is_refused(tmp_path: Path) -> None:
@@ -973,3 +1013,92 @@ def test_a_ci_file_without_the_literal_retrain_reference_is_refused(tmp_path: Pa
         pin_ci_image(ci.read_text(), BUILT)
     assert _run_release_images(repo, digests) == 2
     assert "$RETRAIN_IMAGE" in ci.read_text()
+
+
+# --- the build's layer cache (review 59, M1) ------------------------------------------------------------------------
+
+# The kaniko build line as it was: --cache=true and no --cache-repo on every ref, so main read the cache branches wrote.
+_OLD_KANIKO = (
+    '/kaniko/executor --context "$CI_PROJECT_DIR" --dockerfile "$CI_PROJECT_DIR/$DOCKERFILE" '
+    '--destination "$CI_REGISTRY_IMAGE/$IMAGE:$IMAGE_TAG" '
+    '--destination "$CI_REGISTRY_IMAGE/$IMAGE:$CI_COMMIT_REF_SLUG" '
+    '--digest-file "$CI_PROJECT_DIR/images/$IMAGE.digest" --cache=true --reproducible'
+)
+
+
+def _kaniko_args(tmp_path: Path, script: list[str], ref: dict[str, str]) -> list[str]:
+    """The arguments the build job's script hands /kaniko/executor on this ref: its shell lines run by bash (as the
+    runner does) with /kaniko pointed at a stub that records its argv and writes the digest file."""
+    kaniko = tmp_path / "kaniko"
+    kaniko.mkdir(exist_ok=True)
+    (kaniko / "executor").write_text(
+        '#!/bin/sh\nprintf "%s\\n" "$@" > "$KANIKO_ARGV"\n'
+        'while [ $# -gt 0 ]; do [ "$1" = --digest-file ] && echo sha256:00 > "$2"; shift; done\n'
+    )
+    (kaniko / "executor").chmod(0o755)
+    argv = tmp_path / "argv"
+    env = {
+        "PATH": os.environ["PATH"],
+        "KANIKO_ARGV": str(argv),
+        "CI_PROJECT_DIR": str(tmp_path / "project"),
+        "CI_REGISTRY": "registry.gitlab.com",
+        "CI_REGISTRY_IMAGE": "registry.gitlab.com/forkcast/forkcast",
+        "CI_REGISTRY_USER": "gitlab-ci-token",
+        "CI_REGISTRY_PASSWORD": "job-token",
+        "CI_DEFAULT_BRANCH": "main",
+        "IMAGE": "retrain",
+        "DOCKERFILE": "pipelines/retrain/Dockerfile",
+        "IMAGE_TAG": "0123abcd",
+        **ref,
+    }
+    lines = [line.replace("/kaniko/", f"{kaniko}/") for line in script]
+    subprocess.run(
+        ["bash", "-e", "-o", "pipefail", "-c", "\n".join(lines)], env=env, check=True, capture_output=True
+    )
+    return argv.read_text().splitlines()
+
+
+def kaniko_cache_repo(args: list[str]) -> str | None:
+    """The repository kaniko reads cached layers from (and writes them to) with these arguments, or None when the
+    cache is off: --cache-repo, else inferred as <first --destination's repository>/cache (kaniko README,
+    "--cache-repo"); the flag's default is false (cmd/executor/cmd/root.go)."""
+    flags = dict(a.split("=", 1) for a in args if a.startswith("--") and "=" in a)
+    if flags.get("--cache", "false") != "true":
+        return None
+    if "--cache-repo" in args:
+        return args[args.index("--cache-repo") + 1]
+    destination = args[args.index("--destination") + 1]
+    return f"{destination.rsplit(':', 1)[0]}/cache"
+
+
+MAIN_PUSH = {"CI_COMMIT_REF_PROTECTED": "true", "CI_COMMIT_BRANCH": "main", "CI_COMMIT_REF_SLUG": "main"}
+BRANCH_PUSH = {
+    "CI_COMMIT_REF_PROTECTED": "false",
+    "CI_COMMIT_BRANCH": "feature",
+    "CI_COMMIT_REF_SLUG": "feature",
+}
+MR_PIPELINE = {"CI_COMMIT_REF_PROTECTED": "false", "CI_COMMIT_REF_SLUG": "feature"}
+
+
+def test_a_default_branch_build_reads_no_layer_cache_a_branch_pipeline_writes(tmp_path: Path) -> None:
+    """M1: the default branch's build (what release-images pins into the jobs holding GITOPS_TOKEN and the S3
+    credentials) reads no cached layer; branch and merge request pipelines still cache, into a repository the
+    default branch never reads. The same holds when GitLab reports the default branch unprotected, and for a tag."""
+    script = [str(x) for x in resolved("build")["script"]]
+    branch_writes = kaniko_cache_repo(_kaniko_args(tmp_path, script, BRANCH_PUSH))
+    assert branch_writes == "registry.gitlab.com/forkcast/forkcast/retrain/cache"
+    assert kaniko_cache_repo(_kaniko_args(tmp_path, script, MR_PIPELINE)) == branch_writes
+    for ref in (
+        MAIN_PUSH,
+        {**MAIN_PUSH, "CI_COMMIT_REF_PROTECTED": "false"},
+        {"CI_COMMIT_REF_PROTECTED": "true", "CI_COMMIT_TAG": "v1.0.0", "CI_COMMIT_REF_SLUG": "v1-0-0"},
+        {"CI_COMMIT_BRANCH": "main", "CI_COMMIT_REF_SLUG": "main"},  # protection unknown: no cache
+    ):
+        assert kaniko_cache_repo(_kaniko_args(tmp_path, script, ref)) is None, ref
+
+
+def test_twin_the_old_build_line_let_main_read_the_branch_cache(tmp_path: Path) -> None:
+    """The build as it was: main's build read exactly the repository a branch pipeline's job token wrote."""
+    main_reads = kaniko_cache_repo(_kaniko_args(tmp_path, [_OLD_KANIKO], MAIN_PUSH))
+    assert main_reads == kaniko_cache_repo(_kaniko_args(tmp_path, [_OLD_KANIKO], BRANCH_PUSH))
+    assert main_reads == "registry.gitlab.com/forkcast/forkcast/retrain/cache"

@@ -27,6 +27,7 @@ from forkcast_delivery import render as delivery_render
 from forkcast_delivery.checks.argocd import project_refusals
 
 from forkcast_retrain import workflow_torchrun as torchrun
+from forkcast_retrain.images import ci_image_refs, pin_ci_image
 from forkcast_retrain.steps import DATA, DATA_VERSION, RECIPE, RUN, STEPS, step
 from forkcast_retrain.workflow import (
     CANDIDATE_ENTRYPOINT,
@@ -92,15 +93,71 @@ def _one(docs: Iterable[dict[str, Any]], kind: str, name: str | None = None) -> 
 # --- generated == committed, schemas --------------------------------------------------------------------------
 
 
+def released_image() -> str:
+    """The retrain image .gitlab-ci.yml runs (one literal): the bootstrap :main, or the digest release-images wrote."""
+    (ref,) = set(ci_image_refs((ROOT / ".gitlab-ci.yml").read_text()))
+    return ref
+
+
 def test_committed_files_are_exactly_what_the_generator_writes(tmp_path: Path) -> None:
-    assert main(["render", str(tmp_path)]) == 0
+    assert main(["render", str(tmp_path), "--ci-file", str(ROOT / ".gitlab-ci.yml")]) == 0
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(rendered_files())
     for name in rendered_files():
         committed = WORKFLOWS / name
         assert committed.is_file(), (
             f"{committed} missing: run python -m forkcast_retrain.workflow render workflows"
         )
-        assert committed.read_bytes() == (tmp_path / name).read_bytes(), f"{name} is stale: regenerate it"
+        assert committed.read_text() == (tmp_path / name).read_text(), f"{name} is stale: regenerate it"
+
+
+def test_regenerating_keeps_the_digest_a_release_pinned(tmp_path: Path) -> None:
+    """After a release the CI file runs retrain@sha256:…; `make workflows` must write that digest into the template's
+    default image, not the generator's bootstrap :main (which would hand a tag that moves on to every Workflow
+    submitted without an image)."""
+    digest = "sha256:" + "ab" * 32
+    ci = tmp_path / "ci.yml"
+    ci.write_text(pin_ci_image((ROOT / ".gitlab-ci.yml").read_text(), digest))
+    assert main(["render", str(tmp_path / "out"), "--ci-file", str(ci)]) == 0
+    template = yaml.safe_load((tmp_path / "out" / "workflowtemplate.yaml").read_text())
+    assert default_image_drift(template, released_ref(ci)) == []
+    assert template_image(template).endswith("@" + digest)
+    # Without a CI file (a checkout elsewhere) the bootstrap tag stays.
+    assert main(["render", str(tmp_path / "bare"), "--ci-file", str(tmp_path / "absent.yml")]) == 0
+    bare = yaml.safe_load((tmp_path / "bare" / "workflowtemplate.yaml").read_text())
+    assert template_image(bare).endswith(":main")
+
+
+def released_ref(ci_file: Path) -> str:
+    (ref,) = set(ci_image_refs(ci_file.read_text()))
+    return ref
+
+
+def template_image(template: dict[str, Any]) -> str:
+    params = {p["name"]: p.get("value") for p in template["spec"]["arguments"]["parameters"]}
+    return str(params["image"])
+
+
+def default_image_drift(template: dict[str, Any], ci_ref: str) -> list[str]:
+    """Review 59, L7: a Workflow submitted without `image` runs the template's default with the retrain S3
+    credentials; it must be the image the CI file's secret-holding jobs run (both :main before the first release,
+    the same digest after it), never a tag that moved on."""
+    params = {p["name"]: p.get("value") for p in template["spec"]["arguments"]["parameters"]}
+    if params.get("image") != ci_ref:
+        return [f"the template's default image is {params.get('image')!r}, .gitlab-ci.yml runs {ci_ref!r}"]
+    return []
+
+
+def test_the_template_default_image_is_the_one_the_ci_file_pins() -> None:
+    template = yaml.safe_load((WORKFLOWS / "workflowtemplate.yaml").read_text())
+    assert default_image_drift(template, released_image()) == []
+
+
+def test_twin_a_template_left_on_main_after_a_release_is_drift() -> None:
+    template = yaml.safe_load((WORKFLOWS / "workflowtemplate.yaml").read_text())
+    pinned = "registry.gitlab.com/forkcast/forkcast/retrain@sha256:" + "5e" * 32
+    assert default_image_drift(template, pinned) == [
+        f"the template's default image is {released_image()!r}, .gitlab-ci.yml runs {pinned!r}"
+    ]
 
 
 def test_every_file_of_the_folder_is_synced() -> None:

@@ -95,14 +95,26 @@ def _without_redis_exporters(docs: list[Doc]) -> None:
         spec["containers"] = [c for c in spec["containers"] if "redis_exporter" not in c["image"]]
 
 
+# The rules reading redis_exporter's series (manifests/observability/prometheus-rules.yaml), in sorted order.
+REDIS_RULE_SERIES = [
+    ("RedisClusterMasterWithoutReplica", "redis_cluster_state"),
+    ("RedisClusterMasterWithoutReplica", "redis_connected_slaves"),
+    ("RedisClusterMasterWithoutReplica", "redis_instance_info"),
+    ("RedisClusterSlotsFailing", "redis_cluster_slots_fail"),
+    ("RedisClusterSlotsFailing", "redis_cluster_slots_pfail"),
+    ("RedisClusterStateNotOk", "redis_cluster_state"),
+    ("RedisMemoryHigh", "redis_memory_max_bytes"),
+    ("RedisMemoryHigh", "redis_memory_used_bytes"),
+]
+
+
 def test_metrics_twin_redis_without_its_exporter(contexts: dict[str, Context]) -> None:
     """A third-party exporter is a producer only where its image runs in the render (rule metrics, EXPORTERS)."""
     problems = rules()["metrics"](broken(contexts["dev"], _without_redis_exporters))
     assert sorted(str(p) for p in problems) == [
-        "[metrics] PrometheusRule/forkcast rule RedisMemoryHigh: reads redis_memory_max_bytes: its producer "
-        "oliver006/redis_exporter runs in no workload",
-        "[metrics] PrometheusRule/forkcast rule RedisMemoryHigh: reads redis_memory_used_bytes: its producer "
-        "oliver006/redis_exporter runs in no workload",
+        f"[metrics] PrometheusRule/forkcast rule {rule}: reads {series}: its producer "
+        "oliver006/redis_exporter runs in no workload"
+        for rule, series in REDIS_RULE_SERIES
     ]
 
 
@@ -113,10 +125,10 @@ def test_metrics_twin_redis_exporters_unscraped(contexts: dict[str, Context]) ->
 
     problems = rules()["metrics"](broken(contexts["prod"], edit))
     assert sorted(str(p) for p in problems) == [
-        f"[metrics] PrometheusRule/forkcast rule RedisMemoryHigh: reads {series}: StatefulSet/redis, "
+        f"[metrics] PrometheusRule/forkcast rule {rule}: reads {series}: StatefulSet/redis, "
         "StatefulSet/redis-events (oliver006/redis_exporter) is scraped by no PodMonitor/ServiceMonitor on a named "
         "port of its container"
-        for series in ("redis_memory_max_bytes", "redis_memory_used_bytes")
+        for rule, series in REDIS_RULE_SERIES
     ]
 
 

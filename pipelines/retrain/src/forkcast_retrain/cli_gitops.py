@@ -89,6 +89,13 @@ def add_gitops_commands(sub: Any) -> None:
         help="with --digests: also pin the retrain image this CI file (relative to --repo; .gitlab-ci.yml) runs its "
         "secret-holding jobs in to the digest built for it, in the same commit",
     )
+    p.add_argument(
+        "--workflow-template",
+        type=Path,
+        help="with --ci-file: also pin the default image parameter of this Argo WorkflowTemplate (relative to "
+        "--repo; workflows/workflowtemplate.yaml) to the same digest, in the same commit; both must name the "
+        "same repository",
+    )
     p.add_argument("--commit", action="store_true", help="commit the change (and push unless --no-push)")
     p.add_argument("--branch", help="commit on this new branch (a merge request) instead of the current one")
     _add_push(p)
@@ -237,6 +244,7 @@ def _set_images(args: argparse.Namespace) -> int:
     from forkcast_retrain.gitops import git, push_with_retry
     from forkcast_retrain.images import (
         CI_IMAGE,
+        ci_image_repository,
         digest_of,
         kustomization_path,
         pins_for_overlay,
@@ -249,6 +257,22 @@ def _set_images(args: argparse.Namespace) -> int:
 
     if args.ci_file is not None and args.digests is None:
         raise DataError("--ci-file needs --digests (the digest the build recorded for the retrain image)")
+    if args.workflow_template is not None and args.ci_file is None:
+        raise DataError("--workflow-template needs --ci-file (the template runs the image the CI file pins)")
+    # The retrain image's files, checked before anything is written: each names the image literally, and all the
+    # same repository (a fork that moved one and not the other would pin a digest the other registry lacks).
+    ci_files = [f for f in (args.ci_file, args.workflow_template) if f is not None]
+    ci_repos = {}
+    for ci_file in ci_files:
+        if not (args.repo / ci_file).is_file():
+            raise DataError(f"{args.repo / ci_file} does not exist")
+        try:
+            ci_repos[ci_file] = ci_image_repository((args.repo / ci_file).read_text())
+        except DataError as error:
+            raise DataError(f"{ci_file}: {error}") from error
+    if len(set(ci_repos.values())) > 1:
+        named = ", ".join(f"{f} from {r}" for f, r in ci_repos.items())
+        raise DataError(f"the files run {CI_IMAGE} from different repositories ({named}); pin one repository")
     path = kustomization_path(args.repo, args.overlay)
     text = path.read_text()
     if args.digests is not None and not args.registry:
@@ -279,13 +303,15 @@ def _set_images(args: argparse.Namespace) -> int:
         print(f"{args.overlay} already pins {', '.join(p.ref for p in pins)}")
     names = [p.name.removeprefix("forkcast-") for p in pins] if changed else []
     if ci_digest is not None:
-        ci_path = args.repo / args.ci_file
-        if set_ci_image(ci_path, ci_digest):
-            changed.append(ci_path)
+        for ci_file in ci_files:
+            ci_path = args.repo / ci_file
+            if set_ci_image(ci_path, ci_digest):
+                changed.append(ci_path)
+                print(f"{ci_file}: {CI_IMAGE} -> @{ci_digest}")
+            else:
+                print(f"{ci_file} already runs {CI_IMAGE}@{ci_digest}")
+        if any(p != path for p in changed):
             names.append(CI_IMAGE)
-            print(f"{args.ci_file}: {CI_IMAGE} -> @{ci_digest}")
-        else:
-            print(f"{args.ci_file} already runs {CI_IMAGE}@{ci_digest}")
     if not changed:
         print("nothing to do")
         return 0

@@ -22,7 +22,10 @@ file becomes ``<repository>/retrain@<the digest the build recorded>``, committed
 dev overlay. A literal in the committed file, not a variable: variables sent with a trigger override the file's
 own, so only a commit to the default branch (reviewed, or this job's) decides the code those jobs run. Before the
 first release there is no digest to write, and the file holds the tag ``:main`` (the bootstrap; protected by the
-"Protected container tags" rule, docs/operations.md).
+"Protected container tags" rule, docs/operations.md). ``--workflow-template workflows/workflowtemplate.yaml`` pins
+the Argo WorkflowTemplate's default ``image`` parameter in the same commit, by the same rules (review 59, L7): a
+Workflow submitted without an ``image`` runs the released digest, not whatever ``:main`` points at; every file
+pinned together must name the same repository, or nothing is written.
 """
 
 from __future__ import annotations
@@ -39,6 +42,8 @@ from forkcast_retrain.errors import DataError
 KUSTOMIZATION = "kustomization.yaml"
 # The image the CI file runs its secret-holding jobs in: <repository>/retrain, by the bootstrap tag or a digest.
 CI_IMAGE = "retrain"
+# The Argo WorkflowTemplate whose default ``image`` parameter names the same image (relative to the repository).
+WORKFLOW_TEMPLATE = Path("workflows/workflowtemplate.yaml")
 BOOTSTRAP_TAG = "main"
 IMAGE_PREFIX = "forkcast-"  # the image names the manifests use: forkcast-gateway, forkcast-inference, ...
 _DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
@@ -226,30 +231,38 @@ def ci_image_refs(text: str, image: str = CI_IMAGE) -> list[str]:
     return [m.group(0) for m in _ci_refs(image).finditer(text)]
 
 
-def pin_ci_image(text: str, digest: str, image: str = CI_IMAGE) -> str:
-    """``text`` (a ``.gitlab-ci.yml``) with every reference to ``image`` pinned to ``digest``.
+def ci_image_repository(text: str, image: str = CI_IMAGE) -> str:
+    """The one repository a YAML file runs ``image`` from (``<repository>/retrain:main`` or ``@sha256:...``).
 
-    The repository stays the one the file names (reviewed in Git, like an overlay's ``newName``); all references
-    must name the same one. Refused: a file without a reference (nothing would be pinned: renamed image?), and an
-    edit that would change anything but those references once parsed (both YAML documents compared)."""
-    pattern = _ci_refs(image)
-    repos = {m.group("repo") for m in pattern.finditer(text)}
+    Refused: a file without a reference (nothing would be pinned: renamed image, or a variable again), and one
+    naming several repositories (which one did the build push to?)."""
+    repos = {m.group("repo") for m in _ci_refs(image).finditer(text)}
     if not repos:
         raise DataError(
-            f"the CI file names no <repository>/{image}:{BOOTSTRAP_TAG} or <repository>/{image}@sha256:... to pin"
+            f"the file names no <repository>/{image}:{BOOTSTRAP_TAG} or <repository>/{image}@sha256:... to pin"
         )
     if len(repos) > 1:
-        raise DataError(f"the CI file runs {image} from several repositories: {sorted(repos)}")
-    pin = ImagePin(f"{IMAGE_PREFIX}{image}", repos.pop(), digest)
+        raise DataError(f"the file runs {image} from several repositories: {sorted(repos)}")
+    return repos.pop()
+
+
+def pin_ci_image(text: str, digest: str, image: str = CI_IMAGE) -> str:
+    """``text`` (``.gitlab-ci.yml`` or the WorkflowTemplate) with every reference to ``image`` pinned to ``digest``.
+
+    The repository stays the one the file names (reviewed in Git, like an overlay's ``newName``); all references
+    must name the same one (``ci_image_repository``). Refused as well: an edit that would change anything but
+    those references once parsed (every YAML document compared)."""
+    pattern = _ci_refs(image)
+    pin = ImagePin(f"{IMAGE_PREFIX}{image}", ci_image_repository(text, image), digest)
     result = pattern.sub(pin.ref, text)
     before = list(yaml.load_all(text, Loader=_GitLabLoader))
     if list(yaml.load_all(result, Loader=_GitLabLoader)) != _substitute(before, pattern, pin.ref):
-        raise DataError("pinning the CI image would change more than its references; refusing")
+        raise DataError(f"pinning {image} would change more than its references; refusing")
     return result
 
 
 def set_ci_image(path: Path, digest: str, image: str = CI_IMAGE) -> bool:
-    """Pin ``image`` in the CI file at ``path``; False when it already named that digest (nothing written)."""
+    """Pin ``image`` in the YAML file at ``path``; False when it already named that digest (nothing written)."""
     if not path.is_file():
         raise DataError(f"{path} does not exist")
     text = path.read_text()

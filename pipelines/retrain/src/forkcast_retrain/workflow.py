@@ -293,6 +293,23 @@ def rendered_files() -> dict[str, str]:
     }
 
 
+def as_pinned(template: str, ci_file: Path) -> str:
+    """The rendered template with the retrain image pinned to the digest ``ci_file`` runs, if it runs one.
+
+    Why: after a release, `release-images` (`set-images --ci-file --workflow-template`) pins the CI file's
+    references and the template's default image to the same build digest; regenerating the template from ``IMAGE``
+    (the bootstrap ``:main``) would silently put the movable tag back into what a Workflow submitted without an
+    image runs with the retrain S3 credentials (issue 18.3)."""
+    from forkcast_retrain.images import ci_image_refs, pin_ci_image
+
+    if not ci_file.is_file():
+        return template
+    digests = {ref.split("@", 1)[1] for ref in ci_image_refs(ci_file.read_text()) if "@" in ref}
+    if len(digests) > 1:
+        raise SystemExit(f"{ci_file} pins the retrain image to several digests: {sorted(digests)}")
+    return pin_ci_image(template, digests.pop()) if digests else template
+
+
 def check_dataset_uri(uri: str) -> None:
     """Refuse (ValueError) a dataset that is not ``s3://<bucket>/<prefix>``: no step may read a node's disk."""
     from forkcast_lake.storage import split_s3_uri  # the lake's own reading of a dataset URI
@@ -364,6 +381,13 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("render", help="write the WorkflowTemplate YAML into a directory")
     p.add_argument("out", type=Path, help="directory (workflows/ in this repository)")
+    p.add_argument(
+        "--ci-file",
+        type=Path,
+        default=Path(".gitlab-ci.yml"),
+        help="keep the retrain image digest this CI file pins (release-images writes it into both; default "
+        ".gitlab-ci.yml of the working directory; absent: the bootstrap :main)",
+    )
     p = sub.add_parser(
         "submit", help="run the WorkflowTemplate on the cluster (a Workflow via the Kubernetes API)"
     )
@@ -424,6 +448,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "render":
         args.out.mkdir(parents=True, exist_ok=True)
         for name, text in rendered_files().items():
+            if name == "workflowtemplate.yaml":
+                text = as_pinned(text, args.ci_file)
             (args.out / name).write_text(text)
             print(f"wrote {args.out / name}")
         return 0
