@@ -21,6 +21,7 @@ from forkcast_contract.feature_store import (
 )
 from forkcast_data.generate import GenerateRequest, generate
 from forkcast_data.presets import preset_sizes
+from forkcast_devservers.ready import wait_until
 from forkcast_devservers.servers import RedisCluster
 from forkcast_features.client import connect
 from forkcast_features.cutover import activate, rollback
@@ -107,12 +108,25 @@ def test_a_reader_never_mixes_versions_while_the_live_version_flips(
                 if v != rests[i]
             )
 
+    def reads() -> int:
+        return sum(seen.values()) + len(refused)
+
+    def after_some_reads() -> None:
+        # Each flip waits for a few reads: on a starved CI machine the flips ran before the reader's thread had
+        # started its loop, and it read one version only (what the test checks needs reads between flips).
+        start = reads()
+        wait_until(
+            lambda: reads() >= start + 3 or not worker.is_alive(), timeout_s=30, what="reads between flips"
+        )
+
     worker = threading.Thread(target=asyncio.run, args=(read(),))
     worker.start()
     try:
         for _ in range(15):
             activate(admin, PREFIX, second)
+            after_some_reads()
             rollback(admin, PREFIX)
+            after_some_reads()
     finally:
         stop.set()
         worker.join()
