@@ -153,12 +153,22 @@ class ClusterFeatureReader:
             self._stale = True
             raise redis.ConnectionError(f"slot {slot} is not covered by the slot map") from None
 
-    def refresh_topology(self) -> None:
-        """Read the slot map again and re-map the copies to the masters that own them now."""
+    def refresh_topology(self, moved: tuple[redis.exceptions.MovedError, ...] = ()) -> None:
+        """Read the slot map again and re-map the copies to the masters that own them now.
+
+        ``moved``: the MOVED replies that made the map stale. Their targets join the nodes the map may be read from,
+        and once it is read each reply's slot is pointed at its target, as redis-py's own cluster client does on a
+        MOVED (``NodesManager.move_slot``, redis/cluster.py): right after a failover a node that gossip has not
+        reached yet still serves the old map, and a request that met it on all its attempts was a 503 (1 run in ~20
+        of the failover test before).
+        """
         self.topology_refreshes += 1
         self.connections.close()  # nodes may have gone or changed role
+        manager = self.cluster.nodes_manager
         try:
-            self.cluster.nodes_manager.initialize()
+            manager.initialize(additional_startup_nodes_info=[(m.host, m.port) for m in moved] or None)
+            for reply in moved:
+                manager.move_slot(reply)
         except RedisClusterException as exc:
             # redis-py raises this (not a RedisError) while slots are uncovered, e.g. before a replica took over.
             raise redis.ConnectionError(f"slot map: {exc}") from exc
@@ -227,7 +237,7 @@ class ClusterFeatureReader:
                 continue
             moved = [r for r in replies.values() if isinstance(r, _TOPOLOGY_ERRORS)]
             if moved:
-                self.refresh_topology()
+                self.refresh_topology(tuple(r for r in moved if isinstance(r, redis.exceptions.MovedError)))
                 continue
             for reply in replies.values():
                 if isinstance(reply, redis.RedisError):
