@@ -9,19 +9,18 @@ exports with the job's own labels, and stays quiet when it should:
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 from functools import cache
 from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 from forkcast_delivery.render import render
 from prometheus_client import generate_latest
 
 from forkcast_contract import metric_names as n
 from forkcast_contract.streams import FEEDBACK_STREAM, PREDICTIONS_STREAM
+from forkcast_devservers.promtool import alert_rule_test
 from forkcast_lake.compact_metrics import CompactMetrics
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -56,31 +55,7 @@ def promtool(
 ) -> subprocess.CompletedProcess[str]:
     """``promtool test rules`` of ``alert`` alone over ``series`` (name{labels}, values), evaluated at
     ``eval_time``."""
-    (tmp_path / "rules.yml").write_text(
-        yaml.safe_dump({"groups": [{"name": "lake", "rules": [rule(alert)]}]})
-    )
-    test = {
-        "rule_files": ["rules.yml"],
-        "evaluation_interval": "1m",
-        "tests": [
-            {
-                "interval": "1m",
-                "input_series": [{"series": s, "values": v} for s, v in series],
-                "alert_rule_test": [{"eval_time": eval_time, "alertname": alert, "exp_alerts": expected}],
-            }
-        ],
-    }
-    (tmp_path / "test.yml").write_text(yaml.safe_dump(test))
-    binary = shutil.which("promtool")
-    assert binary is not None
-    return subprocess.run(
-        [binary, "test", "rules", "test.yml"],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=60,
-    )
+    return alert_rule_test(tmp_path, [rule(alert)], series, alert, eval_time, expected)
 
 
 def promtool_test(tmp_path: Path, lag_values: str) -> subprocess.CompletedProcess[str]:

@@ -9,14 +9,13 @@ sees and patches it.
 
 from __future__ import annotations
 
-import shutil
-import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 from forkcast_delivery.render import render
+
+from forkcast_devservers.promtool import alert_rule_test
 
 ROOT = Path(__file__).resolve().parents[2]
 ALERT = "OnlineAucStarvedByKeyShare"
@@ -42,34 +41,11 @@ def rule() -> dict[str, Any]:
 def promtool(tmp_path: Path, excluded: str, samples: str, expected: list[dict[str, Any]]) -> str:
     """promtool's verdict on the alert at minute 45 for these series (values in promtool's expanding notation);
     '' when it agrees with ``expected``."""
-    (tmp_path / "rules.yml").write_text(yaml.safe_dump({"groups": [{"name": "auc", "rules": [rule()]}]}))
     series = [
-        {
-            "series": f'forkcast_online_auc_excluded_pairs{{{LABELS}, window="{window}", reason="key_share"}}',
-            "values": excluded,
-        }
+        (f'forkcast_online_auc_excluded_pairs{{{LABELS}, window="{window}", reason="key_share"}}', excluded)
         for window in ("long", "recent")
-    ] + [{"series": f"forkcast_online_auc_samples{{{LABELS}}}", "values": samples}]
-    test = {
-        "rule_files": ["rules.yml"],
-        "evaluation_interval": "1m",
-        "tests": [
-            {
-                "interval": "1m",
-                "input_series": series,
-                "alert_rule_test": [{"eval_time": "45m", "alertname": ALERT, "exp_alerts": expected}],
-            }
-        ],
-    }
-    (tmp_path / "test.yml").write_text(yaml.safe_dump(test))
-    proc = subprocess.run(
-        [str(shutil.which("promtool")), "test", "rules", "test.yml"],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=60,
-    )
+    ] + [(f"forkcast_online_auc_samples{{{LABELS}}}", samples)]
+    proc = alert_rule_test(tmp_path, [rule()], series, ALERT, "45m", expected)
     return "" if proc.returncode == 0 else proc.stdout + proc.stderr
 
 

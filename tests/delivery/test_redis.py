@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import re
 import secrets
-import shutil
 import subprocess
 import time
 from collections.abc import Iterator
@@ -33,6 +32,7 @@ from forkcast_contract.streams import (
     PREDICTIONS_STREAM,
 )
 from forkcast_devservers import resp
+from forkcast_devservers.promtool import alert_rule_test
 from forkcast_devservers.servers import RedisServer
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -557,53 +557,25 @@ def memory_rule() -> dict[str, Any]:
 
 
 def promtool_test(tmp_path: Path, used_series: str, max_series: str) -> subprocess.CompletedProcess[str]:
-    rule = memory_rule()
-    (tmp_path / "rules.yml").write_text(yaml.safe_dump({"groups": [{"name": "redis", "rules": [rule]}]}))
     labels = 'namespace="forkcast", job="forkcast/redis-events", instance="10.0.0.9:9121"'
-    test = {
-        "rule_files": ["rules.yml"],
-        "evaluation_interval": "1m",
-        "tests": [
-            {
-                "interval": "1m",
-                "input_series": [
-                    {"series": f"redis_memory_used_bytes{{{labels}}}", "values": used_series},
-                    {"series": f"redis_memory_max_bytes{{{labels}}}", "values": max_series},
-                ],
-                "alert_rule_test": [
-                    {
-                        "eval_time": "20m",
-                        "alertname": "RedisMemoryHigh",
-                        "exp_alerts": [
-                            {
-                                "exp_labels": {
-                                    "namespace": "forkcast",
-                                    "job": "forkcast/redis-events",
-                                    "instance": "10.0.0.9:9121",
-                                    "severity": "page",
-                                },
-                                "exp_annotations": {
-                                    "summary": "forkcast/redis-events uses 90% of its maxmemory: at 100 % its "
-                                    "writes fail (noeviction)"
-                                },
-                            }
-                        ],
-                    }
-                ],
-            }
-        ],
+    series = {
+        f"redis_memory_used_bytes{{{labels}}}": used_series,
+        f"redis_memory_max_bytes{{{labels}}}": max_series,
     }
-    (tmp_path / "test.yml").write_text(yaml.safe_dump(test))
-    promtool = shutil.which("promtool")
-    assert promtool is not None
-    return subprocess.run(
-        [promtool, "test", "rules", "test.yml"],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=60,
-    )
+    expected = [
+        {
+            "exp_labels": {
+                "namespace": "forkcast",
+                "job": "forkcast/redis-events",
+                "instance": "10.0.0.9:9121",
+                "severity": "page",
+            },
+            "exp_annotations": {
+                "summary": "forkcast/redis-events uses 90% of its maxmemory: at 100 % its writes fail (noeviction)"
+            },
+        }
+    ]
+    return alert_rule_test(tmp_path, [memory_rule()], series, "RedisMemoryHigh", "20m", expected)
 
 
 # A missing promtool fails with the install hint (devservers fixture), never skips.

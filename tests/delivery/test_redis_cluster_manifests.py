@@ -26,7 +26,6 @@ from typing import Any
 import kubernetes_validate
 import pytest
 import redis
-import yaml
 from forkcast_delivery import redis_acl
 from forkcast_delivery.checks import rules
 from forkcast_delivery.checks.network import admitted, peers, table
@@ -35,6 +34,7 @@ from forkcast_delivery.objects import of_kind
 from forkcast_delivery.render import Doc, render
 
 from forkcast_devservers.binaries import REDIS_SERVER
+from forkcast_devservers.promtool import alert_rule_test
 from forkcast_devservers.servers import RedisServer
 from forkcast_devservers.servers.redis import CLUSTER_BUS_OFFSET, _cluster_ports
 
@@ -758,31 +758,7 @@ def promtool_alerts(
     tmp_path: Path, series: dict[str, str], alert: str, at: str, expected: list[dict[str, Any]]
 ) -> subprocess.CompletedProcess[str]:
     """promtool's unit test of ``alert`` at ``at`` on ``series`` (series -> values, 1-minute steps)."""
-    (tmp_path / "rules.yml").write_text(
-        yaml.safe_dump({"groups": [{"name": "redis", "rules": cluster_rules()}]})
-    )
-    test = {
-        "rule_files": ["rules.yml"],
-        "evaluation_interval": "1m",
-        "tests": [
-            {
-                "interval": "1m",
-                "input_series": [{"series": s, "values": v} for s, v in series.items()],
-                "alert_rule_test": [{"eval_time": at, "alertname": alert, "exp_alerts": expected}],
-            }
-        ],
-    }
-    (tmp_path / "test.yml").write_text(yaml.safe_dump(test))
-    promtool = shutil.which("promtool")
-    assert promtool is not None
-    return subprocess.run(
-        [promtool, "test", "rules", "test.yml"],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=60,
-    )
+    return alert_rule_test(tmp_path, cluster_rules(), series, alert, at, expected)
 
 
 def fired(severity: str, summary: str, **labels: str) -> list[dict[str, Any]]:
