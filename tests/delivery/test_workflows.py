@@ -95,8 +95,7 @@ def _one(docs: Iterable[dict[str, Any]], kind: str, name: str | None = None) -> 
 
 def released_image() -> str:
     """The retrain image .gitlab-ci.yml runs (one literal): the bootstrap :main, or the digest release-images wrote."""
-    (ref,) = set(ci_image_refs((ROOT / ".gitlab-ci.yml").read_text()))
-    return ref
+    return released_ref(ROOT / ".gitlab-ci.yml")
 
 
 def test_committed_files_are_exactly_what_the_generator_writes(tmp_path: Path) -> None:
@@ -128,6 +127,7 @@ def test_regenerating_keeps_the_digest_a_release_pinned(tmp_path: Path) -> None:
 
 
 def released_ref(ci_file: Path) -> str:
+    """The one retrain image reference ``ci_file`` runs."""
     (ref,) = set(ci_image_refs(ci_file.read_text()))
     return ref
 

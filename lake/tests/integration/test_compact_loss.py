@@ -44,14 +44,19 @@ class _Compactor(Compactor):
         super().start()
 
 
-def test_an_s3_outage_still_reports_and_counts_what_the_cap_deleted_unread(
-    redis_server_factory: Any, lake: str
-) -> None:
+def _events_redis(redis_server_factory: Any, lake: str) -> tuple[redis.Redis, CompactSettings]:
+    """A fresh events Redis of its own and the job's settings on it and the test's lake."""
     server: RedisServer = redis_server_factory()
-    client = redis.Redis.from_url(server.url)
     settings = CompactSettings(
         environment="local", lake_uri=lake, events_redis_url=server.url, block_ms=20, keep_seconds=3600
     )
+    return redis.Redis.from_url(server.url), settings
+
+
+def test_an_s3_outage_still_reports_and_counts_what_the_cap_deleted_unread(
+    redis_server_factory: Any, lake: str
+) -> None:
+    client, settings = _events_redis(redis_server_factory, lake)
     compactor = _Compactor(client, settings, tables=FEEDBACK_ONLY)
     assert _sample(compactor, "forkcast_lake_lost_entries_total") == 0.0  # exported at 0 before any loss
     _add(client, 0, 30)
@@ -101,11 +106,7 @@ def test_an_s3_outage_still_reports_and_counts_what_the_cap_deleted_unread(
 def test_a_restarted_job_counts_the_loss_from_the_count_its_last_commit_stored(
     redis_server_factory: Any, lake: str
 ) -> None:
-    server: RedisServer = redis_server_factory()
-    client = redis.Redis.from_url(server.url)
-    settings = CompactSettings(
-        environment="local", lake_uri=lake, events_redis_url=server.url, block_ms=20, keep_seconds=3600
-    )
+    client, settings = _events_redis(redis_server_factory, lake)
     first = Compactor(client, settings, tables=FEEDBACK_ONLY)
     _add(client, 0, 30)
     first.start()
