@@ -11,6 +11,7 @@ import hashlib
 import shutil
 import sys
 from pathlib import Path
+from typing import NoReturn
 
 from pydantic import ValidationError
 
@@ -20,6 +21,7 @@ from forkcast_data.output import GenerateError
 from forkcast_data.presets import PRESETS, preset_sizes
 from forkcast_lake.datasets import LakeDataError, publish
 from forkcast_lake.datasets_cli import describe_publish
+from forkcast_lake.process_exit import exit_after
 from forkcast_lake.settings import LakeSettings
 from forkcast_lake.storage import is_remote
 from forkcast_registry.errors import RegistryError
@@ -153,5 +155,10 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def run() -> NoReturn:
+    """The console script: :func:`main`, then exit without finalizing delta-rs (forkcast_lake.process_exit)."""
+    exit_after(main)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    run()

@@ -15,7 +15,9 @@ import importlib
 import logging
 import sys
 from collections.abc import Callable, Sequence
-from typing import Protocol, cast
+from typing import NoReturn, Protocol, cast
+
+from forkcast_lake.process_exit import exit_after
 
 # Command name → the module that adds it (see the module docstring).
 SUBCOMMANDS: dict[str, str] = {
@@ -62,5 +64,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     return run(args)
 
 
+def run() -> NoReturn:
+    """The console script: :func:`main`, then exit without finalizing delta-rs (forkcast_lake.process_exit)."""
+    exit_after(main)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    run()

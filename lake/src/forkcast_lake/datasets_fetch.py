@@ -30,6 +30,7 @@ from forkcast_lake.datasets import SNAPSHOTS_TABLE, TABLES, TableSpec, committed
 from forkcast_lake.datasets_errors import LakeDataError
 from forkcast_lake.datasets_read import DATA_VERSION_FLAG, Snapshot, parse_data_version
 from forkcast_lake.datasets_verify import check_fingerprint
+from forkcast_lake.process_exit import exit_after
 from forkcast_lake.settings import get_settings
 from forkcast_lake.storage import options_for, split_s3_uri, table_uri
 from forkcast_registry.errors import RegistryError
@@ -214,4 +215,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_after(main)  # never finalize after delta-rs: see forkcast_lake.process_exit

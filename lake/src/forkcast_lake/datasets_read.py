@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import subprocess
 import sys
 from dataclasses import dataclass, field
@@ -112,7 +113,10 @@ def open_data(data: str | Path, data_version: str | int | datetime | None = None
     done = subprocess.run(argv, capture_output=True, text=True, check=False)
     if done.returncode != 0:
         lines = done.stderr.strip().splitlines()
-        raise LakeDataError(lines[-1].removeprefix("error: ") if lines else f"fetching {data} failed")
+        said = lines[-1].removeprefix("error: ") if lines else f"fetching {data} failed"
+        if done.returncode < 0:  # a signal: say which, so a crash never reads like a refusal of the data
+            said = f"the fetching process died of {signal.Signals(-done.returncode).name} ({said})"
+        raise LakeDataError(said)
     fetched = json.loads(done.stdout)
     directory = Path(fetched["directory"])
     record = fetched["snapshot"]

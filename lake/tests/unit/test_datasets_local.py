@@ -3,6 +3,7 @@ every file, and a local directory passing through open_data untouched."""
 
 from __future__ import annotations
 
+import subprocess
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -14,7 +15,7 @@ from deltalake.exceptions import SchemaMismatchError as DeltaSchemaMismatch
 
 from forkcast_contract.dataset import CLICK_COLUMNS
 from forkcast_lake.datasets import TABLES, SchemaMismatchError, arrow_schema, check_file_schema
-from forkcast_lake.datasets_read import open_data, parse_data_version
+from forkcast_lake.datasets_read import LakeDataError, open_data, parse_data_version
 
 TRAIN = next(t for t in TABLES if t.name == "train")
 
@@ -83,3 +84,18 @@ def test_delta_refuses_an_uncastable_column_by_name_but_casts_floats_hence_publi
         write_deltalake(uri, unknown, mode="append")
     write_deltalake(uri, pa.table({"user_id": [1], "restaurant_id": [2], "click": [1.0]}), mode="append")
     assert DeltaTable(uri).version() == 1  # the Float64 column was accepted into the Int64 one
+
+
+def test_a_fetching_process_killed_by_a_signal_is_reported_as_a_crash_not_as_the_data(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The child's last stderr line is kept, and the signal named: SIGABRT is the native runtime, not a bad URI."""
+    died = subprocess.CompletedProcess(
+        args=[], returncode=-6, stdout="", stderr="terminate called without an active exception\n"
+    )
+    monkeypatch.setattr(subprocess, "run", lambda *_a, **_k: died)
+    with pytest.raises(LakeDataError) as caught:
+        open_data("s3://lake/datasets/tiny")
+    assert str(caught.value) == (
+        "the fetching process died of SIGABRT (terminate called without an active exception)"
+    )

@@ -7,7 +7,9 @@ import argparse
 import os
 import sys
 from pathlib import Path
+from typing import NoReturn
 
+from forkcast_lake.process_exit import exit_after
 from forkcast_local.config import DEFAULT_CONFIG, load_config, read_state
 from forkcast_local.supervisor import down, prepare, status_of, up
 
@@ -100,5 +102,10 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def run() -> NoReturn:
+    """The console script: :func:`main`, then exit without finalizing delta-rs (forkcast_lake.process_exit)."""
+    exit_after(main)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    run()

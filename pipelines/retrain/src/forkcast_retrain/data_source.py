@@ -16,7 +16,7 @@ from typing import Any
 
 from forkcast_contract.dataset import DATASET_MANIFEST_FILE
 from forkcast_contract.registry_format import DatasetSnapshot
-from forkcast_lake.datasets import LakeDataError
+from forkcast_lake.datasets_errors import LakeDataError
 from forkcast_lake.datasets_read import open_data
 from forkcast_registry.errors import RegistryError
 from forkcast_retrain.errors import DataError
