@@ -126,9 +126,36 @@ def test_regenerating_keeps_the_digest_a_release_pinned(tmp_path: Path) -> None:
     assert template_image(bare).endswith(":main")
 
 
+def test_a_ci_file_pinning_two_digests_is_refused_naming_them_and_nothing_is_written(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Which digest the Workflows' default image should be is ambiguous then: render says so, writes no file."""
+    first, second = "sha256:" + "ab" * 32, "sha256:" + "cd" * 32
+    text = pin_ci_image((ROOT / ".gitlab-ci.yml").read_text(), first)
+    ci = tmp_path / "ci.yml"
+    ci.write_text(
+        text
+        + "\n# a second job\nother:\n  image: "
+        + released_ref_of(text).split("@")[0]
+        + "@"
+        + second
+        + "\n"
+    )
+    with pytest.raises(SystemExit) as exited:
+        main(["render", str(tmp_path / "out"), "--ci-file", str(ci)])
+    assert exited.value.code == 2
+    assert f"pins the retrain image to several digests: {sorted([first, second])}" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
 def released_ref(ci_file: Path) -> str:
     """The one retrain image reference ``ci_file`` runs."""
-    (ref,) = set(ci_image_refs(ci_file.read_text()))
+    return released_ref_of(ci_file.read_text())
+
+
+def released_ref_of(text: str) -> str:
+    """The one retrain image reference a CI file's ``text`` runs."""
+    (ref,) = set(ci_image_refs(text))
     return ref
 
 

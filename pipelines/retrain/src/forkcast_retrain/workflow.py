@@ -294,7 +294,8 @@ def rendered_files() -> dict[str, str]:
 
 
 def as_pinned(template: str, ci_file: Path) -> str:
-    """The rendered template with the retrain image pinned to the digest ``ci_file`` runs, if it runs one.
+    """The rendered template with the retrain image pinned to the digest ``ci_file`` runs, if it runs one
+    (ValueError when the file pins several).
 
     Why: after a release, `release-images` (`set-images --ci-file --workflow-template`) pins the CI file's
     references and the template's default image to the same build digest; regenerating the template from ``IMAGE``
@@ -306,7 +307,7 @@ def as_pinned(template: str, ci_file: Path) -> str:
         return template
     digests = {ref.split("@", 1)[1] for ref in ci_image_refs(ci_file.read_text()) if "@" in ref}
     if len(digests) > 1:
-        raise SystemExit(f"{ci_file} pins the retrain image to several digests: {sorted(digests)}")
+        raise ValueError(f"{ci_file} pins the retrain image to several digests: {sorted(digests)}")
     return pin_ci_image(template, digests.pop()) if digests else template
 
 
@@ -446,10 +447,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command == "render":
+        files = rendered_files()
+        try:  # every file rendered before any is written: a refusal leaves the folder as it was
+            files["workflowtemplate.yaml"] = as_pinned(files["workflowtemplate.yaml"], args.ci_file)
+        except ValueError as exc:
+            parser.error(str(exc))
         args.out.mkdir(parents=True, exist_ok=True)
-        for name, text in rendered_files().items():
-            if name == "workflowtemplate.yaml":
-                text = as_pinned(text, args.ci_file)
+        for name, text in files.items():
             (args.out / name).write_text(text)
             print(f"wrote {args.out / name}")
         return 0
