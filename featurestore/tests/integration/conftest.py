@@ -9,9 +9,10 @@ from pathlib import Path
 import pytest
 import redis
 
-from forkcast_data.generate import GenerateRequest, generate
-from forkcast_data.presets import preset_sizes
+from forkcast_data.testing import generate_dataset, tiny_data
 from forkcast_devservers.servers import RedisServer
+
+__all__ = ["tiny_data"]  # the shared session fixture, re-exported for this folder's tests
 
 
 @pytest.fixture
@@ -24,22 +25,9 @@ def client(redis_server: RedisServer) -> Iterator[redis.Redis]:
     c.close()
 
 
-def _tiny(out: Path, drift: float) -> Path:
-    generate(
-        GenerateRequest(out=out, preset="tiny", sizes=preset_sizes("tiny"), drift=drift, progress=False),
-        log=lambda _msg: None,
-    )
-    return out
-
-
-@pytest.fixture(scope="session")
-def tiny_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return _tiny(tmp_path_factory.mktemp("tiny") / "data", 0.0)
-
-
 @pytest.fixture(scope="session")
 def tiny_drifted(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return _tiny(tmp_path_factory.mktemp("tiny_drift") / "data", 1.0)
+    return generate_dataset(tmp_path_factory.mktemp("tiny_drift") / "data", drift=1.0)
 
 
 @pytest.fixture

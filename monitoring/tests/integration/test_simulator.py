@@ -13,11 +13,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import pytest
 
-from forkcast_data.generate import GenerateRequest, generate
-from forkcast_data.presets import preset_sizes
 from forkcast_data.process import click_logit, draw_entities
+from forkcast_data.testing import tiny_data as tiny_data  # the shared session fixture: the tiny dataset
 from forkcast_inference.events import Event
 from forkcast_monitoring.online_auc import OnlineAuc
 from forkcast_monitoring.settings import MonitoringSettings
@@ -25,16 +23,6 @@ from forkcast_monitoring.simulator import Simulator
 from forkcast_monitoring.testing import NOW, brute_auc, drain, fresh_redis, write_predictions
 
 REQUESTS, CANDIDATES = 800, 10  # 8,000 joined pairs
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("tiny")
-    generate(
-        GenerateRequest(out=out, preset="tiny", sizes=preset_sizes("tiny"), progress=False),
-        log=lambda _m: None,
-    )
-    return out
 
 
 def serve(client: object, seed: int) -> None:
@@ -50,11 +38,13 @@ def serve(client: object, seed: int) -> None:
     write_predictions(client, events, [f"app-{i % 8}" for i in range(REQUESTS)])  # type: ignore[arg-type]
 
 
-def online_and_offline(tiny: Path, settings: MonitoringSettings, drift: float) -> tuple[float, float, int]:
+def online_and_offline(
+    tiny_data: Path, settings: MonitoringSettings, drift: float
+) -> tuple[float, float, int]:
     with fresh_redis() as client:
         job = OnlineAuc(client, settings.model_copy(update={"auc_max_key_share": 0.25}), clock=lambda: NOW)
         job.ensure_groups()
-        sim = Simulator(client, tiny, drift=drift, seed=1)
+        sim = Simulator(client, tiny_data, drift=drift, seed=1)
         serve(client, seed=2)
         records = []
         while batch := sim.step(block_ms=50):
@@ -68,11 +58,13 @@ def online_and_offline(tiny: Path, settings: MonitoringSettings, drift: float) -
         return estimate.auc, brute_auc(scores, labels), estimate.samples
 
 
-def test_online_auc_matches_offline_and_drops_with_drift(tiny: Path, settings: MonitoringSettings) -> None:
-    online, offline, samples = online_and_offline(tiny, settings, drift=0.0)
+def test_online_auc_matches_offline_and_drops_with_drift(
+    tiny_data: Path, settings: MonitoringSettings
+) -> None:
+    online, offline, samples = online_and_offline(tiny_data, settings, drift=0.0)
     assert samples == REQUESTS * CANDIDATES >= 5_000
     assert abs(online - offline) <= 1e-9  # the same pairs: exact (it allowed 0.01 before issue 18.10)
     assert online > 0.7
-    drifted, drifted_offline, _ = online_and_offline(tiny, settings, drift=1.0)
+    drifted, drifted_offline, _ = online_and_offline(tiny_data, settings, drift=1.0)
     assert abs(drifted - drifted_offline) <= 1e-9
     assert online - drifted >= 0.05

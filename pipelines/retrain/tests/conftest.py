@@ -8,8 +8,9 @@ import pytest
 import torch
 
 from forkcast_contract.dataset import DatasetSizes
-from forkcast_data.generate import GenerateRequest, generate
-from forkcast_data.presets import preset_sizes
+from forkcast_data.testing import generate_dataset, tiny_data
+
+__all__ = ["tiny_data"]  # the shared session fixture, re-exported for this folder's tests
 
 MICRO = DatasetSizes(
     users=500, restaurants=300, train_files=3, test_files=1, rows_per_file=4_000, requests=5, candidates=100
@@ -27,18 +28,7 @@ def _one_torch_thread() -> None:
     torch.set_num_threads(1)
 
 
-def _generate(out: Path, preset: str, sizes: DatasetSizes) -> Path:
-    generate(GenerateRequest(out=out, preset=preset, sizes=sizes, progress=False), log=lambda _: None)
-    return out
-
-
-@pytest.fixture(scope="session")
-def tiny_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The ``tiny`` preset (200 k train rows, 50 k test rows): shared, never modified by tests."""
-    return _generate(tmp_path_factory.mktemp("tiny") / "data", "tiny", preset_sizes("tiny"))
-
-
 @pytest.fixture
 def micro_data(tmp_path: Path) -> Path:
     """A fresh very small dataset that a test may damage (bad-input tests)."""
-    return _generate(tmp_path / "data", "micro", MICRO)
+    return generate_dataset(tmp_path / "data", "micro", sizes=MICRO)

@@ -2,11 +2,11 @@
 suite's. Importable as a module (``forkcast_inference.testing``, extra ``testing``), so no test folder reaches into
 another by path.
 
-* Real dependencies: the tiny dataset (``generate_tiny``), a one-epoch RankNet and its serving form
-  (``train_tiny_model``), its features loaded into a redis-server by the feature-store CLI (``load_features``), a
-  real ``forkcast-inference`` process (``start_inference``), and session fixtures over them (``tiny_data``,
-  ``model_dir``, ``features_redis``) that a conftest imports to use: ``from forkcast_inference.testing import
-  features_redis as redis_server``.
+* Real dependencies: the tiny dataset (``tiny_data``, forkcast_data.testing's session fixture, re-exported here), a
+  one-epoch RankNet and its serving form (``train_tiny_model``), its features loaded into a redis-server by the
+  feature-store CLI (``load_features``), a real ``forkcast-inference`` process (``start_inference``), and session
+  fixtures over them (``model_dir``, ``features_redis``) that a conftest imports to use: ``from
+  forkcast_inference.testing import features_redis as redis_server``.
 * An ASGI driver (``call``, ``drive``) and an independent reference for the service's answers (``Reference``):
   float64, plain loops, the unfolded RankNet. It reads the dataset's parquet files (not Redis) and the serving form
   and shares no code with the service but the coordinate quantisation the feature store applies (1e-7 degree), so
@@ -33,6 +33,7 @@ import numpy as np
 import polars as pl
 import pytest
 
+from forkcast_data.testing import tiny_data as tiny_data  # re-exported: the conftests import it from here
 from forkcast_devservers.process import Proc, spawn, stop
 from forkcast_devservers.ready import http_ok, wait_until
 from forkcast_devservers.servers import RedisServer
@@ -44,18 +45,6 @@ BIN = Path(sys.executable).parent
 
 
 # -- real dependencies --------------------------------------------------------------------------------------------
-def generate_tiny(out: Path) -> Path:
-    """The tiny preset's SPEC §2 files in ``out``."""
-    from forkcast_data.generate import GenerateRequest, generate
-    from forkcast_data.presets import preset_sizes
-
-    generate(
-        GenerateRequest(out=out, preset="tiny", sizes=preset_sizes("tiny"), progress=False),
-        log=lambda _m: None,
-    )
-    return out
-
-
 def train_tiny_model(data: Path, run: Path, out: Path) -> Path:
     """A trained tiny RankNet (one epoch) and its serving form, as the files of one version in ``out``."""
     from forkcast_retrain.cli import main as retrain
@@ -79,11 +68,6 @@ def load_features(redis_url: str, data: Path) -> None:
 
 
 # -- session fixtures over them, imported by the conftests that use them -----------------------------------------
-@pytest.fixture(scope="session")
-def tiny_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return generate_tiny(tmp_path_factory.mktemp("tiny") / "data")
-
-
 @pytest.fixture(scope="session")
 def model_dir(tiny_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A trained tiny RankNet and its serving form, as the files of one version (no manifest)."""
@@ -125,6 +109,11 @@ def start_inference(redis_url: str, model_dir: Path, port: int, log: Path, timeo
         stop(proc)
         raise
     return proc
+
+
+# For apps whose tests compare answers, not deadlines: the 0.3 s of make_settings turned a test process starved by
+# a loaded machine into 503s (CI, 2026-12-05). Tests of the deadline itself keep the short default.
+ANSWER_TIMEOUT_S = 5.0
 
 
 def make_settings(redis_url: str, model_dir: Path | None, **extra: Any) -> InferenceSettings:

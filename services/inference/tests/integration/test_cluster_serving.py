@@ -29,13 +29,11 @@ from forkcast_devservers.ready import wait_until
 from forkcast_devservers.servers import RedisCluster, RedisServer
 from forkcast_inference.app import InferenceApp, create_app
 from forkcast_inference.cluster_features import ClusterFeatureReader, NodeConnections, round_trips
-from forkcast_inference.testing import BIN, PREFIX, Response, call, make_settings
+from forkcast_inference.testing import ANSWER_TIMEOUT_S, BIN, PREFIX, Response, call, make_settings
 
 pytestmark = pytest.mark.slow
 
 N_REQUESTS = 150
-# These tests compare answers, not deadlines: the 0.3 s of make_settings turned a starved test process into 503s.
-ANSWER_TIMEOUT_S = 5.0
 
 
 def load_cluster(url: str, data: Path) -> None:

@@ -101,8 +101,10 @@ def test_restaurant_move_is_seen_by_the_next_request(app: InferenceApp, redis_se
 
 
 def test_stalled_redis_gives_503_within_the_deadline_and_recovers(
-    app: InferenceApp, redis_server: RedisServer
+    redis_server: RedisServer, model_dir: Path
 ) -> None:
+    app = create_app(make_settings(redis_server.url, model_dir))  # the short deadline under test: 0.3 s
+    app.startup()
     assert redis_server.proc is not None
     os.kill(redis_server.proc.pid, signal.SIGSTOP)
     try:
