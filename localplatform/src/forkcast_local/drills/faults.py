@@ -52,9 +52,32 @@ NAME = "faults"
 CLIENT_KEYS = 8
 REDIS_DOWN_P99_S = 0.25  # a 503 while Redis is down comes at least this fast (99th percentile)
 RECOVERY_S = 5.0  # 200s again within this long after the pod is back
-MLFLOW_TIMEOUT_S = (
-    2  # MLFLOW_HTTP_REQUEST_TIMEOUT of the step run while MLflow is frozen (the default is 120 s)
-)
+# MLflow's HTTP retry settings for the step run while MLflow is frozen (forkcast_retrain.tracking's defaults are 2
+# retries, backoff 1, 30 s per try; MLflow's own 7 retries and 120 s): each try waits out the timeout.
+MLFLOW_RETRY_ENV = {
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "2",
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_JITTER": "1",
+}
+# Beyond the step's own time and MLflow's retry budget: a starved CI machine (the gate failed in 8.5 s on a quiet
+# one and in 31-35 s under a loaded test run, where a fixed 30 s bound failed the drill).
+MLFLOW_SLACK_S = 15.0
+
+
+def mlflow_retry_budget_s(env: dict[str, str]) -> float:
+    """The most one MLflow call can wait with ``env``'s retry settings before it fails: every try's timeout plus
+    the sleeps between tries. A sleep is urllib3's backoff (``Retry.get_backoff_time``: none after the first error,
+    ``factor * 2 ** (n - 1)`` after the n-th) with urllib3 2's own ``backoff_jitter`` added after the second error
+    on, and MLflow's ``JitteredRetry`` adds the jitter once more after every error (at most ``JITTER`` s each time).
+    tests/unit/test_faults_budget.py checks this against MLflow's retry object."""
+    timeout, retries = float(env["MLFLOW_HTTP_REQUEST_TIMEOUT"]), int(env["MLFLOW_HTTP_REQUEST_MAX_RETRIES"])
+    factor, jitter = (
+        float(env["MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR"]),
+        float(env["MLFLOW_HTTP_REQUEST_BACKOFF_JITTER"]),
+    )
+    sleeps = [jitter] + [factor * 2.0 ** (n - 1) + 2 * jitter for n in range(2, retries + 1)]
+    return (retries + 1) * timeout + sum(sleeps[:retries])
 
 
 @dataclass
@@ -376,7 +399,7 @@ class Faults:
                 str(run),
                 "--champion",
                 "auto",
-                extra={"MLFLOW_HTTP_REQUEST_TIMEOUT": str(MLFLOW_TIMEOUT_S)},
+                extra=MLFLOW_RETRY_ENV,
             )
             failed_s = time.monotonic() - t0
         finally:
@@ -387,12 +410,26 @@ class Faults:
             or "Nothing was lost" not in done.stderr
         ):
             problems.append(f"gate with MLflow frozen exited {done.returncode}: {done.stderr[-300:]!r}")
-        if failed_s > 30:
-            problems.append(f"gate took {failed_s:.0f} s to fail (bound 30 s)")
+        t1 = time.monotonic()
         again = self.cli("forkcast-retrain", "gate", "--out", str(run), "--champion", "auto")
+        again_s = time.monotonic() - t1
         if again.returncode != 0:
             problems.append(f"gate after SIGCONT exited {again.returncode}: {again.stderr[-300:]!r}")
-        return Result("mlflow-down", problems, {"failed_in_s": round(failed_s, 1)})
+        # Fast = the step's own time (measured in this run, MLflow answering) + one call's retry budget, where
+        # MLflow's defaults would wait out 8 tries of 120 s.
+        budget = mlflow_retry_budget_s(MLFLOW_RETRY_ENV)
+        bound = again_s + budget + MLFLOW_SLACK_S
+        if failed_s > bound:
+            problems.append(
+                f"gate took {failed_s:.1f} s to fail; bound {bound:.1f} s = the step with MLflow answering"
+                f" ({again_s:.1f} s) + MLflow's retry budget ({budget:.0f} s) + {MLFLOW_SLACK_S:.0f} s"
+            )
+        figures = {
+            "failed_in_s": round(failed_s, 1),
+            "passed_in_s": round(again_s, 1),
+            "bound_s": round(bound, 1),
+        }
+        return Result("mlflow-down", problems, figures)
 
     def close(self) -> None:
         for pod in self.extra:
