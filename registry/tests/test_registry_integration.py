@@ -159,7 +159,9 @@ def test_publish_and_verify_time_for_a_model_sized_version(registry: ModelRegist
     started = time.perf_counter()
     publish_version(registry, manifest, files)
     registry.download(manifest.version)
-    assert time.perf_counter() - started < 5.0
+    # A smoke bound, not a benchmark: well under a second unloaded, but the S3 round trips of a starved CI machine
+    # (SeaweedFS shares its 2 cores) had little margin under 5 s; a stuck retry loop or a hang still fails it.
+    assert time.perf_counter() - started < 30.0
 
 
 @pytest.mark.parametrize("name", ["../../escaped.pt", "/tmp/absolute.pt", "notes.txt"])

@@ -39,6 +39,7 @@ from forkcast_delivery import redis_acl
 from forkcast_delivery.render import Doc, render
 from prometheus_client.parser import text_string_to_metric_families
 
+from forkcast_contract import metric_names as n
 from forkcast_contract.streams import FEEDBACK_DEDUP_PREFIX, FEEDBACK_STREAM, PREDICTIONS_STREAM
 from forkcast_devservers.ports import free_port
 from forkcast_devservers.process import Proc, spawn, stop
@@ -57,16 +58,35 @@ INSTANCES = {"features": "redis", "events": "redis-events"}
 # Client keys; "flooder" is spent by the flood test alone, so its bucket starts full whatever ran before.
 CLIENTS = ("alice", "bob", "mallory", "flooder")
 ADMIN = "ops"
-# The gateway under attack: its real defaults except a short body deadline (so slowloris tests take seconds) and a
-# small per-key feedback bucket (so a flood reaches the limit in a few dozen requests); both stay far below
-# /recommend's bucket, which is what issue 18.2 asks of the feedback limit.
+# The gateway under attack: its real defaults except a short body deadline (so slowloris tests take seconds), a
+# small per-key feedback bucket (so a flood reaches the limit in a few dozen requests; both stay far below
+# /recommend's bucket, which is what issue 18.2 asks of the feedback limit) and the slack timeouts below.
 BODY_TIMEOUT_S = 1.0
 FEEDBACK_RATE_PER_S = 0.5
 FEEDBACK_BURST = 40
+# Redis and upstream timeouts far above production's (gateway: Redis 0.1 s, connect 0.05 s, upstream 1 s; inference:
+# Redis 0.25 s): no attack here stalls Redis or inference, so on a starved CI machine a production timeout would
+# only turn an honest answer into a 503 (or let the rate limiter fail open) and break a count the test compares.
+SLACK_TIMEOUTS = {
+    "FORKCAST_REDIS_TIMEOUT_S": "5",
+    "FORKCAST_CONNECT_TIMEOUT_S": "2",
+    "FORKCAST_UPSTREAM_TIMEOUT_S": "10",
+}
+# How long the observer waits for inference to write the prediction event of every answered recommendation.
+EVENTS_DEADLINE_S = 30.0
 # The AUC job's minimums, low enough for the baseline the suite builds (two keys, ~30 pairs each).
 AUC_MIN_SAMPLES, AUC_MIN_PER_CLASS, AUC_MAX_KEY_SHARE = 20, 3, 0.5
 BODY = {"candidate_restaurant_ids": list(range(0, 2000, 3)), "latitude": 13.87, "longitude": 100.58,
         "max_dist": 20000, "size": 30}  # fmt: skip
+
+
+def sample(text: str, name: str, **labels: str) -> float:
+    """A sample of a Prometheus text exposition (0 when the labelled series does not exist yet)."""
+    for family in text_string_to_metric_families(text):
+        for found in family.samples:
+            if found.name == name and all(found.labels.get(k) == v for k, v in labels.items()):
+                return float(found.value)
+    return 0.0
 
 
 # -- the product's own tools --------------------------------------------------------------------------------------
@@ -194,9 +214,11 @@ class Stack:
         return self.gateway.url
 
     # -- a client's calls --------------------------------------------------------------------------------------
-    def recommend(self, key: str, user: str = "u00042", **headers: str) -> requests.Response:
+    def recommend(
+        self, key: str, user: str = "u00042", *, gateway: Gateway | None = None, **headers: str
+    ) -> requests.Response:
         r = self.session.post(
-            f"{self.url}/recommend/{user}",
+            f"{(gateway or self.gateway).url}/recommend/{user}",
             json=BODY,
             headers={"x-api-key": self.keys[key], **headers},
             timeout=10,
@@ -220,17 +242,25 @@ class Stack:
 
     def metric(self, name: str, url: str | None = None, **labels: str) -> float:
         """A sample of the gateway's /metrics (0 when the labelled series does not exist yet)."""
-        text = self.session.get(f"{url or self.url}/metrics", timeout=5).text
-        for family in text_string_to_metric_families(text):
-            for sample in family.samples:
-                if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
-                    return float(sample.value)
-        return 0.0
+        return sample(self.session.get(f"{url or self.url}/metrics", timeout=5).text, name, **labels)
 
     # -- the observer ------------------------------------------------------------------------------------------
+    def wait_for_events(self) -> None:
+        """Wait until inference has flushed the prediction event of every recommendation it answered 200 (written
+        or dropped, by its own counters). It flushes every 50 ms, which a starved CI machine stretches past any
+        fixed sleep; a dropped event still shows as a missing prediction in ``assert_untouched``."""
+
+        def flushed() -> bool:
+            text = self.session.get(f"{self.inference_url}/metrics", timeout=5).text
+            answered = sample(text, f"{n.INFERENCE_REQUEST_SECONDS}_count", status="2xx")
+            done = sample(text, f"{n.INFERENCE_EVENTS_WRITTEN}_total")
+            return done + sample(text, f"{n.INFERENCE_EVENTS_DROPPED}_total") >= answered
+
+        wait_until(flushed, timeout_s=EVENTS_DEADLINE_S, what="inference's prediction events")
+
     def snapshot(self) -> Snapshot:
-        """The state after the events of every answered request have landed (inference flushes every 50 ms)."""
-        time.sleep(0.3)
+        """The state after the events of every answered request have landed."""
+        self.wait_for_events()
         f, e = self.features.client(), self.events.client()
         digest = hashlib.sha256()
         names = sorted(k for k in f.scan_iter(count=5000) if not k.startswith(b"fc:gateway:"))
@@ -312,6 +342,7 @@ def stack(
                     "FORKCAST_HOST": "127.0.0.1",
                     "FORKCAST_PORT": str(inference_port),
                     "FORKCAST_LOG_LEVEL": "WARNING",
+                    "FORKCAST_REDIS_TIMEOUT_S": SLACK_TIMEOUTS["FORKCAST_REDIS_TIMEOUT_S"],
                     # A model directory is a development setting: production refuses it (and a loopback Redis).
                     "FORKCAST_ENVIRONMENT": "local",
                 },
@@ -346,6 +377,7 @@ def stack(
                 "FORKCAST_FEEDBACK_RATE_PER_S": str(FEEDBACK_RATE_PER_S),
                 "FORKCAST_FEEDBACK_RATE_BURST": str(FEEDBACK_BURST),
                 "FORKCAST_LOG_LEVEL": "WARNING",
+                **SLACK_TIMEOUTS,
                 **env,
             }
             url = f"http://127.0.0.1:{port}"
@@ -372,8 +404,8 @@ def baseline(stack: Stack) -> Snapshot:
     best-ranked restaurants, a few lower down), enough pairs for the online AUC to have a value strictly between
     0 and 1 that an attack would have to move; 36 labels per key stay within its feedback bucket."""
     for key, user in (("alice", 7), ("bob", 100)):
-        for n in range(2):
-            rid, restaurants = stack.served(key, f"u{user + n:05d}")
+        for offset in range(2):
+            rid, restaurants = stack.served(key, f"u{user + offset:05d}")
             for rank, r in enumerate(restaurants[:18]):
                 answer = stack.feedback(key, rid, r["id"], clicked=rank < 6 or rank % 5 == 0)
                 assert answer.status_code == 202, answer.text

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import os
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -15,12 +16,18 @@ import pytest
 from forkcast_devservers.load import closed_loop, open_loop, percentile, summary
 from forkcast_devservers.process import cpu_seconds, rss_mib
 
+# How long the server takes to answer /slow: a generator that waited for any answer before a send would be late by
+# about this much, which the open-loop test tells apart from a starved CI machine's scheduling noise.
+SLOW_S = 0.5
+
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive, as uvicorn serves
 
     def do_POST(self) -> None:
         self.rfile.read(int(self.headers["Content-Length"]))
+        if self.path == "/slow":
+            time.sleep(SLOW_S)
         status = 500 if self.path == "/fail" else 200
         body = b'{"ok":true}'
         self.send_response(status)
@@ -53,9 +60,12 @@ def test_closed_loop_counts_every_answer_and_each_non_200_as_an_error(port: int)
 
 
 def test_open_loop_sends_rate_times_seconds_requests_on_schedule(port: int) -> None:
-    out = asyncio.run(open_loop([port], [_raw("/ok")], 50.0, 0.4))
+    # Every answer takes SLOW_S: a send that waited for an earlier answer is late by >= SLOW_S - 20 ms (a closed
+    # loop by seconds), so half of SLOW_S still catches it; the old 50 ms on a fast server failed whenever a starved CI
+    # machine made two of the 20 sends late.
+    out = asyncio.run(open_loop([port], [_raw("/slow")], 50.0, 0.4))
     assert out["requests"] == 20 and out["errors"] == 0
-    assert out["send_lag_p95_ms"] < 50, "the generator fell behind its own schedule"
+    assert out["send_lag_p95_ms"] < SLOW_S * 1000 / 2, "the generator fell behind its own schedule"
 
 
 def test_percentiles_are_numpys_linear_ones() -> None:

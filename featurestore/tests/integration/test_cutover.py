@@ -4,7 +4,6 @@ refusals, and garbage collection of retired versions after their grace period.""
 from __future__ import annotations
 
 import threading
-import time
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +11,7 @@ import pytest
 import redis
 
 from forkcast_contract.feature_store import pack_restaurants, pack_users, split_values
+from forkcast_devservers.ready import wait_until
 from forkcast_features.cutover import CutoverError, activate, collectable, gc, rollback
 from forkcast_features.loader import load_version
 from forkcast_features.reader import read_request
@@ -65,15 +65,25 @@ def test_cutover_under_concurrent_readers_never_mixes_versions(
             ):
                 mixed.append(f"{got.version} user {uid}")
 
+    def after_some_reads(of: str) -> None:
+        # Each flip waits until a few reads got the version it made live (test_cluster_cutover waits likewise): a
+        # fixed 10 ms between flips let a starved CI machine run all 20 flips before the readers read between them.
+        start = seen[of]
+        wait_until(
+            lambda: seen[of] >= start + 3 or not any(t.is_alive() for t in threads),
+            timeout_s=30,
+            what=f"reads of {of} between flips",
+        )
+
     threads = [threading.Thread(target=reader, args=(i,)) for i in range(4)]
     for t in threads:
         t.start()
     try:
         for _ in range(20):
             activate(client, "fc", b)
-            time.sleep(0.01)
+            after_some_reads(b)
             rollback(client, "fc")
-            time.sleep(0.01)
+            after_some_reads(a)
     finally:
         stop.set()
         for t in threads:

@@ -156,15 +156,16 @@ def test_survives_redis_losing_everything_and_serves_metrics(
         events, feedback, _ = traffic(rng, 20, "v1", NOW - 30)
         write_predictions(client, events[:10])
         write_feedback(redis_server.url, feedback[:50])
-        wait_until(
-            lambda: job.joiner.counts[("feedback", "joined")] == 50, timeout_s=10.0, what="50 feedback joined"
+        wait_until(  # 30 s (was 10): the job's reads on a starved CI machine
+            lambda: job.joiner.counts[("feedback", "joined")] == 50, timeout_s=30.0, what="50 feedback joined"
         )
         client.flushall()  # a Redis restarted empty: streams and consumer groups are gone
         write_predictions(client, events[10:])
         write_feedback(redis_server.url, feedback[50:])
         wait_until(
             lambda: job.joiner.counts[("feedback", "joined")] == 100,
-            timeout_s=10.0,
+            # 30 s (was 10): the job's NOGROUP backoff (0.5, 1, 2, 4 s) plus its reads, on a starved CI machine.
+            timeout_s=30.0,
             what="100 feedback joined",
         )
         registry = CollectorRegistry()

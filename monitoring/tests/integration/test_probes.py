@@ -6,10 +6,10 @@ from __future__ import annotations
 import os
 import secrets
 import sys
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -18,6 +18,7 @@ from pydantic import ValidationError
 
 from forkcast_devservers.ports import free_port
 from forkcast_devservers.process import spawn, stop
+from forkcast_devservers.ready import wait_until
 from forkcast_devservers.servers import RedisServer
 from forkcast_monitoring.probes import redis_ready, start_probe_server
 from forkcast_monitoring.settings import DriftSettings, MonitoringSettings
@@ -35,7 +36,9 @@ def test_readyz_follows_redis_and_healthz_does_not(tmp_path: Path) -> None:
     registry = CollectorRegistry()
     Gauge("forkcast_probe_test", "a metric of this server", registry=registry).set(3)
     with RedisServer(tmp_path) as redis_server:
-        server = start_probe_server("127.0.0.1", 0, registry, redis_ready(redis_server.url, timeout_s=0.5))
+        # 5 s (was 0.5): the Redis that is up must answer in time on a starved CI machine; the one that is down
+        # below refuses the connection at once.
+        server = start_probe_server("127.0.0.1", 0, registry, redis_ready(redis_server.url, timeout_s=5.0))
         base = f"http://127.0.0.1:{server.server_address[1]}"
         assert status(base + "/readyz") == (200, "ready\n")
         assert "forkcast_probe_test 3.0" in status(base + "/metrics")[1]
@@ -88,6 +91,13 @@ def test_drift_settings_read_the_environment(monkeypatch: pytest.MonkeyPatch) ->
     assert (s.drift_every_s, s.feature_prefix, str(s.drift_reference_root)) == (15.0, "fx", "/refs")
 
 
+def names_its_redis(log: Path, redacted: str, refused: bool) -> bool:
+    """``log`` names the Redis by its redacted URL and, when the password is refused, holds the retry warning."""
+    text = log.read_text()
+    warned = "WRONGPASS" in text or "invalid username-password" in text
+    return redacted in text and (warned or not refused)
+
+
 @pytest.mark.parametrize("program", ["forkcast-online-auc", "forkcast-drift"])
 def test_a_job_never_logs_a_redis_password(
     program: str, tmp_path: Path, redis_server_factory: Callable[..., RedisServer]
@@ -109,13 +119,15 @@ def test_a_job_never_logs_a_redis_password(
             "FORKCAST_DRIFT_EVERY_S": "0.2",
         }
         log = tmp_path / f"{program}-{'right' if password == right else 'wrong'}.log"
+        redacted = f"redis://:***@127.0.0.1:{server.port}/0"
         proc = spawn([str(Path(sys.executable).parent / program)], env=env, log=log)
-        try:
-            time.sleep(3.0)
+        try:  # until the lines that name the Redis are logged (was a fixed 3 s: the jobs import a lot)
+            logged = partial(names_its_redis, log, redacted, password == wrong)
+            wait_until(logged, timeout_s=60, what=f"{program}'s Redis lines", proc=proc)
         finally:
             stop(proc)
         out = log.read_text()
         assert password not in out, out
-        assert f"redis://:***@127.0.0.1:{server.port}/0" in out, out
+        assert redacted in out, out
         if password == wrong:
             assert "WRONGPASS" in out or "invalid username-password" in out, out  # the warning was logged

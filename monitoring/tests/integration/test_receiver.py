@@ -444,7 +444,8 @@ def test_a_client_dripping_its_request_is_cut_off_at_the_deadline(
                     closed_after = time.monotonic() - start
                     break
         assert closed_after is not None, "the receiver kept a dripping client for 5 s"
-        assert closed_after < 2.0, closed_after
+        # Six deadlines (was 2 s): room for a starved CI machine, still short of the 5 s a held client drips.
+        assert closed_after < 0.5 * 6, closed_after
         # The twin: a request that arrives in time is still served.
         post(f"http://127.0.0.1:{server.server_address[1]}/alerts", [alert("a1")])
     finally:

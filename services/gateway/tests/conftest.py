@@ -76,7 +76,12 @@ def ids(request_id_key_file: Path) -> RequestIds:
 def make_gateway(
     redis_server: RedisServer, keys_file: Path, request_id_key_file: Path
 ) -> Callable[..., Edge]:
-    """Build a gateway app; keyword arguments override settings (upstreams defaults to nothing useful)."""
+    """Build a gateway app; keyword arguments override settings (upstreams defaults to nothing useful).
+
+    The Redis, connect and upstream timeouts default to generous values, not production's 0.1 s / 0.05 s / 1 s: the
+    app, its stand-in upstreams and the test client share one process, and on a starved CI machine those can turn
+    tests that only compare answers into 503s, fail-open admissions and retries. A test about one of these
+    timeouts passes its own short value."""
 
     def build(**overrides: Any) -> Edge:
         fields: dict[str, Any] = {
@@ -85,6 +90,9 @@ def make_gateway(
             "api_keys_file": keys_file,
             "request_id_key_file": request_id_key_file,
             "access_log": False,
+            "redis_timeout_s": 5.0,
+            "connect_timeout_s": 2.0,
+            "upstream_timeout_s": 10.0,
             **overrides,
         }
         return create_app(GatewaySettings(**fields))

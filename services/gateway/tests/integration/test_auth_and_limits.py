@@ -11,6 +11,7 @@ import pytest
 import redis
 import requests
 
+from forkcast_devservers.ready import wait_until
 from forkcast_devservers.servers import RedisServer
 from forkcast_gateway.auth import KeyFileError, KeyStore, hash_key, parse_key_file
 from forkcast_gateway.edge import Edge
@@ -58,9 +59,15 @@ def test_keys_rotate_without_restart(make_gateway: Callable[..., Edge], tmp_path
             requests.post(url, data=BODY, headers={"x-api-key": "old-secret-1"}, timeout=5).status_code == 200
         )
         write_keys(tmp_path / "keys.new", {"new": ("new-secret-2", "")}).replace(path)  # atomic, as a mount
-        time.sleep(0.1)
-        assert (
-            requests.post(url, data=BODY, headers={"x-api-key": "old-secret-1"}, timeout=5).status_code == 401
+        # Until the reload (every 0.05 s) has dropped the old key; polled, as a fixed 0.1 s can be too short on a
+        # starved CI machine.
+        wait_until(
+            lambda: (
+                requests.post(url, data=BODY, headers={"x-api-key": "old-secret-1"}, timeout=5).status_code
+                == 401
+            ),
+            timeout_s=10,
+            what="the old key refused after the rotation",
         )
         assert (
             requests.post(url, data=BODY, headers={"x-api-key": "new-secret-2"}, timeout=5).status_code == 200
@@ -81,7 +88,9 @@ def test_keystore_refuses_a_broken_file_at_start(tmp_path: Path) -> None:
 def test_token_bucket_holds_across_replicas(make_gateway: Callable[..., Edge], redis_server: object) -> None:
     """Two gateway apps on one Redis share the key's bucket: burst 5 in all, then 429 with Retry-After."""
     upstream = StandIn()
-    settings = {"rate_per_s": 0.5, "rate_burst": 5}
+    # 0.01 tokens/s (one per 100 s): at 0.5/s a token came back whenever the first six requests took over 2 s, as
+    # they can on a starved CI machine.
+    settings = {"rate_per_s": 0.01, "rate_burst": 5}
     with (
         serve(upstream) as up,
         serve(make_gateway(upstreams=up, **settings)) as a,
@@ -230,4 +239,5 @@ def test_a_hung_redis_does_not_queue_requests_behind_its_timeout() -> None:
 
     passed, elapsed = asyncio.run(run())
     assert all(passed)
-    assert elapsed < 1.0, f"20 requests took {elapsed:.2f} s: they queued behind the 0.2 s timeout"
+    # Queued, the 20 would take 20 × 0.2 s = 4 s; 2 s leaves a starved CI machine room and still tells them apart.
+    assert elapsed < 2.0, f"20 requests took {elapsed:.2f} s: they queued behind the 0.2 s timeout"

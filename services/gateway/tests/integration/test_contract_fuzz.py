@@ -41,6 +41,11 @@ def live(
             api_keys_file=keys_file,
             upstreams=inference_url,
             access_log=False,
+            # Generous, not production's 0.1 s / 0.05 s / 1 s: every answer must be < 500, and on a starved CI
+            # machine (app, client and inference on 2 cores) those timeouts can answer 503 (as conftest.make_gateway).
+            redis_timeout_s=5.0,
+            connect_timeout_s=2.0,
+            upstream_timeout_s=10.0,
         )
     )
     with serve(app) as url, requests.Session() as session:

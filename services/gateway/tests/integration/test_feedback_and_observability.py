@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import io
 import json
-import time
 from collections.abc import Callable
 
 import pytest
 import redis
 import requests
 
+from forkcast_devservers.ready import wait_until
 from forkcast_gateway.edge import Edge
 from forkcast_gateway.request_ids import RequestIds
 from forkcast_gateway.testing import ADMIN_KEY, KEY, StandIn, serve
@@ -74,8 +74,16 @@ def test_metrics_and_access_log(make_gateway: Callable[..., Edge]) -> None:
             ).headers["x-request-id"]
             requests.post(f"{gw}/recommend/u123", data=b"{", headers=H, timeout=5)
             metrics = requests.get(f"{gw}/metrics", timeout=5).text
-            time.sleep(gateway.access.flush_s + 0.25)
-            # Written by the flush timer, while the gateway still runs (not only at shutdown).
+
+            def flushed() -> bool:
+                lines = [json.loads(x) for x in sink.getvalue().splitlines()]
+                return any(x.get("correlation_id") == "log-me" for x in lines) and any(
+                    x.get("status") == 422 for x in lines
+                )
+
+            # Written by the flush timer, while the gateway still runs (not only at shutdown): polled up to 30 s,
+            # not a fixed flush_s + 0.25 s, which a starved CI machine's late timer could outlast.
+            wait_until(flushed, timeout_s=30, what="the access log lines, flushed while the gateway runs")
             lines = [json.loads(x) for x in sink.getvalue().splitlines()]
     assert (
         'forkcast_gateway_requests_total{method="POST",route="/recommend/{user_id}",status_class="2xx"} 1.0'

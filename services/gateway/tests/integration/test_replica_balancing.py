@@ -95,6 +95,11 @@ def gateway(
             "FORKCAST_RATE_BURST": "100000",
             "FORKCAST_ACCESS_LOG": "false",
             "FORKCAST_LOG_LEVEL": "WARNING",
+            # Generous, not production's 0.1 s / 0.05 s / 1 s: the shares count every request once, and on a
+            # starved CI machine a connect timeout is a retry (counted twice) or a 503.
+            "FORKCAST_REDIS_TIMEOUT_S": "5",
+            "FORKCAST_CONNECT_TIMEOUT_S": "2",
+            "FORKCAST_UPSTREAM_TIMEOUT_S": "10",
         }
         proc = spawn([str(BIN / "forkcast-gateway")], env=env, log=tmp_path / f"gateway-{port}.log")
         started.append(proc)

@@ -133,13 +133,15 @@ def test_close_before_an_answer_is_connect_failed() -> None:
 
 def test_slow_answer_times_out_at_the_deadline_and_the_connection_is_dropped() -> None:
     async def run() -> None:
-        handler, _ = answering(OK, delay_s=1.0)
+        handler, _ = answering(OK, delay_s=10.0)
         server, port = await serving(handler)
         p, loop = pool(port), asyncio.get_running_loop()
         t0 = loop.time()
         with pytest.raises(TimeoutError):
-            await p.request(REQUEST, 1.0, t0 + 0.1)
-        assert loop.time() - t0 < 0.5
+            await p.request(REQUEST, 5.0, t0 + 0.1)
+        # Cut at the 0.1 s deadline, not at the 5 s connect timeout or the 10 s answer: 2 s between them leaves a
+        # starved CI machine room (0.5 s against a 1 s connect timeout was too close).
+        assert loop.time() - t0 < 2.0
         assert not p.idle and not p.open, "a connection with an answer still due went back to the pool"
         server.close()
 

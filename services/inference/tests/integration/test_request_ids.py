@@ -19,7 +19,7 @@ from forkcast_contract.api import REQUEST_ID_PATTERN
 from forkcast_contract.streams import NO_KEY_ID, PREDICTION_FIELDS
 from forkcast_devservers.servers import RedisServer
 from forkcast_inference.app import InferenceApp, create_app
-from forkcast_inference.testing import call, drive, make_settings
+from forkcast_inference.testing import ANSWER_TIMEOUT_S, call, drive, make_settings
 
 MINTED = "AAAAAAAAAAAAAAAAAAAAAA.BBBBBBBBBBBBBBBBBBBBBB"
 
@@ -91,7 +91,14 @@ def test_prediction_events_go_to_the_events_redis(
 ) -> None:
     """FORKCAST_EVENTS_REDIS_URL set: the events land there, none in the features Redis (issue 18.2)."""
     with RedisServer(tmp_path / "events-redis") as events:
-        app = create_app(make_settings(redis_server.url, model_dir, events_redis_url=events.url))
+        app = create_app(
+            make_settings(
+                redis_server.url,
+                model_dir,
+                events_redis_url=events.url,
+                redis_timeout_s=ANSWER_TIMEOUT_S,  # compares where events land, not the Redis deadline
+            )
+        )
         app.startup()
         features = redis.Redis(port=redis_server.port)
         features.delete(app.settings.events_stream)

@@ -15,6 +15,7 @@ import redis
 
 from forkcast_contract.feature_store import FeatureKeys, pointer_key
 from forkcast_contract.registry_format import version_time
+from forkcast_devservers.ready import wait_until
 from forkcast_devservers.servers import RedisServer
 from forkcast_inference.app import InferenceApp, create_app
 from forkcast_inference.testing import PREFIX, call, make_settings
@@ -117,8 +118,11 @@ def test_stalled_redis_gives_503_within_the_deadline_and_recovers(
     assert status == 503 and "unavailable" in str(out["detail"])
     assert elapsed < 1.0  # redis_timeout_s = 0.3
     assert r.status == 503
-    assert _post(app, "1", GOOD)[0] == 200
-    assert call(app, "GET", "/readyz").status == 200
+    # Recovery is polled: right after SIGCONT a starved CI machine may not give redis-server its first 0.3 s.
+    wait_until(lambda: _post(app, "1", GOOD)[0] == 200, timeout_s=10, what="/recommend 200 after SIGCONT")
+    wait_until(
+        lambda: call(app, "GET", "/readyz").status == 200, timeout_s=10, what="/readyz 200 after SIGCONT"
+    )
 
 
 def test_events_reach_the_bounded_stream_and_failures_are_counted(
@@ -158,6 +162,7 @@ def _event() -> object:
 def test_readiness_and_version(app: InferenceApp) -> None:
     assert call(app, "GET", "/healthz").status == 200
     assert call(app, "GET", "/readyz").status == 200
+    assert app.warmed_up  # the ranking path ran once before the first request (ranking.warm_up)
     info = json.loads(call(app, "GET", "/version").body)
     assert info["model_sha256"] and info["data_fingerprint"] and info["feature_version"]
     metrics = call(app, "GET", "/metrics").body.decode()
@@ -247,7 +252,7 @@ def test_console_script_serves_over_http(redis_server: RedisServer, model_dir: P
     from forkcast_inference.testing import start_inference
 
     port = free_port()
-    proc = start_inference(redis_server.url, model_dir, port, tmp_path / "inference.log", timeout_s=10.0)
+    proc = start_inference(redis_server.url, model_dir, port, tmp_path / "inference.log")  # 30 s to ready
     base = f"http://127.0.0.1:{port}"
     try:
         req = urllib.request.Request(
@@ -260,12 +265,13 @@ def test_console_script_serves_over_http(redis_server: RedisServer, model_dir: P
             metrics = r.read().decode()
         assert "forkcast_inference_request_seconds_bucket" in metrics
         # The process's first request is not cold: its geo stage took 37-100 ms before the warm-up at readiness
-        # (numpy's first calls), which made a canary's p95 on a few requests fail the 50 ms bar.
+        # (numpy's first calls), which made a canary's p95 on a few requests fail the 50 ms bar. The bound is half
+        # that bar (was 10 ms): a warm first request preempted on a starved CI machine pays a scheduler slice.
         geo = next(
             x
             for x in metrics.splitlines()
             if x.startswith('forkcast_inference_stage_seconds_sum{stage="geo"}')
         )
-        assert float(geo.split()[1]) < 0.010, geo
+        assert float(geo.split()[1]) < 0.025, geo
     finally:
         stop(proc)
