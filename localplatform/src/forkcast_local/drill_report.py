@@ -51,7 +51,7 @@ def render_markdown(r: dict[str, Any]) -> str:
         f"| ≤ {TARGETS['firing_delay_s']:.0f} s |",
         f"| drift injected → GitLab trigger | {_f(alert.get('drift_to_trigger_s'), 1)} s | |",
         f"| retrain-to-100 % (trigger → canary at 100 %) | {_f(r.get('retrain_to_100_s'), 1)} s "
-        f"| ≤ {TARGETS['retrain_to_100_s']:.0f} s |",
+        f"| ≤ {r.get('retrain_target_s', TARGETS['retrain_to_100_s']):.0f} s |",
         f"| alert episodes (firing, per version) | {r.get('alert_episodes', {})} | one |",
         f"| retrain triggers | {r.get('triggers', '–')} | 1 |",
         f"| gate (CI's call, the run's trigger.json naming the alert) | {ci_gate} | passed |",

@@ -130,8 +130,11 @@ def test_a_killed_component_is_restarted_alone(platform: PlatformConfig) -> None
     before = _procs(platform)
     inference = before["inference"][0]
     os.kill(inference, signal.SIGKILL)
-    deadline = time.monotonic() + 5
-    while start_ticks(inference) is not None and time.monotonic() < deadline:
+    # 30 s, asserted (was 5 s, then on regardless): `up` must find the pod gone, and a starved CI machine may take
+    # a while to reap it.
+    deadline = time.monotonic() + 30
+    while start_ticks(inference) is not None:
+        assert time.monotonic() < deadline, f"inference (PID {inference}) still there 30 s after SIGKILL"
         time.sleep(0.05)
     lines: list[str] = []
     up(platform, log=lines.append)

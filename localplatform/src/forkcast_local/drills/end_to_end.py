@@ -56,7 +56,7 @@ from forkcast_local.config import DEFAULT_CONFIG, PlatformConfig, Speed, load_co
 from forkcast_local.demo import _ensure_gitops
 from forkcast_local.drill_ci import LocalGitLab, Pipeline
 from forkcast_local.drill_lake import Lake, job_figures
-from forkcast_local.drill_report import write_report
+from forkcast_local.drill_report import TARGETS, write_report
 from forkcast_local.rehearsal.podsets import Release
 from forkcast_local.rehearsal.releases import dataset, train
 from forkcast_local.rehearsal.runner import Outcome, Stack, Update, rehearse
@@ -76,6 +76,10 @@ CLIENT_KEYS = 8
 SIMULATOR_GROUP = "feedback-sim"
 # The lake check's agreement bound: the same pairs give the same AUC up to the rounding of one division.
 AUC_MATCH = 1e-9
+# The lake check reads the job's estimate every this long until this long before its window's horizon: the last
+# read that ended before the horizon counts, so a starved job has until then to hold every pair of the burst.
+LAKE_READ_EVERY_S = 0.5
+LAKE_READ_MARGIN_S = 1.5
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -120,6 +124,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="seconds of drifted traffic the training table spans (the retrain waits for them after the drift)",
     )
     p.add_argument("--timeout-s", type=float, default=900.0, help="bound on each long wait of the drill")
+    p.add_argument(
+        "--retrain-target-s",
+        type=float,
+        default=TARGETS["retrain_to_100_s"],
+        help="the drill fails when the GitLab trigger → canary at 100 %% takes longer (default: the product "
+        "target, %(default)g s)",
+    )
     p.add_argument(
         "--burst-s",
         type=float,
@@ -216,7 +227,10 @@ class EndToEnd:
     def __init__(self, o: argparse.Namespace, work: Path) -> None:
         self.o, self.work = o, work
         self.tl = Timeline()
-        self.report: dict[str, Any] = {"options": {k: str(v) for k, v in vars(o).items()}}
+        self.report: dict[str, Any] = {
+            "options": {k: str(v) for k, v in vars(o).items()},
+            "retrain_target_s": o.retrain_target_s,
+        }
         self.pipelines: list[Pipeline] = []
         self.retrain_done = threading.Event()
         self.retrain_error: BaseException | None = None
@@ -551,8 +565,9 @@ class EndToEnd:
         The job's window at its time ``now`` holds the pairs predicted at or after ``now - window_s``; the drill
         never learns that ``now`` to the microsecond, so it makes the window's content known instead: traffic
         pauses until the job has dropped ``version``'s window (every pair older than the window), then a burst
-        shorter than the window runs from ``since``; the job is read after it has read every event and computed
-        again, but before ``since + window_s``, so its window is exactly the burst's labelled pairs.
+        shorter than the window runs from ``since``; once the job has been handed every event, it is read again
+        and again until just before ``since + window_s``, and the last read that ended before then counts, so its
+        window is exactly the burst's labelled pairs, computed as late as the window allows.
         """
         o, lake = self.o, self.lake
         assert lake is not None
@@ -580,9 +595,17 @@ class EndToEnd:
             "the online-AUC job to read every event",
             0.1,
         )
-        time.sleep(float(job["compute_every_s"]) + 0.5)  # its next estimate holds them
-        read_at = time.time()
+        # Not one read a fixed pause after that (its next estimate was assumed to hold them; a starved job may
+        # take longer): the last read that ended before the window's horizon, the job's latest estimate of it.
+        time.sleep(float(job["compute_every_s"]) + 0.5)
         figures = job_figures(url, version)
+        read_at = time.time()  # after the read: the estimate it returned was computed before this
+        while time.time() + LAKE_READ_EVERY_S < since + o.window_s - LAKE_READ_MARGIN_S:
+            time.sleep(LAKE_READ_EVERY_S)
+            latest = job_figures(url, version)
+            if time.time() - o.window_s >= since:
+                break  # this read ended past the horizon: the one before it counts
+            figures, read_at = latest, time.time()
         if read_at - o.window_s >= since:
             raise DrillError(
                 f"the job was read {read_at - since:.1f} s after the burst began, not within its {o.window_s:g} s "
@@ -674,7 +697,7 @@ def checks(r: dict[str, Any]) -> dict[str, bool]:
         "gate passed": bool(retrain.get("gate_passed")),
         "overlay changed to the new version": bool(retrain.get("overlay_changed")),
         "canary promoted to 100 %": (r["rollout"]["phase"], r["rollout"]["weight"]) == ("Healthy", 100),
-        "retrain-to-100 % ≤ 300 s": r["retrain_to_100_s"] <= 300,
+        f"retrain-to-100 % ≤ {r['retrain_target_s']:g} s": r["retrain_to_100_s"] <= r["retrain_target_s"],
         f"new version's online AUC ≥ the served one's on the drifted traffic + {auc['min_gain']}": auc[
             "recovered"
         ]
