@@ -1,7 +1,7 @@
 """Generated datasets for other packages' tests: one quiet way to draw a preset, and the shared ``tiny_data`` fixture.
 
-Imported by test code only (pytest is the tests' dependency, imported here for the fixture decorator); a conftest
-re-exports ``tiny_data`` by importing it. Every test that needs a dataset on disk draws it through
+Imported by test code only (extra ``testing`` brings pytest, for the fixture decorator; no image installs it); a
+conftest re-exports ``tiny_data`` by importing it. Every test that needs a dataset on disk draws it through
 :func:`generate_dataset`, so a change to the generator's request reaches them all.
 """
 

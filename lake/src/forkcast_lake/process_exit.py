@@ -17,6 +17,7 @@ import contextlib
 import logging
 import os
 import sys
+import traceback
 from collections.abc import Callable
 from typing import NoReturn
 
@@ -43,9 +44,17 @@ def _status(exc: SystemExit) -> int:
 
 
 def exit_after(main: Callable[[], int]) -> NoReturn:
-    """Run a console script's ``main`` and end the process with its status (argparse's exits included)."""
+    """Run a console script's ``main`` and end the process with its status (argparse's exits included). An
+    exception ``main`` lets through is printed as Python prints it and ends the process with Python's status for it
+    (1; 130 for Ctrl-C), still without finalization: a crash after deltalake loaded must not become a SIGABRT."""
     try:
         code = main()
     except SystemExit as exc:
         code = _status(exc)
+    except KeyboardInterrupt:
+        traceback.print_exc()
+        code = 130
+    except BaseException:
+        traceback.print_exc()
+        code = 1
     exit_now(code)

@@ -3,7 +3,8 @@
 delta-rs can abort the interpreter's finalization with SIGABRT after a command finished (forkcast_lake.process_exit),
 so the commands skip finalization. Shown in a child process: an ``atexit`` handler (finalization's first step)
 never runs, yet what the command printed and logged, unterminated lines included, reaches the reader, and the
-status is the command's own, argparse's ``SystemExit`` included. Then that every console script and module that
+status is the command's own, argparse's ``SystemExit`` included; an exception it lets through is printed with its
+traceback and exits 1, as Python would, still without finalization. Then that every console script and module that
 may load deltalake is wired through it.
 """
 
@@ -36,6 +37,8 @@ def main() -> int:
         raise SystemExit(2)
     if outcome == "message":
         raise SystemExit("bad usage")
+    if outcome == "crash":
+        raise RuntimeError("a bug after deltalake loaded")
     return int(outcome)
 
 exit_after(main)
@@ -49,6 +52,7 @@ exit_after(main)
         ("3", 3, "partial stderr"),
         ("usage", 2, "partial stderr"),
         ("message", 1, "bad usage\n"),
+        ("crash", 1, "RuntimeError: a bug after deltalake loaded\n"),
     ],
 )
 def test_the_command_status_and_output_arrive_and_finalization_is_skipped(

@@ -14,7 +14,8 @@ import pytest
 from mlflow.utils.request_utils import JitteredRetry
 from urllib3.exceptions import ReadTimeoutError
 
-from forkcast_local.drills.faults import MLFLOW_RETRY_ENV, mlflow_retry_budget_s
+from forkcast_local.drills.faults import MLFLOW_DRILL_ENV, gate_retry_env, mlflow_retry_budget_s
+from forkcast_retrain.tracking import HTTP_DEFAULTS
 
 
 def _mlflow_sleeps(env: dict[str, str]) -> list[float]:
@@ -43,8 +44,18 @@ def _mlflow_sleeps(env: dict[str, str]) -> list[float]:
 def test_the_retry_budget_is_every_timeout_plus_mlflows_own_sleeps(
     overrides: dict[str, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    env = {**MLFLOW_RETRY_ENV, **overrides}
+    env = {**gate_retry_env(), **overrides}
     monkeypatch.setattr(random, "random", lambda: 1.0)  # the jitter at its largest
     tries = int(env["MLFLOW_HTTP_REQUEST_MAX_RETRIES"]) + 1
     expected = tries * float(env["MLFLOW_HTTP_REQUEST_TIMEOUT"]) + sum(_mlflow_sleeps(env))
     assert mlflow_retry_budget_s(env) == pytest.approx(expected)
+
+
+def test_the_drilled_gate_runs_the_release_steps_own_retries_with_a_short_timeout() -> None:
+    """The drill guards forkcast_retrain's retry defaults: it may shorten the per-try timeout, nothing else."""
+    env = gate_retry_env()
+    assert env["MLFLOW_HTTP_REQUEST_TIMEOUT"] == "2"
+    assert env["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] == HTTP_DEFAULTS["MLFLOW_HTTP_REQUEST_MAX_RETRIES"]
+    assert env["MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR"] == HTTP_DEFAULTS["MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR"]
+    assert set(MLFLOW_DRILL_ENV) == {"MLFLOW_HTTP_REQUEST_TIMEOUT"}
+    assert mlflow_retry_budget_s(env) == pytest.approx(11.0)  # 3 tries × 2 s + sleeps of ≤ 1 s and ≤ 4 s

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import secrets
 import sys
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
@@ -124,6 +125,9 @@ def test_a_job_never_logs_a_redis_password(
         try:  # until the lines that name the Redis are logged (was a fixed 3 s: the jobs import a lot)
             logged = partial(names_its_redis, log, redacted, password == wrong)
             wait_until(logged, timeout_s=60, what=f"{program}'s Redis lines", proc=proc)
+            # Then more cycles (0.2 s drift, 0.5 s retry), as the fixed 3 s gave: a password leaked by a later
+            # cycle's line, not the first, must be in the log too.
+            time.sleep(1.0)
         finally:
             stop(proc)
         out = log.read_text()

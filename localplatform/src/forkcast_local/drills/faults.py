@@ -43,6 +43,7 @@ from typing import Any
 from forkcast_devservers.ports import free_port
 from forkcast_devservers.process import Proc
 from forkcast_devservers.ready import http_ok, wait_until
+from forkcast_gateway.settings import GatewaySettings
 from forkcast_inference.settings import InferenceSettings
 from forkcast_local.config import DEFAULT_CONFIG, PlatformConfig, load_config, read_state
 from forkcast_local.demo import _ensure_gitops
@@ -61,20 +62,33 @@ REDIS_DOWN_QUANTILE = 0.9
 # 200s again within this long after the pod is back: its appendonly file reloaded and the inference reconnected,
 # which on a starved CI machine can take longer than the former 5 s.
 RECOVERY_S = 15.0
+# After the first 200, answers are watched this long: every one must be a 200 (a pod flapping after recovery).
+TAIL_S = 5.0
+# An answer slower than the gateway's own deadline on the inference (connect + upstream timeouts) plus this waited on
+# something dead: the gateway answers 503/504 itself by then. The probe's client timeout is longer (below), so a
+# slow answer is measured rather than cut.
+HUNG_SLACK_S = 2.0
 # The probe's client timeout: status 0 ("no answer within it") counts as a hung request. A real hang is unbounded;
 # a pod restarting beside it under load answered in over 2 s, the former timeout.
 CLIENT_TIMEOUT_S = 10.0
-# MLflow's HTTP retry settings for the step run while MLflow is frozen (forkcast_retrain.tracking's defaults are 2
-# retries, backoff 1, 30 s per try; MLflow's own 7 retries and 120 s): each try waits out the timeout.
-MLFLOW_RETRY_ENV = {
-    "MLFLOW_HTTP_REQUEST_TIMEOUT": "2",
-    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
-    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
-    "MLFLOW_HTTP_REQUEST_BACKOFF_JITTER": "1",
-}
+# The drill shortens only MLflow's per-try timeout (forkcast_retrain.tracking.HTTP_DEFAULTS: 30 s) for the step run
+# while MLflow is frozen; its retries and backoff stay the release steps' own defaults, which this drill guards
+# (MLflow's own, 7 retries with backoff 2, would wait for minutes and fail the bound).
+MLFLOW_DRILL_ENV = {"MLFLOW_HTTP_REQUEST_TIMEOUT": "2"}
 # Beyond the step's own time and MLflow's retry budget: a starved CI machine (the gate failed in 8.5 s on a quiet
 # one and in 31-35 s under a loaded test run, where a fixed 30 s bound failed the drill).
 MLFLOW_SLACK_S = 15.0
+
+
+def gate_retry_env() -> dict[str, str]:
+    """The MLflow retry settings the drilled ``gate`` runs with: forkcast_retrain's defaults (``Tracker.from_env``
+    sets them unless the environment does), the drill's shorter timeout, and MLflow's default jitter."""
+    from mlflow.environment_variables import MLFLOW_HTTP_REQUEST_BACKOFF_JITTER
+
+    from forkcast_retrain.tracking import HTTP_DEFAULTS
+
+    jitter = {"MLFLOW_HTTP_REQUEST_BACKOFF_JITTER": str(MLFLOW_HTTP_REQUEST_BACKOFF_JITTER.default)}
+    return {**jitter, **HTTP_DEFAULTS, **MLFLOW_DRILL_ENV}
 
 
 def mlflow_retry_budget_s(env: dict[str, str]) -> float:
@@ -264,6 +278,14 @@ class Faults:
         default = InferenceSettings.model_fields["redis_timeout_s"].default
         return float(self.platform.plan("inference").env.get("FORKCAST_REDIS_TIMEOUT_S", default))
 
+    def gateway_deadline_s(self) -> float:
+        """The longest the gateway waits on the inference before it answers itself (connect + upstream timeouts, as
+        its plan sets them, else its settings' defaults): an answer slower than this plus ``HUNG_SLACK_S`` hung."""
+        fields, env = GatewaySettings.model_fields, self.platform.plan("gateway").env
+        connect = float(env.get("FORKCAST_CONNECT_TIMEOUT_S", fields["connect_timeout_s"].default))
+        upstream = float(env.get("FORKCAST_UPSTREAM_TIMEOUT_S", fields["upstream_timeout_s"].default))
+        return connect + upstream
+
     def redis_killed(self) -> Result:
         probe, problems = self.probe(), []
         warm = [probe.one(i) for i in range(5)]
@@ -279,10 +301,10 @@ class Faults:
             self.restart("redis")
             marks["back"] = time.monotonic()
             # Probing goes on until a 200 came back (the probe's own answers time it) or RECOVERY_S passed, then
-            # 2 s more: every answer after the first 200 must be a 200.
+            # TAIL_S more: every answer after the first 200 must be a 200.
             with contextlib.suppress(TimeoutError):  # reported below: no 200 within RECOVERY_S
                 wait_until(lambda: self.probe().one(0).status == 200, timeout_s=RECOVERY_S, what="a 200")
-            time.sleep(2.0)
+            time.sleep(TAIL_S)
 
         answers = probe.during(fault)
         outage = [a for a in answers if marks["killed"] <= a.started < marks["restarting"]]
@@ -301,6 +323,12 @@ class Faults:
             problems.append(
                 f"the 503s took {fast:.3f} s at p90, not under the inference's Redis deadline ({bound} s):"
                 " they waited it out"
+            )
+        hung_s = self.gateway_deadline_s() + HUNG_SLACK_S
+        slowest = max((a.latency_s for a in outage), default=0.0)
+        if slowest > hung_s:
+            problems.append(
+                f"a 503 took {slowest:.2f} s while Redis was down: it hung (bound {hung_s:.2f} s)"
             )
         if first_ok - marks["back"] > RECOVERY_S:
             problems.append(f"no 200 within {RECOVERY_S} s of Redis being back")
@@ -325,6 +353,7 @@ class Faults:
             "statuses": statuses,
             "p90_ms": round(fast * 1000, 1),
             "p99_ms": round(p99 * 1000, 1),
+            "max_ms": round(slowest * 1000, 1),
             "bound_ms": round(bound * 1000, 1),
             "recovery_s": round(first_ok - marks["back"], 2),
             "unknown_user_404s": len(lost),
@@ -362,6 +391,13 @@ class Faults:
         served = {a.model_version for a in answers if a.started >= marks["ready"] and a.status == 200}
         if hung:
             problems.append(f"{len(hung)} requests got no answer within {probe.timeout_s} s")
+        hung_s = self.gateway_deadline_s() + HUNG_SLACK_S
+        slowest = max((a.latency_s for a in answers), default=0.0)
+        if slowest > hung_s:
+            problems.append(
+                f"a request took {slowest:.2f} s: longer than the gateway's own deadline on the inference"
+                f" plus {HUNG_SLACK_S} s ({hung_s:.2f} s), so it waited on the dead pod"
+            )
         if after.pid == before.pid or self.platform.component("inference").port != probe_port(
             self, "inference"
         ):
@@ -372,6 +408,7 @@ class Faults:
             "requests": len(answers),
             "statuses_while_down": down_statuses,
             "ready_to_first_200_s": round(marks["first_ok"] - marks["ready"], 2),
+            "slowest_s": round(slowest, 3),
         }
         return Result("inference-killed", problems, figures)
 
@@ -427,7 +464,7 @@ class Faults:
                 str(run),
                 "--champion",
                 "auto",
-                extra=MLFLOW_RETRY_ENV,
+                extra=MLFLOW_DRILL_ENV,
             )
             failed_s = time.monotonic() - t0
         finally:
@@ -445,7 +482,7 @@ class Faults:
             problems.append(f"gate after SIGCONT exited {again.returncode}: {again.stderr[-300:]!r}")
         # Fast = the step's own time (measured in this run, MLflow answering) + one call's retry budget, where
         # MLflow's defaults would wait out 8 tries of 120 s.
-        budget = mlflow_retry_budget_s(MLFLOW_RETRY_ENV)
+        budget = mlflow_retry_budget_s(gate_retry_env())
         bound = again_s + budget + MLFLOW_SLACK_S
         if failed_s > bound:
             problems.append(

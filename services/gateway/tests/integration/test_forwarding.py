@@ -24,17 +24,24 @@ def post(gw: str, user: str = "u1") -> requests.Response:
 
 
 def test_dead_upstream_is_503_fast(make_gateway: Callable[..., Edge]) -> None:
-    dead = f"http://127.0.0.1:{free_port()}"
-    with serve(make_gateway(upstreams=dead, connect_timeout_s=2.0)) as gw:
-        post(gw)  # warm the gateway's own code paths
+    port = free_port()
+    with serve(make_gateway(upstreams=f"http://127.0.0.1:{port}", connect_timeout_s=2.0)) as gw:
+        # The same gateway and upstream address, first alive: its 200 is this machine's unloaded request time now.
+        with serve(StandIn(), port=port):
+            post(gw)  # warm the gateway's own code paths and its connection to the upstream
+            t0 = time.perf_counter()
+            assert post(gw).status_code == 200
+            live = time.perf_counter() - t0
+        post(gw)  # the stand-in is gone: this one drops the pooled connection (or is refused)
         t0 = time.perf_counter()
         r = post(gw)
         elapsed = time.perf_counter() - t0
     assert r.status_code == 503
     assert r.headers["retry-after"] == "1"
-    # A refused connect answers at once; waiting out the 2 s connect timeout would not. A quarter of it, not the
-    # 0.1 s target, so that a starved CI machine (app and client on one GIL) does not fail it.
-    assert elapsed < 0.5, elapsed
+    # A refused connect answers at once (≤ 1.9 ms in docs/benchmarks.md); waiting out the 2 s connect timeout, or
+    # sleeping a 100-400 ms backoff before the 503, would not. Relative to the live 200 measured just before, not a
+    # fixed bound, so that a starved CI machine (app and client on one GIL) slows both alike instead of failing it.
+    assert elapsed <= live + 0.15, (elapsed, live)
 
 
 def test_slow_upstream_times_out_503(make_gateway: Callable[..., Edge]) -> None:

@@ -158,7 +158,8 @@ def padded_to(size: int) -> bytes:
 
 def test_a_header_drip_is_408_at_the_deadline_while_another_client_is_served(gateway: Gateway) -> None:
     """Request line, then one header byte every 0.2 s (each arrives well within any per-read timeout): answered 408
-    one deadline after the connection opened; an honest request meanwhile is served at once."""
+    one deadline after the connection opened; an honest request meanwhile is served before the drip is cut (not
+    queued behind it)."""
     result: list[tuple[Answer | None, float, float]] = []
     dripping = threading.Event()
 
