@@ -39,14 +39,13 @@ ORDER = [
     "lake check: online AUC recomputed from the lake",
     "models scored on the served log's held-out pairs",
 ]
-# The drill's retrain-to-100 % bound here: the product target is 300 s (the drill's default, kept in its report);
-# it took 153-194 s on quiet machines, and its CPU-bound training shares a starved CI machine with the suite's
-# other workers. Twice --timeout-s: the retrain and the canary each have --timeout-s.
-RETRAIN_TARGET_S = 600
+# The drill's retrain-to-100 % bound here is the product target, the drill's default (--retrain-target-s 300): it
+# took 153-194 s on quiet machines and 157 s in a fresh-clone `make test` with a busy loop beside it (2026-12-05).
+RETRAIN_TARGET_S = 300
 # AUC window 20 s, not 10: the lake check reads the job until 1.5 s before the window's horizon, which leaves a
 # starved job up to ~13 s after the 5 s burst to hold every pair of it (window 10: ~5 s after a 3.3 s burst).
 TINY = ["--window-s", "20", "--for-s", "3", "--min-samples", "300", "--time-scale", "30", "--rate", "30",
-        "--timeout-s", "300", "--retrain-target-s", str(RETRAIN_TARGET_S)]  # fmt: skip
+        "--timeout-s", "300"]  # fmt: skip
 
 
 def test_the_whole_loop_on_the_platform(cache: Path, tmp_path: Path) -> None:
@@ -84,6 +83,7 @@ def test_the_whole_loop_on_the_platform(cache: Path, tmp_path: Path) -> None:
     assert auc["recovered"] >= auc["served_on_drifted"] + auc["min_gain"], auc
     assert report["client"]["failed"] == 0 and report["client"]["sent"] > 0
     assert report["client"]["phases"][-1]["versions"].get(v2, 0) > 0
+    assert report["retrain_target_s"] == RETRAIN_TARGET_S  # the drill's default is the product target
     assert report["retrain_to_100_s"] <= RETRAIN_TARGET_S
     assert (work / "report.md").read_text().startswith("# End-to-end drill: PASSED")
 
