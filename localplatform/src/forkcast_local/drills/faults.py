@@ -40,6 +40,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from forkcast_contract.settings import ForkcastSettings
 from forkcast_devservers.ports import free_port
 from forkcast_devservers.process import Proc
 from forkcast_devservers.ready import http_ok, wait_until
@@ -273,18 +274,21 @@ class Faults:
         return pod, port
 
     # -- the faults ----------------------------------------------------------------------------------------------
-    def redis_timeout_s(self) -> float:
-        """The inference's deadline on every Redis call, as its plan sets it (else its settings' default)."""
-        default = InferenceSettings.model_fields["redis_timeout_s"].default
-        return float(self.platform.plan("inference").env.get("FORKCAST_REDIS_TIMEOUT_S", default))
+    def planned_setting(self, component: str, settings: type[ForkcastSettings], name: str) -> float:
+        """A setting of ``component``'s container as its plan sets it (the variable ``<env_prefix><NAME>``), else
+        the settings class's default: the figure the running process uses."""
+        var = f"{settings.model_config.get('env_prefix', '')}{name}".upper()
+        return float(self.platform.plan(component).env.get(var, settings.model_fields[name].default))
 
-    def gateway_deadline_s(self) -> float:
-        """The longest the gateway waits on the inference before it answers itself (connect + upstream timeouts, as
-        its plan sets them, else its settings' defaults): an answer slower than this plus ``HUNG_SLACK_S`` hung."""
-        fields, env = GatewaySettings.model_fields, self.platform.plan("gateway").env
-        connect = float(env.get("FORKCAST_CONNECT_TIMEOUT_S", fields["connect_timeout_s"].default))
-        upstream = float(env.get("FORKCAST_UPSTREAM_TIMEOUT_S", fields["upstream_timeout_s"].default))
-        return connect + upstream
+    def redis_timeout_s(self) -> float:
+        """The inference's deadline on every Redis call."""
+        return self.planned_setting("inference", InferenceSettings, "redis_timeout_s")
+
+    def hung_bound_s(self) -> float:
+        """The longest the gateway waits on the inference before it answers itself (its connect + upstream
+        timeouts) plus ``HUNG_SLACK_S``: an answer slower than this waited on something dead."""
+        connect = self.planned_setting("gateway", GatewaySettings, "connect_timeout_s")
+        return connect + self.planned_setting("gateway", GatewaySettings, "upstream_timeout_s") + HUNG_SLACK_S
 
     def redis_killed(self) -> Result:
         probe, problems = self.probe(), []
@@ -324,7 +328,7 @@ class Faults:
                 f"the 503s took {fast:.3f} s at p90, not under the inference's Redis deadline ({bound} s):"
                 " they waited it out"
             )
-        hung_s = self.gateway_deadline_s() + HUNG_SLACK_S
+        hung_s = self.hung_bound_s()
         slowest = max((a.latency_s for a in outage), default=0.0)
         if slowest > hung_s:
             problems.append(
@@ -391,7 +395,7 @@ class Faults:
         served = {a.model_version for a in answers if a.started >= marks["ready"] and a.status == 200}
         if hung:
             problems.append(f"{len(hung)} requests got no answer within {probe.timeout_s} s")
-        hung_s = self.gateway_deadline_s() + HUNG_SLACK_S
+        hung_s = self.hung_bound_s()
         slowest = max((a.latency_s for a in answers), default=0.0)
         if slowest > hung_s:
             problems.append(
