@@ -37,7 +37,6 @@ import redis
 import requests
 from forkcast_delivery import redis_acl
 from forkcast_delivery.render import Doc, render
-from prometheus_client.parser import text_string_to_metric_families
 
 from forkcast_contract import metric_names as n
 from forkcast_contract.streams import FEEDBACK_DEDUP_PREFIX, FEEDBACK_STREAM, PREDICTIONS_STREAM
@@ -48,6 +47,7 @@ from forkcast_devservers.servers import RedisServer
 from forkcast_gateway.keygen import new_key
 from forkcast_monitoring.online_auc import OnlineAuc
 from forkcast_monitoring.settings import MonitoringSettings
+from forkcast_monitoring.testing import metric_sample
 from forkcast_monitoring.window import Estimate
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -78,15 +78,6 @@ EVENTS_DEADLINE_S = 30.0
 AUC_MIN_SAMPLES, AUC_MIN_PER_CLASS, AUC_MAX_KEY_SHARE = 20, 3, 0.5
 BODY = {"candidate_restaurant_ids": list(range(0, 2000, 3)), "latitude": 13.87, "longitude": 100.58,
         "max_dist": 20000, "size": 30}  # fmt: skip
-
-
-def sample(text: str, name: str, **labels: str) -> float:
-    """A sample of a Prometheus text exposition (0 when the labelled series does not exist yet)."""
-    for family in text_string_to_metric_families(text):
-        for found in family.samples:
-            if found.name == name and all(found.labels.get(k) == v for k, v in labels.items()):
-                return float(found.value)
-    return 0.0
 
 
 # -- the product's own tools --------------------------------------------------------------------------------------
@@ -242,7 +233,7 @@ class Stack:
 
     def metric(self, name: str, url: str | None = None, **labels: str) -> float:
         """A sample of the gateway's /metrics (0 when the labelled series does not exist yet)."""
-        return sample(self.session.get(f"{url or self.url}/metrics", timeout=5).text, name, **labels)
+        return metric_sample(self.session.get(f"{url or self.url}/metrics", timeout=5).text, name, **labels)
 
     # -- the observer ------------------------------------------------------------------------------------------
     def wait_for_events(self) -> None:
@@ -252,9 +243,9 @@ class Stack:
 
         def flushed() -> bool:
             text = self.session.get(f"{self.inference_url}/metrics", timeout=5).text
-            answered = sample(text, f"{n.INFERENCE_REQUEST_SECONDS}_count", status="2xx")
-            done = sample(text, f"{n.INFERENCE_EVENTS_WRITTEN}_total")
-            return done + sample(text, f"{n.INFERENCE_EVENTS_DROPPED}_total") >= answered
+            answered = metric_sample(text, f"{n.INFERENCE_REQUEST_SECONDS}_count", status="2xx")
+            done = metric_sample(text, f"{n.INFERENCE_EVENTS_WRITTEN}_total")
+            return done + metric_sample(text, f"{n.INFERENCE_EVENTS_DROPPED}_total") >= answered
 
         wait_until(flushed, timeout_s=EVENTS_DEADLINE_S, what="inference's prediction events")
 

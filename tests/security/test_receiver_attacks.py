@@ -24,12 +24,12 @@ from typing import Any
 
 import pytest
 import requests
-from prometheus_client.parser import text_string_to_metric_families
 
 from forkcast_contract import metric_names as n
 from forkcast_devservers.ports import free_port
 from forkcast_devservers.process import spawn, stop
 from forkcast_devservers.ready import http_ok, wait_until
+from forkcast_monitoring.testing import metric_sample
 
 TRIGGERS = n.RETRAIN_TRIGGERS_TOTAL
 REQUEST_TIMEOUT_S = 1.0
@@ -58,11 +58,7 @@ class Receiver:
 
     def count(self, outcome: str) -> float:
         text = requests.get(f"{self.metrics_url}/metrics", timeout=5).text
-        for family in text_string_to_metric_families(text):
-            for sample in family.samples:
-                if sample.name == TRIGGERS and sample.labels.get("outcome") == outcome:
-                    return float(sample.value)
-        return 0.0
+        return metric_sample(text, TRIGGERS, outcome=outcome)
 
 
 @pytest.fixture

@@ -1,6 +1,6 @@
 """Test support for the online-AUC job, importable as a module (extra ``testing``) so that no test folder puts
-itself on ``sys.path``: the producers' encodings, draining the job, an independent AUC and the per-key share rule
-written out plainly. Nothing in the jobs imports it."""
+itself on ``sys.path``: the producers' encodings, draining the job, an independent AUC, the per-key share rule
+written out plainly, and a labelled sample of a /metrics text. Nothing in the jobs imports it."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from typing import Protocol
 import numpy as np
 import redis
 from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.parser import text_string_to_metric_families
 
 from forkcast_contract.streams import PREDICTIONS_STREAM
 from forkcast_devservers.servers import RedisServer
@@ -58,6 +59,15 @@ def scrape(job: OnlineAuc) -> str:
     registry = CollectorRegistry()
     registry.register(AucCollector(job))
     return generate_latest(registry).decode()
+
+
+def metric_sample(text: str, name: str, **labels: str) -> float:
+    """A sample of a Prometheus text exposition (0 when the labelled series does not exist yet)."""
+    for family in text_string_to_metric_families(text):
+        for found in family.samples:
+            if found.name == name and all(found.labels.get(k) == v for k, v in labels.items()):
+                return float(found.value)
+    return 0.0
 
 
 def brute_auc(scores: np.ndarray, labels: np.ndarray) -> float:
