@@ -8,16 +8,19 @@ from __future__ import annotations
 
 import contextlib
 import math
+from abc import abstractmethod
 from bisect import bisect_left
 from collections.abc import Iterator, Sequence
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
+from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
 from forkcast_contract import metric_names as n
 
+_Child = TypeVar("_Child")
 # Requests through the gateway take ≈ 1-15 ms; the buckets resolve that range and still show a 1 s timeout.
 _BUCKETS = (0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 
@@ -47,26 +50,37 @@ class _Counted:
         self.value += amount
 
 
-class LoopCounter:
-    """A labelled counter incremented only on the event loop's thread, like :class:`LoopHistogram` and for the
-    same reason: prometheus_client's ``Counter.inc`` (a check and a lock) cost 0.33-1.54 µs against 0.05-0.09 µs for
-    an attribute add (timeit, 2-core VM under load, 2026-12-05), once per request. Written by prometheus_client's
-    CounterMetricFamily (``<name>_total`` samples; ``_created`` is not written)."""
+class _LoopFamily(Collector, Generic[_Child]):
+    """What the loop-only families share: a name, label names, one child per label set, and registration."""
 
     def __init__(
         self, name: str, documentation: str, labelnames: Sequence[str], registry: CollectorRegistry
     ) -> None:
         self.name, self.documentation, self.labelnames = name, documentation, list(labelnames)
-        self.children: dict[tuple[str, ...], _Counted] = {}
+        self.children: dict[tuple[str, ...], _Child] = {}
         registry.register(self)
 
-    def labels(self, *values: str) -> _Counted:
+    @abstractmethod
+    def _new_child(self) -> _Child:
+        """The state of a label set seen for the first time."""
+
+    def labels(self, *values: str) -> _Child:
         if len(values) != len(self.labelnames):
             raise ValueError(f"{self.name} takes labels {self.labelnames}, got {values}")
         child = self.children.get(values)
         if child is None:
-            child = self.children[values] = _Counted()
+            child = self.children[values] = self._new_child()
         return child
+
+
+class LoopCounter(_LoopFamily[_Counted]):
+    """A labelled counter incremented only on the event loop's thread, like :class:`LoopHistogram` and for the
+    same reason: prometheus_client's ``Counter.inc`` (a check and a lock) cost 0.33-1.54 µs against 0.05-0.09 µs for
+    an attribute add (timeit, 2-core VM under load, 2026-12-05), once per request. Written by prometheus_client's
+    CounterMetricFamily (``<name>_total`` samples; ``_created`` is not written)."""
+
+    def _new_child(self) -> _Counted:
+        return _Counted()
 
     def describe(self) -> list[CounterMetricFamily]:
         return [CounterMetricFamily(self.name, self.documentation, labels=self.labelnames)]
@@ -78,7 +92,7 @@ class LoopCounter:
         yield family
 
 
-class LoopHistogram:
+class LoopHistogram(_LoopFamily[_Observed]):
     """A labelled histogram observed only on the event loop's thread (the Edge and the forwarder), scraped there too
     (the async /metrics route), so it needs no lock: a list of counts and a sum per label set.
 
@@ -97,7 +111,6 @@ class LoopHistogram:
         buckets: Sequence[float],
         registry: CollectorRegistry,
     ) -> None:
-        self.name, self.documentation, self.labelnames = name, documentation, list(labelnames)
         self.bounds = [float(b) for b in buckets]
         if self.bounds != sorted(self.bounds):
             raise ValueError("histogram buckets must be sorted")
@@ -105,16 +118,10 @@ class LoopHistogram:
             self.bounds.append(math.inf)
         # The ``le`` labels as prometheus_client writes them ("0.001", "1.0", "+Inf").
         self.le: list[str] = [floatToGoString(b) for b in self.bounds]  # type: ignore[no-untyped-call]
-        self.children: dict[tuple[str, ...], _Observed] = {}
-        registry.register(self)
+        super().__init__(name, documentation, labelnames, registry)
 
-    def labels(self, *values: str) -> _Observed:
-        if len(values) != len(self.labelnames):
-            raise ValueError(f"{self.name} takes labels {self.labelnames}, got {values}")
-        child = self.children.get(values)
-        if child is None:
-            child = self.children[values] = _Observed(self.bounds)
-        return child
+    def _new_child(self) -> _Observed:
+        return _Observed(self.bounds)
 
     def remove(self, *values: str) -> None:
         del self.children[values]
