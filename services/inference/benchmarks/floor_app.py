@@ -1,12 +1,12 @@
 """The floor server of `bench_serve.py` (issue 19.3): the service's HTTP stack and Redis round trip, nothing else.
 
-Same server (uvicorn, uvloop, httptools, one raw ASGI callable), same body reading, and per request the same MGET
-the service sends — the same keys (pointer, revision, user, in-range restaurants), pre-encoded, on the same
-Redis client: the service reader's own pipelined asyncio connection (forkcast_inference.pipelined), so the ratio
-compares like with like — then a canned answer of the service's shape. What it skips is exactly the
-service's own work: JSON parsing and validation, the distance filter, scoring, sorting, encoding the answer,
-events and metrics. The MGET of each workload request is computed once at start with the service's own reader and
-selection, so the floor's keys are the service's keys by construction.
+Same server (uvicorn, uvloop, the service's httptools protocol: forkcast_inference.http_protocol, one raw ASGI
+callable), same body reading, and per request the same MGET the service sends — the same keys (pointer, revision,
+user, in-range restaurants), pre-encoded, on the same Redis client: the service reader's own pipelined asyncio
+connection (forkcast_inference.pipelined), so the ratio compares like with like — then a canned answer of the
+service's shape. What it skips is exactly the service's own work: JSON parsing and validation, the distance filter,
+scoring, sorting, encoding the answer, events and metrics. The MGET of each workload request is computed once at
+start with the service's own reader and selection, so the floor's keys are the service's keys by construction.
 
 Run: ``python floor_app.py --port P --requests FILE`` (FILE: JSON lines ``[path, body]``) with the service's
 environment (REDIS_URL, FORKCAST_FEATURE_PREFIX, …).
@@ -28,6 +28,7 @@ import uvicorn
 
 from forkcast_inference.api import parse_request, parse_user_id
 from forkcast_inference.features import FeatureReader, MgetWire, connect
+from forkcast_inference.http_protocol import CoalescingProtocol
 from forkcast_inference.ranking import select_in_range
 from forkcast_inference.settings import get_settings
 
@@ -112,6 +113,6 @@ if __name__ == "__main__":
         access_log=False,
         log_level="warning",
         loop="uvloop",
-        http="httptools",
+        http=CoalescingProtocol,  # the service's own protocol (forkcast_inference.main)
         lifespan="on",
     )

@@ -1,4 +1,5 @@
-"""`forkcast-inference`: run the service on uvicorn (uvloop + httptools), settings from the environment."""
+"""`forkcast-inference`: run the service on uvicorn (uvloop + httptools, each answer in one write: http_protocol.py),
+settings from the environment."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ def main() -> None:
     import uvicorn
 
     from forkcast_inference.app import create_app
+    from forkcast_inference.http_protocol import CoalescingProtocol
     from forkcast_inference.settings import get_settings
 
     settings = get_settings()
@@ -21,7 +23,7 @@ def main() -> None:
         host=settings.host,
         port=settings.port,
         loop="uvloop",
-        http="httptools",
+        http=CoalescingProtocol,  # httptools, each answer in one write (http_protocol.py)
         lifespan="on",
         access_log=False,
         log_level=settings.log_level.lower(),

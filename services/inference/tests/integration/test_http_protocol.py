@@ -1,0 +1,113 @@
+"""The service's HTTP protocol (forkcast_inference.http_protocol) sends each answer in one write, whole.
+
+A real uvicorn server in a child process serves a two-message ASGI answer (head, then body) with the service's
+protocol and, for comparison, with uvicorn's own httptools protocol; the write system calls of the server process
+(``syscw`` in /proc/PID/io) are counted over keep-alive requests. uvicorn's protocol makes two per answer, the
+service's one, so the test fails if the coalescing stops working.
+"""
+
+from __future__ import annotations
+
+import socket
+import sys
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from forkcast_devservers.ports import free_port
+from forkcast_devservers.process import Proc, spawn, stop
+from forkcast_devservers.ready import tcp_ok, wait_until
+
+REQUESTS = 300
+BODY = b'{"restaurants":[]}'
+SERVER = textwrap.dedent(
+    """
+    import sys
+    import uvicorn
+    from forkcast_inference.http_protocol import CoalescingProtocol
+
+    BODY = {body!r}
+
+    async def app(scope, receive, send):
+        if scope["type"] != "http":
+            return
+        while (await receive()).get("more_body", False):
+            pass
+        close = scope["path"] == "/close"
+        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(BODY)).encode())]
+        if close:
+            headers.append((b"connection", b"close"))
+        await send({{"type": "http.response.start", "status": 200, "headers": headers}})
+        await send({{"type": "http.response.body", "body": BODY}})
+
+    http = CoalescingProtocol if sys.argv[2] == "coalescing" else "httptools"
+    uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[1]), loop="uvloop", http=http, lifespan="off",
+                access_log=False, log_level="warning")
+    """
+).format(body=BODY)
+
+
+def _request(path: str) -> bytes:
+    return f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode()
+
+
+def _read_answer(sock: socket.socket) -> bytes:
+    data = b""
+    while not data.endswith(BODY):
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
+def _writes(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/io").read_text().splitlines():
+        if line.startswith("syscw:"):
+            return int(line.split()[1])
+    raise AssertionError(f"/proc/{pid}/io has no syscw line")
+
+
+@pytest.fixture(params=["coalescing", "httptools"])
+def server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[str, int, Proc]]:
+    port = free_port()
+    script = tmp_path / "server.py"
+    script.write_text(SERVER)
+    proc = spawn([sys.executable, str(script), str(port), request.param], log=tmp_path / "server.log")
+    try:
+        wait_until(lambda: tcp_ok("127.0.0.1", port), timeout_s=30, what="uvicorn", proc=proc)
+        yield request.param, port, proc
+    finally:
+        stop(proc)
+
+
+def test_each_answer_is_one_write_with_the_service_protocol_and_two_with_uvicorns(
+    server: tuple[str, int, Proc],
+) -> None:
+    kind, port, proc = server
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(_request("/warm"))
+        _read_answer(sock)
+        before = _writes(proc.pid)
+        for _ in range(REQUESTS):
+            sock.sendall(_request("/recommend"))
+            answer = _read_answer(sock)
+            assert answer.startswith(b"HTTP/1.1 200 OK\r\n") and answer.endswith(b"\r\n\r\n" + BODY), answer
+        per_answer = (_writes(proc.pid) - before) / REQUESTS
+    if kind == "coalescing":
+        assert per_answer < 1.2, f"{per_answer:.2f} write calls per answer with CoalescingProtocol"
+    else:  # the comparison that shows the count can tell one write from two
+        assert per_answer >= 1.9, f"{per_answer:.2f} write calls per answer with uvicorn's protocol"
+
+
+def test_a_connection_close_answer_arrives_whole_before_the_close(server: tuple[str, int, Proc]) -> None:
+    _, port, _ = server
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(_request("/close"))
+        data = b""
+        while chunk := sock.recv(65536):  # until the server closes
+            data += chunk
+    assert data.startswith(b"HTTP/1.1 200 OK\r\n") and data.endswith(b"\r\n\r\n" + BODY), data
+    assert b"connection: close" in data.lower()
