@@ -24,9 +24,10 @@ from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from typing import Any
 
 from forkcast_contract.api import HEADER_CORRELATION_ID, HEADER_KEY_ID, HEADER_REQUEST_ID
+from forkcast_contract.asgi_body import BodyError, receive_body
 from forkcast_gateway.access_log import AccessLog
 from forkcast_gateway.auth import KeyStore
-from forkcast_gateway.body import BodyError, receive_body, replay
+from forkcast_gateway.body import replay
 from forkcast_gateway.metrics import Metrics
 from forkcast_gateway.ratelimit import RateLimiter
 from forkcast_gateway.request_ids import NO_KEY, RequestIds, correlation_id

@@ -35,6 +35,7 @@ import redis
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from forkcast_contract.api import HEADER_KEY_ID, HEADER_REQUEST_ID, KEY_ID_PATTERN, REQUEST_ID_PATTERN
+from forkcast_contract.asgi_body import BodyError, receive_body
 from forkcast_contract.registry_format import version_time
 from forkcast_contract.streams import NO_KEY_ID
 from forkcast_inference.api import (
@@ -307,25 +308,6 @@ class InferenceApp:
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 
-    async def _body(self, receive: Receive) -> bytes | int:
-        """The request body, or the status refusing it: 413 past max_body_bytes, 408 when it is not complete
-        within body_timeout_s."""
-        chunks: list[bytes] = []
-        size = 0
-        try:
-            async with asyncio.timeout(self.settings.body_timeout_s):
-                while True:
-                    message = await receive()
-                    chunk = message.get("body", b"")
-                    size += len(chunk)
-                    if size > self.settings.max_body_bytes:
-                        return 413
-                    chunks.append(chunk)
-                    if not message.get("more_body", False):
-                        return b"".join(chunks)
-        except TimeoutError:
-            return 408
-
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         path: str = scope["path"]
         method: str = scope["method"]
@@ -353,18 +335,19 @@ class InferenceApp:
         self, user_text: str, receive: Receive, rid: str, key_id: str
     ) -> tuple[int, bytes, Headers]:
         m = self.metrics
+        s = self.settings
         t0 = time.perf_counter()
-        body = await self._body(receive)
         try:
-            if body == 413:
-                raise BadRequestError(f"request body exceeds {self.settings.max_body_bytes} bytes")
-            if body == 408:
-                m.errors["bad_request"].inc()
-                detail = f"request body not received within {self.settings.body_timeout_s} s"
-                status, out, headers = 408, _encode({"detail": detail}), [_JSON, (b"connection", b"close")]
+            body = await receive_body(receive, s.max_body_bytes, s.body_timeout_s)
+            status, out, headers = await self.recommend(user_text, body, rid, key_id)
+        except BodyError as exc:
+            # Too slow: 408 and the connection closed. Too large (413) or cut by a disconnect (400): 422 with the
+            # reason, as every other bad body here (this service's answer before it shared the gateway's reader).
+            m.errors["bad_request"].inc()
+            if exc.status == 408:
+                status, out, headers = 408, _encode({"detail": str(exc)}), [_JSON, (b"connection", b"close")]
             else:
-                assert isinstance(body, bytes)
-                status, out, headers = await self.recommend(user_text, body, rid, key_id)
+                status, out, headers = 422, _encode({"detail": str(exc)}), [_JSON]
         except BadRequestError as exc:
             m.errors["bad_request"].inc()
             status, out, headers = 422, _encode({"detail": str(exc)}), [_JSON]

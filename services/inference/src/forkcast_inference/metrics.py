@@ -1,12 +1,20 @@
-"""Prometheus metrics of the inference service: names from the contract's one module, low-cardinality labels only."""
+"""Prometheus metrics of the inference service: names from the contract's one module, low-cardinality labels only.
+
+The per-request families (request and stage seconds, candidates, errors) and the prediction-event counters are
+forkcast_contract.loop_metrics' lock-free ones: every write is on the event loop's thread (the /recommend path, the
+event sink's add and its flush task) and so is the scrape (the async /metrics route). The readiness gauges and the
+served-version info stay prometheus_client's: they are written at start, on /readyz and on a model (re)load, not
+per request.
+"""
 
 from __future__ import annotations
 
 from typing import Final
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
+from prometheus_client import CollectorRegistry, Gauge, Info
 
 from forkcast_contract import metric_names as n
+from forkcast_contract.loop_metrics import LoopCounter, LoopHistogram
 
 REQUEST_SECONDS: Final = n.INFERENCE_REQUEST_SECONDS
 STAGE_SECONDS: Final = n.INFERENCE_STAGE_SECONDS
@@ -43,25 +51,24 @@ class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
-        self.request_seconds = Histogram(
-            REQUEST_SECONDS,
-            "Time to answer POST /recommend, by status class",
-            ["status"],
-            buckets=_BUCKETS,
-            registry=r,
+        self.request_seconds = LoopHistogram(
+            REQUEST_SECONDS, "Time to answer POST /recommend, by status class", ["status"], _BUCKETS, r
         )
-        stage = Histogram(
-            STAGE_SECONDS, "Time per stage of a recommendation", ["stage"], buckets=_STAGE_BUCKETS, registry=r
+        stage = LoopHistogram(
+            STAGE_SECONDS, "Time per stage of a recommendation", ["stage"], _STAGE_BUCKETS, r
         )
         self.stage = {s: stage.labels(s) for s in STAGES}
-        candidates = Counter(CANDIDATES, "Candidates seen, by outcome", ["kind"], registry=r)
+        candidates = LoopCounter(CANDIDATES, "Candidates seen, by outcome", ["kind"], r)
         self.candidates = {k: candidates.labels(k) for k in CANDIDATE_KINDS}
-        errors = Counter(ERRORS, "Failed requests by cause", ["cause"], registry=r)
+        errors = LoopCounter(ERRORS, "Failed requests by cause", ["cause"], r)
         self.errors = {c: errors.labels(c) for c in ERROR_CAUSES}
-        self.events_dropped = Counter(
-            EVENTS_DROPPED, "Prediction events not written to the stream", registry=r
-        )
-        self.events_written = Counter(EVENTS_WRITTEN, "Prediction events written to the stream", registry=r)
+        # Bound now so that they show 0 before the first flush, as prometheus_client's unlabelled Counter did.
+        self.events_dropped = LoopCounter(
+            EVENTS_DROPPED, "Prediction events not written to the stream", [], r
+        ).labels()
+        self.events_written = LoopCounter(
+            EVENTS_WRITTEN, "Prediction events written to the stream", [], r
+        ).labels()
         self.ready = Gauge(READY, "1 when /readyz is green", registry=r)
         self.served = Info(SERVED, "Model and feature versions served, with provenance", registry=r)
         # Set once the model is loaded; stays 0 for a version id without a timestamp (the max-age alert skips 0).

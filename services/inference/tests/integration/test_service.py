@@ -18,7 +18,7 @@ from forkcast_contract.registry_format import version_time
 from forkcast_devservers.ready import wait_until
 from forkcast_devservers.servers import RedisServer
 from forkcast_inference.app import InferenceApp, create_app
-from forkcast_inference.testing import PREFIX, call, make_settings
+from forkcast_inference.testing import PREFIX, call, drive, make_settings
 
 GOOD = {"candidate_restaurant_ids": [1, 2, 3], "latitude": 13.7, "longitude": 100.5}
 # An id in the shape the gateway mints (forkcast_contract.api.REQUEST_ID_PATTERN).
@@ -53,6 +53,30 @@ def test_bad_input_is_422_with_a_message(app: InferenceApp, user: str, body: obj
     status, out, _ = _post(app, user, body)
     assert status == 422
     assert needle in str(out["detail"])
+
+
+def test_a_body_past_the_cap_or_left_unfinished_is_422_with_the_reason(app: InferenceApp) -> None:
+    """The body is counted as it streams (forkcast_contract.asgi_body): the chunk past max_body_bytes ends the read,
+    nothing after it is read; a client gone before the last chunk is refused too. Both count as bad_request."""
+    cap = app.settings.max_body_bytes
+    part = {"type": "http.request", "body": b" " * (cap // 2 + 1), "more_body": True}
+    scope = {"type": "http", "method": "POST", "path": "/recommend/1", "headers": []}
+    for messages, detail in (
+        ([part, part, part], f"request body exceeds {cap} bytes"),
+        ([part, {"type": "http.disconnect"}], "client disconnected before the body was complete"),
+    ):
+        left = list(messages)
+
+        async def receive(left: list[dict[str, object]] = left) -> dict[str, object]:
+            return left.pop(0)
+
+        r = drive(app, scope, receive)
+        assert (r.status, json.loads(r.body)["detail"]) == (422, detail)
+        assert len(left) == (1 if "exceeds" in detail else 0), "read on past the cap"
+    errors = app.metrics.registry.get_sample_value(
+        "forkcast_inference_errors_total", {"cause": "bad_request"}
+    )
+    assert errors == 2
 
 
 def test_unknown_user_is_404_and_headers_are_set(app: InferenceApp) -> None:
@@ -150,7 +174,7 @@ def test_events_reach_the_bounded_stream_and_failures_are_counted(
     broken = create_app(make_settings("redis://127.0.0.1:1/0", app.settings.model_dir))  # type: ignore[arg-type]
     broken.events.add(broken.events.pending[0] if broken.events.pending else _event())
     assert broken.events.flush() == 0
-    assert broken.metrics.events_dropped._value.get() == 1
+    assert broken.metrics.registry.get_sample_value("forkcast_inference_events_dropped_total") == 1
 
 
 def _event() -> object:

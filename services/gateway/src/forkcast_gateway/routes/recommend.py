@@ -24,7 +24,7 @@ from fastapi.responses import Response
 from pydantic import BaseModel, ValidationError
 
 from forkcast_contract.api import USER_ID_PATTERN
-from forkcast_gateway.body import BodyError, receive_body
+from forkcast_contract.asgi_body import BodyError, receive_body
 from forkcast_gateway.forwarding import Forwarder, Unavailable
 from forkcast_gateway.responses import ERRORS, body_422, documented, error_body, field_errors
 from forkcast_gateway.schemas import RecommendResponse
