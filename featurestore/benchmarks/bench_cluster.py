@@ -54,7 +54,7 @@ from forkcast_features.verify import verify_version
 from forkcast_inference.cluster_features import (
     ClusterFeatureReader,
     Command,
-    NodeConnections,
+    NodePipes,
     Plan,
     round_trips,
 )
@@ -226,7 +226,7 @@ def run(src: SourceData, reqs: list[Request]) -> None:
             node_of = admin.nodes_manager.get_node_from_slot
             pointer = pointer_key(PREFIX)
             pointer_node = node_of(key_slot(pointer.encode()))
-            conns = NodeConnections()
+            pipes = NodePipes(admin.nodes_manager, 5.0)  # the pipelined connections the reader uses
             # The other layouts' restaurant keys, with the same bytes, beside the loaded version (their requests
             # read no revision key: a slight advantage to them).
             layouts: dict[str, Callable[[int], str]] = {
@@ -264,7 +264,7 @@ def run(src: SourceData, reqs: list[Request]) -> None:
                     for slot, rks in by_slot.items():
                         mgets.append(("MGET", *rks))
                         _add(plan, node_of(slot), mgets[-1])
-                    replies = round_trips(plan, conns)
+                    replies = loop.run_until_complete(round_trips(plan, pipes))
                     got: dict[str, Any] = {}
                     for cmd in mgets:
                         got.update(zip(cmd[1:], replies[cmd], strict=True))

@@ -8,25 +8,41 @@ same slot. A request reads, from the master that owns its user key, ONE pipeline
 
 so a request costs one round trip to one node and the reads spread over the masters as the users do
 (`featurestore/benchmarks/bench_cluster.py`, featurestore/BENCHMARKS.md). When the user's master holds no copy (a
-resharding after the load), the copy's MGET goes to its own master and both round trips run at once: each node's
-commands are sent before any reply is read.
+resharding after the load), the copy's MGET goes to its own master and the two nodes' round trips run at once.
 
-Consistency, as on one node: every key a request reads names the version this worker holds, and the MGET that
+Non-blocking: each node's commands go out together on the worker's one pipelined asyncio connection to that node
+(forkcast_inference.pipelined, ``PipelinedRedis.execute_all``, held by ``NodePipes``), the nodes concurrently, and
+the request awaits the replies: the event loop serves other requests meanwhile, and the concurrent requests to one
+node share its round trips and socket writes, as the standalone reader's do. In-process on the tiny dataset, 2,000
+real requests at 16 concurrent, alternated A/B (3 sets, 10 pairs, 2026-12-05, 2-core VM at load 2.3-2.6): 243-351
+µs of CPU per request (median 257) against 262-328 µs (median 290) with the blocking reader, lower in 9 of 10
+pairs (services/inference/BENCHMARKS.md, "Issue 19: the Cluster read"). Only the rare calls block the loop:
+loading a version or a copy's coordinates (``load``, ``current``: start, /readyz, a version change) and reading the
+slot map again (redis-py's ``NodesManager.initialize``, on a failover or a resharding).
+
+Consistency, as on one node: every key a request reads names the version the request holds, and the MGET that
 returns the values also returns the pointer copy and the revision of that copy, atomically (one slot). A moved
 pointer reloads the version, a moved revision reloads that copy's coordinates; then the request is fetched again.
 
-Failover: a reply MOVED/ASK/CLUSTERDOWN/TRYAGAIN, or a connection that failed, marks the slot map stale; the map is
-read again (``CLUSTER SLOTS`` via redis-py's NodesManager) before the next fetch, and a MOVED reply is retried at
-once. A request that still fails raises ``redis.RedisError`` (the app answers 503 and counts it in
-``forkcast_inference_errors_total{cause="redis_unavailable"}``); no request answers from a half-read version.
+Failover: a request answered MOVED/ASK/CLUSTERDOWN/TRYAGAIN reads the slot map again (``CLUSTER SLOTS``), points
+each MOVED reply's slot at its target and tries again; a failed connection does the same once per request; a
+timeout is not retried (it would double the deadline) and has the next request read the map first (unless it was
+read since the timed-out attempt began). A failover fails many concurrent requests at once, so the reads are
+coalesced: a request reads the map only if no one began reading it since that request's attempt began (a refresh
+generation), else it retries on the map already read, with its own MOVED targets applied. A refresh closes only the
+connections of nodes that left the map. A request that still fails raises ``redis.RedisError`` (the app answers 503
+and counts it in ``forkcast_inference_errors_total{cause="redis_unavailable"}``); no request answers from a
+half-read version.
 
-Why raw pipelines on redis-py's per-node connections rather than ``RedisCluster.pipeline()``: the cluster pipeline
-runs the nodes one after another and re-resolves every command's slot; here the two commands' nodes are known
-from two CRC16 computations.
+Why raw pipelines rather than redis-py's ``RedisCluster.pipeline()``: the cluster pipeline runs the nodes one after
+another and re-resolves every command's slot; here the two commands' nodes are known from two CRC16 computations.
+redis-py's asyncio cluster client (not measured here) packs every command in Python, as its sync one does.
 """
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -34,7 +50,7 @@ import numpy as np
 import redis
 from hiredis import pack_command
 from redis.backoff import NoBackoff
-from redis.cluster import ClusterNode, RedisCluster
+from redis.cluster import ClusterNode, NodesManager, RedisCluster
 from redis.crc import key_slot
 from redis.exceptions import RedisClusterException
 from redis.retry import Retry
@@ -58,6 +74,7 @@ from forkcast_inference.features import (
     VersionState,
     load_coordinates,
 )
+from forkcast_inference.pipelined import PipelinedRedis
 
 _MAX_ATTEMPTS = 3
 # Replies that mean the slot map this worker holds is out of date (a failover or a resharding).
@@ -98,8 +115,41 @@ class _Held:
     states: dict[str, VersionState] = field(default_factory=dict)
 
 
+class NodePipes:
+    """The worker's pipelined connection to each Cluster node, by node name, kept while the node is in the slot map.
+
+    A ``PipelinedRedis`` opens its own socket from the node client's settings (host, port, ACL user, password) and
+    takes nothing from the node's redis-py pool. Why it matters: the sync reader before took one connection per
+    node with the pool's ``make_connection``, which counts against ``max_connections`` (100 by default in redis-py
+    8.1) and never gives it back, so a new one per slot-map refresh ran the pool out after ~100 refreshes (a dead
+    master costs one per request) and every request then failed with MaxConnectionsError. Here a refresh keeps the
+    connections of the nodes still in the map; a dead node's connection fails its waiting requests and connects
+    again on its next use; a node that left the map has its connection closed and forgotten.
+    """
+
+    def __init__(self, manager: NodesManager, timeout_s: float) -> None:
+        self.manager = manager
+        self.timeout_s = timeout_s
+        # By node name; tests read each one's ``connects``.
+        self.by_node: dict[str, PipelinedRedis] = {}
+
+    def get(self, node: ClusterNode) -> PipelinedRedis:
+        pipe = self.by_node.get(node.name)
+        if pipe is None:
+            if node.redis_connection is None:  # a MOVED target the last map read did not name (move_slot)
+                self.manager.create_redis_connections([node])  # type: ignore[no-untyped-call]
+            client = cast("redis.Redis", node.redis_connection)
+            pipe = self.by_node[node.name] = PipelinedRedis(client, self.timeout_s)
+        return pipe
+
+    def keep_only(self, names: Collection[str]) -> None:
+        """Close and forget the connections of the nodes not in ``names`` (the slot map's nodes)."""
+        for name in [n for n in self.by_node if n not in names]:
+            self.by_node.pop(name).close()
+
+
 class ClusterFeatureReader:
-    """``FeatureSource`` on a Redis Cluster: one round trip to the user's master per request."""
+    """``FeatureSource`` on a Redis Cluster: one round trip to the user's master per request, awaited."""
 
     def __init__(self, cluster: RedisCluster, prefix: str) -> None:
         self.cluster = cluster
@@ -110,7 +160,23 @@ class ClusterFeatureReader:
         # Times the slot map was read again (failover, resharding): tests and logs read it.
         self.topology_refreshes = 0
         self._stale = False
-        self.connections = NodeConnections()
+        # Incremented by every slot-map read: a request that failed reads the map only if it is still the one its
+        # attempt began with (one read per failover, not one per in-flight request).
+        self._generation = 0
+        manager = cluster.nodes_manager
+        kwargs = manager.connection_kwargs
+        # Refused at start, not at the first request: the pipelined connections speak plain TCP only.
+        if kwargs.get("ssl") or issubclass(
+            kwargs.get("connection_class", redis.Connection), redis.SSLConnection
+        ):
+            raise ValueError("the pipelined feature reader does not support TLS (rediss://) URLs")
+        # The hot path's deadline is the client's (connect_cluster sets it from FORKCAST_REDIS_TIMEOUT_S).
+        timeout_s = kwargs.get("socket_timeout")
+        if timeout_s is None:
+            raise ValueError(
+                "the Cluster client needs a socket_timeout: the reader's deadline (connect_cluster)"
+            )
+        self.pipes = NodePipes(manager, float(timeout_s))
 
     # -- versions and copies -------------------------------------------------------------------------------------
     def load(self, version: str) -> VersionState:
@@ -146,7 +212,8 @@ class ClusterFeatureReader:
 
     def _node(self, slot: int) -> ClusterNode:
         # The slot map's primary, read directly: NodesManager.get_node_from_slot costs ≈ 7 µs per call (a
-        # deprecated-argument wrapper and a lock) against 0.05 µs (same micro-measurement as NodeConnections).
+        # deprecated-argument wrapper and a lock) against 0.05 µs (a micro-measurement of 20,000 rounds on the
+        # shared 2-core VM, 2026-12-05).
         try:
             return self.cluster.nodes_manager.slots_cache[slot][0]
         except (KeyError, IndexError):  # a slot no master serves (mid-failover): a Redis outage for the app
@@ -156,25 +223,44 @@ class ClusterFeatureReader:
     def refresh_topology(self, moved: tuple[redis.exceptions.MovedError, ...] = ()) -> None:
         """Read the slot map again and re-map the copies to the masters that own them now.
 
-        ``moved``: the MOVED replies that made the map stale. Their targets join the nodes the map may be read from,
-        and once it is read each reply's slot is pointed at its target, as redis-py's own cluster client does on a
-        MOVED (``NodesManager.move_slot``, redis/cluster.py): right after a failover a node that gossip has not
-        reached yet still serves the old map, and a request that met it on all its attempts was a 503 (1 run in ~20
-        of the failover test before).
+        Synchronous (redis-py's ``NodesManager.initialize``: a ``CLUSTER SLOTS`` round trip that blocks the event
+        loop): it runs once per failover or resharding, not per request (see ``_after_failure``). ``moved``: the MOVED
+        replies that made the map stale. Their targets join the nodes the map may be read from, and once it is read
+        each reply's slot is pointed at its target, as redis-py's own cluster client does on a MOVED
+        (``NodesManager.move_slot``, redis/cluster.py): right after a failover a node that gossip has not reached yet
+        still serves the old map, and a request that met it on all its attempts was a 503 (1 run in ~20 of the
+        failover test before). The connections of the nodes still in the map stay open (other requests wait on
+        them); those of nodes that left it are closed.
         """
         self.topology_refreshes += 1
-        self.connections.close()  # nodes may have gone or changed role
+        self._generation += 1
         manager = self.cluster.nodes_manager
         try:
             manager.initialize(additional_startup_nodes_info=[(m.host, m.port) for m in moved] or None)
-            for reply in moved:
-                manager.move_slot(reply)
         except RedisClusterException as exc:
             # redis-py raises this (not a RedisError) while slots are uncovered, e.g. before a replica took over.
             raise redis.ConnectionError(f"slot map: {exc}") from exc
         self._stale = False
+        self.pipes.keep_only(manager.nodes_cache)
+        self._follow(moved)
+
+    def _follow(self, moved: tuple[redis.exceptions.MovedError, ...]) -> None:
+        """Point each MOVED reply's slot at its target (no round trip) and re-map the copies."""
+        for reply in moved:
+            self.cluster.nodes_manager.move_slot(reply)
         if self.held is not None:
             self._map_copies(self.held)
+
+    def _after_failure(self, generation: int, moved: tuple[redis.exceptions.MovedError, ...] = ()) -> None:
+        """After a request's attempt that began at ``generation`` met a stale map: read it again, at most once.
+
+        A failover fails every in-flight request at once; the first to get here reads the map, the others find the
+        generation moved on and retry on that map, following their own MOVED targets.
+        """
+        if generation == self._generation:
+            self.refresh_topology(moved)
+        else:
+            self._follow(moved)
 
     def current(self) -> VersionState:
         """The live version's state, loading it if the live pointer moved (readiness and start)."""
@@ -195,19 +281,19 @@ class ClusterFeatureReader:
     async def fetch(self, user_id: int, select: SelectFn) -> Fetched:
         """The user and the selected candidates from the user's master, all of one version; see the module doc.
 
-        A coroutine for the ``FeatureSource`` protocol, but its round trips still block the event loop (one per
-        node, on redis-py connections): the pipelined connection (forkcast_inference.pipelined) serves the
-        standalone reader only so far.
+        The round trip is awaited on the node's pipelined connection: the event loop serves other requests
+        meanwhile. Each attempt uses the version held when it began (a reload by another request never mixes
+        versions in this one: the MGET's pointer copy is checked against it).
         """
         if self._stale:
             self.refresh_topology()
-        held = self.held
-        if held is None:
+        if self.held is None:
             self.current()
-            held = cast("_Held", self.held)
         moved: list[Any] = []
         reconnected = False
         for _ in range(_MAX_ATTEMPTS):
+            generation = self._generation
+            held = cast("_Held", self.held)
             user_key = held.keys.user(user_id)
             user_node = self._node(key_slot(user_key.encode()))
             copy = held.copy_of_node.get(user_node.name, held.copies[0])
@@ -226,18 +312,20 @@ class ClusterFeatureReader:
                 mget = ("MGET", keys.restaurant_revision, *rest_keys)
                 self._add(plan, self._node(key_slot(keys.restaurant_revision.encode())), mget)
             try:
-                replies = self._round_trips(plan)
+                replies = await self._round_trips(plan, generation)
             except redis.ConnectionError:
                 # Once per request: a node closed an idle connection (a demoted master does), or the node is gone
                 # and a new slot map names its successor. A timeout is not retried (it would double the deadline).
                 if reconnected:
                     raise
                 reconnected = True
-                self.refresh_topology()
+                self._after_failure(generation)
                 continue
             moved = [r for r in replies.values() if isinstance(r, _TOPOLOGY_ERRORS)]
             if moved:
-                self.refresh_topology(tuple(r for r in moved if isinstance(r, redis.exceptions.MovedError)))
+                self._after_failure(
+                    generation, tuple(r for r in moved if isinstance(r, redis.exceptions.MovedError))
+                )
                 continue
             for reply in replies.values():
                 if isinstance(reply, redis.RedisError):
@@ -250,11 +338,12 @@ class ClusterFeatureReader:
             if live is None:
                 raise NoLiveVersionError(f"{self.pointer} names no feature version")
             if live.decode() != keys.version:
-                self.load(live.decode())
-                held = cast("_Held", self.held)
+                if self.held is None or self.held.keys.version != live.decode():
+                    self.load(live.decode())  # not already reloaded by a concurrent request
                 continue
             if (values[1] or b"") != state.revision:
-                self._load_copy(held, copy)
+                if held.states.get(copy) is state:  # not already reloaded by a concurrent request
+                    self._load_copy(held, copy)
                 continue
             user = None
             if raw_user is not None:
@@ -270,68 +359,35 @@ class ClusterFeatureReader:
     def _add(plan: Plan, node: ClusterNode, command: Command) -> None:
         plan.setdefault(node.name, (node, []))[1].append(command)
 
-    def _round_trips(self, plan: Plan) -> dict[Command, Any]:
+    async def _round_trips(self, plan: Plan, generation: int) -> dict[Command, Any]:
+        """``round_trips`` on this worker's connections; a lost connection or a timeout marks the slot map stale
+        unless it was read again since the attempt began."""
         try:
-            return round_trips(plan, self.connections)
+            return await round_trips(plan, self.pipes)
         except (redis.ConnectionError, redis.TimeoutError):
-            self._stale = True  # a node failed or stalled: the slot map may be stale
+            if generation == self._generation:
+                self._stale = True  # a node failed or stalled: the slot map may be stale
             raise
 
 
-class NodeConnections:
-    """One connection per node, reused by every request of this worker.
+async def round_trips(plan: Plan, pipes: NodePipes) -> dict[Command, Any]:
+    """Each node's commands in one write on its pipelined connection, the nodes concurrently; replies by command.
 
-    Why not the node's pool per request: taking and releasing a pooled connection cost 34-50 µs of CPU per request
-    in redis-py 8.1 (a micro-measurement of 20,000 rounds on the shared 2-core VM, 2026-12-05), more than the rest
-    of the round trip. Safe because a worker calls Redis from one thread only (the app's event loop, synchronously:
-    forkcast_inference.app); a connection that failed is closed and reconnects on its next use.
-
-    One connection object per node for the worker's life: ``make_connection`` counts it against the node pool's
-    ``max_connections`` (100 by default in redis-py 8.1) and nothing gives that back, so a new one per slot-map
-    refresh ran the pool out after ~100 refreshes (a dead master costs one per request): every request then failed
-    with MaxConnectionsError, although the slot map already named the promoted replica.
+    A reply that is an error comes back as the exception object (``PipelinedRedis.execute_all``), so the caller can
+    tell a moved slot from a real failure; a lost connection or a timeout is raised.
     """
-
-    def __init__(self) -> None:
-        self._conns: dict[str, Any] = {}
-
-    def get(self, node: ClusterNode) -> Any:
-        conn = self._conns.get(node.name)
-        if conn is None:
-            pool = cast("redis.Redis", node.redis_connection).connection_pool
-            conn = self._conns[node.name] = pool.make_connection()
-        return conn
-
-    def close(self) -> None:
-        """Drop every socket (nodes may have gone or changed role); each connection reconnects on its next send."""
-        for conn in self._conns.values():
-            conn.disconnect()
-
-
-def round_trips(plan: Plan, connections: NodeConnections) -> dict[Command, Any]:
-    """Each node's commands as one pipeline, all nodes' sent before any reply is read; replies by command.
-
-    A reply that is an error comes back as the exception object (as in a redis-py pipeline), so the caller can tell
-    a moved slot from a real failure. On a connection or timeout error every connection used is closed (one may
-    hold half a reply) and the error raised.
-    """
-    taken: list[tuple[Any, list[Command]]] = []
+    # hiredis's packer directly: 16.8 µs for a request's two commands against 56 µs through redis-py 8.1's
+    # Connection.pack_commands, which inspects every argument in Python first (a micro-measurement of 20,000
+    # rounds on the shared 2-core VM, 2026-12-05).
+    sends = [
+        (commands, pipes.get(node).execute_all([pack_command(c) for c in commands]))
+        for node, commands in plan.values()
+    ]
+    if len(sends) == 1:  # the common case: one node, no tasks to gather
+        batches = [await sends[0][1]]
+    else:
+        batches = await asyncio.gather(*(send for _, send in sends))
     replies: dict[Command, Any] = {}
-    try:
-        for node, commands in plan.values():
-            conn = connections.get(node)
-            taken.append((conn, commands))
-            # hiredis's packer directly: 16.8 µs for a request's two commands against 56 µs through redis-py 8.1's
-            # Connection.pack_commands, which inspects every argument in Python first (same micro-measurement).
-            conn.send_packed_command([b"".join([pack_command(c) for c in commands])], check_health=False)
-        for conn, commands in taken:
-            for command in commands:
-                try:
-                    replies[command] = conn.read_response()
-                except redis.ResponseError as exc:
-                    replies[command] = exc
-    except (redis.ConnectionError, redis.TimeoutError):
-        for conn, _ in taken:
-            conn.disconnect()
-        raise
+    for (commands, _), batch in zip(sends, batches, strict=True):
+        replies.update(zip(commands, batch, strict=True))
     return replies

@@ -15,6 +15,10 @@ Why not redis-py's asyncio client (not measured here): it takes a pooled connect
 arguments in Python; the commands here are already RESP bytes, so all that is needed is a transport, a parser and a
 queue.
 
+The Cluster reader (forkcast_inference.cluster_features) holds one per node and sends a request's commands for
+that node together with ``execute_all``, which hands error replies back as redis-py's exception objects (MOVED, ASK,
+CLUSTERDOWN, TRYAGAIN told apart) instead of raising.
+
 Failure: a reply not received within ``timeout_s`` of its command, or a lost connection, fails EVERY waiting
 request with the same ``redis.TimeoutError`` / ``redis.ConnectionError`` (their replies can no longer be matched)
 and drops the connection; the next command connects again, authenticating with the URL's ACL user and password.
@@ -24,11 +28,16 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
+from collections.abc import Sequence
 from typing import Any, cast
 
 import hiredis
 import redis
 from hiredis import pack_command
+
+# redis-py's own reply-error mapper (MOVED → MovedError, ASK, CLUSTERDOWN, TRYAGAIN, NOPERM, …), the one its
+# connections use: private, so its behaviour is pinned by test_pipelined_redis.py against a real Cluster node.
+from redis._parsers import BaseParser
 
 # A reply error (an ACL refusal, a wrong type) comes back as this exception object, not raised by the parser.
 _REPLY_ERROR = redis.ResponseError
@@ -155,6 +164,47 @@ class PipelinedRedis:
         if isinstance(reply, _REPLY_ERROR):
             raise reply
         return reply
+
+    async def execute_all(self, commands: Sequence[bytes]) -> list[Any]:
+        """Send pre-encoded ``commands`` in one write and await all their replies, in order.
+
+        An error reply is returned, not raised, as the exception object redis-py's own parser makes of it
+        (``MovedError``, ``AskError``, ``ClusterDownError``, ``TryAgainError``, else a ``ResponseError``), as in a
+        redis-py pipeline: the Cluster reader tells a moved slot from a real failure by it. A lost connection or a
+        missed deadline raises ``redis.ConnectionError`` / ``redis.TimeoutError``, as ``execute`` does.
+        """
+        proto = self._proto
+        if proto is None or not proto.usable or proto.loop is not asyncio.get_running_loop():
+            proto = await self._connection()
+        futures = [proto.send(packed) for packed in commands]
+        try:
+            # Redis answers a connection's commands in order and the protocol resolves them in order (or fails
+            # them all at once): when the last reply is in, so are the others.
+            await futures[-1]
+        finally:
+            for fut in futures:
+                if not fut.done():
+                    fut.cancel()  # this request was cancelled: its replies are dropped as they arrive
+                elif not fut.cancelled():
+                    fut.exception()  # the error all of them share is raised once, from the last one
+        return [
+            BaseParser.parse_error(str(reply))  # type: ignore[no-untyped-call]
+            if isinstance(reply, _REPLY_ERROR)
+            else reply
+            for reply in (fut.result() for fut in futures)
+        ]
+
+    def close(self) -> None:
+        """Drop the connection (its node left the Cluster's slot map): waiting commands fail with ConnectionError.
+
+        On the loop that opened it only; a connection of a loop already closed is left to be collected.
+        """
+        proto = self._proto
+        self._proto = None
+        if proto is not None and not proto.loop.is_closed():
+            proto._fail(
+                redis.ConnectionError(f"connection to Redis at {self.where} closed: node left the slot map")
+            )
 
     async def _connection(self) -> _RespProtocol:
         loop = asyncio.get_running_loop()

@@ -2,12 +2,14 @@
 
 Same model, same data, same requests: the Cluster-backed app must answer byte for byte what the standalone one does,
 each request must read from exactly one master (one GET + one MGET there), and the reads must spread over the
-masters. With a replica per master, a manual failover (CLUSTER FAILOVER on a replica) mid-load may cost a few 503s,
-each counted in the errors metric, but never a wrong answer.
+masters. A request waiting on a stalled master does not hold up one to another master (the reads are awaited on
+pipelined connections, not blocking the event loop). With a replica per master, a manual failover (CLUSTER
+FAILOVER on a replica) mid-load may cost a few 503s, each counted in the errors metric, but never a wrong answer.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
@@ -17,23 +19,28 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import polars as pl
 import pytest
 import redis
 from pydantic import ValidationError
-from redis.cluster import ClusterNode
+from redis.crc import key_slot
 
 from forkcast_contract.dataset import REQUESTS_FILE
 from forkcast_contract.metric_names import INFERENCE_ERRORS
 from forkcast_devservers.ready import wait_until
 from forkcast_devservers.servers import RedisCluster, RedisServer
 from forkcast_inference.app import InferenceApp, create_app
-from forkcast_inference.cluster_features import ClusterFeatureReader, NodeConnections, round_trips
+from forkcast_inference.cluster_features import ClusterFeatureReader, connect_cluster
+from forkcast_inference.features import Fetched, VersionState
 from forkcast_inference.testing import ANSWER_TIMEOUT_S, BIN, PREFIX, Response, call, make_settings
 
 pytestmark = pytest.mark.slow
 
 N_REQUESTS = 150
+# How long the stall test pauses a master (CLIENT PAUSE), under ANSWER_TIMEOUT_S: long enough that a starved CI
+# machine still sends the other request while the pause lasts (as in test_pipelined_redis).
+PAUSE_S = 3.0
 
 
 def load_cluster(url: str, data: Path) -> None:
@@ -239,24 +246,161 @@ def test_failover_mid_load_gives_no_wrong_answer_and_counts_its_errors(
     assert 503 not in outage[-len(reqs) :], "requests still failing 60 s after the master died"
 
 
-def test_node_connections_reconnect_after_each_refresh_without_running_the_pool_out(
-    redis_server: RedisServer,
-) -> None:
-    # Each slot-map refresh closes the worker's connections; a dead master costs one refresh per request. Making a
-    # new connection each time ran the node pool's max_connections out (MaxConnectionsError on every request).
-    pool_limit = 2
-    node = ClusterNode(  # type: ignore[no-untyped-call]
-        "127.0.0.1",
-        redis_server.port,
-        redis_connection=redis.Redis(port=redis_server.port, max_connections=pool_limit),
+def _select(_state: VersionState) -> np.ndarray:
+    return np.arange(8, dtype=np.int64)
+
+
+def _user_per_master(reader: ClusterFeatureReader, data: Path) -> dict[str, int]:
+    """A dataset user whose key each master owns, by node name (from the reader's slot map)."""
+    out: dict[str, int] = {}
+    for user, _ in requests_of(data, N_REQUESTS):
+        out.setdefault(_owner(reader, int(user)), int(user))
+    assert len(out) == 3, out
+    return out
+
+
+def _owner(reader: ClusterFeatureReader, user: int) -> str:
+    """The node name of the master that owns ``user``'s key, in the reader's slot map."""
+    held = reader.held
+    assert held is not None
+    return reader.cluster.nodes_manager.slots_cache[key_slot(held.keys.user(user).encode())][0].name
+
+
+def _same(a: Fetched, b: Fetched) -> bool:
+    return (
+        a.version == b.version
+        and a.user is not None
+        and b.user is not None
+        and a.user.tobytes() == b.user.tobytes()
+        and a.ids.tolist() == b.ids.tolist()
+        and a.values == b.values
     )
-    conns = NodeConnections()
-    for _ in range(pool_limit * 3):
-        replies = round_trips({node.name: (node, [("PING",)])}, conns)
-        assert replies == {("PING",): b"PONG"}
-        conns.close()
-    assert node.redis_connection is not None
-    assert node.redis_connection.connection_pool._created_connections == 1
+
+
+def test_a_request_waiting_on_a_stalled_master_does_not_hold_up_a_request_to_another(
+    cluster: RedisCluster, tiny_data: Path
+) -> None:
+    # Before: the round trips ran on blocking redis-py connections inside the coroutine, so the whole event loop
+    # waited for the stalled master and the second request was answered only after the first.
+    reader = ClusterFeatureReader(connect_cluster(cluster.nodes[0].url, ANSWER_TIMEOUT_S), PREFIX)
+    reader.current()
+    (slow_node, slow_user), (fast_node, fast_user) = list(_user_per_master(reader, tiny_data).items())[:2]
+    slow_port = int(slow_node.rsplit(":", 1)[1])
+
+    async def run() -> tuple[dict[int, Fetched], Fetched, float, bool, Fetched]:
+        before = {u: await reader.fetch(u, _select) for u in (slow_user, fast_user)}  # connected to both
+        redis.Redis(port=slow_port).client_pause(int(PAUSE_S * 1000))  # answers no client for PAUSE_S
+        slow = asyncio.ensure_future(reader.fetch(slow_user, _select))
+        await asyncio.sleep(0.1)  # the slow request's commands are sent
+        t = time.monotonic()
+        fast = await reader.fetch(fast_user, _select)
+        waited = time.monotonic() - t
+        return before, fast, waited, slow.done(), await slow
+
+    before, fast, waited, slow_done, slow = asyncio.run(run())
+    # A third of the pause leaves a starved CI machine room; the blocking reader waited the rest of the pause.
+    assert not slow_done and waited < PAUSE_S / 3, (slow_done, waited)
+    assert _same(fast, before[fast_user]) and _same(slow, before[slow_user])  # the slow one answered after it
+    assert reader.topology_refreshes == 0
+    assert {n: p.connects for n, p in reader.pipes.by_node.items() if n in (slow_node, fast_node)} == {
+        slow_node: 1,
+        fast_node: 1,
+    }
+
+
+def test_a_user_whose_master_holds_no_copy_is_read_from_two_masters_at_once(
+    cluster: RedisCluster, tiny_data: Path
+) -> None:
+    # After a resharding the user's master may hold no restaurant copy: the GET goes to it, the MGET to the first
+    # copy's master, both awaited together.
+    reader = ClusterFeatureReader(connect_cluster(cluster.nodes[0].url, ANSWER_TIMEOUT_S), PREFIX)
+    reader.current()
+    held = reader.held
+    assert held is not None
+    copy_node = held.node_of_copy[held.copies[0]].name
+    user_node, user = next((n, u) for n, u in _user_per_master(reader, tiny_data).items() if n != copy_node)
+    ports = {n: int(n.rsplit(":", 1)[1]) for n in (user_node, copy_node)}
+
+    async def run() -> tuple[Fetched, Fetched]:
+        right = await reader.fetch(user, _select)
+        del held.copy_of_node[user_node]  # as if the user's master held no copy
+        return right, await reader.fetch(user, _select)
+
+    before = {n: (calls(p, "get"), calls(p, "mget")) for n, p in ports.items()}
+    right, split = asyncio.run(run())
+    after = {n: (calls(p, "get"), calls(p, "mget")) for n, p in ports.items()}
+    assert _same(split, right)
+    # The first fetch: GET + MGET on the user's master; the second: GET there, MGET on the copy's master.
+    assert {n: (after[n][0] - before[n][0], after[n][1] - before[n][1]) for n in ports} == {
+        user_node: (2, 1),
+        copy_node: (0, 1),
+    }
+
+
+def test_concurrent_requests_that_meet_a_stale_slot_map_read_it_again_once(
+    cluster: RedisCluster, tiny_data: Path
+) -> None:
+    # A failover answers every in-flight request MOVED at once; each reading the slot map again (a blocking
+    # CLUSTER SLOTS) and closing the others' connections would stall the worker when it can least afford it.
+    # Stale map here: one master's slots pointed at another master, so its users' GETs are answered MOVED.
+    reader = ClusterFeatureReader(connect_cluster(cluster.nodes[0].url, ANSWER_TIMEOUT_S), PREFIX)
+    reader.current()
+    (moved_from, _), (moved_to, _) = list(_user_per_master(reader, tiny_data).items())[:2]
+    users = [int(u) for u, _ in requests_of(tiny_data, N_REQUESTS) if _owner(reader, int(u)) == moved_from]
+    batch = (users * 30)[:30]
+    manager = reader.cluster.nodes_manager
+
+    async def run() -> tuple[dict[int, Fetched], list[Fetched]]:
+        right = {u: await reader.fetch(u, _select) for u in set(batch)}
+        wrong_node = manager.nodes_cache[moved_to]
+        for slot, nodes in manager.slots_cache.items():
+            if nodes[0].name == moved_from:
+                manager.slots_cache[slot] = [wrong_node]
+        assert reader.held is not None
+        reader._map_copies(reader.held)
+        # Every request's commands are sent (to the wrong master) before any reply is read.
+        got = await asyncio.gather(*(reader.fetch(u, _select) for u in batch))
+        return right, list(got)
+
+    right, got = asyncio.run(run())
+    wrong = [u for u, g in zip(batch, got, strict=True) if not _same(g, right[u])]
+    assert not wrong, wrong
+    assert (
+        reader.topology_refreshes == 1
+    )  # the first request to meet MOVED read the map; the others followed it
+    assert {p.connects for p in reader.pipes.by_node.values()} == {1}  # nobody's connection was closed
+
+
+def test_slot_map_refreshes_keep_the_masters_connections_and_a_dropped_one_reconnects(
+    cluster: RedisCluster, tiny_data: Path
+) -> None:
+    # The sync reader before made a pooled connection per slot-map refresh and ran the node pool's
+    # max_connections (100) out after ~100 refreshes (a dead master costs one per request): every request then
+    # failed with MaxConnectionsError. A refresh now keeps the connections of the nodes still in the map.
+    reader = ClusterFeatureReader(connect_cluster(cluster.nodes[0].url, ANSWER_TIMEOUT_S), PREFIX)
+    reader.current()
+    users = _user_per_master(reader, tiny_data)
+    dropped = next(iter(users))
+    refreshes = 150
+
+    async def run() -> tuple[dict[str, Fetched], list[str], Fetched]:
+        first = {n: await reader.fetch(u, _select) for n, u in users.items()}
+        wrong = []
+        for k in range(refreshes):
+            reader.refresh_topology()
+            got = await reader.fetch(users[dropped], _select)
+            if not _same(got, first[dropped]):
+                wrong.append(f"after refresh {k + 1}")
+        # The node drops our connection (as a demoted master does): the next request connects again.
+        redis.Redis(port=int(dropped.rsplit(":", 1)[1])).client_kill_filter(_type="normal", skipme=True)
+        return first, wrong, await reader.fetch(users[dropped], _select)
+
+    first, wrong, after = asyncio.run(run())
+    assert not wrong, wrong[:3]
+    assert _same(after, first[dropped])
+    assert reader.topology_refreshes >= refreshes
+    connects = {n: p.connects for n, p in reader.pipes.by_node.items()}
+    assert connects == {n: 2 if n == dropped else 1 for n in users}, connects
 
 
 def test_cluster_mode_without_an_events_redis_is_refused_at_start() -> None:

@@ -1,7 +1,9 @@
 """The worker's pipelined Redis connection (forkcast_inference.pipelined) against real redis-servers: replies matched
-to their requests, one shared connection, a stall or a lost connection failing every waiting request with one
-error and the next request reconnecting, AUTH as the URL's ACL user; and the app serving other requests while a
-request's MGET waits (the blocking MGET it replaces held the event loop for the whole round trip)."""
+to their requests, one shared connection, a request's several commands in one write with their error replies
+returned as redis-py's exceptions (a Cluster node's MOVED), a stall or a lost connection failing every waiting
+request with one error and the next request reconnecting, AUTH as the URL's ACL user; and the app serving other
+requests while a request's MGET waits (the blocking MGET it replaces held the event loop for the whole round
+trip)."""
 
 from __future__ import annotations
 
@@ -16,8 +18,10 @@ from typing import Any, cast
 import pytest
 import redis
 from hiredis import pack_command
+from redis.cluster import RedisCluster as ClusterClient
+from redis.crc import key_slot
 
-from forkcast_devservers.servers import RedisServer
+from forkcast_devservers.servers import RedisCluster, RedisServer
 from forkcast_inference.app import InferenceApp, create_app
 from forkcast_inference.pipelined import PipelinedRedis
 from forkcast_inference.testing import ANSWER_TIMEOUT_S, make_settings
@@ -83,6 +87,45 @@ def test_commands_sent_in_one_loop_iteration_go_out_in_one_write(redis_server: R
     assert replies == [f"value {i}".encode() for i in range(30)]
     assert writes == 1
     assert pipe.connects == 1
+
+
+def test_execute_all_writes_once_and_returns_each_error_reply_as_its_redis_py_exception(
+    redis_cluster: RedisCluster,
+) -> None:
+    # The Cluster reader's contract: MOVED must come back as a MovedError (slot, target) it can follow, a real
+    # error as a ResponseError, neither raised, each in its command's place.
+    cluster = ClusterClient.from_url(redis_cluster.url)
+    owner = {
+        k: cluster.nodes_manager.get_node_from_slot(key_slot(k.encode()))
+        for k in (f"pipe:{{{c}}}" for c in "abcdefgh")
+    }
+    here = next(iter(owner))  # a key this node owns, and one another master owns
+    there = next(k for k in owner if owner[k].name != owner[here].name)
+    cluster.set(here, b"mine")
+    cluster.set(there, b"theirs")
+    node = owner[here]
+    pipe = PipelinedRedis(redis.Redis(host=node.host, port=node.port), timeout_s=2.0)
+
+    async def run() -> tuple[list[Any], int]:
+        assert await pipe.execute(_get(here)) == b"mine"  # connected
+        proto = pipe._proto
+        assert proto is not None
+        counting = _CountingTransport(proto.transport)
+        proto.transport = cast("Any", counting)
+        replies = await pipe.execute_all([_get(here), _get(there), _command("HGET", here, "f"), _get(here)])
+        return replies, counting.writes
+
+    replies, writes = asyncio.run(run())
+    assert writes == 1
+    mine, moved, wrong_type, again = replies
+    assert mine == b"mine" and again == b"mine"
+    assert isinstance(moved, redis.exceptions.MovedError), moved
+    assert (moved.slot_id, moved.host, moved.port) == (
+        key_slot(there.encode()),
+        owner[there].host,
+        owner[there].port,
+    )
+    assert type(wrong_type) is redis.ResponseError and str(wrong_type).startswith("WRONGTYPE"), wrong_type
 
 
 def test_a_stalled_server_fails_every_waiting_request_with_one_timeout_then_reconnects(
