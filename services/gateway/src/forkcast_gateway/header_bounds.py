@@ -6,7 +6,8 @@ size (httptools concatenates a header name or value across reads until it is com
 layer up, in the ASGI Edge (body.py); the header section has to be bounded here, in the HTTP protocol, because no
 ASGI app runs before it is complete.
 
-:class:`HeaderBoundedProtocol` is uvicorn's httptools protocol with two additions:
+:class:`HeaderBoundedProtocol` is uvicorn's httptools protocol with two additions (and each answer sent in one write,
+forkcast_contract.write_coalescing, as the inference's protocol does):
 
 * **Deadline.** The header section must be complete ``header_timeout_s`` after the connection opened (first
   request) or after its first byte arrived (each later request on a keep-alive connection, so the deadline restarts
@@ -46,6 +47,7 @@ from typing import Any, ClassVar
 import httptools
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
+from forkcast_contract.write_coalescing import CoalescingTransport
 from forkcast_gateway.settings import MAX_HEADER_BYTES_DEFAULT
 
 logger = logging.getLogger("forkcast_gateway.header_bounds")
@@ -79,7 +81,8 @@ class HeaderBoundedProtocol(HttpToolsProtocol):
 
     # -- connection ---------------------------------------------------------------------------------------------
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        super().connection_made(transport)
+        # Each answer's head and body in one write (forkcast_contract.write_coalescing, as the inference does).
+        super().connection_made(CoalescingTransport(transport, self.loop))  # type: ignore[arg-type]
         self._head_since = self.loop.time()  # the first request's deadline runs from the connection's start
         self._arm(self.header_timeout_s)
 

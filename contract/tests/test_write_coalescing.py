@@ -1,9 +1,10 @@
-"""The service's HTTP protocol (forkcast_inference.http_protocol) sends each answer in one write, whole.
+"""Both services send each answer in one write, whole (forkcast_contract.write_coalescing).
 
-A real uvicorn server in a child process serves a two-message ASGI answer (head, then body) with the service's
-protocol and, for comparison, with uvicorn's own httptools protocol; the write system calls of the server process
-(``syscw`` in /proc/PID/io) are counted over keep-alive requests. uvicorn's protocol makes two per answer, the
-service's one, so the test fails if the coalescing stops working.
+A real uvicorn server in a child process serves a two-message ASGI answer (head, then body) with the inference's
+protocol (forkcast_inference.http_protocol.CoalescingProtocol), the gateway's (forkcast_gateway.header_bounds), and
+for comparison uvicorn's own httptools protocol; the write system calls of the server process (``syscw`` in
+/proc/PID/io) are counted over keep-alive requests. uvicorn's protocol makes two per answer, the services' one, so
+the test fails if a service stops coalescing.
 """
 
 from __future__ import annotations
@@ -26,7 +27,6 @@ SERVER = textwrap.dedent(
     """
     import sys
     import uvicorn
-    from forkcast_inference.http_protocol import CoalescingProtocol
 
     BODY = {body!r}
 
@@ -42,7 +42,13 @@ SERVER = textwrap.dedent(
         await send({{"type": "http.response.start", "status": 200, "headers": headers}})
         await send({{"type": "http.response.body", "body": BODY}})
 
-    http = CoalescingProtocol if sys.argv[2] == "coalescing" else "httptools"
+    if sys.argv[2] == "inference":
+        from forkcast_inference.http_protocol import CoalescingProtocol as http
+    elif sys.argv[2] == "gateway":
+        from forkcast_gateway.header_bounds import bounded_protocol
+        http = bounded_protocol(16384, 5.0)
+    else:
+        http = "httptools"
     uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[1]), loop="uvloop", http=http, lifespan="off",
                 access_log=False, log_level="warning")
     """
@@ -70,7 +76,7 @@ def _writes(pid: int) -> int:
     raise AssertionError(f"/proc/{pid}/io has no syscw line")
 
 
-@pytest.fixture(params=["coalescing", "httptools"])
+@pytest.fixture(params=["inference", "gateway", "httptools"])
 def server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[str, int, Proc]]:
     port = free_port()
     script = tmp_path / "server.py"
@@ -83,7 +89,7 @@ def server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[str
         stop(proc)
 
 
-def test_each_answer_is_one_write_with_the_service_protocol_and_two_with_uvicorns(
+def test_each_answer_is_one_write_with_the_services_protocols_and_two_with_uvicorns(
     server: tuple[str, int, Proc],
 ) -> None:
     kind, port, proc = server
@@ -96,8 +102,8 @@ def test_each_answer_is_one_write_with_the_service_protocol_and_two_with_uvicorn
             answer = _read_answer(sock)
             assert answer.startswith(b"HTTP/1.1 200 OK\r\n") and answer.endswith(b"\r\n\r\n" + BODY), answer
         per_answer = (_writes(proc.pid) - before) / REQUESTS
-    if kind == "coalescing":
-        assert per_answer < 1.2, f"{per_answer:.2f} write calls per answer with CoalescingProtocol"
+    if kind != "httptools":
+        assert per_answer < 1.2, f"{per_answer:.2f} write calls per answer with the {kind}'s protocol"
     else:  # the comparison that shows the count can tell one write from two
         assert per_answer >= 1.9, f"{per_answer:.2f} write calls per answer with uvicorn's protocol"
 
