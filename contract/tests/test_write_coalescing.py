@@ -12,16 +12,20 @@ from __future__ import annotations
 import socket
 import sys
 import textwrap
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from forkcast_devservers.ports import free_port
-from forkcast_devservers.process import Proc, spawn, stop
+from forkcast_devservers.process import Proc, rss_mib, spawn, stop
 from forkcast_devservers.ready import tcp_ok, wait_until
 
 REQUESTS = 300
+HALF_CLOSES = 20
+# /big: 128 MiB streamed in 64 KiB chunks, each a new bytes object.
+BIG_CHUNKS, BIG_CHUNK = 2048, 65536
 BODY = b'{"restaurants":[]}'
 SERVER = textwrap.dedent(
     """
@@ -35,6 +39,14 @@ SERVER = textwrap.dedent(
             return
         while (await receive()).get("more_body", False):
             pass
+        if scope["path"] == "/big":  # a body streamed without yielding: send() waits only when writing is paused
+            size = {chunks} * {chunk}
+            await send({{"type": "http.response.start", "status": 200,
+                        "headers": [(b"content-length", str(size).encode())]}})
+            for _ in range({chunks}):
+                await send({{"type": "http.response.body", "body": b"x" * {chunk}, "more_body": True}})
+            await send({{"type": "http.response.body", "body": b""}})
+            return
         close = scope["path"] == "/close"
         headers = [(b"content-type", b"application/json"), (b"content-length", str(len(BODY)).encode())]
         if close:
@@ -52,7 +64,7 @@ SERVER = textwrap.dedent(
     uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[1]), loop="uvloop", http=http, lifespan="off",
                 access_log=False, log_level="warning")
     """
-).format(body=BODY)
+).format(body=BODY, chunks=BIG_CHUNKS, chunk=BIG_CHUNK)
 
 
 def _request(path: str) -> bytes:
@@ -117,3 +129,49 @@ def test_a_connection_close_answer_arrives_whole_before_the_close(server: tuple[
             data += chunk
     assert data.startswith(b"HTTP/1.1 200 OK\r\n") and data.endswith(b"\r\n\r\n" + BODY), data
     assert b"connection: close" in data.lower()
+
+
+def test_a_client_that_half_closes_after_its_request_still_gets_the_whole_answer(
+    server: tuple[str, int, Proc],
+) -> None:
+    """The client sends its request, then FIN (``nc -N``, ``shutdown(SHUT_WR)``): uvloop closes the transport when
+    the protocol's eof_received returns a false value, and an answer still kept by the coalescing transport was lost
+    (0-6 of 20 answered before CoalescingWrites flushed on EOF)."""
+    kind, port, _ = server
+    answered = 0
+    for _ in range(HALF_CLOSES):
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+            sock.sendall(_request("/recommend"))
+            sock.shutdown(socket.SHUT_WR)
+            data = b""
+            while chunk := sock.recv(65536):
+                data += chunk
+        answered += data.startswith(b"HTTP/1.1 200 OK\r\n") and data.endswith(b"\r\n\r\n" + BODY)
+    assert answered == HALF_CLOSES, (
+        f"{kind}: {answered} of {HALF_CLOSES} half-closing clients got their answer"
+    )
+
+
+def test_a_body_streamed_to_a_client_that_does_not_read_is_held_back_by_flow_control(
+    server: tuple[str, int, Proc],
+) -> None:
+    """128 MiB streamed to a client that reads nothing for a while: the server must stop at the transport's
+    high-water mark (uvicorn's send waits while writing is paused), not keep every chunk in the coalescing
+    transport, which never let the transport see them before the next loop iteration."""
+    kind, port, proc = server
+    size = BIG_CHUNKS * BIG_CHUNK
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+        before = rss_mib(proc.pid)
+        sock.sendall(_request("/big"))
+        time.sleep(1.0)  # the client reads nothing meanwhile: the server fills the socket, then must pause
+        grown = rss_mib(proc.pid) - before
+        head = b""
+        while b"\r\n\r\n" not in head:
+            head += sock.recv(65536)
+        got = len(head.split(b"\r\n\r\n", 1)[1])
+        while got < size:
+            chunk = sock.recv(1 << 20)
+            assert chunk, f"{kind}: the server closed after {got} of {size} bytes"
+            got += len(chunk)
+    assert got == size
+    assert grown < 48, f"{kind}: the server grew {grown:.0f} MiB while the client did not read"

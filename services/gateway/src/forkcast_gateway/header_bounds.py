@@ -47,7 +47,7 @@ from typing import Any, ClassVar
 import httptools
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
-from forkcast_contract.write_coalescing import CoalescingTransport
+from forkcast_contract.write_coalescing import CoalescingWrites
 from forkcast_gateway.settings import MAX_HEADER_BYTES_DEFAULT
 
 logger = logging.getLogger("forkcast_gateway.header_bounds")
@@ -60,7 +60,7 @@ class _HeaderSectionTooLargeError(Exception):
     """Raised inside the parser's on_headers_complete: stops httptools at once (no body callbacks follow)."""
 
 
-class HeaderBoundedProtocol(HttpToolsProtocol):
+class HeaderBoundedProtocol(CoalescingWrites, HttpToolsProtocol):
     """uvicorn's httptools protocol with a header-section deadline (408) and size cap (431); see the module."""
 
     max_header_bytes: ClassVar[int] = MAX_HEADER_BYTES_DEFAULT
@@ -81,8 +81,7 @@ class HeaderBoundedProtocol(HttpToolsProtocol):
 
     # -- connection ---------------------------------------------------------------------------------------------
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        # Each answer's head and body in one write (forkcast_contract.write_coalescing, as the inference does).
-        super().connection_made(CoalescingTransport(transport, self.loop))  # type: ignore[arg-type]
+        super().connection_made(transport)  # CoalescingWrites: each answer's head and body in one write
         self._head_since = self.loop.time()  # the first request's deadline runs from the connection's start
         self._arm(self.header_timeout_s)
 

@@ -7,15 +7,10 @@ measured figure are there). The gateway's ``HeaderBoundedProtocol`` does the sam
 
 from __future__ import annotations
 
-import asyncio
-
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from forkcast_contract.write_coalescing import CoalescingTransport
+from forkcast_contract.write_coalescing import CoalescingWrites
 
 
-class CoalescingProtocol(HttpToolsProtocol):
+class CoalescingProtocol(CoalescingWrites, HttpToolsProtocol):
     """``uvicorn.run(app, http=CoalescingProtocol)``: uvicorn's httptools protocol, each answer in one write."""
-
-    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        super().connection_made(CoalescingTransport(transport, self.loop))  # type: ignore[arg-type]
