@@ -17,22 +17,27 @@ node share its round trips and socket writes, as the standalone reader's do. In-
 real requests at 16 concurrent, alternated A/B (3 sets, 10 pairs, 2026-12-05, 2-core VM at load 2.3-2.6): 243-351
 µs of CPU per request (median 257) against 262-328 µs (median 290) with the blocking reader, lower in 9 of 10
 pairs (services/inference/BENCHMARKS.md, "Issue 19: the Cluster read"). Only the rare calls block the loop:
-loading a version or a copy's coordinates (``load``, ``current``: start, /readyz, a version change) and reading the
-slot map again (redis-py's ``NodesManager.initialize``, on a failover or a resharding).
+loading a version or a copy's coordinates (``load``, ``current``: start, /readyz, a version change). Reading the
+slot map again (redis-py's ``NodesManager.initialize``, on a failover or a resharding) runs in a worker thread.
 
 Consistency, as on one node: every key a request reads names the version the request holds, and the MGET that
 returns the values also returns the pointer copy and the revision of that copy, atomically (one slot). A moved
 pointer reloads the version, a moved revision reloads that copy's coordinates; then the request is fetched again.
 
-Failover: a request answered MOVED/ASK/CLUSTERDOWN/TRYAGAIN reads the slot map again (``CLUSTER SLOTS``), points
-each MOVED reply's slot at its target and tries again; a failed connection does the same once per request; a
-timeout is not retried (it would double the deadline) and has the next request read the map first (unless it was
-read since the timed-out attempt began). A failover fails many concurrent requests at once, so the reads are
-coalesced: a request reads the map only if no one began reading it since that request's attempt began (a refresh
-generation), else it retries on the map already read, with its own MOVED targets applied. A refresh closes only the
-connections of nodes that left the map. A request that still fails raises ``redis.RedisError`` (the app answers 503
-and counts it in ``forkcast_inference_errors_total{cause="redis_unavailable"}``); no request answers from a
-half-read version.
+Resharding: a command answered ASK (its key already left a slot being migrated) is sent again, after ASKING, to the
+node the reply names, in the same request; one answered TRYAGAIN (a multi-key command whose keys the migration split)
+has the request try again after 50 ms. Neither reads the slot map again.
+
+Failover: a request answered MOVED/CLUSTERDOWN awaits a read of the slot map (``CLUSTER SLOTS``, off the loop),
+points each MOVED reply's slot at its target and tries again; a failed connection does the same once per request; a
+timeout is not retried (it would double the deadline) and has the next request start a read without waiting for it
+(unless one began since the timed-out attempt did): the stalled master may stall the read too. A failover fails many
+concurrent requests at once, so the reads are single-flight: a request starts one only if none is in flight and none
+began since its attempt did (a refresh generation), else it awaits the one in flight or retries on the map already
+read. After a failed read (no node answers, slots uncovered) none starts for 1 s and requests that need one fail at
+once. A read closes only the connections of nodes that left the map. A request that still fails raises
+``redis.RedisError`` (the app answers 503 and counts it in
+``forkcast_inference_errors_total{cause="redis_unavailable"}``); no request answers from a half-read version.
 
 Why raw pipelines rather than redis-py's ``RedisCluster.pipeline()``: the cluster pipeline runs the nodes one after
 another and re-resolves every command's slot; here the two commands' nodes are known from two CRC16 computations.
@@ -42,6 +47,8 @@ redis-py's asyncio cluster client (not measured here) packs every command in Pyt
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import time
 from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any, cast
@@ -50,7 +57,7 @@ import numpy as np
 import redis
 from hiredis import pack_command
 from redis.backoff import NoBackoff
-from redis.cluster import ClusterNode, NodesManager, RedisCluster
+from redis.cluster import PRIMARY, ClusterNode, NodesManager, RedisCluster
 from redis.crc import key_slot
 from redis.exceptions import RedisClusterException
 from redis.retry import Retry
@@ -77,13 +84,23 @@ from forkcast_inference.features import (
 from forkcast_inference.pipelined import PipelinedRedis
 
 _MAX_ATTEMPTS = 3
-# Replies that mean the slot map this worker holds is out of date (a failover or a resharding).
+# Replies that mean the slot map this worker holds is out of date (a failover or a resharding). ASK and TRYAGAIN
+# (a slot being migrated) do not: they are answered in ``_asked`` and by a retry after ``_TRYAGAIN_S``.
 _TOPOLOGY_ERRORS = (
     redis.exceptions.MovedError,
-    redis.exceptions.AskError,
     redis.exceptions.ClusterDownError,
-    redis.exceptions.TryAgainError,
+    redis.exceptions.AskError,  # an ASK answered to a command sent with ASKING: the migration moved on
 )
+# A multi-key command whose keys are split by a migration in progress: redis-py's cluster client sleeps this long
+# before it tries again (redis/cluster.py, ``_execute_command``, TryAgainError).
+_TRYAGAIN_S = 0.05
+
+# After a failed slot-map read (no node answers, slots uncovered) no other starts for this long: requests needing
+# one fail at once (503) meanwhile. Before, every request read the map again on the event loop: 60 requests against
+# one silent node at a 0.5 s timeout made 41 reads of 0.5 s each, the loop (and /healthz) frozen ~20 s; now 2 reads,
+# in a thread (test_an_unreadable_slot_map_is_read_once_per_interval_off_the_loop, 2026-12-05). 1 s: short against
+# the Cluster's own failure detection (cluster-node-timeout, 15 s by default), so a recovered map is found soon.
+_RETRY_AFTER_FAILED_READ_S = 1.0
 
 Command = tuple[Any, ...]
 # Commands per node, by node name: what one request sends (one pipeline per node).
@@ -160,6 +177,9 @@ class ClusterFeatureReader:
         # Times the slot map was read again (failover, resharding): tests and logs read it.
         self.topology_refreshes = 0
         self._stale = False
+        # The slot-map read in flight (one per worker, ``_refresh``) and when the last one failed (monotonic).
+        self._refreshing: asyncio.Task[None] | None = None
+        self._failed_at: float | None = None
         # Incremented by every slot-map read: a request that failed reads the map only if it is still the one its
         # attempt began with (one read per failover, not one per in-flight request).
         self._generation = 0
@@ -221,27 +241,50 @@ class ClusterFeatureReader:
             raise redis.ConnectionError(f"slot {slot} is not covered by the slot map") from None
 
     def refresh_topology(self, moved: tuple[redis.exceptions.MovedError, ...] = ()) -> None:
-        """Read the slot map again and re-map the copies to the masters that own them now.
+        """Read the slot map again, blocking the caller: ``current`` with no event loop running (start), and tests.
 
-        Synchronous (redis-py's ``NodesManager.initialize``: a ``CLUSTER SLOTS`` round trip that blocks the event
-        loop): it runs once per failover or resharding, not per request (see ``_after_failure``). ``moved``: the MOVED
-        replies that made the map stale. Their targets join the nodes the map may be read from, and once it is read
-        each reply's slot is pointed at its target, as redis-py's own cluster client does on a MOVED
-        (``NodesManager.move_slot``, redis/cluster.py): right after a failover a node that gossip has not reached yet
-        still serves the old map, and a request that met it on all its attempts was a 503 (1 run in ~20 of the
-        failover test before). The connections of the nodes still in the map stay open (other requests wait on
-        them); those of nodes that left it are closed.
+        The hot path reads it off the event loop instead (``_refresh``). ``moved``: see ``_read_map``.
         """
+        self._begin_read()
+        try:
+            self._read_map(moved)
+        except redis.ConnectionError:
+            self._failed_at = time.monotonic()
+            raise
+        self._map_read(moved)
+
+    def _begin_read(self) -> None:
         self.topology_refreshes += 1
         self._generation += 1
-        manager = self.cluster.nodes_manager
+
+    def _read_map(self, moved: tuple[redis.exceptions.MovedError, ...]) -> None:
+        """redis-py's ``NodesManager.initialize``: ``CLUSTER SLOTS`` from the first node that answers (blocking).
+
+        Safe in a worker thread while the loop reads ``slots_cache``: redis-py 8.1 builds the new nodes and slots in
+        local dicts and swaps both in under its lock at the end (redis/cluster.py, ``initialize``), so the loop sees
+        the old map or the new one, never half of one. ``moved``: the MOVED replies that made the map stale; their
+        targets join the nodes the map may be read from.
+        """
         try:
-            manager.initialize(additional_startup_nodes_info=[(m.host, m.port) for m in moved] or None)
+            self.cluster.nodes_manager.initialize(
+                additional_startup_nodes_info=[(m.host, m.port) for m in moved] or None
+            )
         except RedisClusterException as exc:
-            # redis-py raises this (not a RedisError) while slots are uncovered, e.g. before a replica took over.
+            # redis-py raises this (not a RedisError) while no node answers or slots are uncovered (before a
+            # replica took over).
             raise redis.ConnectionError(f"slot map: {exc}") from exc
+
+    def _map_read(self, moved: tuple[redis.exceptions.MovedError, ...]) -> None:
+        """After a successful read, on the loop: keep the connections of the nodes still in the map (other requests
+        wait on them), close those of nodes that left it, and follow ``moved``.
+
+        Each MOVED reply's slot is pointed at its target, as redis-py's own cluster client does on a MOVED
+        (``NodesManager.move_slot``): right after a failover a node that gossip has not reached yet still serves the
+        old map, and a request that met it on all its attempts was a 503 (1 run in ~20 of the failover test before).
+        """
         self._stale = False
-        self.pipes.keep_only(manager.nodes_cache)
+        self._failed_at = None
+        self.pipes.keep_only(self.cluster.nodes_manager.nodes_cache)
         self._follow(moved)
 
     def _follow(self, moved: tuple[redis.exceptions.MovedError, ...]) -> None:
@@ -251,21 +294,80 @@ class ClusterFeatureReader:
         if self.held is not None:
             self._map_copies(self.held)
 
-    def _after_failure(self, generation: int, moved: tuple[redis.exceptions.MovedError, ...] = ()) -> None:
+    def _refresh(self, moved: tuple[redis.exceptions.MovedError, ...] = ()) -> asyncio.Task[None]:
+        """The worker's one slot-map read in flight, started with ``moved`` if none is: every request awaits the same.
+
+        Off the event loop (``asyncio.to_thread``): ``CLUSTER SLOTS`` to a stalled or silently dead node blocks
+        for the socket timeout, and a node list with none reachable for nodes × the connect timeout; on the loop
+        that froze every request and /healthz with it. After a FAILED read no other starts for
+        ``_RETRY_AFTER_FAILED_READ_S``: requests that need one meanwhile fail at once with ``redis.ConnectionError``
+        (a 503) instead of each reading the map again.
+        """
+        loop = asyncio.get_running_loop()
+        task = self._refreshing
+        if task is not None and not task.done() and task.get_loop() is loop:
+            return task
+        if self._failed_at is not None:
+            wait = self._failed_at + _RETRY_AFTER_FAILED_READ_S - time.monotonic()
+            if wait > 0:
+                raise redis.ConnectionError(f"slot map unreadable; next read in {wait:.2f} s")
+        self._begin_read()
+
+        async def read() -> None:
+            try:
+                await asyncio.to_thread(self._read_map, moved)
+            except redis.ConnectionError:
+                self._failed_at = time.monotonic()
+                raise
+            self._map_read(moved)
+
+        task = self._refreshing = loop.create_task(read())
+        task.add_done_callback(_retrieve)  # a read nobody awaited (``_refresh_soon``) logs nothing at exit
+        return task
+
+    def _refresh_soon(self) -> None:
+        """Start a slot-map read without waiting for it (the map may be stale after a timeout), unless one is in
+        flight or the last one failed less than ``_RETRY_AFTER_FAILED_READ_S`` ago.
+
+        Not awaited: a master stalled past the deadline would stall the read too (its ``CLUSTER SLOTS``), and the
+        requests to the other masters go on meanwhile on the map they have. A master that died silently only ever
+        times out, and this read is how the reader learns the map the Cluster made without it.
+        """
+        with contextlib.suppress(redis.ConnectionError):
+            self._refresh()
+
+    async def _after_failure(
+        self, generation: int, moved: tuple[redis.exceptions.MovedError, ...] = ()
+    ) -> None:
         """After a request's attempt that began at ``generation`` met a stale map: read it again, at most once.
 
-        A failover fails every in-flight request at once; the first to get here reads the map, the others find the
-        generation moved on and retry on that map, following their own MOVED targets.
+        A failover fails every in-flight request at once; the first to get here starts the read and the others
+        await the same one. A request that joined a read in flight follows its own MOVED targets after it, unless
+        yet another read began meanwhile; one whose attempt predates a read already finished does not (its replies
+        may be older than that map) and retries on that map. Raises ``redis.ConnectionError`` if the read fails.
         """
-        if generation == self._generation:
-            self.refresh_topology(moved)
-        else:
-            self._follow(moved)
+        task = self._refreshing
+        if task is not None and not task.done() and task.get_loop() is asyncio.get_running_loop():
+            joined = self._generation
+            await asyncio.shield(task)  # one request's cancellation must not cancel the read the others await
+            if self._generation == joined:
+                self._follow(moved)
+        elif generation == self._generation:
+            await asyncio.shield(self._refresh(moved))
 
     def current(self) -> VersionState:
-        """The live version's state, loading it if the live pointer moved (readiness and start)."""
+        """The live version's state, loading it if the live pointer moved (readiness and start).
+
+        Blocking (redis-py's client): called at start, by /readyz and by a first request before any version is held.
+        A stale slot map is read again off the loop (``_refresh_soon``) when a loop runs, else here.
+        """
         if self._stale:
-            self.refresh_topology()
+            try:
+                asyncio.get_running_loop()
+            except RuntimeError:
+                self.refresh_topology()
+            else:
+                self._refresh_soon()
         try:
             live = cast("bytes | None", self.cluster.get(self.pointer))
         except RedisClusterException as exc:
@@ -286,7 +388,7 @@ class ClusterFeatureReader:
         versions in this one: the MGET's pointer copy is checked against it).
         """
         if self._stale:
-            self.refresh_topology()
+            self._refresh_soon()
         if self.held is None:
             self.current()
         moved: list[Any] = []
@@ -313,17 +415,25 @@ class ClusterFeatureReader:
                 self._add(plan, self._node(key_slot(keys.restaurant_revision.encode())), mget)
             try:
                 replies = await self._round_trips(plan, generation)
+                # type(), not isinstance: redis-py's MovedError is a subclass of AskError
+                asked = {c: r for c, r in replies.items() if type(r) is redis.exceptions.AskError}
+                if asked:  # a slot being migrated whose key has left: ask the importing node, once
+                    replies.update(await self._asked(asked, generation))
             except redis.ConnectionError:
                 # Once per request: a node closed an idle connection (a demoted master does), or the node is gone
                 # and a new slot map names its successor. A timeout is not retried (it would double the deadline).
                 if reconnected:
                     raise
                 reconnected = True
-                self._after_failure(generation)
+                await self._after_failure(generation)
+                continue
+            if any(isinstance(r, redis.exceptions.TryAgainError) for r in replies.values()):
+                moved = [r for r in replies.values() if isinstance(r, redis.exceptions.TryAgainError)]
+                await asyncio.sleep(_TRYAGAIN_S)  # the migration moves the rest of the keys meanwhile
                 continue
             moved = [r for r in replies.values() if isinstance(r, _TOPOLOGY_ERRORS)]
             if moved:
-                self._after_failure(
+                await self._after_failure(
                     generation, tuple(r for r in moved if isinstance(r, redis.exceptions.MovedError))
                 )
                 continue
@@ -351,9 +461,30 @@ class ClusterFeatureReader:
                     raise CorruptUserError(f"user {user_id} value has {len(raw_user)} bytes")
                 user = np.frombuffer(raw_user, dtype=FEATURE_WIRE_DTYPE)
             return Fetched(keys.version, state.meta.feature_schema_hash, user, ids, values[2:])
-        if moved:  # still moving after every attempt: an outage of the store, not a missing version
-            raise redis.ConnectionError(f"slot map kept changing during the request: {moved[0]}")
+        if moved:  # still moving after every attempt (failover, resharding): an outage, not a missing version
+            raise redis.ConnectionError(f"the Cluster kept redirecting the request: {moved[0]}")
         raise NoLiveVersionError("feature version kept changing during the request")
+
+    async def _asked(
+        self, asked: dict[Command, redis.exceptions.AskError], generation: int
+    ) -> dict[Command, Any]:
+        """Each command answered ASK, sent again to the node the reply names, after ASKING, as the Cluster
+        specification says (https://redis.io/docs/latest/operate/oss_and_stack/reference/cluster-spec/, "ASK
+        redirection"); the slot map is left as it is (the slot moves only when the migration ends).
+
+        ASKING holds for the connection's next command only: ``execute_all`` writes a node's commands together, in
+        order, so no other request's command comes between the two.
+        """
+        plan: Plan = {}
+        manager = self.cluster.nodes_manager
+        for command, reply in asked.items():
+            node = manager.get_node(host=reply.host, port=reply.port)
+            if node is None:  # a node the last map read did not name
+                node = ClusterNode(reply.host, reply.port, PRIMARY)  # type: ignore[no-untyped-call]
+            self._add(plan, node, ("ASKING",))
+            self._add(plan, node, command)
+        replies = await self._round_trips(plan, generation)
+        return {command: replies[command] for command in asked}
 
     @staticmethod
     def _add(plan: Plan, node: ClusterNode, command: Command) -> None:
@@ -391,3 +522,9 @@ async def round_trips(plan: Plan, pipes: NodePipes) -> dict[Command, Any]:
     for (commands, _), batch in zip(sends, batches, strict=True):
         replies.update(zip(commands, batch, strict=True))
     return replies
+
+
+def _retrieve(task: asyncio.Task[None]) -> None:
+    """Mark a finished read's exception retrieved (its awaiters, if any, got it raised)."""
+    if not task.cancelled():
+        task.exception()

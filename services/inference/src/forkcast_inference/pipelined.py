@@ -205,6 +205,11 @@ class PipelinedRedis:
             proto._fail(
                 redis.ConnectionError(f"connection to Redis at {self.where} closed: node left the slot map")
             )
+        # A connect in flight is cancelled too (its half-open socket is aborted in ``_open``): finishing it would
+        # hand a socket to an object nobody holds any more. Its waiters get a ConnectionError (``_connection``).
+        opening, self._opening = self._opening, None
+        if opening is not None and not opening.done() and not opening.get_loop().is_closed():
+            opening.cancel()
 
     async def _connection(self) -> _RespProtocol:
         loop = asyncio.get_running_loop()
@@ -214,8 +219,17 @@ class PipelinedRedis:
             if old is not None and old.loop is not loop and not old.loop.is_closed() and old.transport:
                 old.transport.abort()
             opening = self._opening = loop.create_task(self._open_checked(loop))
-        # Shielded: one request's cancellation must not cancel the connect the others wait on.
-        return await asyncio.shield(opening)
+        try:
+            # Shielded: one request's cancellation must not cancel the connect the others wait on.
+            return await asyncio.shield(opening)
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if opening.cancelled() and not (task is not None and task.cancelling()):
+                # ``close`` cancelled the connect, not this request's caller.
+                raise redis.ConnectionError(
+                    f"connection to Redis at {self.where} closed: node left the slot map"
+                ) from None
+            raise
 
     async def _open(self, loop: asyncio.AbstractEventLoop) -> _RespProtocol:
         proto: _RespProtocol | None = None

@@ -5,6 +5,8 @@ each request must read from exactly one master (one GET + one MGET there), and t
 masters. A request waiting on a stalled master does not hold up one to another master (the reads are awaited on
 pipelined connections, not blocking the event loop). With a replica per master, a manual failover (CLUSTER
 FAILOVER on a replica) mid-load may cost a few 503s, each counted in the errors metric, but never a wrong answer.
+The slot map is read off the event loop, one read at a time per worker and none for 1 s after a failed one; a key a
+resharding moved already is read from the importing node (ASK) without reading the map.
 """
 
 from __future__ import annotations
@@ -12,18 +14,20 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import socket
 import subprocess
 import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import polars as pl
 import pytest
 import redis
 from pydantic import ValidationError
+from redis.cluster import ClusterNode
 from redis.crc import key_slot
 
 from forkcast_contract.dataset import REQUESTS_FILE
@@ -410,3 +414,196 @@ def test_cluster_mode_without_an_events_redis_is_refused_at_start() -> None:
     assert make_settings(
         "redis://127.0.0.1:7000/0", None, redis_cluster=True, events_redis_url="redis://e:1/0"
     )
+
+
+@pytest.fixture
+def silent_node() -> Iterator[tuple[str, int]]:
+    """A TCP port that accepts connections (the kernel's backlog) and never answers: a stalled or partitioned node."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(64)
+        yield listener.getsockname()
+
+
+def _closed_port() -> int:
+    """A port nothing listens on (connections are refused): a dead node."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _count_reads(reader: ClusterFeatureReader) -> list[float]:
+    """Wrap the real ``NodesManager.initialize`` to record when each slot-map read started (loop clock)."""
+    manager = reader.cluster.nodes_manager
+    read = manager.initialize
+    started: list[float] = []
+
+    def counted(*args: Any, **kwargs: Any) -> None:
+        started.append(time.monotonic())
+        read(*args, **kwargs)
+
+    manager.initialize = counted  # type: ignore[method-assign]
+    return started
+
+
+async def _max_loop_gap(stop: asyncio.Event) -> float:
+    """The longest the event loop went without running this ticker (every 10 ms) until ``stop``."""
+    gap, last = 0.0, time.monotonic()
+    while not stop.is_set():
+        await asyncio.sleep(0.01)
+        now = time.monotonic()
+        gap, last = max(gap, now - last), now
+    return gap
+
+
+def test_an_unreadable_slot_map_is_read_once_per_interval_off_the_loop(
+    cluster: RedisCluster, tiny_data: Path, silent_node: tuple[str, int]
+) -> None:
+    # Every master dead (connections refused) and the only node to read the map from silent: before, every request
+    # read the map on the event loop (socket timeout each: 20 requests froze the loop, /healthz with it, 20 × 3 s).
+    # A long timeout, so that a read on the loop (3 s) stands far apart from a starved CI machine's scheduling gaps.
+    timeout_s = 3.0
+    reader = ClusterFeatureReader(connect_cluster(cluster.nodes[0].url, timeout_s), PREFIX)
+    reader.current()
+    manager = reader.cluster.nodes_manager
+    dead = ClusterNode("127.0.0.1", _closed_port(), "primary")
+    manager.nodes_cache = {dead.name: dead}
+    manager.slots_cache = {slot: [dead] for slot in manager.slots_cache}
+    silent = ClusterNode(*silent_node)
+    manager.startup_nodes = {silent.name: silent}
+    assert reader.held is not None
+    reader._map_copies(reader.held)
+    reads = _count_reads(reader)
+    users = [int(u) for u, _ in requests_of(tiny_data, 20)]
+
+    async def run() -> tuple[list[Any], list[Any], list[Any], float]:
+        stop = asyncio.Event()
+        ticker = asyncio.ensure_future(_max_loop_gap(stop))
+        wave = [reader.fetch(u, _select) for u in users]
+        first = await asyncio.gather(*wave, return_exceptions=True)
+        second = await asyncio.gather(*(reader.fetch(u, _select) for u in users), return_exceptions=True)
+        await asyncio.sleep(1.1)  # the interval after a failed read is over: one more read
+        third = await asyncio.gather(*(reader.fetch(u, _select) for u in users), return_exceptions=True)
+        stop.set()
+        return first, second, third, await ticker
+
+    first, second, third, gap = asyncio.run(run())
+    for wave in (first, second, third):
+        assert all(isinstance(e, redis.ConnectionError) for e in wave), wave
+    # One read for the first wave (all its requests awaited it), none for the second (less than 1 s after the
+    # failed one: they failed at once), one for the third.
+    assert len(reads) == 2 and reads[1] - reads[0] >= 1.0, reads
+    assert all(str(e).startswith("slot map unreadable; next read in") for e in second), second[:2]
+    # The reads ran in a worker thread: the loop kept running (a read on the loop stops it for the 3 s timeout;
+    # half of it is the margin for a starved CI machine).
+    assert gap < timeout_s / 2, gap
+
+
+def test_a_master_stalled_past_the_deadline_does_not_delay_another_masters_requests_while_the_map_is_read(
+    cluster: RedisCluster, tiny_data: Path
+) -> None:
+    # A timeout marks the map stale; reading it again may ask the stalled master first (CLUSTER SLOTS blocks for
+    # the socket timeout): before, that read ran on the event loop of the next request, to any master, and failed.
+    # Long enough that a request held behind a read of the stalled master (≥ 2 s) stands far apart from a starved CI
+    # machine's scheduling gaps; the pause outlasts the timeout and the ten requests after it.
+    timeout_s = 2.0
+    reader = ClusterFeatureReader(connect_cluster(cluster.nodes[0].url, timeout_s), PREFIX)
+    reader.current()
+    (slow_node, slow_user), (_, fast_user) = list(_user_per_master(reader, tiny_data).items())[:2]
+    slow_port = int(slow_node.rsplit(":", 1)[1])
+    manager = reader.cluster.nodes_manager
+    # The node redis-py asks first is the stalled one (it shuffles the nodes; here it has only that one).
+    manager.startup_nodes = {slow_node: manager.nodes_cache[slow_node]}
+    reads = _count_reads(reader)
+
+    async def run() -> tuple[dict[int, Fetched], BaseException | None, list[float], list[Fetched]]:
+        before = {u: await reader.fetch(u, _select) for u in (slow_user, fast_user)}  # connected to both
+        redis.Redis(port=slow_port).client_pause(5000)
+        slow = (await asyncio.gather(reader.fetch(slow_user, _select), return_exceptions=True))[0]
+        took, fast = [], []
+        for _ in range(10):  # within the pause: 2 s timeout + 10 quick requests
+            t = time.monotonic()
+            fast.append(await reader.fetch(fast_user, _select))
+            took.append(time.monotonic() - t)
+            await asyncio.sleep(0.02)
+        redis.Redis(
+            port=slow_port
+        ).ping()  # answered once the pause is over: the next test finds it answering
+        return before, cast("BaseException | None", slow), took, fast
+
+    before, slow, took, fast = asyncio.run(run())
+    assert isinstance(slow, redis.TimeoutError), slow
+    assert all(_same(f, before[fast_user]) for f in fast)
+    assert reads  # the stale map was read again meanwhile (from the stalled master: that read failed)
+    # A request on the loop while CLUSTER SLOTS waited on the stalled master took the 2 s socket timeout (half of it
+    # is the margin for a starved CI machine).
+    assert max(took) < timeout_s / 2, took
+
+
+def test_a_moved_reply_older_than_the_last_map_read_is_not_followed(
+    cluster: RedisCluster, tiny_data: Path
+) -> None:
+    # A request's MOVED from before a map read that has finished since may name an owner the Cluster has replaced;
+    # following it after that read put a stale target over the fresh map.
+    reader = ClusterFeatureReader(connect_cluster(cluster.nodes[0].url, ANSWER_TIMEOUT_S), PREFIX)
+    reader.current()
+    (owner, user), (other, _) = list(_user_per_master(reader, tiny_data).items())[:2]
+    assert reader.held is not None
+    slot = key_slot(reader.held.keys.user(user).encode())
+    attempt_began = reader._generation
+    reader.refresh_topology()  # another request's read, finished before this request handles its reply
+    old_reply = redis.exceptions.MovedError(f"{slot} {other}")
+
+    asyncio.run(reader._after_failure(attempt_began, (old_reply,)))
+    assert _owner(reader, user) == owner
+    assert reader.topology_refreshes == 1  # and it retries on the map already read, without reading it again
+
+
+def _node_id(client: redis.Redis) -> str:
+    return str(client.execute_command("CLUSTER", "MYID").decode())  # type: ignore[no-untyped-call]
+
+
+def _begin_migration(slot: int, src: redis.Redis, dst: redis.Redis) -> None:
+    """``slot`` starts moving from ``src`` to ``dst`` (CLUSTER SETSLOT IMPORTING / MIGRATING, as redis-cli does)."""
+    dst.execute_command("CLUSTER", "SETSLOT", slot, "IMPORTING", _node_id(src))  # type: ignore[no-untyped-call]
+    src.execute_command("CLUSTER", "SETSLOT", slot, "MIGRATING", _node_id(dst))  # type: ignore[no-untyped-call]
+
+
+def _end_migration(slot: int, src: redis.Redis, dst: redis.Redis, cluster: RedisCluster) -> None:
+    """Every key of ``slot`` left on ``src`` to ``dst``, then ``slot`` is ``dst``'s on every node."""
+    port = dst.connection_pool.connection_kwargs["port"]
+    while keys := src.execute_command("CLUSTER", "GETKEYSINSLOT", slot, 100):  # type: ignore[no-untyped-call]
+        src.migrate("127.0.0.1", port, keys, 0, 5000)
+    for node in (dst, src, *(redis.Redis(port=n.port) for n in cluster.nodes)):
+        node.execute_command("CLUSTER", "SETSLOT", slot, "NODE", _node_id(dst))  # type: ignore[no-untyped-call]
+
+
+def test_a_key_that_a_resharding_moved_already_is_read_from_the_importing_node_without_a_map_read(
+    cluster: RedisCluster, tiny_data: Path
+) -> None:
+    # During a resharding the old owner answers ASK for a key already migrated: before, that read the map again
+    # (still naming the old owner until the migration ends) three times and answered 503.
+    reader = ClusterFeatureReader(connect_cluster(cluster.nodes[0].url, ANSWER_TIMEOUT_S), PREFIX)
+    reader.current()
+    (src_name, user), (dst_name, _) = list(_user_per_master(reader, tiny_data).items())[:2]
+    assert reader.held is not None
+    user_key = reader.held.keys.user(user)
+    slot = key_slot(user_key.encode())
+    src, dst = (redis.Redis(port=int(n.rsplit(":", 1)[1])) for n in (src_name, dst_name))
+    before = asyncio.run(reader.fetch(user, _select))
+    _begin_migration(slot, src, dst)
+    try:
+        src.migrate("127.0.0.1", int(dst_name.rsplit(":", 1)[1]), [user_key], 0, 5000)
+        during = asyncio.run(reader.fetch(user, _select))
+    finally:
+        _end_migration(slot, src, dst, cluster)
+    try:
+        assert _same(during, before)
+        assert reader.topology_refreshes == 0
+        after = asyncio.run(
+            reader.fetch(user, _select)
+        )  # MOVED now: the map is read again, the user is on dst
+        assert _same(after, before) and _owner(reader, user) == dst_name
+    finally:  # the slot back where it was, for the session's other tests
+        _begin_migration(slot, dst, src)
+        _end_migration(slot, dst, src, cluster)

@@ -1,9 +1,9 @@
-"""The worker's pipelined Redis connection (forkcast_inference.pipelined) against real redis-servers: replies matched
-to their requests, one shared connection, a request's several commands in one write with their error replies
-returned as redis-py's exceptions (a Cluster node's MOVED), a stall or a lost connection failing every waiting
-request with one error and the next request reconnecting, AUTH as the URL's ACL user; and the app serving other
-requests while a request's MGET waits (the blocking MGET it replaces held the event loop for the whole round
-trip)."""
+"""The worker's pipelined Redis connection (forkcast_inference.pipelined) against real redis-servers: replies matched to
+their requests, one shared connection, a request's several commands in one write with their error replies returned as
+redis-py's exceptions (a Cluster node's MOVED), a stall or a lost connection failing every waiting request with one
+error and the next request reconnecting, AUTH as the URL's ACL user, a close aborting a connect in flight; and the
+app serving other requests while a request's MGET waits (the blocking MGET it replaces held the event loop for the
+whole round trip)."""
 
 from __future__ import annotations
 
@@ -197,6 +197,35 @@ def test_it_authenticates_as_the_urls_acl_user(
     wrong = redis.Redis(host=server.host, port=server.port, username="reader", password="wrong")
     with pytest.raises(redis.AuthenticationError, match="refused AUTH as user reader"):
         asyncio.run(PipelinedRedis(wrong, timeout_s=2.0).execute(_get("feat:1")))
+
+
+def test_close_during_a_connect_aborts_it_and_fails_its_waiters(
+    redis_server_factory: Callable[..., RedisServer], tmp_path: Path
+) -> None:
+    # The Cluster reader closes the connection of a node that left the slot map; a connect to it still in flight
+    # used to finish afterwards and leave an open, authenticated socket on an object nobody held.
+    acl = tmp_path / "users.acl"
+    acl.write_text("user default off\nuser reader on >s3cret ~feat:* +get\nuser admin on >adm ~* +@all\n")
+    server = redis_server_factory(aclfile=acl, username="reader", password="s3cret")
+    admin = redis.Redis(host=server.host, port=server.port, username="admin", password="adm")
+    pipe = PipelinedRedis(redis.Redis.from_url(server.url), timeout_s=ANSWER_TIMEOUT_S)
+
+    async def run() -> BaseException | None:
+        admin.client_pause(1000)  # the AUTH of the connect waits for the pause to end
+        waiting = asyncio.ensure_future(pipe.execute(_get("feat:1")))
+        await asyncio.sleep(0.2)  # connected, AUTH sent
+        pipe.close()
+        error = (await asyncio.gather(waiting, return_exceptions=True))[0]
+        admin.ping()  # answered once the pause is over
+        await asyncio.sleep(0.3)  # an AUTH reply, if the connect still ran, is read meanwhile
+        return error
+
+    error = asyncio.run(run())
+    assert isinstance(error, redis.ConnectionError), error
+    assert str(error) == f"connection to Redis at 127.0.0.1:{server.port} closed: node left the slot map"
+    assert pipe._proto is None and pipe.connects == 1
+    users = [c["user"] for c in admin.client_list()]
+    assert users == ["admin"], users  # the reader's socket was closed, not left open
 
 
 async def _call(app: InferenceApp, method: str, path: str, body: bytes = b"") -> int:
