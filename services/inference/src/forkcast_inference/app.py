@@ -6,8 +6,8 @@ The routes are few and fixed, so a plain ASGI callable is short and easy to read
 
 A request's feature reads are awaited on the worker's pipelined asyncio connection (forkcast_inference.pipelined;
 one per node on a Redis Cluster): the loop serves other requests during the round trip and concurrent reads share
-socket calls. Start, /readyz, a version reload and, on a Cluster, a slot-map refresh call Redis synchronously
-(rare). Every call is bounded by FORKCAST_REDIS_TIMEOUT_S, so a stalled
+socket calls. Start, /readyz and a version reload call Redis synchronously (rare); a Cluster's slot map is read
+again in a worker thread (forkcast_inference.cluster_features). Every call is bounded by FORKCAST_REDIS_TIMEOUT_S, so a stalled
 Redis costs at most that before the 503.
 
 Request ids (issue 18.1): the gateway mints them and sends its id as X-Request-ID with the caller's key id as
