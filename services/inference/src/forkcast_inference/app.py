@@ -7,8 +7,8 @@ The routes are few and fixed, so a plain ASGI callable is short and easy to read
 A request's feature reads are awaited on the worker's pipelined asyncio connection (forkcast_inference.pipelined;
 one per node on a Redis Cluster): the loop serves other requests during the round trip and concurrent reads share
 socket calls. Start, /readyz and a version reload call Redis synchronously (rare); a Cluster's slot map is read
-again in a worker thread (forkcast_inference.cluster_features). Every call is bounded by FORKCAST_REDIS_TIMEOUT_S, so a stalled
-Redis costs at most that before the 503.
+again in a worker thread (forkcast_inference.cluster_features). Every call is bounded by FORKCAST_REDIS_TIMEOUT_S, so
+a stalled Redis costs at most that before the 503.
 
 Request ids (issue 18.1): the gateway mints them and sends its id as X-Request-ID with the caller's key id as
 X-Forkcast-Key-Id; the prediction event records both. The service holds no MAC key, so it takes an X-Request-ID
