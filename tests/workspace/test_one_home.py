@@ -60,6 +60,9 @@ PURPOSEFUL: dict[tuple[str, str, str], str] = {
         "test_connect_timeout_is_retried_on_another_endpoint",
         "bind(port 0)",
     ): "a blackhole whose full accept queue drops SYNs: the connect timeout under test",
+    ("services/inference/tests/integration/test_cluster_serving.py", "silent_node", "bind(port 0)"): (
+        "a listener that accepts and never answers (a stalled Cluster node), held open for the whole test"
+    ),
     (
         "localplatform/tests/e2e/test_platform.py",
         "test_a_taken_port_falls_back_to_a_free_one",

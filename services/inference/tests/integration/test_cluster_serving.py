@@ -32,6 +32,7 @@ from redis.crc import key_slot
 
 from forkcast_contract.dataset import REQUESTS_FILE
 from forkcast_contract.metric_names import INFERENCE_ERRORS
+from forkcast_devservers.ports import free_port
 from forkcast_devservers.ready import wait_until
 from forkcast_devservers.servers import RedisCluster, RedisServer
 from forkcast_inference.app import InferenceApp, create_app
@@ -427,9 +428,7 @@ def silent_node() -> Iterator[tuple[str, int]]:
 
 def _closed_port() -> int:
     """A port nothing listens on (connections are refused): a dead node."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    return free_port()
 
 
 def _count_reads(reader: ClusterFeatureReader) -> list[float]:
