@@ -465,10 +465,10 @@ def test_an_unreadable_slot_map_is_read_once_per_interval_off_the_loop(
     reader = ClusterFeatureReader(connect_cluster(cluster.nodes[0].url, timeout_s), PREFIX)
     reader.current()
     manager = reader.cluster.nodes_manager
-    dead = ClusterNode("127.0.0.1", _closed_port(), "primary")
+    dead = ClusterNode("127.0.0.1", _closed_port(), "primary")  # type: ignore[no-untyped-call]
     manager.nodes_cache = {dead.name: dead}
     manager.slots_cache = {slot: [dead] for slot in manager.slots_cache}
-    silent = ClusterNode(*silent_node)
+    silent = ClusterNode(*silent_node)  # type: ignore[no-untyped-call]
     manager.startup_nodes = {silent.name: silent}
     assert reader.held is not None
     reader._map_copies(reader.held)
