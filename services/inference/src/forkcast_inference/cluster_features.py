@@ -462,7 +462,11 @@ class ClusterFeatureReader:
                 user = np.frombuffer(raw_user, dtype=FEATURE_WIRE_DTYPE)
             return Fetched(keys.version, state.meta.feature_schema_hash, user, ids, values[2:])
         if moved:  # still moving after every attempt (failover, resharding): an outage, not a missing version
-            raise redis.ConnectionError(f"the Cluster kept redirecting the request: {moved[0]}")
+            # The reply as the node sent it: redis-py's parser strips its code (MOVED, TRYAGAIN, …) off the text.
+            reply = moved[0]
+            raise redis.ConnectionError(
+                f"the Cluster kept redirecting the request: {reply.status_code} {reply}"
+            )
         raise NoLiveVersionError("feature version kept changing during the request")
 
     async def _asked(

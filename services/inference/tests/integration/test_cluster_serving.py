@@ -6,7 +6,8 @@ masters. A request waiting on a stalled master does not hold up one to another m
 pipelined connections, not blocking the event loop). With a replica per master, a manual failover (CLUSTER
 FAILOVER on a replica) mid-load may cost a few 503s, each counted in the errors metric, but never a wrong answer.
 The slot map is read off the event loop, one read at a time per worker and none for 1 s after a failed one; a key a
-resharding moved already is read from the importing node (ASK) without reading the map.
+resharding moved already is read from the importing node (ASK) without reading the map, and a copy it split is
+tried again after TRYAGAIN, also without reading it.
 """
 
 from __future__ import annotations
@@ -36,7 +37,12 @@ from forkcast_devservers.ports import free_port
 from forkcast_devservers.ready import wait_until
 from forkcast_devservers.servers import RedisCluster, RedisServer
 from forkcast_inference.app import InferenceApp, create_app
-from forkcast_inference.cluster_features import ClusterFeatureReader, connect_cluster
+from forkcast_inference.cluster_features import (
+    _MAX_ATTEMPTS,
+    _TRYAGAIN_S,
+    ClusterFeatureReader,
+    connect_cluster,
+)
 from forkcast_inference.features import Fetched, VersionState
 from forkcast_inference.testing import ANSWER_TIMEOUT_S, BIN, PREFIX, Response, call, make_settings
 
@@ -103,6 +109,12 @@ def cluster_app(cluster: RedisCluster, model_dir: Path, events: RedisServer) -> 
 def calls(port: int, command: str) -> int:
     stats = redis.Redis(port=port).info("commandstats")
     return int(stats.get(f"cmdstat_{command}", {}).get("calls", 0))
+
+
+def calls_rejected(node: redis.Redis, command: str) -> int:
+    """Times ``node`` refused ``command`` before running it (a redirection: MOVED, ASK, TRYAGAIN), Redis ≥ 7."""
+    stats = node.info("commandstats")
+    return int(stats.get(f"cmdstat_{command}", {}).get("rejected_calls", 0))
 
 
 @pytest.fixture(scope="module")
@@ -604,5 +616,64 @@ def test_a_key_that_a_resharding_moved_already_is_read_from_the_importing_node_w
         )  # MOVED now: the map is read again, the user is on dst
         assert _same(after, before) and _owner(reader, user) == dst_name
     finally:  # the slot back where it was, for the session's other tests
+        _begin_migration(slot, dst, src)
+        _end_migration(slot, dst, src, cluster)
+
+
+def test_a_copy_that_a_resharding_split_is_retried_after_tryagain_without_a_map_read_then_read_where_it_went(
+    cluster: RedisCluster, tiny_data: Path
+) -> None:
+    # A request's MGET reads one copy's keys, all in one slot: while that slot is migrated, a source that has sent
+    # some of them away answers TRYAGAIN. The reader sleeps _TRYAGAIN_S and retries without reading the map (it
+    # still names the source until the migration ends); treated as a stale map, each attempt read it in vain.
+    reader = ClusterFeatureReader(connect_cluster(cluster.nodes[0].url, ANSWER_TIMEOUT_S), PREFIX)
+    reader.current()
+    held = reader.held
+    assert held is not None
+    user_node, user = next(iter(_user_per_master(reader, tiny_data).items()))
+    copy = held.copy_of_node.get(user_node, held.copies[0])
+    src_name = held.node_of_copy[copy].name  # the copy's master: the user's, unless it holds none
+    dst_name = next(n for n in reader.cluster.nodes_manager.nodes_cache if n != src_name)
+    slot = key_slot(held.pointer_of_copy[copy].encode())
+    assert slot != key_slot(held.keys.user(user).encode())  # only the MGET meets the migration
+    state = held.states[copy]
+    ids = _select(state).tolist()
+    rest_keys = [f"{state.keys.restaurant_base}{i}" for i in ids]
+    assert all(key_slot(k.encode()) == slot for k in rest_keys)
+    src, dst = (redis.Redis(port=int(n.rsplit(":", 1)[1])) for n in (src_name, dst_name))
+    # All present, else the source answers TRYAGAIN for a missing key with nothing migrated.
+    assert src.exists(*rest_keys) == len(rest_keys)
+    reads = _count_reads(reader)
+    before = asyncio.run(reader.fetch(user, _select))
+
+    async def timed_fetch() -> tuple[BaseException | Fetched, float]:
+        t = time.monotonic()
+        got = (await asyncio.gather(reader.fetch(user, _select), return_exceptions=True))[0]
+        return got, time.monotonic() - t
+
+    _begin_migration(slot, src, dst)
+    try:
+        try:
+            # Half of the request's restaurants go: the MGET's keys are split between the two nodes.
+            src.migrate(
+                "127.0.0.1", int(dst_name.rsplit(":", 1)[1]), rest_keys[: len(rest_keys) // 2], 0, 5000
+            )
+            mgets = calls_rejected(src, "mget")
+            during, waited = asyncio.run(timed_fetch())
+            mgets = calls_rejected(src, "mget") - mgets
+        finally:
+            _end_migration(slot, src, dst, cluster)
+        assert isinstance(during, redis.ConnectionError), during
+        assert str(during).startswith("the Cluster kept redirecting the request: TRYAGAIN "), str(during)
+        assert mgets == _MAX_ATTEMPTS  # every attempt was sent, each refused by the source
+        assert waited >= (_MAX_ATTEMPTS - 1) * _TRYAGAIN_S, waited  # a pause between attempts
+        assert reads == [] and reader.topology_refreshes == 0, reads
+
+        # The migration is over: the source answers MOVED, the map is read once and the copy read on dst.
+        after = asyncio.run(reader.fetch(user, _select))
+        assert _same(after, before)
+        assert len(reads) == 1 and reader.topology_refreshes == 1, reads
+        assert held.node_of_copy[copy].name == dst_name
+    finally:  # the slot and its keys back on the source, for the session's other tests
         _begin_migration(slot, dst, src)
         _end_migration(slot, dst, src, cluster)
