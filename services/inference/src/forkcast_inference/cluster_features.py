@@ -344,16 +344,27 @@ class ClusterFeatureReader:
         A failover fails every in-flight request at once; the first to get here starts the read and the others
         await the same one. A request that joined a read in flight follows its own MOVED targets after it, unless
         yet another read began meanwhile; one whose attempt predates a read already finished does not (its replies
-        may be older than that map) and retries on that map. Raises ``redis.ConnectionError`` if the read fails.
+        may be older than that map) and retries on that map. When the map cannot be read (the read fails, or one
+        failed less than ``_RETRY_AFTER_FAILED_READ_S`` ago) the request still follows its own MOVED targets, which
+        need no round trip (as redis-py's client does on a MOVED): while one shard's slots are uncovered, every read
+        fails, and a healthy shard's request answered MOVED was a 503. Without a MOVED to follow it raises
+        ``redis.ConnectionError``.
         """
         task = self._refreshing
-        if task is not None and not task.done() and task.get_loop() is asyncio.get_running_loop():
-            joined = self._generation
-            await asyncio.shield(task)  # one request's cancellation must not cancel the read the others await
-            if self._generation == joined:
-                self._follow(moved)
-        elif generation == self._generation:
-            await asyncio.shield(self._refresh(moved))
+        try:
+            if task is not None and not task.done() and task.get_loop() is asyncio.get_running_loop():
+                joined = self._generation
+                await asyncio.shield(
+                    task
+                )  # one request's cancellation must not cancel the read the others await
+                if self._generation == joined:
+                    self._follow(moved)
+            elif generation == self._generation:
+                await asyncio.shield(self._refresh(moved))
+        except redis.ConnectionError:
+            if not moved:
+                raise
+            self._follow(moved)
 
     def current(self) -> VersionState:
         """The live version's state, loading it if the live pointer moved (readiness and start).

@@ -152,6 +152,7 @@ class PipelinedRedis:
         self.db = int(kwargs.get("db", 0) or 0)
         self.timeout_s = timeout_s
         self.connects = 0  # connections opened so far (tests read it)
+        self.closed = False  # set by ``close``: this object never connects again
         self._proto: _RespProtocol | None = None
         self._opening: asyncio.Task[_RespProtocol] | None = None
 
@@ -195,10 +196,12 @@ class PipelinedRedis:
         ]
 
     def close(self) -> None:
-        """Drop the connection (its node left the Cluster's slot map): waiting commands fail with ConnectionError.
+        """Drop the connection (its node left the Cluster's slot map): waiting commands fail with ConnectionError, and
+        so does every later one (the object never connects again).
 
         On the loop that opened it only; a connection of a loop already closed is left to be collected.
         """
+        self.closed = True
         proto = self._proto
         self._proto = None
         if proto is not None and not proto.loop.is_closed():
@@ -212,6 +215,10 @@ class PipelinedRedis:
             opening.cancel()
 
     async def _connection(self) -> _RespProtocol:
+        if self.closed:
+            # A request that took this connection before its node left the map: connecting again would leave a
+            # socket on an object nobody holds (found in review).
+            raise redis.ConnectionError(f"connection to Redis at {self.where} closed: node left the slot map")
         loop = asyncio.get_running_loop()
         opening = self._opening
         if opening is None or opening.get_loop() is not loop or opening.done():

@@ -228,6 +228,17 @@ def test_close_during_a_connect_aborts_it_and_fails_its_waiters(
     assert users == ["admin"], users  # the reader's socket was closed, not left open
 
 
+def test_a_closed_connection_never_connects_again(redis_server: RedisServer) -> None:
+    # A request that took a node's connection before the node left the slot map runs on it after ``close``:
+    # connecting then left a socket on an object nobody held (found in review).
+    pipe = PipelinedRedis(redis.Redis.from_url(redis_server.url), timeout_s=ANSWER_TIMEOUT_S)
+    assert asyncio.run(pipe.execute(_get("k"))) is None
+    pipe.close()
+    with pytest.raises(redis.ConnectionError, match="closed: node left the slot map"):
+        asyncio.run(pipe.execute(_get("k")))
+    assert pipe.connects == 1 and pipe._proto is None
+
+
 async def _call(app: InferenceApp, method: str, path: str, body: bytes = b"") -> int:
     """One request through the ASGI app in the running loop; its status."""
     sent: list[MutableMapping[str, Any]] = []
