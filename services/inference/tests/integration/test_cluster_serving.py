@@ -267,6 +267,29 @@ def _select(_state: VersionState) -> np.ndarray:
     return np.arange(8, dtype=np.int64)
 
 
+def _live_reader(cluster: RedisCluster, timeout_s: float = ANSWER_TIMEOUT_S) -> ClusterFeatureReader:
+    """A Cluster reader through the first node, the live version loaded (as the app's start does)."""
+    reader = ClusterFeatureReader(connect_cluster(cluster.nodes[0].url, timeout_s), PREFIX)
+    reader.current()
+    return reader
+
+
+def _port(node_name: str) -> int:
+    """The port of a node named ``host:port`` (redis-py's ClusterNode.name)."""
+    return int(node_name.rsplit(":", 1)[1])
+
+
+def _point_slots(reader: ClusterFeatureReader, owner: str, at: str) -> None:
+    """A stale map: ``owner``'s slots pointed at the master ``at`` in the reader's map (its users' GETs meet
+    MOVED there), the copies re-mapped as a refresh would."""
+    manager = reader.cluster.nodes_manager
+    for slot, nodes in manager.slots_cache.items():
+        if nodes[0].name == owner:
+            manager.slots_cache[slot] = [manager.nodes_cache[at]]
+    assert reader.held is not None
+    reader._map_copies(reader.held)
+
+
 def _user_per_master(reader: ClusterFeatureReader, data: Path) -> dict[str, int]:
     """A dataset user whose key each master owns, by node name (from the reader's slot map)."""
     out: dict[str, int] = {}
@@ -299,10 +322,9 @@ def test_a_request_waiting_on_a_stalled_master_does_not_hold_up_a_request_to_ano
 ) -> None:
     # Before: the round trips ran on blocking redis-py connections inside the coroutine, so the whole event loop
     # waited for the stalled master and the second request was answered only after the first.
-    reader = ClusterFeatureReader(connect_cluster(cluster.nodes[0].url, ANSWER_TIMEOUT_S), PREFIX)
-    reader.current()
+    reader = _live_reader(cluster)
     (slow_node, slow_user), (fast_node, fast_user) = list(_user_per_master(reader, tiny_data).items())[:2]
-    slow_port = int(slow_node.rsplit(":", 1)[1])
+    slow_port = _port(slow_node)
 
     async def run() -> tuple[dict[int, Fetched], Fetched, float, bool, Fetched]:
         before = {u: await reader.fetch(u, _select) for u in (slow_user, fast_user)}  # connected to both
@@ -330,13 +352,12 @@ def test_a_user_whose_master_holds_no_copy_is_read_from_two_masters_at_once(
 ) -> None:
     # After a resharding the user's master may hold no restaurant copy: the GET goes to it, the MGET to the first
     # copy's master, both awaited together.
-    reader = ClusterFeatureReader(connect_cluster(cluster.nodes[0].url, ANSWER_TIMEOUT_S), PREFIX)
-    reader.current()
+    reader = _live_reader(cluster)
     held = reader.held
     assert held is not None
     copy_node = held.node_of_copy[held.copies[0]].name
     user_node, user = next((n, u) for n, u in _user_per_master(reader, tiny_data).items() if n != copy_node)
-    ports = {n: int(n.rsplit(":", 1)[1]) for n in (user_node, copy_node)}
+    ports = {n: _port(n) for n in (user_node, copy_node)}
 
     async def run() -> tuple[Fetched, Fetched]:
         right = await reader.fetch(user, _select)
@@ -360,21 +381,14 @@ def test_concurrent_requests_that_meet_a_stale_slot_map_read_it_again_once(
     # A failover answers every in-flight request MOVED at once; each reading the slot map again (a blocking
     # CLUSTER SLOTS) and closing the others' connections would stall the worker when it can least afford it.
     # Stale map here: one master's slots pointed at another master, so its users' GETs are answered MOVED.
-    reader = ClusterFeatureReader(connect_cluster(cluster.nodes[0].url, ANSWER_TIMEOUT_S), PREFIX)
-    reader.current()
+    reader = _live_reader(cluster)
     (moved_from, _), (moved_to, _) = list(_user_per_master(reader, tiny_data).items())[:2]
     users = [int(u) for u, _ in requests_of(tiny_data, N_REQUESTS) if _owner(reader, int(u)) == moved_from]
     batch = (users * 30)[:30]
-    manager = reader.cluster.nodes_manager
 
     async def run() -> tuple[dict[int, Fetched], list[Fetched]]:
         right = {u: await reader.fetch(u, _select) for u in set(batch)}
-        wrong_node = manager.nodes_cache[moved_to]
-        for slot, nodes in manager.slots_cache.items():
-            if nodes[0].name == moved_from:
-                manager.slots_cache[slot] = [wrong_node]
-        assert reader.held is not None
-        reader._map_copies(reader.held)
+        _point_slots(reader, moved_from, moved_to)
         # Every request's commands are sent (to the wrong master) before any reply is read.
         got = await asyncio.gather(*(reader.fetch(u, _select) for u in batch))
         return right, list(got)
@@ -394,19 +408,13 @@ def test_a_moved_reply_is_followed_while_the_slot_map_cannot_be_read(
     # While one shard's slots are uncovered every slot-map read fails, and for 1 s after a failed read none is
     # tried; a healthy shard's request answered MOVED then failed (503) although the reply names its target, which
     # needs no read (found in review). Stale map here: one master's slots pointed at another, a read just failed.
-    reader = ClusterFeatureReader(connect_cluster(cluster.nodes[0].url, ANSWER_TIMEOUT_S), PREFIX)
-    reader.current()
+    reader = _live_reader(cluster)
     (moved_from, user), (moved_to, _) = list(_user_per_master(reader, tiny_data).items())[:2]
-    manager = reader.cluster.nodes_manager
     reads = _count_reads(reader)
 
     async def run() -> tuple[Fetched, Fetched]:
         right = await reader.fetch(user, _select)
-        for slot, nodes in manager.slots_cache.items():
-            if nodes[0].name == moved_from:
-                manager.slots_cache[slot] = [manager.nodes_cache[moved_to]]
-        assert reader.held is not None
-        reader._map_copies(reader.held)
+        _point_slots(reader, moved_from, moved_to)
         reader._failed_at = time.monotonic()  # as after a failed read: none for the next second
         return right, await reader.fetch(user, _select)
 
@@ -422,8 +430,7 @@ def test_slot_map_refreshes_keep_the_masters_connections_and_a_dropped_one_recon
     # The sync reader before made a pooled connection per slot-map refresh and ran the node pool's
     # max_connections (100) out after ~100 refreshes (a dead master costs one per request): every request then
     # failed with MaxConnectionsError. A refresh now keeps the connections of the nodes still in the map.
-    reader = ClusterFeatureReader(connect_cluster(cluster.nodes[0].url, ANSWER_TIMEOUT_S), PREFIX)
-    reader.current()
+    reader = _live_reader(cluster)
     users = _user_per_master(reader, tiny_data)
     dropped = next(iter(users))
     refreshes = 150
@@ -437,7 +444,7 @@ def test_slot_map_refreshes_keep_the_masters_connections_and_a_dropped_one_recon
             if not _same(got, first[dropped]):
                 wrong.append(f"after refresh {k + 1}")
         # The node drops our connection (as a demoted master does): the next request connects again.
-        redis.Redis(port=int(dropped.rsplit(":", 1)[1])).client_kill_filter(_type="normal", skipme=True)
+        redis.Redis(port=_port(dropped)).client_kill_filter(_type="normal", skipme=True)
         return first, wrong, await reader.fetch(users[dropped], _select)
 
     first, wrong, after = asyncio.run(run())
@@ -502,8 +509,7 @@ def test_an_unreadable_slot_map_is_read_once_per_interval_off_the_loop(
     # read the map on the event loop (socket timeout each: 20 requests froze the loop, /healthz with it, 20 × 3 s).
     # A long timeout, so that a read on the loop (3 s) stands far apart from a starved CI machine's scheduling gaps.
     timeout_s = 3.0
-    reader = ClusterFeatureReader(connect_cluster(cluster.nodes[0].url, timeout_s), PREFIX)
-    reader.current()
+    reader = _live_reader(cluster, timeout_s)
     manager = reader.cluster.nodes_manager
     dead = ClusterNode("127.0.0.1", _closed_port(), "primary")  # type: ignore[no-untyped-call]
     manager.nodes_cache = {dead.name: dead}
@@ -546,10 +552,9 @@ def test_a_master_stalled_past_the_deadline_does_not_delay_another_masters_reque
     # Long enough that a request held behind a read of the stalled master (≥ 2 s) stands far apart from a starved CI
     # machine's scheduling gaps; the pause outlasts the timeout and the ten requests after it.
     timeout_s = 2.0
-    reader = ClusterFeatureReader(connect_cluster(cluster.nodes[0].url, timeout_s), PREFIX)
-    reader.current()
+    reader = _live_reader(cluster, timeout_s)
     (slow_node, slow_user), (_, fast_user) = list(_user_per_master(reader, tiny_data).items())[:2]
-    slow_port = int(slow_node.rsplit(":", 1)[1])
+    slow_port = _port(slow_node)
     manager = reader.cluster.nodes_manager
     # The node redis-py asks first is the stalled one (it shuffles the nodes; here it has only that one).
     manager.startup_nodes = {slow_node: manager.nodes_cache[slow_node]}
@@ -584,8 +589,7 @@ def test_a_moved_reply_older_than_the_last_map_read_is_not_followed(
 ) -> None:
     # A request's MOVED from before a map read that has finished since may name an owner the Cluster has replaced;
     # following it after that read put a stale target over the fresh map.
-    reader = ClusterFeatureReader(connect_cluster(cluster.nodes[0].url, ANSWER_TIMEOUT_S), PREFIX)
-    reader.current()
+    reader = _live_reader(cluster)
     (owner, user), (other, _) = list(_user_per_master(reader, tiny_data).items())[:2]
     assert reader.held is not None
     slot = key_slot(reader.held.keys.user(user).encode())
@@ -622,17 +626,16 @@ def test_a_key_that_a_resharding_moved_already_is_read_from_the_importing_node_w
 ) -> None:
     # During a resharding the old owner answers ASK for a key already migrated: before, that read the map again
     # (still naming the old owner until the migration ends) three times and answered 503.
-    reader = ClusterFeatureReader(connect_cluster(cluster.nodes[0].url, ANSWER_TIMEOUT_S), PREFIX)
-    reader.current()
+    reader = _live_reader(cluster)
     (src_name, user), (dst_name, _) = list(_user_per_master(reader, tiny_data).items())[:2]
     assert reader.held is not None
     user_key = reader.held.keys.user(user)
     slot = key_slot(user_key.encode())
-    src, dst = (redis.Redis(port=int(n.rsplit(":", 1)[1])) for n in (src_name, dst_name))
+    src, dst = (redis.Redis(port=_port(n)) for n in (src_name, dst_name))
     before = asyncio.run(reader.fetch(user, _select))
     _begin_migration(slot, src, dst)
     try:
-        src.migrate("127.0.0.1", int(dst_name.rsplit(":", 1)[1]), [user_key], 0, 5000)
+        src.migrate("127.0.0.1", _port(dst_name), [user_key], 0, 5000)
         during = asyncio.run(reader.fetch(user, _select))
     finally:
         _end_migration(slot, src, dst, cluster)
@@ -654,8 +657,7 @@ def test_a_copy_that_a_resharding_split_is_retried_after_tryagain_without_a_map_
     # A request's MGET reads one copy's keys, all in one slot: while that slot is migrated, a source that has sent
     # some of them away answers TRYAGAIN. The reader sleeps _TRYAGAIN_S and retries without reading the map (it
     # still names the source until the migration ends); treated as a stale map, each attempt read it in vain.
-    reader = ClusterFeatureReader(connect_cluster(cluster.nodes[0].url, ANSWER_TIMEOUT_S), PREFIX)
-    reader.current()
+    reader = _live_reader(cluster)
     held = reader.held
     assert held is not None
     user_node, user = next(iter(_user_per_master(reader, tiny_data).items()))
@@ -668,7 +670,7 @@ def test_a_copy_that_a_resharding_split_is_retried_after_tryagain_without_a_map_
     ids = _select(state).tolist()
     rest_keys = [f"{state.keys.restaurant_base}{i}" for i in ids]
     assert all(key_slot(k.encode()) == slot for k in rest_keys)
-    src, dst = (redis.Redis(port=int(n.rsplit(":", 1)[1])) for n in (src_name, dst_name))
+    src, dst = (redis.Redis(port=_port(n)) for n in (src_name, dst_name))
     # All present, else the source answers TRYAGAIN for a missing key with nothing migrated.
     assert src.exists(*rest_keys) == len(rest_keys)
     reads = _count_reads(reader)
@@ -683,9 +685,7 @@ def test_a_copy_that_a_resharding_split_is_retried_after_tryagain_without_a_map_
     try:
         try:
             # Half of the request's restaurants go: the MGET's keys are split between the two nodes.
-            src.migrate(
-                "127.0.0.1", int(dst_name.rsplit(":", 1)[1]), rest_keys[: len(rest_keys) // 2], 0, 5000
-            )
+            src.migrate("127.0.0.1", _port(dst_name), rest_keys[: len(rest_keys) // 2], 0, 5000)
             mgets = calls_rejected(src, "mget")
             during, waited = asyncio.run(timed_fetch())
             mgets = calls_rejected(src, "mget") - mgets

@@ -181,12 +181,16 @@ def test_a_lost_connection_fails_the_waiting_request_and_the_next_one_reconnects
     assert after == b"ok" and pipe.connects == 2
 
 
-def test_it_authenticates_as_the_urls_acl_user(
-    redis_server_factory: Callable[..., RedisServer], tmp_path: Path
-) -> None:
+@pytest.fixture
+def acl_server(redis_server_factory: Callable[..., RedisServer], tmp_path: Path) -> RedisServer:
+    """A redis-server with the default user off, ``reader`` (GET on ``feat:*``, its URL's user) and ``admin``."""
     acl = tmp_path / "users.acl"
-    acl.write_text("user default off\nuser reader on >s3cret ~feat:* +get\n")
-    server = redis_server_factory(aclfile=acl, username="reader", password="s3cret")
+    acl.write_text("user default off\nuser reader on >s3cret ~feat:* +get\nuser admin on >adm ~* +@all\n")
+    return redis_server_factory(aclfile=acl, username="reader", password="s3cret")
+
+
+def test_it_authenticates_as_the_urls_acl_user(acl_server: RedisServer) -> None:
+    server = acl_server
     pipe = PipelinedRedis(redis.Redis.from_url(server.url), timeout_s=2.0)
     assert asyncio.run(pipe.execute(_get("feat:1"))) is None  # authenticated: the default user is off
     with pytest.raises(
@@ -199,14 +203,10 @@ def test_it_authenticates_as_the_urls_acl_user(
         asyncio.run(PipelinedRedis(wrong, timeout_s=2.0).execute(_get("feat:1")))
 
 
-def test_close_during_a_connect_aborts_it_and_fails_its_waiters(
-    redis_server_factory: Callable[..., RedisServer], tmp_path: Path
-) -> None:
+def test_close_during_a_connect_aborts_it_and_fails_its_waiters(acl_server: RedisServer) -> None:
     # The Cluster reader closes the connection of a node that left the slot map; a connect to it still in flight
     # used to finish afterwards and leave an open, authenticated socket on an object nobody held.
-    acl = tmp_path / "users.acl"
-    acl.write_text("user default off\nuser reader on >s3cret ~feat:* +get\nuser admin on >adm ~* +@all\n")
-    server = redis_server_factory(aclfile=acl, username="reader", password="s3cret")
+    server = acl_server
     admin = redis.Redis(host=server.host, port=server.port, username="admin", password="adm")
     pipe = PipelinedRedis(redis.Redis.from_url(server.url), timeout_s=ANSWER_TIMEOUT_S)
 
