@@ -438,8 +438,9 @@ class ClusterFeatureReader:
                 reconnected = True
                 await self._after_failure(generation)
                 continue
-            if any(isinstance(r, redis.exceptions.TryAgainError) for r in replies.values()):
-                moved = [r for r in replies.values() if isinstance(r, redis.exceptions.TryAgainError)]
+            tryagain = [r for r in replies.values() if isinstance(r, redis.exceptions.TryAgainError)]
+            if tryagain:
+                moved = tryagain
                 await asyncio.sleep(_TRYAGAIN_S)  # the migration moves the rest of the keys meanwhile
                 continue
             moved = [r for r in replies.values() if isinstance(r, _TOPOLOGY_ERRORS)]
