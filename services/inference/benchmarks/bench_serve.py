@@ -10,6 +10,9 @@ same cores: the figures are for this whole machine, and the ratio to the baselin
 The floor (``floor_app.py``, issue 19.3) is the same HTTP stack doing the same Redis round trip (same keys, same
 MGET size) and answering a canned body; at ``--floor-concurrency`` it prints ``floor ratio`` = service req/s ÷
 floor req/s and the CPU µs per request of both (the CPU figure varies less than req/s on this shared machine).
+The *contract floor* (``floor_app.py --contract-work``) is the floor plus what SPEC §6 asks of any implementation
+before it ranks: decoding and validating the body, and logging the prediction event. Its ratio to the floor bounds
+what any ranking code could reach on this stack; the service's ratio to it is what the ranking costs.
 
     python services/inference/benchmarks/bench_serve.py --data data/full --model-dir RUN_OR_VERSION_DIR
 """
@@ -106,6 +109,12 @@ def build_requests(data: Path, limit: int) -> list[tuple[bytes, set[int], str, s
     return out
 
 
+def xadd_calls(server: RedisServer) -> int:
+    """XADD commands the server has run (INFO commandstats), to show the contract floor logged its events."""
+    stats = redis.Redis(port=server.port).info("commandstats")
+    return int(stats.get("cmdstat_xadd", {}).get("calls", 0))
+
+
 def measure(
     name: str, servers: Servers, server_redis: RedisServer, reqs: list[bytes], args: argparse.Namespace
 ) -> dict[str, object]:
@@ -148,13 +157,14 @@ def closed_levels(
 
 
 def floor_ratio(results: dict[str, object], conc: int) -> dict[str, float]:
-    """Service req/s ÷ floor req/s at ``conc`` connections (target ≥ 0.75), with both CPU µs per request; printed."""
+    """Service req/s ÷ floor req/s at ``conc`` connections (target ≥ 0.75), with both CPU µs per request, and the
+    same for the contract floor (its ratio to the floor, the service's ratio to it); printed."""
 
     def level(name: str) -> dict[str, float]:
         closed: list[dict[str, float]] = results[name]["closed_loop"]  # type: ignore[index]
         return next(c for c in closed if c["concurrency"] == conc)
 
-    svc, flo = level("service"), level("floor")
+    svc, flo, con = level("service"), level("floor"), level("contract_floor")
     out = {
         "concurrency": conc,
         "ratio": svc["req_per_s"] / flo["req_per_s"],
@@ -162,11 +172,30 @@ def floor_ratio(results: dict[str, object], conc: int) -> dict[str, float]:
         "floor_req_per_s": flo["req_per_s"],
         "service_cpu_us_per_req": svc["server_cpu_us_per_req"],
         "floor_cpu_us_per_req": flo["server_cpu_us_per_req"],
+        "contract_floor_ratio": con["req_per_s"] / flo["req_per_s"],
+        "service_to_contract_floor": svc["req_per_s"] / con["req_per_s"],
+        "contract_floor_req_per_s": con["req_per_s"],
+        "contract_floor_cpu_us_per_req": con["server_cpu_us_per_req"],
+    }
+    total = {  # server + Redis + load generator CPU per request: on these shared cores req/s follows it
+        name: lv["server_cpu_us_per_req"] + lv["redis_cpu_us_per_req"] + lv["loadgen_cpu_us_per_req"]
+        for name, lv in (("service", svc), ("floor", flo), ("contract floor", con))
     }
     print(
         f"floor ratio {out['ratio']:.2f} at {conc} connections: service {svc['req_per_s']:,.0f} req/s,"
         f" {svc['server_cpu_us_per_req']:.0f} µs server CPU/req; floor {flo['req_per_s']:,.0f} req/s,"
         f" {flo['server_cpu_us_per_req']:.0f} µs server CPU/req",
+        flush=True,
+    )
+    print(
+        f"contract floor (floor + decode + event) {out['contract_floor_ratio']:.2f} of the floor:"
+        f" {con['req_per_s']:,.0f} req/s, {con['server_cpu_us_per_req']:.0f} µs server CPU/req;"
+        f" service {out['service_to_contract_floor']:.2f} of the contract floor",
+        flush=True,
+    )
+    print(
+        "server + Redis + load generator CPU µs/req: "
+        + ", ".join(f"{name} {us:.0f}" for name, us in total.items()),
         flush=True,
     )
     return out
@@ -259,6 +288,13 @@ def main() -> None:
             results["floor"] = measure("floor", servers, rs, reqs, variant)
         finally:
             servers.stop()
+        xadds = xadd_calls(rs)
+        servers = Servers([([*c, "--contract-work"], e) for c, e in floor_cmds], ports, Path(redis_dir))
+        try:
+            results["contract_floor"] = measure("contract_floor", servers, rs, reqs, variant)
+        finally:
+            servers.stop()  # SIGTERM: lifespan shutdown flushes the events still pending
+        results["contract_floor"]["events_xadded"] = xadd_calls(rs) - xadds  # type: ignore[index]
         if args.fastapi_core:
             ports = [free_port() for _ in range(args.workers)]
             cmds = [

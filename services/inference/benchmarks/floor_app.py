@@ -8,8 +8,15 @@ service's shape. What it skips is exactly the service's own work: JSON parsing a
 scoring, sorting, encoding the answer, events and metrics. The MGET of each workload request is computed once at
 start with the service's own reader and selection, so the floor's keys are the service's keys by construction.
 
-Run: ``python floor_app.py --port P --requests FILE`` (FILE: JSON lines ``[path, body]``) with the service's
-environment (REDIS_URL, FORKCAST_FEATURE_PREFIX, …).
+With ``--contract-work`` it is the *contract floor*: the floor plus the work SPEC §6 asks of any implementation
+whatever its ranking — the request id (the service's own ``_request_id``), the body decoded and validated with the
+contract's Struct (``parse_request``, the gateway's check too) and the user id parsed, and the prediction event
+logged through the service's ``EventSink`` (an event of the canned answer's ids and scores, flushed to the events
+stream as the service flushes). The service's ratio to the floor is then split into what the contract costs and what
+the ranking (array, distance filter, scoring, sort, answer) costs.
+
+Run: ``python floor_app.py --port P --requests FILE [--contract-work]`` (FILE: JSON lines ``[path, body]``) with the
+service's environment (REDIS_URL, FORKCAST_FEATURE_PREFIX, …).
 """
 
 from __future__ import annotations
@@ -17,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from pathlib import Path
 from typing import Any
@@ -27,18 +35,23 @@ import numpy as np
 import uvicorn
 
 from forkcast_inference.api import parse_request, parse_user_id
+from forkcast_inference.app import InferenceApp
+from forkcast_inference.events import Event, EventSink
 from forkcast_inference.features import FeatureReader, MgetWire, connect
 from forkcast_inference.http_protocol import CoalescingProtocol
+from forkcast_inference.metrics import Metrics
 from forkcast_inference.ranking import select_in_range
 from forkcast_inference.settings import get_settings
 
 Message = MutableMapping[str, Any]
 # An answer of the service's shape and typical size (20 restaurants).
+CANNED_IDS = [10_000 + i for i in range(20)]
+CANNED_SCORES = [0.987654321 - i / 97 for i in range(20)]
 CANNED = json.dumps(
     {
         "restaurants": [
-            {"id": 10_000 + i, "score": 0.987654321 - i / 97, "displacement": 1234.5678 + i}
-            for i in range(20)
+            {"id": i, "score": s, "displacement": 1234.5678 + n}
+            for n, (i, s) in enumerate(zip(CANNED_IDS, CANNED_SCORES, strict=True))
         ]
     }
 ).encode()
@@ -49,8 +62,8 @@ MISS = [(b"content-type", b"application/json"), (b"content-length", b"2")]
 class FloorApp:
     """ASGI: ``POST /recommend/…`` of a known request → its MGET, then the canned body; ``GET /readyz`` → 200."""
 
-    def __init__(self, requests: Path) -> None:
-        settings = get_settings()
+    def __init__(self, requests: Path, contract_work: bool) -> None:
+        settings = self.settings = get_settings()
         self.reader = FeatureReader(
             connect(settings.redis_url, settings.redis_timeout_s),
             settings.feature_prefix,
@@ -67,6 +80,16 @@ class FloorApp:
             user = parse_user_id(path.removeprefix("/recommend/"))
             self.commands[(path, body.encode())] = wire.mget(user, sel.ids.tolist())
         self.pipe = self.reader.pipe  # the service's hot-path connection, as the service uses it
+        self.version = state.keys.version
+        self.events: EventSink | None = None
+        if contract_work:  # the service's sink on the service's events stream (events_url is redis_url here)
+            self.events = EventSink(
+                self.reader.client,
+                settings.events_stream,
+                settings.events_maxlen,
+                settings.events_buffer,
+                Metrics(),
+            )
 
     async def __call__(
         self,
@@ -76,7 +99,11 @@ class FloorApp:
     ) -> None:
         if scope["type"] == "lifespan":
             while (await receive())["type"] != "lifespan.shutdown":
+                if self.events is not None:
+                    self.events.start(self.settings.events_flush_s)
                 await send({"type": "lifespan.startup.complete"})
+            if self.events is not None:
+                await self.events.stop()
             await send({"type": "lifespan.shutdown.complete"})
             return
         chunks = []
@@ -85,7 +112,8 @@ class FloorApp:
             chunks.append(message.get("body", b""))
             if not message.get("more_body", False):
                 break
-        command = self.commands.get((scope["path"], b"".join(chunks)))
+        body = b"".join(chunks)
+        command = self.commands.get((scope["path"], body))
         if command is None:
             await send(
                 {
@@ -96,18 +124,33 @@ class FloorApp:
             )
             await send({"type": "http.response.body", "body": b"{}"})
             return
-        await self.pipe.execute(command)
+        if self.events is None:
+            await self.pipe.execute(command)
+        else:
+            await self._contract_work(scope, body, command)
         await send({"type": "http.response.start", "status": 200, "headers": HEADERS})
         await send({"type": "http.response.body", "body": CANNED})
+
+    async def _contract_work(self, scope: Message, body: bytes, command: bytes) -> None:
+        """The contract floor's request: id, decode and validate, the MGET, the event; no ranking."""
+        assert self.events is not None
+        rid, key_id = InferenceApp._request_id(scope)
+        user = parse_user_id(scope["path"].removeprefix("/recommend/"))
+        parse_request(body, self.settings.max_candidates)
+        await self.pipe.execute(command)
+        self.events.add(
+            Event(rid, time.time(), user, "contract-floor", self.version, CANNED_IDS, CANNED_SCORES, key_id)
+        )
 
 
 if __name__ == "__main__":
     p = argparse.ArgumentParser()
     p.add_argument("--port", type=int, required=True)
     p.add_argument("--requests", type=Path, required=True)
+    p.add_argument("--contract-work", action="store_true", help="also the work the contract asks (see above)")
     a = p.parse_args()
     uvicorn.run(
-        FloorApp(a.requests),
+        FloorApp(a.requests, a.contract_work),
         host="127.0.0.1",
         port=a.port,
         access_log=False,
