@@ -25,8 +25,12 @@ returns the values also returns the pointer copy and the revision of that copy, 
 pointer reloads the version, a moved revision reloads that copy's coordinates; then the request is fetched again.
 
 Resharding: a command answered ASK (its key already left a slot being migrated) is sent again, after ASKING, to the
-node the reply names, in the same request; one answered TRYAGAIN (a multi-key command whose keys the migration split)
-has the request try again after 50 ms. Neither reads the slot map again.
+node the reply names, in the same request. A copy's MGET answered TRYAGAIN (the migration split its keys between two
+nodes, for as long as the migration of that slot lasts) is sent, on the next attempt and at once, to the first copy
+in the version's list on another master: every copy holds the same values of the same version, with its own pointer
+copy and revision in its MGET, so the answer is the same and one version is still read. Only when no such copy is
+left (a version loaded as one table, every copy split) does the request try the same copy again after 50 ms. Neither
+reads the slot map again; a MOVED met in the same attempt is followed as below, in that attempt.
 
 Failover: a request answered MOVED/CLUSTERDOWN awaits a read of the slot map (``CLUSTER SLOTS``, off the loop),
 points each MOVED reply's slot at its target and tries again; a failed connection does the same once per request; a
@@ -35,9 +39,10 @@ timeout is not retried (it would double the deadline) and has the next request s
 concurrent requests at once, so the reads are single-flight: a request starts one only if none is in flight and none
 began since its attempt did (a refresh generation), else it awaits the one in flight or retries on the map already
 read. After a failed read (no node answers, slots uncovered) none starts for 1 s and requests that need one fail at
-once. A read closes only the connections of nodes that left the map. A request that still fails raises
-``redis.RedisError`` (the app answers 503 and counts it in
-``forkcast_inference_errors_total{cause="redis_unavailable"}``); no request answers from a half-read version.
+once. A read closes only the connections of nodes that left the map. A request out of attempts raises what its last
+attempt met: a redirection or a lost connection raises ``redis.ConnectionError`` (the app answers 503 and counts it
+in ``forkcast_inference_errors_total{cause="redis_unavailable"}``), a version or revision that changed again
+``NoLiveVersionError`` (``cause="no_feature_version"``); no request answers from a half-read version.
 
 Why raw pipelines rather than redis-py's ``RedisCluster.pipeline()``: the cluster pipeline runs the nodes one after
 another and re-resolves every command's slot; here the two commands' nodes are known from two CRC16 computations.
@@ -85,14 +90,14 @@ from forkcast_inference.pipelined import PipelinedRedis
 
 _MAX_ATTEMPTS = 3
 # Replies that mean the slot map this worker holds is out of date (a failover or a resharding). ASK and TRYAGAIN
-# (a slot being migrated) do not: they are answered in ``_asked`` and by a retry after ``_TRYAGAIN_S``.
+# (a slot being migrated) do not: they are answered in ``_asked`` and by reading another copy (``_copy_for``).
 _TOPOLOGY_ERRORS = (
     redis.exceptions.MovedError,
     redis.exceptions.ClusterDownError,
     redis.exceptions.AskError,  # an ASK answered to a command sent with ASKING: the migration moved on
 )
-# A multi-key command whose keys are split by a migration in progress: redis-py's cluster client sleeps this long
-# before it tries again (redis/cluster.py, ``_execute_command``, TryAgainError).
+# A multi-key command whose keys are split by a migration in progress, with no other copy left to read: redis-py's
+# cluster client sleeps this long before it tries again (redis/cluster.py, ``_execute_command``, TryAgainError).
 _TRYAGAIN_S = 0.05
 
 # After a failed slot-map read (no node answers, slots uncovered) no other starts for this long: requests needing
@@ -402,14 +407,18 @@ class ClusterFeatureReader:
             self._refresh_soon()
         if self.held is None:
             self.current()
-        moved: list[Any] = []
         reconnected = False
+        split: set[str] = set()  # the copies answered TRYAGAIN in this request
+        # Why the last attempt did not answer (each sets it): what the request raises when it has none left.
+        failure: Exception | None = None
         for _ in range(_MAX_ATTEMPTS):
             generation = self._generation
             held = cast("_Held", self.held)
             user_key = held.keys.user(user_id)
             user_node = self._node(key_slot(user_key.encode()))
             copy = held.copy_of_node.get(user_node.name, held.copies[0])
+            if split:  # a migration split a copy in this request: another master's (``_copy_for``)
+                copy = self._copy_for(held, copy, split)
             state = held.states.get(copy) or self._load_copy(held, copy)
             self.state = state
             ids = select(state)
@@ -430,24 +439,32 @@ class ClusterFeatureReader:
                 asked = {c: r for c, r in replies.items() if type(r) is redis.exceptions.AskError}
                 if asked:  # a slot being migrated whose key has left: ask the importing node, once
                     replies.update(await self._asked(asked, generation))
-            except redis.ConnectionError:
+            except redis.ConnectionError as exc:
                 # Once per request: a node closed an idle connection (a demoted master does), or the node is gone
                 # and a new slot map names its successor. A timeout is not retried (it would double the deadline).
                 if reconnected:
                     raise
                 reconnected = True
+                failure = redis.ConnectionError(f"connection lost on the request's last attempt: {exc}")
+                failure.__cause__ = exc
                 await self._after_failure(generation)
                 continue
             tryagain = [r for r in replies.values() if isinstance(r, redis.exceptions.TryAgainError)]
-            if tryagain:
-                moved = tryagain
-                await asyncio.sleep(_TRYAGAIN_S)  # the migration moves the rest of the keys meanwhile
-                continue
             moved = [r for r in replies.values() if isinstance(r, _TOPOLOGY_ERRORS)]
-            if moved:
-                await self._after_failure(
-                    generation, tuple(r for r in moved if isinstance(r, redis.exceptions.MovedError))
+            if tryagain or moved:
+                # The reply as the node sent it: redis-py's parser strips its code (MOVED, TRYAGAIN, …) off the text.
+                reply = (tryagain or moved)[0]
+                failure = redis.ConnectionError(
+                    f"the Cluster redirected the request's last attempt: {reply.status_code} {reply}"
                 )
+                if tryagain and copy:
+                    split.add(copy)
+                if moved:  # followed in this attempt, even beside a TRYAGAIN: the next attempt meets neither
+                    await self._after_failure(
+                        generation, tuple(r for r in moved if isinstance(r, redis.exceptions.MovedError))
+                    )
+                elif self._copy_for(held, copy, split) == copy:  # no other copy: the migration goes on
+                    await asyncio.sleep(_TRYAGAIN_S)
                 continue
             for reply in replies.values():
                 if isinstance(reply, redis.RedisError):
@@ -462,24 +479,34 @@ class ClusterFeatureReader:
             if live.decode() != keys.version:
                 if self.held is None or self.held.keys.version != live.decode():
                     self.load(live.decode())  # not already reloaded by a concurrent request
-                continue
-            if (values[1] or b"") != state.revision:
+            elif (values[1] or b"") != state.revision:
                 if held.states.get(copy) is state:  # not already reloaded by a concurrent request
                     self._load_copy(held, copy)
-                continue
-            user = None
-            if raw_user is not None:
-                if len(raw_user) != USER_VALUE_BYTES:
-                    raise CorruptUserError(f"user {user_id} value has {len(raw_user)} bytes")
-                user = np.frombuffer(raw_user, dtype=FEATURE_WIRE_DTYPE)
-            return Fetched(keys.version, state.meta.feature_schema_hash, user, ids, values[2:])
-        if moved:  # still moving after every attempt (failover, resharding): an outage, not a missing version
-            # The reply as the node sent it: redis-py's parser strips its code (MOVED, TRYAGAIN, …) off the text.
-            reply = moved[0]
-            raise redis.ConnectionError(
-                f"the Cluster kept redirecting the request: {reply.status_code} {reply}"
-            )
-        raise NoLiveVersionError("feature version kept changing during the request")
+            else:
+                user = None
+                if raw_user is not None:
+                    if len(raw_user) != USER_VALUE_BYTES:
+                        raise CorruptUserError(f"user {user_id} value has {len(raw_user)} bytes")
+                    user = np.frombuffer(raw_user, dtype=FEATURE_WIRE_DTYPE)
+                return Fetched(keys.version, state.meta.feature_schema_hash, user, ids, values[2:])
+            failure = NoLiveVersionError("feature version kept changing during the request")
+        raise cast("Exception", failure)
+
+    @staticmethod
+    def _copy_for(held: _Held, own: str, split: Collection[str]) -> str:
+        """The copy a request reads instead of ``own`` (its user's, else the first) when ``own`` is in ``split``: the
+        copies answered TRYAGAIN in this request, whose keys a migration split for as long as the migration of their
+        slot lasts (seconds for a large slot, longer than the request's three attempts).
+
+        The first copy in the version's list on a master that holds no split copy: it holds the same version's same
+        values, so the answer is the same. Deterministic, and no map read. With none left, ``own`` again.
+        """
+        if own not in split:
+            return own
+        masters = {held.node_of_copy[c].name for c in split}
+        return next(
+            (c for c in held.copies if c not in split and held.node_of_copy[c].name not in masters), own
+        )
 
     async def _asked(
         self, asked: dict[Command, redis.exceptions.AskError], generation: int

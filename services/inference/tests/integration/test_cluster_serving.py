@@ -6,8 +6,9 @@ masters. A request waiting on a stalled master does not hold up one to another m
 pipelined connections, not blocking the event loop). With a replica per master, a manual failover (CLUSTER
 FAILOVER on a replica) mid-load may cost a few 503s, each counted in the errors metric, but never a wrong answer.
 The slot map is read off the event loop, one read at a time per worker and none for 1 s after a failed one; a key a
-resharding moved already is read from the importing node (ASK) without reading the map, and a copy it split is
-tried again after TRYAGAIN, also without reading it.
+resharding moved already is read from the importing node (ASK) without reading the map, and a copy it split
+(TRYAGAIN) is read from another master's copy, also without reading it. A request out of attempts raises what its
+last attempt met, so that the app counts it under the right cause.
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ from forkcast_inference.cluster_features import (
     ClusterFeatureReader,
     connect_cluster,
 )
-from forkcast_inference.features import Fetched, VersionState
+from forkcast_inference.features import Fetched, NoLiveVersionError, VersionState
 from forkcast_inference.testing import ANSWER_TIMEOUT_S, BIN, PREFIX, Response, call, make_settings
 
 pytestmark = pytest.mark.slow
@@ -651,50 +652,62 @@ def test_a_key_that_a_resharding_moved_already_is_read_from_the_importing_node_w
         _end_migration(slot, dst, src, cluster)
 
 
-def test_a_copy_that_a_resharding_split_is_retried_after_tryagain_without_a_map_read_then_read_where_it_went(
+def _split_slot(src: redis.Redis, dst_name: str, slot: int, keys: list[str]) -> None:
+    """``slot`` being migrated from ``src`` to ``dst_name`` with half of ``keys`` moved already, and kept so: an MGET
+    of all of ``keys`` is answered TRYAGAIN for as long as the migration lasts (here, until the test ends it)."""
+    # All present, else the source answers TRYAGAIN for a missing key with nothing migrated.
+    assert src.exists(*keys) == len(keys)
+    _begin_migration(slot, src, redis.Redis(port=_port(dst_name)))
+    src.migrate("127.0.0.1", _port(dst_name), keys[: len(keys) // 2], 0, 5000)
+
+
+def _copy_keys(reader: ClusterFeatureReader, copy: str) -> tuple[int, list[str]]:
+    """The slot of ``copy`` and the restaurant keys a request (``_select``) reads from it."""
+    held = reader.held
+    assert held is not None
+    state = held.states[copy]
+    rest_keys = [f"{state.keys.restaurant_base}{i}" for i in _select(state).tolist()]
+    slot = key_slot(held.pointer_of_copy[copy].encode())
+    assert all(key_slot(k.encode()) == slot for k in rest_keys)
+    return slot, rest_keys
+
+
+def test_a_copy_that_a_resharding_split_is_read_from_another_masters_copy_without_a_map_read(
     cluster: RedisCluster, tiny_data: Path
 ) -> None:
     # A request's MGET reads one copy's keys, all in one slot: while that slot is migrated, a source that has sent
-    # some of them away answers TRYAGAIN. The reader sleeps _TRYAGAIN_S and retries without reading the map (it
-    # still names the source until the migration ends); treated as a stale map, each attempt read it in vain.
+    # some of them away answers TRYAGAIN, for as long as the migration of the slot lasts. Before, the reader tried
+    # the same copy again after _TRYAGAIN_S on every attempt and answered 503 (ConnectionError "the Cluster kept
+    # redirecting the request: TRYAGAIN ..."), though each other master holds a copy of the same version.
     reader = _live_reader(cluster)
     held = reader.held
     assert held is not None
     user_node, user = next(iter(_user_per_master(reader, tiny_data).items()))
     copy = held.copy_of_node.get(user_node, held.copies[0])
     src_name = held.node_of_copy[copy].name  # the copy's master: the user's, unless it holds none
-    dst_name = next(n for n in reader.cluster.nodes_manager.nodes_cache if n != src_name)
-    slot = key_slot(held.pointer_of_copy[copy].encode())
+    # The reader's choice: the first copy in the version's list on another master.
+    other = next(c for c in held.copies if held.node_of_copy[c].name != src_name)
+    other_name = held.node_of_copy[other].name
+    dst_name = next(n for n in reader.cluster.nodes_manager.nodes_cache if n not in (src_name, other_name))
+    slot, rest_keys = _copy_keys(reader, copy)
     assert slot != key_slot(held.keys.user(user).encode())  # only the MGET meets the migration
-    state = held.states[copy]
-    ids = _select(state).tolist()
-    rest_keys = [f"{state.keys.restaurant_base}{i}" for i in ids]
-    assert all(key_slot(k.encode()) == slot for k in rest_keys)
     src, dst = (redis.Redis(port=_port(n)) for n in (src_name, dst_name))
-    # All present, else the source answers TRYAGAIN for a missing key with nothing migrated.
-    assert src.exists(*rest_keys) == len(rest_keys)
     reads = _count_reads(reader)
     before = asyncio.run(reader.fetch(user, _select))
 
-    async def timed_fetch() -> tuple[BaseException | Fetched, float]:
-        t = time.monotonic()
-        got = (await asyncio.gather(reader.fetch(user, _select), return_exceptions=True))[0]
-        return got, time.monotonic() - t
-
-    _begin_migration(slot, src, dst)
+    _split_slot(src, dst_name, slot, rest_keys)
     try:
         try:
-            # Half of the request's restaurants go: the MGET's keys are split between the two nodes.
-            src.migrate("127.0.0.1", _port(dst_name), rest_keys[: len(rest_keys) // 2], 0, 5000)
-            mgets = calls_rejected(src, "mget")
-            during, waited = asyncio.run(timed_fetch())
-            mgets = calls_rejected(src, "mget") - mgets
+            refused = calls_rejected(src, "mget")
+            served = {n: calls(_port(n), "mget") for n in (src_name, other_name, dst_name)}
+            during = asyncio.run(reader.fetch(user, _select))
+            refused = calls_rejected(src, "mget") - refused
+            served = {n: calls(_port(n), "mget") - c for n, c in served.items()}
         finally:
             _end_migration(slot, src, dst, cluster)
-        assert isinstance(during, redis.ConnectionError), during
-        assert str(during).startswith("the Cluster kept redirecting the request: TRYAGAIN "), str(during)
-        assert mgets == _MAX_ATTEMPTS  # every attempt was sent, each refused by the source
-        assert waited >= (_MAX_ATTEMPTS - 1) * _TRYAGAIN_S, waited  # a pause between attempts
+        assert isinstance(during, Fetched) and _same(during, before)
+        # One MGET refused by the split copy's master, then one served by the other copy's master, at once.
+        assert refused == 1 and served == {src_name: 0, other_name: 1, dst_name: 0}, (refused, served)
         assert reads == [] and reader.topology_refreshes == 0, reads
 
         # The migration is over: the source answers MOVED, the map is read once and the copy read on dst.
@@ -705,3 +718,130 @@ def test_a_copy_that_a_resharding_split_is_retried_after_tryagain_without_a_map_
     finally:  # the slot and its keys back on the source, for the session's other tests
         _begin_migration(slot, dst, src)
         _end_migration(slot, dst, src, cluster)
+
+
+def test_a_moved_met_beside_a_tryagain_is_followed_in_the_same_attempt(
+    cluster: RedisCluster, tiny_data: Path
+) -> None:
+    # One attempt, two redirections: the user's GET answered MOVED (a stale map) and the copy's MGET TRYAGAIN (a
+    # migration splitting it). Before, the TRYAGAIN had the reader sleep and send the same plan again, the MOVED
+    # ignored: every attempt met both and the request failed with "the Cluster kept redirecting the request".
+    reader = _live_reader(cluster)
+    held = reader.held
+    assert held is not None
+    users = _user_per_master(reader, tiny_data)
+    stale, owner, third = users  # the user's slot pointed at ``stale``; ``owner`` really holds it
+    user = users[owner]
+    user_slot = key_slot(held.keys.user(user).encode())
+    copy = held.copy_of_node[stale]  # the copy a request for ``user`` reads on the stale map
+    slot, rest_keys = _copy_keys(reader, copy)
+    src, dst = (redis.Redis(port=_port(n)) for n in (stale, third))
+    before = asyncio.run(reader.fetch(user, _select))
+    manager = reader.cluster.nodes_manager
+    manager.slots_cache[user_slot] = [manager.nodes_cache[stale]]
+    reads = _count_reads(reader)
+
+    _split_slot(src, third, slot, rest_keys)
+    try:
+        refused = calls_rejected(src, "get"), calls_rejected(src, "mget")
+        during = asyncio.run(reader.fetch(user, _select))
+        refused = calls_rejected(src, "get") - refused[0], calls_rejected(src, "mget") - refused[1]
+    finally:
+        _end_migration(slot, src, dst, cluster)
+        _begin_migration(slot, dst, src)
+        _end_migration(slot, dst, src, cluster)
+    assert isinstance(during, Fetched) and _same(during, before)
+    # The first attempt's MOVED made the one map read; the second attempt read the user and its copy on ``owner``.
+    assert refused == (1, 1) and len(reads) == 1, (refused, reads)
+    assert _owner(reader, user) == owner
+
+
+def test_a_request_out_of_attempts_raises_what_its_last_attempt_met(
+    cluster: RedisCluster, tiny_data: Path
+) -> None:
+    # The app counts NoLiveVersionError as cause="no_feature_version" and redis.RedisError as "redis_unavailable".
+    # Before, attempts that ran out on a lost connection (no MOVED) raised NoLiveVersionError ("feature version kept
+    # changing"): a Redis outage counted as a missing version. Faults are real, made by the request's own select()
+    # (which each attempt calls before sending): a bumped revision (the attempt reloads the copy and tries again)
+    # or the node dropping the reader's connections.
+    reader = _live_reader(cluster)
+    held = reader.held
+    assert held is not None
+    (node, user), (other, _) = list(_user_per_master(reader, tiny_data).items())[:2]
+    client = redis.Redis(port=_port(node))
+    revision = held.states[held.copy_of_node[node]].keys.restaurant_revision
+    saved = client.get(revision)
+
+    def bump(_state: VersionState) -> None:
+        client.incr(revision)
+
+    def drop(_state: VersionState) -> None:
+        client.client_kill_filter(_type="normal", skipme=True)
+
+    def faults(*per_attempt: Any) -> Any:
+        attempts = iter(per_attempt)
+
+        def select(state: VersionState) -> np.ndarray:
+            next(attempts)(state)
+            return _select(state)
+
+        return select
+
+    async def fetch(select: Any) -> BaseException | Fetched:
+        return (await asyncio.gather(reader.fetch(user, select), return_exceptions=True))[0]
+
+    try:
+        lost = asyncio.run(fetch(faults(bump, bump, drop)))
+        refreshes = [reader.topology_refreshes]  # the lost connection had the map read
+        _point_slots(reader, node, other)  # a stale map: the first attempt's GET is answered MOVED
+        changed = asyncio.run(fetch(faults(lambda _: None, bump, bump)))
+        refreshes.append(reader.topology_refreshes)
+    finally:
+        if saved is None:
+            client.delete(revision)
+        else:
+            client.set(revision, cast("bytes", saved))
+    assert isinstance(lost, redis.ConnectionError), repr(lost)
+    assert str(lost).startswith("connection lost on the request's last attempt: "), str(lost)
+    assert refreshes == [1, 2], refreshes  # each fault was met: the drop, then the MOVED
+    assert isinstance(changed, NoLiveVersionError), repr(changed)
+    assert str(changed) == "feature version kept changing during the request"
+
+
+def test_a_split_copy_with_no_other_copy_to_read_is_tried_again_after_a_pause(
+    cluster: RedisCluster, tiny_data: Path
+) -> None:
+    # Where no other master's copy is left (here a version held with one copy; a version loaded as one table has
+    # none), the reader tries the same copy again after _TRYAGAIN_S, without reading the map (it still names the
+    # source until the migration ends), and raises the TRYAGAIN when the attempts run out.
+    reader = _live_reader(cluster)
+    held = reader.held
+    assert held is not None
+    user_node, user = next(iter(_user_per_master(reader, tiny_data).items()))
+    copy = held.copy_of_node[user_node]
+    held.copies = [copy]
+    reader._map_copies(held)
+    dst_name = next(n for n in reader.cluster.nodes_manager.nodes_cache if n != user_node)
+    slot, rest_keys = _copy_keys(reader, copy)
+    src, dst = (redis.Redis(port=_port(n)) for n in (user_node, dst_name))
+    reads = _count_reads(reader)
+
+    async def timed_fetch() -> tuple[BaseException | Fetched, float]:
+        t = time.monotonic()
+        got = (await asyncio.gather(reader.fetch(user, _select), return_exceptions=True))[0]
+        return got, time.monotonic() - t
+
+    _split_slot(src, dst_name, slot, rest_keys)
+    try:
+        refused = calls_rejected(src, "mget")
+        during, waited = asyncio.run(timed_fetch())
+        refused = calls_rejected(src, "mget") - refused
+    finally:
+        _end_migration(slot, src, dst, cluster)
+        _begin_migration(slot, dst, src)
+        _end_migration(slot, dst, src, cluster)
+    assert isinstance(during, redis.ConnectionError), during
+    assert str(during).startswith("the Cluster redirected the request's last attempt: TRYAGAIN "), str(during)
+    assert refused == _MAX_ATTEMPTS  # every attempt was sent, each refused by the source
+    assert waited >= (_MAX_ATTEMPTS - 1) * _TRYAGAIN_S, waited  # a pause between attempts
+    assert reads == [] and reader.topology_refreshes == 0, reads
