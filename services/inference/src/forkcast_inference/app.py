@@ -6,9 +6,11 @@ The routes are few and fixed, so a plain ASGI callable is short and easy to read
 
 A request's feature reads are awaited on the worker's pipelined asyncio connection (forkcast_inference.pipelined;
 one per node on a Redis Cluster): the loop serves other requests during the round trip and concurrent reads share
-socket calls. Start, /readyz and a version reload call Redis synchronously (rare); a Cluster's slot map is read
-again in a worker thread (forkcast_inference.cluster_features). Every call is bounded by FORKCAST_REDIS_TIMEOUT_S, so
-a stalled Redis costs at most that before the 503.
+socket calls. /readyz runs its check (the readers' blocking ``current``) in a worker thread, one check at a time
+per worker (``check_readiness``); start calls Redis synchronously before serving, and a version change a request
+meets is reloaded on the loop (rare); a Cluster's slot map is read again in a worker thread
+(forkcast_inference.cluster_features). Every call is bounded by FORKCAST_REDIS_TIMEOUT_S, so a stalled Redis costs at
+most that before the 503.
 
 Request ids (issue 18.1): the gateway mints them and sends its id as X-Request-ID with the caller's key id as
 X-Forkcast-Key-Id; the prediction event records both. The service holds no MAC key, so it takes an X-Request-ID
@@ -105,6 +107,8 @@ class InferenceApp:
         self.started_at = time.monotonic()
         self.ready_after_s: float | None = None
         self.warmed_up = False
+        # The readiness check in flight (``check_readiness``): concurrent probes await this one.
+        self._checking: asyncio.Task[tuple[bool, str]] | None = None
 
     # -- life cycle ------------------------------------------------------------------------------------------
     def startup(self) -> None:
@@ -140,36 +144,77 @@ class InferenceApp:
         while self.model is None:
             await asyncio.sleep(delay)
             if await asyncio.to_thread(self._load_model):
-                ok, reason = self.readiness()
+                began = self._checking
+                if began is not None and not began.done():
+                    await asyncio.wait([began])  # began before the model loaded: its answer is out of date
+                ok, reason = await self.check_readiness()
                 if ok and self.ready_after_s is None:
                     self.ready_after_s = time.monotonic() - self.started_at
                 log.info("model loaded on retry; ready=%s %s", ok, reason)
             delay = min(2 * delay, self.settings.model_retry_max_s)
 
     def readiness(self) -> tuple[bool, str]:
-        """Ready: model verified, feature pointer resolves, schema hashes agree."""
-        ok, reason = False, ""
-        if self.model is None:
-            reason = f"model: {self.model_error}"
-        else:
-            try:
-                state = self.reader.current()
-                want = self.model.provenance.feature_schema_hash
-                if state.meta.feature_schema_hash != want:
-                    reason = (
-                        f"feature version {state.keys.version} has schema {state.meta.feature_schema_hash},"
-                        f" the model needs {want}"
-                    )
-                else:
-                    if not self.warmed_up:
-                        warm_up(self.model.folded, state)
-                        self.warmed_up = True
-                    ok, reason = True, f"feature version {state.keys.version}"
-                    self._publish_info(state)
-            except NoLiveVersionError as exc:
-                reason = f"features: {exc}"
-            except redis.RedisError as exc:
-                reason = f"redis: {exc}"
+        """Ready: model verified, feature pointer resolves, schema hashes agree. Blocking: start (before serving)."""
+        return self._publish(*self._check())
+
+    async def check_readiness(self) -> tuple[bool, str]:
+        """``readiness`` for /readyz and a model retry: the check in a worker thread, one in flight per worker.
+
+        Why off the loop: the check calls Redis through the readers' blocking clients; on the loop a stalled Redis
+        froze the worker, /healthz and every in-flight /recommend with it, for the whole check (up to
+        FORKCAST_REDIS_TIMEOUT_S per call it makes: 2.06 s of /healthz behind a 2 s CLIENT PAUSE,
+        test_readyz_off_loop). Why one: each kubelet probe would otherwise hold a thread of the default pool, which
+        the Cluster reader's slot-map read also needs; concurrent probes await the check in flight and get its
+        answer. The gauges and info are written on the loop once the thread is done (``_publish``), so a scrape
+        never sees the offline-AUC series between its clear and its set.
+        """
+        loop = asyncio.get_running_loop()
+        task = self._checking
+        if task is None or task.done() or task.get_loop() is not loop:
+            task = self._checking = loop.create_task(self._check_off_loop())
+        # One caller's cancellation (a client gone) must not cancel the check the others await; a check whose every
+        # caller was cancelled has its exception marked retrieved by shield itself.
+        return await asyncio.shield(task)
+
+    async def _check_off_loop(self) -> tuple[bool, str]:
+        return self._publish(*await asyncio.to_thread(self._check))
+
+    def _check(self) -> tuple[bool, str, VersionState | None]:
+        """(ready, why, the live state when ready); writes no metric, so it may run in a worker thread.
+
+        From a thread it touches: the model (replaced whole by ``_load_model``, never changed in place); the
+        reader's ``current``: redis-py's clients are thread-safe, and a version ``FeatureReader`` loads is built
+        whole and then swapped in, as a request's reload on the loop does (each request checks the version of every
+        read it makes); and ``warm_up`` (numpy, reading that state). ``check_readiness`` runs one at a time, so
+        ``warmed_up`` has one writer. ``ClusterFeatureReader.current`` hands a stale slot map's read to the loop
+        it serves on (the read's follow-up closes connections only that loop may touch) and publishes a version it
+        loads whole, with its copies.
+        """
+        model = self.model
+        if model is None:
+            return False, f"model: {self.model_error}", None
+        try:
+            state = self.reader.current()
+        except NoLiveVersionError as exc:
+            return False, f"features: {exc}", None
+        except redis.RedisError as exc:
+            return False, f"redis: {exc}", None
+        want = model.provenance.feature_schema_hash
+        if state.meta.feature_schema_hash != want:
+            reason = (
+                f"feature version {state.keys.version} has schema {state.meta.feature_schema_hash},"
+                f" the model needs {want}"
+            )
+            return False, reason, None
+        if not self.warmed_up:
+            warm_up(model.folded, state)
+            self.warmed_up = True
+        return True, f"feature version {state.keys.version}", state
+
+    def _publish(self, ok: bool, reason: str, state: VersionState | None) -> tuple[bool, str]:
+        """The readiness gauge and, when ready, the served versions: on the loop (or at start), after ``_check``."""
+        if state is not None:
+            self._publish_info(state)
         self.metrics.ready.set(1 if ok else 0)
         return ok, reason
 
@@ -318,7 +363,7 @@ class InferenceApp:
         elif method == "GET" and path == "/healthz":
             status, body, headers = 200, b'{"status":"ok"}', [_JSON]
         elif method == "GET" and path == "/readyz":
-            ok, reason = self.readiness()
+            ok, reason = await self.check_readiness()
             status, body, headers = (200 if ok else 503), _encode({"ready": ok, "reason": reason}), [_JSON]
         elif method == "GET" and path == "/version":
             status, body, headers = 200, json.dumps(self.version_info()).encode(), [_JSON]

@@ -182,6 +182,10 @@ class ClusterFeatureReader:
         # Times the slot map was read again (failover, resharding): tests and logs read it.
         self.topology_refreshes = 0
         self._stale = False
+        # The event loop this reader serves on (set by ``fetch``): ``current`` in a worker thread (/readyz) hands a
+        # stale map's read to it rather than read it there, since the read's follow-up (closing connections of
+        # nodes that left, re-mapping the copies) touches what only that loop may touch.
+        self._loop: asyncio.AbstractEventLoop | None = None
         # The slot-map read in flight (one per worker, ``_refresh``) and when the last one failed (monotonic).
         self._refreshing: asyncio.Task[None] | None = None
         self._failed_at: float | None = None
@@ -212,10 +216,12 @@ class ClusterFeatureReader:
         meta = VersionMeta.from_redis(raw_meta)
         held = _Held(FeatureKeys(self.prefix, version), meta, parse_copies(meta.restaurant_copies))
         self._map_copies(held)
-        self.held = held
+        state = None
         for copy in reversed(held.copies):
-            self.state = self._load_copy(held, copy)
-        return cast("VersionState", self.state)
+            state = self._load_copy(held, copy)
+        # Published whole: a load in /readyz's worker thread never shows the loop a version without its copies.
+        self.held, self.state = held, state
+        return cast("VersionState", state)
 
     def _load_copy(self, held: _Held, copy: str) -> VersionState:
         keys = held.keys.with_copy(copy)
@@ -374,14 +380,19 @@ class ClusterFeatureReader:
     def current(self) -> VersionState:
         """The live version's state, loading it if the live pointer moved (readiness and start).
 
-        Blocking (redis-py's client): called at start, by /readyz and by a first request before any version is held.
-        A stale slot map is read again off the loop (``_refresh_soon``) when a loop runs, else here.
+        Blocking (redis-py's client): called at start, by /readyz (in a worker thread) and by a first request before
+        any version is held. A stale slot map is read again off the loop (``_refresh_soon``): scheduled on the loop
+        the reader serves on when called from another thread, read here only before any request (no loop yet).
         """
         if self._stale:
             try:
                 asyncio.get_running_loop()
             except RuntimeError:
-                self.refresh_topology()
+                loop = self._loop
+                if loop is not None and loop.is_running():
+                    loop.call_soon_threadsafe(self._refresh_soon)
+                else:
+                    self.refresh_topology()
             else:
                 self._refresh_soon()
         try:
@@ -403,6 +414,7 @@ class ClusterFeatureReader:
         meanwhile. Each attempt uses the version held when it began (a reload by another request never mixes
         versions in this one: the MGET's pointer copy is checked against it).
         """
+        self._loop = asyncio.get_running_loop()
         if self._stale:
             self._refresh_soon()
         if self.held is None:

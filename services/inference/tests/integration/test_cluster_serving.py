@@ -845,3 +845,35 @@ def test_a_split_copy_with_no_other_copy_to_read_is_tried_again_after_a_pause(
     assert refused == _MAX_ATTEMPTS  # every attempt was sent, each refused by the source
     assert waited >= (_MAX_ATTEMPTS - 1) * _TRYAGAIN_S, waited  # a pause between attempts
     assert reads == [] and reader.topology_refreshes == 0, reads
+
+
+def test_a_stale_map_met_by_readyz_in_a_worker_thread_is_read_again_by_the_serving_loop(
+    cluster: RedisCluster, tiny_data: Path
+) -> None:
+    # /readyz runs ``current`` in a worker thread (InferenceApp.check_readiness). A stale map it meets is handed to
+    # the loop the reader serves on: the read's follow-up (closing the connections of nodes that left the map,
+    # re-mapping the copies) touches what only that loop may touch. Read in the thread, it raced the requests.
+    reader = _live_reader(cluster)
+    user = int(requests_of(tiny_data, 1)[0][0])
+    followed_on: list[int] = []
+    map_read = reader._map_read
+
+    def recorded(moved: tuple[redis.exceptions.MovedError, ...]) -> None:
+        followed_on.append(threading.get_ident())
+        map_read(moved)
+
+    reader._map_read = recorded  # type: ignore[method-assign]
+
+    async def run() -> tuple[int, int]:
+        await reader.fetch(user, _select)  # the reader now serves on this loop
+        reader._stale = True  # as a request's lost connection or timeout leaves it (``_round_trips``)
+        refreshes = reader.topology_refreshes
+        await asyncio.to_thread(reader.current)
+        await asyncio.sleep(0)  # the loop runs what the thread scheduled
+        if reader._refreshing is not None:
+            await reader._refreshing
+        return refreshes, threading.get_ident()
+
+    refreshes, loop_thread = asyncio.run(run())
+    assert followed_on == [loop_thread], (followed_on, loop_thread)
+    assert reader.topology_refreshes == refreshes + 1 and not reader._stale
