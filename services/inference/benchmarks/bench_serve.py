@@ -120,7 +120,8 @@ def measure(
 ) -> dict[str, object]:
     uvloop.install()
     out: dict[str, object] = {"startup_to_ready_s": servers.startup_s}
-    asyncio.run(closed_loop(servers.ports, reqs, 8, 2.0))  # warm-up
+    warm = asyncio.run(closed_loop(servers.ports, reqs, 8, 2.0))
+    out["warmup_requests"] = warm["requests"]  # every request sent was answered (closed_loop waits for each)
     if args.open_seconds <= 0:
         return out | {
             "closed_loop": closed_levels(name, servers, server_redis, reqs, args),

@@ -57,6 +57,8 @@ CANNED = json.dumps(
 ).encode()
 HEADERS = [(b"content-type", b"application/json"), (b"content-length", str(len(CANNED)).encode())]
 MISS = [(b"content-type", b"application/json"), (b"content-length", b"2")]
+# A model version of the registry's shape (the contract floor's events and headers carry one).
+MODEL_VERSION = "20261205T110000Z-0123abcd"
 
 
 class FloorApp:
@@ -82,9 +84,9 @@ class FloorApp:
         self.pipe = self.reader.pipe  # the service's hot-path connection, as the service uses it
         self.version = state.keys.version
         self.events: EventSink | None = None
-        if contract_work:  # the service's sink on the service's events stream (events_url is redis_url here)
+        if contract_work:  # the service's sink, on the service's events Redis and stream
             self.events = EventSink(
-                self.reader.client,
+                connect(settings.events_url, settings.redis_timeout_s),
                 settings.events_stream,
                 settings.events_maxlen,
                 settings.events_buffer,
@@ -124,23 +126,32 @@ class FloorApp:
             )
             await send({"type": "http.response.body", "body": b"{}"})
             return
+        headers = HEADERS
         if self.events is None:
             await self.pipe.execute(command)
         else:
-            await self._contract_work(scope, body, command)
-        await send({"type": "http.response.start", "status": 200, "headers": HEADERS})
+            headers = await self._contract_work(scope, body, command)
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
         await send({"type": "http.response.body", "body": CANNED})
 
-    async def _contract_work(self, scope: Message, body: bytes, command: bytes) -> None:
-        """The contract floor's request: id, decode and validate, the MGET, the event; no ranking."""
+    async def _contract_work(self, scope: Message, body: bytes, command: bytes) -> list[tuple[bytes, bytes]]:
+        """The contract floor's request: id, decode and validate, the MGET, the event, the answer's headers (SPEC
+        §6: the model and feature versions and the request id, as the service sends them); no ranking."""
         assert self.events is not None
         rid, key_id = InferenceApp._request_id(scope)
         user = parse_user_id(scope["path"].removeprefix("/recommend/"))
         parse_request(body, self.settings.max_candidates)
         await self.pipe.execute(command)
         self.events.add(
-            Event(rid, time.time(), user, "contract-floor", self.version, CANNED_IDS, CANNED_SCORES, key_id)
+            Event(rid, time.time(), user, MODEL_VERSION, self.version, CANNED_IDS, CANNED_SCORES, key_id)
         )
+        return [
+            HEADERS[0],
+            (b"x-model-version", MODEL_VERSION.encode()),
+            (b"x-feature-version", self.version.encode()),
+            (b"x-request-id", rid.encode()),
+            HEADERS[1],
+        ]
 
 
 if __name__ == "__main__":

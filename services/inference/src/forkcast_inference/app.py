@@ -172,8 +172,9 @@ class InferenceApp:
         task = self._checking
         if task is None or task.done() or task.get_loop() is not loop:
             task = self._checking = loop.create_task(self._check_off_loop())
-        # One caller's cancellation (a client gone) must not cancel the check the others await; a check whose every
-        # caller was cancelled has its exception marked retrieved by shield itself.
+            # A check whose every caller left (cancelled) still has its exception, if any, marked retrieved.
+            task.add_done_callback(lambda t: t.cancelled() or t.exception())
+        # One caller's cancellation (a client gone) must not cancel the check the others await.
         return await asyncio.shield(task)
 
     async def _check_off_loop(self) -> tuple[bool, str]:
@@ -199,6 +200,9 @@ class InferenceApp:
             return False, f"features: {exc}", None
         except redis.RedisError as exc:
             return False, f"redis: {exc}", None
+        except Exception as exc:  # a RedisClusterException (not a RedisError) mid-failover, a corrupt version
+            log.exception("readiness check failed")
+            return False, f"check failed: {type(exc).__name__}: {exc}", None
         want = model.provenance.feature_schema_hash
         if state.meta.feature_schema_hash != want:
             reason = (

@@ -17,8 +17,9 @@ node share its round trips and socket writes, as the standalone reader's do. In-
 real requests at 16 concurrent, alternated A/B (3 sets, 10 pairs, 2026-12-05, 2-core VM at load 2.3-2.6): 243-351
 µs of CPU per request (median 257) against 262-328 µs (median 290) with the blocking reader, lower in 9 of 10
 pairs (services/inference/BENCHMARKS.md, "Issue 19: the Cluster read"). Only the rare calls block the loop:
-loading a version or a copy's coordinates (``load``, ``current``: start, /readyz, a version change). Reading the
-slot map again (redis-py's ``NodesManager.initialize``, on a failover or a resharding) runs in a worker thread.
+loading a version or a copy's coordinates (``load``, ``current``) at start and when a request meets a version
+change; /readyz calls ``current`` in a worker thread (``InferenceApp.check_readiness``). Reading the slot map again
+(redis-py's ``NodesManager.initialize``, on a failover or a resharding) runs in a worker thread.
 
 Consistency, as on one node: every key a request reads names the version the request holds, and the MGET that
 returns the values also returns the pointer copy and the revision of that copy, atomically (one slot). A moved
@@ -27,8 +28,9 @@ pointer reloads the version, a moved revision reloads that copy's coordinates; t
 Resharding: a command answered ASK (its key already left a slot being migrated) is sent again, after ASKING, to the
 node the reply names, in the same request. A copy's MGET answered TRYAGAIN (the migration split its keys between two
 nodes, for as long as the migration of that slot lasts) is sent, on the next attempt and at once, to the first copy
-in the version's list on another master: every copy holds the same values of the same version, with its own pointer
-copy and revision in its MGET, so the answer is the same and one version is still read. Only when no such copy is
+in the version's list on another master: every copy holds the same version, with its own pointer copy and
+revision in its MGET, so one version is still read and the answer is the same (while a live restaurant update is
+being written, copy after copy, a copy may hold it a moment before or after another). Only when no such copy is
 left (a version loaded as one table, every copy split) does the request try the same copy again after 50 ms. Neither
 reads the slot map again; a MOVED met in the same attempt is followed as below, in that attempt.
 
@@ -53,6 +55,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import threading
 import time
 from collections.abc import Collection
 from dataclasses import dataclass, field
@@ -170,6 +173,14 @@ class NodePipes:
             self.by_node.pop(name).close()
 
 
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    """The event loop running in this thread, if any."""
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
+
+
 class ClusterFeatureReader:
     """``FeatureSource`` on a Redis Cluster: one round trip to the user's master per request, awaited."""
 
@@ -186,6 +197,9 @@ class ClusterFeatureReader:
         # stale map's read to it rather than read it there, since the read's follow-up (closing connections of
         # nodes that left, re-mapping the copies) touches what only that loop may touch.
         self._loop: asyncio.AbstractEventLoop | None = None
+        # ``load`` runs on the loop and in /readyz's worker thread: a load publishes only if no other load published
+        # since it began, so an older load never replaces a newer one.
+        self._publishing = threading.Lock()
         # The slot-map read in flight (one per worker, ``_refresh``) and when the last one failed (monotonic).
         self._refreshing: asyncio.Task[None] | None = None
         self._failed_at: float | None = None
@@ -209,18 +223,27 @@ class ClusterFeatureReader:
 
     # -- versions and copies -------------------------------------------------------------------------------------
     def load(self, version: str) -> VersionState:
-        """Read ``version``'s metadata and the coordinates in each of its copies (before ready, not on a request)."""
+        """Read ``version``'s metadata and the coordinates in each of its copies: at start, on /readyz (in a worker
+        thread) and when a request meets a new version. Published whole, with its copies, unless another load
+        published since this one began (the loaded state is still returned to the caller)."""
+        before = self.held
         raw_meta = cast("dict[bytes, bytes]", self.cluster.hgetall(meta_key(self.prefix, version)))
         if not raw_meta:
             raise NoLiveVersionError(f"feature version {version} has no metadata")
         meta = VersionMeta.from_redis(raw_meta)
         held = _Held(FeatureKeys(self.prefix, version), meta, parse_copies(meta.restaurant_copies))
+        generation = self._generation
         self._map_copies(held)
         state = None
         for copy in reversed(held.copies):
             state = self._load_copy(held, copy)
-        # Published whole: a load in /readyz's worker thread never shows the loop a version without its copies.
-        self.held, self.state = held, state
+        with self._publishing:
+            if self.held is before:
+                if (
+                    self._generation != generation
+                ):  # the slot map was read again meanwhile: map on the new one
+                    self._map_copies(held)
+                self.held, self.state = held, state
         return cast("VersionState", state)
 
     def _load_copy(self, held: _Held, copy: str) -> VersionState:
@@ -252,7 +275,7 @@ class ClusterFeatureReader:
             raise redis.ConnectionError(f"slot {slot} is not covered by the slot map") from None
 
     def refresh_topology(self, moved: tuple[redis.exceptions.MovedError, ...] = ()) -> None:
-        """Read the slot map again, blocking the caller: ``current`` with no event loop running (start), and tests.
+        """Read the slot map again, blocking the caller: ``current`` before the reader serves on a loop, and tests.
 
         The hot path reads it off the event loop instead (``_refresh``). ``moved``: see ``_read_map``.
         """
@@ -384,17 +407,16 @@ class ClusterFeatureReader:
         any version is held. A stale slot map is read again off the loop (``_refresh_soon``): scheduled on the loop
         the reader serves on when called from another thread, read here only before any request (no loop yet).
         """
+        running = _running_loop()
+        if running is not None:  # start under uvicorn's lifespan, or a request: the loop that serves
+            self._loop = running
         if self._stale:
-            try:
-                asyncio.get_running_loop()
-            except RuntimeError:
-                loop = self._loop
-                if loop is not None and loop.is_running():
-                    loop.call_soon_threadsafe(self._refresh_soon)
-                else:
-                    self.refresh_topology()
-            else:
+            if running is not None:
                 self._refresh_soon()
+            elif self._loop is not None and self._loop.is_running():  # /readyz's worker thread
+                self._loop.call_soon_threadsafe(self._refresh_soon)
+            else:  # no loop serves yet
+                self.refresh_topology()
         try:
             live = cast("bytes | None", self.cluster.get(self.pointer))
         except RedisClusterException as exc:
@@ -402,9 +424,11 @@ class ClusterFeatureReader:
         if live is None:
             raise NoLiveVersionError(f"{self.pointer} names no feature version")
         name = live.decode()
-        if self.held is None or self.state is None or self.held.keys.version != name:
+        held = self.held
+        if held is None or held.keys.version != name:
             return self.load(name)
-        return self.state
+        # A state of ``held`` itself: ``self.state`` is written by requests, and may for a moment name another.
+        return held.states.get(held.copies[0]) or self._load_copy(held, held.copies[0])
 
     # -- the hot path --------------------------------------------------------------------------------------------
     async def fetch(self, user_id: int, select: SelectFn) -> Fetched:
@@ -515,9 +539,17 @@ class ClusterFeatureReader:
         """
         if own not in split:
             return own
-        masters = {held.node_of_copy[c].name for c in split}
+        # ``split`` may name a copy of a version held earlier in the request: it has no node here.
+        masters = {node.name for c in split if (node := held.node_of_copy.get(c)) is not None}
         return next(
-            (c for c in held.copies if c not in split and held.node_of_copy[c].name not in masters), own
+            (
+                c
+                for c in held.copies
+                if c not in split
+                and (node := held.node_of_copy.get(c)) is not None
+                and node.name not in masters
+            ),
+            own,
         )
 
     async def _asked(

@@ -14,6 +14,7 @@ and the pointer would need their own calls). The MGET goes out on the worker's o
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol, cast
@@ -129,9 +130,14 @@ class FeatureReader:
         # at start, on /readyz and on a version change only).
         self.pipe = PipelinedRedis(client, timeout_s)
         self._wire: MgetWire | None = None
+        # ``load`` runs on the loop (a request that met a new version) and in /readyz's worker thread: a load
+        # publishes its state only if none was published since it began, so an older load never replaces a newer.
+        self._publishing = threading.Lock()
 
     def load(self, version: str) -> VersionState:
-        """Read a version's metadata and every restaurant's coordinates (≈ 0.3 s for 100k restaurants)."""
+        """Read a version's metadata and every restaurant's coordinates (≈ 0.3 s for 100k restaurants); publish it
+        unless another load published since this one began (its state is still returned to the caller)."""
+        before = self.state
         raw_meta = cast("dict[bytes, bytes]", self.client.hgetall(meta_key(self.prefix, version)))
         if not raw_meta:
             raise NoLiveVersionError(f"feature version {version} has no metadata")
@@ -140,9 +146,12 @@ class FeatureReader:
         # The revision is read before the coordinates: a change in between is seen by the next request.
         revision = cast("bytes | None", self.client.get(keys.restaurant_revision)) or b""
         lat, lng = load_coordinates(self.client, keys, meta.restaurants)
-        self.state = VersionState(keys, meta, revision, lat, lng)
-        self._wire = MgetWire.of(self.pointer, keys, meta.restaurants)
-        return self.state
+        state = VersionState(keys, meta, revision, lat, lng)
+        with self._publishing:
+            if self.state is before:
+                self.state = state
+                self._wire = MgetWire.of(self.pointer, keys, meta.restaurants)
+        return state
 
     def current(self) -> VersionState:
         """The live version's state, loading it if the pointer moved (used by /readyz and at start)."""

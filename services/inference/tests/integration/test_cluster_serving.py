@@ -37,6 +37,7 @@ from forkcast_contract.metric_names import INFERENCE_ERRORS
 from forkcast_devservers.ports import free_port
 from forkcast_devservers.ready import wait_until
 from forkcast_devservers.servers import RedisCluster, RedisServer
+from forkcast_inference import cluster_features
 from forkcast_inference.app import InferenceApp, create_app
 from forkcast_inference.cluster_features import (
     _MAX_ATTEMPTS,
@@ -877,3 +878,32 @@ def test_a_stale_map_met_by_readyz_in_a_worker_thread_is_read_again_by_the_servi
     refreshes, loop_thread = asyncio.run(run())
     assert followed_on == [loop_thread], (followed_on, loop_thread)
     assert reader.topology_refreshes == refreshes + 1 and not reader._stale
+
+
+def test_a_load_that_another_load_overtook_does_not_publish_its_older_version(
+    cluster: RedisCluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # /readyz's thread and a request on the loop may load at once: the load that began first and ended last must
+    # not replace what the other published, and a version is published whole, with every copy's coordinates.
+    reader = _live_reader(cluster)
+    held = reader.held
+    assert held is not None and len(held.copies) > 1
+    version = held.keys.version
+    read = cluster_features.load_coordinates
+    calls: list[object] = []
+    during: list[object] = []
+
+    def overtaken(*args: Any) -> Any:
+        calls.append(args)
+        if len(calls) == 1:  # the first load's first copy: the reader still holds what it held before
+            during.append(reader.held)
+            reader.load(version)  # another load runs whole and publishes
+            during.append(reader.held)
+        return read(*args)
+
+    monkeypatch.setattr(cluster_features, "load_coordinates", overtaken)
+    reader.load(version)
+    assert during[0] is held, "a load published its version before its copies were loaded"
+    overtaking = during[1]
+    assert overtaking is not held and reader.held is overtaking, "the overtaken load replaced the newer one"
+    assert set(reader.held.states) == set(reader.held.copies)
