@@ -61,7 +61,6 @@ from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any, cast
 
-import numpy as np
 import redis
 from hiredis import pack_command
 from redis.backoff import NoBackoff
@@ -71,8 +70,6 @@ from redis.exceptions import RedisClusterException
 from redis.retry import Retry
 
 from forkcast_contract.feature_store import (
-    FEATURE_WIRE_DTYPE,
-    USER_VALUE_BYTES,
     FeatureKeys,
     VersionMeta,
     copy_tag_body,
@@ -82,12 +79,12 @@ from forkcast_contract.feature_store import (
     pointer_key,
 )
 from forkcast_inference.features import (
-    CorruptUserError,
     Fetched,
     NoLiveVersionError,
     SelectFn,
     VersionState,
     load_coordinates,
+    user_features,
 )
 from forkcast_inference.pipelined import PipelinedRedis
 
@@ -519,11 +516,7 @@ class ClusterFeatureReader:
                 if held.states.get(copy) is state:  # not already reloaded by a concurrent request
                     self._load_copy(held, copy)
             else:
-                user = None
-                if raw_user is not None:
-                    if len(raw_user) != USER_VALUE_BYTES:
-                        raise CorruptUserError(f"user {user_id} value has {len(raw_user)} bytes")
-                    user = np.frombuffer(raw_user, dtype=FEATURE_WIRE_DTYPE)
+                user = user_features(user_id, raw_user)
                 return Fetched(keys.version, state.meta.feature_schema_hash, user, ids, values[2:])
             failure = NoLiveVersionError("feature version kept changing during the request")
         raise cast("Exception", failure)

@@ -187,14 +187,19 @@ class FeatureReader:
             if (values[1] or b"") != state.revision:
                 state = self.load(keys.version)
                 continue
-            raw_user = values[2]
-            user = None
-            if raw_user is not None:
-                if len(raw_user) != USER_VALUE_BYTES:
-                    raise CorruptUserError(f"user {user_id} value has {len(raw_user)} bytes")
-                user = np.frombuffer(raw_user, dtype=FEATURE_WIRE_DTYPE)
+            user = user_features(user_id, values[2])
             return Fetched(keys.version, state.meta.feature_schema_hash, user, ids, values[3:])
         raise NoLiveVersionError("feature version kept changing during the request")
+
+
+def user_features(user_id: int, raw: bytes | None) -> npt.NDArray[np.float32] | None:
+    """A user's stored value as its features (None: unknown user); a value of the wrong length raises
+    ``CorruptUserError`` (a 500: the store holds something this version's schema does not describe)."""
+    if raw is None:
+        return None
+    if len(raw) != USER_VALUE_BYTES:
+        raise CorruptUserError(f"user {user_id} value has {len(raw)} bytes")
+    return np.frombuffer(raw, dtype=FEATURE_WIRE_DTYPE)
 
 
 def _bulk(key: bytes) -> bytes:
