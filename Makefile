@@ -60,7 +60,7 @@ typecheck: setup ## mypy --strict on every package
 
 # Three workers, each test file whole on one of them (pytest-xdist --dist loadfile: a file's module fixtures and its
 # servers stay together): most of the suite waits on real servers, deadlines and drills; with three workers
-# a fresh-clone `.ci/run` (setup + lint + types + 1,538 tests on three workers) took 13 min 13 s on the 2-core VM
+# a fresh-clone `.ci/run` (setup + lint + types + 1,548 tests on three workers) took 13 min 17 s on the 2-core VM
 # (2026-12-05; 17 min 4 s with a busy loop beside it, at 1,507 tests). Files go to the workers in collection order, long ones first (--no-loadscope-reorder and
 # forkcast_devservers.pytest_kinds.longest_first: e2e, then files with a `slow` test). PYTEST_WORKERS=0 runs it in one process.
 PYTEST_WORKERS ?= 3
