@@ -11,7 +11,7 @@ reader thread still cost 1.19-1.69x on this machine, where other agents keep bot
 CPU is taken from the steps: so the reader now also does less work. It gathers into a few reused chunk buffers
 (fresh 10 MB chunks paid page faults on every chunk) straight into each table's columns (no torch.cat), and
 shuffles per chunk instead of fancy-indexing whole columns; the batches are the same, bit for bit. Interleaved on
-full data it then took 1.15-1.19x the step-only time in three runs at 1 torch thread, and 1.15-1.23x in three at
+full data it then took 1.15-1.19x the step-only time in three runs at 1 torch thread, and 1.14-1.23x in five at
 2 threads on a quiet machine, where the steps' two OpenMP threads and the reader share the two cores (BENCHMARKS.md,
 "An epoch at the compute bound" and "A whole `make bench-train`").
 Pre-joined standardised shards were not built: they would be 8 GB per epoch to read (50 M x 40 float32) and still
