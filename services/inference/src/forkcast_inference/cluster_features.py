@@ -236,9 +236,8 @@ class ClusterFeatureReader:
             state = self._load_copy(held, copy)
         with self._publishing:
             if self.held is before:
-                if (
-                    self._generation != generation
-                ):  # the slot map was read again meanwhile: map on the new one
+                # The slot map was read again meanwhile: map the copies on the new one.
+                if self._generation != generation:
                     self._map_copies(held)
                 self.held, self.state = held, state
         return cast("VersionState", state)
@@ -277,11 +276,7 @@ class ClusterFeatureReader:
         The hot path reads it off the event loop instead (``_refresh``). ``moved``: see ``_read_map``.
         """
         self._begin_read()
-        try:
-            self._read_map(moved)
-        except redis.ConnectionError:
-            self._failed_at = time.monotonic()
-            raise
+        self._read_map(moved)
         self._map_read(moved)
 
     def _begin_read(self) -> None:
@@ -294,16 +289,20 @@ class ClusterFeatureReader:
         Safe in a worker thread while the loop reads ``slots_cache``: redis-py 8.1 builds the new nodes and slots in
         local dicts and swaps both in under its lock at the end (redis/cluster.py, ``initialize``), so the loop sees
         the old map or the new one, never half of one. ``moved``: the MOVED replies that made the map stale; their
-        targets join the nodes the map may be read from.
+        targets join the nodes the map may be read from. A failed read is timed (``_failed_at``), so that no other
+        starts for ``_RETRY_AFTER_FAILED_READ_S``.
         """
         try:
             self.cluster.nodes_manager.initialize(
                 additional_startup_nodes_info=[(m.host, m.port) for m in moved] or None
             )
-        except RedisClusterException as exc:
-            # redis-py raises this (not a RedisError) while no node answers or slots are uncovered (before a
-            # replica took over).
-            raise redis.ConnectionError(f"slot map: {exc}") from exc
+        except (RedisClusterException, redis.ConnectionError) as exc:
+            self._failed_at = time.monotonic()
+            if isinstance(exc, RedisClusterException):
+                # redis-py raises this (not a RedisError) while no node answers or slots are uncovered (before a
+                # replica took over).
+                raise redis.ConnectionError(f"slot map: {exc}") from exc
+            raise
 
     def _map_read(self, moved: tuple[redis.exceptions.MovedError, ...]) -> None:
         """After a successful read, on the loop: keep the connections of the nodes still in the map (other requests
@@ -345,11 +344,7 @@ class ClusterFeatureReader:
         self._begin_read()
 
         async def read() -> None:
-            try:
-                await asyncio.to_thread(self._read_map, moved)
-            except redis.ConnectionError:
-                self._failed_at = time.monotonic()
-                raise
+            await asyncio.to_thread(self._read_map, moved)
             self._map_read(moved)
 
         task = self._refreshing = loop.create_task(read())
@@ -385,9 +380,8 @@ class ClusterFeatureReader:
         try:
             if task is not None and not task.done() and task.get_loop() is asyncio.get_running_loop():
                 joined = self._generation
-                await asyncio.shield(
-                    task
-                )  # one request's cancellation must not cancel the read the others await
+                # One request's cancellation must not cancel the read the others await.
+                await asyncio.shield(task)
                 if self._generation == joined:
                     self._follow(moved)
             elif generation == self._generation:
