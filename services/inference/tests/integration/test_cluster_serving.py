@@ -398,9 +398,8 @@ def test_concurrent_requests_that_meet_a_stale_slot_map_read_it_again_once(
     right, got = asyncio.run(run())
     wrong = [u for u, g in zip(batch, got, strict=True) if not _same(g, right[u])]
     assert not wrong, wrong
-    assert (
-        reader.topology_refreshes == 1
-    )  # the first request to meet MOVED read the map; the others followed it
+    # The first request to meet MOVED read the map; the others followed it.
+    assert reader.topology_refreshes == 1
     assert {p.connects for p in reader.pipes.by_node.values()} == {1}  # nobody's connection was closed
 
 
@@ -623,6 +622,13 @@ def _end_migration(slot: int, src: redis.Redis, dst: redis.Redis, cluster: Redis
         node.execute_command("CLUSTER", "SETSLOT", slot, "NODE", _node_id(dst))  # type: ignore[no-untyped-call]
 
 
+def _move_slot_back(slot: int, src: redis.Redis, dst: redis.Redis, cluster: RedisCluster) -> None:
+    """``slot`` and its keys, moved to ``dst`` by a test, back on ``src``: the session's other tests share the
+    Cluster."""
+    _begin_migration(slot, dst, src)
+    _end_migration(slot, dst, src, cluster)
+
+
 def test_a_key_that_a_resharding_moved_already_is_read_from_the_importing_node_without_a_map_read(
     cluster: RedisCluster, tiny_data: Path
 ) -> None:
@@ -644,13 +650,11 @@ def test_a_key_that_a_resharding_moved_already_is_read_from_the_importing_node_w
     try:
         assert _same(during, before)
         assert reader.topology_refreshes == 0
-        after = asyncio.run(
-            reader.fetch(user, _select)
-        )  # MOVED now: the map is read again, the user is on dst
+        # MOVED now: the map is read again, the user is on dst.
+        after = asyncio.run(reader.fetch(user, _select))
         assert _same(after, before) and _owner(reader, user) == dst_name
     finally:  # the slot back where it was, for the session's other tests
-        _begin_migration(slot, dst, src)
-        _end_migration(slot, dst, src, cluster)
+        _move_slot_back(slot, src, dst, cluster)
 
 
 def _split_slot(src: redis.Redis, dst_name: str, slot: int, keys: list[str]) -> None:
@@ -717,8 +721,7 @@ def test_a_copy_that_a_resharding_split_is_read_from_another_masters_copy_withou
         assert len(reads) == 1 and reader.topology_refreshes == 1, reads
         assert held.node_of_copy[copy].name == dst_name
     finally:  # the slot and its keys back on the source, for the session's other tests
-        _begin_migration(slot, dst, src)
-        _end_migration(slot, dst, src, cluster)
+        _move_slot_back(slot, src, dst, cluster)
 
 
 def test_a_moved_met_beside_a_tryagain_is_followed_in_the_same_attempt(
@@ -749,8 +752,7 @@ def test_a_moved_met_beside_a_tryagain_is_followed_in_the_same_attempt(
         refused = calls_rejected(src, "get") - refused[0], calls_rejected(src, "mget") - refused[1]
     finally:
         _end_migration(slot, src, dst, cluster)
-        _begin_migration(slot, dst, src)
-        _end_migration(slot, dst, src, cluster)
+        _move_slot_back(slot, src, dst, cluster)
     assert isinstance(during, Fetched) and _same(during, before)
     # The first attempt's MOVED made the one map read; the second attempt read the user and its copy on ``owner``.
     assert refused == (1, 1) and len(reads) == 1, (refused, reads)
@@ -839,8 +841,7 @@ def test_a_split_copy_with_no_other_copy_to_read_is_tried_again_after_a_pause(
         refused = calls_rejected(src, "mget") - refused
     finally:
         _end_migration(slot, src, dst, cluster)
-        _begin_migration(slot, dst, src)
-        _end_migration(slot, dst, src, cluster)
+        _move_slot_back(slot, src, dst, cluster)
     assert isinstance(during, redis.ConnectionError), during
     assert str(during).startswith("the Cluster redirected the request's last attempt: TRYAGAIN "), str(during)
     assert refused == _MAX_ATTEMPTS  # every attempt was sent, each refused by the source
