@@ -43,9 +43,10 @@ from forkcast_inference.cluster_features import (
     _MAX_ATTEMPTS,
     _TRYAGAIN_S,
     ClusterFeatureReader,
+    _Held,
     connect_cluster,
 )
-from forkcast_inference.features import Fetched, NoLiveVersionError, VersionState
+from forkcast_inference.features import Fetched, NoLiveVersionError, VersionState, load_coordinates
 from forkcast_inference.testing import ANSWER_TIMEOUT_S, BIN, PREFIX, Response, call, make_settings
 
 pytestmark = pytest.mark.slow
@@ -276,6 +277,13 @@ def _live_reader(cluster: RedisCluster, timeout_s: float = ANSWER_TIMEOUT_S) -> 
     return reader
 
 
+def _live_reader_and_held(cluster: RedisCluster) -> tuple[ClusterFeatureReader, _Held]:
+    """``_live_reader`` and the version it holds (its copies, their masters and states)."""
+    reader = _live_reader(cluster)
+    assert reader.held is not None
+    return reader, reader.held
+
+
 def _port(node_name: str) -> int:
     """The port of a node named ``host:port`` (redis-py's ClusterNode.name)."""
     return int(node_name.rsplit(":", 1)[1])
@@ -354,9 +362,7 @@ def test_a_user_whose_master_holds_no_copy_is_read_from_two_masters_at_once(
 ) -> None:
     # After a resharding the user's master may hold no restaurant copy: the GET goes to it, the MGET to the first
     # copy's master, both awaited together.
-    reader = _live_reader(cluster)
-    held = reader.held
-    assert held is not None
+    reader, held = _live_reader_and_held(cluster)
     copy_node = held.node_of_copy[held.copies[0]].name
     user_node, user = next((n, u) for n, u in _user_per_master(reader, tiny_data).items() if n != copy_node)
     ports = {n: _port(n) for n in (user_node, copy_node)}
@@ -684,9 +690,7 @@ def test_a_copy_that_a_resharding_split_is_read_from_another_masters_copy_withou
     # some of them away answers TRYAGAIN, for as long as the migration of the slot lasts. Before, the reader tried
     # the same copy again after _TRYAGAIN_S on every attempt and answered 503 (ConnectionError "the Cluster kept
     # redirecting the request: TRYAGAIN ..."), though each other master holds a copy of the same version.
-    reader = _live_reader(cluster)
-    held = reader.held
-    assert held is not None
+    reader, held = _live_reader_and_held(cluster)
     user_node, user = next(iter(_user_per_master(reader, tiny_data).items()))
     copy = held.copy_of_node.get(user_node, held.copies[0])
     src_name = held.node_of_copy[copy].name  # the copy's master: the user's, unless it holds none
@@ -730,9 +734,7 @@ def test_a_moved_met_beside_a_tryagain_is_followed_in_the_same_attempt(
     # One attempt, two redirections: the user's GET answered MOVED (a stale map) and the copy's MGET TRYAGAIN (a
     # migration splitting it). Before, the TRYAGAIN had the reader sleep and send the same plan again, the MOVED
     # ignored: every attempt met both and the request failed with "the Cluster kept redirecting the request".
-    reader = _live_reader(cluster)
-    held = reader.held
-    assert held is not None
+    reader, held = _live_reader_and_held(cluster)
     users = _user_per_master(reader, tiny_data)
     stale, owner, third = users  # the user's slot pointed at ``stale``; ``owner`` really holds it
     user = users[owner]
@@ -767,9 +769,7 @@ def test_a_request_out_of_attempts_raises_what_its_last_attempt_met(
     # changing"): a Redis outage counted as a missing version. Faults are real, made by the request's own select()
     # (which each attempt calls before sending): a bumped revision (the attempt reloads the copy and tries again)
     # or the node dropping the reader's connections.
-    reader = _live_reader(cluster)
-    held = reader.held
-    assert held is not None
+    reader, held = _live_reader_and_held(cluster)
     (node, user), (other, _) = list(_user_per_master(reader, tiny_data).items())[:2]
     client = redis.Redis(port=_port(node))
     revision = held.states[held.copy_of_node[node]].keys.restaurant_revision
@@ -817,9 +817,7 @@ def test_a_split_copy_with_no_other_copy_to_read_is_tried_again_after_a_pause(
     # Where no other master's copy is left (here a version held with one copy; a version loaded as one table has
     # none), the reader tries the same copy again after _TRYAGAIN_S, without reading the map (it still names the
     # source until the migration ends), and raises the TRYAGAIN when the attempts run out.
-    reader = _live_reader(cluster)
-    held = reader.held
-    assert held is not None
+    reader, held = _live_reader_and_held(cluster)
     user_node, user = next(iter(_user_per_master(reader, tiny_data).items()))
     copy = held.copy_of_node[user_node]
     held.copies = [copy]
@@ -886,11 +884,10 @@ def test_a_load_that_another_load_overtook_does_not_publish_its_older_version(
 ) -> None:
     # /readyz's thread and a request on the loop may load at once: the load that began first and ended last must
     # not replace what the other published, and a version is published whole, with every copy's coordinates.
-    reader = _live_reader(cluster)
-    held = reader.held
-    assert held is not None and len(held.copies) > 1
+    reader, held = _live_reader_and_held(cluster)
+    assert len(held.copies) > 1
     version = held.keys.version
-    read = cluster_features.load_coordinates
+    read = load_coordinates
     calls: list[object] = []
     during: list[object] = []
 
@@ -907,4 +904,4 @@ def test_a_load_that_another_load_overtook_does_not_publish_its_older_version(
     assert during[0] is held, "a load published its version before its copies were loaded"
     overtaking = during[1]
     assert overtaking is not held and reader.held is overtaking, "the overtaken load replaced the newer one"
-    assert set(reader.held.states) == set(reader.held.copies)
+    assert isinstance(overtaking, _Held) and set(overtaking.states) == set(overtaking.copies)

@@ -14,7 +14,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 import redis
@@ -140,9 +140,9 @@ def test_a_check_that_fails_unexpectedly_answers_not_ready_with_its_cause(
     NoLiveVersionError nor a RedisError. The probe gets a 503 naming it and the gauge says not ready, where the
     check used to raise through to a 500 and leave the gauge as it was."""
     client = redis.Redis(port=redis_server.port)
-    live = client.get(pointer_key(PREFIX))
+    live = cast("bytes | None", client.get(pointer_key(PREFIX)))
     assert live is not None
-    meta = client.hgetall(meta_key(PREFIX, live.decode()))
+    meta = cast("dict[Any, Any]", client.hgetall(meta_key(PREFIX, live.decode())))
     client.hset(meta_key(PREFIX, "corrupt"), mapping={**meta, b"restaurants": b"many"})
     try:
         assert asyncio.run(_get(app, "/readyz"))[0] == 200
