@@ -11,7 +11,8 @@ The floor (``floor_app.py``, issue 19.3) is the same HTTP stack doing the same R
 MGET size) and answering a canned body; at ``--floor-concurrency`` it prints ``floor ratio`` = service req/s ÷
 floor req/s and the CPU µs per request of both (the CPU figure varies less than req/s on this shared machine).
 The *contract floor* (``floor_app.py --contract-work``) is the floor plus what SPEC §6 asks of any implementation
-before it ranks: decoding and validating the body, and logging the prediction event. Its ratio to the floor bounds
+before it ranks: the request id, decoding and validating the body, the answer's version and request-id headers,
+and logging the prediction event. Its ratio to the floor bounds
 what any ranking code could reach on this stack; the service's ratio to it is what the ranking costs.
 
     python services/inference/benchmarks/bench_serve.py --data data/full --model-dir RUN_OR_VERSION_DIR

@@ -10,10 +10,11 @@ start with the service's own reader and selection, so the floor's keys are the s
 
 With ``--contract-work`` it is the *contract floor*: the floor plus the work SPEC §6 asks of any implementation
 whatever its ranking — the request id (the service's own ``_request_id``), the body decoded and validated with the
-contract's Struct (``parse_request``, the gateway's check too) and the user id parsed, and the prediction event
-logged through the service's ``EventSink`` (an event of the canned answer's ids and scores, flushed to the events
-stream as the service flushes). The service's ratio to the floor is then split into what the contract costs and what
-the ranking (array, distance filter, scoring, sort, answer) costs.
+contract's Struct (``parse_request``, the gateway's check too) and the user id parsed, the answer's model version,
+feature version and request id headers, and the prediction event logged through the service's ``EventSink`` (an
+event of the canned answer's ids and scores, flushed to the events stream as the service flushes). The service's
+ratio to the floor is then split into what the contract costs and what the ranking (array, distance filter,
+scoring, sort, answer) costs.
 
 Run: ``python floor_app.py --port P --requests FILE [--contract-work]`` (FILE: JSON lines ``[path, body]``) with the
 service's environment (REDIS_URL, FORKCAST_FEATURE_PREFIX, …).
