@@ -205,20 +205,22 @@ class PipelinedRedis:
         proto = self._proto
         self._proto = None
         if proto is not None and not proto.loop.is_closed():
-            proto._fail(
-                redis.ConnectionError(f"connection to Redis at {self.where} closed: node left the slot map")
-            )
+            proto._fail(self._left_the_map())
         # A connect in flight is cancelled too (its half-open socket is aborted in ``_open``): finishing it would
         # hand a socket to an object nobody holds any more. Its waiters get a ConnectionError (``_connection``).
         opening, self._opening = self._opening, None
         if opening is not None and not opening.done() and not opening.get_loop().is_closed():
             opening.cancel()
 
+    def _left_the_map(self) -> redis.ConnectionError:
+        """What a command on a closed connection fails with (``close``)."""
+        return redis.ConnectionError(f"connection to Redis at {self.where} closed: node left the slot map")
+
     async def _connection(self) -> _RespProtocol:
         if self.closed:
             # A request that took this connection before its node left the map: connecting again would leave a
             # socket on an object nobody holds (found in review).
-            raise redis.ConnectionError(f"connection to Redis at {self.where} closed: node left the slot map")
+            raise self._left_the_map()
         loop = asyncio.get_running_loop()
         opening = self._opening
         if opening is None or opening.get_loop() is not loop or opening.done():
@@ -233,9 +235,7 @@ class PipelinedRedis:
             task = asyncio.current_task()
             if opening.cancelled() and not (task is not None and task.cancelling()):
                 # ``close`` cancelled the connect, not this request's caller.
-                raise redis.ConnectionError(
-                    f"connection to Redis at {self.where} closed: node left the slot map"
-                ) from None
+                raise self._left_the_map() from None
             raise
 
     async def _open(self, loop: asyncio.AbstractEventLoop) -> _RespProtocol:
